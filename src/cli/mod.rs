@@ -1,0 +1,354 @@
+//! The command line: argument parsing, configuration lookup, output for
+//! people (summaries) and for scripts (`--json`), and exit codes.
+//!
+//! Owns: nothing of the domain; every command calls `worker` or `store`.
+//! Exit codes (SPEC.md, Machine-readable output): 0 applied/unchanged or
+//! success, 1 failed run or operational error, 2 usage or configuration
+//! error, 3 held.
+
+mod output;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, Source};
+use crate::store::{RunState, Store};
+use crate::worker::{self, ImportOptions, WorkerError};
+
+/// Keeps a mass-notification recipient list in step with an HR or property
+/// system: validates each CSV file, diffs it against the store, applies it
+/// atomically, and holds back a file that would delete too many people.
+#[derive(Debug, Parser)]
+#[command(name = "flagsync", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML).
+    ///
+    /// Default: ./flagsync.toml, or /etc/flagsync/flagsync.toml when
+    /// installed under /usr; when that file does not exist, the embedded
+    /// default (one demo feed, data in ./flagsync-data) is used.
+    #[arg(long, global = true, env = "FLAGSYNC_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Process a file exactly as the server would.
+    ///
+    /// Validates the file, diffs it against the feed's stored recipients and
+    /// applies the changes in one transaction, unless the run would remove
+    /// more than the feed's delete threshold (then it is held until
+    /// `flagsync runs confirm`). Exit code: 0 applied or unchanged, 3 held,
+    /// 1 failed, 2 usage or configuration error.
+    Import(ImportArgs),
+    /// List, show, confirm or reject runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Recipients of a feed.
+    #[command(subcommand)]
+    Recipients(RecipientsCommand),
+    /// Groups of a feed.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
+    /// Validate the configuration (and open the store read-only).
+    ///
+    /// Exits 0 when everything is in order, 2 with every problem listed
+    /// otherwise.
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The feed the file belongs to (its `name` in the configuration).
+    #[arg(long, value_name = "NAME")]
+    pub feed: String,
+    /// The CSV file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Show what would change; commit nothing.
+    ///
+    /// The exit code and the counts are those the real run would have.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Run history, newest first.
+    List {
+        /// Only this feed's runs.
+        #[arg(long, value_name = "NAME")]
+        feed: Option<String>,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run, with its first errors.
+    Show {
+        /// The run ID (from `runs list`).
+        id: u64,
+        /// Print a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a held run.
+    ///
+    /// Applies exactly the held file, diffed against the store as it is now.
+    Confirm(DecideArgs),
+    /// Reject a held run: nothing is applied.
+    Reject(DecideArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The held run's ID.
+    pub id: u64,
+    /// Who decides (recorded with the run). Default: the OS user.
+    #[arg(long, value_name = "NAME")]
+    pub by: Option<String>,
+    /// Print a JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecipientsCommand {
+    /// Write the feed's recipients to standard output, sorted by ID.
+    ///
+    /// CSV: a header of the feed's field names in configuration order, then
+    /// one row per recipient, values as stored (phones in E.164,
+    /// multi-values joined by their separator). JSON: an array of objects
+    /// with the same names.
+    Export {
+        #[arg(long, value_name = "NAME")]
+        feed: String,
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// The feed's groups with their member counts.
+    List {
+        #[arg(long, value_name = "NAME")]
+        feed: String,
+        /// Print a JSON array of {"group", "members"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How a command ended, mapped to the exit code by `main`.
+pub enum Failure {
+    /// Usage or configuration: exit 2.
+    Usage(anyhow::Error),
+    /// Anything else that went wrong: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+impl From<WorkerError> for Failure {
+    fn from(e: WorkerError) -> Self {
+        match e {
+            WorkerError::Usage(_) => Failure::Usage(e.into()),
+            other => Failure::Runtime(other.into()),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for Failure {
+    fn from(e: crate::store::StoreError) -> Self {
+        Failure::Runtime(e.into())
+    }
+}
+
+/// Runs the parsed command; returns the exit code on success.
+pub fn run(cli: Cli) -> Result<u8, Failure> {
+    let config = load_config(cli.config.as_deref()).map_err(Failure::Usage)?;
+    match cli.command {
+        Command::Import(args) => import(&config, args),
+        Command::Runs(cmd) => runs(&config, cmd),
+        Command::Recipients(RecipientsCommand::Export { feed, format }) => {
+            export(&config, &feed, format)
+        }
+        Command::Groups(GroupsCommand::List { feed, json }) => groups(&config, &feed, json),
+        Command::Check => check(&config),
+    }
+}
+
+/// The configuration file's default place.
+fn default_config_path() -> PathBuf {
+    let installed = std::env::current_exe()
+        .map(|p| p.starts_with("/usr"))
+        .unwrap_or(false);
+    if installed {
+        PathBuf::from("/etc/flagsync/flagsync.toml")
+    } else {
+        PathBuf::from("flagsync.toml")
+    }
+}
+
+fn load_config(explicit: Option<&Path>) -> anyhow::Result<Config> {
+    let config = match explicit {
+        Some(path) => Config::load(path)?,
+        None => {
+            let path = default_config_path();
+            if path.exists() {
+                Config::load(&path)?
+            } else {
+                tracing::info!(
+                    "no configuration at {}; using the embedded default",
+                    path.display()
+                );
+                Config::embedded()?
+            }
+        }
+    };
+    Ok(config)
+}
+
+fn feed_of<'c>(config: &'c Config, name: &str) -> Result<&'c crate::config::Feed, Failure> {
+    config.feed(name).ok_or_else(|| {
+        Failure::Usage(anyhow::anyhow!(
+            "feed '{name}' is not configured in {}; configured feeds: {}",
+            config.source,
+            config.feed_names()
+        ))
+    })
+}
+
+fn exit_code_of(state: RunState) -> u8 {
+    match state {
+        RunState::Applied | RunState::Unchanged | RunState::Rejected | RunState::Superseded => 0,
+        RunState::Held => 3,
+        RunState::Failed => 1,
+    }
+}
+
+fn import(config: &Config, args: ImportArgs) -> Result<u8, Failure> {
+    let feed = feed_of(config, &args.feed)?;
+    let options = ImportOptions {
+        dry_run: args.dry_run,
+        progress: !args.json,
+    };
+    let run = worker::import_file(config, feed, &args.file, options)?;
+    output::print_run_outcome(&run, args.json)?;
+    Ok(exit_code_of(run.state))
+}
+
+fn decided_by(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn runs(config: &Config, cmd: RunsCommand) -> Result<u8, Failure> {
+    match cmd {
+        RunsCommand::List { feed, json } => {
+            if let Some(f) = &feed {
+                feed_of(config, f)?;
+            }
+            let runs = match Store::open_read_only(&config.store_path())? {
+                Some(store) => store.list_runs(feed.as_deref())?,
+                None => Vec::new(),
+            };
+            output::print_run_list(&runs, json)?;
+            Ok(0)
+        }
+        RunsCommand::Show { id, json } => {
+            let store = Store::open_read_only(&config.store_path())?.ok_or_else(|| {
+                Failure::Usage(anyhow::anyhow!(
+                    "run {id} does not exist: the store {} has no runs yet",
+                    config.store_path().display()
+                ))
+            })?;
+            let run = store.get_run(id).map_err(|e| match e {
+                crate::store::StoreError::UnknownRun(_) => Failure::Usage(e.into()),
+                other => other.into(),
+            })?;
+            output::print_run_detail(&run, json)?;
+            Ok(0)
+        }
+        RunsCommand::Confirm(args) => {
+            let options = ImportOptions {
+                dry_run: false,
+                progress: !args.json,
+            };
+            let run = worker::confirm_run(config, args.id, &decided_by(args.by), options)?;
+            output::print_run_outcome(&run, args.json)?;
+            Ok(exit_code_of(run.state))
+        }
+        RunsCommand::Reject(args) => {
+            let run = worker::reject_run(config, args.id, &decided_by(args.by))?;
+            output::print_run_outcome(&run, args.json)?;
+            Ok(0)
+        }
+    }
+}
+
+fn export(config: &Config, feed_name: &str, format: Format) -> Result<u8, Failure> {
+    let feed = feed_of(config, feed_name)?;
+    let store = Store::open_read_only(&config.store_path())?;
+    output::export_recipients(feed, store.as_ref(), format)?;
+    Ok(0)
+}
+
+fn groups(config: &Config, feed_name: &str, json: bool) -> Result<u8, Failure> {
+    feed_of(config, feed_name)?;
+    let groups = match Store::open_read_only(&config.store_path())? {
+        Some(store) => store.groups(feed_name)?,
+        None => Vec::new(),
+    };
+    output::print_groups(&groups, json)?;
+    Ok(0)
+}
+
+fn check(config: &Config) -> Result<u8, Failure> {
+    let store_path = config.store_path();
+    let store_note = match Store::open_read_only(&store_path) {
+        Ok(Some(_)) => format!("store {} opens", store_path.display()),
+        Ok(None) => format!("store {} will be created at the first run", store_path.display()),
+        Err(crate::store::StoreError::InUse { .. }) => {
+            format!("store {} is in use by a running flagsync", store_path.display())
+        }
+        Err(e) => return Err(Failure::Usage(anyhow::Error::from(e).context("the store cannot be opened"))),
+    };
+    let source = match &config.source {
+        Source::File(p) => p.display().to_string(),
+        Source::Embedded => "embedded default".to_string(),
+    };
+    println!(
+        "configuration OK ({source}): {} feed(s): {}; {store_note}",
+        config.feeds.len(),
+        config.feed_names()
+    );
+    Ok(0)
+}
+
+/// Prints an error chain once, ripgrep style.
+pub fn print_error(e: &anyhow::Error) {
+    let mut text = format!("flagsync: {e}");
+    for cause in e.chain().skip(1) {
+        text.push_str(&format!(": {cause}"));
+    }
+    eprintln!("{text}");
+}

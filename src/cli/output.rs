@@ -1,0 +1,263 @@
+//! What commands print: human summaries, `--json`, and the export.
+
+use std::io::Write;
+
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::Value;
+
+use crate::config::Feed;
+use crate::import::thousands;
+use crate::store::{Run, RunState, Store};
+
+use super::Format;
+
+/// Errors writing to stdout; a closed pipe (`| head`) is not one.
+fn write_result(r: std::io::Result<()>) -> anyhow::Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// A run as JSON, without its error list (shown by `runs show`).
+fn run_json(run: &Run, with_errors: bool) -> Value {
+    let mut v = serde_json::to_value(run).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        if !with_errors {
+            map.remove("errors");
+        }
+    }
+    v
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    write_result(
+        serde_json::to_writer_pretty(&mut out, v)
+            .map_err(std::io::Error::other)
+            .and_then(|_| writeln!(out)),
+    )
+}
+
+/// The outcome of `import`, `runs confirm` and `runs reject`.
+pub fn print_run_outcome(run: &Run, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&run_json(run, false));
+    }
+    let mut out = String::new();
+    let id = run
+        .run_id
+        .map_or_else(|| "not recorded".to_string(), |id| format!("run {id}"));
+    let dry = if run.dry_run { " (dry run: nothing committed)" } else { "" };
+    out.push_str(&format!(
+        "{}: {} — {} ({id}){dry}\n",
+        run.feed,
+        run.state.as_str(),
+        run.file
+    ));
+    if let Some(reason) = &run.reason {
+        out.push_str(&format!("  reason: {reason}\n"));
+    }
+    if run.state != RunState::Failed {
+        let c = &run.counts;
+        out.push_str(&format!(
+            "  {} rows: {} added, {} updated, {} removed, {} unchanged, {} flagged, {} filtered\n",
+            thousands(c.rows),
+            thousands(c.added),
+            thousands(c.updated),
+            thousands(c.removed),
+            thousands(c.unchanged),
+            thousands(c.flagged),
+            thousands(c.filtered)
+        ));
+        out.push_str(&format!(
+            "  groups: {} created, {} removed\n",
+            c.groups_created, c.groups_removed
+        ));
+    }
+    if let Some(enc) = run.encoding {
+        let note = if enc == crate::import::Encoding::Windows1252 {
+            " (the file is not UTF-8; read as Windows-1252)"
+        } else {
+            ""
+        };
+        out.push_str(&format!("  encoding: {}{note}\n", enc.as_str()));
+    }
+    out.push_str(&format!("  duration: {} ms\n", run.duration_ms));
+    if let Some(by) = &run.confirmed_by {
+        out.push_str(&format!("  confirmed by {by} at {}\n", run.confirmed_at.as_deref().unwrap_or("")));
+    }
+    if let Some(by) = &run.rejected_by {
+        out.push_str(&format!("  rejected by {by} at {}\n", run.rejected_at.as_deref().unwrap_or("")));
+    }
+    if let Some(report) = &run.error_report {
+        out.push_str(&format!("  error report: {report}\n"));
+    }
+    push_first_errors(&mut out, run, 20);
+    if run.state == RunState::Held && !run.dry_run {
+        if let Some(id) = run.run_id {
+            out.push_str(&format!(
+                "  nothing was applied: confirm with `flagsync runs confirm {id}` or reject with `flagsync runs reject {id}`\n"
+            ));
+        }
+    }
+    write_result(std::io::stdout().lock().write_all(out.as_bytes()))
+}
+
+fn push_first_errors(out: &mut String, run: &Run, limit: usize) {
+    if run.errors.is_empty() {
+        return;
+    }
+    out.push_str("  first errors:\n");
+    for e in run.errors.iter().take(limit) {
+        out.push_str(&format!("    line {}: {}\n", e.line, e.reasons.join("; ")));
+    }
+    if run.counts.flagged as usize > limit.min(run.errors.len()) {
+        out.push_str(&format!(
+            "    … {} flagged rows in all\n",
+            thousands(run.counts.flagged)
+        ));
+    }
+}
+
+pub fn print_run_list(runs: &[Run], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&Value::Array(runs.iter().map(|r| run_json(r, false)).collect()));
+    }
+    let mut out = String::new();
+    if runs.is_empty() {
+        out.push_str("no runs yet\n");
+    }
+    for r in runs {
+        let c = &r.counts;
+        out.push_str(&format!(
+            "{:>5}  {:<10} {:<10} {}  {}  +{} ~{} -{} ={} !{}\n",
+            r.run_id.unwrap_or_default(),
+            r.feed,
+            r.state.as_str(),
+            r.started_at,
+            r.file,
+            c.added,
+            c.updated,
+            c.removed,
+            c.unchanged,
+            c.flagged
+        ));
+    }
+    write_result(std::io::stdout().lock().write_all(out.as_bytes()))
+}
+
+pub fn print_run_detail(run: &Run, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&run_json(run, true));
+    }
+    let mut out = String::new();
+    out.push_str(&format!(
+        "run {}: {} — {} — {}\n  started {}, finished {}\n",
+        run.run_id.unwrap_or_default(),
+        run.feed,
+        run.file,
+        run.state.as_str(),
+        run.started_at,
+        run.finished_at
+    ));
+    write_result(std::io::stdout().lock().write_all(out.as_bytes()))?;
+    let mut rest = run.clone();
+    rest.errors = Vec::new();
+    print_run_outcome(&rest, false)?;
+    let mut errors = String::new();
+    push_first_errors(&mut errors, run, Run::KEPT_ERRORS);
+    write_result(std::io::stdout().lock().write_all(errors.as_bytes()))
+}
+
+pub fn print_groups(groups: &[(String, u64)], json: bool) -> anyhow::Result<()> {
+    if json {
+        let v: Vec<Value> = groups
+            .iter()
+            .map(|(g, n)| serde_json::json!({"group": g, "members": n}))
+            .collect();
+        return print_json(&Value::Array(v));
+    }
+    let mut out = String::new();
+    for (g, n) in groups {
+        out.push_str(&format!("{n:>8}  {g}\n"));
+    }
+    write_result(std::io::stdout().lock().write_all(out.as_bytes()))
+}
+
+/// One recipient as a JSON object with the feed's field names, in order.
+struct Recipient<'a> {
+    names: &'a [String],
+    values: &'a [String],
+}
+
+impl serde::Serialize for Recipient<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.names.len()))?;
+        for (i, name) in self.names.iter().enumerate() {
+            map.serialize_entry(name, self.values.get(i).map_or("", String::as_str))?;
+        }
+        map.end()
+    }
+}
+
+pub fn export_recipients(feed: &Feed, store: Option<&Store>, format: Format) -> anyhow::Result<()> {
+    let names: Vec<String> = feed.fields.iter().map(|f| f.name.clone()).collect();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let result = match format {
+        Format::Csv => export_csv(&names, store, &feed.name, &mut out),
+        Format::Json => export_json(&names, store, &feed.name, &mut out),
+    };
+    match result {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        Err(e) => Err(e),
+        Ok(()) => write_result(out.flush()),
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.to_string().contains("Broken pipe")
+    })
+}
+
+fn export_csv(names: &[String], store: Option<&Store>, feed: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(names)?;
+    if let Some(store) = store {
+        store.for_each_recipient(feed, |_, record| {
+            let mut row: Vec<&str> = record.values.iter().map(String::as_str).collect();
+            row.resize(names.len(), "");
+            w.write_record(&row).map_err(std::io::Error::other)
+        })?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn export_json(names: &[String], store: Option<&Store>, feed: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    out.write_all(b"[")?;
+    let mut first = true;
+    if let Some(store) = store {
+        store.for_each_recipient(feed, |_, record| {
+            if !first {
+                out.write_all(b",")?;
+            }
+            first = false;
+            out.write_all(b"\n  ")?;
+            serde_json::to_writer(
+                &mut *out,
+                &Recipient {
+                    names,
+                    values: &record.values,
+                },
+            )
+            .map_err(std::io::Error::other)
+        })?;
+    }
+    out.write_all(if first { b"]\n" } else { b"\n]\n" })?;
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! The configuration file: reading, validating, and the embedded default.
+//!
+//! Owns: the TOML shape of SPEC.md (serde, unknown keys rejected) and its
+//! translation into a checked [`Config`]. Never touches the store or files
+//! other than the configuration itself.
+//!
+//! Invariants:
+//! 1. A `Config` that exists is valid: every feed has exactly one `id` field,
+//!    at most 33 fields, at most 3 group fields, unique names.
+//! 2. Every problem found is reported at once, each naming the key and the
+//!    line where it can be found.
+
+mod raw;
+mod size;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use size::parse_size;
+
+/// At most this many mapped fields per feed, the ID included.
+pub const MAX_FIELDS: usize = 33;
+/// At most this many group fields per feed.
+pub const MAX_GROUP_FIELDS: usize = 3;
+
+const EMBEDDED_DEFAULT: &str = include_str!("../../assets/default.toml");
+
+/// Where the configuration came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    Embedded,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Embedded => f.write_str("the embedded default configuration"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{source_name}: {}", problems.join("\n  "))]
+    Invalid {
+        source_name: String,
+        problems: Vec<String>,
+    },
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: Source,
+    pub data_dir: PathBuf,
+    pub sftp_listen: String,
+    pub web_listen: String,
+    pub smtp: Option<Smtp>,
+    pub feeds: Vec<Feed>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Smtp {
+    pub host: String,
+    pub port: u16,
+    pub security: String,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub from: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FieldKind {
+    Id,
+    Text,
+    Email,
+    Sms,
+    Voice,
+    Multi,
+}
+
+impl FieldKind {
+    fn parse(s: &str) -> Option<FieldKind> {
+        Some(match s {
+            "id" => FieldKind::Id,
+            "text" => FieldKind::Text,
+            "email" => FieldKind::Email,
+            "sms" => FieldKind::Sms,
+            "voice" => FieldKind::Voice,
+            "multi" => FieldKind::Multi,
+            _ => return None,
+        })
+    }
+
+    pub fn is_channel(self) -> bool {
+        matches!(self, FieldKind::Sms | FieldKind::Voice | FieldKind::Email)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub name: String,
+    pub column: String,
+    pub aliases: Vec<String>,
+    pub kind: FieldKind,
+    pub required: bool,
+    /// Only for `multi` fields.
+    pub separator: Option<String>,
+    pub max_length: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Threshold {
+    Percent(f64),
+    Count(u64),
+}
+
+impl std::fmt::Display for Threshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Threshold::Percent(p) => write!(f, "{p}%"),
+            Threshold::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    OnArrival,
+    /// Daily at this hour and minute, server local time.
+    Daily {
+        hour: u8,
+        minute: u8,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Filter {
+    /// Index into `Feed::fields`.
+    pub field: usize,
+    /// Compared trimmed and case-insensitively.
+    pub equals: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Feed {
+    pub name: String,
+    pub fields: Vec<Field>,
+    /// Index of the `id` field in `fields`.
+    pub id_field: usize,
+    /// `None` means detect from the header.
+    pub delimiter: Option<u8>,
+    pub default_country: phonenumber::country::Id,
+    pub delete_threshold: Threshold,
+    pub schedule: Schedule,
+    pub expect_every: Duration,
+    pub report_to: Vec<String>,
+    /// Indexes into `fields`, at most three.
+    pub group_fields: Vec<usize>,
+    pub require_channel: bool,
+    pub filters: Vec<Filter>,
+    pub max_file_size: u64,
+    pub max_rows: u64,
+}
+
+impl Feed {
+    pub fn id(&self) -> &Field {
+        &self.fields[self.id_field]
+    }
+
+    /// A fingerprint of everything that decides whether a stored row is still
+    /// valid and how it is stored. When it changes, every row is validated
+    /// again instead of trusting the stored raw hashes.
+    pub fn mapping_fingerprint(&self) -> u64 {
+        let mut text = String::new();
+        for f in &self.fields {
+            text.push_str(&format!(
+                "{}|{}|{:?}|{}|{:?}|{}\u{1e}",
+                f.name, f.column, f.kind, f.required, f.separator, f.max_length
+            ));
+        }
+        text.push_str(&format!(
+            "id={}|groups={:?}|channel={}|country={}",
+            self.id_field,
+            self.group_fields,
+            self.require_channel,
+            self.default_country.as_ref()
+        ));
+        xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+    }
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_DEFAULT, Source::Embedded)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, Source::File(path.to_owned()))
+    }
+
+    pub fn parse(text: &str, source: Source) -> Result<Config, ConfigError> {
+        raw::parse(text).map_err(|problems| ConfigError::Invalid {
+            source_name: source.to_string(),
+            problems,
+        })
+        .map(|mut c| {
+            c.source = source;
+            c
+        })
+    }
+
+    pub fn feed(&self, name: &str) -> Option<&Feed> {
+        self.feeds.iter().find(|f| f.name == name)
+    }
+
+    pub fn feed_names(&self) -> String {
+        self.feeds
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("flagsync.redb")
+    }
+
+    pub fn feed_dir(&self, feed: &str) -> PathBuf {
+        self.data_dir.join("feeds").join(feed)
+    }
+}
+
+#[cfg(test)]
+mod tests;

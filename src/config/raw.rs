@@ -1,0 +1,606 @@
+//! The configuration as written (serde), and its validation into [`Config`].
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    parse_size, Config, Feed, Field, FieldKind, Filter, Schedule, Smtp, Source, Threshold,
+    MAX_FIELDS, MAX_GROUP_FIELDS,
+};
+
+const DEFAULT_MAX_FILE_SIZE: u64 = 2 << 30;
+const DEFAULT_MAX_ROWS: u64 = 10_000_000;
+const DEFAULT_MAX_LENGTH: usize = 255;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Option<String>,
+    sftp: Option<RawListen>,
+    web: Option<RawListen>,
+    smtp: Option<RawSmtp>,
+    #[serde(default)]
+    feed: Vec<Spanned<RawFeed>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: String,
+    port: Option<u16>,
+    security: Option<Spanned<String>>,
+    username: Option<String>,
+    password_file: Option<String>,
+    from: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeed {
+    name: Spanned<String>,
+    id_field: Option<Spanned<String>>,
+    delimiter: Option<Spanned<String>>,
+    default_country: Option<Spanned<String>>,
+    delete_threshold: Option<Spanned<NumberOrText>>,
+    schedule: Option<Spanned<String>>,
+    expect_every: Option<Spanned<String>>,
+    #[serde(default)]
+    report_to: Vec<String>,
+    #[serde(default)]
+    group_fields: Vec<Spanned<String>>,
+    require_channel: Option<bool>,
+    max_file_size: Option<Spanned<NumberOrText>>,
+    max_rows: Option<Spanned<i64>>,
+    #[serde(default)]
+    field: Vec<Spanned<RawField>>,
+    #[serde(default)]
+    filter: Vec<Spanned<RawFilter>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    name: Spanned<String>,
+    column: Option<String>,
+    #[serde(default)]
+    aliases: Vec<String>,
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    #[serde(default)]
+    required: bool,
+    separator: Option<String>,
+    max_length: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilter {
+    field: Spanned<String>,
+    equals: Vec<String>,
+}
+
+/// Collects problems with the line each one is on.
+struct Problems<'t> {
+    text: &'t str,
+    list: Vec<String>,
+}
+
+impl Problems<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn at<T>(&mut self, spanned: &Spanned<T>, message: impl std::fmt::Display) {
+        let line = self.line_of(spanned.span().start);
+        self.list.push(format!("line {line}: {message}"));
+    }
+}
+
+pub(super) fn parse(text: &str) -> Result<Config, Vec<String>> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| vec![describe_toml_error(text, &e)])?;
+    let mut problems = Problems {
+        text,
+        list: Vec::new(),
+    };
+    let config = validate(raw, &mut problems);
+    if problems.list.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems.list)
+    }
+}
+
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let line = Problems {
+                text,
+                list: Vec::new(),
+            }
+            .line_of(span.start);
+            let hint = if message.contains("unknown field") {
+                "; remove it or check its spelling"
+            } else {
+                ""
+            };
+            format!("line {line}: {message}{hint}")
+        }
+        None => message.to_string(),
+    }
+}
+
+fn validate(raw: RawConfig, problems: &mut Problems) -> Config {
+    let mut feeds = Vec::new();
+    let mut names = HashSet::new();
+    if raw.feed.is_empty() {
+        problems
+            .list
+            .push("no [[feed]] is configured; add at least one".to_string());
+    }
+    for raw_feed in &raw.feed {
+        let name = raw_feed.get_ref().name.get_ref().clone();
+        if !names.insert(name.clone()) {
+            problems.at(
+                &raw_feed.get_ref().name,
+                format!("feed name '{name}' is used twice; feed names must be unique"),
+            );
+        }
+        if let Some(feed) = validate_feed(raw_feed.get_ref(), problems) {
+            feeds.push(feed);
+        }
+    }
+    let smtp = raw.smtp.map(|s| validate_smtp(s, problems));
+    Config {
+        source: Source::Embedded,
+        data_dir: PathBuf::from(raw.data_dir.unwrap_or_else(|| "./flagsync-data".into())),
+        sftp_listen: raw
+            .sftp
+            .and_then(|s| s.listen)
+            .unwrap_or_else(|| "0.0.0.0:2222".into()),
+        web_listen: raw
+            .web
+            .and_then(|w| w.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into()),
+        smtp,
+        feeds,
+    }
+}
+
+fn validate_smtp(s: RawSmtp, problems: &mut Problems) -> Smtp {
+    let security = match &s.security {
+        Some(sec) => {
+            let v = sec.get_ref().as_str();
+            if !matches!(v, "starttls" | "tls" | "none") {
+                problems.at(
+                    sec,
+                    format!("smtp.security = \"{v}\" is not known; use \"starttls\", \"tls\" or \"none\""),
+                );
+            }
+            v.to_string()
+        }
+        None => "starttls".to_string(),
+    };
+    let port = s.port.unwrap_or(match security.as_str() {
+        "tls" => 465,
+        "none" => 25,
+        _ => 587,
+    });
+    Smtp {
+        host: s.host,
+        port,
+        security,
+        username: s.username,
+        password_file: s.password_file.map(PathBuf::from),
+        from: s.from,
+    }
+}
+
+fn is_valid_feed_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn validate_feed(raw: &RawFeed, problems: &mut Problems) -> Option<Feed> {
+    let name = raw.name.get_ref().clone();
+    let before = problems.list.len();
+    if !is_valid_feed_name(&name) {
+        problems.at(
+            &raw.name,
+            format!("feed name '{name}' must be 1-64 letters, digits, '-' or '_' (it is also a folder name)"),
+        );
+    }
+    let fields = validate_fields(&name, &raw.field, problems);
+    let id_field = find_id_field(&name, raw, &fields, problems);
+    let group_fields = validate_group_fields(&name, raw, &fields, problems);
+    let filters = validate_filters(&name, raw, &fields, problems);
+    let feed = Feed {
+        delimiter: validate_delimiter(&name, raw, problems),
+        default_country: validate_country(&name, raw, problems),
+        delete_threshold: validate_threshold(&name, raw, problems),
+        schedule: validate_schedule(&name, raw, problems),
+        expect_every: validate_expect_every(&name, raw, problems),
+        max_file_size: validate_max_file_size(&name, raw, problems),
+        max_rows: validate_max_rows(&name, raw, problems),
+        report_to: raw.report_to.clone(),
+        require_channel: raw.require_channel.unwrap_or(false),
+        name,
+        fields,
+        id_field: id_field.unwrap_or(0),
+        group_fields,
+        filters,
+    };
+    (problems.list.len() == before).then_some(feed)
+}
+
+fn validate_fields(
+    feed: &str,
+    raw_fields: &[Spanned<RawField>],
+    problems: &mut Problems,
+) -> Vec<Field> {
+    if raw_fields.len() > MAX_FIELDS {
+        problems.at(
+            &raw_fields[MAX_FIELDS],
+            format!(
+                "feed '{feed}' maps {} fields; at most {MAX_FIELDS} are allowed (the ID included): remove {}",
+                raw_fields.len(),
+                raw_fields.len() - MAX_FIELDS
+            ),
+        );
+    }
+    let mut names = HashSet::new();
+    let mut columns = HashSet::new();
+    let mut fields = Vec::new();
+    for spanned in raw_fields {
+        let raw = spanned.get_ref();
+        let name = raw.name.get_ref().clone();
+        if name.trim().is_empty() {
+            problems.at(&raw.name, format!("feed '{feed}': a field has an empty name"));
+        }
+        if !names.insert(name.clone()) {
+            problems.at(
+                &raw.name,
+                format!("feed '{feed}': field name '{name}' is used twice; field names must be unique"),
+            );
+        }
+        let kind = match &raw.kind {
+            None => FieldKind::Text,
+            Some(k) => match FieldKind::parse(k.get_ref()) {
+                Some(kind) => kind,
+                None => {
+                    problems.at(
+                        k,
+                        format!(
+                            "feed '{feed}', field '{name}': unknown type '{}'; use one of id, text, email, sms, voice, multi",
+                            k.get_ref()
+                        ),
+                    );
+                    FieldKind::Text
+                }
+            },
+        };
+        let column = raw.column.clone().unwrap_or_else(|| name.clone());
+        for header in std::iter::once(&column).chain(raw.aliases.iter()) {
+            if !columns.insert(normalize_header(header)) {
+                problems.at(
+                    spanned,
+                    format!("feed '{feed}', field '{name}': column or alias '{header}' is mapped twice"),
+                );
+            }
+        }
+        let separator = match (kind, &raw.separator) {
+            (FieldKind::Multi, Some(s)) if !s.is_empty() => Some(s.clone()),
+            (FieldKind::Multi, _) => {
+                problems.at(
+                    spanned,
+                    format!("feed '{feed}', field '{name}': a multi field needs a non-empty separator, e.g. separator = \";\""),
+                );
+                None
+            }
+            (_, Some(_)) => {
+                problems.at(
+                    spanned,
+                    format!("feed '{feed}', field '{name}': separator is only for type = \"multi\""),
+                );
+                None
+            }
+            (_, None) => None,
+        };
+        let max_length = match &raw.max_length {
+            None => DEFAULT_MAX_LENGTH,
+            Some(m) if (1..=65_535).contains(m.get_ref()) => *m.get_ref() as usize,
+            Some(m) => {
+                problems.at(
+                    m,
+                    format!(
+                        "feed '{feed}', field '{name}': max_length = {} is out of range; use 1-65535",
+                        m.get_ref()
+                    ),
+                );
+                DEFAULT_MAX_LENGTH
+            }
+        };
+        fields.push(Field {
+            name,
+            column,
+            aliases: raw.aliases.clone(),
+            kind,
+            required: raw.required,
+            separator,
+            max_length,
+        });
+    }
+    fields
+}
+
+/// Header names match ignoring case and surrounding spaces.
+pub fn normalize_header(h: &str) -> String {
+    h.trim().to_lowercase()
+}
+
+fn find_id_field(
+    feed: &str,
+    raw: &RawFeed,
+    fields: &[Field],
+    problems: &mut Problems,
+) -> Option<usize> {
+    let id_kinds: Vec<usize> = (0..fields.len())
+        .filter(|&i| fields[i].kind == FieldKind::Id)
+        .collect();
+    if id_kinds.len() > 1 {
+        problems.at(
+            &raw.name,
+            format!("feed '{feed}' has {} fields of type \"id\"; exactly one is allowed", id_kinds.len()),
+        );
+        return None;
+    }
+    match (&raw.id_field, id_kinds.first()) {
+        (Some(named), Some(&i)) if fields[i].name != *named.get_ref() => {
+            problems.at(
+                named,
+                format!(
+                    "feed '{feed}': id_field = \"{}\" but the field of type \"id\" is '{}'; make them the same",
+                    named.get_ref(),
+                    fields[i].name
+                ),
+            );
+            None
+        }
+        (_, Some(&i)) => Some(i),
+        (Some(named), None) => {
+            match fields.iter().position(|f| f.name == *named.get_ref()) {
+                Some(i) if fields[i].kind == FieldKind::Text => Some(i),
+                Some(_) => {
+                    problems.at(named, format!("feed '{feed}': id_field '{}' must be of type \"id\" or \"text\"", named.get_ref()));
+                    None
+                }
+                None => {
+                    problems.at(named, format!("feed '{feed}': id_field = \"{}\" names no [[feed.field]]; add that field with type = \"id\"", named.get_ref()));
+                    None
+                }
+            }
+        }
+        (None, None) => {
+            problems.at(
+                &raw.name,
+                format!("feed '{feed}' has no id field; add a [[feed.field]] with type = \"id\" (the column that identifies a person)"),
+            );
+            None
+        }
+    }
+}
+
+fn validate_group_fields(
+    feed: &str,
+    raw: &RawFeed,
+    fields: &[Field],
+    problems: &mut Problems,
+) -> Vec<usize> {
+    if raw.group_fields.len() > MAX_GROUP_FIELDS {
+        problems.at(
+            &raw.group_fields[MAX_GROUP_FIELDS],
+            format!(
+                "feed '{feed}' has {} group_fields; at most {MAX_GROUP_FIELDS} are allowed",
+                raw.group_fields.len()
+            ),
+        );
+    }
+    let mut out = Vec::new();
+    for g in &raw.group_fields {
+        match fields.iter().position(|f| f.name == *g.get_ref()) {
+            Some(i) if fields[i].kind == FieldKind::Id => problems.at(
+                g,
+                format!("feed '{feed}': the id field '{}' cannot be a group field", g.get_ref()),
+            ),
+            Some(i) if out.contains(&i) => problems.at(
+                g,
+                format!("feed '{feed}': group field '{}' is listed twice", g.get_ref()),
+            ),
+            Some(i) => out.push(i),
+            None => problems.at(
+                g,
+                format!("feed '{feed}': group field '{}' names no [[feed.field]]", g.get_ref()),
+            ),
+        }
+    }
+    out
+}
+
+fn validate_filters(
+    feed: &str,
+    raw: &RawFeed,
+    fields: &[Field],
+    problems: &mut Problems,
+) -> Vec<Filter> {
+    let mut out = Vec::new();
+    for f in &raw.filter {
+        let f_raw = f.get_ref();
+        match fields.iter().position(|x| x.name == *f_raw.field.get_ref()) {
+            Some(i) if f_raw.equals.is_empty() => problems.at(
+                f,
+                format!("feed '{feed}': the filter on '{}' has an empty equals list; list the values to import", fields[i].name),
+            ),
+            Some(i) => out.push(Filter {
+                field: i,
+                equals: f_raw.equals.iter().map(|v| v.trim().to_lowercase()).collect(),
+            }),
+            None => problems.at(
+                &f_raw.field,
+                format!("feed '{feed}': filter field '{}' names no [[feed.field]]; map its column first", f_raw.field.get_ref()),
+            ),
+        }
+    }
+    out
+}
+
+fn validate_delimiter(feed: &str, raw: &RawFeed, problems: &mut Problems) -> Option<u8> {
+    let d = raw.delimiter.as_ref()?;
+    match d.get_ref().as_str() {
+        "auto" => None,
+        "," => Some(b','),
+        ";" => Some(b';'),
+        "\t" | "tab" => Some(b'\t'),
+        "|" => Some(b'|'),
+        other => {
+            problems.at(
+                d,
+                format!("feed '{feed}': delimiter = {other:?} is not supported; use \"auto\", \",\", \";\", \"\\t\" or \"|\""),
+            );
+            None
+        }
+    }
+}
+
+fn validate_country(feed: &str, raw: &RawFeed, problems: &mut Problems) -> phonenumber::country::Id {
+    let Some(c) = &raw.default_country else {
+        return phonenumber::country::Id::US;
+    };
+    match c.get_ref().trim().to_ascii_uppercase().parse() {
+        Ok(id) => id,
+        Err(_) => {
+            problems.at(
+                c,
+                format!("feed '{feed}': default_country = \"{}\" is not a two-letter country code such as \"US\" or \"GB\"", c.get_ref()),
+            );
+            phonenumber::country::Id::US
+        }
+    }
+}
+
+fn validate_threshold(feed: &str, raw: &RawFeed, problems: &mut Problems) -> Threshold {
+    let Some(t) = &raw.delete_threshold else {
+        return Threshold::Percent(10.0);
+    };
+    let parsed = match t.get_ref() {
+        NumberOrText::Number(n) if *n >= 0 => Some(Threshold::Count(*n as u64)),
+        NumberOrText::Number(_) => None,
+        NumberOrText::Text(s) => match s.trim().strip_suffix('%') {
+            Some(p) => p
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|p| (0.0..=100.0).contains(p))
+                .map(Threshold::Percent),
+            None => s.trim().parse::<u64>().ok().map(Threshold::Count),
+        },
+    };
+    parsed.unwrap_or_else(|| {
+        problems.at(
+            t,
+            format!("feed '{feed}': delete_threshold must be a percentage such as \"10%\" (0-100) or a count such as 500"),
+        );
+        Threshold::Percent(10.0)
+    })
+}
+
+fn validate_schedule(feed: &str, raw: &RawFeed, problems: &mut Problems) -> Schedule {
+    let Some(s) = &raw.schedule else {
+        return Schedule::OnArrival;
+    };
+    let text = s.get_ref().trim();
+    if text == "on_arrival" {
+        return Schedule::OnArrival;
+    }
+    let daily = text.strip_prefix("daily ").and_then(|hm| {
+        let (h, m) = hm.trim().split_once(':')?;
+        let (h, m): (u8, u8) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60 && hm.trim().len() == 5).then_some(Schedule::Daily { hour: h, minute: m })
+    });
+    daily.unwrap_or_else(|| {
+        problems.at(
+            s,
+            format!("feed '{feed}': schedule = \"{text}\" is not understood; use \"on_arrival\" or \"daily HH:MM\" such as \"daily 02:00\""),
+        );
+        Schedule::OnArrival
+    })
+}
+
+fn validate_expect_every(feed: &str, raw: &RawFeed, problems: &mut Problems) -> Duration {
+    let Some(e) = &raw.expect_every else {
+        return Duration::from_secs(24 * 3600);
+    };
+    match humantime::parse_duration(e.get_ref()) {
+        Ok(d) if !d.is_zero() => d,
+        _ => {
+            problems.at(
+                e,
+                format!("feed '{feed}': expect_every = \"{}\" is not a duration such as \"24h\" or \"7days\"", e.get_ref()),
+            );
+            Duration::from_secs(24 * 3600)
+        }
+    }
+}
+
+fn validate_max_file_size(feed: &str, raw: &RawFeed, problems: &mut Problems) -> u64 {
+    let Some(m) = &raw.max_file_size else {
+        return DEFAULT_MAX_FILE_SIZE;
+    };
+    let parsed = match m.get_ref() {
+        NumberOrText::Number(n) if *n > 0 => Some(*n as u64),
+        NumberOrText::Number(_) => None,
+        NumberOrText::Text(s) => parse_size(s).filter(|&n| n > 0),
+    };
+    parsed.unwrap_or_else(|| {
+        problems.at(
+            m,
+            format!("feed '{feed}': max_file_size must be a positive size such as \"2GiB\", \"500MB\" or a number of bytes"),
+        );
+        DEFAULT_MAX_FILE_SIZE
+    })
+}
+
+fn validate_max_rows(feed: &str, raw: &RawFeed, problems: &mut Problems) -> u64 {
+    match &raw.max_rows {
+        None => DEFAULT_MAX_ROWS,
+        Some(m) if *m.get_ref() > 0 => *m.get_ref() as u64,
+        Some(m) => {
+            problems.at(m, format!("feed '{feed}': max_rows must be a positive number of rows"));
+            DEFAULT_MAX_ROWS
+        }
+    }
+}

@@ -1,0 +1,84 @@
+use super::*;
+
+fn feed_with_fields(n: usize) -> String {
+    let mut s = String::from("[[feed]]\nname = \"hr\"\n");
+    s.push_str("  [[feed.field]]\n  name = \"id\"\n  column = \"ID\"\n  type = \"id\"\n");
+    for i in 1..n {
+        s.push_str(&format!("  [[feed.field]]\n  name = \"f{i}\"\n  column = \"F{i}\"\n"));
+    }
+    s
+}
+
+fn problems(text: &str) -> String {
+    match Config::parse(text, Source::Embedded) {
+        Ok(_) => panic!("expected a configuration error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn embedded_default_is_valid() {
+    let c = Config::embedded().expect("embedded default must be valid");
+    let demo = c.feed("demo").expect("demo feed");
+    assert_eq!(demo.id().name, "employee_id");
+    assert_eq!(c.data_dir, PathBuf::from("./flagsync-data"));
+}
+
+#[test]
+fn thirty_three_fields_are_fine_thirty_four_are_not() {
+    assert!(Config::parse(&feed_with_fields(33), Source::Embedded).is_ok());
+    let msg = problems(&feed_with_fields(34));
+    assert!(msg.contains("maps 34 fields; at most 33"), "{msg}");
+    assert!(msg.contains("line "), "{msg}");
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let msg = problems("data_dir = \"x\"\ncolour = \"red\"\n");
+    assert!(msg.contains("line 2"), "{msg}");
+    assert!(msg.contains("colour"), "{msg}");
+}
+
+#[test]
+fn missing_id_unknown_type_duplicates_and_groups_are_all_reported() {
+    let text = r#"
+[[feed]]
+name = "hr"
+group_fields = ["a", "b", "c", "d"]
+  [[feed.field]]
+  name = "a"
+  type = "phone"
+  [[feed.field]]
+  name = "a"
+  [[feed.field]]
+  name = "b"
+  [[feed.field]]
+  name = "c"
+  [[feed.field]]
+  name = "d"
+"#;
+    let msg = problems(text);
+    assert!(msg.contains("no id field"), "{msg}");
+    assert!(msg.contains("unknown type 'phone'"), "{msg}");
+    assert!(msg.contains("used twice"), "{msg}");
+    assert!(msg.contains("at most 3 are allowed"), "{msg}");
+    assert!(msg.contains("line 7"), "{msg}");
+}
+
+#[test]
+fn thresholds_and_schedules() {
+    let base = feed_with_fields(2);
+    let c = Config::parse(
+        &base.replace(
+            "name = \"hr\"\n",
+            "name = \"hr\"\ndelete_threshold = 500\nschedule = \"daily 02:30\"\n",
+        ),
+        Source::Embedded,
+    )
+    .expect("valid");
+    let feed = &c.feeds[0];
+    assert_eq!(feed.delete_threshold, Threshold::Count(500));
+    assert_eq!(feed.schedule, Schedule::Daily { hour: 2, minute: 30 });
+    let msg = problems(&base.replace("name = \"hr\"\n", "name = \"hr\"\ndelete_threshold = \"ten\"\n"));
+    assert!(msg.contains("delete_threshold"), "{msg}");
+}

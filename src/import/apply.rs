@@ -1,0 +1,330 @@
+//! Pass 2: re-read the rows the diff could not settle, validate them, and
+//! push the resulting changes into a [`FeedWriter`].
+
+use std::collections::HashMap;
+
+use compact_str::CompactString;
+use rayon::prelude::*;
+
+use crate::config::Feed;
+
+use super::diff::{Diff, EarlyFlag, Work, WorkKind};
+use super::header::Header;
+use super::input::Input;
+use super::record::{DecodeError, Record};
+use super::scan::{decode_field, Encoding};
+use super::validate::{validate_row, RowContext};
+
+/// Rows validated per chunk: bounds memory (the validated records of one
+/// chunk) while keeping both cores busy.
+const CHUNK_ROWS: usize = 32_768;
+/// Neighbouring rows closer than this are read with one read.
+const MAX_GAP: u64 = 64 << 10;
+/// Largest single read.
+const MAX_RANGE: u64 = 8 << 20;
+
+/// Where the changes of a run go. The store implements it over a write
+/// transaction (a real run) or a read transaction (a dry or held run, where
+/// the writes are dropped). Each ID is touched at most once per run.
+pub trait FeedWriter {
+    type Error;
+    /// The stored record of `id`, if any.
+    fn stored_record(&mut self, id: &str) -> Result<Option<Vec<u8>>, Self::Error>;
+    fn put_record(&mut self, id: &str, hash: u64, record: &[u8]) -> Result<(), Self::Error>;
+    /// The person is unchanged but the file writes them differently.
+    fn put_hash(&mut self, id: &str, hash: u64) -> Result<(), Self::Error>;
+    /// Removes `id` and returns its record.
+    fn remove_record(&mut self, id: &str) -> Result<Option<Vec<u8>>, Self::Error>;
+    fn add_member(&mut self, group: &str, id: &str) -> Result<(), Self::Error>;
+    fn remove_member(&mut self, group: &str, id: &str) -> Result<(), Self::Error>;
+    fn group_count(&mut self, group: &str) -> Result<u64, Self::Error>;
+    /// Sets a group's member count; 0 removes the group.
+    fn set_group_count(&mut self, group: &str, count: u64) -> Result<(), Self::Error>;
+}
+
+/// A flagged row: left out, and listed in the error report.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RowError {
+    pub line: u32,
+    pub id: Option<String>,
+    pub reasons: Vec<String>,
+    /// The original record as it was in the file.
+    #[serde(skip)]
+    pub cells: Vec<String>,
+}
+
+/// Receives row errors in file order.
+pub trait ErrorSink {
+    fn row_error(&mut self, error: &RowError) -> std::io::Result<()>;
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApplyCounts {
+    pub rows: u64,
+    pub added: u64,
+    pub updated: u64,
+    pub removed: u64,
+    pub unchanged: u64,
+    pub flagged: u64,
+    pub filtered: u64,
+    pub groups_created: u64,
+    pub groups_removed: u64,
+}
+
+impl ApplyCounts {
+    pub fn changes(&self) -> u64 {
+        self.added + self.updated + self.removed
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError<E> {
+    #[error(transparent)]
+    Writer(E),
+    #[error("the file cannot be read again: {0}")]
+    Read(std::io::Error),
+    #[error("the error report cannot be written: {0}")]
+    ErrorReport(std::io::Error),
+    #[error(transparent)]
+    Damaged(#[from] DecodeError),
+}
+
+/// The file being applied and how to read it.
+pub struct FileContext<'a> {
+    pub input: &'a dyn Input,
+    pub feed: &'a Feed,
+    pub header: &'a Header,
+    pub encoding: Encoding,
+}
+
+/// A validated row ready for the writer.
+struct Upsert {
+    id: CompactString,
+    hash: u64,
+    record: Vec<u8>,
+    groups: Vec<String>,
+    stored: bool,
+}
+
+enum Outcome {
+    Upsert(Upsert),
+    Error(RowError),
+}
+
+/// Applies `diff` through `writer`, streaming row errors to `errors`.
+pub fn apply_diff<W: FeedWriter>(
+    file: &FileContext,
+    diff: Diff,
+    writer: &mut W,
+    errors: &mut dyn ErrorSink,
+) -> Result<ApplyCounts, ApplyError<W::Error>> {
+    let mut counts = ApplyCounts {
+        rows: diff.rows_read,
+        unchanged: diff.unchanged,
+        filtered: diff.filtered,
+        ..ApplyCounts::default()
+    };
+    let mut group_delta: HashMap<String, i64> = HashMap::new();
+    for chunk in diff.work.chunks(CHUNK_ROWS) {
+        let mut upserts = Vec::with_capacity(chunk.len());
+        for outcome in validate_chunk(file, chunk).map_err(ApplyError::Read)? {
+            match outcome {
+                Outcome::Upsert(u) => upserts.push(u),
+                Outcome::Error(e) => {
+                    counts.flagged += 1;
+                    errors.row_error(&e).map_err(ApplyError::ErrorReport)?;
+                }
+            }
+        }
+        // Sorted keys are what redb inserts fastest.
+        upserts.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        for u in upserts {
+            write_upsert(u, writer, &mut counts, &mut group_delta)?;
+        }
+    }
+    for id in &diff.removed {
+        let old = writer.remove_record(id).map_err(ApplyError::Writer)?;
+        counts.removed += 1;
+        if let Some(old) = old {
+            for g in Record::decode_groups(&old)? {
+                writer.remove_member(&g, id).map_err(ApplyError::Writer)?;
+                *group_delta.entry(g).or_default() -= 1;
+            }
+        }
+    }
+    settle_groups(group_delta, writer, &mut counts)?;
+    Ok(counts)
+}
+
+fn write_upsert<W: FeedWriter>(
+    u: Upsert,
+    writer: &mut W,
+    counts: &mut ApplyCounts,
+    group_delta: &mut HashMap<String, i64>,
+) -> Result<(), ApplyError<W::Error>> {
+    let old = if u.stored {
+        writer.stored_record(&u.id).map_err(ApplyError::Writer)?
+    } else {
+        None
+    };
+    let old_groups = match &old {
+        Some(old) if *old == u.record => {
+            counts.unchanged += 1;
+            return writer.put_hash(&u.id, u.hash).map_err(ApplyError::Writer);
+        }
+        Some(old) => {
+            counts.updated += 1;
+            Record::decode_groups(old)?
+        }
+        None => {
+            counts.added += 1;
+            Vec::new()
+        }
+    };
+    writer
+        .put_record(&u.id, u.hash, &u.record)
+        .map_err(ApplyError::Writer)?;
+    for g in old_groups.iter().filter(|g| !u.groups.contains(g)) {
+        writer.remove_member(g, &u.id).map_err(ApplyError::Writer)?;
+        *group_delta.entry(g.clone()).or_default() -= 1;
+    }
+    for g in u.groups.iter().filter(|g| !old_groups.contains(g)) {
+        writer.add_member(g, &u.id).map_err(ApplyError::Writer)?;
+        *group_delta.entry(g.clone()).or_default() += 1;
+    }
+    Ok(())
+}
+
+/// Writes the groups' new member counts; counts groups that appear and
+/// groups left empty (which are removed).
+fn settle_groups<W: FeedWriter>(
+    group_delta: HashMap<String, i64>,
+    writer: &mut W,
+    counts: &mut ApplyCounts,
+) -> Result<(), ApplyError<W::Error>> {
+    let mut deltas: Vec<(String, i64)> = group_delta.into_iter().filter(|(_, d)| *d != 0).collect();
+    deltas.sort_unstable();
+    for (group, delta) in deltas {
+        let before = writer.group_count(&group).map_err(ApplyError::Writer)?;
+        let after = (before as i64 + delta).max(0) as u64;
+        if before == 0 && after > 0 {
+            counts.groups_created += 1;
+        }
+        if before > 0 && after == 0 {
+            counts.groups_removed += 1;
+        }
+        writer
+            .set_group_count(&group, after)
+            .map_err(ApplyError::Writer)?;
+    }
+    Ok(())
+}
+
+/// A run of neighbouring rows read with one read.
+struct Range {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+fn read_ranges(input: &dyn Input, chunk: &[Work]) -> std::io::Result<Vec<Range>> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for w in chunk {
+        let (s, e) = (w.row.offset, w.row.offset + w.row.len as u64);
+        match ranges.last_mut() {
+            Some((rs, re)) if s <= *re + MAX_GAP && e - *rs <= MAX_RANGE => *re = (*re).max(e),
+            _ => ranges.push((s, e)),
+        }
+    }
+    ranges
+        .into_par_iter()
+        .map(|(start, end)| {
+            let mut bytes = vec![0u8; (end - start) as usize];
+            input.read_exact_at(start, &mut bytes)?;
+            Ok(Range { start, bytes })
+        })
+        .collect()
+}
+
+fn validate_chunk(file: &FileContext, chunk: &[Work]) -> std::io::Result<Vec<Outcome>> {
+    let ranges = read_ranges(file.input, chunk)?;
+    let ctx = RowContext {
+        feed: file.feed,
+        field_columns: &file.header.field_columns,
+        encoding: file.encoding,
+    };
+    // Rows and ranges are both in offset order: pair each row with its range.
+    let mut located = Vec::with_capacity(chunk.len());
+    let mut r = 0;
+    for w in chunk {
+        while ranges[r].start + ranges[r].bytes.len() as u64 <= w.row.offset {
+            r += 1;
+        }
+        let at = (w.row.offset - ranges[r].start) as usize;
+        located.push((w, &ranges[r].bytes[at..at + w.row.len as usize]));
+    }
+    Ok(located
+        .into_par_iter()
+        .map(|(w, bytes)| validate_work(w, bytes, file, &ctx))
+        .collect())
+}
+
+fn validate_work(w: &Work, bytes: &[u8], file: &FileContext, ctx: &RowContext) -> Outcome {
+    let record = parse_one(bytes, file.header.delimiter);
+    let error = |reasons: Vec<String>| {
+        Outcome::Error(RowError {
+            line: w.row.line,
+            id: (!w.row.id.is_empty()).then(|| w.row.id.to_string()),
+            reasons,
+            cells: record
+                .iter()
+                .map(|c| decode_field(c, file.encoding).into_owned())
+                .collect(),
+        })
+    };
+    match w.kind {
+        WorkKind::Flagged(flag) => error(vec![early_reason(flag, w, &record, file)]),
+        WorkKind::Candidate { stored } => match validate_row(&record, ctx) {
+            Ok(rec) => Outcome::Upsert(Upsert {
+                id: w.row.id.clone(),
+                hash: w.row.hash,
+                record: rec.encode(),
+                groups: rec.groups,
+                stored,
+            }),
+            Err(reasons) => error(reasons),
+        },
+    }
+}
+
+fn early_reason(flag: EarlyFlag, w: &Work, record: &csv::ByteRecord, file: &FileContext) -> String {
+    match flag {
+        EarlyFlag::EmptyId => {
+            let column = file.header.field_columns[file.feed.id_field]
+                .and_then(|c| file.header.columns.get(c))
+                .map_or(file.feed.id().column.as_str(), String::as_str);
+            format!("empty ID (column '{column}')")
+        }
+        EarlyFlag::Repeated { first_line } => format!(
+            "repeated ID '{}': the first occurrence on line {first_line} is used",
+            w.row.id
+        ),
+        EarlyFlag::WrongColumnCount => format!(
+            "wrong column count: {} columns, the header has {}",
+            record.len(),
+            file.header.columns.len()
+        ),
+    }
+}
+
+fn parse_one(bytes: &[u8], delimiter: u8) -> csv::ByteRecord {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .delimiter(delimiter)
+        .flexible(true)
+        .from_reader(bytes);
+    let mut record = csv::ByteRecord::new();
+    match reader.read_byte_record(&mut record) {
+        Ok(_) => record,
+        Err(_) => csv::ByteRecord::new(),
+    }
+}

@@ -1,0 +1,131 @@
+//! The merge-join of the file's (ID, hash) list against the store's.
+
+use compact_str::CompactString;
+use rayon::slice::ParallelSliceMut;
+
+use super::scan::{RowShape, Scan, ScannedRow};
+
+/// The feed's stored state as the diff needs it.
+#[derive(Debug, Default, Clone)]
+pub struct StoredIndex {
+    /// (ID, raw hash), sorted by ID, without repeats.
+    pub hashes: Vec<(CompactString, u64)>,
+    /// The mapping fingerprint the hashes were made under; `None` for a feed
+    /// that has never been imported.
+    pub fingerprint: Option<u64>,
+}
+
+/// Why a row is flagged before its fields are looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarlyFlag {
+    EmptyId,
+    /// A later row with an ID already seen on `first_line`.
+    Repeated { first_line: u32 },
+    WrongColumnCount,
+}
+
+/// One row that pass 2 must read again.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub row: ScannedRow,
+    pub kind: WorkKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkKind {
+    /// New ID, or a stored ID whose raw hash changed: validate, compare.
+    Candidate { stored: bool },
+    /// Flagged already; read again only for the error report.
+    Flagged(EarlyFlag),
+}
+
+/// What the file would do to the feed, before any row is validated.
+#[derive(Debug, Default)]
+pub struct Diff {
+    pub rows_read: u64,
+    pub filtered: u64,
+    /// Stored recipients before the run.
+    pub stored_count: u64,
+    /// Rows whose hash equals the stored one: unchanged, nothing to do.
+    pub unchanged: u64,
+    /// Stored IDs absent from the file's unfiltered rows, sorted.
+    pub removed: Vec<CompactString>,
+    /// Rows to read again, sorted by offset.
+    pub work: Vec<Work>,
+}
+
+/// Classifies every row of `scan` against `stored`. `fingerprint` is the
+/// feed's current mapping fingerprint: when it differs from the stored one,
+/// no stored hash is trusted.
+pub fn diff_scan(scan: Scan, stored: &StoredIndex, fingerprint: u64) -> Diff {
+    let trust_hashes = stored.fingerprint == Some(fingerprint);
+    let mut rows = scan.rows;
+    rows.par_sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.line.cmp(&b.line)));
+    let mut diff = Diff {
+        rows_read: scan.rows_read,
+        filtered: scan.filtered,
+        stored_count: stored.hashes.len() as u64,
+        ..Diff::default()
+    };
+    let mut stored_iter = stored.hashes.iter().peekable();
+    let mut i = 0;
+    while i < rows.len() {
+        let id = rows[i].id.clone();
+        let mut j = i + 1;
+        while j < rows.len() && rows[j].id == id {
+            j += 1;
+        }
+        if id.is_empty() {
+            for row in &rows[i..j] {
+                diff.push_flagged(row, EarlyFlag::EmptyId);
+            }
+            i = j;
+            continue;
+        }
+        // Stored IDs before this one are absent from the file.
+        let mut stored_hash = None;
+        while let Some((sid, h)) = stored_iter.peek() {
+            match sid.as_str().cmp(id.as_str()) {
+                std::cmp::Ordering::Less => diff.removed.push(sid.clone()),
+                std::cmp::Ordering::Equal => stored_hash = Some(*h),
+                std::cmp::Ordering::Greater => break,
+            }
+            stored_iter.next();
+            if stored_hash.is_some() {
+                break;
+            }
+        }
+        let first = &rows[i];
+        match (first.shape, stored_hash) {
+            (RowShape::WrongColumnCount, _) => diff.push_flagged(first, EarlyFlag::WrongColumnCount),
+            (RowShape::Whole, Some(h)) if trust_hashes && h == first.hash => diff.unchanged += 1,
+            (RowShape::Whole, stored) => diff.work.push(Work {
+                row: first.clone(),
+                kind: WorkKind::Candidate {
+                    stored: stored.is_some(),
+                },
+            }),
+        }
+        for later in &rows[i + 1..j] {
+            diff.push_flagged(
+                later,
+                EarlyFlag::Repeated {
+                    first_line: first.line,
+                },
+            );
+        }
+        i = j;
+    }
+    diff.removed.extend(stored_iter.map(|(sid, _)| sid.clone()));
+    diff.work.par_sort_unstable_by_key(|w| w.row.offset);
+    diff
+}
+
+impl Diff {
+    fn push_flagged(&mut self, row: &ScannedRow, flag: EarlyFlag) {
+        self.work.push(Work {
+            row: row.clone(),
+            kind: WorkKind::Flagged(flag),
+        });
+    }
+}

@@ -1,0 +1,175 @@
+//! The header row: byte-order mark, delimiter detection and the mapping of
+//! columns to the feed's fields.
+
+use crate::config::{Feed, FieldKind};
+
+use super::input::Input;
+use super::scan::{decode_field, Encoding, Rejection};
+
+/// The header can be at most this long; longer means it is not a header.
+const MAX_HEADER_BYTES: usize = 1 << 20;
+
+const CANDIDATE_DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
+
+/// What the header row tells about the file.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// Bytes of the byte-order mark (0 or 3).
+    pub bom_len: u64,
+    pub delimiter: u8,
+    /// The header's cells as written (trimmed), for the error report.
+    pub columns: Vec<String>,
+    /// Offset of the first data row.
+    pub data_start: u64,
+    /// Line number of the first data row's line (1-based).
+    pub lines_before_data: u64,
+    /// For each of the feed's fields, the column it is read from.
+    pub field_columns: Vec<Option<usize>>,
+    /// True when the header is not valid UTF-8 (a hint, the file decides).
+    pub header_is_cp1252: bool,
+}
+
+pub fn read_header(input: &dyn Input, feed: &Feed) -> Result<Header, Rejection> {
+    let len = input.len();
+    if len == 0 {
+        return Err(Rejection::new("the file is empty: there is no header row"));
+    }
+    let mut take = len.min(64 * 1024) as usize;
+    loop {
+        let mut buf = vec![0u8; take];
+        input
+            .read_exact_at(0, &mut buf)
+            .map_err(|e| Rejection::new(format!("the file cannot be read: {e}")))?;
+        reject_utf16(&buf)?;
+        let bom_len = if buf.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+        let body = &buf[bom_len..];
+        match first_record_end(body) {
+            Some(end) => return parse_header(&body[..end], bom_len as u64, feed),
+            None if (take as u64) == len => {
+                return parse_header(body, bom_len as u64, feed);
+            }
+            None if take >= MAX_HEADER_BYTES => {
+                return Err(Rejection::new(
+                    "the header row is unreadable: no line end within the first 1 MiB",
+                ))
+            }
+            None => take = (take * 4).min(len as usize).min(MAX_HEADER_BYTES),
+        }
+    }
+}
+
+fn reject_utf16(buf: &[u8]) -> Result<(), Rejection> {
+    if buf.starts_with(b"\xFF\xFE") || buf.starts_with(b"\xFE\xFF") {
+        return Err(Rejection::new(
+            "the file is UTF-16 text; save it as \"CSV UTF-8\" (or Windows-1252 CSV) and send it again",
+        ));
+    }
+    Ok(())
+}
+
+/// End (exclusive, after the line break) of the first record, honouring
+/// quotes; `None` when the buffer holds no complete first line.
+fn first_record_end(buf: &[u8]) -> Option<usize> {
+    let mut in_quotes = false;
+    for (i, &b) in buf.iter().enumerate() {
+        match b {
+            b'"' => in_quotes = !in_quotes,
+            b'\n' if !in_quotes => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The candidate that occurs most often outside quotes; comma on a tie.
+pub fn detect_delimiter(line: &[u8]) -> u8 {
+    let mut counts = [0usize; 4];
+    let mut in_quotes = false;
+    for &b in line {
+        if b == b'"' {
+            in_quotes = !in_quotes;
+        } else if !in_quotes {
+            if let Some(i) = CANDIDATE_DELIMITERS.iter().position(|&d| d == b) {
+                counts[i] += 1;
+            }
+        }
+    }
+    let mut best = 0;
+    for i in 1..counts.len() {
+        if counts[i] > counts[best] {
+            best = i;
+        }
+    }
+    CANDIDATE_DELIMITERS[best]
+}
+
+fn parse_header(line: &[u8], bom_len: u64, feed: &Feed) -> Result<Header, Rejection> {
+    let delimiter = feed.delimiter.unwrap_or_else(|| detect_delimiter(line));
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .delimiter(delimiter)
+        .flexible(true)
+        .from_reader(line);
+    let mut record = csv::ByteRecord::new();
+    let found = reader
+        .read_byte_record(&mut record)
+        .map_err(|e| Rejection::new(format!("the header row is unreadable: {e}")))?;
+    if !found || record.iter().all(|c| c.iter().all(u8::is_ascii_whitespace)) {
+        return Err(Rejection::new(
+            "the header row is empty; the first line must name the columns",
+        ));
+    }
+    let header_is_cp1252 = std::str::from_utf8(line).is_err();
+    let encoding = if header_is_cp1252 {
+        Encoding::Windows1252
+    } else {
+        Encoding::Utf8
+    };
+    let columns: Vec<String> = record
+        .iter()
+        .map(|c| decode_field(c, encoding).trim().to_string())
+        .collect();
+    let field_columns = map_fields(&columns, feed)?;
+    let lines_before_data = line.iter().filter(|&&b| b == b'\n').count() as u64;
+    Ok(Header {
+        bom_len,
+        delimiter,
+        columns,
+        data_start: bom_len + line.len() as u64,
+        lines_before_data,
+        field_columns,
+        header_is_cp1252,
+    })
+}
+
+/// Finds each field's column by its name or an alias, ignoring case and
+/// surrounding spaces. The ID column and required columns must be there.
+fn map_fields(columns: &[String], feed: &Feed) -> Result<Vec<Option<usize>>, Rejection> {
+    let normalized: Vec<String> = columns.iter().map(|c| c.trim().to_lowercase()).collect();
+    let mut out = Vec::with_capacity(feed.fields.len());
+    for field in &feed.fields {
+        let wanted: Vec<String> = std::iter::once(&field.column)
+            .chain(field.aliases.iter())
+            .map(|n| n.trim().to_lowercase())
+            .collect();
+        let found = normalized.iter().position(|c| wanted.contains(c));
+        if found.is_none() && (field.kind == FieldKind::Id || field.required) {
+            let what = if field.kind == FieldKind::Id {
+                "ID column"
+            } else {
+                "required column"
+            };
+            let names = std::iter::once(&field.column)
+                .chain(field.aliases.iter())
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            return Err(Rejection::new(format!(
+                "the {what} {names} is missing; the header has: {}",
+                columns.join(", ")
+            )));
+        }
+        out.push(found);
+    }
+    Ok(out)
+}

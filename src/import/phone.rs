@@ -1,0 +1,162 @@
+//! Phone numbers to E.164.
+//!
+//! The phonenumber crate is the authority, but it is slow (tens of µs a
+//! number and a global lock, see CRATES.md), so numbers that already look
+//! like E.164, or like a 10-digit NANP number when the feed's country uses
+//! +1, are checked here against the crate's own metadata (the possible
+//! lengths of each country code) and only the rest go to the crate. "Valid"
+//! means a possible number: right country code and a possible length.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use phonenumber::country::Id;
+
+/// Country calling code → bit set of possible national-number lengths.
+fn possible_lengths() -> &'static HashMap<u16, u32> {
+    static TABLE: OnceLock<HashMap<u16, u32>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table: HashMap<u16, u32> = HashMap::new();
+        for meta in phonenumber::metadata::DATABASE.iter() {
+            let d = meta.descriptors();
+            let descriptors = [
+                Some(d.general()),
+                d.fixed_line(),
+                d.mobile(),
+                d.toll_free(),
+                d.premium_rate(),
+                d.shared_cost(),
+                d.personal_number(),
+                d.voip(),
+                d.pager(),
+                d.uan(),
+                d.voicemail(),
+            ];
+            let mask = table.entry(meta.country_code()).or_insert(0);
+            for desc in descriptors.into_iter().flatten() {
+                for &len in desc.possible_length() {
+                    if len < 32 {
+                        *mask |= 1 << len;
+                    }
+                }
+            }
+        }
+        table
+    })
+}
+
+fn country_code_of(id: Id) -> Option<u16> {
+    phonenumber::metadata::DATABASE
+        .by_id(id.as_ref())
+        .map(|m| m.country_code())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    #[error("'{0}' is not a phone number")]
+    NotANumber(String),
+    #[error("'{0}' is not a possible phone number")]
+    Impossible(String),
+}
+
+/// Normalises `raw` (already trimmed, not empty) to E.164 such as
+/// `+15551234567`, reading national numbers against `country`.
+pub fn normalize_phone(raw: &str, country: Id) -> Result<String, PhoneError> {
+    if let Some(e164) = fast_path(raw, country) {
+        return Ok(e164);
+    }
+    slow_path(raw, country)
+}
+
+/// Digits of a number written only with digits, a leading `+` and the usual
+/// separators; `None` when it holds anything else (letters, extensions).
+fn plain_digits(raw: &str) -> Option<(bool, String)> {
+    let mut plus = false;
+    let mut digits = String::with_capacity(raw.len());
+    for (i, c) in raw.char_indices() {
+        match c {
+            '0'..='9' => digits.push(c),
+            '+' if i == 0 => plus = true,
+            ' ' | '-' | '.' | '(' | ')' | '/' => {}
+            _ => return None,
+        }
+    }
+    Some((plus, digits))
+}
+
+fn is_possible(code: u16, national_len: usize) -> bool {
+    possible_lengths()
+        .get(&code)
+        .is_some_and(|mask| national_len < 32 && mask & (1 << national_len) != 0)
+}
+
+fn fast_path(raw: &str, country: Id) -> Option<String> {
+    let (plus, digits) = plain_digits(raw)?;
+    if plus {
+        // Country codes are prefix-free: at most one of 1-3 digits is one.
+        for cc_len in 1..=3 {
+            if digits.len() <= cc_len {
+                break;
+            }
+            let Ok(code) = digits[..cc_len].parse::<u16>() else {
+                break;
+            };
+            if possible_lengths().contains_key(&code) {
+                return is_possible(code, digits.len() - cc_len).then(|| format!("+{digits}"));
+            }
+        }
+        return None;
+    }
+    if country_code_of(country) == Some(1) {
+        let national = match digits.len() {
+            10 => &digits[..],
+            11 if digits.starts_with('1') => &digits[1..],
+            _ => return None,
+        };
+        if !national.starts_with(['0', '1']) {
+            return Some(format!("+1{national}"));
+        }
+    }
+    None
+}
+
+fn slow_path(raw: &str, country: Id) -> Result<String, PhoneError> {
+    let number = phonenumber::parse(Some(country), raw)
+        .map_err(|_| PhoneError::NotANumber(raw.to_string()))?;
+    let code = number.code().value();
+    let national = number.national();
+    let mut digits = "0".repeat(national.zeros() as usize);
+    digits.push_str(&national.value().to_string());
+    if is_possible(code, digits.len()) {
+        Ok(format!("+{code}{digits}"))
+    } else {
+        Err(PhoneError::Impossible(raw.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn national_and_international_forms() {
+        let us = Id::US;
+        assert_eq!(normalize_phone("(555) 123-4567", us).unwrap(), "+15551234567");
+        assert_eq!(normalize_phone("+1 555 123 4567", us).unwrap(), "+15551234567");
+        assert_eq!(normalize_phone("1-415-555-0123", us).unwrap(), "+14155550123");
+        assert_eq!(normalize_phone("+44 20 7946 0958", us).unwrap(), "+442079460958");
+        assert_eq!(normalize_phone("+44 (0) 20 7946 0958", us).unwrap(), "+442079460958");
+        assert_eq!(normalize_phone("07700 900123", Id::GB).unwrap(), "+447700900123");
+        assert_eq!(normalize_phone("+39 06 6982 1234", us).unwrap(), "+39066982 1234".replace(' ', ""));
+        assert_eq!(normalize_phone("0033 6 12 34 56 78", Id::FR).unwrap(), "+33612345678");
+    }
+
+    #[test]
+    fn impossible_and_garbage() {
+        assert!(matches!(normalize_phone("12", Id::US), Err(_)));
+        assert!(matches!(normalize_phone("+1 555", Id::US), Err(PhoneError::Impossible(_)) | Err(PhoneError::NotANumber(_))));
+        assert!(normalize_phone("call me", Id::US).is_err());
+        assert!(normalize_phone("+999 1234567", Id::US).is_err());
+        assert!(normalize_phone("+4420794609581234567", Id::US).is_err());
+    }
+}

@@ -1,0 +1,428 @@
+//! Pass 1: read the file in blocks, parse the blocks in parallel, and keep
+//! per row only what the diff needs (ID, hash, where the row is).
+
+use compact_str::CompactString;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::config::Feed;
+
+use super::header::{read_header, Header};
+use super::input::Input;
+
+/// Blocks handed to one parser task. Big enough to amortise the task, small
+/// enough that a batch of them stays a few tens of MiB.
+const BLOCK_BYTES: usize = 4 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum Encoding {
+    #[serde(rename = "utf-8")]
+    Utf8,
+    #[serde(rename = "windows-1252")]
+    Windows1252,
+}
+
+impl Encoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Utf8 => "utf-8",
+            Encoding::Windows1252 => "windows-1252",
+        }
+    }
+}
+
+/// Why a whole file is refused (run state `failed`, nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: String,
+}
+
+impl Rejection {
+    pub fn new(reason: impl Into<String>) -> Rejection {
+        Rejection {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What pass 1 learnt about one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowShape {
+    /// As many columns as the header.
+    Whole,
+    /// Too many or too few columns: flagged, but its ID (if readable) still
+    /// protects a stored recipient.
+    WrongColumnCount,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScannedRow {
+    /// Trimmed ID; empty when the cell is empty or missing.
+    pub id: CompactString,
+    /// Hash of the mapped raw fields (see [`raw_hash`]).
+    pub hash: u64,
+    pub offset: u64,
+    pub len: u32,
+    /// Physical line where the record starts (header = line 1).
+    pub line: u32,
+    pub shape: RowShape,
+}
+
+/// The result of pass 1.
+#[derive(Debug)]
+pub struct Scan {
+    pub header: Header,
+    pub encoding: Encoding,
+    /// Every data record read (blank lines excepted).
+    pub rows_read: u64,
+    pub filtered: u64,
+    /// Rows that are not filtered, in file order.
+    pub rows: Vec<ScannedRow>,
+}
+
+/// Reads the file once and returns its rows' IDs and hashes, or why the
+/// whole file is refused. `progress` is told the bytes done so far.
+pub fn scan_file(
+    input: &dyn Input,
+    feed: &Feed,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Scan, Rejection> {
+    if input.len() > feed.max_file_size {
+        return Err(Rejection::new(format!(
+            "the file is {} bytes, over this feed's max_file_size of {} bytes",
+            input.len(),
+            feed.max_file_size
+        )));
+    }
+    let header = read_header(input, feed)?;
+    let first = scan_rows(input, feed, &header, IdDecoding::Guess, progress)?;
+    let encoding = if first.all_utf8 {
+        Encoding::Utf8
+    } else {
+        Encoding::Windows1252
+    };
+    // A block that happened to be valid UTF-8 in a Windows-1252 file decoded
+    // its non-ASCII IDs as UTF-8: read again, decoding every ID as 1252.
+    let rows = if encoding == Encoding::Windows1252 && first.non_ascii_ids_in_utf8_blocks {
+        scan_rows(input, feed, &header, IdDecoding::Windows1252, progress)?
+    } else {
+        first
+    };
+    let mut header = header;
+    if encoding == Encoding::Utf8 && header.header_is_cp1252 {
+        header.header_is_cp1252 = false;
+    }
+    if encoding == Encoding::Windows1252 && !header.header_is_cp1252 {
+        header.columns = reread_header_columns(input, &header)?;
+    }
+    Ok(Scan {
+        header,
+        encoding,
+        rows_read: rows.rows_read,
+        filtered: rows.filtered,
+        rows: rows.rows,
+    })
+}
+
+fn reread_header_columns(input: &dyn Input, header: &Header) -> Result<Vec<String>, Rejection> {
+    let len = (header.data_start - header.bom_len) as usize;
+    let mut buf = vec![0u8; len];
+    input
+        .read_exact_at(header.bom_len, &mut buf)
+        .map_err(|e| Rejection::new(format!("the file cannot be read: {e}")))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .delimiter(header.delimiter)
+        .flexible(true)
+        .from_reader(&buf[..]);
+    let mut record = csv::ByteRecord::new();
+    let _ = reader.read_byte_record(&mut record);
+    Ok(record
+        .iter()
+        .map(|c| decode_field(c, Encoding::Windows1252).trim().to_string())
+        .collect())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdDecoding {
+    /// UTF-8 where the block is valid UTF-8, Windows-1252 otherwise.
+    Guess,
+    Windows1252,
+}
+
+struct ScannedRows {
+    rows: Vec<ScannedRow>,
+    rows_read: u64,
+    filtered: u64,
+    all_utf8: bool,
+    non_ascii_ids_in_utf8_blocks: bool,
+}
+
+/// One block's parse, with line numbers relative to the block.
+struct BlockResult {
+    rows: Vec<ScannedRow>,
+    rows_read: u64,
+    filtered: u64,
+    newlines: u64,
+    utf8: bool,
+    non_ascii_ids: bool,
+    error: Option<String>,
+}
+
+struct Block {
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+fn scan_rows(
+    input: &dyn Input,
+    feed: &Feed,
+    header: &Header,
+    ids: IdDecoding,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<ScannedRows, Rejection> {
+    let batch_blocks = rayon::current_num_threads().max(1) * 2;
+    let mut out = ScannedRows {
+        rows: Vec::new(),
+        rows_read: 0,
+        filtered: 0,
+        all_utf8: true,
+        non_ascii_ids_in_utf8_blocks: false,
+    };
+    let mut reader = BlockReader::new(input, header.data_start, header.delimiter);
+    let mut lines_before = header.lines_before_data;
+    loop {
+        let mut batch = Vec::with_capacity(batch_blocks);
+        while batch.len() < batch_blocks {
+            match reader.next_block()? {
+                Some(b) => batch.push(b),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let results: Vec<BlockResult> = batch
+            .par_iter()
+            .map(|b| parse_block(b, feed, header, ids))
+            .collect();
+        for r in results {
+            if let Some(e) = r.error {
+                return Err(Rejection::new(format!("the file is unreadable as CSV: {e}")));
+            }
+            let base = lines_before;
+            out.rows.extend(r.rows.into_iter().map(|mut row| {
+                row.line = u32::try_from(base + row.line as u64).unwrap_or(u32::MAX);
+                row
+            }));
+            lines_before += r.newlines;
+            out.rows_read += r.rows_read;
+            out.filtered += r.filtered;
+            out.all_utf8 &= r.utf8;
+            out.non_ascii_ids_in_utf8_blocks |= r.utf8 && r.non_ascii_ids;
+        }
+        if out.rows_read > feed.max_rows {
+            return Err(Rejection::new(format!(
+                "the file has more than {} data rows, this feed's max_rows",
+                feed.max_rows
+            )));
+        }
+        progress(reader.offset);
+    }
+    Ok(out)
+}
+
+/// Reads the file sequentially in blocks that end on a record boundary.
+struct BlockReader<'a> {
+    input: &'a dyn Input,
+    offset: u64,
+    delimiter: u8,
+}
+
+impl<'a> BlockReader<'a> {
+    fn new(input: &'a dyn Input, offset: u64, delimiter: u8) -> Self {
+        BlockReader {
+            input,
+            offset,
+            delimiter,
+        }
+    }
+
+    fn next_block(&mut self) -> Result<Option<Block>, Rejection> {
+        let len = self.input.len();
+        if self.offset >= len {
+            return Ok(None);
+        }
+        let mut want = BLOCK_BYTES;
+        loop {
+            let take = (len - self.offset).min(want as u64) as usize;
+            let mut bytes = vec![0u8; take];
+            self.input
+                .read_exact_at(self.offset, &mut bytes)
+                .map_err(|e| Rejection::new(format!("the file cannot be read: {e}")))?;
+            let at_end = self.offset + take as u64 == len;
+            let cut = if at_end {
+                Some(take)
+            } else {
+                last_record_boundary(&bytes, self.delimiter)
+            };
+            if let Some(cut) = cut {
+                bytes.truncate(cut);
+                let block = Block {
+                    offset: self.offset,
+                    bytes,
+                };
+                self.offset += cut as u64;
+                return Ok(Some(block));
+            }
+            // One record longer than the block (or a quote never closed):
+            // read more. The size limit bounds this.
+            want = want.saturating_mul(2);
+        }
+    }
+}
+
+/// The end of the last complete record in `buf` (just after its `\n`),
+/// following the csv crate's quoting rules: a quote opens a quoted field only
+/// at the start of a field, `""` inside quotes is an escaped quote.
+pub(crate) fn last_record_boundary(buf: &[u8], delimiter: u8) -> Option<usize> {
+    let mut in_quotes = false;
+    let mut closed_at = usize::MAX;
+    let mut last = None;
+    for pos in memchr::memchr2_iter(b'"', b'\n', buf) {
+        if buf[pos] == b'\n' {
+            if !in_quotes {
+                last = Some(pos + 1);
+            }
+        } else if in_quotes {
+            in_quotes = false;
+            closed_at = pos;
+        } else if pos > 0 && closed_at == pos - 1 {
+            // The second quote of an escaped `""`.
+            in_quotes = true;
+        } else {
+            let prev = if pos == 0 { b'\n' } else { buf[pos - 1] };
+            if prev == b'\n' || prev == b'\r' || prev == delimiter {
+                in_quotes = true;
+            }
+        }
+    }
+    last
+}
+
+fn parse_block(block: &Block, feed: &Feed, header: &Header, ids: IdDecoding) -> BlockResult {
+    let utf8 = std::str::from_utf8(&block.bytes).is_ok();
+    let id_encoding = match (ids, utf8) {
+        (IdDecoding::Guess, true) => Encoding::Utf8,
+        _ => Encoding::Windows1252,
+    };
+    let mut result = BlockResult {
+        rows: Vec::with_capacity(block.bytes.len() / 256),
+        rows_read: 0,
+        filtered: 0,
+        newlines: memchr::memchr_iter(b'\n', &block.bytes).count() as u64,
+        utf8,
+        non_ascii_ids: false,
+        error: None,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .delimiter(header.delimiter)
+        .flexible(true)
+        .from_reader(&block.bytes[..]);
+    let mut record = csv::ByteRecord::new();
+    let mut scratch = Vec::with_capacity(512);
+    let ncols = header.columns.len();
+    let id_col = header.field_columns[feed.id_field];
+    loop {
+        let start = reader.position().clone();
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                result.error = Some(e.to_string());
+                break;
+            }
+        }
+        let start_pos = record.position().unwrap_or(&start);
+        let end = reader.position().byte();
+        result.rows_read += 1;
+        let shape = if record.len() == ncols {
+            RowShape::Whole
+        } else {
+            RowShape::WrongColumnCount
+        };
+        if shape == RowShape::Whole && is_filtered_out(&record, feed, header) {
+            result.filtered += 1;
+            continue;
+        }
+        let raw_id = id_col
+            .and_then(|c| record.get(c))
+            .map(trim_bytes)
+            .unwrap_or(b"");
+        if !raw_id.is_ascii() {
+            result.non_ascii_ids = true;
+        }
+        let id = CompactString::from(decode_field(raw_id, id_encoding).as_ref());
+        let hash = raw_hash(&record, &header.field_columns, &mut scratch);
+        result.rows.push(ScannedRow {
+            id,
+            hash,
+            offset: block.offset + start_pos.byte(),
+            len: u32::try_from(end - start_pos.byte()).unwrap_or(u32::MAX),
+            line: u32::try_from(start_pos.line()).unwrap_or(u32::MAX),
+            shape,
+        });
+    }
+    result
+}
+
+/// A row is filtered out when a filter's field does not hold one of its
+/// values (trimmed, ASCII case-insensitive).
+fn is_filtered_out(record: &csv::ByteRecord, feed: &Feed, header: &Header) -> bool {
+    feed.filters.iter().any(|filter| {
+        let value = header.field_columns[filter.field]
+            .and_then(|c| record.get(c))
+            .map(trim_bytes)
+            .unwrap_or(b"");
+        !filter
+            .equals
+            .iter()
+            .any(|wanted| wanted.as_bytes().eq_ignore_ascii_case(value))
+    })
+}
+
+/// Hash of the mapped raw fields in the feed's field order, so that a moved
+/// or an unmapped column changes nothing.
+pub(crate) fn raw_hash(
+    record: &csv::ByteRecord,
+    field_columns: &[Option<usize>],
+    scratch: &mut Vec<u8>,
+) -> u64 {
+    scratch.clear();
+    for col in field_columns {
+        if let Some(v) = col.and_then(|c| record.get(c)) {
+            scratch.extend_from_slice(v);
+        }
+        scratch.push(0x1F);
+    }
+    xxhash_rust::xxh3::xxh3_64(scratch)
+}
+
+pub(crate) fn trim_bytes(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+pub(crate) fn decode_field(bytes: &[u8], encoding: Encoding) -> std::borrow::Cow<'_, str> {
+    match encoding {
+        Encoding::Utf8 => String::from_utf8_lossy(bytes),
+        Encoding::Windows1252 => encoding_rs::WINDOWS_1252
+            .decode_without_bom_handling(bytes)
+            .0,
+    }
+}

@@ -1,0 +1,21 @@
+//! flagsync: keeps a mass-notification recipient list in step with an HR or
+//! property system.
+//!
+//! Layout (arrows are "may use"; ARCHITECTURE.md has the whole picture):
+//! `cli` → `worker` → `store`, `report` → `import`, `config`.
+//! - [`config`]: the TOML file, validated into a [`config::Config`].
+//! - [`import`]: the pure core (parse → validate → diff → plan): no redb,
+//!   no tokio, no network.
+//! - [`store`]: the redb file, its tables, one write transaction per run.
+//! - [`report`]: the error report CSV (later: the status email).
+//! - [`worker`]: the order of a run's steps, shared by CLI and server.
+//! - [`cli`]: arguments, output for people and scripts, exit codes.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod cli;
+pub mod config;
+pub mod import;
+pub mod report;
+pub mod store;
+pub mod worker;

@@ -1,0 +1,396 @@
+//! The store: one redb file in the data folder.
+//!
+//! Owns: the redb tables, the schema version, and applying a run's changes
+//! (through [`import::FeedWriter`]) together with its run record in one
+//! write transaction. Knows no CSV and makes no decisions.
+//!
+//! Tables (per feed `F`, names are `<kind>/<F>`):
+//! - `meta`: `&str → &[u8]`: `schema_version` (u32 LE), `next_run_id` (u64 LE).
+//! - `fingerprints`: feed → u64 mapping fingerprint of the last applied run.
+//! - `runs`: run ID → JSON [`Run`].
+//! - `recipients/F`: ID → encoded [`import::record::Record`].
+//! - `hashes/F`: ID → u64 raw hash of the row it was last written from.
+//! - `groups/F`: group name → member count (a group exists while > 0).
+//! - `members/F`: (group name, ID) → ().
+//!
+//! Invariants:
+//! 1. `recipients/F` and `hashes/F` hold the same IDs.
+//! 2. `groups/F[g]` is the number of `members/F` keys under `g`, and of
+//!    records listing `g`.
+//! 3. All changes of one run and its run record are one write transaction.
+
+mod runs;
+mod writer;
+
+use std::path::{Path, PathBuf};
+
+use compact_str::CompactString;
+use redb::{
+    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, TableError,
+};
+
+use crate::import::record::Record;
+use crate::import::StoredIndex;
+
+pub use runs::{Run, RunState};
+pub use writer::{ReadFeed, WriteFeed};
+
+/// The schema this build writes. A store with a higher version was written
+/// by a newer flagsync.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const FINGERPRINTS: TableDefinition<&str, u64> = TableDefinition::new("fingerprints");
+const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
+
+/// Above this many changes, an empty transaction follows the run so that
+/// redb can reuse the pages the run freed (redb#829).
+const BIG_RUN_CHANGES: u64 = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store {path} cannot be opened: {detail}. If the file is damaged, stop flagsync and restore it from a backup")]
+    Open { path: PathBuf, detail: String },
+    #[error("the store {path} is in use by another flagsync process; stop it (or use the running server) and try again")]
+    InUse { path: PathBuf },
+    #[error("the store {path} was written by a newer flagsync (schema {found}, this build knows {SCHEMA_VERSION}); upgrade flagsync or restore a backup")]
+    NewerSchema { path: PathBuf, found: u32 },
+    #[error("store error: {0}")]
+    Redb(#[from] redb::Error),
+    #[error("the store is damaged: {0}")]
+    Damaged(String),
+    #[error("run {0} does not exist; `flagsync runs list` shows the runs")]
+    UnknownRun(u64),
+}
+
+impl From<redb::TransactionError> for StoreError {
+    fn from(e: redb::TransactionError) -> Self {
+        StoreError::Redb(e.into())
+    }
+}
+impl From<redb::TableError> for StoreError {
+    fn from(e: redb::TableError) -> Self {
+        StoreError::Redb(e.into())
+    }
+}
+impl From<redb::StorageError> for StoreError {
+    fn from(e: redb::StorageError) -> Self {
+        StoreError::Redb(e.into())
+    }
+}
+impl From<redb::CommitError> for StoreError {
+    fn from(e: redb::CommitError) -> Self {
+        StoreError::Redb(e.into())
+    }
+}
+
+fn table_name(kind: &str, feed: &str) -> String {
+    format!("{kind}/{feed}")
+}
+
+/// Either kind of open database, for reading.
+enum Db {
+    ReadWrite(Database),
+    ReadOnly(ReadOnlyDatabase),
+}
+
+/// An open store.
+pub struct Store {
+    db: Db,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens the store for writing, creating it (and its folder) if needed.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: path.to_owned(),
+                detail: format!("cannot create folder {}: {e}", dir.display()),
+            })?;
+        }
+        let db = Database::builder()
+            .create(path)
+            .map_err(|e| open_error(path, e))?;
+        let store = Store {
+            db: Db::ReadWrite(db),
+            path: path.to_owned(),
+        };
+        store.check_or_set_schema()?;
+        Ok(store)
+    }
+
+    /// Opens an existing store for reading only; `None` when there is none
+    /// yet (an empty store, to a reader).
+    pub fn open_read_only(path: &Path) -> Result<Option<Store>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let db = ReadOnlyDatabase::open(path).map_err(|e| open_error(path, e))?;
+        let store = Store {
+            db: Db::ReadOnly(db),
+            path: path.to_owned(),
+        };
+        store.check_schema()?;
+        Ok(Some(store))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(match &self.db {
+            Db::ReadWrite(db) => db.begin_read()?,
+            Db::ReadOnly(db) => db.begin_read()?,
+        })
+    }
+
+    fn writable(&self) -> Result<&Database, StoreError> {
+        match &self.db {
+            Db::ReadWrite(db) => Ok(db),
+            Db::ReadOnly(_) => Err(StoreError::Damaged(
+                "internal: write on a read-only store".into(),
+            )),
+        }
+    }
+
+    fn stored_schema(&self) -> Result<Option<u32>, StoreError> {
+        let txn = self.begin_read()?;
+        let meta = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(v) = meta.get("schema_version")? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 4] = v
+            .value()
+            .try_into()
+            .map_err(|_| StoreError::Damaged("schema_version is not 4 bytes".into()))?;
+        Ok(Some(u32::from_le_bytes(bytes)))
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        match self.stored_schema()? {
+            Some(found) if found > SCHEMA_VERSION => Err(StoreError::NewerSchema {
+                path: self.path.clone(),
+                found,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_or_set_schema(&self) -> Result<(), StoreError> {
+        if self.stored_schema()?.is_some() {
+            return self.check_schema();
+        }
+        let txn = self.writable()?.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+            txn.open_table(RUNS)?;
+            txn.open_table(FINGERPRINTS)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The feed's stored (ID, hash) list and mapping fingerprint.
+    pub fn feed_index(&self, feed: &str) -> Result<StoredIndex, StoreError> {
+        let txn = self.begin_read()?;
+        let fingerprint = match txn.open_table(FINGERPRINTS) {
+            Ok(t) => t.get(feed)?.map(|v| v.value()),
+            Err(TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let name = table_name("hashes", feed);
+        let def: TableDefinition<&str, u64> = TableDefinition::new(&name);
+        let hashes = match txn.open_table(def) {
+            Ok(table) => {
+                let mut out = Vec::with_capacity(table.len()? as usize);
+                for entry in table.iter()? {
+                    let (k, v) = entry?;
+                    out.push((CompactString::from(k.value()), v.value()));
+                }
+                out
+            }
+            Err(TableError::TableDoesNotExist(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(StoredIndex {
+            hashes,
+            fingerprint,
+        })
+    }
+
+    /// Runs `f` over the feed's current state without changing anything
+    /// (dry runs and held runs).
+    pub fn with_read_feed<T>(
+        &self,
+        feed: &str,
+        f: impl FnOnce(&mut ReadFeed) -> T,
+    ) -> Result<T, StoreError> {
+        let txn = self.begin_read()?;
+        let mut reader = ReadFeed::open(&txn, feed)?;
+        Ok(f(&mut reader))
+    }
+
+    /// Number of recipients in a feed.
+    pub fn recipient_count(&self, feed: &str) -> Result<u64, StoreError> {
+        let txn = self.begin_read()?;
+        let name = table_name("hashes", feed);
+        let def: TableDefinition<&str, u64> = TableDefinition::new(&name);
+        match txn.open_table(def) {
+            Ok(t) => Ok(t.len()?),
+            Err(TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Calls `each` with every recipient of the feed, in ID order.
+    pub fn for_each_recipient(
+        &self,
+        feed: &str,
+        mut each: impl FnMut(&str, Record) -> std::io::Result<()>,
+    ) -> Result<(), StoreError> {
+        let txn = self.begin_read()?;
+        let name = table_name("recipients", feed);
+        let def: TableDefinition<&str, &[u8]> = TableDefinition::new(&name);
+        let table = match txn.open_table(def) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let record =
+                Record::decode(v.value()).map_err(|e| StoreError::Damaged(e.to_string()))?;
+            each(k.value(), record).map_err(|e| StoreError::Damaged(format!("output: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The feed's groups and their member counts, by name.
+    pub fn groups(&self, feed: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let txn = self.begin_read()?;
+        let name = table_name("groups", feed);
+        let def: TableDefinition<&str, u64> = TableDefinition::new(&name);
+        let table = match txn.open_table(def) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value().to_string(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// The members of one group, in ID order.
+    pub fn group_members(&self, feed: &str, group: &str) -> Result<Vec<String>, StoreError> {
+        let txn = self.begin_read()?;
+        let name = table_name("members", feed);
+        let def: TableDefinition<(&str, &str), ()> = TableDefinition::new(&name);
+        let table = match txn.open_table(def) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in table.range((group, "")..)? {
+            let (k, _) = entry?;
+            let (g, id) = k.value();
+            if g != group {
+                break;
+            }
+            out.push(id.to_string());
+        }
+        Ok(out)
+    }
+
+    /// Begins a run's write transaction. Nothing is visible until
+    /// [`RunTransaction::commit`].
+    pub fn begin_run(&self) -> Result<RunTransaction, StoreError> {
+        let txn = self.writable()?.begin_write()?;
+        Ok(RunTransaction { txn })
+    }
+
+    /// Lets redb reuse the pages a very large run freed (redb#829).
+    pub fn after_big_run(&self, changes: u64) -> Result<(), StoreError> {
+        if changes >= BIG_RUN_CHANGES {
+            self.writable()?.begin_write()?.commit()?;
+        }
+        Ok(())
+    }
+}
+
+fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+            path: path.to_owned(),
+        },
+        other => StoreError::Open {
+            path: path.to_owned(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// One run's write transaction.
+pub struct RunTransaction {
+    txn: redb::WriteTransaction,
+}
+
+impl RunTransaction {
+    /// Runs `f` with a writer over the feed's tables.
+    pub fn with_feed<T>(
+        &self,
+        feed: &str,
+        f: impl FnOnce(&mut WriteFeed) -> T,
+    ) -> Result<T, StoreError> {
+        let mut writer = WriteFeed::open(&self.txn, feed)?;
+        Ok(f(&mut writer))
+    }
+
+    /// Reserves the next run ID.
+    pub fn next_run_id(&self) -> Result<u64, StoreError> {
+        let mut meta = self.txn.open_table(META)?;
+        let next = match meta.get("next_run_id")? {
+            Some(v) => {
+                let bytes: [u8; 8] = v
+                    .value()
+                    .try_into()
+                    .map_err(|_| StoreError::Damaged("next_run_id is not 8 bytes".into()))?;
+                u64::from_le_bytes(bytes)
+            }
+            None => 1,
+        };
+        meta.insert("next_run_id", (next + 1).to_le_bytes().as_slice())?;
+        Ok(next)
+    }
+
+    pub fn set_fingerprint(&self, feed: &str, fingerprint: u64) -> Result<(), StoreError> {
+        self.txn.open_table(FINGERPRINTS)?.insert(feed, fingerprint)?;
+        Ok(())
+    }
+
+    pub fn put_run(&self, run: &Run) -> Result<(), StoreError> {
+        runs::put_run(&self.txn, run)
+    }
+
+    /// Marks the feed's held runs as superseded by `by`; returns them.
+    pub fn supersede_held(&self, feed: &str, by: u64) -> Result<Vec<Run>, StoreError> {
+        runs::supersede_held(&self.txn, feed, by)
+    }
+
+    /// Makes every change of the run durable at once.
+    pub fn commit(self) -> Result<(), StoreError> {
+        self.txn.commit()?;
+        Ok(())
+    }
+}

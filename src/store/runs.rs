@@ -1,0 +1,154 @@
+//! Run records: what happened to each file.
+
+use redb::{ReadableTable, TableError, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::import::{ApplyCounts, Encoding, RowError};
+
+use super::{Store, StoreError, RUNS};
+
+/// A run's state. `held` runs wait for `confirm` (→ applied or unchanged),
+/// `reject` (→ rejected) or a newer file (→ superseded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Applied,
+    Unchanged,
+    Held,
+    Failed,
+    Rejected,
+    Superseded,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Applied => "applied",
+            RunState::Unchanged => "unchanged",
+            RunState::Held => "held",
+            RunState::Failed => "failed",
+            RunState::Rejected => "rejected",
+            RunState::Superseded => "superseded",
+        }
+    }
+}
+
+/// The record of one run, as stored and as printed by `--json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    pub run_id: Option<u64>,
+    pub feed: String,
+    /// The file's name as it arrived.
+    pub file: String,
+    pub state: RunState,
+    pub dry_run: bool,
+    pub reason: Option<String>,
+    #[serde(flatten)]
+    pub counts: ApplyCounts,
+    pub encoding: Option<Encoding>,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: u64,
+    /// Path of the error report, when the run flagged rows.
+    pub error_report: Option<String>,
+    /// Path of the kept copy of a held file.
+    pub held_file: Option<String>,
+    pub confirmed_by: Option<String>,
+    pub confirmed_at: Option<String>,
+    pub rejected_by: Option<String>,
+    pub rejected_at: Option<String>,
+    pub superseded_by: Option<u64>,
+    /// The first row errors (at most [`Run::KEPT_ERRORS`]).
+    pub errors: Vec<RowError>,
+}
+
+impl Run {
+    pub const KEPT_ERRORS: usize = 100;
+}
+
+pub(super) fn put_run(txn: &WriteTransaction, run: &Run) -> Result<(), StoreError> {
+    let id = run
+        .run_id
+        .ok_or_else(|| StoreError::Damaged("internal: run without an ID".into()))?;
+    let json = serde_json::to_vec(run).map_err(|e| StoreError::Damaged(e.to_string()))?;
+    txn.open_table(RUNS)?.insert(id, json.as_slice())?;
+    Ok(())
+}
+
+fn decode_run(bytes: &[u8]) -> Result<Run, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Damaged(format!("a run record cannot be read: {e}")))
+}
+
+pub(super) fn get_run_in(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    id: u64,
+) -> Result<Run, StoreError> {
+    match table.get(id)? {
+        Some(v) => decode_run(v.value()),
+        None => Err(StoreError::UnknownRun(id)),
+    }
+}
+
+pub(super) fn supersede_held(
+    txn: &WriteTransaction,
+    feed: &str,
+    by: u64,
+) -> Result<Vec<Run>, StoreError> {
+    let mut table = txn.open_table(RUNS)?;
+    let mut held = Vec::new();
+    for entry in table.iter()? {
+        let (_, v) = entry?;
+        let run = decode_run(v.value())?;
+        if run.feed == feed && run.state == RunState::Held && run.run_id != Some(by) {
+            held.push(run);
+        }
+    }
+    for run in &mut held {
+        run.state = RunState::Superseded;
+        run.superseded_by = Some(by);
+        let json = serde_json::to_vec(&*run).map_err(|e| StoreError::Damaged(e.to_string()))?;
+        if let Some(id) = run.run_id {
+            table.insert(id, json.as_slice())?;
+        }
+    }
+    Ok(held)
+}
+
+impl Store {
+    pub fn get_run(&self, id: u64) -> Result<Run, StoreError> {
+        let txn = self.begin_read()?;
+        match txn.open_table(RUNS) {
+            Ok(t) => get_run_in(&t, id),
+            Err(TableError::TableDoesNotExist(_)) => Err(StoreError::UnknownRun(id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs, newest first, optionally of one feed only.
+    pub fn list_runs(&self, feed: Option<&str>) -> Result<Vec<Run>, StoreError> {
+        let txn = self.begin_read()?;
+        let table = match txn.open_table(RUNS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in table.iter()?.rev() {
+            let (_, v) = entry?;
+            let run = decode_run(v.value())?;
+            if feed.is_none_or(|f| f == run.feed) {
+                out.push(run);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rewrites one run record on its own (reject).
+    pub fn update_run(&self, run: &Run) -> Result<(), StoreError> {
+        let txn = self.writable()?.begin_write()?;
+        put_run(&txn, run)?;
+        txn.commit()?;
+        Ok(())
+    }
+}

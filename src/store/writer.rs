@@ -1,0 +1,169 @@
+//! [`FeedWriter`] over redb: the real one over a write transaction, and a
+//! read-only one for dry and held runs (its writes are dropped).
+
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, TableDefinition, TableError, WriteTransaction};
+
+use crate::import::FeedWriter;
+
+use super::{table_name, StoreError};
+
+/// The table names of one feed.
+struct Names {
+    recipients: String,
+    hashes: String,
+    groups: String,
+    members: String,
+}
+
+impl Names {
+    fn of(feed: &str) -> Names {
+        Names {
+            recipients: table_name("recipients", feed),
+            hashes: table_name("hashes", feed),
+            groups: table_name("groups", feed),
+            members: table_name("members", feed),
+        }
+    }
+}
+
+/// The feed's tables inside a run's write transaction.
+pub struct WriteFeed<'txn> {
+    recipients: Table<'txn, &'static str, &'static [u8]>,
+    hashes: Table<'txn, &'static str, u64>,
+    groups: Table<'txn, &'static str, u64>,
+    members: Table<'txn, (&'static str, &'static str), ()>,
+}
+
+impl<'txn> WriteFeed<'txn> {
+    pub(super) fn open(txn: &'txn WriteTransaction, feed: &str) -> Result<Self, StoreError> {
+        let n = Names::of(feed);
+        Ok(WriteFeed {
+            recipients: txn.open_table(TableDefinition::new(&n.recipients))?,
+            hashes: txn.open_table(TableDefinition::new(&n.hashes))?,
+            groups: txn.open_table(TableDefinition::new(&n.groups))?,
+            members: txn.open_table(TableDefinition::new(&n.members))?,
+        })
+    }
+}
+
+impl FeedWriter for WriteFeed<'_> {
+    type Error = StoreError;
+
+    fn stored_record(&mut self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.recipients.get(id)?.map(|v| v.value().to_vec()))
+    }
+
+    fn put_record(&mut self, id: &str, hash: u64, record: &[u8]) -> Result<(), StoreError> {
+        self.recipients.insert(id, record)?;
+        self.hashes.insert(id, hash)?;
+        Ok(())
+    }
+
+    fn put_hash(&mut self, id: &str, hash: u64) -> Result<(), StoreError> {
+        self.hashes.insert(id, hash)?;
+        Ok(())
+    }
+
+    fn remove_record(&mut self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.hashes.remove(id)?;
+        Ok(self.recipients.remove(id)?.map(|v| v.value().to_vec()))
+    }
+
+    fn add_member(&mut self, group: &str, id: &str) -> Result<(), StoreError> {
+        self.members.insert((group, id), ())?;
+        Ok(())
+    }
+
+    fn remove_member(&mut self, group: &str, id: &str) -> Result<(), StoreError> {
+        self.members.remove((group, id))?;
+        Ok(())
+    }
+
+    fn group_count(&mut self, group: &str) -> Result<u64, StoreError> {
+        Ok(self.groups.get(group)?.map_or(0, |v| v.value()))
+    }
+
+    fn set_group_count(&mut self, group: &str, count: u64) -> Result<(), StoreError> {
+        if count == 0 {
+            self.groups.remove(group)?;
+        } else {
+            self.groups.insert(group, count)?;
+        }
+        Ok(())
+    }
+}
+
+/// The feed's tables in a read transaction; a table that does not exist yet
+/// reads as empty.
+pub struct ReadFeed {
+    recipients: Option<ReadOnlyTable<&'static str, &'static [u8]>>,
+    groups: Option<ReadOnlyTable<&'static str, u64>>,
+}
+
+fn optional<T>(r: Result<T, TableError>) -> Result<Option<T>, StoreError> {
+    match r {
+        Ok(t) => Ok(Some(t)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl ReadFeed {
+    pub(super) fn open(txn: &ReadTransaction, feed: &str) -> Result<Self, StoreError> {
+        let n = Names::of(feed);
+        Ok(ReadFeed {
+            recipients: optional(txn.open_table(TableDefinition::new(&n.recipients)))?,
+            groups: optional(txn.open_table(TableDefinition::new(&n.groups)))?,
+        })
+    }
+
+    /// A feed with nothing stored (no store file yet).
+    pub fn empty() -> ReadFeed {
+        ReadFeed {
+            recipients: None,
+            groups: None,
+        }
+    }
+}
+
+impl FeedWriter for ReadFeed {
+    type Error = StoreError;
+
+    fn stored_record(&mut self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.recipients {
+            Some(t) => Ok(t.get(id)?.map(|v| v.value().to_vec())),
+            None => Ok(None),
+        }
+    }
+
+    fn put_record(&mut self, _: &str, _: u64, _: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn put_hash(&mut self, _: &str, _: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn remove_record(&mut self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.stored_record(id)
+    }
+
+    fn add_member(&mut self, _: &str, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn remove_member(&mut self, _: &str, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn group_count(&mut self, group: &str) -> Result<u64, StoreError> {
+        match &self.groups {
+            Some(t) => Ok(t.get(group)?.map_or(0, |v| v.value())),
+            None => Ok(0),
+        }
+    }
+
+    fn set_group_count(&mut self, _: &str, _: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,409 @@
+//! The one place that orchestrates a run: file → core → store → outputs.
+//!
+//! Owns: the order of a run's steps, and which of them happen inside the
+//! store's write transaction. `flagsync import` and (later) the server's
+//! worker call the same functions, so a run from the command line is exactly
+//! a run on the server.
+//!
+//! Invariants:
+//! 1. A failed run writes nothing: not the store, not the folders.
+//! 2. A dry run writes nothing.
+//! 3. An applied, unchanged or held run's changes, run record and the
+//!    superseding of older held runs are one write transaction; its error
+//!    report and held-file copy are in place before that commits.
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use crate::config::{Config, Feed};
+use crate::import::{
+    apply_diff, diff_scan, judge_delete_guard, scan_file, ApplyCounts, ApplyError, Diff,
+    FileContext, FileInput, Input, Scan, StoredIndex, Verdict,
+};
+use crate::report::ErrorCollector;
+use crate::store::{ReadFeed, Run, RunState, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Output(String),
+    /// The request itself is wrong (a run that is not held, say).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl<E: Into<WorkerError>> From<ApplyError<E>> for WorkerError {
+    fn from(e: ApplyError<E>) -> Self {
+        match e {
+            ApplyError::Writer(w) => w.into(),
+            ApplyError::Damaged(d) => StoreError::Damaged(d.to_string()).into(),
+            ApplyError::Read(e) => WorkerError::Output(format!("the file cannot be read again: {e}")),
+            ApplyError::ErrorReport(e) => {
+                WorkerError::Output(format!("the error report cannot be written: {e}"))
+            }
+        }
+    }
+}
+
+/// Options of one import.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImportOptions {
+    pub dry_run: bool,
+    /// Show a progress bar on the terminal.
+    pub progress: bool,
+}
+
+/// What a confirmation brings to the run.
+struct Confirmation {
+    held: Run,
+    by: String,
+}
+
+fn now_text() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn file_name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into())
+}
+
+/// The skeleton of a run record before its outcome is known.
+fn new_run(feed: &Feed, file: &str, dry_run: bool, started_at: String) -> Run {
+    Run {
+        run_id: None,
+        feed: feed.name.clone(),
+        file: file.to_string(),
+        state: RunState::Failed,
+        dry_run,
+        reason: None,
+        counts: ApplyCounts::default(),
+        encoding: None,
+        started_at,
+        finished_at: String::new(),
+        duration_ms: 0,
+        error_report: None,
+        held_file: None,
+        confirmed_by: None,
+        confirmed_at: None,
+        rejected_by: None,
+        rejected_at: None,
+        superseded_by: None,
+        errors: Vec::new(),
+    }
+}
+
+fn finish_timing(run: &mut Run, t0: Instant) {
+    run.finished_at = now_text();
+    run.duration_ms = t0.elapsed().as_millis() as u64;
+}
+
+/// Processes `path` for `feed` exactly as the server does.
+pub fn import_file(
+    config: &Config,
+    feed: &Feed,
+    path: &Path,
+    options: ImportOptions,
+) -> Result<Run, WorkerError> {
+    let store = if options.dry_run {
+        Store::open_read_only(&config.store_path())?
+    } else {
+        Some(Store::open(&config.store_path())?)
+    };
+    run_file(config, feed, path, &file_name_of(path), store.as_ref(), options, None)
+}
+
+/// Applies a held run: its kept file, diffed against the store as it is now.
+pub fn confirm_run(config: &Config, run_id: u64, by: &str, options: ImportOptions) -> Result<Run, WorkerError> {
+    let store = Store::open(&config.store_path())?;
+    let held = held_run(&store, run_id, "confirmed")?;
+    let feed = config.feed(&held.feed).ok_or_else(|| {
+        WorkerError::Usage(format!(
+            "run {run_id} belongs to feed '{}', which is no longer configured",
+            held.feed
+        ))
+    })?;
+    let path = PathBuf::from(held.held_file.clone().unwrap_or_default());
+    let file = held.file.clone();
+    let confirmation = Confirmation {
+        held,
+        by: by.to_string(),
+    };
+    run_file(config, feed, &path, &file, Some(&store), options, Some(confirmation))
+}
+
+/// Rejects a held run: nothing is applied and its kept file is deleted.
+pub fn reject_run(config: &Config, run_id: u64, by: &str) -> Result<Run, WorkerError> {
+    let store = Store::open(&config.store_path())?;
+    let mut run = held_run(&store, run_id, "rejected")?;
+    let held_file = run.held_file.take();
+    run.state = RunState::Rejected;
+    run.rejected_by = Some(by.to_string());
+    run.rejected_at = Some(now_text());
+    store.update_run(&run)?;
+    if let Some(f) = held_file {
+        remove_quietly(Path::new(&f));
+    }
+    Ok(run)
+}
+
+fn held_run(store: &Store, run_id: u64, verb: &str) -> Result<Run, WorkerError> {
+    let run = match store.get_run(run_id) {
+        Err(StoreError::UnknownRun(id)) => {
+            return Err(WorkerError::Usage(format!(
+                "run {id} does not exist; `flagsync runs list` shows the runs"
+            )))
+        }
+        other => other?,
+    };
+    if run.state != RunState::Held {
+        return Err(WorkerError::Usage(format!(
+            "run {run_id} is {}, not held; only held runs can be {verb}",
+            run.state.as_str()
+        )));
+    }
+    Ok(run)
+}
+
+fn remove_quietly(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "could not delete a held file");
+        }
+    }
+}
+
+fn progress_bar(input: &dyn Input, enabled: bool) -> Option<indicatif::ProgressBar> {
+    const BIG_FILE: u64 = 64 << 20;
+    if !enabled || input.len() < BIG_FILE || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(input.len());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message("reading");
+    Some(bar)
+}
+
+/// Pass 1 and the store's index, side by side.
+fn scan_and_index(
+    input: &dyn Input,
+    feed: &Feed,
+    store: Option<&Store>,
+    progress: bool,
+) -> Result<(Result<Scan, crate::import::Rejection>, StoredIndex), WorkerError> {
+    let bar = progress_bar(input, progress);
+    let on_progress = |done: u64| {
+        if let Some(b) = &bar {
+            b.set_position(done);
+        }
+    };
+    let (scan, index) = std::thread::scope(|s| {
+        let index = s.spawn(|| match store {
+            Some(store) => store.feed_index(&feed.name),
+            None => Ok(StoredIndex::default()),
+        });
+        let scan = scan_file(input, feed, &on_progress);
+        (scan, index.join())
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let index = index.map_err(|_| StoreError::Damaged("reading the store's index failed".into()))??;
+    Ok((scan, index))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_file(
+    config: &Config,
+    feed: &Feed,
+    path: &Path,
+    file_name: &str,
+    store: Option<&Store>,
+    options: ImportOptions,
+    confirmation: Option<Confirmation>,
+) -> Result<Run, WorkerError> {
+    let t0 = Instant::now();
+    let started_at = confirmation
+        .as_ref()
+        .map_or_else(now_text, |c| c.held.started_at.clone());
+    let mut run = new_run(feed, file_name, options.dry_run, started_at);
+    let input = FileInput::open(path).map_err(|source| WorkerError::File {
+        path: path.to_owned(),
+        source,
+    })?;
+    let _span = tracing::info_span!("run", feed = %feed.name, file = %file_name).entered();
+    let (scan, index) = scan_and_index(&input, feed, store, options.progress)?;
+    let scan = match scan {
+        Ok(scan) => scan,
+        Err(rejection) => {
+            run.reason = Some(rejection.reason);
+            finish_timing(&mut run, t0);
+            tracing::warn!(reason = run.reason.as_deref().unwrap_or(""), "file rejected");
+            return Ok(run);
+        }
+    };
+    run.encoding = Some(scan.encoding);
+    let header = scan.header.clone();
+    let encoding = scan.encoding;
+    let fingerprint = feed.mapping_fingerprint();
+    let diff = diff_scan(scan, &index, fingerprint);
+    drop(index);
+    let verdict = match confirmation {
+        Some(_) => Verdict::Proceed,
+        None => judge_delete_guard(&diff, feed.delete_threshold),
+    };
+    let file = FileContext {
+        input: &input,
+        feed,
+        header: &header,
+        encoding,
+    };
+    let errors_dir = config.feed_dir(&feed.name).join("errors");
+    match (verdict, store) {
+        (verdict, _) if options.dry_run => {
+            dry_run(&file, diff, store, &mut run)?;
+            if let Verdict::Hold { reason } = verdict {
+                run.state = RunState::Held;
+                run.reason = Some(reason);
+            }
+        }
+        (Verdict::Hold { reason }, Some(store)) => {
+            hold_run(config, &file, diff, store, &mut run, &errors_dir, path)?;
+            run.reason = Some(reason);
+        }
+        (Verdict::Proceed, Some(store)) => {
+            apply_run(&file, diff, store, &mut run, &errors_dir, fingerprint, confirmation)?;
+        }
+        (_, None) => return Err(StoreError::Damaged("internal: no store for a real run".into()).into()),
+    }
+    finish_timing(&mut run, t0);
+    tracing::info!(rows = run.counts.rows, outcome = run.state.as_str(), "run finished");
+    Ok(run)
+}
+
+fn dry_run(file: &FileContext, diff: Diff, store: Option<&Store>, run: &mut Run) -> Result<(), WorkerError> {
+    let mut errors = ErrorCollector::in_memory();
+    let counts = match store {
+        Some(store) => store.with_read_feed(&file.feed.name, |r| apply_diff(file, diff, r, &mut errors))??,
+        None => apply_diff(file, diff, &mut ReadFeed::empty(), &mut errors)?,
+    };
+    run.counts = counts;
+    run.state = applied_or_unchanged(&counts);
+    run.errors = errors.first;
+    Ok(())
+}
+
+fn applied_or_unchanged(counts: &ApplyCounts) -> RunState {
+    if counts.changes() == 0 {
+        RunState::Unchanged
+    } else {
+        RunState::Applied
+    }
+}
+
+fn hold_run(
+    config: &Config,
+    file: &FileContext,
+    diff: Diff,
+    store: &Store,
+    run: &mut Run,
+    errors_dir: &Path,
+    path: &Path,
+) -> Result<(), WorkerError> {
+    let mut errors = ErrorCollector::with_report(errors_dir, &run.file, &file.header.columns)
+        .map_err(|e| WorkerError::Output(format!("cannot write the error report in {}: {e}", errors_dir.display())))?;
+    let counts = store.with_read_feed(&file.feed.name, |r| apply_diff(file, diff, r, &mut errors))??;
+    run.counts = counts;
+    run.state = RunState::Held;
+    let txn = store.begin_run()?;
+    let id = txn.next_run_id()?;
+    run.run_id = Some(id);
+    let held_dir = config.feed_dir(&file.feed.name).join("held");
+    let held_path = held_dir.join(format!("{id}-{}", run.file));
+    copy_held_file(path, &held_dir, &held_path)?;
+    run.held_file = Some(held_path.display().to_string());
+    run.errors = std::mem::take(&mut errors.first);
+    run.error_report = finish_report(errors)?;
+    let superseded = txn.supersede_held(&file.feed.name, id)?;
+    txn.put_run(run)?;
+    txn.commit()?;
+    delete_held_files(&superseded);
+    Ok(())
+}
+
+fn copy_held_file(from: &Path, dir: &Path, to: &Path) -> Result<(), WorkerError> {
+    let fail = |e: std::io::Error| WorkerError::Output(format!("cannot keep the held file in {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    std::fs::copy(from, to).map_err(fail)?;
+    std::fs::File::open(to).and_then(|f| f.sync_all()).map_err(fail)?;
+    Ok(())
+}
+
+fn finish_report(errors: ErrorCollector) -> Result<Option<String>, WorkerError> {
+    errors
+        .finish()
+        .map(|p| p.map(|p| p.display().to_string()))
+        .map_err(|e| WorkerError::Output(format!("cannot write the error report: {e}")))
+}
+
+fn delete_held_files(runs: &[Run]) {
+    for r in runs {
+        if let Some(f) = &r.held_file {
+            remove_quietly(Path::new(f));
+        }
+    }
+}
+
+fn apply_run(
+    file: &FileContext,
+    diff: Diff,
+    store: &Store,
+    run: &mut Run,
+    errors_dir: &Path,
+    fingerprint: u64,
+    confirmation: Option<Confirmation>,
+) -> Result<(), WorkerError> {
+    let mut errors = ErrorCollector::with_report(errors_dir, &run.file, &file.header.columns)
+        .map_err(|e| WorkerError::Output(format!("cannot write the error report in {}: {e}", errors_dir.display())))?;
+    let txn = store.begin_run()?;
+    let counts = txn.with_feed(&file.feed.name, |w| apply_diff(file, diff, w, &mut errors))??;
+    run.counts = counts;
+    run.state = applied_or_unchanged(&counts);
+    let held_file = match confirmation {
+        Some(c) => {
+            run.run_id = c.held.run_id;
+            run.confirmed_by = Some(c.by);
+            run.confirmed_at = Some(now_text());
+            c.held.held_file
+        }
+        None => {
+            run.run_id = Some(txn.next_run_id()?);
+            None
+        }
+    };
+    let id = run.run_id.unwrap_or_default();
+    let superseded = txn.supersede_held(&file.feed.name, id)?;
+    txn.set_fingerprint(&file.feed.name, fingerprint)?;
+    run.errors = std::mem::take(&mut errors.first);
+    run.error_report = finish_report(errors)?;
+    txn.put_run(run)?;
+    txn.commit()?;
+    delete_held_files(&superseded);
+    if let Some(f) = held_file {
+        remove_quietly(Path::new(&f));
+    }
+    store.after_big_run(counts.changes())?;
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Crash safety: an import killed with SIGKILL at any moment leaves the
+//! store exactly as before the run or exactly as after it.
+
+use std::fs;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// People in the base file. Sized so the whole test stays well under two
+/// minutes in a debug build on two cores.
+const ROWS: usize = 60_000;
+/// How many times the second import is killed.
+const KILLS: u32 = 20;
+
+/// The second day's file: every 33rd person gone (~3%), every 20th renamed,
+/// 2% new people.
+fn updated_file() -> String {
+    let mut s = String::from(HR_HEADER);
+    s.push('\n');
+    for i in 1..=ROWS {
+        if i % 33 == 0 {
+            continue;
+        }
+        let row = hr_row(i);
+        if i % 20 == 1 {
+            s += &row.replace(&format!(",Last{i},"), &format!(",Renamed{i},"));
+        } else {
+            s += &row;
+        }
+        s.push('\n');
+    }
+    for i in ROWS + 1..=ROWS + ROWS / 50 {
+        s += &hr_row(i);
+        s.push('\n');
+    }
+    s
+}
+
+fn restore(env: &Env, saved: &std::path::Path) {
+    fs::remove_dir_all(&env.data_dir).expect("remove data dir");
+    copy_dir(saved, &env.data_dir);
+}
+
+#[test]
+fn a_killed_import_leaves_the_store_before_or_after() {
+    let started = Instant::now();
+    let env = Env::hr();
+    let base = env.input("base.csv", hr_file(1..=ROWS));
+    let run = env.import("hr", &base, &[]);
+    assert_eq!(run.state(), "applied");
+    run.assert_counts(&[("added", ROWS as u64)]);
+
+    let saved = env.root.join("saved-data");
+    copy_dir(&env.data_dir, &saved);
+    let before_export = env.export("hr");
+    let before_runs = env.runs_list();
+
+    // One uninterrupted run, timed, on a copy of the base store.
+    let update = env.input("update.csv", updated_file());
+    let t = Instant::now();
+    let after = env.import("hr", &update, &[]);
+    let duration = t.elapsed();
+    assert_eq!(after.state(), "applied", "{:#}", after.json);
+    let removed = (ROWS / 33) as u64;
+    let added = (ROWS / 50) as u64;
+    let renamed = (1..=ROWS).filter(|i| i % 20 == 1 && i % 33 != 0).count() as u64;
+    after.assert_counts(&[
+        ("added", added),
+        ("removed", removed),
+        ("updated", renamed),
+        ("flagged", 0),
+    ]);
+    let after_export = env.export("hr");
+    let after_runs = env.runs_list();
+    assert_ne!(before_export, after_export);
+    assert_eq!(after_runs.len(), before_runs.len() + 1);
+
+    let update_arg = update.to_str().unwrap().to_string();
+    let config = env.config.to_str().unwrap().to_string();
+    let (mut befores, mut afters) = (0, 0);
+    for i in 0..KILLS {
+        restore(&env, &saved);
+        // Spread evenly across (0, duration).
+        let delay = duration * (2 * i + 1) / (2 * KILLS);
+        let mut child = env
+            .command()
+            .args([
+                "--config",
+                &config,
+                "import",
+                "--feed",
+                "hr",
+                &update_arg,
+                "--json",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start import");
+        std::thread::sleep(delay);
+        // SIGKILL; an error only means it had already finished.
+        let _ = child.kill();
+        child.wait().expect("reap import");
+
+        let export = env.export("hr");
+        let runs = env.runs_list();
+        if export == before_export {
+            befores += 1;
+            assert_eq!(
+                runs, before_runs,
+                "kill {i} after {delay:?}: store as before, but the run history changed"
+            );
+        } else if export == after_export {
+            afters += 1;
+            assert_eq!(
+                runs.len(),
+                before_runs.len() + 1,
+                "kill {i} after {delay:?}: store as after, run history: {runs:#?}"
+            );
+            assert_eq!(runs[0]["state"], "applied", "kill {i}: {:#}", runs[0]);
+            for key in COUNTS {
+                assert_eq!(runs[0][key], after_runs[0][key], "kill {i}: `{key}`");
+            }
+            assert_eq!(runs[1..], before_runs[..]);
+        } else {
+            let got = export.lines().count();
+            panic!(
+                "kill {i} after {delay:?} (of {duration:?}): the export is neither the \
+                 before nor the after state ({got} lines; before {}, after {})",
+                before_export.lines().count(),
+                after_export.lines().count()
+            );
+        }
+    }
+
+    // The store is still usable: the file processed again gets to the
+    // after state.
+    let again = env.import("hr", &update, &[]);
+    assert!(
+        ["applied", "unchanged"].contains(&again.state()),
+        "{:#}",
+        again.json
+    );
+    assert_eq!(env.export("hr"), after_export);
+
+    eprintln!(
+        "crash test: {ROWS} rows, import {duration:?}, {KILLS} kills: \
+         {befores} before, {afters} after; whole test {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(600),
+        "crash test too slow"
+    );
+}

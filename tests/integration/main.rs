@@ -1,0 +1,15 @@
+//! End-to-end tests against the built `flagsync` binary.
+//!
+//! Each test gets a fresh temp dir with its own configuration and data
+//! folder (see `util`), runs the real binary and checks what users see:
+//! exit codes, `--json` output, `recipients export`, `groups list`, `runs`,
+//! error reports and the data folder on disk.
+
+mod bad_input;
+mod config;
+mod crash;
+mod diff;
+mod file_format;
+mod row_errors;
+mod runs;
+mod util;
