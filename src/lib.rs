@@ -11,7 +11,10 @@
 //! - [`worker`]: the order of a run's steps, shared by CLI and server.
 //! - [`cli`]: arguments, output for people and scripts, exit codes.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod cli;
 pub mod config;

@@ -31,5 +31,6 @@ fn init_logging() {
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_timer(tracing_subscriber::fmt::time::uptime())
         .init();
 }

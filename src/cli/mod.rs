@@ -326,11 +326,21 @@ fn check(config: &Config) -> Result<u8, Failure> {
     let store_path = config.store_path();
     let store_note = match Store::open_read_only(&store_path) {
         Ok(Some(_)) => format!("store {} opens", store_path.display()),
-        Ok(None) => format!("store {} will be created at the first run", store_path.display()),
+        Ok(None) => format!(
+            "store {} will be created at the first run",
+            store_path.display()
+        ),
         Err(crate::store::StoreError::InUse { .. }) => {
-            format!("store {} is in use by a running flagsync", store_path.display())
+            format!(
+                "store {} is in use by a running flagsync",
+                store_path.display()
+            )
         }
-        Err(e) => return Err(Failure::Usage(anyhow::Error::from(e).context("the store cannot be opened"))),
+        Err(e) => {
+            return Err(Failure::Usage(
+                anyhow::Error::from(e).context("the store cannot be opened"),
+            ))
+        }
     };
     let source = match &config.source {
         Source::File(p) => p.display().to_string(),

@@ -48,7 +48,11 @@ pub fn print_run_outcome(run: &Run, json: bool) -> anyhow::Result<()> {
     let id = run
         .run_id
         .map_or_else(|| "not recorded".to_string(), |id| format!("run {id}"));
-    let dry = if run.dry_run { " (dry run: nothing committed)" } else { "" };
+    let dry = if run.dry_run {
+        " (dry run: nothing committed)"
+    } else {
+        ""
+    };
     out.push_str(&format!(
         "{}: {} — {} ({id}){dry}\n",
         run.feed,
@@ -85,10 +89,16 @@ pub fn print_run_outcome(run: &Run, json: bool) -> anyhow::Result<()> {
     }
     out.push_str(&format!("  duration: {} ms\n", run.duration_ms));
     if let Some(by) = &run.confirmed_by {
-        out.push_str(&format!("  confirmed by {by} at {}\n", run.confirmed_at.as_deref().unwrap_or("")));
+        out.push_str(&format!(
+            "  confirmed by {by} at {}\n",
+            run.confirmed_at.as_deref().unwrap_or("")
+        ));
     }
     if let Some(by) = &run.rejected_by {
-        out.push_str(&format!("  rejected by {by} at {}\n", run.rejected_at.as_deref().unwrap_or("")));
+        out.push_str(&format!(
+            "  rejected by {by} at {}\n",
+            run.rejected_at.as_deref().unwrap_or("")
+        ));
     }
     if let Some(report) = &run.error_report {
         out.push_str(&format!("  error report: {report}\n"));
@@ -122,7 +132,9 @@ fn push_first_errors(out: &mut String, run: &Run, limit: usize) {
 
 pub fn print_run_list(runs: &[Run], json: bool) -> anyhow::Result<()> {
     if json {
-        return print_json(&Value::Array(runs.iter().map(|r| run_json(r, false)).collect()));
+        return print_json(&Value::Array(
+            runs.iter().map(|r| run_json(r, false)).collect(),
+        ));
     }
     let mut out = String::new();
     if runs.is_empty() {
@@ -224,7 +236,12 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn export_csv(names: &[String], store: Option<&Store>, feed: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+fn export_csv(
+    names: &[String],
+    store: Option<&Store>,
+    feed: &str,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let mut w = csv::Writer::from_writer(out);
     w.write_record(names)?;
     if let Some(store) = store {
@@ -238,7 +255,12 @@ fn export_csv(names: &[String], store: Option<&Store>, feed: &str, out: &mut dyn
     Ok(())
 }
 
-fn export_json(names: &[String], store: Option<&Store>, feed: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+fn export_json(
+    names: &[String],
+    store: Option<&Store>,
+    feed: &str,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     out.write_all(b"[")?;
     let mut first = true;
     if let Some(store) = store {

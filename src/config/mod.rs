@@ -212,14 +212,15 @@ impl Config {
     }
 
     pub fn parse(text: &str, source: Source) -> Result<Config, ConfigError> {
-        raw::parse(text).map_err(|problems| ConfigError::Invalid {
-            source_name: source.to_string(),
-            problems,
-        })
-        .map(|mut c| {
-            c.source = source;
-            c
-        })
+        raw::parse(text)
+            .map_err(|problems| ConfigError::Invalid {
+                source_name: source.to_string(),
+                problems,
+            })
+            .map(|mut c| {
+                c.source = source;
+                c
+            })
     }
 
     pub fn feed(&self, name: &str) -> Option<&Feed> {

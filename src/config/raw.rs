@@ -280,12 +280,17 @@ fn validate_fields(
         let raw = spanned.get_ref();
         let name = raw.name.get_ref().clone();
         if name.trim().is_empty() {
-            problems.at(&raw.name, format!("feed '{feed}': a field has an empty name"));
+            problems.at(
+                &raw.name,
+                format!("feed '{feed}': a field has an empty name"),
+            );
         }
         if !names.insert(name.clone()) {
             problems.at(
                 &raw.name,
-                format!("feed '{feed}': field name '{name}' is used twice; field names must be unique"),
+                format!(
+                    "feed '{feed}': field name '{name}' is used twice; field names must be unique"
+                ),
             );
         }
         let kind = match &raw.kind {
@@ -309,7 +314,9 @@ fn validate_fields(
             if !columns.insert(normalize_header(header)) {
                 problems.at(
                     spanned,
-                    format!("feed '{feed}', field '{name}': column or alias '{header}' is mapped twice"),
+                    format!(
+                        "feed '{feed}', field '{name}': column or alias '{header}' is mapped twice"
+                    ),
                 );
             }
         }
@@ -325,7 +332,9 @@ fn validate_fields(
             (_, Some(_)) => {
                 problems.at(
                     spanned,
-                    format!("feed '{feed}', field '{name}': separator is only for type = \"multi\""),
+                    format!(
+                        "feed '{feed}', field '{name}': separator is only for type = \"multi\""
+                    ),
                 );
                 None
             }
@@ -375,7 +384,10 @@ fn find_id_field(
     if id_kinds.len() > 1 {
         problems.at(
             &raw.name,
-            format!("feed '{feed}' has {} fields of type \"id\"; exactly one is allowed", id_kinds.len()),
+            format!(
+                "feed '{feed}' has {} fields of type \"id\"; exactly one is allowed",
+                id_kinds.len()
+            ),
         );
         return None;
     }
@@ -392,19 +404,23 @@ fn find_id_field(
             None
         }
         (_, Some(&i)) => Some(i),
-        (Some(named), None) => {
-            match fields.iter().position(|f| f.name == *named.get_ref()) {
-                Some(i) if fields[i].kind == FieldKind::Text => Some(i),
-                Some(_) => {
-                    problems.at(named, format!("feed '{feed}': id_field '{}' must be of type \"id\" or \"text\"", named.get_ref()));
-                    None
-                }
-                None => {
-                    problems.at(named, format!("feed '{feed}': id_field = \"{}\" names no [[feed.field]]; add that field with type = \"id\"", named.get_ref()));
-                    None
-                }
+        (Some(named), None) => match fields.iter().position(|f| f.name == *named.get_ref()) {
+            Some(i) if fields[i].kind == FieldKind::Text => Some(i),
+            Some(_) => {
+                problems.at(
+                    named,
+                    format!(
+                        "feed '{feed}': id_field '{}' must be of type \"id\" or \"text\"",
+                        named.get_ref()
+                    ),
+                );
+                None
             }
-        }
+            None => {
+                problems.at(named, format!("feed '{feed}': id_field = \"{}\" names no [[feed.field]]; add that field with type = \"id\"", named.get_ref()));
+                None
+            }
+        },
         (None, None) => {
             problems.at(
                 &raw.name,
@@ -435,16 +451,25 @@ fn validate_group_fields(
         match fields.iter().position(|f| f.name == *g.get_ref()) {
             Some(i) if fields[i].kind == FieldKind::Id => problems.at(
                 g,
-                format!("feed '{feed}': the id field '{}' cannot be a group field", g.get_ref()),
+                format!(
+                    "feed '{feed}': the id field '{}' cannot be a group field",
+                    g.get_ref()
+                ),
             ),
             Some(i) if out.contains(&i) => problems.at(
                 g,
-                format!("feed '{feed}': group field '{}' is listed twice", g.get_ref()),
+                format!(
+                    "feed '{feed}': group field '{}' is listed twice",
+                    g.get_ref()
+                ),
             ),
             Some(i) => out.push(i),
             None => problems.at(
                 g,
-                format!("feed '{feed}': group field '{}' names no [[feed.field]]", g.get_ref()),
+                format!(
+                    "feed '{feed}': group field '{}' names no [[feed.field]]",
+                    g.get_ref()
+                ),
             ),
         }
     }
@@ -496,7 +521,11 @@ fn validate_delimiter(feed: &str, raw: &RawFeed, problems: &mut Problems) -> Opt
     }
 }
 
-fn validate_country(feed: &str, raw: &RawFeed, problems: &mut Problems) -> phonenumber::country::Id {
+fn validate_country(
+    feed: &str,
+    raw: &RawFeed,
+    problems: &mut Problems,
+) -> phonenumber::country::Id {
     let Some(c) = &raw.default_country else {
         return phonenumber::country::Id::US;
     };
@@ -599,7 +628,10 @@ fn validate_max_rows(feed: &str, raw: &RawFeed, problems: &mut Problems) -> u64 
         None => DEFAULT_MAX_ROWS,
         Some(m) if *m.get_ref() > 0 => *m.get_ref() as u64,
         Some(m) => {
-            problems.at(m, format!("feed '{feed}': max_rows must be a positive number of rows"));
+            problems.at(
+                m,
+                format!("feed '{feed}': max_rows must be a positive number of rows"),
+            );
             DEFAULT_MAX_ROWS
         }
     }

@@ -4,7 +4,9 @@ fn feed_with_fields(n: usize) -> String {
     let mut s = String::from("[[feed]]\nname = \"hr\"\n");
     s.push_str("  [[feed.field]]\n  name = \"id\"\n  column = \"ID\"\n  type = \"id\"\n");
     for i in 1..n {
-        s.push_str(&format!("  [[feed.field]]\n  name = \"f{i}\"\n  column = \"F{i}\"\n"));
+        s.push_str(&format!(
+            "  [[feed.field]]\n  name = \"f{i}\"\n  column = \"F{i}\"\n"
+        ));
     }
     s
 }
@@ -78,7 +80,16 @@ fn thresholds_and_schedules() {
     .expect("valid");
     let feed = &c.feeds[0];
     assert_eq!(feed.delete_threshold, Threshold::Count(500));
-    assert_eq!(feed.schedule, Schedule::Daily { hour: 2, minute: 30 });
-    let msg = problems(&base.replace("name = \"hr\"\n", "name = \"hr\"\ndelete_threshold = \"ten\"\n"));
+    assert_eq!(
+        feed.schedule,
+        Schedule::Daily {
+            hour: 2,
+            minute: 30
+        }
+    );
+    let msg = problems(&base.replace(
+        "name = \"hr\"\n",
+        "name = \"hr\"\ndelete_threshold = \"ten\"\n",
+    ));
     assert!(msg.contains("delete_threshold"), "{msg}");
 }

@@ -30,13 +30,9 @@ pub trait FeedWriter {
     type Error;
     /// The stored record of `id`, if any.
     fn stored_record(&mut self, id: &str) -> Result<Option<Vec<u8>>, Self::Error>;
-    fn put_record(&mut self, id: &str, hash: u64, record: &[u8]) -> Result<(), Self::Error>;
-    /// The person is unchanged but the file writes them differently.
-    fn put_hash(&mut self, id: &str, hash: u64) -> Result<(), Self::Error>;
+    fn put_record(&mut self, id: &str, record: &[u8]) -> Result<(), Self::Error>;
     /// Removes `id` and returns its record.
     fn remove_record(&mut self, id: &str) -> Result<Option<Vec<u8>>, Self::Error>;
-    fn add_member(&mut self, group: &str, id: &str) -> Result<(), Self::Error>;
-    fn remove_member(&mut self, group: &str, id: &str) -> Result<(), Self::Error>;
     fn group_count(&mut self, group: &str) -> Result<u64, Self::Error>;
     /// Sets a group's member count; 0 removes the group.
     fn set_group_count(&mut self, group: &str, count: u64) -> Result<(), Self::Error>;
@@ -111,13 +107,25 @@ enum Outcome {
     Error(RowError),
 }
 
+/// The result of applying a diff.
+#[derive(Debug)]
+pub struct Applied {
+    pub counts: ApplyCounts,
+    /// The feed's (ID, raw hash) list after the run, sorted by ID: the
+    /// store keeps it whole (see `store`), so the next run's diff needs no
+    /// per-row lookups.
+    pub hashes: Vec<(CompactString, u64)>,
+    /// False when `hashes` equals the list before the run.
+    pub hashes_changed: bool,
+}
+
 /// Applies `diff` through `writer`, streaming row errors to `errors`.
 pub fn apply_diff<W: FeedWriter>(
     file: &FileContext,
     diff: Diff,
     writer: &mut W,
     errors: &mut dyn ErrorSink,
-) -> Result<ApplyCounts, ApplyError<W::Error>> {
+) -> Result<Applied, ApplyError<W::Error>> {
     let mut counts = ApplyCounts {
         rows: diff.rows_read,
         unchanged: diff.unchanged,
@@ -125,6 +133,7 @@ pub fn apply_diff<W: FeedWriter>(
         ..ApplyCounts::default()
     };
     let mut group_delta: HashMap<String, i64> = HashMap::new();
+    let mut written: Vec<(CompactString, u64)> = Vec::new();
     for chunk in diff.work.chunks(CHUNK_ROWS) {
         let mut upserts = Vec::with_capacity(chunk.len());
         for outcome in validate_chunk(file, chunk).map_err(ApplyError::Read)? {
@@ -139,6 +148,7 @@ pub fn apply_diff<W: FeedWriter>(
         // Sorted keys are what redb inserts fastest.
         upserts.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         for u in upserts {
+            written.push((u.id.clone(), u.hash));
             write_upsert(u, writer, &mut counts, &mut group_delta)?;
         }
     }
@@ -147,13 +157,40 @@ pub fn apply_diff<W: FeedWriter>(
         counts.removed += 1;
         if let Some(old) = old {
             for g in Record::decode_groups(&old)? {
-                writer.remove_member(&g, id).map_err(ApplyError::Writer)?;
                 *group_delta.entry(g).or_default() -= 1;
             }
         }
     }
     settle_groups(group_delta, writer, &mut counts)?;
-    Ok(counts)
+    let hashes_changed = !written.is_empty() || !diff.removed.is_empty();
+    Ok(Applied {
+        counts,
+        hashes: merge_hashes(diff.kept, written),
+        hashes_changed,
+    })
+}
+
+/// The kept entries (sorted) with the written ones (any order) replacing or
+/// joining them.
+fn merge_hashes(
+    kept: Vec<(CompactString, u64)>,
+    mut written: Vec<(CompactString, u64)>,
+) -> Vec<(CompactString, u64)> {
+    if written.is_empty() {
+        return kept;
+    }
+    written.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::with_capacity(kept.len() + written.len());
+    let mut kept = kept.into_iter().peekable();
+    for w in written {
+        while let Some(k) = kept.next_if(|k| k.0 < w.0) {
+            out.push(k);
+        }
+        kept.next_if(|k| k.0 == w.0);
+        out.push(w);
+    }
+    out.extend(kept);
+    out
 }
 
 fn write_upsert<W: FeedWriter>(
@@ -170,7 +207,7 @@ fn write_upsert<W: FeedWriter>(
     let old_groups = match &old {
         Some(old) if *old == u.record => {
             counts.unchanged += 1;
-            return writer.put_hash(&u.id, u.hash).map_err(ApplyError::Writer);
+            return Ok(());
         }
         Some(old) => {
             counts.updated += 1;
@@ -182,14 +219,12 @@ fn write_upsert<W: FeedWriter>(
         }
     };
     writer
-        .put_record(&u.id, u.hash, &u.record)
+        .put_record(&u.id, &u.record)
         .map_err(ApplyError::Writer)?;
     for g in old_groups.iter().filter(|g| !u.groups.contains(g)) {
-        writer.remove_member(g, &u.id).map_err(ApplyError::Writer)?;
         *group_delta.entry(g.clone()).or_default() -= 1;
     }
     for g in u.groups.iter().filter(|g| !old_groups.contains(g)) {
-        writer.add_member(g, &u.id).map_err(ApplyError::Writer)?;
         *group_delta.entry(g.clone()).or_default() += 1;
     }
     Ok(())
@@ -264,12 +299,19 @@ fn validate_chunk(file: &FileContext, chunk: &[Work]) -> std::io::Result<Vec<Out
     }
     Ok(located
         .into_par_iter()
-        .map(|(w, bytes)| validate_work(w, bytes, file, &ctx))
+        .map_init(
+            || RowParser::new(file.header.delimiter),
+            |parser, (w, bytes)| validate_work(w, parser.parse(bytes), file, &ctx),
+        )
         .collect())
 }
 
-fn validate_work(w: &Work, bytes: &[u8], file: &FileContext, ctx: &RowContext) -> Outcome {
-    let record = parse_one(bytes, file.header.delimiter);
+fn validate_work(
+    w: &Work,
+    record: csv::ByteRecord,
+    file: &FileContext,
+    ctx: &RowContext,
+) -> Outcome {
     let error = |reasons: Vec<String>| {
         Outcome::Error(RowError {
             line: w.row.line,
@@ -284,11 +326,11 @@ fn validate_work(w: &Work, bytes: &[u8], file: &FileContext, ctx: &RowContext) -
     match w.kind {
         WorkKind::Flagged(flag) => error(vec![early_reason(flag, w, &record, file)]),
         WorkKind::Candidate { stored } => match validate_row(&record, ctx) {
-            Ok(rec) => Outcome::Upsert(Upsert {
+            Ok(valid) => Outcome::Upsert(Upsert {
                 id: w.row.id.clone(),
                 hash: w.row.hash,
-                record: rec.encode(),
-                groups: rec.groups,
+                record: valid.encoded,
+                groups: valid.groups,
                 stored,
             }),
             Err(reasons) => error(reasons),
@@ -316,15 +358,70 @@ fn early_reason(flag: EarlyFlag, w: &Work, record: &csv::ByteRecord, file: &File
     }
 }
 
-fn parse_one(bytes: &[u8], delimiter: u8) -> csv::ByteRecord {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .delimiter(delimiter)
-        .flexible(true)
-        .from_reader(bytes);
-    let mut record = csv::ByteRecord::new();
-    match reader.read_byte_record(&mut record) {
-        Ok(_) => record,
-        Err(_) => csv::ByteRecord::new(),
+/// Parses single records with one reused csv-core reader: building a
+/// reader costs far more than parsing a row.
+struct RowParser {
+    core: csv_core::Reader,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl RowParser {
+    fn new(delimiter: u8) -> RowParser {
+        RowParser {
+            core: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
+            out: vec![0; 1024],
+            ends: vec![0; 64],
+        }
+    }
+
+    /// The first record in `input` (empty on anything unexpected).
+    fn parse(&mut self, input: &[u8]) -> csv::ByteRecord {
+        use csv_core::ReadRecordResult as R;
+        self.core.reset();
+        let (mut at_in, mut at_out, mut at_end) = (0, 0, 0);
+        loop {
+            let (result, n_in, n_out, n_ends) = self.core.read_record(
+                &input[at_in..],
+                &mut self.out[at_out..],
+                &mut self.ends[at_end..],
+            );
+            at_in += n_in;
+            at_out += n_out;
+            at_end += n_ends;
+            match result {
+                R::InputEmpty if at_in < input.len() => continue,
+                // An empty input tells csv-core the data ended.
+                R::InputEmpty => {
+                    let (result, _, n_out, n_ends) = self.core.read_record(
+                        &[],
+                        &mut self.out[at_out..],
+                        &mut self.ends[at_end..],
+                    );
+                    at_out += n_out;
+                    at_end += n_ends;
+                    if matches!(result, R::OutputFull | R::OutputEndsFull) {
+                        self.grow();
+                        continue;
+                    }
+                    break;
+                }
+                R::OutputFull | R::OutputEndsFull => self.grow(),
+                R::Record | R::End => break,
+            }
+        }
+        let mut record = csv::ByteRecord::with_capacity(at_out, at_end);
+        let mut start = 0;
+        for &end in &self.ends[..at_end] {
+            record.push_field(&self.out[start..end]);
+            start = end;
+        }
+        record
+    }
+
+    fn grow(&mut self) {
+        let (out, ends) = (self.out.len() * 2, self.ends.len() * 2);
+        self.out.resize(out, 0);
+        self.ends.resize(ends, 0);
     }
 }

@@ -20,7 +20,9 @@ pub struct StoredIndex {
 pub enum EarlyFlag {
     EmptyId,
     /// A later row with an ID already seen on `first_line`.
-    Repeated { first_line: u32 },
+    Repeated {
+        first_line: u32,
+    },
     WrongColumnCount,
 }
 
@@ -52,22 +54,26 @@ pub struct Diff {
     pub removed: Vec<CompactString>,
     /// Rows to read again, sorted by offset.
     pub work: Vec<Work>,
+    /// The stored (ID, hash) entries that are not removed, sorted by ID:
+    /// the start of the feed's hash list after the run.
+    pub kept: Vec<(CompactString, u64)>,
 }
 
 /// Classifies every row of `scan` against `stored`. `fingerprint` is the
 /// feed's current mapping fingerprint: when it differs from the stored one,
 /// no stored hash is trusted.
-pub fn diff_scan(scan: Scan, stored: &StoredIndex, fingerprint: u64) -> Diff {
+pub fn diff_scan(scan: Scan, stored: StoredIndex, fingerprint: u64) -> Diff {
     let trust_hashes = stored.fingerprint == Some(fingerprint);
     let mut rows = scan.rows;
-    rows.par_sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.line.cmp(&b.line)));
+    rows.par_sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.offset.cmp(&b.offset)));
     let mut diff = Diff {
         rows_read: scan.rows_read,
         filtered: scan.filtered,
         stored_count: stored.hashes.len() as u64,
         ..Diff::default()
     };
-    let mut stored_iter = stored.hashes.iter().peekable();
+    diff.kept.reserve(stored.hashes.len());
+    let mut stored_iter = stored.hashes.into_iter().peekable();
     let mut i = 0;
     while i < rows.len() {
         let id = rows[i].id.clone();
@@ -77,27 +83,29 @@ pub fn diff_scan(scan: Scan, stored: &StoredIndex, fingerprint: u64) -> Diff {
         }
         if id.is_empty() {
             for row in &rows[i..j] {
-                diff.push_flagged(row, EarlyFlag::EmptyId);
+                let flag = match row.shape {
+                    RowShape::WrongColumnCount => EarlyFlag::WrongColumnCount,
+                    RowShape::Whole => EarlyFlag::EmptyId,
+                };
+                diff.push_flagged(row, flag);
             }
             i = j;
             continue;
         }
         // Stored IDs before this one are absent from the file.
-        let mut stored_hash = None;
-        while let Some((sid, h)) = stored_iter.peek() {
-            match sid.as_str().cmp(id.as_str()) {
-                std::cmp::Ordering::Less => diff.removed.push(sid.clone()),
-                std::cmp::Ordering::Equal => stored_hash = Some(*h),
-                std::cmp::Ordering::Greater => break,
-            }
-            stored_iter.next();
-            if stored_hash.is_some() {
-                break;
-            }
+        while let Some((sid, _)) = stored_iter.next_if(|(sid, _)| *sid < id) {
+            diff.removed.push(sid);
         }
+        let stored_hash = stored_iter.next_if(|(sid, _)| *sid == id).map(|entry| {
+            let hash = entry.1;
+            diff.kept.push(entry);
+            hash
+        });
         let first = &rows[i];
         match (first.shape, stored_hash) {
-            (RowShape::WrongColumnCount, _) => diff.push_flagged(first, EarlyFlag::WrongColumnCount),
+            (RowShape::WrongColumnCount, _) => {
+                diff.push_flagged(first, EarlyFlag::WrongColumnCount)
+            }
             (RowShape::Whole, Some(h)) if trust_hashes && h == first.hash => diff.unchanged += 1,
             (RowShape::Whole, stored) => diff.work.push(Work {
                 row: first.clone(),
@@ -116,7 +124,7 @@ pub fn diff_scan(scan: Scan, stored: &StoredIndex, fingerprint: u64) -> Diff {
         }
         i = j;
     }
-    diff.removed.extend(stored_iter.map(|(sid, _)| sid.clone()));
+    diff.removed.extend(stored_iter.map(|(sid, _)| sid));
     diff.work.par_sort_unstable_by_key(|w| w.row.offset);
     diff
 }

@@ -54,7 +54,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -81,7 +81,10 @@ mod tests {
         assert_eq!(judge_delete_guard(&diff(100, 90, 10), t), Verdict::Proceed);
         match judge_delete_guard(&diff(10_950, 9_746, 1_204), t) {
             Verdict::Hold { reason } => {
-                assert_eq!(reason, "would remove 1,204 of 10,950 recipients, 11.0% > 10%")
+                assert_eq!(
+                    reason,
+                    "would remove 1,204 of 10,950 recipients, 11.0% > 10%"
+                )
             }
             v => panic!("{v:?}"),
         }
@@ -91,8 +94,14 @@ mod tests {
     fn counts_empty_files_and_empty_feeds() {
         let t = Threshold::Count(5);
         assert_eq!(judge_delete_guard(&diff(100, 95, 5), t), Verdict::Proceed);
-        assert!(matches!(judge_delete_guard(&diff(100, 94, 6), t), Verdict::Hold { .. }));
-        assert!(matches!(judge_delete_guard(&diff(3, 0, 0), t), Verdict::Hold { .. }));
+        assert!(matches!(
+            judge_delete_guard(&diff(100, 94, 6), t),
+            Verdict::Hold { .. }
+        ));
+        assert!(matches!(
+            judge_delete_guard(&diff(3, 0, 0), t),
+            Verdict::Hold { .. }
+        ));
         assert_eq!(judge_delete_guard(&diff(0, 0, 0), t), Verdict::Proceed);
         assert_eq!(thousands(1234567), "1,234,567");
     }

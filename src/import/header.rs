@@ -41,7 +41,11 @@ pub fn read_header(input: &dyn Input, feed: &Feed) -> Result<Header, Rejection> 
             .read_exact_at(0, &mut buf)
             .map_err(|e| Rejection::new(format!("the file cannot be read: {e}")))?;
         reject_utf16(&buf)?;
-        let bom_len = if buf.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+        let bom_len = if buf.starts_with(b"\xEF\xBB\xBF") {
+            3
+        } else {
+            0
+        };
         let body = &buf[bom_len..];
         match first_record_end(body) {
             Some(end) => return parse_header(&body[..end], bom_len as u64, feed),
@@ -68,15 +72,24 @@ fn reject_utf16(buf: &[u8]) -> Result<(), Rejection> {
 }
 
 /// End (exclusive, after the line break) of the first record, honouring
-/// quotes; `None` when the buffer holds no complete first line.
+/// quotes as the csv crate does (a quote opens a quoted field only at the
+/// start of a field; the delimiter is not known yet, so any candidate
+/// counts); `None` when the buffer holds no complete first line.
 fn first_record_end(buf: &[u8]) -> Option<usize> {
     let mut in_quotes = false;
-    for (i, &b) in buf.iter().enumerate() {
-        match b {
-            b'"' => in_quotes = !in_quotes,
+    let mut i = 0;
+    while i < buf.len() {
+        match buf[i] {
+            b'"' if in_quotes && buf.get(i + 1) == Some(&b'"') => i += 1,
+            b'"' if in_quotes => in_quotes = false,
+            b'"' => {
+                let prev = if i == 0 { b'\n' } else { buf[i - 1] };
+                in_quotes = prev == b'\n' || prev == b'\r' || CANDIDATE_DELIMITERS.contains(&prev);
+            }
             b'\n' if !in_quotes => return Some(i + 1),
             _ => {}
         }
+        i += 1;
     }
     None
 }
@@ -85,14 +98,23 @@ fn first_record_end(buf: &[u8]) -> Option<usize> {
 pub fn detect_delimiter(line: &[u8]) -> u8 {
     let mut counts = [0usize; 4];
     let mut in_quotes = false;
+    let mut prev = b'\n';
     for &b in line {
         if b == b'"' {
-            in_quotes = !in_quotes;
+            in_quotes = if in_quotes {
+                false
+            } else {
+                prev == b'\n'
+                    || prev == b'\r'
+                    || CANDIDATE_DELIMITERS.contains(&prev)
+                    || prev == b'"'
+            };
         } else if !in_quotes {
             if let Some(i) = CANDIDATE_DELIMITERS.iter().position(|&d| d == b) {
                 counts[i] += 1;
             }
         }
+        prev = b;
     }
     let mut best = 0;
     for i in 1..counts.len() {

@@ -39,7 +39,9 @@ pub mod record;
 mod scan;
 mod validate;
 
-pub use apply::{apply_diff, ApplyCounts, ApplyError, ErrorSink, FeedWriter, FileContext, RowError};
+pub use apply::{
+    apply_diff, Applied, ApplyCounts, ApplyError, ErrorSink, FeedWriter, FileContext, RowError,
+};
 pub use diff::{diff_scan, Diff, StoredIndex};
 pub use guard::{judge_delete_guard, thousands, Verdict};
 pub use input::{FileInput, Input};

@@ -65,14 +65,26 @@ pub fn normalize_phone(raw: &str, country: Id) -> Result<String, PhoneError> {
     if let Some(e164) = fast_path(raw, country) {
         return Ok(e164);
     }
-    slow_path(raw, country)
+    // `+44 (0) 20 …`: the bracketed trunk zero is not dialled after a
+    // country code.
+    if raw.starts_with('+') && raw.contains("(0)") {
+        let without = raw.replacen("(0)", "", 1);
+        if let Some(e164) = fast_path(&without, country) {
+            return Ok(e164);
+        }
+    }
+    slow_path(raw, country).map_err(|e| match e {
+        PhoneError::NotANumber(_) => PhoneError::NotANumber(raw.to_string()),
+        PhoneError::Impossible(_) => PhoneError::Impossible(raw.to_string()),
+    })
 }
 
 /// Digits of a number written only with digits, a leading `+` and the usual
 /// separators; `None` when it holds anything else (letters, extensions).
 fn plain_digits(raw: &str) -> Option<(bool, String)> {
     let mut plus = false;
-    let mut digits = String::with_capacity(raw.len());
+    // Room for the `+` that the caller puts in front.
+    let mut digits = String::with_capacity(raw.len() + 1);
     for (i, c) in raw.char_indices() {
         match c {
             '0'..='9' => digits.push(c),
@@ -102,7 +114,11 @@ fn fast_path(raw: &str, country: Id) -> Option<String> {
                 break;
             };
             if possible_lengths().contains_key(&code) {
-                return is_possible(code, digits.len() - cc_len).then(|| format!("+{digits}"));
+                return is_possible(code, digits.len() - cc_len).then(|| {
+                    let mut digits = digits;
+                    digits.insert(0, '+');
+                    digits
+                });
             }
         }
         return None;
@@ -141,20 +157,47 @@ mod tests {
     #[test]
     fn national_and_international_forms() {
         let us = Id::US;
-        assert_eq!(normalize_phone("(555) 123-4567", us).unwrap(), "+15551234567");
-        assert_eq!(normalize_phone("+1 555 123 4567", us).unwrap(), "+15551234567");
-        assert_eq!(normalize_phone("1-415-555-0123", us).unwrap(), "+14155550123");
-        assert_eq!(normalize_phone("+44 20 7946 0958", us).unwrap(), "+442079460958");
-        assert_eq!(normalize_phone("+44 (0) 20 7946 0958", us).unwrap(), "+442079460958");
-        assert_eq!(normalize_phone("07700 900123", Id::GB).unwrap(), "+447700900123");
-        assert_eq!(normalize_phone("+39 06 6982 1234", us).unwrap(), "+39066982 1234".replace(' ', ""));
-        assert_eq!(normalize_phone("0033 6 12 34 56 78", Id::FR).unwrap(), "+33612345678");
+        assert_eq!(
+            normalize_phone("(555) 123-4567", us).unwrap(),
+            "+15551234567"
+        );
+        assert_eq!(
+            normalize_phone("+1 555 123 4567", us).unwrap(),
+            "+15551234567"
+        );
+        assert_eq!(
+            normalize_phone("1-415-555-0123", us).unwrap(),
+            "+14155550123"
+        );
+        assert_eq!(
+            normalize_phone("+44 20 7946 0958", us).unwrap(),
+            "+442079460958"
+        );
+        assert_eq!(
+            normalize_phone("+44 (0) 20 7946 0958", us).unwrap(),
+            "+442079460958"
+        );
+        assert_eq!(
+            normalize_phone("07700 900123", Id::GB).unwrap(),
+            "+447700900123"
+        );
+        assert_eq!(
+            normalize_phone("+39 06 6982 1234", us).unwrap(),
+            "+390669821234"
+        );
+        assert_eq!(
+            normalize_phone("0033 6 12 34 56 78", Id::FR).unwrap(),
+            "+33612345678"
+        );
     }
 
     #[test]
     fn impossible_and_garbage() {
-        assert!(matches!(normalize_phone("12", Id::US), Err(_)));
-        assert!(matches!(normalize_phone("+1 555", Id::US), Err(PhoneError::Impossible(_)) | Err(PhoneError::NotANumber(_))));
+        assert!(normalize_phone("12", Id::US).is_err());
+        assert!(matches!(
+            normalize_phone("+1 555", Id::US),
+            Err(PhoneError::Impossible(_)) | Err(PhoneError::NotANumber(_))
+        ));
         assert!(normalize_phone("call me", Id::US).is_err());
         assert!(normalize_phone("+999 1234567", Id::US).is_err());
         assert!(normalize_phone("+4420794609581234567", Id::US).is_err());

@@ -52,6 +52,36 @@ impl Record {
     }
 }
 
+/// Builds an encoded record value by value, without a `String` per value
+/// (validation is the import's hot loop).
+pub struct RecordBuilder {
+    buf: Vec<u8>,
+    values: u16,
+}
+
+impl RecordBuilder {
+    pub fn with_capacity(bytes: usize) -> RecordBuilder {
+        let mut buf = Vec::with_capacity(bytes + 16);
+        buf.push(VERSION);
+        buf.extend_from_slice(&[0, 0]);
+        RecordBuilder { buf, values: 0 }
+    }
+
+    pub fn push_value(&mut self, value: &str) {
+        self.buf
+            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(value.as_bytes());
+        self.values += 1;
+    }
+
+    /// The encoded record, as [`Record::encode`] would write it.
+    pub fn finish(mut self, groups: &[String]) -> Vec<u8> {
+        self.buf[1..3].copy_from_slice(&self.values.to_le_bytes());
+        put_list(&mut self.buf, groups);
+        self.buf
+    }
+}
+
 fn put_list(out: &mut Vec<u8>, items: &[String]) {
     out.extend_from_slice(&(items.len() as u16).to_le_bytes());
     for item in items {
@@ -67,8 +97,14 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self.at.checked_add(n).ok_or(DecodeError("length overflow"))?;
-        let slice = self.bytes.get(self.at..end).ok_or(DecodeError("truncated"))?;
+        let end = self
+            .at
+            .checked_add(n)
+            .ok_or(DecodeError("length overflow"))?;
+        let slice = self
+            .bytes
+            .get(self.at..end)
+            .ok_or(DecodeError("truncated"))?;
         self.at = end;
         Ok(slice)
     }
@@ -117,6 +153,11 @@ mod tests {
         let bytes = r.encode();
         assert_eq!(Record::decode(&bytes).unwrap(), r);
         assert_eq!(Record::decode_groups(&bytes).unwrap(), r.groups);
+        let mut b = RecordBuilder::with_capacity(8);
+        for v in &r.values {
+            b.push_value(v);
+        }
+        assert_eq!(b.finish(&r.groups), bytes);
         for cut in 0..bytes.len() {
             assert!(Record::decode(&bytes[..cut]).is_err());
         }

@@ -191,24 +191,24 @@ fn scan_rows(
     };
     let mut reader = BlockReader::new(input, header.data_start, header.delimiter);
     let mut lines_before = header.lines_before_data;
-    loop {
-        let mut batch = Vec::with_capacity(batch_blocks);
-        while batch.len() < batch_blocks {
-            match reader.next_block()? {
-                Some(b) => batch.push(b),
-                None => break,
-            }
-        }
-        if batch.is_empty() {
-            break;
-        }
-        let results: Vec<BlockResult> = batch
-            .par_iter()
-            .map(|b| parse_block(b, feed, header, ids))
-            .collect();
+    let mut pool: Vec<Vec<u8>> = Vec::new();
+    let mut batch = read_batch(&mut reader, batch_blocks, &mut pool)?;
+    while !batch.is_empty() {
+        // Read the next batch while this one is parsed.
+        let (results, next) = rayon::join(
+            || {
+                batch
+                    .par_iter()
+                    .map(|b| parse_block(b, feed, header, ids))
+                    .collect::<Vec<BlockResult>>()
+            },
+            || read_batch(&mut reader, batch_blocks, &mut pool),
+        );
         for r in results {
             if let Some(e) = r.error {
-                return Err(Rejection::new(format!("the file is unreadable as CSV: {e}")));
+                return Err(Rejection::new(format!(
+                    "the file is unreadable as CSV: {e}"
+                )));
             }
             let base = lines_before;
             out.rows.extend(r.rows.into_iter().map(|mut row| {
@@ -228,8 +228,25 @@ fn scan_rows(
             )));
         }
         progress(reader.offset);
+        pool.extend(batch.drain(..).map(|b| b.bytes));
+        batch = next?;
     }
     Ok(out)
+}
+
+fn read_batch(
+    reader: &mut BlockReader,
+    blocks: usize,
+    pool: &mut Vec<Vec<u8>>,
+) -> Result<Vec<Block>, Rejection> {
+    let mut batch = Vec::with_capacity(blocks);
+    while batch.len() < blocks {
+        match reader.next_block(pool.pop().unwrap_or_default())? {
+            Some(b) => batch.push(b),
+            None => break,
+        }
+    }
+    Ok(batch)
 }
 
 /// Reads the file sequentially in blocks that end on a record boundary.
@@ -248,7 +265,8 @@ impl<'a> BlockReader<'a> {
         }
     }
 
-    fn next_block(&mut self) -> Result<Option<Block>, Rejection> {
+    /// The next block, read into `bytes` (a reused buffer).
+    fn next_block(&mut self, mut bytes: Vec<u8>) -> Result<Option<Block>, Rejection> {
         let len = self.input.len();
         if self.offset >= len {
             return Ok(None);
@@ -256,7 +274,7 @@ impl<'a> BlockReader<'a> {
         let mut want = BLOCK_BYTES;
         loop {
             let take = (len - self.offset).min(want as u64) as usize;
-            let mut bytes = vec![0u8; take];
+            bytes.resize(take, 0);
             self.input
                 .read_exact_at(self.offset, &mut bytes)
                 .map_err(|e| Rejection::new(format!("the file cannot be read: {e}")))?;
@@ -330,12 +348,16 @@ fn parse_block(block: &Block, feed: &Feed, header: &Header, ids: IdDecoding) -> 
         .delimiter(header.delimiter)
         .flexible(true)
         .from_reader(&block.bytes[..]);
+    let bytes = &block.bytes[..];
     let mut record = csv::ByteRecord::new();
     let mut scratch = Vec::with_capacity(512);
     let ncols = header.columns.len();
     let id_col = header.field_columns[feed.id_field];
+    // Line numbers are counted here: the csv crate reports a record after
+    // CRLF or blank lines as starting on the line break before it.
+    let (mut counted_to, mut line) = (0usize, 1u64);
+    let mut previous_end = 0usize;
     loop {
-        let start = reader.position().clone();
         match reader.read_byte_record(&mut record) {
             Ok(true) => {}
             Ok(false) => break,
@@ -344,15 +366,24 @@ fn parse_block(block: &Block, feed: &Feed, header: &Header, ids: IdDecoding) -> 
                 break;
             }
         }
-        let start_pos = record.position().unwrap_or(&start);
-        let end = reader.position().byte();
+        let end = (reader.position().byte() as usize).min(bytes.len());
+        let mut start = record
+            .position()
+            .map_or(previous_end, |p| p.byte() as usize)
+            .min(end);
+        while start < end && matches!(bytes[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        previous_end = end;
+        line += memchr::memchr_iter(b'\n', &bytes[counted_to..start]).count() as u64;
+        counted_to = start;
         result.rows_read += 1;
         let shape = if record.len() == ncols {
             RowShape::Whole
         } else {
             RowShape::WrongColumnCount
         };
-        if shape == RowShape::Whole && is_filtered_out(&record, feed, header) {
+        if shape == RowShape::Whole && is_filtered_out(&record, feed, header, id_encoding) {
             result.filtered += 1;
             continue;
         }
@@ -363,14 +394,14 @@ fn parse_block(block: &Block, feed: &Feed, header: &Header, ids: IdDecoding) -> 
         if !raw_id.is_ascii() {
             result.non_ascii_ids = true;
         }
-        let id = CompactString::from(decode_field(raw_id, id_encoding).as_ref());
+        let id = CompactString::from(decode_field(raw_id, id_encoding).trim());
         let hash = raw_hash(&record, &header.field_columns, &mut scratch);
         result.rows.push(ScannedRow {
             id,
             hash,
-            offset: block.offset + start_pos.byte(),
-            len: u32::try_from(end - start_pos.byte()).unwrap_or(u32::MAX),
-            line: u32::try_from(start_pos.line()).unwrap_or(u32::MAX),
+            offset: block.offset + start as u64,
+            len: u32::try_from(end - start).unwrap_or(u32::MAX),
+            line: u32::try_from(line).unwrap_or(u32::MAX),
             shape,
         });
     }
@@ -378,17 +409,27 @@ fn parse_block(block: &Block, feed: &Feed, header: &Header, ids: IdDecoding) -> 
 }
 
 /// A row is filtered out when a filter's field does not hold one of its
-/// values (trimmed, ASCII case-insensitive).
-fn is_filtered_out(record: &csv::ByteRecord, feed: &Feed, header: &Header) -> bool {
+/// values (trimmed, case-insensitive; the configured values are lowercase).
+fn is_filtered_out(
+    record: &csv::ByteRecord,
+    feed: &Feed,
+    header: &Header,
+    encoding: Encoding,
+) -> bool {
     feed.filters.iter().any(|filter| {
         let value = header.field_columns[filter.field]
             .and_then(|c| record.get(c))
             .map(trim_bytes)
             .unwrap_or(b"");
-        !filter
-            .equals
-            .iter()
-            .any(|wanted| wanted.as_bytes().eq_ignore_ascii_case(value))
+        let mut lowered: Option<String> = None;
+        !filter.equals.iter().any(|wanted| {
+            if value.is_ascii() && wanted.is_ascii() {
+                return wanted.as_bytes().eq_ignore_ascii_case(value);
+            }
+            let lowered =
+                lowered.get_or_insert_with(|| decode_field(value, encoding).trim().to_lowercase());
+            lowered == wanted
+        })
     })
 }
 
@@ -410,7 +451,10 @@ pub(crate) fn raw_hash(
 }
 
 pub(crate) fn trim_bytes(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
     let end = b
         .iter()
         .rposition(|c| !c.is_ascii_whitespace())
@@ -420,9 +464,14 @@ pub(crate) fn trim_bytes(b: &[u8]) -> &[u8] {
 
 pub(crate) fn decode_field(bytes: &[u8], encoding: Encoding) -> std::borrow::Cow<'_, str> {
     match encoding {
-        Encoding::Utf8 => String::from_utf8_lossy(bytes),
-        Encoding::Windows1252 => encoding_rs::WINDOWS_1252
-            .decode_without_bom_handling(bytes)
-            .0,
+        Encoding::Utf8 => match std::str::from_utf8(bytes) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(bytes),
+        },
+        Encoding::Windows1252 => {
+            encoding_rs::WINDOWS_1252
+                .decode_without_bom_handling(bytes)
+                .0
+        }
     }
 }

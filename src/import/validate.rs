@@ -1,10 +1,16 @@
 //! Row validation and normalisation: one row's raw cells in, either the
-//! stored [`Record`] or every reason the row is flagged.
+//! stored record or every reason the row is flagged.
+//!
+//! This is the import's hot loop (every new or changed row, every field),
+//! so the common cases take fast paths: plain ASCII emails, values with no
+//! control characters, values shorter than any length limit in bytes.
 
-use crate::config::{Feed, FieldKind};
+use std::borrow::Cow;
+
+use crate::config::{Feed, Field, FieldKind};
 
 use super::phone::normalize_phone;
-use super::record::Record;
+use super::record::RecordBuilder;
 use super::scan::{decode_field, Encoding};
 
 /// What validating a row needs besides the row.
@@ -14,30 +20,45 @@ pub struct RowContext<'a> {
     pub encoding: Encoding,
 }
 
+/// A valid row, encoded as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidRow {
+    /// The encoded [`super::record::Record`].
+    pub encoded: Vec<u8>,
+    /// Its groups, sorted, without repeats.
+    pub groups: Vec<String>,
+}
+
 /// Validates a row that has as many columns as the header and a non-empty,
 /// first-seen ID. Collects every reason rather than stopping at the first.
-pub fn validate_row(record: &csv::ByteRecord, ctx: &RowContext) -> Result<Record, Vec<String>> {
+pub fn validate_row(record: &csv::ByteRecord, ctx: &RowContext) -> Result<ValidRow, Vec<String>> {
     let feed = ctx.feed;
-    let mut values = Vec::with_capacity(feed.fields.len());
+    let mut builder = RecordBuilder::with_capacity(record.as_slice().len() + 4 * feed.fields.len());
     let mut reasons = Vec::new();
     let mut has_channel = false;
-    for (field, col) in feed.fields.iter().zip(ctx.field_columns) {
-        let raw = col.and_then(|c| record.get(c)).unwrap_or(b"");
-        let decoded = decode_field(raw, ctx.encoding);
-        let value = decoded.trim();
-        match check_value(value, field, feed) {
+    let mut group_values: Vec<(usize, Cow<str>)> = Vec::new();
+    // One UTF-8 check for the whole record instead of one per cell.
+    let utf8 = match ctx.encoding {
+        Encoding::Utf8 => csv::StringRecord::from_byte_record(record.clone()).ok(),
+        Encoding::Windows1252 => None,
+    };
+    for (i, (field, col)) in feed.fields.iter().zip(ctx.field_columns).enumerate() {
+        let decoded = match (&utf8, col) {
+            (Some(r), Some(c)) => Cow::Borrowed(r.get(*c).unwrap_or("")),
+            (Some(_), None) => Cow::Borrowed(""),
+            (None, _) => decode_field(col.and_then(|c| record.get(c)).unwrap_or(b""), ctx.encoding),
+        };
+        match check_value(decoded.trim(), field, feed) {
             Ok(v) => {
-                if field.kind.is_channel() && !v.is_empty() {
-                    has_channel = true;
+                has_channel |= field.kind.is_channel() && !v.is_empty();
+                builder.push_value(&v);
+                if !v.is_empty() && feed.group_fields.contains(&i) {
+                    group_values.push((i, Cow::Owned(v.into_owned())));
                 }
-                values.push(v);
             }
             Err(reason) => {
-                if field.kind.is_channel() {
-                    has_channel = true;
-                }
+                has_channel |= field.kind.is_channel();
                 reasons.push(reason);
-                values.push(String::new());
             }
         }
     }
@@ -47,38 +68,65 @@ pub fn validate_row(record: &csv::ByteRecord, ctx: &RowContext) -> Result<Record
     if !reasons.is_empty() {
         return Err(reasons);
     }
-    let groups = groups_of(&values, feed);
-    Ok(Record { values, groups })
+    let groups = groups_of(&group_values, feed);
+    Ok(ValidRow {
+        encoded: builder.finish(&groups),
+        groups,
+    })
 }
 
-fn check_value(value: &str, field: &crate::config::Field, feed: &Feed) -> Result<String, String> {
+/// Tab, CR and LF may appear inside a quoted value; other control
+/// characters may not.
+fn first_control_char(value: &str) -> Option<char> {
+    let suspicious = value
+        .bytes()
+        .any(|b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7F || b == 0xC2);
+    if !suspicious {
+        return None;
+    }
+    value
+        .chars()
+        .find(|&c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+}
+
+fn check_value<'v>(value: &'v str, field: &Field, feed: &Feed) -> Result<Cow<'v, str>, String> {
     let column = &field.column;
-    if let Some(c) = value.chars().find(|&c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+    if let Some(c) = first_control_char(value) {
         return Err(format!(
             "control character U+{:04X} in '{column}'",
             c as u32
         ));
     }
-    let length = value.chars().count();
-    if length > field.max_length {
-        return Err(format!(
-            "value too long in '{column}': {length} characters, at most {}",
-            field.max_length
-        ));
+    // A value is never longer in characters than in bytes.
+    if value.len() > field.max_length {
+        let length = value.chars().count();
+        if length > field.max_length {
+            return Err(format!(
+                "value too long in '{column}': {length} characters, at most {}",
+                field.max_length
+            ));
+        }
     }
     if value.is_empty() {
         return if field.required {
             Err(format!("required field '{column}' is empty"))
         } else {
-            Ok(String::new())
+            Ok(Cow::Borrowed(""))
         };
     }
     match field.kind {
-        FieldKind::Id | FieldKind::Text => Ok(value.to_string()),
-        FieldKind::Email => check_email(value)
-            .then(|| value.to_string())
-            .ok_or_else(|| format!("invalid email in '{column}': '{value}' is not an email address")),
+        FieldKind::Id | FieldKind::Text => Ok(Cow::Borrowed(value)),
+        FieldKind::Email => {
+            if is_email(value) {
+                Ok(Cow::Borrowed(value))
+            } else {
+                Err(format!(
+                    "invalid email in '{column}': '{value}' is not an email address"
+                ))
+            }
+        }
         FieldKind::Sms | FieldKind::Voice => normalize_phone(value, feed.default_country)
+            .map(Cow::Owned)
             .map_err(|e| format!("invalid phone in '{column}': {e}")),
         FieldKind::Multi => {
             let separator = field.separator.as_deref().unwrap_or(";");
@@ -86,7 +134,7 @@ fn check_value(value: &str, field: &crate::config::Field, feed: &Feed) -> Result
             if parts.is_empty() && field.required {
                 return Err(format!("required field '{column}' is empty"));
             }
-            Ok(parts.join(separator))
+            Ok(Cow::Owned(parts.join(separator)))
         }
     }
 }
@@ -102,38 +150,98 @@ pub fn split_multi<'v>(value: &'v str, separator: &str) -> Vec<&'v str> {
     out
 }
 
-/// A syntactically valid address whose domain has a dot (`bob@example` is
-/// almost always a typo in an HR file).
-fn check_email(value: &str) -> bool {
-    let Some((_, domain)) = value.rsplit_once('@') else {
+/// A valid address whose domain has a dot (`bob@example` is almost always
+/// a typo in an HR file).
+pub fn is_email(value: &str) -> bool {
+    let Some((local, domain)) = value.rsplit_once('@') else {
         return false;
     };
-    domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && email_address::EmailAddress::is_valid(value)
+    if !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') {
+        return false;
+    }
+    if value.is_ascii() {
+        return is_plain_local_part(local) && is_plain_domain(domain);
+    }
+    email_address::EmailAddress::is_valid(value)
+}
+
+/// The dot-atom local part of RFC 5322 (no quoted local parts: an HR
+/// system does not send those).
+fn is_plain_local_part(local: &str) -> bool {
+    !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b))
+}
+
+fn is_plain_domain(domain: &str) -> bool {
+    domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// `<column>: <value>` for each group field's value (several for a multi
 /// field), sorted, without repeats.
-pub fn groups_of(values: &[String], feed: &Feed) -> Vec<String> {
-    let mut groups = Vec::new();
-    for &g in &feed.group_fields {
-        let field = &feed.fields[g];
-        let value = &values[g];
-        if value.is_empty() {
-            continue;
-        }
+fn groups_of(values: &[(usize, Cow<str>)], feed: &Feed) -> Vec<String> {
+    let mut groups = Vec::with_capacity(values.len());
+    for (i, value) in values {
+        let field = &feed.fields[*i];
+        let mut push = |part: &str| {
+            let mut name = String::with_capacity(field.column.len() + 2 + part.len());
+            name.push_str(&field.column);
+            name.push_str(": ");
+            name.push_str(part);
+            groups.push(name);
+        };
         match (field.kind, &field.separator) {
             (FieldKind::Multi, Some(sep)) => {
-                for part in split_multi(value, sep) {
-                    groups.push(format!("{}: {part}", field.column));
-                }
+                split_multi(value, sep).into_iter().for_each(&mut push)
             }
-            _ => groups.push(format!("{}: {value}", field.column)),
+            _ => push(value),
         }
     }
-    groups.sort();
+    groups.sort_unstable();
     groups.dedup();
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_email;
+
+    #[test]
+    fn emails() {
+        for good in [
+            "a@b.co",
+            "first.last+tag@example.com",
+            "o'neil@x-y.org",
+            "zoë@example.com",
+        ] {
+            assert!(is_email(good), "{good}");
+        }
+        for bad in [
+            "bob@",
+            "@x.com",
+            "a@b",
+            "a@.com",
+            "a@b.",
+            "a..b@x.com",
+            "a b@x.com",
+            "a@-x.com",
+            "a@x_y.com",
+        ] {
+            assert!(!is_email(bad), "{bad}");
+        }
+    }
 }

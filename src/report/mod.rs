@@ -71,7 +71,10 @@ impl ErrorReport {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{file_name}.errors.csv"));
         let temp = dir.join(format!(".{file_name}.errors.csv.tmp"));
-        let mut writer = csv::Writer::from_writer(BufWriter::new(File::create(&temp)?));
+        // Flagged rows keep their own width (too many or too few columns).
+        let mut writer = csv::WriterBuilder::new()
+            .flexible(true)
+            .from_writer(BufWriter::new(File::create(&temp)?));
         let mut row: Vec<String> = vec!["line".into(), "reasons".into()];
         row.extend(header.iter().map(|h| neutralize(h).into_owned()));
         writer.write_record(&row).map_err(std::io::Error::other)?;
@@ -88,7 +91,9 @@ impl ErrorReport {
         row.push(e.line.to_string());
         row.push(neutralize(&e.reasons.join("; ")).into_owned());
         row.extend(e.cells.iter().map(|c| neutralize(c).into_owned()));
-        self.writer.write_record(&row).map_err(std::io::Error::other)?;
+        self.writer
+            .write_record(&row)
+            .map_err(std::io::Error::other)?;
         self.rows += 1;
         Ok(())
     }

@@ -8,17 +8,18 @@
 //! - `meta`: `&str → &[u8]`: `schema_version` (u32 LE), `next_run_id` (u64 LE).
 //! - `fingerprints`: feed → u64 mapping fingerprint of the last applied run.
 //! - `runs`: run ID → JSON [`Run`].
-//! - `recipients/F`: ID → encoded [`import::record::Record`].
-//! - `hashes/F`: ID → u64 raw hash of the row it was last written from.
+//! - `recipients/F`: ID → encoded [`import::record::Record`] (its values and
+//!   its groups: a recipient's memberships live with it).
+//! - `hashlist/F`: chunk number → a slice of the feed's sorted (ID, raw
+//!   hash) list (see `hashlist`).
 //! - `groups/F`: group name → member count (a group exists while > 0).
-//! - `members/F`: (group name, ID) → ().
 //!
 //! Invariants:
-//! 1. `recipients/F` and `hashes/F` hold the same IDs.
-//! 2. `groups/F[g]` is the number of `members/F` keys under `g`, and of
-//!    records listing `g`.
+//! 1. `recipients/F` and `hashlist/F` hold the same IDs.
+//! 2. `groups/F[g]` is the number of records listing `g`.
 //! 3. All changes of one run and its run record are one write transaction.
 
+mod hashlist;
 mod runs;
 mod writer;
 
@@ -52,7 +53,7 @@ const BIG_RUN_CHANGES: u64 = 100_000;
 pub enum StoreError {
     #[error("the store {path} cannot be opened: {detail}. If the file is damaged, stop flagsync and restore it from a backup")]
     Open { path: PathBuf, detail: String },
-    #[error("the store {path} is in use by another flagsync process; stop it (or use the running server) and try again")]
+    #[error("{path} is in use by another flagsync process (an import or the server); wait for it or stop it, and try again")]
     InUse { path: PathBuf },
     #[error("the store {path} was written by a newer flagsync (schema {found}, this build knows {SCHEMA_VERSION}); upgrade flagsync or restore a backup")]
     NewerSchema { path: PathBuf, found: u32 },
@@ -127,9 +128,22 @@ impl Store {
         if !path.exists() {
             return Ok(None);
         }
-        let db = ReadOnlyDatabase::open(path).map_err(|e| open_error(path, e))?;
+        let db = match ReadOnlyDatabase::open(path) {
+            Ok(db) => Db::ReadOnly(db),
+            // A process was killed with the store open: only a writer may
+            // repair it (redb rolls back to the last commit), so open it
+            // as one. The content is unchanged by the repair.
+            Err(redb::DatabaseError::RepairAborted) => {
+                tracing::info!(path = %path.display(), "repairing the store after an unclean stop");
+                let db = Database::builder()
+                    .open(path)
+                    .map_err(|e| open_error(path, e))?;
+                Db::ReadWrite(db)
+            }
+            Err(e) => return Err(open_error(path, e)),
+        };
         let store = Store {
-            db: Db::ReadOnly(db),
+            db,
             path: path.to_owned(),
         };
         store.check_schema()?;
@@ -206,17 +220,10 @@ impl Store {
             Err(TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        let name = table_name("hashes", feed);
-        let def: TableDefinition<&str, u64> = TableDefinition::new(&name);
+        let name = table_name("hashlist", feed);
+        let def: TableDefinition<u32, &[u8]> = TableDefinition::new(&name);
         let hashes = match txn.open_table(def) {
-            Ok(table) => {
-                let mut out = Vec::with_capacity(table.len()? as usize);
-                for entry in table.iter()? {
-                    let (k, v) = entry?;
-                    out.push((CompactString::from(k.value()), v.value()));
-                }
-                out
-            }
+            Ok(table) => hashlist::read_list(&table)?,
             Err(TableError::TableDoesNotExist(_)) => Vec::new(),
             Err(e) => return Err(e.into()),
         };
@@ -241,8 +248,8 @@ impl Store {
     /// Number of recipients in a feed.
     pub fn recipient_count(&self, feed: &str) -> Result<u64, StoreError> {
         let txn = self.begin_read()?;
-        let name = table_name("hashes", feed);
-        let def: TableDefinition<&str, u64> = TableDefinition::new(&name);
+        let name = table_name("recipients", feed);
+        let def: TableDefinition<&str, &[u8]> = TableDefinition::new(&name);
         match txn.open_table(def) {
             Ok(t) => Ok(t.len()?),
             Err(TableError::TableDoesNotExist(_)) => Ok(0),
@@ -291,25 +298,16 @@ impl Store {
         Ok(out)
     }
 
-    /// The members of one group, in ID order.
+    /// The members of one group, in ID order. Memberships live with each
+    /// recipient, so this reads the feed's records.
     pub fn group_members(&self, feed: &str, group: &str) -> Result<Vec<String>, StoreError> {
-        let txn = self.begin_read()?;
-        let name = table_name("members", feed);
-        let def: TableDefinition<(&str, &str), ()> = TableDefinition::new(&name);
-        let table = match txn.open_table(def) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
         let mut out = Vec::new();
-        for entry in table.range((group, "")..)? {
-            let (k, _) = entry?;
-            let (g, id) = k.value();
-            if g != group {
-                break;
+        self.for_each_recipient(feed, |id, record| {
+            if record.groups.iter().any(|g| g == group) {
+                out.push(id.to_string());
             }
-            out.push(id.to_string());
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -326,6 +324,40 @@ impl Store {
             self.writable()?.begin_write()?.commit()?;
         }
         Ok(())
+    }
+}
+
+/// An exclusive lock on the data folder: one process at a time writes
+/// (an import from the command line, or the server). It lets an import read
+/// the store read-only first, so that a failed run never opens it for
+/// writing, and still be sure nobody writes in between.
+pub struct DataLock {
+    _file: std::fs::File,
+}
+
+impl DataLock {
+    pub fn acquire(data_dir: &Path) -> Result<DataLock, StoreError> {
+        let path = data_dir.join("flagsync.lock");
+        let open = || -> std::io::Result<std::fs::File> {
+            std::fs::create_dir_all(data_dir)?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        };
+        let file = open().map_err(|e| StoreError::Open {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse { path }),
+            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Open {
+                path,
+                detail: e.to_string(),
+            }),
+        }
     }
 }
 
@@ -374,8 +406,23 @@ impl RunTransaction {
         Ok(next)
     }
 
+    /// Replaces the feed's (ID, raw hash) list.
+    pub fn put_hash_list(
+        &self,
+        feed: &str,
+        entries: &[(CompactString, u64)],
+    ) -> Result<(), StoreError> {
+        let name = table_name("hashlist", feed);
+        let mut table = self
+            .txn
+            .open_table(TableDefinition::<u32, &[u8]>::new(&name))?;
+        hashlist::write_list(&mut table, entries)
+    }
+
     pub fn set_fingerprint(&self, feed: &str, fingerprint: u64) -> Result<(), StoreError> {
-        self.txn.open_table(FINGERPRINTS)?.insert(feed, fingerprint)?;
+        self.txn
+            .open_table(FINGERPRINTS)?
+            .insert(feed, fingerprint)?;
         Ok(())
     }
 

@@ -1,7 +1,10 @@
 //! [`FeedWriter`] over redb: the real one over a write transaction, and a
 //! read-only one for dry and held runs (its writes are dropped).
 
-use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, TableDefinition, TableError, WriteTransaction};
+use redb::{
+    ReadOnlyTable, ReadTransaction, ReadableTable, Table, TableDefinition, TableError,
+    WriteTransaction,
+};
 
 use crate::import::FeedWriter;
 
@@ -10,18 +13,14 @@ use super::{table_name, StoreError};
 /// The table names of one feed.
 struct Names {
     recipients: String,
-    hashes: String,
     groups: String,
-    members: String,
 }
 
 impl Names {
     fn of(feed: &str) -> Names {
         Names {
             recipients: table_name("recipients", feed),
-            hashes: table_name("hashes", feed),
             groups: table_name("groups", feed),
-            members: table_name("members", feed),
         }
     }
 }
@@ -29,9 +28,7 @@ impl Names {
 /// The feed's tables inside a run's write transaction.
 pub struct WriteFeed<'txn> {
     recipients: Table<'txn, &'static str, &'static [u8]>,
-    hashes: Table<'txn, &'static str, u64>,
     groups: Table<'txn, &'static str, u64>,
-    members: Table<'txn, (&'static str, &'static str), ()>,
 }
 
 impl<'txn> WriteFeed<'txn> {
@@ -39,9 +36,7 @@ impl<'txn> WriteFeed<'txn> {
         let n = Names::of(feed);
         Ok(WriteFeed {
             recipients: txn.open_table(TableDefinition::new(&n.recipients))?,
-            hashes: txn.open_table(TableDefinition::new(&n.hashes))?,
             groups: txn.open_table(TableDefinition::new(&n.groups))?,
-            members: txn.open_table(TableDefinition::new(&n.members))?,
         })
     }
 }
@@ -53,30 +48,13 @@ impl FeedWriter for WriteFeed<'_> {
         Ok(self.recipients.get(id)?.map(|v| v.value().to_vec()))
     }
 
-    fn put_record(&mut self, id: &str, hash: u64, record: &[u8]) -> Result<(), StoreError> {
+    fn put_record(&mut self, id: &str, record: &[u8]) -> Result<(), StoreError> {
         self.recipients.insert(id, record)?;
-        self.hashes.insert(id, hash)?;
-        Ok(())
-    }
-
-    fn put_hash(&mut self, id: &str, hash: u64) -> Result<(), StoreError> {
-        self.hashes.insert(id, hash)?;
         Ok(())
     }
 
     fn remove_record(&mut self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.hashes.remove(id)?;
         Ok(self.recipients.remove(id)?.map(|v| v.value().to_vec()))
-    }
-
-    fn add_member(&mut self, group: &str, id: &str) -> Result<(), StoreError> {
-        self.members.insert((group, id), ())?;
-        Ok(())
-    }
-
-    fn remove_member(&mut self, group: &str, id: &str) -> Result<(), StoreError> {
-        self.members.remove((group, id))?;
-        Ok(())
     }
 
     fn group_count(&mut self, group: &str) -> Result<u64, StoreError> {
@@ -136,24 +114,12 @@ impl FeedWriter for ReadFeed {
         }
     }
 
-    fn put_record(&mut self, _: &str, _: u64, _: &[u8]) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    fn put_hash(&mut self, _: &str, _: u64) -> Result<(), StoreError> {
+    fn put_record(&mut self, _: &str, _: &[u8]) -> Result<(), StoreError> {
         Ok(())
     }
 
     fn remove_record(&mut self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.stored_record(id)
-    }
-
-    fn add_member(&mut self, _: &str, _: &str) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    fn remove_member(&mut self, _: &str, _: &str) -> Result<(), StoreError> {
-        Ok(())
     }
 
     fn group_count(&mut self, group: &str) -> Result<u64, StoreError> {

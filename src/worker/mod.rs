@@ -21,7 +21,7 @@ use crate::import::{
     FileContext, FileInput, Input, Scan, StoredIndex, Verdict,
 };
 use crate::report::ErrorCollector;
-use crate::store::{ReadFeed, Run, RunState, Store, StoreError};
+use crate::store::{DataLock, ReadFeed, Run, RunState, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -44,7 +44,9 @@ impl<E: Into<WorkerError>> From<ApplyError<E>> for WorkerError {
         match e {
             ApplyError::Writer(w) => w.into(),
             ApplyError::Damaged(d) => StoreError::Damaged(d.to_string()).into(),
-            ApplyError::Read(e) => WorkerError::Output(format!("the file cannot be read again: {e}")),
+            ApplyError::Read(e) => {
+                WorkerError::Output(format!("the file cannot be read again: {e}"))
+            }
             ApplyError::ErrorReport(e) => {
                 WorkerError::Output(format!("the error report cannot be written: {e}"))
             }
@@ -113,16 +115,42 @@ pub fn import_file(
     path: &Path,
     options: ImportOptions,
 ) -> Result<Run, WorkerError> {
-    let store = if options.dry_run {
-        Store::open_read_only(&config.store_path())?
+    let (access, _lock) = if options.dry_run {
+        (Access::ReadOnly, None)
     } else {
-        Some(Store::open(&config.store_path())?)
+        (Access::Upgrade, Some(DataLock::acquire(&config.data_dir)?))
     };
-    run_file(config, feed, path, &file_name_of(path), store.as_ref(), options, None)
+    run_file(
+        config,
+        feed,
+        path,
+        &file_name_of(path),
+        access,
+        options,
+        None,
+    )
+}
+
+/// How a run reaches the store.
+enum Access<'s> {
+    /// Read-only throughout (dry runs).
+    ReadOnly,
+    /// Read-only until the file is known to be readable, then read-write:
+    /// a failed run never opens the store for writing, so its file stays
+    /// byte-for-byte the same. The caller holds the [`DataLock`].
+    Upgrade,
+    /// Already open for writing (confirm).
+    Open(&'s Store),
 }
 
 /// Applies a held run: its kept file, diffed against the store as it is now.
-pub fn confirm_run(config: &Config, run_id: u64, by: &str, options: ImportOptions) -> Result<Run, WorkerError> {
+pub fn confirm_run(
+    config: &Config,
+    run_id: u64,
+    by: &str,
+    options: ImportOptions,
+) -> Result<Run, WorkerError> {
+    let _lock = DataLock::acquire(&config.data_dir)?;
     let store = Store::open(&config.store_path())?;
     let held = held_run(&store, run_id, "confirmed")?;
     let feed = config.feed(&held.feed).ok_or_else(|| {
@@ -137,11 +165,20 @@ pub fn confirm_run(config: &Config, run_id: u64, by: &str, options: ImportOption
         held,
         by: by.to_string(),
     };
-    run_file(config, feed, &path, &file, Some(&store), options, Some(confirmation))
+    run_file(
+        config,
+        feed,
+        &path,
+        &file,
+        Access::Open(&store),
+        options,
+        Some(confirmation),
+    )
 }
 
 /// Rejects a held run: nothing is applied and its kept file is deleted.
 pub fn reject_run(config: &Config, run_id: u64, by: &str) -> Result<Run, WorkerError> {
+    let _lock = DataLock::acquire(&config.data_dir)?;
     let store = Store::open(&config.store_path())?;
     let mut run = held_run(&store, run_id, "rejected")?;
     let held_file = run.held_file.take();
@@ -187,9 +224,9 @@ fn progress_bar(input: &dyn Input, enabled: bool) -> Option<indicatif::ProgressB
         return None;
     }
     let bar = indicatif::ProgressBar::new(input.len());
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})",
-    ) {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message("reading");
@@ -210,9 +247,13 @@ fn scan_and_index(
         }
     };
     let (scan, index) = std::thread::scope(|s| {
-        let index = s.spawn(|| match store {
-            Some(store) => store.feed_index(&feed.name),
-            None => Ok(StoredIndex::default()),
+        let index = s.spawn(|| {
+            let index = match store {
+                Some(store) => store.feed_index(&feed.name),
+                None => Ok(StoredIndex::default()),
+            };
+            tracing::debug!("read the store's index");
+            index
         });
         let scan = scan_file(input, feed, &on_progress);
         (scan, index.join())
@@ -220,7 +261,8 @@ fn scan_and_index(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let index = index.map_err(|_| StoreError::Damaged("reading the store's index failed".into()))??;
+    let index =
+        index.map_err(|_| StoreError::Damaged("reading the store's index failed".into()))??;
     Ok((scan, index))
 }
 
@@ -230,7 +272,7 @@ fn run_file(
     feed: &Feed,
     path: &Path,
     file_name: &str,
-    store: Option<&Store>,
+    access: Access,
     options: ImportOptions,
     confirmation: Option<Confirmation>,
 ) -> Result<Run, WorkerError> {
@@ -244,13 +286,28 @@ fn run_file(
         source,
     })?;
     let _span = tracing::info_span!("run", feed = %feed.name, file = %file_name).entered();
-    let (scan, index) = scan_and_index(&input, feed, store, options.progress)?;
+    let reader = match access {
+        Access::ReadOnly | Access::Upgrade => Store::open_read_only(&config.store_path())?,
+        Access::Open(_) => None,
+    };
+    let read_from = match access {
+        Access::Open(store) => Some(store),
+        _ => reader.as_ref(),
+    };
+    let (scan, index) = scan_and_index(&input, feed, read_from, options.progress)?;
+    tracing::debug!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "scanned file and read index"
+    );
     let scan = match scan {
         Ok(scan) => scan,
         Err(rejection) => {
             run.reason = Some(rejection.reason);
             finish_timing(&mut run, t0);
-            tracing::warn!(reason = run.reason.as_deref().unwrap_or(""), "file rejected");
+            tracing::warn!(
+                reason = run.reason.as_deref().unwrap_or(""),
+                "file rejected"
+            );
             return Ok(run);
         }
     };
@@ -258,8 +315,13 @@ fn run_file(
     let header = scan.header.clone();
     let encoding = scan.encoding;
     let fingerprint = feed.mapping_fingerprint();
-    let diff = diff_scan(scan, &index, fingerprint);
-    drop(index);
+    let diff = diff_scan(scan, index, fingerprint);
+    tracing::debug!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        work = diff.work.len(),
+        removed = diff.removed.len(),
+        "diffed"
+    );
     let verdict = match confirmation {
         Some(_) => Verdict::Proceed,
         None => judge_delete_guard(&diff, feed.delete_threshold),
@@ -271,6 +333,18 @@ fn run_file(
         encoding,
     };
     let errors_dir = config.feed_dir(&feed.name).join("errors");
+    let writer = match access {
+        Access::Upgrade => {
+            drop(reader);
+            Some(Store::open(&config.store_path())?)
+        }
+        Access::ReadOnly => reader,
+        Access::Open(_) => None,
+    };
+    let store = match access {
+        Access::Open(store) => Some(store),
+        _ => writer.as_ref(),
+    };
     match (verdict, store) {
         (verdict, _) if options.dry_run => {
             dry_run(&file, diff, store, &mut run)?;
@@ -284,21 +358,43 @@ fn run_file(
             run.reason = Some(reason);
         }
         (Verdict::Proceed, Some(store)) => {
-            apply_run(&file, diff, store, &mut run, &errors_dir, fingerprint, confirmation)?;
+            apply_run(
+                &file,
+                diff,
+                store,
+                &mut run,
+                &errors_dir,
+                fingerprint,
+                confirmation,
+            )?;
         }
-        (_, None) => return Err(StoreError::Damaged("internal: no store for a real run".into()).into()),
+        (_, None) => {
+            return Err(StoreError::Damaged("internal: no store for a real run".into()).into())
+        }
     }
     finish_timing(&mut run, t0);
-    tracing::info!(rows = run.counts.rows, outcome = run.state.as_str(), "run finished");
+    tracing::info!(
+        rows = run.counts.rows,
+        outcome = run.state.as_str(),
+        "run finished"
+    );
     Ok(run)
 }
 
-fn dry_run(file: &FileContext, diff: Diff, store: Option<&Store>, run: &mut Run) -> Result<(), WorkerError> {
+fn dry_run(
+    file: &FileContext,
+    diff: Diff,
+    store: Option<&Store>,
+    run: &mut Run,
+) -> Result<(), WorkerError> {
     let mut errors = ErrorCollector::in_memory();
     let counts = match store {
-        Some(store) => store.with_read_feed(&file.feed.name, |r| apply_diff(file, diff, r, &mut errors))??,
+        Some(store) => {
+            store.with_read_feed(&file.feed.name, |r| apply_diff(file, diff, r, &mut errors))??
+        }
         None => apply_diff(file, diff, &mut ReadFeed::empty(), &mut errors)?,
-    };
+    }
+    .counts;
     run.counts = counts;
     run.state = applied_or_unchanged(&counts);
     run.errors = errors.first;
@@ -323,8 +419,15 @@ fn hold_run(
     path: &Path,
 ) -> Result<(), WorkerError> {
     let mut errors = ErrorCollector::with_report(errors_dir, &run.file, &file.header.columns)
-        .map_err(|e| WorkerError::Output(format!("cannot write the error report in {}: {e}", errors_dir.display())))?;
-    let counts = store.with_read_feed(&file.feed.name, |r| apply_diff(file, diff, r, &mut errors))??;
+        .map_err(|e| {
+            WorkerError::Output(format!(
+                "cannot write the error report in {}: {e}",
+                errors_dir.display()
+            ))
+        })?;
+    let counts = store
+        .with_read_feed(&file.feed.name, |r| apply_diff(file, diff, r, &mut errors))??
+        .counts;
     run.counts = counts;
     run.state = RunState::Held;
     let txn = store.begin_run()?;
@@ -344,10 +447,17 @@ fn hold_run(
 }
 
 fn copy_held_file(from: &Path, dir: &Path, to: &Path) -> Result<(), WorkerError> {
-    let fail = |e: std::io::Error| WorkerError::Output(format!("cannot keep the held file in {}: {e}", dir.display()));
+    let fail = |e: std::io::Error| {
+        WorkerError::Output(format!(
+            "cannot keep the held file in {}: {e}",
+            dir.display()
+        ))
+    };
     std::fs::create_dir_all(dir).map_err(fail)?;
     std::fs::copy(from, to).map_err(fail)?;
-    std::fs::File::open(to).and_then(|f| f.sync_all()).map_err(fail)?;
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(fail)?;
     Ok(())
 }
 
@@ -376,11 +486,21 @@ fn apply_run(
     confirmation: Option<Confirmation>,
 ) -> Result<(), WorkerError> {
     let mut errors = ErrorCollector::with_report(errors_dir, &run.file, &file.header.columns)
-        .map_err(|e| WorkerError::Output(format!("cannot write the error report in {}: {e}", errors_dir.display())))?;
+        .map_err(|e| {
+            WorkerError::Output(format!(
+                "cannot write the error report in {}: {e}",
+                errors_dir.display()
+            ))
+        })?;
     let txn = store.begin_run()?;
-    let counts = txn.with_feed(&file.feed.name, |w| apply_diff(file, diff, w, &mut errors))??;
+    let applied = txn.with_feed(&file.feed.name, |w| apply_diff(file, diff, w, &mut errors))??;
+    if applied.hashes_changed {
+        txn.put_hash_list(&file.feed.name, &applied.hashes)?;
+    }
+    let counts = applied.counts;
     run.counts = counts;
     run.state = applied_or_unchanged(&counts);
+    tracing::debug!("applied changes to the write transaction");
     let held_file = match confirmation {
         Some(c) => {
             run.run_id = c.held.run_id;
@@ -400,6 +520,7 @@ fn apply_run(
     run.error_report = finish_report(errors)?;
     txn.put_run(run)?;
     txn.commit()?;
+    tracing::debug!("committed");
     delete_held_files(&superseded);
     if let Some(f) = held_file {
         remove_quietly(Path::new(&f));

@@ -86,20 +86,21 @@ fn more_than_3_group_fields_is_a_configuration_error() {
 
 #[test]
 fn a_feed_without_an_id_field_is_a_configuration_error() {
-    let feed = Feed::hr("hr").replace_field(Field::new("employee_id", "Employee ID", "text"));
+    // Neither an `id_field` nor a field of type id.
+    let mut feed = Feed::hr("hr");
+    feed.id_field.clear();
+    feed.fields.remove(0);
     assert_config_error(
         &config(&[feed]),
         &[],
-        &[&[
-            "id_field",
-            "id field",
-            "\"id\"",
-            "`id`",
-            "'id'",
-            "type id",
-            "type = id",
-        ]],
+        &[&["id_field", "id field", "\"id\"", "`id`", "'id'", "type id"]],
     );
+
+    // An `id_field` naming no field.
+    let mut feed = Feed::hr("hr");
+    feed.id_field = "badge".into();
+    feed.fields.remove(0);
+    assert_config_error(&config(&[feed]), &["badge"], &[]);
 }
 
 #[test]

@@ -359,3 +359,119 @@ fn dry_run_of_a_failed_file_exits_1() {
     let content = hr_file(1..=10).replacen("Employee ID", "Number", 1);
     dry_run_then_real(&env, "bad.csv", &content, "failed");
 }
+
+// --- against a reference model ---------------------------------------------
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+/// One row of a generated file: first name, department, valid email.
+type Row = (usize, usize, bool);
+
+const NAMES: [&str; 3] = ["Ann", "Bob", "Cat"];
+const DEPTS: [&str; 2] = ["Sales", "Eng"];
+
+fn model_line(id: usize, (name, dept, valid): Row) -> String {
+    let email = if valid {
+        format!("p{id}@example.com")
+    } else {
+        "bad@".to_string()
+    };
+    format!(
+        "P{id:03},{},Last,{email},,,{},Active",
+        NAMES[name], DEPTS[dept]
+    )
+}
+
+/// A stored person as the export shows it (the standard `hr` fields).
+fn model_export_line(id: usize, (name, dept, _): Row) -> String {
+    format!(
+        "P{id:03},{},Last,p{id}@example.com,,,{},Active",
+        NAMES[name], DEPTS[dept]
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 24,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// A series of files, each diffed against a naive model of the store:
+    /// valid rows are the new truth, a flagged row keeps its stored person,
+    /// everyone else goes; the counts, the export and the groups follow.
+    #[test]
+    fn prop_imports_match_a_reference_model(
+        files in prop::collection::vec(
+            prop::collection::btree_map(0usize..30, (0usize..3, 0usize..2, prop::bool::weighted(0.8)), 1..20),
+            1..4,
+        )
+    ) {
+        let env = Env::new(&[Feed::hr("hr").threshold("\"100%\"")]);
+        let mut store: BTreeMap<usize, Row> = BTreeMap::new();
+        for (n, file) in files.iter().enumerate() {
+            let mut text = format!("{HR_HEADER}\n");
+            // Newest IDs first: input order must not matter.
+            for (id, row) in file.iter().rev() {
+                text += &model_line(*id, *row);
+                text.push('\n');
+            }
+            let mut next = BTreeMap::new();
+            let (mut added, mut updated, mut unchanged, mut flagged) = (0u64, 0u64, 0u64, 0u64);
+            for (id, row) in file {
+                if row.2 {
+                    match store.get(id) {
+                        None => added += 1,
+                        Some(old) if (old.0, old.1) != (row.0, row.1) => updated += 1,
+                        Some(_) => unchanged += 1,
+                    }
+                    next.insert(*id, *row);
+                } else {
+                    flagged += 1;
+                    if let Some(old) = store.get(id) {
+                        next.insert(*id, *old);
+                    }
+                }
+            }
+            let removed = store.keys().filter(|id| !next.contains_key(id)).count() as u64;
+            let groups = |s: &BTreeMap<usize, Row>| -> BTreeMap<String, u64> {
+                let mut g = BTreeMap::new();
+                for row in s.values() {
+                    *g.entry(format!("Department: {}", DEPTS[row.1])).or_insert(0) += 1;
+                }
+                g
+            };
+            let (old_groups, new_groups) = (groups(&store), groups(&next));
+            let created = new_groups.keys().filter(|g| !old_groups.contains_key(*g)).count() as u64;
+            let dropped = old_groups.keys().filter(|g| !new_groups.contains_key(*g)).count() as u64;
+
+            let run = env.import_text("hr", &format!("file{n}.csv"), &text);
+            let changed = added + updated + removed > 0;
+            prop_assert_eq!(run.state(), if changed { "applied" } else { "unchanged" });
+            prop_assert_eq!(
+                run.counts(),
+                BTreeMap::from([
+                    ("rows", file.len() as u64),
+                    ("added", added),
+                    ("updated", updated),
+                    ("removed", removed),
+                    ("unchanged", unchanged),
+                    ("flagged", flagged),
+                    ("filtered", 0),
+                    ("groups_created", created),
+                    ("groups_removed", dropped),
+                ])
+            );
+            let mut want = format!("{HR_FIELDS}\n");
+            for (id, row) in &next {
+                want += &model_export_line(*id, *row);
+                want.push('\n');
+            }
+            prop_assert_eq!(env.export("hr").replace("\r\n", "\n"), want);
+            prop_assert_eq!(env.groups("hr"), new_groups);
+            store = next;
+        }
+    }
+}

@@ -64,10 +64,10 @@ fn utf16_file_fails_with_advice() {
     }
     let run = env.import_text("hr", "utf16.csv", content);
     assert_eq!(run.state(), "failed");
+    let reason = run.reason();
     assert!(
-        run.reason().contains("save it as CSV UTF-8"),
-        "{}",
-        run.reason()
+        reason.contains("UTF-16") && reason.contains("save it as") && reason.contains("CSV UTF-8"),
+        "{reason}"
     );
 }
 
@@ -131,12 +131,12 @@ fn pipe_file_is_detected() {
 
 #[test]
 fn fixed_delimiter_overrides_detection() {
-    // The header has more commas than pipes, so detection would pick the
-    // comma; the feed says pipe.
+    // The header has more commas (8) than pipes (7), so detection would
+    // pick the comma; the feed says pipe.
     let fields = |feed: Feed| {
         feed.replace_field(Field::new(
             "department",
-            "Dept, Team, Unit, Sub, Group",
+            "Dept, Team, Unit, Sub, Group, Area, Zone, Cell, Pod",
             "text",
         ))
     };
@@ -144,7 +144,7 @@ fn fixed_delimiter_overrides_detection() {
         fields(Feed::hr("piped").delimiter("|")),
         fields(Feed::hr("auto")),
     ]);
-    let header = "Employee ID|First Name|Last Name|Email|Mobile Phone|Office Phone|Dept, Team, Unit, Sub, Group|Status";
+    let header = "Employee ID|First Name|Last Name|Email|Mobile Phone|Office Phone|Dept, Team, Unit, Sub, Group, Area, Zone, Cell, Pod|Status";
     let content = lines(&[
         header,
         "E1|Ann|Lee|ann@example.com|||Sales|Active",
@@ -257,8 +257,8 @@ fn header_matches_ignoring_case_spaces_and_by_alias() {
 fn missing_id_column_fails_and_changes_nothing() {
     let env = Env::hr();
     env.import_text("hr", "day1.csv", hr_file(1..=20));
-    let tree = env.tree();
     let export = env.export("hr");
+    let tree = env.tree();
 
     let content = hr_file(1..=5).replacen("Employee ID", "Staff Number", 1);
     let run = env.import_text("hr", "noid.csv", content);

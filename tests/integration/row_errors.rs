@@ -7,8 +7,19 @@ use crate::util::*;
 /// Imports `content` as `name` into a fresh standard `hr` feed and checks
 /// the state, the flagged count and the error report.
 fn import_with_flags(env: &Env, name: &str, content: &str, flags: &[Flag<'_>]) -> Run {
+    import_with_flags_in_state(env, name, content, flags, "applied")
+}
+
+/// As [`import_with_flags`], for a run that ends in `state`.
+fn import_with_flags_in_state(
+    env: &Env,
+    name: &str,
+    content: &str,
+    flags: &[Flag<'_>],
+    state: &str,
+) -> Run {
     let run = env.import_text("hr", name, content);
-    assert_eq!(run.state(), "applied", "{:#}", run.json);
+    assert_eq!(run.state(), state, "{:#}", run.json);
     assert_eq!(
         run.n("flagged"),
         flags.len() as u64,
@@ -255,7 +266,8 @@ fn wrong_column_count_is_flagged_and_keeps_existing_people() {
     let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
     let content = lines(&refs);
 
-    let run = import_with_flags(
+    // Unchanged as a whole: the flagged people stay exactly as they were.
+    let run = import_with_flags_in_state(
         &env,
         "day2.csv",
         &content,
@@ -269,8 +281,8 @@ fn wrong_column_count_is_flagged_and_keeps_existing_people() {
                 reasons: &["wrong column count"],
             },
         ],
+        "unchanged",
     );
-    // Unchanged as a whole: the flagged people stay exactly as they were.
     run.assert_counts(&[
         ("rows", 10),
         ("added", 0),
@@ -413,4 +425,34 @@ fn error_report_neutralises_formula_cells() {
         ]
     );
     assert_eq!(report[2].1[3], "'=HYPERLINK(\"http://x\")");
+}
+
+#[test]
+fn line_numbers_in_a_plain_crlf_file() {
+    let env = Env::hr();
+    let content = [
+        HR_HEADER,
+        "E1,Ann,Lee,ann@example.com,,,Sales,Active",
+        "E2,Bob,Ray,bob@,,,Sales,Active",
+        "E3,Cat,Ng,cat@example.com,,,Sales,Active",
+        ",Dan,Oh,dan@example.com,,,Sales,Active",
+        "",
+    ]
+    .join("\r\n");
+    let run = import_with_flags(
+        &env,
+        "plain-crlf.csv",
+        &content,
+        &[
+            Flag {
+                line: 3,
+                reasons: &["invalid email"],
+            },
+            Flag {
+                line: 5,
+                reasons: &["empty ID"],
+            },
+        ],
+    );
+    run.assert_counts(&[("rows", 4), ("added", 2), ("flagged", 2)]);
 }

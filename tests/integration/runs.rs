@@ -44,6 +44,10 @@ fn removing_more_than_ten_percent_is_held_then_confirmed() {
     assert_eq!(shown["state"], "held");
     assert_eq!(shown["removed"], 11);
 
+    // Confirming applies exactly the held file, not whatever is at the
+    // original path by then.
+    env.input("cut.csv", hr_file(1..=100));
+
     let out = env.run(&["runs", "confirm", &id, "--by", "alice", "--json"]);
     assert_eq!(out.code, 0, "{out:#?}");
     let confirmed = out.json("runs confirm");
@@ -105,6 +109,12 @@ fn a_newer_file_supersedes_a_held_run_and_is_judged_on_its_own() {
 
     let first = env.import_text("hr", "monday.csv", hr_file(12..=100));
     assert_eq!(first.state(), "held");
+
+    // A dry run supersedes nothing.
+    let path = env.input("sunday.csv", hr_file(1..=99));
+    let dry = env.import("hr", &path, &["--dry-run"]);
+    assert_eq!(dry.state(), "applied", "{:#}", dry.json);
+    assert_eq!(env.run_show(&first.id())["state"], "held");
 
     // Judged on its own: it too removes too many, so it is held as well.
     let second = env.import_text("hr", "tuesday.csv", hr_file(1..=85));

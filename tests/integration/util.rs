@@ -105,6 +105,7 @@ impl Field {
 #[derive(Clone, Debug)]
 pub struct Feed {
     pub name: String,
+    /// Left out of the file when empty.
     pub id_field: String,
     pub delimiter: String,
     /// The raw TOML value, e.g. `"10%"` (with quotes) or `5`.
@@ -194,7 +195,9 @@ impl Feed {
     pub fn to_toml(&self) -> String {
         let mut s = String::from("[[feed]]\n");
         s += &format!("name = {}\n", toml_str(&self.name));
-        s += &format!("id_field = {}\n", toml_str(&self.id_field));
+        if !self.id_field.is_empty() {
+            s += &format!("id_field = {}\n", toml_str(&self.id_field));
+        }
         s += &format!("delimiter = {}\n", toml_str(&self.delimiter));
         s += "default_country = \"US\"\n";
         s += &format!("delete_threshold = {}\n", self.delete_threshold);
@@ -562,11 +565,31 @@ impl Env {
 
     /// `runs list --json`, newest first.
     pub fn runs_list(&self) -> Vec<Value> {
-        let out = self.run(&["runs", "list", "--json"]);
-        assert_eq!(out.code, 0, "runs list failed: {out:#?}");
+        self.try_runs_list(&[])
+            .unwrap_or_else(|out| panic!("runs list failed: {out:#?}"))
+    }
+
+    /// `runs list --json EXTRA...`, or the failed command.
+    pub fn try_runs_list(&self, extra: &[&str]) -> Result<Vec<Value>, Out> {
+        let mut args = vec!["runs", "list", "--json"];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        if out.code != 0 {
+            return Err(out);
+        }
         match out.json("runs list") {
-            Value::Array(a) => a,
+            Value::Array(a) => Ok(a),
             other => panic!("runs list --json is not an array: {other:#}"),
+        }
+    }
+
+    /// `recipients export --feed FEED`, or the failed command.
+    pub fn try_export(&self, feed: &str) -> Result<String, Out> {
+        let out = self.run(&["recipients", "export", "--feed", feed]);
+        if out.code == 0 {
+            Ok(out.stdout)
+        } else {
+            Err(out)
         }
     }
 
@@ -626,7 +649,7 @@ pub fn parse_export(text: &str) -> Vec<BTreeMap<String, String>> {
 }
 
 /// Every record of a CSV text (no header handling, any width), with the
-/// physical line each starts on.
+/// physical line each starts on (header = line 1).
 pub fn csv_records(text: &[u8], delimiter: u8) -> Vec<(u64, Vec<String>)> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -637,7 +660,14 @@ pub fn csv_records(text: &[u8], delimiter: u8) -> Vec<(u64, Vec<String>)> {
         .byte_records()
         .map(|r| {
             let r = r.expect("csv record");
-            let line = r.position().expect("position").line();
+            // The csv crate's own line count is one short after a CRLF, and
+            // its byte offset may point at the previous record's line end:
+            // skip line ends, then count the LFs before the record.
+            let mut start = r.position().expect("position").byte() as usize;
+            while start < text.len() && matches!(text[start], b'\r' | b'\n') {
+                start += 1;
+            }
+            let line = 1 + text[..start].iter().filter(|&&b| b == b'\n').count() as u64;
             let fields = r
                 .iter()
                 .map(|f| String::from_utf8_lossy(f).into_owned())

@@ -65,7 +65,7 @@ impl<R: BufRead> RecordReader<R> {
                 return Ok(!buf.is_empty());
             }
             quotes += memcount(&buf[start..], b'"');
-            if quotes % 2 == 0 {
+            if quotes.is_multiple_of(2) {
                 return Ok(true);
             }
         }

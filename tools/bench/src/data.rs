@@ -286,14 +286,7 @@ pub const TITLES: &[&str] = &[
     "Intern",
 ];
 
-pub const REGIONS: &[&str] = &[
-    "US East",
-    "US Central",
-    "US West",
-    "Canada",
-    "EMEA",
-    "APAC",
-];
+pub const REGIONS: &[&str] = &["US East", "US Central", "US West", "Canada", "EMEA", "APAC"];
 
 /// Countries whose numbers the generator writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -389,17 +382,73 @@ macro_rules! loc {
 /// ~50 locations. Postal patterns: `#` is a random digit, `@` a random
 /// letter, anything else is literal.
 pub const LOCATIONS: &[Location] = &[
-    loc!("New York HQ", "New York", "NY", 0, Us, ["212", "646", "917"], "100##"),
+    loc!(
+        "New York HQ",
+        "New York",
+        "NY",
+        0,
+        Us,
+        ["212", "646", "917"],
+        "100##"
+    ),
     loc!("Boston", "Boston", "MA", 0, Us, ["617", "857"], "021##"),
-    loc!("Philadelphia", "Philadelphia", "PA", 0, Us, ["215", "267"], "191##"),
-    loc!("Atlanta", "Atlanta", "GA", 0, Us, ["404", "678", "470"], "303##"),
+    loc!(
+        "Philadelphia",
+        "Philadelphia",
+        "PA",
+        0,
+        Us,
+        ["215", "267"],
+        "191##"
+    ),
+    loc!(
+        "Atlanta",
+        "Atlanta",
+        "GA",
+        0,
+        Us,
+        ["404", "678", "470"],
+        "303##"
+    ),
     loc!("Miami", "Miami", "FL", 0, Us, ["305", "786"], "331##"),
     loc!("Washington DC", "Washington", "DC", 0, Us, ["202"], "200##"),
-    loc!("Charlotte", "Charlotte", "NC", 0, Us, ["704", "980"], "282##"),
+    loc!(
+        "Charlotte",
+        "Charlotte",
+        "NC",
+        0,
+        Us,
+        ["704", "980"],
+        "282##"
+    ),
     loc!("Pittsburgh", "Pittsburgh", "PA", 0, Us, ["412"], "152##"),
-    loc!("Chicago", "Chicago", "IL", 1, Us, ["312", "773", "872"], "606##"),
-    loc!("Dallas", "Dallas", "TX", 1, Us, ["214", "469", "972"], "752##"),
-    loc!("Houston", "Houston", "TX", 1, Us, ["713", "281", "832"], "770##"),
+    loc!(
+        "Chicago",
+        "Chicago",
+        "IL",
+        1,
+        Us,
+        ["312", "773", "872"],
+        "606##"
+    ),
+    loc!(
+        "Dallas",
+        "Dallas",
+        "TX",
+        1,
+        Us,
+        ["214", "469", "972"],
+        "752##"
+    ),
+    loc!(
+        "Houston",
+        "Houston",
+        "TX",
+        1,
+        Us,
+        ["713", "281", "832"],
+        "770##"
+    ),
     loc!("Austin", "Austin", "TX", 1, Us, ["512", "737"], "787##"),
     loc!("Minneapolis", "Minneapolis", "MN", 1, Us, ["612"], "554##"),
     loc!("St. Louis", "St. Louis", "MO", 1, Us, ["314"], "631##"),
@@ -407,74 +456,247 @@ pub const LOCATIONS: &[Location] = &[
     loc!("Kansas City", "Kansas City", "MO", 1, Us, ["816"], "641##"),
     loc!("Detroit", "Detroit", "MI", 1, Us, ["313"], "482##"),
     loc!("Columbus", "Columbus", "OH", 1, Us, ["614"], "432##"),
-    loc!("San Francisco HQ", "San Francisco", "CA", 2, Us, ["415", "628"], "941##"),
-    loc!("Los Angeles", "Los Angeles", "CA", 2, Us, ["213", "310", "323"], "900##"),
+    loc!(
+        "San Francisco HQ",
+        "San Francisco",
+        "CA",
+        2,
+        Us,
+        ["415", "628"],
+        "941##"
+    ),
+    loc!(
+        "Los Angeles",
+        "Los Angeles",
+        "CA",
+        2,
+        Us,
+        ["213", "310", "323"],
+        "900##"
+    ),
     loc!("Seattle", "Seattle", "WA", 2, Us, ["206"], "981##"),
     loc!("Portland", "Portland", "OR", 2, Us, ["503", "971"], "972##"),
-    loc!("San Diego", "San Diego", "CA", 2, Us, ["619", "858"], "921##"),
+    loc!(
+        "San Diego",
+        "San Diego",
+        "CA",
+        2,
+        Us,
+        ["619", "858"],
+        "921##"
+    ),
     loc!("Phoenix", "Phoenix", "AZ", 2, Us, ["602", "480"], "850##"),
     loc!("Las Vegas", "Las Vegas", "NV", 2, Us, ["702"], "891##"),
-    loc!("Salt Lake City", "Salt Lake City", "UT", 2, Us, ["801", "385"], "841##"),
+    loc!(
+        "Salt Lake City",
+        "Salt Lake City",
+        "UT",
+        2,
+        Us,
+        ["801", "385"],
+        "841##"
+    ),
     loc!("San Jose", "San Jose", "CA", 2, Us, ["408", "669"], "951##"),
     loc!("Toronto", "Toronto", "ON", 3, Ca, ["416", "647"], "M#@ #@#"),
-    loc!("Vancouver", "Vancouver", "BC", 3, Ca, ["604", "778"], "V#@ #@#"),
-    loc!("Montréal", "Montréal", "QC", 3, Ca, ["514", "438"], "H#@ #@#"),
+    loc!(
+        "Vancouver",
+        "Vancouver",
+        "BC",
+        3,
+        Ca,
+        ["604", "778"],
+        "V#@ #@#"
+    ),
+    loc!(
+        "Montréal",
+        "Montréal",
+        "QC",
+        3,
+        Ca,
+        ["514", "438"],
+        "H#@ #@#"
+    ),
     loc!("Calgary", "Calgary", "AB", 3, Ca, ["403", "587"], "T#@ #@#"),
     loc!("London", "London", "England", 4, Gb, ["20"], "EC#@ #@@"),
-    loc!("Manchester", "Manchester", "England", 4, Gb, ["161"], "M# #@@"),
-    loc!("Edinburgh", "Edinburgh", "Scotland", 4, Gb, ["131"], "EH# #@@"),
+    loc!(
+        "Manchester",
+        "Manchester",
+        "England",
+        4,
+        Gb,
+        ["161"],
+        "M# #@@"
+    ),
+    loc!(
+        "Edinburgh",
+        "Edinburgh",
+        "Scotland",
+        4,
+        Gb,
+        ["131"],
+        "EH# #@@"
+    ),
     loc!("Paris", "Paris", "Île-de-France", 4, Fr, ["1"], "750##"),
-    loc!("Lyon", "Lyon", "Auvergne-Rhône-Alpes", 4, Fr, ["4"], "690##"),
-    loc!("Marseille", "Marseille", "Provence-Alpes-Côte d'Azur", 4, Fr, ["4"], "130##"),
+    loc!(
+        "Lyon",
+        "Lyon",
+        "Auvergne-Rhône-Alpes",
+        4,
+        Fr,
+        ["4"],
+        "690##"
+    ),
+    loc!(
+        "Marseille",
+        "Marseille",
+        "Provence-Alpes-Côte d'Azur",
+        4,
+        Fr,
+        ["4"],
+        "130##"
+    ),
     loc!("Berlin", "Berlin", "Berlin", 4, De, ["30"], "10###"),
     loc!("München", "München", "Bayern", 4, De, ["89"], "80###"),
-    loc!("Frankfurt", "Frankfurt am Main", "Hessen", 4, De, ["69"], "60###"),
+    loc!(
+        "Frankfurt",
+        "Frankfurt am Main",
+        "Hessen",
+        4,
+        De,
+        ["69"],
+        "60###"
+    ),
     loc!("Hamburg", "Hamburg", "Hamburg", 4, De, ["40"], "20###"),
     loc!("Madrid", "Madrid", "Madrid", 4, Es, ["91"], "280##"),
     loc!("Barcelona", "Barcelona", "Cataluña", 4, Es, ["93"], "080##"),
-    loc!("Valencia", "València", "Comunidad Valenciana", 4, Es, ["96"], "460##"),
+    loc!(
+        "Valencia",
+        "València",
+        "Comunidad Valenciana",
+        4,
+        Es,
+        ["96"],
+        "460##"
+    ),
     loc!("Sydney", "Sydney", "NSW", 5, Au, ["2"], "20##"),
     loc!("Melbourne", "Melbourne", "VIC", 5, Au, ["3"], "30##"),
     loc!("Brisbane", "Brisbane", "QLD", 5, Au, ["7"], "40##"),
     loc!("Perth", "Perth", "WA", 5, Au, ["8"], "60##"),
     loc!("Tokyo", "Tokyo", "Tokyo", 5, Jp, ["3"], "100-####"),
     loc!("Osaka", "Osaka", "Osaka", 5, Jp, ["6"], "530-####"),
-    loc!("Yokohama", "Yokohama", "Kanagawa", 5, Jp, ["45"], "220-####"),
+    loc!(
+        "Yokohama",
+        "Yokohama",
+        "Kanagawa",
+        5,
+        Jp,
+        ["45"],
+        "220-####"
+    ),
 ];
 
 pub const US_STREETS: &[&str] = &[
-    "Main", "Oak", "Pine", "Maple", "Cedar", "Elm", "Washington", "Lake", "Hill", "Park",
-    "Sunset", "Market", "Mission", "Broadway", "Lincoln", "Jefferson", "Madison", "Spring",
-    "Highland", "Church",
+    "Main",
+    "Oak",
+    "Pine",
+    "Maple",
+    "Cedar",
+    "Elm",
+    "Washington",
+    "Lake",
+    "Hill",
+    "Park",
+    "Sunset",
+    "Market",
+    "Mission",
+    "Broadway",
+    "Lincoln",
+    "Jefferson",
+    "Madison",
+    "Spring",
+    "Highland",
+    "Church",
 ];
-pub const US_STREET_TYPES: &[&str] = &["Street", "Avenue", "Boulevard", "Road", "Drive", "Lane", "Way", "Court"];
+pub const US_STREET_TYPES: &[&str] = &[
+    "Street",
+    "Avenue",
+    "Boulevard",
+    "Road",
+    "Drive",
+    "Lane",
+    "Way",
+    "Court",
+];
 pub const GB_STREETS: &[&str] = &[
-    "High Street", "Station Road", "Church Lane", "Victoria Road", "Green Lane", "Manor Road",
-    "Park Avenue", "Queen's Road", "King Street", "Mill Lane",
+    "High Street",
+    "Station Road",
+    "Church Lane",
+    "Victoria Road",
+    "Green Lane",
+    "Manor Road",
+    "Park Avenue",
+    "Queen's Road",
+    "King Street",
+    "Mill Lane",
 ];
 pub const FR_STREETS: &[&str] = &[
-    "rue de la Paix", "avenue des Champs-Élysées", "rue Victor Hugo", "boulevard Saint-Michel",
-    "rue de la République", "place Bellecour", "rue du Faubourg Saint-Honoré", "quai des Belges",
+    "rue de la Paix",
+    "avenue des Champs-Élysées",
+    "rue Victor Hugo",
+    "boulevard Saint-Michel",
+    "rue de la République",
+    "place Bellecour",
+    "rue du Faubourg Saint-Honoré",
+    "quai des Belges",
 ];
 pub const DE_STREETS: &[&str] = &[
-    "Hauptstraße", "Schulstraße", "Gartenstraße", "Bahnhofstraße", "Dorfstraße", "Bergstraße",
-    "Lindenstraße", "Königsallee", "Friedrichstraße", "Müllerweg",
+    "Hauptstraße",
+    "Schulstraße",
+    "Gartenstraße",
+    "Bahnhofstraße",
+    "Dorfstraße",
+    "Bergstraße",
+    "Lindenstraße",
+    "Königsallee",
+    "Friedrichstraße",
+    "Müllerweg",
 ];
 pub const ES_STREETS: &[&str] = &[
-    "Calle Mayor", "Calle de Alcalá", "Gran Vía", "Passeig de Gràcia", "Calle Real",
-    "Avenida de la Constitución", "Calle del Sol", "Plaza de España",
+    "Calle Mayor",
+    "Calle de Alcalá",
+    "Gran Vía",
+    "Passeig de Gràcia",
+    "Calle Real",
+    "Avenida de la Constitución",
+    "Calle del Sol",
+    "Plaza de España",
 ];
 pub const JP_DISTRICTS: &[&str] = &[
     "Chiyoda", "Minato", "Shibuya", "Shinjuku", "Chūō", "Kita-ku", "Naka-ku", "Nishi-ku",
 ];
 pub const AU_STREETS: &[&str] = &[
-    "George Street", "Collins Street", "Queen Street", "Hay Street", "Pitt Street",
-    "Flinders Lane", "Adelaide Terrace", "Elizabeth Street",
+    "George Street",
+    "Collins Street",
+    "Queen Street",
+    "Hay Street",
+    "Pitt Street",
+    "Flinders Lane",
+    "Adelaide Terrace",
+    "Elizabeth Street",
 ];
 
 pub const ADDRESS_LINE2: &[&str] = &[
-    "Apt 4B", "Suite 200", "Unit 12", "Floor 3", "Apt 17", "Suite 1500", "Bâtiment B",
-    "2. OG", "Flat 6", "Rear", "PO Box 118",
+    "Apt 4B",
+    "Suite 200",
+    "Unit 12",
+    "Floor 3",
+    "Apt 17",
+    "Suite 1500",
+    "Bâtiment B",
+    "2. OG",
+    "Flat 6",
+    "Rear",
+    "PO Box 118",
 ];
 
 pub const EMPLOYMENT_TYPES: &[(&str, u32)] = &[

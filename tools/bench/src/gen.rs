@@ -446,7 +446,11 @@ impl RowGen {
 
         // Cost Center, Employment Type, Status, Hire Date
         self.field.extend_from_slice(b"CC-");
-        push_num(&mut self.field, 1000 + dept as u64 * 100 + loc.region as u64 * 10, 4);
+        push_num(
+            &mut self.field,
+            1000 + dept as u64 * 100 + loc.region as u64 * 10,
+            4,
+        );
         self.emit(out, false);
         let et = *rng.weighted(EMPLOYMENT_TYPES);
         self.emit_str(out, et);
@@ -553,7 +557,10 @@ pub fn status_kept(status: &[u8]) -> bool {
 }
 
 fn trim_ascii(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
     let end = s
         .iter()
         .rposition(|b| !b.is_ascii_whitespace())

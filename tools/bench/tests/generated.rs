@@ -21,7 +21,10 @@ fn generate(seed: u64, rows: u64) -> Vec<u8> {
 
 fn records(data: &[u8]) -> Vec<csv::StringRecord> {
     let mut r = csv::ReaderBuilder::new().from_reader(data);
-    assert_eq!(r.headers().unwrap().iter().collect::<Vec<_>>(), HEADER.to_vec());
+    assert_eq!(
+        r.headers().unwrap().iter().collect::<Vec<_>>(),
+        HEADER.to_vec()
+    );
     r.records().map(|r| r.expect("valid CSV")).collect()
 }
 
@@ -77,7 +80,11 @@ fn phones_are_valid_for_the_phonenumber_crate() {
     for p in &bad {
         *by_prefix.entry(p.as_str()).or_insert(0) += 1;
     }
-    assert!(bad.is_empty(), "{} invalid, by prefix: {by_prefix:?}", bad.len());
+    assert!(
+        bad.is_empty(),
+        "{} invalid, by prefix: {by_prefix:?}",
+        bad.len()
+    );
     assert!(national_us > 1000, "national US numbers: {national_us}");
     for cc in [1, 44, 33, 49, 61, 34, 81] {
         assert!(countries.contains(&cc), "no +{cc} numbers");
@@ -110,11 +117,18 @@ fn variety_quoting_and_group_values() {
     assert!(text.contains("\"\""), "an embedded double quote somewhere");
     assert!(text.contains(", Jr.\""), "a quoted last name with a comma");
     let recs = records(&data);
-    let distinct = |col: usize| recs.iter().map(|r| r[col].to_string()).collect::<HashSet<_>>();
+    let distinct = |col: usize| {
+        recs.iter()
+            .map(|r| r[col].to_string())
+            .collect::<HashSet<_>>()
+    };
     assert_eq!(distinct(9).len(), 20);
     assert!((45..=55).contains(&distinct(10).len()));
     assert_eq!(distinct(11).len(), 6);
-    let names: String = recs.iter().map(|r| format!("{} {}", &r[1], &r[2])).collect();
+    let names: String = recs
+        .iter()
+        .map(|r| format!("{} {}", &r[1], &r[2]))
+        .collect();
     for s in ["José", "Zoë", "Łukasz", "Søren", "Müller", "陈"] {
         assert!(names.contains(s), "{s}");
     }

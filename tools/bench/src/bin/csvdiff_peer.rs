@@ -80,7 +80,10 @@ fn main() -> ExitCode {
     }
     match run(lazy, &paths[0], &paths[1]) {
         Ok(c) => {
-            println!("added={} modified={} deleted={}", c.added, c.modified, c.deleted);
+            println!(
+                "added={} modified={} deleted={}",
+                c.added, c.modified, c.deleted
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -81,7 +81,13 @@ fn parse_args() -> Result<Args, String> {
             "--rows" => {
                 rows = Some(parse_count(&value).ok_or(format!("bad --rows: {value}"))?);
             }
-            "--seed" => seed = Some(value.parse::<u64>().map_err(|_| format!("bad --seed: {value}"))?),
+            "--seed" => {
+                seed = Some(
+                    value
+                        .parse::<u64>()
+                        .map_err(|_| format!("bad --seed: {value}"))?,
+                )
+            }
             "--out" | "-o" => out = Some(PathBuf::from(value)),
             "--base" => base = Some(PathBuf::from(value)),
             "--meta" => meta = Some(PathBuf::from(value)),
@@ -304,7 +310,8 @@ fn change_row(fields: &mut [Vec<u8>], seed: u64, n: u64) {
 
 fn next_day(args: &Args) -> Result<Facts, String> {
     let base_path = args.base.as_ref().expect("checked in parse_args");
-    let f = File::open(base_path).map_err(|e| format!("cannot open {}: {e}", base_path.display()))?;
+    let f =
+        File::open(base_path).map_err(|e| format!("cannot open {}: {e}", base_path.display()))?;
     let mut reader = RecordReader::new(BufReader::with_capacity(1 << 20, f));
     let mut out = Output::create(&args.out)?;
     let mut buf = Vec::with_capacity(CHUNK + 4096);
@@ -343,7 +350,11 @@ fn next_day(args: &Args) -> Result<Facts, String> {
         width = w;
         max_id = max_id.max(n);
         let active = nf > COL_STATUS && status_kept(&fields[COL_STATUS]);
-        let fate = if nf == HEADER.len() { fate(args.seed, n) } else { Fate::Keep };
+        let fate = if nf == HEADER.len() {
+            fate(args.seed, n)
+        } else {
+            Fate::Keep
+        };
         match fate {
             Fate::Remove => {
                 removed += 1;
