@@ -211,6 +211,7 @@ fn scan_rows(
                 )));
             }
             let base = lines_before;
+            reserve_for_file(&mut out.rows, r.rows.len(), reader.offset, input.len());
             out.rows.extend(r.rows.into_iter().map(|mut row| {
                 row.line = u32::try_from(base + row.line as u64).unwrap_or(u32::MAX);
                 row
@@ -232,6 +233,18 @@ fn scan_rows(
         batch = next?;
     }
     Ok(out)
+}
+
+/// Reserves room for the whole file's rows once, estimated from the rows
+/// per byte so far, so that the row list is not copied while it doubles.
+fn reserve_for_file(rows: &mut Vec<ScannedRow>, adding: usize, read_to: u64, file_len: u64) {
+    if rows.capacity() - rows.len() >= adding {
+        return;
+    }
+    let seen = (rows.len() + adding) as u64;
+    let estimate = seen.saturating_mul(file_len) / read_to.max(1);
+    let want = (estimate + estimate / 16) as usize;
+    rows.reserve(want.max(rows.len() + adding) - rows.len());
 }
 
 fn read_batch(

@@ -45,6 +45,10 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const FINGERPRINTS: TableDefinition<&str, u64> = TableDefinition::new("fingerprints");
 const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 
+/// redb's page cache. Runs read the pages of changed recipients once, so a
+/// large cache buys little and counts against the import's memory.
+const CACHE_BYTES: usize = 64 << 20;
+
 /// Above this many changes, an empty transaction follows the run so that
 /// redb can reuse the pages the run freed (redb#829).
 const BIG_RUN_CHANGES: u64 = 100_000;
@@ -112,6 +116,7 @@ impl Store {
             })?;
         }
         let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(|e| open_error(path, e))?;
         let store = Store {
@@ -441,3 +446,6 @@ impl RunTransaction {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,129 @@
+//! The store against a real redb file on disk.
+
+use compact_str::CompactString;
+
+use super::*;
+use crate::import::FeedWriter;
+
+fn temp_store() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flagsync.redb");
+    (dir, path)
+}
+
+#[test]
+fn a_store_from_a_newer_flagsync_is_refused_with_a_clear_error() {
+    let (_dir, path) = temp_store();
+    {
+        let store = Store::open(&path).unwrap();
+        let txn = store.writable().unwrap().begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert("schema_version", 99u32.to_le_bytes().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    for result in [
+        Store::open(&path).map(|_| ()),
+        Store::open_read_only(&path).map(|_| ()),
+    ] {
+        let message = result
+            .err()
+            .expect("a newer schema must be refused")
+            .to_string();
+        assert!(message.contains("newer flagsync (schema 99"), "{message}");
+        assert!(message.contains("upgrade flagsync"), "{message}");
+    }
+}
+
+#[test]
+fn a_damaged_file_gives_an_error_not_a_panic() {
+    let (_dir, path) = temp_store();
+    std::fs::write(
+        &path,
+        b"this is not a redb file, just some bytes that were here",
+    )
+    .unwrap();
+    let message = Store::open(&path)
+        .err()
+        .expect("garbage must not open")
+        .to_string();
+    assert!(message.contains("restore it from a backup"), "{message}");
+    let message = Store::open_read_only(&path)
+        .err()
+        .expect("garbage must not open")
+        .to_string();
+    assert!(message.contains("cannot be opened"), "{message}");
+}
+
+#[test]
+fn a_truncated_store_gives_an_error_not_a_panic() {
+    let (_dir, path) = temp_store();
+    {
+        let store = Store::open(&path).unwrap();
+        let txn = store.begin_run().unwrap();
+        txn.with_feed("hr", |w| w.put_record("E1", b"\x01\x00\x00\x00\x00"))
+            .unwrap()
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let len = std::fs::metadata(&path).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(len / 3).unwrap();
+    drop(file);
+    // Either refused with a message, or opened (redb repairs what it can):
+    // never a panic.
+    if let Err(e) = Store::open(&path) {
+        assert!(!e.to_string().is_empty());
+    }
+}
+
+#[test]
+fn nothing_of_an_uncommitted_run_is_visible() {
+    let (_dir, path) = temp_store();
+    let store = Store::open(&path).unwrap();
+    {
+        let txn = store.begin_run().unwrap();
+        let id = txn.next_run_id().unwrap();
+        assert_eq!(id, 1);
+        txn.with_feed("hr", |w| w.put_record("E1", b"x"))
+            .unwrap()
+            .unwrap();
+        txn.put_hash_list("hr", &[(CompactString::from("E1"), 7)])
+            .unwrap();
+        // Dropped without commit: redb aborts the transaction.
+    }
+    assert!(store.feed_index("hr").unwrap().hashes.is_empty());
+    assert_eq!(store.recipient_count("hr").unwrap(), 0);
+    let txn = store.begin_run().unwrap();
+    assert_eq!(txn.next_run_id().unwrap(), 1, "the run ID was not used");
+}
+
+#[test]
+fn the_hash_list_is_replaced_whole() {
+    let (_dir, path) = temp_store();
+    let store = Store::open(&path).unwrap();
+    let long: Vec<(CompactString, u64)> = (0..10_000)
+        .map(|i| (CompactString::from(format!("E{i:06}")), i))
+        .collect();
+    let txn = store.begin_run().unwrap();
+    txn.put_hash_list("hr", &long).unwrap();
+    txn.commit().unwrap();
+    assert_eq!(store.feed_index("hr").unwrap().hashes, long);
+    let short = vec![(CompactString::from("A"), 1)];
+    let txn = store.begin_run().unwrap();
+    txn.put_hash_list("hr", &short).unwrap();
+    txn.commit().unwrap();
+    assert_eq!(store.feed_index("hr").unwrap().hashes, short);
+}
+
+#[test]
+fn the_data_lock_is_exclusive() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = DataLock::acquire(dir.path()).unwrap();
+    let second = DataLock::acquire(dir.path());
+    assert!(matches!(second, Err(StoreError::InUse { .. })));
+    drop(first);
+    DataLock::acquire(dir.path()).unwrap();
+}
