@@ -29,8 +29,7 @@ fn a_store_from_a_newer_flagsync_is_refused_with_a_clear_error() {
         Store::open_read_only(&path).map(|_| ()),
     ] {
         let message = result
-            .err()
-            .expect("a newer schema must be refused")
+            .expect_err("a newer schema must be refused")
             .to_string();
         assert!(message.contains("newer flagsync (schema 99"), "{message}");
         assert!(message.contains("upgrade flagsync"), "{message}");
