@@ -4,51 +4,28 @@
 //! number and a global lock, see CRATES.md), so numbers that already look
 //! like E.164, or like a 10-digit NANP number when the feed's country uses
 //! +1, are checked here against the crate's own metadata (the possible
-//! lengths of each country code) and only the rest go to the crate. "Valid"
+//! lengths of each country code, extracted at build time by `build.rs`) and
+//! only the rest go to the crate. "Valid"
 //! means a possible number: right country code and a possible length.
-
-use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use phonenumber::country::Id;
 
-/// Country calling code → bit set of possible national-number lengths.
-fn possible_lengths() -> &'static HashMap<u16, u32> {
-    static TABLE: OnceLock<HashMap<u16, u32>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut table: HashMap<u16, u32> = HashMap::new();
-        for meta in phonenumber::metadata::DATABASE.iter() {
-            let d = meta.descriptors();
-            let descriptors = [
-                Some(d.general()),
-                d.fixed_line(),
-                d.mobile(),
-                d.toll_free(),
-                d.premium_rate(),
-                d.shared_cost(),
-                d.personal_number(),
-                d.voip(),
-                d.pager(),
-                d.uan(),
-                d.voicemail(),
-            ];
-            let mask = table.entry(meta.country_code()).or_insert(0);
-            for desc in descriptors.into_iter().flatten() {
-                for &len in desc.possible_length() {
-                    if len < 32 {
-                        *mask |= 1 << len;
-                    }
-                }
-            }
-        }
-        table
-    })
+mod tables {
+    include!(concat!(env!("OUT_DIR"), "/phone_tables.rs"));
+}
+
+fn lengths_of(code: u16) -> Option<u32> {
+    tables::POSSIBLE_LENGTHS
+        .binary_search_by_key(&code, |&(c, _)| c)
+        .ok()
+        .map(|i| tables::POSSIBLE_LENGTHS[i].1)
 }
 
 fn country_code_of(id: Id) -> Option<u16> {
-    phonenumber::metadata::DATABASE
-        .by_id(id.as_ref())
-        .map(|m| m.country_code())
+    tables::REGION_CODES
+        .binary_search_by_key(&id.as_ref(), |&(r, _)| r)
+        .ok()
+        .map(|i| tables::REGION_CODES[i].1)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,9 +74,7 @@ fn plain_digits(raw: &str) -> Option<(bool, String)> {
 }
 
 fn is_possible(code: u16, national_len: usize) -> bool {
-    possible_lengths()
-        .get(&code)
-        .is_some_and(|mask| national_len < 32 && mask & (1 << national_len) != 0)
+    lengths_of(code).is_some_and(|mask| national_len < 32 && mask & (1 << national_len) != 0)
 }
 
 fn fast_path(raw: &str, country: Id) -> Option<String> {
@@ -113,7 +88,7 @@ fn fast_path(raw: &str, country: Id) -> Option<String> {
             let Ok(code) = digits[..cc_len].parse::<u16>() else {
                 break;
             };
-            if possible_lengths().contains_key(&code) {
+            if lengths_of(code).is_some() {
                 return is_possible(code, digits.len() - cc_len).then(|| {
                     let mut digits = digits;
                     digits.insert(0, '+');

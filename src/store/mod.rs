@@ -47,7 +47,7 @@ const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 
 /// redb's page cache. Runs read the pages of changed recipients once, so a
 /// large cache buys little and counts against the import's memory.
-const CACHE_BYTES: usize = 64 << 20;
+const CACHE_BYTES: usize = 16 << 20;
 
 /// Above this many changes, an empty transaction follows the run so that
 /// redb can reuse the pages the run freed (redb#829).
