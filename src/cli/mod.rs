@@ -362,3 +362,115 @@ pub fn print_error(e: &anyhow::Error) {
     }
     eprintln!("{text}");
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_is_global_before_or_after_the_subcommand() {
+        for args in [
+            &[
+                "flagsync", "--config", "f.toml", "import", "--feed", "hr", "x.csv",
+            ][..],
+            &[
+                "flagsync", "import", "--config", "f.toml", "--feed", "hr", "x.csv",
+            ][..],
+            &[
+                "flagsync",
+                "import",
+                "--feed",
+                "hr",
+                "x.csv",
+                "--config=f.toml",
+            ][..],
+        ] {
+            let cli = parse(args);
+            assert_eq!(cli.config.as_deref(), Some(Path::new("f.toml")), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn import_flags() {
+        let cli = parse(&[
+            "flagsync",
+            "import",
+            "--feed",
+            "hr",
+            "x.csv",
+            "--dry-run",
+            "--json",
+        ]);
+        match cli.command {
+            Command::Import(a) => {
+                assert_eq!(a.feed, "hr");
+                assert_eq!(a.file, PathBuf::from("x.csv"));
+                assert!(a.dry_run && a.json);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["flagsync", "import", "x.csv"]).is_err(),
+            "--feed is required"
+        );
+    }
+
+    #[test]
+    fn runs_and_exports() {
+        match parse(&[
+            "flagsync", "runs", "confirm", "7", "--by", "alice", "--json",
+        ])
+        .command
+        {
+            Command::Runs(RunsCommand::Confirm(a)) => {
+                assert_eq!((a.id, a.by.as_deref(), a.json), (7, Some("alice"), true))
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "flagsync",
+            "recipients",
+            "export",
+            "--feed",
+            "hr",
+            "--format",
+            "json",
+        ])
+        .command
+        {
+            Command::Recipients(RecipientsCommand::Export { feed, format }) => {
+                assert_eq!(feed, "hr");
+                assert!(matches!(format, Format::Json));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["flagsync", "runs", "show", "seven"]).is_err());
+        assert!(Cli::try_parse_from([
+            "flagsync",
+            "recipients",
+            "export",
+            "--feed",
+            "hr",
+            "--format",
+            "xml"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn decided_by_defaults_to_the_os_user() {
+        assert_eq!(decided_by(Some("bob".into())), "bob");
+        assert!(!decided_by(None).is_empty());
+    }
+}

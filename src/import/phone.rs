@@ -131,39 +131,19 @@ mod tests {
 
     #[test]
     fn national_and_international_forms() {
-        let us = Id::US;
-        assert_eq!(
-            normalize_phone("(555) 123-4567", us).unwrap(),
-            "+15551234567"
-        );
-        assert_eq!(
-            normalize_phone("+1 555 123 4567", us).unwrap(),
-            "+15551234567"
-        );
-        assert_eq!(
-            normalize_phone("1-415-555-0123", us).unwrap(),
-            "+14155550123"
-        );
-        assert_eq!(
-            normalize_phone("+44 20 7946 0958", us).unwrap(),
-            "+442079460958"
-        );
-        assert_eq!(
-            normalize_phone("+44 (0) 20 7946 0958", us).unwrap(),
-            "+442079460958"
-        );
-        assert_eq!(
-            normalize_phone("07700 900123", Id::GB).unwrap(),
-            "+447700900123"
-        );
-        assert_eq!(
-            normalize_phone("+39 06 6982 1234", us).unwrap(),
-            "+390669821234"
-        );
-        assert_eq!(
-            normalize_phone("0033 6 12 34 56 78", Id::FR).unwrap(),
-            "+33612345678"
-        );
+        let cases = [
+            ("(555) 123-4567", Id::US, "+15551234567"),
+            ("+1 555 123 4567", Id::US, "+15551234567"),
+            ("1-415-555-0123", Id::US, "+14155550123"),
+            ("+44 20 7946 0958", Id::US, "+442079460958"),
+            ("+44 (0) 20 7946 0958", Id::US, "+442079460958"),
+            ("07700 900123", Id::GB, "+447700900123"),
+            ("+39 06 6982 1234", Id::US, "+390669821234"),
+            ("0033 6 12 34 56 78", Id::FR, "+33612345678"),
+        ];
+        for (raw, country, e164) in cases {
+            assert_eq!(normalize_phone(raw, country).as_deref(), Ok(e164), "{raw}");
+        }
     }
 
     #[test]
