@@ -134,24 +134,39 @@ pub fn apply_diff<W: FeedWriter>(
     };
     let mut group_delta: HashMap<String, i64> = HashMap::new();
     let mut written: Vec<(CompactString, u64)> = Vec::new();
-    for chunk in diff.work.chunks(CHUNK_ROWS) {
-        let mut upserts = Vec::with_capacity(chunk.len());
-        for outcome in validate_chunk(file, chunk).map_err(ApplyError::Read)? {
-            match outcome {
-                Outcome::Upsert(u) => upserts.push(u),
-                Outcome::Error(e) => {
-                    counts.flagged += 1;
-                    errors.row_error(&e).map_err(ApplyError::ErrorReport)?;
+    // The next chunk is validated (on the rayon pool) while this thread
+    // writes the last one: the writer is a single thread (redb), so a big
+    // run would otherwise leave a core idle half the time.
+    std::thread::scope(|scope| -> Result<(), ApplyError<W::Error>> {
+        let (sender, validated) = std::sync::mpsc::sync_channel(1);
+        let work = &diff.work;
+        scope.spawn(move || {
+            for chunk in work.chunks(CHUNK_ROWS) {
+                if sender.send(validate_chunk(file, chunk)).is_err() {
+                    break;
                 }
             }
+        });
+        for outcomes in validated {
+            let mut upserts = Vec::with_capacity(CHUNK_ROWS);
+            for outcome in outcomes.map_err(ApplyError::Read)? {
+                match outcome {
+                    Outcome::Upsert(u) => upserts.push(u),
+                    Outcome::Error(e) => {
+                        counts.flagged += 1;
+                        errors.row_error(&e).map_err(ApplyError::ErrorReport)?;
+                    }
+                }
+            }
+            // Sorted keys are what redb inserts fastest.
+            upserts.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            for u in upserts {
+                written.push((u.id.clone(), u.hash));
+                write_upsert(u, writer, &mut counts, &mut group_delta)?;
+            }
         }
-        // Sorted keys are what redb inserts fastest.
-        upserts.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        for u in upserts {
-            written.push((u.id.clone(), u.hash));
-            write_upsert(u, writer, &mut counts, &mut group_delta)?;
-        }
-    }
+        Ok(())
+    })?;
     for id in &diff.removed {
         let old = writer.remove_record(id).map_err(ApplyError::Writer)?;
         counts.removed += 1;

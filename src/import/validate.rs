@@ -37,16 +37,23 @@ pub fn validate_row(record: &csv::ByteRecord, ctx: &RowContext) -> Result<ValidR
     let mut reasons = Vec::new();
     let mut has_channel = false;
     let mut group_values: Vec<(usize, Cow<str>)> = Vec::new();
-    // One UTF-8 check for the whole record instead of one per cell.
-    let utf8 = match ctx.encoding {
-        Encoding::Utf8 => csv::StringRecord::from_byte_record(record.clone()).ok(),
+    // One UTF-8 check for the whole record instead of one per cell; a cell
+    // is then a slice of it (when its ends are character boundaries).
+    let whole = match ctx.encoding {
+        Encoding::Utf8 => std::str::from_utf8(record.as_slice()).ok(),
         Encoding::Windows1252 => None,
     };
+    let base = record.as_slice().as_ptr() as usize;
     for (i, (field, col)) in feed.fields.iter().zip(ctx.field_columns).enumerate() {
-        let decoded = match (&utf8, col) {
-            (Some(r), Some(c)) => Cow::Borrowed(r.get(*c).unwrap_or("")),
-            (Some(_), None) => Cow::Borrowed(""),
-            (None, _) => decode_field(col.and_then(|c| record.get(c)).unwrap_or(b""), ctx.encoding),
+        let decoded = match col.and_then(|c| record.get(c)) {
+            None => Cow::Borrowed(""),
+            Some(raw) => {
+                let at = raw.as_ptr() as usize - base;
+                match whole.and_then(|w| w.get(at..at + raw.len())) {
+                    Some(cell) => Cow::Borrowed(cell),
+                    None => decode_field(raw, ctx.encoding),
+                }
+            }
         };
         match check_value(decoded.trim(), field, feed) {
             Ok(v) => {
