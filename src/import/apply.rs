@@ -13,7 +13,7 @@ use super::header::Header;
 use super::input::Input;
 use super::record::{DecodeError, Record};
 use super::scan::{decode_field, Encoding};
-use super::validate::{validate_row, RowContext};
+use super::validate::{validate_row, Cells, RowContext};
 
 /// Rows validated per chunk: bounds memory (the validated records of one
 /// chunk) while keeping both cores busy.
@@ -321,12 +321,7 @@ fn validate_chunk(file: &FileContext, chunk: &[Work]) -> std::io::Result<Vec<Out
         .collect())
 }
 
-fn validate_work(
-    w: &Work,
-    record: csv::ByteRecord,
-    file: &FileContext,
-    ctx: &RowContext,
-) -> Outcome {
+fn validate_work(w: &Work, record: Cells, file: &FileContext, ctx: &RowContext) -> Outcome {
     let error = |reasons: Vec<String>| {
         Outcome::Error(RowError {
             line: w.row.line,
@@ -353,7 +348,7 @@ fn validate_work(
     }
 }
 
-fn early_reason(flag: EarlyFlag, w: &Work, record: &csv::ByteRecord, file: &FileContext) -> String {
+fn early_reason(flag: EarlyFlag, w: &Work, record: &Cells, file: &FileContext) -> String {
     match flag {
         EarlyFlag::EmptyId => {
             let column = file.header.field_columns[file.feed.id_field]
@@ -367,7 +362,7 @@ fn early_reason(flag: EarlyFlag, w: &Work, record: &csv::ByteRecord, file: &File
         ),
         EarlyFlag::WrongColumnCount => format!(
             "wrong column count: {} columns, the header has {}",
-            record.len(),
+            record.count(),
             file.header.columns.len()
         ),
     }
@@ -390,8 +385,9 @@ impl RowParser {
         }
     }
 
-    /// The first record in `input` (empty on anything unexpected).
-    fn parse(&mut self, input: &[u8]) -> csv::ByteRecord {
+    /// The first record in `input` (no cells on anything unexpected),
+    /// borrowing the parser's buffers: no allocation per row.
+    fn parse(&mut self, input: &[u8]) -> Cells<'_> {
         use csv_core::ReadRecordResult as R;
         self.core.reset();
         let (mut at_in, mut at_out, mut at_end) = (0, 0, 0);
@@ -425,13 +421,10 @@ impl RowParser {
                 R::Record | R::End => break,
             }
         }
-        let mut record = csv::ByteRecord::with_capacity(at_out, at_end);
-        let mut start = 0;
-        for &end in &self.ends[..at_end] {
-            record.push_field(&self.out[start..end]);
-            start = end;
+        Cells {
+            data: &self.out[..at_out],
+            ends: &self.ends[..at_end],
         }
-        record
     }
 
     fn grow(&mut self) {

@@ -20,6 +20,34 @@ pub struct RowContext<'a> {
     pub encoding: Encoding,
 }
 
+/// One parsed row's cells: the unquoted bytes of every cell, back to back,
+/// and where each cell ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Cells<'a> {
+    pub data: &'a [u8],
+    pub ends: &'a [usize],
+}
+
+impl<'a> Cells<'a> {
+    pub fn count(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&'a [u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.data.get(start..end)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        (0..self.count()).filter_map(|i| self.get(i))
+    }
+
+    pub fn as_slice(&self) -> &'a [u8] {
+        self.data
+    }
+}
+
 /// A valid row, encoded as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidRow {
@@ -31,7 +59,7 @@ pub struct ValidRow {
 
 /// Validates a row that has as many columns as the header and a non-empty,
 /// first-seen ID. Collects every reason rather than stopping at the first.
-pub fn validate_row(record: &csv::ByteRecord, ctx: &RowContext) -> Result<ValidRow, Vec<String>> {
+pub fn validate_row(record: &Cells, ctx: &RowContext) -> Result<ValidRow, Vec<String>> {
     let feed = ctx.feed;
     let mut builder = RecordBuilder::with_capacity(record.as_slice().len() + 4 * feed.fields.len());
     let mut reasons = Vec::new();
@@ -44,6 +72,7 @@ pub fn validate_row(record: &csv::ByteRecord, ctx: &RowContext) -> Result<ValidR
         Encoding::Windows1252 => None,
     };
     let base = record.as_slice().as_ptr() as usize;
+    let may_have_controls = has_suspicious_bytes(record.as_slice());
     for (i, (field, col)) in feed.fields.iter().zip(ctx.field_columns).enumerate() {
         let decoded = match col.and_then(|c| record.get(c)) {
             None => Cow::Borrowed(""),
@@ -55,7 +84,7 @@ pub fn validate_row(record: &csv::ByteRecord, ctx: &RowContext) -> Result<ValidR
                 }
             }
         };
-        match check_value(decoded.trim(), field, feed) {
+        match check_value(decoded.trim(), field, feed, may_have_controls) {
             Ok(v) => {
                 has_channel |= field.kind.is_channel() && !v.is_empty();
                 builder.push_value(&v);
@@ -82,13 +111,20 @@ pub fn validate_row(record: &csv::ByteRecord, ctx: &RowContext) -> Result<ValidR
     })
 }
 
+/// Whether `bytes` may hold a control character: any byte below space
+/// (tab, CR and LF included: cheap to over-report), DEL, or 0xC2 (the lead
+/// byte of the C1 controls in UTF-8, and a few letters). No early exit, so
+/// the compiler can check many bytes at a time.
+fn has_suspicious_bytes(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |found, &b| {
+        found | (b < 0x20) | (b == 0x7F) | (b == 0xC2)
+    })
+}
+
 /// Tab, CR and LF may appear inside a quoted value; other control
 /// characters may not.
 fn first_control_char(value: &str) -> Option<char> {
-    let suspicious = value
-        .bytes()
-        .any(|b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7F || b == 0xC2);
-    if !suspicious {
+    if !has_suspicious_bytes(value.as_bytes()) {
         return None;
     }
     value
@@ -96,9 +132,17 @@ fn first_control_char(value: &str) -> Option<char> {
         .find(|&c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
 }
 
-fn check_value<'v>(value: &'v str, field: &Field, feed: &Feed) -> Result<Cow<'v, str>, String> {
+fn check_value<'v>(
+    value: &'v str,
+    field: &Field,
+    feed: &Feed,
+    may_have_controls: bool,
+) -> Result<Cow<'v, str>, String> {
     let column = &field.column;
-    if let Some(c) = first_control_char(value) {
+    if let Some(c) = may_have_controls
+        .then(|| first_control_char(value))
+        .flatten()
+    {
         return Err(format!(
             "control character U+{:04X} in '{column}'",
             c as u32
