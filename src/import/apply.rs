@@ -19,7 +19,7 @@ use super::validate::{validate_row, Cells, RowContext};
 /// chunk) while keeping both cores busy.
 const CHUNK_ROWS: usize = 32_768;
 /// Neighbouring rows closer than this are read with one read.
-const MAX_GAP: u64 = 64 << 10;
+const MAX_GAP: u64 = 4 << 10;
 /// Largest single read.
 const MAX_RANGE: u64 = 8 << 20;
 
@@ -36,6 +36,14 @@ pub trait FeedWriter {
     fn group_count(&mut self, group: &str) -> Result<u64, Self::Error>;
     /// Sets a group's member count; 0 removes the group.
     fn set_group_count(&mut self, group: &str, count: u64) -> Result<(), Self::Error>;
+}
+
+/// The feed's records as they were when the run began, readable from any
+/// thread: pass 2 reads the old record of each changed row while it
+/// validates (in parallel, ahead of the writer), so the single writer thread
+/// only writes.
+pub trait StoredRecords: Sync {
+    fn stored_record(&self, id: &str) -> Result<Option<Vec<u8>>, String>;
 }
 
 /// A flagged row: left out, and listed in the error report.
@@ -83,6 +91,8 @@ pub enum ApplyError<E> {
     ErrorReport(std::io::Error),
     #[error(transparent)]
     Damaged(#[from] DecodeError),
+    #[error("the store cannot be read: {0}")]
+    Snapshot(String),
 }
 
 /// The file being applied and how to read it.
@@ -100,11 +110,19 @@ struct Upsert {
     record: Vec<u8>,
     groups: Vec<String>,
     stored: bool,
+    /// The stored record, when read ahead from a snapshot.
+    old: Option<Option<Vec<u8>>>,
 }
 
 enum Outcome {
     Upsert(Upsert),
+    /// Valid, and equal to the stored record once normalised.
+    Unchanged {
+        id: CompactString,
+        hash: u64,
+    },
     Error(RowError),
+    SnapshotFailed(String),
 }
 
 /// The result of applying a diff.
@@ -126,6 +144,18 @@ pub fn apply_diff<W: FeedWriter>(
     writer: &mut W,
     errors: &mut dyn ErrorSink,
 ) -> Result<Applied, ApplyError<W::Error>> {
+    apply_diff_with_snapshot(file, diff, writer, errors, None)
+}
+
+/// As [`apply_diff`], reading old records from `snapshot` (the state the
+/// writer starts from) on the validating threads.
+pub fn apply_diff_with_snapshot<W: FeedWriter>(
+    file: &FileContext,
+    diff: Diff,
+    writer: &mut W,
+    errors: &mut dyn ErrorSink,
+    snapshot: Option<&dyn StoredRecords>,
+) -> Result<Applied, ApplyError<W::Error>> {
     let mut counts = ApplyCounts {
         rows: diff.rows_read,
         unchanged: diff.unchanged,
@@ -142,7 +172,7 @@ pub fn apply_diff<W: FeedWriter>(
         let work = &diff.work;
         scope.spawn(move || {
             for chunk in work.chunks(CHUNK_ROWS) {
-                if sender.send(validate_chunk(file, chunk)).is_err() {
+                if sender.send(validate_chunk(file, chunk, snapshot)).is_err() {
                     break;
                 }
             }
@@ -152,10 +182,15 @@ pub fn apply_diff<W: FeedWriter>(
             for outcome in outcomes.map_err(ApplyError::Read)? {
                 match outcome {
                     Outcome::Upsert(u) => upserts.push(u),
+                    Outcome::Unchanged { id, hash } => {
+                        counts.unchanged += 1;
+                        written.push((id, hash));
+                    }
                     Outcome::Error(e) => {
                         counts.flagged += 1;
                         errors.row_error(&e).map_err(ApplyError::ErrorReport)?;
                     }
+                    Outcome::SnapshotFailed(e) => return Err(ApplyError::Snapshot(e)),
                 }
             }
             // Sorted keys are what redb inserts fastest.
@@ -167,6 +202,7 @@ pub fn apply_diff<W: FeedWriter>(
         }
         Ok(())
     })?;
+    tracing::debug!("validated and wrote the new and changed rows");
     for id in &diff.removed {
         let old = writer.remove_record(id).map_err(ApplyError::Writer)?;
         counts.removed += 1;
@@ -176,6 +212,7 @@ pub fn apply_diff<W: FeedWriter>(
             }
         }
     }
+    tracing::debug!("removed");
     settle_groups(group_delta, writer, &mut counts)?;
     let hashes_changed = !written.is_empty() || !diff.removed.is_empty();
     Ok(Applied {
@@ -214,10 +251,10 @@ fn write_upsert<W: FeedWriter>(
     counts: &mut ApplyCounts,
     group_delta: &mut HashMap<String, i64>,
 ) -> Result<(), ApplyError<W::Error>> {
-    let old = if u.stored {
-        writer.stored_record(&u.id).map_err(ApplyError::Writer)?
-    } else {
-        None
+    let old = match u.old {
+        Some(read_ahead) => read_ahead,
+        None if u.stored => writer.stored_record(&u.id).map_err(ApplyError::Writer)?,
+        None => None,
     };
     let old_groups = match &old {
         Some(old) if *old == u.record => {
@@ -295,7 +332,11 @@ fn read_ranges(input: &dyn Input, chunk: &[Work]) -> std::io::Result<Vec<Range>>
         .collect()
 }
 
-fn validate_chunk(file: &FileContext, chunk: &[Work]) -> std::io::Result<Vec<Outcome>> {
+fn validate_chunk(
+    file: &FileContext,
+    chunk: &[Work],
+    snapshot: Option<&dyn StoredRecords>,
+) -> std::io::Result<Vec<Outcome>> {
     let ranges = read_ranges(file.input, chunk)?;
     let ctx = RowContext {
         feed: file.feed,
@@ -316,7 +357,10 @@ fn validate_chunk(file: &FileContext, chunk: &[Work]) -> std::io::Result<Vec<Out
         .into_par_iter()
         .map_init(
             || RowParser::new(file.header.delimiter),
-            |parser, (w, bytes)| validate_work(w, parser.parse(bytes), file, &ctx),
+            |parser, (w, bytes)| {
+                let outcome = validate_work(w, parser.parse(bytes), file, &ctx);
+                read_ahead(outcome, snapshot)
+            },
         )
         .collect())
 }
@@ -342,9 +386,29 @@ fn validate_work(w: &Work, record: Cells, file: &FileContext, ctx: &RowContext) 
                 record: valid.encoded,
                 groups: valid.groups,
                 stored,
+                old: None,
             }),
             Err(reasons) => error(reasons),
         },
+    }
+}
+
+/// Attaches the stored record to an update, or settles it as unchanged.
+fn read_ahead(outcome: Outcome, snapshot: Option<&dyn StoredRecords>) -> Outcome {
+    let (mut u, snapshot) = match (outcome, snapshot) {
+        (Outcome::Upsert(u), Some(snapshot)) if u.stored => (u, snapshot),
+        (other, _) => return other,
+    };
+    match snapshot.stored_record(&u.id) {
+        Ok(Some(old)) if old == u.record => Outcome::Unchanged {
+            id: u.id,
+            hash: u.hash,
+        },
+        Ok(old) => {
+            u.old = Some(old);
+            Outcome::Upsert(u)
+        }
+        Err(e) => Outcome::SnapshotFailed(e),
     }
 }
 

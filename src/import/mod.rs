@@ -40,7 +40,8 @@ mod scan;
 mod validate;
 
 pub use apply::{
-    apply_diff, Applied, ApplyCounts, ApplyError, ErrorSink, FeedWriter, FileContext, RowError,
+    apply_diff, apply_diff_with_snapshot, Applied, ApplyCounts, ApplyError, ErrorSink, FeedWriter,
+    FileContext, RowError, StoredRecords,
 };
 pub use diff::{diff_scan, Diff, StoredIndex};
 pub use guard::{judge_delete_guard, thousands, Verdict};

@@ -35,7 +35,7 @@ use crate::import::record::Record;
 use crate::import::StoredIndex;
 
 pub use runs::{Run, RunState};
-pub use writer::{ReadFeed, WriteFeed};
+pub use writer::{ReadFeed, Snapshot, WriteFeed};
 
 /// The schema this build writes. A store with a higher version was written
 /// by a newer flagsync.
@@ -248,6 +248,12 @@ impl Store {
         let txn = self.begin_read()?;
         let mut reader = ReadFeed::open(&txn, feed)?;
         Ok(f(&mut reader))
+    }
+
+    /// The feed's records as committed now, readable from many threads.
+    pub fn snapshot(&self, feed: &str) -> Result<Snapshot, StoreError> {
+        let txn = self.begin_read()?;
+        Snapshot::open(&txn, feed)
     }
 
     /// Number of recipients in a feed.

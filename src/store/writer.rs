@@ -133,3 +133,30 @@ impl FeedWriter for ReadFeed {
         Ok(())
     }
 }
+
+/// The feed's records as committed before a run, shared by the threads
+/// that validate the run's rows.
+pub struct Snapshot {
+    recipients: Option<ReadOnlyTable<&'static str, &'static [u8]>>,
+}
+
+impl Snapshot {
+    pub(super) fn open(txn: &ReadTransaction, feed: &str) -> Result<Self, StoreError> {
+        let n = Names::of(feed);
+        Ok(Snapshot {
+            recipients: optional(txn.open_table(TableDefinition::new(&n.recipients)))?,
+        })
+    }
+}
+
+impl crate::import::StoredRecords for Snapshot {
+    fn stored_record(&self, id: &str) -> Result<Option<Vec<u8>>, String> {
+        match &self.recipients {
+            Some(t) => t
+                .get(id)
+                .map(|v| v.map(|v| v.value().to_vec()))
+                .map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
+    }
+}

@@ -17,8 +17,8 @@ use std::time::{Instant, SystemTime};
 
 use crate::config::{Config, Feed};
 use crate::import::{
-    apply_diff, diff_scan, judge_delete_guard, scan_file, ApplyCounts, ApplyError, Diff,
-    FileContext, FileInput, Input, Scan, StoredIndex, Verdict,
+    apply_diff, apply_diff_with_snapshot, diff_scan, judge_delete_guard, scan_file, ApplyCounts,
+    ApplyError, Diff, FileContext, FileInput, Input, Scan, StoredIndex, Verdict,
 };
 use crate::report::ErrorCollector;
 use crate::store::{DataLock, ReadFeed, Run, RunState, Store, StoreError};
@@ -44,6 +44,7 @@ impl<E: Into<WorkerError>> From<ApplyError<E>> for WorkerError {
         match e {
             ApplyError::Writer(w) => w.into(),
             ApplyError::Damaged(d) => StoreError::Damaged(d.to_string()).into(),
+            ApplyError::Snapshot(s) => StoreError::Damaged(s).into(),
             ApplyError::Read(e) => {
                 WorkerError::Output(format!("the file cannot be read again: {e}"))
             }
@@ -492,8 +493,15 @@ fn apply_run(
                 errors_dir.display()
             ))
         })?;
+    // Taken before the write transaction: the state the writer starts from
+    // (the data lock keeps other writers out).
+    let snapshot = store.snapshot(&file.feed.name)?;
     let txn = store.begin_run()?;
-    let applied = txn.with_feed(&file.feed.name, |w| apply_diff(file, diff, w, &mut errors))??;
+    let applied = txn.with_feed(&file.feed.name, |w| {
+        apply_diff_with_snapshot(file, diff, w, &mut errors, Some(&snapshot))
+    })??;
+    drop(snapshot);
+    tracing::debug!("merged the hash list");
     if applied.hashes_changed {
         txn.put_hash_list(&file.feed.name, &applied.hashes)?;
     }
