@@ -342,7 +342,7 @@ pub(crate) fn last_record_boundary(buf: &[u8], delimiter: u8) -> Option<usize> {
 }
 
 fn parse_block(block: &Block, feed: &Feed, header: &Header, ids: IdDecoding) -> BlockResult {
-    let utf8 = std::str::from_utf8(&block.bytes).is_ok();
+    let utf8 = simdutf8::basic::from_utf8(&block.bytes).is_ok();
     let id_encoding = match (ids, utf8) {
         (IdDecoding::Guess, true) => Encoding::Utf8,
         _ => Encoding::Windows1252,
