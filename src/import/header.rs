@@ -151,7 +151,7 @@ fn parse_header(line: &[u8], bom_len: u64, feed: &Feed) -> Result<Header, Reject
         .iter()
         .map(|c| decode_field(c, encoding).trim().to_string())
         .collect();
-    let field_columns = map_fields(&columns, feed)?;
+    let field_columns = map_fields(&columns, feed).map_err(|r| r.with_encoding(encoding))?;
     let lines_before_data = line.iter().filter(|&&b| b == b'\n').count() as u64;
     Ok(Header {
         bom_len,

@@ -35,13 +35,21 @@ impl Encoding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     pub reason: String,
+    /// The file's encoding, when it was read far enough to tell.
+    pub encoding: Option<Encoding>,
 }
 
 impl Rejection {
     pub fn new(reason: impl Into<String>) -> Rejection {
         Rejection {
             reason: reason.into(),
+            encoding: None,
         }
+    }
+
+    pub fn with_encoding(mut self, encoding: Encoding) -> Rejection {
+        self.encoding = Some(encoding);
+        self
     }
 }
 
@@ -223,10 +231,16 @@ fn scan_rows(
             out.non_ascii_ids_in_utf8_blocks |= r.utf8 && r.non_ascii_ids;
         }
         if out.rows_read > feed.max_rows {
+            let encoding = if out.all_utf8 {
+                Encoding::Utf8
+            } else {
+                Encoding::Windows1252
+            };
             return Err(Rejection::new(format!(
                 "the file has more than {} data rows, this feed's max_rows",
                 feed.max_rows
-            )));
+            ))
+            .with_encoding(encoding));
         }
         progress(reader.offset);
         pool.extend(batch.drain(..).map(|b| b.bytes));

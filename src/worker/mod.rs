@@ -121,15 +121,28 @@ pub fn import_file(
     } else {
         (Access::Upgrade, Some(DataLock::acquire(&config.data_dir)?))
     };
-    run_file(
+    run_file(RunRequest {
         config,
         feed,
         path,
-        &file_name_of(path),
+        file_name: &file_name_of(path),
         access,
         options,
-        None,
-    )
+        confirmation: None,
+    })
+}
+
+/// Everything one run needs to know.
+struct RunRequest<'a> {
+    config: &'a Config,
+    feed: &'a Feed,
+    /// Where the bytes are (the upload, or a held run's kept copy).
+    path: &'a Path,
+    /// The name the file arrived with.
+    file_name: &'a str,
+    access: Access<'a>,
+    options: ImportOptions,
+    confirmation: Option<Confirmation>,
 }
 
 /// How a run reaches the store.
@@ -166,15 +179,15 @@ pub fn confirm_run(
         held,
         by: by.to_string(),
     };
-    run_file(
+    run_file(RunRequest {
         config,
         feed,
-        &path,
-        &file,
-        Access::Open(&store),
+        path: &path,
+        file_name: &file,
+        access: Access::Open(&store),
         options,
-        Some(confirmation),
-    )
+        confirmation: Some(confirmation),
+    })
 }
 
 /// Rejects a held run: nothing is applied and its kept file is deleted.
@@ -267,16 +280,16 @@ fn scan_and_index(
     Ok((scan, index))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_file(
-    config: &Config,
-    feed: &Feed,
-    path: &Path,
-    file_name: &str,
-    access: Access,
-    options: ImportOptions,
-    confirmation: Option<Confirmation>,
-) -> Result<Run, WorkerError> {
+fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
+    let RunRequest {
+        config,
+        feed,
+        path,
+        file_name,
+        access,
+        options,
+        confirmation,
+    } = request;
     let t0 = Instant::now();
     let started_at = confirmation
         .as_ref()
@@ -304,6 +317,7 @@ fn run_file(
         Ok(scan) => scan,
         Err(rejection) => {
             run.reason = Some(rejection.reason);
+            run.encoding = rejection.encoding;
             finish_timing(&mut run, t0);
             tracing::warn!(
                 reason = run.reason.as_deref().unwrap_or(""),
