@@ -65,7 +65,12 @@ pub struct Diff {
 pub fn diff_scan(scan: Scan, stored: StoredIndex, fingerprint: u64) -> Diff {
     let trust_hashes = stored.fingerprint == Some(fingerprint);
     let mut rows = scan.rows;
-    rows.par_sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.offset.cmp(&b.offset)));
+    let by_id_then_offset =
+        |a: &ScannedRow, b: &ScannedRow| a.id.cmp(&b.id).then(a.offset.cmp(&b.offset));
+    // HR exports are usually sorted by ID already: check before sorting.
+    if !rows.is_sorted_by(|a, b| by_id_then_offset(a, b).is_le()) {
+        rows.par_sort_unstable_by(by_id_then_offset);
+    }
     let mut diff = Diff {
         rows_read: scan.rows_read,
         filtered: scan.filtered,
