@@ -176,7 +176,7 @@ impl Feed {
     }
 
     /// A fingerprint of everything that decides whether a stored row is still
-    /// valid and how it is stored. When it changes, every row is validated
+    /// valid, imported at all, and how it is stored. When it changes, every row is validated
     /// again instead of trusting the stored raw hashes.
     pub fn mapping_fingerprint(&self) -> u64 {
         let mut text = String::new();
@@ -187,12 +187,18 @@ impl Feed {
             ));
         }
         text.push_str(&format!(
-            "id={}|groups={:?}|channel={}|country={}",
+            "id={}|groups={:?}|channel={}|country={}|delimiter={:?}",
             self.id_field,
             self.group_fields,
             self.require_channel,
-            self.default_country.as_ref()
+            self.default_country.as_ref(),
+            self.delimiter
         ));
+        // Filters too: a row whose raw text is as stored is taken as
+        // unchanged without being parsed, so without being filtered.
+        for f in &self.filters {
+            text.push_str(&format!("|filter={}:{:?}", f.field, f.equals));
+        }
         xxhash_rust::xxh3::xxh3_64(text.as_bytes())
     }
 }

@@ -46,7 +46,7 @@ pub use apply::{
 pub use diff::{diff_scan, Diff, StoredIndex};
 pub use guard::{judge_delete_guard, thousands, Verdict};
 pub use input::{FileInput, Input};
-pub use scan::{scan_file, Encoding, Rejection, Scan};
+pub use scan::{scan_file, scan_file_against, Encoding, Rejection, Scan};
 
 #[cfg(test)]
 mod tests;

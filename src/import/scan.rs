@@ -9,6 +9,7 @@ use crate::config::Feed;
 
 use super::header::{read_header, Header};
 use super::input::Input;
+use super::validate::{Cells, RowParser};
 
 /// Blocks handed to one parser task. Big enough to amortise the task, small
 /// enough that a batch of them stays a few tens of MiB.
@@ -95,6 +96,19 @@ pub fn scan_file(
     feed: &Feed,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Scan, Rejection> {
+    scan_file_against(input, feed, None, progress)
+}
+
+/// As [`scan_file`], with the feed's stored (ID, raw hash) list: a row
+/// whose raw text hashes to its ID's stored hash is taken as unchanged
+/// without being parsed. Pass it only when its hashes can be trusted (the
+/// stored mapping fingerprint equals the feed's).
+pub fn scan_file_against(
+    input: &dyn Input,
+    feed: &Feed,
+    known: Option<&[(CompactString, u64)]>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Scan, Rejection> {
     if input.len() > feed.max_file_size {
         return Err(Rejection::new(format!(
             "the file is {} bytes, over this feed's max_file_size of {} bytes",
@@ -103,7 +117,12 @@ pub fn scan_file(
         )));
     }
     let header = read_header(input, feed)?;
-    let first = scan_rows(input, feed, &header, IdDecoding::Guess, progress)?;
+    let ctx = ScanContext {
+        feed,
+        header: &header,
+        known,
+    };
+    let first = scan_rows(input, &ctx, IdDecoding::Guess, progress)?;
     let encoding = if first.all_utf8 {
         Encoding::Utf8
     } else {
@@ -112,7 +131,7 @@ pub fn scan_file(
     // A block that happened to be valid UTF-8 in a Windows-1252 file decoded
     // its non-ASCII IDs as UTF-8: read again, decoding every ID as 1252.
     let rows = if encoding == Encoding::Windows1252 && first.non_ascii_ids_in_utf8_blocks {
-        scan_rows(input, feed, &header, IdDecoding::Windows1252, progress)?
+        scan_rows(input, &ctx, IdDecoding::Windows1252, progress)?
     } else {
         first
     };
@@ -184,11 +203,11 @@ struct Block {
 
 fn scan_rows(
     input: &dyn Input,
-    feed: &Feed,
-    header: &Header,
+    ctx: &ScanContext,
     ids: IdDecoding,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<ScannedRows, Rejection> {
+    let (feed, header) = (ctx.feed, ctx.header);
     let batch_blocks = rayon::current_num_threads().max(1) * 2;
     let mut out = ScannedRows {
         rows: Vec::new(),
@@ -207,7 +226,7 @@ fn scan_rows(
             || {
                 batch
                     .par_iter()
-                    .map(|b| parse_block(b, feed, header, ids))
+                    .map(|b| parse_block(b, &ctx, ids))
                     .collect::<Vec<BlockResult>>()
             },
             || read_batch(&mut reader, batch_blocks, &mut pool),
@@ -355,7 +374,8 @@ pub(crate) fn last_record_boundary(buf: &[u8], delimiter: u8) -> Option<usize> {
     last
 }
 
-fn parse_block(block: &Block, feed: &Feed, header: &Header, ids: IdDecoding) -> BlockResult {
+fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult {
+    let (feed, header) = (ctx.feed, ctx.header);
     let utf8 = simdutf8::basic::from_utf8(&block.bytes).is_ok();
     let id_encoding = match (ids, utf8) {
         (IdDecoding::Guess, true) => Encoding::Utf8,
@@ -370,13 +390,9 @@ fn parse_block(block: &Block, feed: &Feed, header: &Header, ids: IdDecoding) -> 
         non_ascii_ids: false,
         error: None,
     };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .delimiter(header.delimiter)
-        .flexible(true)
-        .from_reader(&block.bytes[..]);
     let bytes = &block.bytes[..];
-    let mut record = csv::ByteRecord::new();
+    let delimiter = header.delimiter;
+    let mut parser = RowParser::new(delimiter);
     let mut scratch = Vec::with_capacity(512);
     let ncols = header.columns.len();
     let id_col = header.field_columns[feed.id_field];
@@ -386,38 +402,63 @@ fn parse_block(block: &Block, feed: &Feed, header: &Header, ids: IdDecoding) -> 
         .enumerate()
         .all(|(i, c)| *c == Some(i))
         && header.field_columns.len() == ncols;
-    // Line numbers are counted here: the csv crate reports a record after
-    // CRLF or blank lines as starting on the line break before it.
+    // Rows whose raw text is as stored need no parsing at all.
+    let known = ctx.known.filter(|k| !k.is_empty() && every_column_in_order);
+    let mut hint = 0usize;
     let (mut counted_to, mut line) = (0usize, 1u64);
-    let mut previous_end = 0usize;
-    loop {
-        match reader.read_byte_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                result.error = Some(e.to_string());
-                break;
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let line_end = record_end(bytes, pos, delimiter);
+        if bytes[pos..line_end]
+            .iter()
+            .all(|b| matches!(b, b'\r' | b'\n'))
+        {
+            // A blank line: the csv crate skips it too.
+            pos = line_end;
+            continue;
+        }
+        line += memchr::memchr_iter(b'\n', &bytes[counted_to..pos]).count() as u64;
+        counted_to = pos;
+        if let (Some(known), Some(id_col)) = (known, id_col) {
+            let text = &bytes[pos..line_end];
+            let hash = line_hash(text, delimiter);
+            if let Some(raw_id) = plain_field(text, delimiter, id_col) {
+                let id = decode_field(trim_bytes(raw_id), id_encoding);
+                let id = id.trim();
+                if stored_hash(known, id, &mut hint) == Some(hash) {
+                    result.non_ascii_ids |= !id.is_ascii();
+                    result.rows_read += 1;
+                    result.rows.push(ScannedRow {
+                        id: CompactString::from(id),
+                        hash,
+                        offset: block.offset + pos as u64,
+                        len: u32::try_from(line_end - pos).unwrap_or(u32::MAX),
+                        line: u32::try_from(line).unwrap_or(u32::MAX),
+                        shape: RowShape::Whole,
+                    });
+                    pos = line_end;
+                    continue;
+                }
             }
         }
-        let end = (reader.position().byte() as usize).min(bytes.len());
-        let mut start = record
-            .position()
-            .map_or(previous_end, |p| p.byte() as usize)
-            .min(end);
-        while start < end && matches!(bytes[start], b'\r' | b'\n') {
-            start += 1;
+        let (record, consumed) = parser.parse_record(&bytes[pos..]);
+        if consumed == 0 {
+            break;
         }
-        previous_end = end;
-        line += memchr::memchr_iter(b'\n', &bytes[counted_to..start]).count() as u64;
-        counted_to = start;
+        let end = pos + consumed;
+        if record.count() == 0 {
+            pos = end;
+            continue;
+        }
         result.rows_read += 1;
-        let shape = if record.len() == ncols {
+        let shape = if record.count() == ncols {
             RowShape::Whole
         } else {
             RowShape::WrongColumnCount
         };
         if shape == RowShape::Whole && is_filtered_out(&record, feed, header, id_encoding) {
             result.filtered += 1;
+            pos = end;
             continue;
         }
         let raw_id = id_col
@@ -429,32 +470,97 @@ fn parse_block(block: &Block, feed: &Feed, header: &Header, ids: IdDecoding) -> 
         }
         let id = CompactString::from(decode_field(raw_id, id_encoding).trim());
         let hash = if every_column_in_order {
-            line_hash(&bytes[start..end])
+            line_hash(&bytes[pos..end], delimiter)
         } else {
             raw_hash(&record, &header.field_columns, &mut scratch)
         };
         result.rows.push(ScannedRow {
             id,
             hash,
-            offset: block.offset + start as u64,
-            len: u32::try_from(end - start).unwrap_or(u32::MAX),
+            offset: block.offset + pos as u64,
+            len: u32::try_from(end - pos).unwrap_or(u32::MAX),
             line: u32::try_from(line).unwrap_or(u32::MAX),
             shape,
         });
+        pos = end;
     }
     result.newlines =
         line - 1 + memchr::memchr_iter(b'\n', &bytes[counted_to.min(bytes.len())..]).count() as u64;
     result
 }
 
+/// What parsing a block needs besides the block.
+struct ScanContext<'a> {
+    feed: &'a Feed,
+    header: &'a Header,
+    /// The feed's stored (ID, raw hash) list, sorted, when its hashes can be
+    /// trusted (same mapping fingerprint).
+    known: Option<&'a [(CompactString, u64)]>,
+}
+
+/// The end (after its `\n`, or the end of `bytes`) of the record starting
+/// at `start`, by csv-core's quoting rules (see [`last_record_boundary`]).
+/// Only a guess for the fast path: the parser has the last word.
+fn record_end(bytes: &[u8], start: usize, delimiter: u8) -> usize {
+    let mut in_quotes = false;
+    let mut closed_at = usize::MAX;
+    for at in memchr::memchr2_iter(b'"', b'\n', &bytes[start..]) {
+        let pos = start + at;
+        if bytes[pos] == b'\n' {
+            if !in_quotes {
+                return pos + 1;
+            }
+        } else if in_quotes {
+            in_quotes = false;
+            closed_at = pos;
+        } else if pos > start && closed_at == pos - 1 {
+            in_quotes = true;
+        } else {
+            let prev = if pos == start { b'\n' } else { bytes[pos - 1] };
+            if prev == b'\n' || prev == b'\r' || prev == delimiter {
+                in_quotes = true;
+            }
+        }
+    }
+    bytes.len()
+}
+
+/// Cell `n` of a line when it is plain (no quotes up to it): the fast
+/// path's way to the ID without parsing the row.
+fn plain_field(line: &[u8], delimiter: u8, n: usize) -> Option<&[u8]> {
+    let mut start = 0;
+    for _ in 0..n {
+        start += memchr::memchr(delimiter, &line[start..])? + 1;
+    }
+    let rest = &line[start..];
+    let end = memchr::memchr(delimiter, rest).unwrap_or_else(|| {
+        let mut e = rest.len();
+        while e > 0 && matches!(rest[e - 1], b'\r' | b'\n') {
+            e -= 1;
+        }
+        e
+    });
+    let cell = &rest[..end];
+    (!line[..start + end].contains(&b'"')).then_some(cell)
+}
+
+/// The stored hash of `id`, searching from `hint` first (files are often in
+/// ID order, so the next row's ID is usually just after the last one).
+fn stored_hash(known: &[(CompactString, u64)], id: &str, hint: &mut usize) -> Option<u64> {
+    if let Some((k, h)) = known.get(*hint) {
+        if k.as_str() == id {
+            *hint += 1;
+            return Some(*h);
+        }
+    }
+    let at = known.binary_search_by(|(k, _)| k.as_str().cmp(id)).ok()?;
+    *hint = at + 1;
+    Some(known[at].1)
+}
+
 /// A row is filtered out when a filter's field does not hold one of its
 /// values (trimmed, case-insensitive; the configured values are lowercase).
-fn is_filtered_out(
-    record: &csv::ByteRecord,
-    feed: &Feed,
-    header: &Header,
-    encoding: Encoding,
-) -> bool {
+fn is_filtered_out(record: &Cells, feed: &Feed, header: &Header, encoding: Encoding) -> bool {
     feed.filters.iter().any(|filter| {
         let value = header.field_columns[filter.field]
             .and_then(|c| record.get(c))
@@ -475,18 +581,19 @@ fn is_filtered_out(
 /// Hash of a row's raw text (without its line break): used when the feed
 /// maps every column of the file, in order, so that it equals hashing the
 /// mapped fields but costs one pass instead of a copy per cell.
-pub(crate) fn line_hash(line: &[u8]) -> u64 {
+pub(crate) fn line_hash(line: &[u8], delimiter: u8) -> u64 {
     let mut end = line.len();
     while end > 0 && matches!(line[end - 1], b'\r' | b'\n') {
         end -= 1;
     }
-    xxhash_rust::xxh3::xxh3_64(&line[..end])
+    // The delimiter is part of what the text means.
+    xxhash_rust::xxh3::xxh3_64_with_seed(&line[..end], u64::from(delimiter))
 }
 
 /// Hash of the mapped raw fields in the feed's field order, so that a moved
 /// or an unmapped column changes nothing.
 pub(crate) fn raw_hash(
-    record: &csv::ByteRecord,
+    record: &Cells,
     field_columns: &[Option<usize>],
     scratch: &mut Vec<u8>,
 ) -> u64 {

@@ -291,10 +291,27 @@ fn try_run(
     bytes: &[u8],
 ) -> Result<(ApplyCounts, Vec<RowError>), Rejection> {
     let input: Vec<u8> = bytes.to_vec();
-    let scan = scan_file(&input, feed, &|_| {})?;
+    let index = model.index();
+    let known =
+        (index.fingerprint == Some(feed.mapping_fingerprint())).then_some(index.hashes.as_slice());
+    let scan = scan_file_against(&input, feed, known, &|_| {})?;
+    // The fast path (rows recognised by their stored hash, unparsed) must
+    // see exactly what a full parse sees.
+    let full = scan_file(&input, feed, &|_| {})?;
+    let facts = |s: &Scan| -> Vec<(String, u64, u64, u32, RowShape)> {
+        s.rows
+            .iter()
+            .map(|r| (r.id.to_string(), r.hash, r.offset, r.line, r.shape))
+            .collect()
+    };
+    assert_eq!(facts(&scan), facts(&full), "fast-path scan differs");
+    assert_eq!(
+        (scan.rows_read, scan.filtered, scan.encoding),
+        (full.rows_read, full.filtered, full.encoding)
+    );
     let header = scan.header.clone();
     let encoding = scan.encoding;
-    let diff = diff_scan(scan, model.index(), feed.mapping_fingerprint());
+    let diff = diff_scan(scan, index, feed.mapping_fingerprint());
     let file = FileContext {
         input: &input,
         feed,
@@ -807,7 +824,19 @@ fn sequential_scan(bytes: &[u8], field_columns: &[Option<usize>]) -> Vec<Sequent
         out.push(SequentialRow {
             facts: (
                 String::from_utf8(id.to_vec()).expect("ASCII IDs"),
-                raw_hash(&record, field_columns, &mut scratch),
+                {
+                    let mut ends = Vec::with_capacity(record.len());
+                    let mut at = 0;
+                    for cell in record.iter() {
+                        at += cell.len();
+                        ends.push(at);
+                    }
+                    let cells = super::validate::Cells {
+                        data: record.as_slice(),
+                        ends: &ends,
+                    };
+                    raw_hash(&cells, field_columns, &mut scratch)
+                },
                 reader.position().byte(),
                 shape,
             ),

@@ -48,6 +48,79 @@ impl<'a> Cells<'a> {
     }
 }
 
+/// Parses single records with one reused csv-core reader: building a
+/// reader costs far more than parsing a row.
+pub struct RowParser {
+    core: csv_core::Reader,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl RowParser {
+    pub fn new(delimiter: u8) -> RowParser {
+        RowParser {
+            core: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
+            out: vec![0; 1024],
+            ends: vec![0; 64],
+        }
+    }
+
+    /// The first record in `input` (no cells on anything unexpected),
+    /// borrowing the parser's buffers: no allocation per row.
+    pub fn parse(&mut self, input: &[u8]) -> Cells<'_> {
+        self.parse_record(input).0
+    }
+
+    /// The first record in `input` and how many bytes it took (its line
+    /// break included); 0 bytes at the end of the input.
+    pub fn parse_record(&mut self, input: &[u8]) -> (Cells<'_>, usize) {
+        use csv_core::ReadRecordResult as R;
+        self.core.reset();
+        let (mut at_in, mut at_out, mut at_end) = (0, 0, 0);
+        loop {
+            let (result, n_in, n_out, n_ends) = self.core.read_record(
+                &input[at_in..],
+                &mut self.out[at_out..],
+                &mut self.ends[at_end..],
+            );
+            at_in += n_in;
+            at_out += n_out;
+            at_end += n_ends;
+            match result {
+                R::InputEmpty if at_in < input.len() => continue,
+                // An empty input tells csv-core the data ended.
+                R::InputEmpty => {
+                    let (result, _, n_out, n_ends) = self.core.read_record(
+                        &[],
+                        &mut self.out[at_out..],
+                        &mut self.ends[at_end..],
+                    );
+                    at_out += n_out;
+                    at_end += n_ends;
+                    if matches!(result, R::OutputFull | R::OutputEndsFull) {
+                        self.grow();
+                        continue;
+                    }
+                    break;
+                }
+                R::OutputFull | R::OutputEndsFull => self.grow(),
+                R::Record | R::End => break,
+            }
+        }
+        let cells = Cells {
+            data: &self.out[..at_out],
+            ends: &self.ends[..at_end],
+        };
+        (cells, at_in)
+    }
+
+    fn grow(&mut self) {
+        let (out, ends) = (self.out.len() * 2, self.ends.len() * 2);
+        self.out.resize(out, 0);
+        self.ends.resize(ends, 0);
+    }
+}
+
 /// A valid row, encoded as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidRow {

@@ -17,8 +17,8 @@ use std::time::{Instant, SystemTime};
 
 use crate::config::{Config, Feed};
 use crate::import::{
-    apply_diff, apply_diff_with_snapshot, diff_scan, judge_delete_guard, scan_file, ApplyCounts,
-    ApplyError, Diff, FileContext, FileInput, Input, Scan, StoredIndex, Verdict,
+    apply_diff, apply_diff_with_snapshot, diff_scan, judge_delete_guard, scan_file_against,
+    ApplyCounts, ApplyError, Diff, FileContext, FileInput, Input, Scan, StoredIndex, Verdict,
 };
 use crate::report::ErrorCollector;
 use crate::store::{DataLock, ReadFeed, Run, RunState, Store, StoreError};
@@ -247,36 +247,31 @@ fn progress_bar(input: &dyn Input, enabled: bool) -> Option<indicatif::ProgressB
     Some(bar)
 }
 
-/// Pass 1 and the store's index, side by side.
+/// The store's index, then pass 1 against it: rows whose raw text is as
+/// stored are recognised without being parsed.
 fn scan_and_index(
     input: &dyn Input,
     feed: &Feed,
     store: Option<&Store>,
     progress: bool,
 ) -> Result<(Result<Scan, crate::import::Rejection>, StoredIndex), WorkerError> {
+    let index = match store {
+        Some(store) => store.feed_index(&feed.name)?,
+        None => StoredIndex::default(),
+    };
+    tracing::debug!("read the store's index");
+    let known =
+        (index.fingerprint == Some(feed.mapping_fingerprint())).then_some(index.hashes.as_slice());
     let bar = progress_bar(input, progress);
     let on_progress = |done: u64| {
         if let Some(b) = &bar {
             b.set_position(done);
         }
     };
-    let (scan, index) = std::thread::scope(|s| {
-        let index = s.spawn(|| {
-            let index = match store {
-                Some(store) => store.feed_index(&feed.name),
-                None => Ok(StoredIndex::default()),
-            };
-            tracing::debug!("read the store's index");
-            index
-        });
-        let scan = scan_file(input, feed, &on_progress);
-        (scan, index.join())
-    });
+    let scan = scan_file_against(input, feed, known, &on_progress);
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let index =
-        index.map_err(|_| StoreError::Damaged("reading the store's index failed".into()))??;
     Ok((scan, index))
 }
 
