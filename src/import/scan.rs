@@ -226,7 +226,7 @@ fn scan_rows(
             || {
                 batch
                     .par_iter()
-                    .map(|b| parse_block(b, &ctx, ids))
+                    .map(|b| parse_block(b, ctx, ids))
                     .collect::<Vec<BlockResult>>()
             },
             || read_batch(&mut reader, batch_blocks, &mut pool),
