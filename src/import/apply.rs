@@ -15,9 +15,10 @@ use super::record::{DecodeError, Record};
 use super::scan::{decode_field, Encoding};
 use super::validate::{validate_row, Cells, RowContext, RowParser};
 
-/// Rows validated per chunk: bounds memory (the validated records of one
-/// chunk) while keeping both cores busy.
-const CHUNK_ROWS: usize = 32_768;
+/// Rows validated per chunk: small enough that the writer starts early and
+/// overlaps the validation of the next chunk (a typical daily delta is a few
+/// chunks), large enough to keep both cores busy.
+const CHUNK_ROWS: usize = 4_096;
 /// Neighbouring rows closer than this are read with one read.
 const MAX_GAP: u64 = 4 << 10;
 /// Largest single read.
