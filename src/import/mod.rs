@@ -8,8 +8,10 @@
 //! through `worker`.
 //!
 //! The path of a file (see ARCHITECTURE.md):
-//! 1. [`scan_file`] (pass 1, parallel): per row only the ID, a 64-bit hash
-//!    of its mapped raw fields, its byte offset/length and line number.
+//! 1. [`scan_file`] / [`scan_file_against`] (pass 1, parallel): per row
+//!    only the ID, a 64-bit raw hash, its byte offset/length and line
+//!    number; against the stored hash list, a row whose raw text is as
+//!    stored is recognised without being parsed.
 //! 2. [`diff_scan`]: sort by ID and merge-join with the stored (ID, hash)
 //!    list: unchanged rows cost nothing more; new and changed rows become
 //!    candidates; stored IDs absent from the file are removals.
