@@ -226,24 +226,36 @@ pub fn apply_diff_with_snapshot<W: FeedWriter>(
 /// The kept entries (sorted) with the written ones (any order) replacing or
 /// joining them.
 fn merge_hashes(
-    kept: Vec<(CompactString, u64)>,
-    mut written: Vec<(CompactString, u64)>,
+    mut kept: Vec<(CompactString, u64)>,
+    written: Vec<(CompactString, u64)>,
 ) -> Vec<(CompactString, u64)> {
-    if written.is_empty() {
+    // In place: a daily run writes a few thousand entries into a list of a
+    // million; copying the million into a new list cost more than the rest.
+    let mut new_ids = Vec::new();
+    for (id, hash) in written {
+        match kept.binary_search_by(|k| k.0.cmp(&id)) {
+            Ok(at) => kept[at].1 = hash,
+            Err(_) => new_ids.push((id, hash)),
+        }
+    }
+    if new_ids.is_empty() {
         return kept;
     }
-    written.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut out = Vec::with_capacity(kept.len() + written.len());
-    let mut kept = kept.into_iter().peekable();
-    for w in written {
-        while let Some(k) = kept.next_if(|k| k.0 < w.0) {
-            out.push(k);
+    new_ids.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // Merge from the back into the grown list.
+    let old_len = kept.len();
+    kept.resize(old_len + new_ids.len(), (CompactString::default(), 0));
+    let (mut read, mut write) = (old_len, kept.len());
+    while let Some(new) = new_ids.pop() {
+        while read > 0 && kept[read - 1].0 > new.0 {
+            read -= 1;
+            write -= 1;
+            kept.swap(read, write);
         }
-        kept.next_if(|k| k.0 == w.0);
-        out.push(w);
+        write -= 1;
+        kept[write] = new;
     }
-    out.extend(kept);
-    out
+    kept
 }
 
 fn write_upsert<W: FeedWriter>(
