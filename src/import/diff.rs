@@ -77,8 +77,10 @@ pub fn diff_scan(scan: Scan, stored: StoredIndex, fingerprint: u64) -> Diff {
         stored_count: stored.hashes.len() as u64,
         ..Diff::default()
     };
-    diff.kept.reserve(stored.hashes.len());
-    let mut stored_iter = stored.hashes.into_iter().peekable();
+    // The kept entries are compacted in place at the front of the stored
+    // list (`write` ≤ `read`), so no second list of a million is built.
+    let mut list = stored.hashes;
+    let (mut read, mut write) = (0usize, 0usize);
     let mut i = 0;
     while i < rows.len() {
         let id = rows[i].id.clone();
@@ -98,14 +100,19 @@ pub fn diff_scan(scan: Scan, stored: StoredIndex, fingerprint: u64) -> Diff {
             continue;
         }
         // Stored IDs before this one are absent from the file.
-        while let Some((sid, _)) = stored_iter.next_if(|(sid, _)| *sid < id) {
-            diff.removed.push(sid);
+        while read < list.len() && list[read].0 < id {
+            diff.removed.push(std::mem::take(&mut list[read].0));
+            read += 1;
         }
-        let stored_hash = stored_iter.next_if(|(sid, _)| *sid == id).map(|entry| {
-            let hash = entry.1;
-            diff.kept.push(entry);
-            hash
-        });
+        let stored_hash = if read < list.len() && list[read].0 == id {
+            let hash = list[read].1;
+            list.swap(write, read);
+            write += 1;
+            read += 1;
+            Some(hash)
+        } else {
+            None
+        };
         let first = &rows[i];
         match (first.shape, stored_hash) {
             (RowShape::WrongColumnCount, _) => {
@@ -129,7 +136,12 @@ pub fn diff_scan(scan: Scan, stored: StoredIndex, fingerprint: u64) -> Diff {
         }
         i = j;
     }
-    diff.removed.extend(stored_iter.map(|(sid, _)| sid));
+    while read < list.len() {
+        diff.removed.push(std::mem::take(&mut list[read].0));
+        read += 1;
+    }
+    list.truncate(write);
+    diff.kept = list;
     diff.work.par_sort_unstable_by_key(|w| w.row.offset);
     diff
 }
