@@ -79,7 +79,8 @@ pub(super) fn write_list(
 pub(super) fn read_list(
     table: &impl ReadableTable<u32, &'static [u8]>,
 ) -> Result<Vec<(CompactString, u64)>, StoreError> {
-    let mut out = Vec::new();
+    let chunks = table.len()? as usize;
+    let mut out = Vec::with_capacity(chunks * CHUNK_ENTRIES);
     for entry in table.iter()? {
         let (_, v) = entry?;
         decode_chunk(v.value(), &mut out)?;
