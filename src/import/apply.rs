@@ -287,12 +287,23 @@ fn write_upsert<W: FeedWriter>(
         .put_record(&u.id, &u.record)
         .map_err(ApplyError::Writer)?;
     for g in old_groups.iter().filter(|g| !u.groups.contains(g)) {
-        *group_delta.entry(g.clone()).or_default() -= 1;
+        add_to_group(group_delta, g, -1);
     }
     for g in u.groups.iter().filter(|g| !old_groups.contains(g)) {
-        *group_delta.entry(g.clone()).or_default() += 1;
+        add_to_group(group_delta, g, 1);
     }
     Ok(())
+}
+
+/// Counts a membership change without copying the group's name when the
+/// group is already counted (the writer thread does this for every row).
+fn add_to_group(group_delta: &mut HashMap<String, i64>, group: &str, delta: i64) {
+    match group_delta.get_mut(group) {
+        Some(d) => *d += delta,
+        None => {
+            group_delta.insert(group.to_string(), delta);
+        }
+    }
 }
 
 /// Writes the groups' new member counts; counts groups that appear and
