@@ -4,7 +4,7 @@
 use crate::config::{Feed, FieldKind};
 
 use super::input::Input;
-use super::scan::{decode_field, Encoding, Rejection};
+use super::scan::{decode_field, walk_record_ends, Encoding, Rejection};
 
 /// The header can be at most this long; longer means it is not a header.
 const MAX_HEADER_BYTES: usize = 1 << 20;
@@ -72,26 +72,19 @@ fn reject_utf16(buf: &[u8]) -> Result<(), Rejection> {
 }
 
 /// End (exclusive, after the line break) of the first record, honouring
-/// quotes as the csv crate does (a quote opens a quoted field only at the
-/// start of a field; the delimiter is not known yet, so any candidate
-/// counts); `None` when the buffer holds no complete first line.
+/// quotes as the csv crate does (the delimiter is not known yet, so any
+/// candidate counts); `None` when the buffer holds no complete first line.
 fn first_record_end(buf: &[u8]) -> Option<usize> {
-    let mut in_quotes = false;
-    let mut i = 0;
-    while i < buf.len() {
-        match buf[i] {
-            b'"' if in_quotes && buf.get(i + 1) == Some(&b'"') => i += 1,
-            b'"' if in_quotes => in_quotes = false,
-            b'"' => {
-                let prev = if i == 0 { b'\n' } else { buf[i - 1] };
-                in_quotes = prev == b'\n' || prev == b'\r' || CANDIDATE_DELIMITERS.contains(&prev);
-            }
-            b'\n' if !in_quotes => return Some(i + 1),
-            _ => {}
-        }
-        i += 1;
-    }
-    None
+    let mut first = None;
+    walk_record_ends(
+        buf,
+        |b| CANDIDATE_DELIMITERS.contains(&b),
+        |end| {
+            first = Some(end);
+            false
+        },
+    );
+    first
 }
 
 /// The candidate that occurs most often outside quotes; comma on a tie.

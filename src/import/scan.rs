@@ -346,17 +346,22 @@ impl<'a> BlockReader<'a> {
     }
 }
 
-/// The end of the last complete record in `buf` (just after its `\n`),
-/// following the csv crate's quoting rules: a quote opens a quoted field only
-/// at the start of a field, `""` inside quotes is an escaped quote.
-pub(crate) fn last_record_boundary(buf: &[u8], delimiter: u8) -> Option<usize> {
+/// Calls `at_end` with the end (just after its `\n`) of every record in
+/// `buf`, following the csv crate's quoting rules: a quote opens a quoted
+/// field only at the start of a field (after a line break or a byte for
+/// which `is_delimiter` holds), `""` inside quotes is an escaped quote.
+/// Stops when `at_end` returns false.
+pub(crate) fn walk_record_ends(
+    buf: &[u8],
+    is_delimiter: impl Fn(u8) -> bool,
+    mut at_end: impl FnMut(usize) -> bool,
+) {
     let mut in_quotes = false;
     let mut closed_at = usize::MAX;
-    let mut last = None;
     for pos in memchr::memchr2_iter(b'"', b'\n', buf) {
         if buf[pos] == b'\n' {
-            if !in_quotes {
-                last = Some(pos + 1);
+            if !in_quotes && !at_end(pos + 1) {
+                return;
             }
         } else if in_quotes {
             in_quotes = false;
@@ -366,11 +371,22 @@ pub(crate) fn last_record_boundary(buf: &[u8], delimiter: u8) -> Option<usize> {
             in_quotes = true;
         } else {
             let prev = if pos == 0 { b'\n' } else { buf[pos - 1] };
-            if prev == b'\n' || prev == b'\r' || prev == delimiter {
-                in_quotes = true;
-            }
+            in_quotes = prev == b'\n' || prev == b'\r' || is_delimiter(prev);
         }
     }
+}
+
+/// The end of the last complete record in `buf` (just after its `\n`).
+pub(crate) fn last_record_boundary(buf: &[u8], delimiter: u8) -> Option<usize> {
+    let mut last = None;
+    walk_record_ends(
+        buf,
+        |b| b == delimiter,
+        |end| {
+            last = Some(end);
+            true
+        },
+    );
     last
 }
 
@@ -499,30 +515,18 @@ struct ScanContext<'a> {
 }
 
 /// The end (after its `\n`, or the end of `bytes`) of the record starting
-/// at `start`, by csv-core's quoting rules (see [`last_record_boundary`]).
-/// Only a guess for the fast path: the parser has the last word.
+/// at `start`. Only a guess for the fast path: the parser has the last word.
 fn record_end(bytes: &[u8], start: usize, delimiter: u8) -> usize {
-    let mut in_quotes = false;
-    let mut closed_at = usize::MAX;
-    for at in memchr::memchr2_iter(b'"', b'\n', &bytes[start..]) {
-        let pos = start + at;
-        if bytes[pos] == b'\n' {
-            if !in_quotes {
-                return pos + 1;
-            }
-        } else if in_quotes {
-            in_quotes = false;
-            closed_at = pos;
-        } else if pos > start && closed_at == pos - 1 {
-            in_quotes = true;
-        } else {
-            let prev = if pos == start { b'\n' } else { bytes[pos - 1] };
-            if prev == b'\n' || prev == b'\r' || prev == delimiter {
-                in_quotes = true;
-            }
-        }
-    }
-    bytes.len()
+    let mut end = bytes.len();
+    walk_record_ends(
+        &bytes[start..],
+        |b| b == delimiter,
+        |e| {
+            end = start + e;
+            false
+        },
+    );
+    end
 }
 
 /// Cell `n` of a line when it is plain (no quotes up to it): the fast
