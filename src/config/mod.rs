@@ -245,8 +245,11 @@ impl Config {
         self.data_dir.join("flagsync.redb")
     }
 
+    /// The feed's folder: its error reports and held files (and later its
+    /// sFTP `upload/`, `errors/`, `archive/`). Feed names are letters,
+    /// digits, `-` and `_`, so they never meet the store's own files.
     pub fn feed_dir(&self, feed: &str) -> PathBuf {
-        self.data_dir.join("feeds").join(feed)
+        self.data_dir.join(feed)
     }
 }
 

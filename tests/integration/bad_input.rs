@@ -23,7 +23,7 @@ fn binary_garbage_fails_the_file() {
     let run = env.import_text("hr", "garbage.bin", garbage(8192));
     assert_eq!(run.state(), "failed", "{:#}", run.json);
     assert!(!run.reason().is_empty());
-    assert!(!env.data_dir.join("feeds/hr/errors").exists());
+    assert!(!env.data_dir.join("hr/errors").exists());
 }
 
 #[test]

@@ -36,7 +36,8 @@ fn assert_config_error(text: &str, needles: &[&str], any_of: &[&[&str]]) {
             );
         }
         assert!(
-            !env.data_dir.join("feeds").exists(),
+            !env.data_dir.exists()
+                || std::fs::read_dir(&env.data_dir).map_or(0, |d| d.count()) == 0,
             "nothing may be imported on a configuration error"
         );
     }

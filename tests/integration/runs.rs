@@ -90,7 +90,7 @@ fn rejecting_a_held_run_changes_nothing() {
     assert_eq!(env.export("hr"), export);
     assert_eq!(env.run_show(&id)["state"], "rejected");
 
-    let held_dir = env.data_dir.join("feeds/hr/held");
+    let held_dir = env.data_dir.join("hr/held");
     let left = std::fs::read_dir(&held_dir).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "the held copy is deleted on reject");
 

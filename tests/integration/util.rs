@@ -603,7 +603,6 @@ impl Env {
     /// Path of the error report for `file_name` of `feed`.
     pub fn error_report_path(&self, feed: &str, file_name: &str) -> PathBuf {
         self.data_dir
-            .join("feeds")
             .join(feed)
             .join("errors")
             .join(format!("{file_name}.errors.csv"))
