@@ -329,9 +329,10 @@ impl Store {
         Ok(RunTransaction { txn })
     }
 
-    /// Lets redb reuse the pages a very large run freed (redb#829).
-    pub fn after_big_run(&self, changes: u64) -> Result<(), StoreError> {
-        if changes >= BIG_RUN_CHANGES {
+    /// Lets redb reuse the pages a very large run freed (redb#829);
+    /// `rewritten` is the number of records the run replaced or removed.
+    pub fn after_big_run(&self, rewritten: u64) -> Result<(), StoreError> {
+        if rewritten >= BIG_RUN_CHANGES {
             self.writable()?.begin_write()?.commit()?;
         }
         Ok(())

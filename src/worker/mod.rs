@@ -542,6 +542,7 @@ fn apply_run(
     if let Some(f) = held_file {
         remove_quietly(Path::new(&f));
     }
-    store.after_big_run(counts.changes())?;
+    // Only updates and removals free pages; an initial load frees none.
+    store.after_big_run(counts.updated + counts.removed)?;
     Ok(())
 }
