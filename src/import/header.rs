@@ -19,6 +19,9 @@ pub struct Header {
     pub delimiter: u8,
     /// The header's cells as written (trimmed), for the error report.
     pub columns: Vec<String>,
+    /// The same cells as raw bytes, to decode again once the file's
+    /// encoding is known.
+    pub raw_columns: Vec<Vec<u8>>,
     /// Offset of the first data row.
     pub data_start: u64,
     /// Line number of the first data row's line (1-based).
@@ -150,6 +153,7 @@ fn parse_header(line: &[u8], bom_len: u64, feed: &Feed) -> Result<Header, Reject
         bom_len,
         delimiter,
         columns,
+        raw_columns: record.iter().map(<[u8]>::to_vec).collect(),
         data_start: bom_len + line.len() as u64,
         lines_before_data,
         field_columns,

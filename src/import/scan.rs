@@ -136,11 +136,13 @@ pub fn scan_file_against(
         first
     };
     let mut header = header;
-    if encoding == Encoding::Utf8 && header.header_is_cp1252 {
-        header.header_is_cp1252 = false;
-    }
-    if encoding == Encoding::Windows1252 && !header.header_is_cp1252 {
-        header.columns = reread_header_columns(input, &header)?;
+    if header.header_is_cp1252 != (encoding == Encoding::Windows1252) {
+        header.header_is_cp1252 = encoding == Encoding::Windows1252;
+        header.columns = header
+            .raw_columns
+            .iter()
+            .map(|c| decode_field(c, encoding).trim().to_string())
+            .collect();
     }
     Ok(Scan {
         header,
@@ -149,25 +151,6 @@ pub fn scan_file_against(
         filtered: rows.filtered,
         rows: rows.rows,
     })
-}
-
-fn reread_header_columns(input: &dyn Input, header: &Header) -> Result<Vec<String>, Rejection> {
-    let len = (header.data_start - header.bom_len) as usize;
-    let mut buf = vec![0u8; len];
-    input
-        .read_exact_at(header.bom_len, &mut buf)
-        .map_err(|e| Rejection::new(format!("the file cannot be read: {e}")))?;
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .delimiter(header.delimiter)
-        .flexible(true)
-        .from_reader(&buf[..]);
-    let mut record = csv::ByteRecord::new();
-    let _ = reader.read_byte_record(&mut record);
-    Ok(record
-        .iter()
-        .map(|c| decode_field(c, Encoding::Windows1252).trim().to_string())
-        .collect())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +176,6 @@ struct BlockResult {
     newlines: u64,
     utf8: bool,
     non_ascii_ids: bool,
-    error: Option<String>,
 }
 
 struct Block {
@@ -232,11 +214,6 @@ fn scan_rows(
             || read_batch(&mut reader, batch_blocks, &mut pool),
         );
         for r in results {
-            if let Some(e) = r.error {
-                return Err(Rejection::new(format!(
-                    "the file is unreadable as CSV: {e}"
-                )));
-            }
             let base = lines_before;
             reserve_for_file(&mut out.rows, r.rows.len(), reader.offset, input.len());
             out.rows.extend(r.rows.into_iter().map(|mut row| {
@@ -404,7 +381,6 @@ fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult
         newlines: 0,
         utf8,
         non_ascii_ids: false,
-        error: None,
     };
     let bytes = &block.bytes[..];
     let delimiter = header.delimiter;
