@@ -123,7 +123,9 @@ pub fn scan_file_against(
         known,
     };
     let first = scan_rows(input, &ctx, IdDecoding::Guess, progress)?;
-    let encoding = if first.all_utf8 {
+    // The header is part of the file: a Windows-1252 header makes the
+    // whole file Windows-1252 even when every data row is plain ASCII.
+    let encoding = if first.all_utf8 && !header.header_is_cp1252 {
         Encoding::Utf8
     } else {
         Encoding::Windows1252

@@ -2207,3 +2207,12 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_windows_1252_header_makes_the_file_windows_1252() {
+    let feed = simple_feed();
+    let bytes = b"Employee ID,Name,Note \xB0C\nE1,Ann,x\n";
+    let s = scan(&feed, bytes);
+    assert_eq!(s.encoding, Encoding::Windows1252);
+    assert_eq!(s.header.columns[2], "Note \u{b0}C");
+}
