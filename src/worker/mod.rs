@@ -252,6 +252,7 @@ fn progress_bar(input: &dyn Input, enabled: bool) -> Option<indicatif::ProgressB
 fn scan_and_index(
     input: &dyn Input,
     feed: &Feed,
+    fingerprint: u64,
     store: Option<&Store>,
     progress: bool,
 ) -> Result<(Result<Scan, crate::import::Rejection>, StoredIndex), WorkerError> {
@@ -260,8 +261,7 @@ fn scan_and_index(
         None => StoredIndex::default(),
     };
     tracing::debug!("read the store's index");
-    let known =
-        (index.fingerprint == Some(feed.mapping_fingerprint())).then_some(index.hashes.as_slice());
+    let known = (index.fingerprint == Some(fingerprint)).then_some(index.hashes.as_slice());
     let bar = progress_bar(input, progress);
     let on_progress = |done: u64| {
         if let Some(b) = &bar {
@@ -303,7 +303,8 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         Access::Open(store) => Some(store),
         _ => reader.as_ref(),
     };
-    let (scan, index) = scan_and_index(&input, feed, read_from, options.progress)?;
+    let fingerprint = feed.mapping_fingerprint();
+    let (scan, index) = scan_and_index(&input, feed, fingerprint, read_from, options.progress)?;
     tracing::debug!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         "scanned file and read index"
@@ -324,7 +325,6 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
     run.encoding = Some(scan.encoding);
     let header = scan.header.clone();
     let encoding = scan.encoding;
-    let fingerprint = feed.mapping_fingerprint();
     let diff = diff_scan(scan, index, fingerprint);
     tracing::debug!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
@@ -428,13 +428,7 @@ fn hold_run(
     errors_dir: &Path,
     path: &Path,
 ) -> Result<(), WorkerError> {
-    let mut errors = ErrorCollector::with_report(errors_dir, &run.file, &file.header.columns)
-        .map_err(|e| {
-            WorkerError::Output(format!(
-                "cannot write the error report in {}: {e}",
-                errors_dir.display()
-            ))
-        })?;
+    let mut errors = open_error_report(errors_dir, run, file)?;
     let counts = store
         .with_read_feed(&file.feed.name, |r| apply_diff(file, diff, r, &mut errors))??
         .counts;
@@ -454,6 +448,19 @@ fn hold_run(
     txn.commit()?;
     delete_held_files(&superseded);
     Ok(())
+}
+
+fn open_error_report(
+    errors_dir: &Path,
+    run: &Run,
+    file: &FileContext,
+) -> Result<ErrorCollector, WorkerError> {
+    ErrorCollector::with_report(errors_dir, &run.file, &file.header.columns).map_err(|e| {
+        WorkerError::Output(format!(
+            "cannot write the error report in {}: {e}",
+            errors_dir.display()
+        ))
+    })
 }
 
 fn copy_held_file(from: &Path, dir: &Path, to: &Path) -> Result<(), WorkerError> {
@@ -495,13 +502,7 @@ fn apply_run(
     fingerprint: u64,
     confirmation: Option<Confirmation>,
 ) -> Result<(), WorkerError> {
-    let mut errors = ErrorCollector::with_report(errors_dir, &run.file, &file.header.columns)
-        .map_err(|e| {
-            WorkerError::Output(format!(
-                "cannot write the error report in {}: {e}",
-                errors_dir.display()
-            ))
-        })?;
+    let mut errors = open_error_report(errors_dir, run, file)?;
     // Taken before the write transaction: the state the writer starts from
     // (the data lock keeps other writers out).
     let snapshot = store.snapshot(&file.feed.name)?;
