@@ -90,6 +90,16 @@ impl From<redb::CommitError> for StoreError {
     }
 }
 
+/// A table that does not exist yet (nothing written to it so far) reads as
+/// `None`: to a reader it is empty.
+fn optional<T>(opened: Result<T, TableError>) -> Result<Option<T>, StoreError> {
+    match opened {
+        Ok(t) => Ok(Some(t)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn table_name(kind: &str, feed: &str) -> String {
     format!("{kind}/{feed}")
 }
@@ -177,10 +187,8 @@ impl Store {
 
     fn stored_schema(&self) -> Result<Option<u32>, StoreError> {
         let txn = self.begin_read()?;
-        let meta = match txn.open_table(META) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some(meta) = optional(txn.open_table(META))? else {
+            return Ok(None);
         };
         let Some(v) = meta.get("schema_version")? else {
             return Ok(None);
@@ -220,17 +228,15 @@ impl Store {
     /// The feed's stored (ID, hash) list and mapping fingerprint.
     pub fn feed_index(&self, feed: &str) -> Result<StoredIndex, StoreError> {
         let txn = self.begin_read()?;
-        let fingerprint = match txn.open_table(FINGERPRINTS) {
-            Ok(t) => t.get(feed)?.map(|v| v.value()),
-            Err(TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(e.into()),
+        let fingerprint = match optional(txn.open_table(FINGERPRINTS))? {
+            Some(t) => t.get(feed)?.map(|v| v.value()),
+            None => None,
         };
         let name = table_name("hashlist", feed);
         let def: TableDefinition<u32, &[u8]> = TableDefinition::new(&name);
-        let hashes = match txn.open_table(def) {
-            Ok(table) => hashlist::read_list(&table)?,
-            Err(TableError::TableDoesNotExist(_)) => Vec::new(),
-            Err(e) => return Err(e.into()),
+        let hashes = match optional(txn.open_table(def))? {
+            Some(table) => hashlist::read_list(&table)?,
+            None => Vec::new(),
         };
         Ok(StoredIndex {
             hashes,
@@ -261,10 +267,9 @@ impl Store {
         let txn = self.begin_read()?;
         let name = table_name("recipients", feed);
         let def: TableDefinition<&str, &[u8]> = TableDefinition::new(&name);
-        match txn.open_table(def) {
-            Ok(t) => Ok(t.len()?),
-            Err(TableError::TableDoesNotExist(_)) => Ok(0),
-            Err(e) => Err(e.into()),
+        match optional(txn.open_table(def))? {
+            Some(t) => Ok(t.len()?),
+            None => Ok(0),
         }
     }
 
@@ -277,10 +282,8 @@ impl Store {
         let txn = self.begin_read()?;
         let name = table_name("recipients", feed);
         let def: TableDefinition<&str, &[u8]> = TableDefinition::new(&name);
-        let table = match txn.open_table(def) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = optional(txn.open_table(def))? else {
+            return Ok(());
         };
         for entry in table.iter()? {
             let (k, v) = entry?;
@@ -296,10 +299,8 @@ impl Store {
         let txn = self.begin_read()?;
         let name = table_name("groups", feed);
         let def: TableDefinition<&str, u64> = TableDefinition::new(&name);
-        let table = match txn.open_table(def) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = optional(txn.open_table(def))? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for entry in table.iter()? {

@@ -1,11 +1,11 @@
 //! Run records: what happened to each file.
 
-use redb::{ReadableTable, TableError, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::import::{ApplyCounts, Encoding, RowError};
 
-use super::{Store, StoreError, RUNS};
+use super::{optional, Store, StoreError, RUNS};
 
 /// A run's state. `held` runs wait for `confirm` (→ applied or unchanged),
 /// `reject` (→ rejected) or a newer file (→ superseded).
@@ -118,20 +118,17 @@ pub(super) fn supersede_held(
 impl Store {
     pub fn get_run(&self, id: u64) -> Result<Run, StoreError> {
         let txn = self.begin_read()?;
-        match txn.open_table(RUNS) {
-            Ok(t) => get_run_in(&t, id),
-            Err(TableError::TableDoesNotExist(_)) => Err(StoreError::UnknownRun(id)),
-            Err(e) => Err(e.into()),
+        match optional(txn.open_table(RUNS))? {
+            Some(t) => get_run_in(&t, id),
+            None => Err(StoreError::UnknownRun(id)),
         }
     }
 
     /// Runs, newest first, optionally of one feed only.
     pub fn list_runs(&self, feed: Option<&str>) -> Result<Vec<Run>, StoreError> {
         let txn = self.begin_read()?;
-        let table = match txn.open_table(RUNS) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = optional(txn.open_table(RUNS))? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for entry in table.iter()?.rev() {

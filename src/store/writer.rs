@@ -2,13 +2,12 @@
 //! read-only one for dry and held runs (its writes are dropped).
 
 use redb::{
-    ReadOnlyTable, ReadTransaction, ReadableTable, Table, TableDefinition, TableError,
-    WriteTransaction,
+    ReadOnlyTable, ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction,
 };
 
 use crate::import::FeedWriter;
 
-use super::{table_name, StoreError};
+use super::{optional, table_name, StoreError};
 
 /// The table names of one feed.
 struct Names {
@@ -76,14 +75,6 @@ impl FeedWriter for WriteFeed<'_> {
 pub struct ReadFeed {
     recipients: Option<ReadOnlyTable<&'static str, &'static [u8]>>,
     groups: Option<ReadOnlyTable<&'static str, u64>>,
-}
-
-fn optional<T>(r: Result<T, TableError>) -> Result<Option<T>, StoreError> {
-    match r {
-        Ok(t) => Ok(Some(t)),
-        Err(TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
 }
 
 impl ReadFeed {
