@@ -19,6 +19,8 @@
 pub mod cli;
 pub mod config;
 pub mod import;
+pub mod layout;
 pub mod report;
+pub mod sftp;
 pub mod store;
 pub mod worker;

@@ -6,7 +6,10 @@
 //! success, 1 failed run or operational error, 2 usage or configuration
 //! error, 3 held.
 
+mod accounts;
+mod control;
 mod output;
+mod serve;
 
 use std::path::{Path, PathBuf};
 
@@ -34,7 +37,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// Process a file exactly as the server would.
     ///
@@ -53,6 +56,14 @@ pub enum Command {
     /// Groups of a feed.
     #[command(subcommand)]
     Groups(GroupsCommand),
+    /// Run the server: sFTP, the import worker (and later web and email).
+    ///
+    /// Stops cleanly on SIGTERM or Ctrl-C: no new connections, a running
+    /// import commits or does not start.
+    Serve,
+    /// sFTP accounts: add, list, passwords, keys, allow-lists, remove.
+    #[command(subcommand)]
+    Accounts(accounts::AccountsCommand),
     /// Validate the configuration (and open the store read-only).
     ///
     /// Exits 0 when everything is in order, 2 with every problem listed
@@ -60,7 +71,7 @@ pub enum Command {
     Check,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
 pub struct ImportArgs {
     /// The feed the file belongs to (its `name` in the configuration).
     #[arg(long, value_name = "NAME")]
@@ -78,7 +89,7 @@ pub struct ImportArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum RunsCommand {
     /// Run history, newest first.
     List {
@@ -105,7 +116,7 @@ pub enum RunsCommand {
     Reject(DecideArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
 pub struct DecideArgs {
     /// The held run's ID.
     pub id: u64,
@@ -117,7 +128,7 @@ pub struct DecideArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum RecipientsCommand {
     /// Write the feed's recipients to standard output, sorted by ID.
     ///
@@ -133,13 +144,13 @@ pub enum RecipientsCommand {
     },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum Format {
     Csv,
     Json,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum GroupsCommand {
     /// The feed's groups with their member counts.
     List {
@@ -180,18 +191,118 @@ impl From<crate::store::StoreError> for Failure {
     }
 }
 
-/// Runs the parsed command; returns the exit code on success.
+/// Runs the parsed command; returns the exit code on success. While a
+/// server holds the data folder, commands that need the store are sent to
+/// it (see `control`) and run there, on its open store.
 pub fn run(cli: Cli) -> Result<u8, Failure> {
     let config = load_config(cli.config.as_deref()).map_err(Failure::Usage)?;
     match cli.command {
-        Command::Import(args) => import(&config, args),
-        Command::Runs(cmd) => runs(&config, cmd),
-        Command::Recipients(RecipientsCommand::Export { feed, format }) => {
-            export(&config, &feed, format)
-        }
-        Command::Groups(GroupsCommand::List { feed, json }) => groups(&config, &feed, json),
-        Command::Check => check(&config),
+        Command::Serve => return serve::serve(config),
+        Command::Check => return check(&config),
+        _ => {}
     }
+    let command = match control::forward_if_serving(&config, cli.command)? {
+        control::Forwarded::Done(code) => return Ok(code),
+        control::Forwarded::NoServer(command) => command,
+    };
+    let stdout = std::io::stdout();
+    let mut io = Io {
+        out: &mut stdout.lock(),
+        stdin: None,
+        files: Default::default(),
+    };
+    execute(&config, command, Backend::Local, &mut io)
+}
+
+/// Where a command finds the store.
+pub enum Backend<'a> {
+    /// This process opens it (and takes the data lock to write).
+    Local,
+    /// The server's open store; writers pass its gate.
+    Server(&'a worker::intake::Engine),
+}
+
+/// A command's input and output, so that it can run in this process or,
+/// sent by the command line, in the server.
+pub struct Io<'a> {
+    pub out: &'a mut dyn std::io::Write,
+    /// Standard input, when the command reads it (`--password-stdin`).
+    pub stdin: Option<String>,
+    /// Files the command line read for the server (public keys).
+    pub files: std::collections::HashMap<PathBuf, String>,
+}
+
+impl Io<'_> {
+    fn read_stdin(&mut self) -> anyhow::Result<String> {
+        match self.stdin.take() {
+            Some(s) => Ok(s),
+            None => {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                Ok(s)
+            }
+        }
+    }
+
+    fn read_file(&self, path: &Path) -> anyhow::Result<String> {
+        if let Some(text) = self.files.get(path) {
+            return Ok(text.clone());
+        }
+        std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+    }
+}
+
+/// Runs a command against `backend`.
+pub fn execute(
+    config: &Config,
+    command: Command,
+    backend: Backend,
+    io: &mut Io,
+) -> Result<u8, Failure> {
+    match command {
+        Command::Import(args) => import(config, args, &backend, io),
+        Command::Runs(cmd) => runs(config, cmd, &backend, io),
+        Command::Recipients(RecipientsCommand::Export { feed, format }) => {
+            export(config, &feed, format, &backend, io)
+        }
+        Command::Groups(GroupsCommand::List { feed, json }) => {
+            groups(config, &feed, json, &backend, io)
+        }
+        Command::Accounts(cmd) => accounts::run(config, cmd, &backend, io),
+        Command::Check => check(config),
+        Command::Serve => Err(Failure::Usage(anyhow::anyhow!(
+            "a server is already running on this data folder"
+        ))),
+    }
+}
+
+/// The store to read: the server's, or opened read-only here (`None` when
+/// there is none yet).
+enum ReadStore<'a> {
+    Borrowed(&'a Store),
+    Owned(Store),
+    Empty,
+}
+
+impl ReadStore<'_> {
+    fn get(&self) -> Option<&Store> {
+        match self {
+            ReadStore::Borrowed(s) => Some(s),
+            ReadStore::Owned(s) => Some(s),
+            ReadStore::Empty => None,
+        }
+    }
+}
+
+fn read_store<'a>(config: &Config, backend: &Backend<'a>) -> Result<ReadStore<'a>, Failure> {
+    Ok(match backend {
+        Backend::Server(engine) => ReadStore::Borrowed(&engine.store),
+        Backend::Local => match Store::open_read_only(&config.store_path())? {
+            Some(s) => ReadStore::Owned(s),
+            None => ReadStore::Empty,
+        },
+    })
 }
 
 /// The configuration file's default place.
@@ -243,14 +354,32 @@ fn exit_code_of(state: RunState) -> u8 {
     }
 }
 
-fn import(config: &Config, args: ImportArgs) -> Result<u8, Failure> {
+fn import(
+    config: &Config,
+    args: ImportArgs,
+    backend: &Backend,
+    io: &mut Io,
+) -> Result<u8, Failure> {
     let feed = feed_of(config, &args.feed)?;
-    let options = ImportOptions {
-        dry_run: args.dry_run,
-        progress: !args.json,
+    let run = match backend {
+        Backend::Local => {
+            let options = ImportOptions {
+                dry_run: args.dry_run,
+                progress: !args.json,
+                ..Default::default()
+            };
+            worker::import_file(config, feed, &args.file, options)?
+        }
+        Backend::Server(engine) => {
+            let options = ImportOptions {
+                dry_run: args.dry_run,
+                ..Default::default()
+            };
+            let _gate = engine.exclusive();
+            worker::import_file_in(config, &engine.store, feed, &args.file, options)?
+        }
     };
-    let run = worker::import_file(config, feed, &args.file, options)?;
-    output::print_run_outcome(&run, args.json)?;
+    output::print_run_outcome(io.out, &run, args.json)?;
     Ok(exit_code_of(run.state))
 }
 
@@ -261,21 +390,22 @@ fn decided_by(by: Option<String>) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-fn runs(config: &Config, cmd: RunsCommand) -> Result<u8, Failure> {
+fn runs(config: &Config, cmd: RunsCommand, backend: &Backend, io: &mut Io) -> Result<u8, Failure> {
     match cmd {
         RunsCommand::List { feed, json } => {
             if let Some(f) = &feed {
                 feed_of(config, f)?;
             }
-            let runs = match Store::open_read_only(&config.store_path())? {
+            let runs = match read_store(config, backend)?.get() {
                 Some(store) => store.list_runs(feed.as_deref())?,
                 None => Vec::new(),
             };
-            output::print_run_list(&runs, json)?;
+            output::print_run_list(io.out, &runs, json)?;
             Ok(0)
         }
         RunsCommand::Show { id, json } => {
-            let store = Store::open_read_only(&config.store_path())?.ok_or_else(|| {
+            let store = read_store(config, backend)?;
+            let store = store.get().ok_or_else(|| {
                 Failure::Usage(anyhow::anyhow!(
                     "run {id} does not exist: the store {} has no runs yet",
                     config.store_path().display()
@@ -285,40 +415,69 @@ fn runs(config: &Config, cmd: RunsCommand) -> Result<u8, Failure> {
                 crate::store::StoreError::UnknownRun(_) => Failure::Usage(e.into()),
                 other => other.into(),
             })?;
-            output::print_run_detail(&run, json)?;
+            output::print_run_detail(io.out, &run, json)?;
             Ok(0)
         }
         RunsCommand::Confirm(args) => {
-            let options = ImportOptions {
-                dry_run: false,
-                progress: !args.json,
+            let by = decided_by(args.by);
+            let run = match backend {
+                Backend::Local => {
+                    let options = ImportOptions {
+                        progress: !args.json,
+                        ..Default::default()
+                    };
+                    worker::confirm_run(config, args.id, &by, options)?
+                }
+                Backend::Server(engine) => {
+                    let _gate = engine.exclusive();
+                    let options = ImportOptions::default();
+                    worker::confirm_run_in(config, &engine.store, args.id, &by, options)?
+                }
             };
-            let run = worker::confirm_run(config, args.id, &decided_by(args.by), options)?;
-            output::print_run_outcome(&run, args.json)?;
+            output::print_run_outcome(io.out, &run, args.json)?;
             Ok(exit_code_of(run.state))
         }
         RunsCommand::Reject(args) => {
-            let run = worker::reject_run(config, args.id, &decided_by(args.by))?;
-            output::print_run_outcome(&run, args.json)?;
+            let by = decided_by(args.by);
+            let run = match backend {
+                Backend::Local => worker::reject_run(config, args.id, &by)?,
+                Backend::Server(engine) => {
+                    let _gate = engine.exclusive();
+                    worker::reject_run_in(&engine.store, args.id, &by)?
+                }
+            };
+            output::print_run_outcome(io.out, &run, args.json)?;
             Ok(0)
         }
     }
 }
 
-fn export(config: &Config, feed_name: &str, format: Format) -> Result<u8, Failure> {
+fn export(
+    config: &Config,
+    feed_name: &str,
+    format: Format,
+    backend: &Backend,
+    io: &mut Io,
+) -> Result<u8, Failure> {
     let feed = feed_of(config, feed_name)?;
-    let store = Store::open_read_only(&config.store_path())?;
-    output::export_recipients(feed, store.as_ref(), format)?;
+    let store = read_store(config, backend)?;
+    output::export_recipients(io.out, feed, store.get(), format)?;
     Ok(0)
 }
 
-fn groups(config: &Config, feed_name: &str, json: bool) -> Result<u8, Failure> {
+fn groups(
+    config: &Config,
+    feed_name: &str,
+    json: bool,
+    backend: &Backend,
+    io: &mut Io,
+) -> Result<u8, Failure> {
     feed_of(config, feed_name)?;
-    let groups = match Store::open_read_only(&config.store_path())? {
+    let groups = match read_store(config, backend)?.get() {
         Some(store) => store.groups(feed_name)?,
         None => Vec::new(),
     };
-    output::print_groups(&groups, json)?;
+    output::print_groups(io.out, &groups, json)?;
     Ok(0)
 }
 
@@ -356,11 +515,15 @@ fn check(config: &Config) -> Result<u8, Failure> {
 
 /// Prints an error chain once, ripgrep style.
 pub fn print_error(e: &anyhow::Error) {
+    eprintln!("{}", error_text(e));
+}
+
+fn error_text(e: &anyhow::Error) -> String {
     let mut text = format!("flagsync: {e}");
     for cause in e.chain().skip(1) {
         text.push_str(&format!(": {cause}"));
     }
-    eprintln!("{text}");
+    text
 }
 
 #[cfg(test)]

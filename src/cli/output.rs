@@ -11,7 +11,7 @@ use crate::store::{Run, RunState, Store};
 
 use super::Format;
 
-/// Errors writing to stdout; a closed pipe (`| head`) is not one.
+/// Errors writing the output; a closed pipe (`| head`) is not one.
 fn write_result(r: std::io::Result<()>) -> anyhow::Result<()> {
     match r {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -30,19 +30,18 @@ fn run_json(run: &Run, with_errors: bool) -> Value {
     v
 }
 
-fn print_json(v: &Value) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+fn print_json(out: &mut dyn Write, v: &Value) -> anyhow::Result<()> {
     write_result(
-        serde_json::to_writer_pretty(&mut out, v)
+        serde_json::to_writer_pretty(&mut *out, v)
             .map_err(std::io::Error::other)
             .and_then(|_| writeln!(out)),
     )
 }
 
 /// The outcome of `import`, `runs confirm` and `runs reject`.
-pub fn print_run_outcome(run: &Run, json: bool) -> anyhow::Result<()> {
+pub fn print_run_outcome(w: &mut dyn Write, run: &Run, json: bool) -> anyhow::Result<()> {
     if json {
-        return print_json(&run_json(run, false));
+        return print_json(w, &run_json(run, false));
     }
     let mut out = String::new();
     let id = run
@@ -111,7 +110,7 @@ pub fn print_run_outcome(run: &Run, json: bool) -> anyhow::Result<()> {
             ));
         }
     }
-    write_result(std::io::stdout().lock().write_all(out.as_bytes()))
+    write_result(w.write_all(out.as_bytes()))
 }
 
 fn push_first_errors(out: &mut String, run: &Run, limit: usize) {
@@ -130,11 +129,12 @@ fn push_first_errors(out: &mut String, run: &Run, limit: usize) {
     }
 }
 
-pub fn print_run_list(runs: &[Run], json: bool) -> anyhow::Result<()> {
+pub fn print_run_list(w: &mut dyn Write, runs: &[Run], json: bool) -> anyhow::Result<()> {
     if json {
-        return print_json(&Value::Array(
-            runs.iter().map(|r| run_json(r, false)).collect(),
-        ));
+        return print_json(
+            w,
+            &Value::Array(runs.iter().map(|r| run_json(r, false)).collect()),
+        );
     }
     let mut out = String::new();
     if runs.is_empty() {
@@ -156,12 +156,12 @@ pub fn print_run_list(runs: &[Run], json: bool) -> anyhow::Result<()> {
             c.flagged
         ));
     }
-    write_result(std::io::stdout().lock().write_all(out.as_bytes()))
+    write_result(w.write_all(out.as_bytes()))
 }
 
-pub fn print_run_detail(run: &Run, json: bool) -> anyhow::Result<()> {
+pub fn print_run_detail(w: &mut dyn Write, run: &Run, json: bool) -> anyhow::Result<()> {
     if json {
-        return print_json(&run_json(run, true));
+        return print_json(w, &run_json(run, true));
     }
     let mut out = String::new();
     out.push_str(&format!(
@@ -173,28 +173,28 @@ pub fn print_run_detail(run: &Run, json: bool) -> anyhow::Result<()> {
         run.started_at,
         run.finished_at
     ));
-    write_result(std::io::stdout().lock().write_all(out.as_bytes()))?;
+    write_result(w.write_all(out.as_bytes()))?;
     let mut rest = run.clone();
     rest.errors = Vec::new();
-    print_run_outcome(&rest, false)?;
+    print_run_outcome(w, &rest, false)?;
     let mut errors = String::new();
     push_first_errors(&mut errors, run, Run::KEPT_ERRORS);
-    write_result(std::io::stdout().lock().write_all(errors.as_bytes()))
+    write_result(w.write_all(errors.as_bytes()))
 }
 
-pub fn print_groups(groups: &[(String, u64)], json: bool) -> anyhow::Result<()> {
+pub fn print_groups(w: &mut dyn Write, groups: &[(String, u64)], json: bool) -> anyhow::Result<()> {
     if json {
         let v: Vec<Value> = groups
             .iter()
             .map(|(g, n)| serde_json::json!({"group": g, "members": n}))
             .collect();
-        return print_json(&Value::Array(v));
+        return print_json(w, &Value::Array(v));
     }
     let mut out = String::new();
     for (g, n) in groups {
         out.push_str(&format!("{n:>8}  {g}\n"));
     }
-    write_result(std::io::stdout().lock().write_all(out.as_bytes()))
+    write_result(w.write_all(out.as_bytes()))
 }
 
 /// One recipient as a JSON object with the feed's field names, in order.
@@ -213,10 +213,14 @@ impl serde::Serialize for Recipient<'_> {
     }
 }
 
-pub fn export_recipients(feed: &Feed, store: Option<&Store>, format: Format) -> anyhow::Result<()> {
+pub fn export_recipients(
+    w: &mut dyn Write,
+    feed: &Feed,
+    store: Option<&Store>,
+    format: Format,
+) -> anyhow::Result<()> {
     let names: Vec<String> = feed.fields.iter().map(|f| f.name.clone()).collect();
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = std::io::BufWriter::new(w);
     let result = match format {
         Format::Csv => export_csv(&names, store, &feed.name, &mut out),
         Format::Json => export_json(&names, store, &feed.name, &mut out),
@@ -282,4 +286,14 @@ fn export_json(
     }
     out.write_all(if first { b"]\n" } else { b"\n]\n" })?;
     Ok(())
+}
+
+/// Writes text to the output, a closed pipe being no error.
+pub fn print_text(w: &mut dyn Write, text: &str) -> anyhow::Result<()> {
+    write_result(w.write_all(text.as_bytes()))
+}
+
+/// Any serialisable value as pretty JSON.
+pub fn print_value(w: &mut dyn Write, v: &Value) -> anyhow::Result<()> {
+    print_json(w, v)
 }

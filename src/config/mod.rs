@@ -60,10 +60,48 @@ pub enum ConfigError {
 pub struct Config {
     pub source: Source,
     pub data_dir: PathBuf,
-    pub sftp_listen: String,
+    /// How long archived files and error reports are kept.
+    pub retention: Duration,
+    pub sftp: SftpSettings,
     pub web_listen: String,
     pub smtp: Option<Smtp>,
     pub feeds: Vec<Feed>,
+}
+
+/// The `[sftp]` table.
+#[derive(Debug, Clone)]
+pub struct SftpSettings {
+    pub listen: String,
+    /// An upload that grows past this fails while it is written.
+    pub max_upload_size: u64,
+    /// Sessions at once, over all accounts.
+    pub max_sessions: usize,
+    pub max_sessions_per_account: usize,
+    /// This many failed logins from one address within `lockout_window`
+    /// lock the address out for `lockout_duration`.
+    pub lockout_failures: usize,
+    pub lockout_window: Duration,
+    pub lockout_duration: Duration,
+    /// A connection that has not logged in by then is closed.
+    pub login_timeout: Duration,
+    /// A session with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for SftpSettings {
+    fn default() -> Self {
+        SftpSettings {
+            listen: "0.0.0.0:2222".into(),
+            max_upload_size: 2 << 30,
+            max_sessions: 100,
+            max_sessions_per_account: 10,
+            lockout_failures: 5,
+            lockout_window: Duration::from_secs(600),
+            lockout_duration: Duration::from_secs(900),
+            login_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(900),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -8,19 +8,21 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    parse_size, Config, Feed, Field, FieldKind, Filter, Schedule, Smtp, Source, Threshold,
-    MAX_FIELDS, MAX_GROUP_FIELDS,
+    parse_size, Config, Feed, Field, FieldKind, Filter, Schedule, SftpSettings, Smtp, Source,
+    Threshold, MAX_FIELDS, MAX_GROUP_FIELDS,
 };
 
 const DEFAULT_MAX_FILE_SIZE: u64 = 2 << 30;
 const DEFAULT_MAX_ROWS: u64 = 10_000_000;
 const DEFAULT_MAX_LENGTH: usize = 255;
+const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     data_dir: Option<String>,
-    sftp: Option<RawListen>,
+    retention: Option<Spanned<String>>,
+    sftp: Option<RawSftp>,
     web: Option<RawListen>,
     smtp: Option<RawSmtp>,
     #[serde(default)]
@@ -31,6 +33,20 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawListen {
     listen: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSftp {
+    listen: Option<String>,
+    max_upload_size: Option<Spanned<NumberOrText>>,
+    max_sessions: Option<Spanned<i64>>,
+    max_sessions_per_account: Option<Spanned<i64>>,
+    lockout_failures: Option<Spanned<i64>>,
+    lockout_window: Option<Spanned<String>>,
+    lockout_duration: Option<Spanned<String>>,
+    login_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -173,19 +189,128 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Config {
         }
     }
     let smtp = raw.smtp.map(|s| validate_smtp(s, problems));
+    let retention = duration_or(
+        "retention",
+        raw.retention.as_ref(),
+        DEFAULT_RETENTION,
+        problems,
+    );
     Config {
         source: Source::Embedded,
         data_dir: PathBuf::from(raw.data_dir.unwrap_or_else(|| "./flagsync-data".into())),
-        sftp_listen: raw
-            .sftp
-            .and_then(|s| s.listen)
-            .unwrap_or_else(|| "0.0.0.0:2222".into()),
+        retention,
+        sftp: validate_sftp(raw.sftp, problems),
         web_listen: raw
             .web
             .and_then(|w| w.listen)
             .unwrap_or_else(|| "127.0.0.1:8080".into()),
         smtp,
         feeds,
+    }
+}
+
+fn validate_sftp(raw: Option<RawSftp>, problems: &mut Problems) -> SftpSettings {
+    let defaults = SftpSettings::default();
+    let Some(raw) = raw else {
+        return defaults;
+    };
+    let count =
+        |key: &str, v: &Option<Spanned<i64>>, default: usize, problems: &mut Problems| match v {
+            None => default,
+            Some(n) if *n.get_ref() > 0 => *n.get_ref() as usize,
+            Some(n) => {
+                problems.at(n, format!("sftp.{key} must be a positive number"));
+                default
+            }
+        };
+    let max_upload_size = match &raw.max_upload_size {
+        None => defaults.max_upload_size,
+        Some(m) => positive_size(m.get_ref()).unwrap_or_else(|| {
+            problems.at(
+                m,
+                "sftp.max_upload_size must be a positive size such as \"2GiB\", \"500MB\" or a number of bytes",
+            );
+            defaults.max_upload_size
+        }),
+    };
+    SftpSettings {
+        listen: raw.listen.unwrap_or(defaults.listen),
+        max_upload_size,
+        max_sessions: count(
+            "max_sessions",
+            &raw.max_sessions,
+            defaults.max_sessions,
+            problems,
+        ),
+        max_sessions_per_account: count(
+            "max_sessions_per_account",
+            &raw.max_sessions_per_account,
+            defaults.max_sessions_per_account,
+            problems,
+        ),
+        lockout_failures: count(
+            "lockout_failures",
+            &raw.lockout_failures,
+            defaults.lockout_failures,
+            problems,
+        ),
+        lockout_window: duration_or(
+            "sftp.lockout_window",
+            raw.lockout_window.as_ref(),
+            defaults.lockout_window,
+            problems,
+        ),
+        lockout_duration: duration_or(
+            "sftp.lockout_duration",
+            raw.lockout_duration.as_ref(),
+            defaults.lockout_duration,
+            problems,
+        ),
+        login_timeout: duration_or(
+            "sftp.login_timeout",
+            raw.login_timeout.as_ref(),
+            defaults.login_timeout,
+            problems,
+        ),
+        idle_timeout: duration_or(
+            "sftp.idle_timeout",
+            raw.idle_timeout.as_ref(),
+            defaults.idle_timeout,
+            problems,
+        ),
+    }
+}
+
+fn positive_size(v: &NumberOrText) -> Option<u64> {
+    match v {
+        NumberOrText::Number(n) if *n > 0 => Some(*n as u64),
+        NumberOrText::Number(_) => None,
+        NumberOrText::Text(s) => parse_size(s).filter(|&n| n > 0),
+    }
+}
+
+/// A positive duration such as "10m" or "30days", or `default` when unset.
+fn duration_or(
+    key: &str,
+    value: Option<&Spanned<String>>,
+    default: Duration,
+    problems: &mut Problems,
+) -> Duration {
+    let Some(v) = value else {
+        return default;
+    };
+    match humantime::parse_duration(v.get_ref()) {
+        Ok(d) if !d.is_zero() => d,
+        _ => {
+            problems.at(
+                v,
+                format!(
+                    "{key} = \"{}\" is not a duration such as \"15m\", \"24h\" or \"30days\"",
+                    v.get_ref()
+                ),
+            );
+            default
+        }
     }
 }
 
@@ -609,12 +734,7 @@ fn validate_max_file_size(feed: &str, raw: &RawFeed, problems: &mut Problems) ->
     let Some(m) = &raw.max_file_size else {
         return DEFAULT_MAX_FILE_SIZE;
     };
-    let parsed = match m.get_ref() {
-        NumberOrText::Number(n) if *n > 0 => Some(*n as u64),
-        NumberOrText::Number(_) => None,
-        NumberOrText::Text(s) => parse_size(s).filter(|&n| n > 0),
-    };
-    parsed.unwrap_or_else(|| {
+    positive_size(m.get_ref()).unwrap_or_else(|| {
         problems.at(
             m,
             format!("feed '{feed}': max_file_size must be a positive size such as \"2GiB\", \"500MB\" or a number of bytes"),

@@ -13,12 +13,14 @@
 //! - `hashlist/F`: chunk number → a slice of the feed's sorted (ID, raw
 //!   hash) list (see `hashlist`).
 //! - `groups/F`: group name → member count (a group exists while > 0).
+//! - `accounts`: sFTP account name → JSON [`Account`].
 //!
 //! Invariants:
 //! 1. `recipients/F` and `hashlist/F` hold the same IDs.
 //! 2. `groups/F[g]` is the number of records listing `g`.
 //! 3. All changes of one run and its run record are one write transaction.
 
+mod accounts;
 mod hashlist;
 mod runs;
 mod writer;
@@ -34,6 +36,7 @@ use redb::{
 use crate::import::record::Record;
 use crate::import::StoredIndex;
 
+pub use accounts::Account;
 pub use runs::{Run, RunState};
 pub use writer::{ReadFeed, Snapshot, WriteFeed};
 

@@ -60,6 +60,10 @@ pub struct Run {
     pub superseded_by: Option<u64>,
     /// The first row errors (at most [`Run::KEPT_ERRORS`]).
     pub errors: Vec<RowError>,
+    /// On the server: the claimed upload (`processing/<name>`) the run
+    /// came from, so that a restart knows it was already recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
 }
 
 impl Run {

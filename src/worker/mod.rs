@@ -6,7 +6,8 @@
 //! a run on the server.
 //!
 //! Invariants:
-//! 1. A failed run writes nothing: not the store, not the folders.
+//! 1. A failed run writes nothing: not the folders, and not the store
+//!    either, except on the server, where its run record is kept.
 //! 2. A dry run writes nothing.
 //! 3. An applied, unchanged or held run's changes, run record and the
 //!    superseding of older held runs are one write transaction; its error
@@ -22,6 +23,8 @@ use crate::import::{
 };
 use crate::report::ErrorCollector;
 use crate::store::{DataLock, ReadFeed, Run, RunState, Store, StoreError};
+
+pub mod intake;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -61,6 +64,9 @@ pub struct ImportOptions {
     pub dry_run: bool,
     /// Show a progress bar on the terminal.
     pub progress: bool,
+    /// Record a failed run in the store (the server does, so that it can
+    /// be seen; `flagsync import` does not: its output says it all).
+    pub record_failure: bool,
 }
 
 /// What a confirmation brings to the run.
@@ -101,6 +107,7 @@ fn new_run(feed: &Feed, file: &str, dry_run: bool, started_at: String) -> Run {
         rejected_at: None,
         superseded_by: None,
         errors: Vec::new(),
+        upload: None,
     }
 }
 
@@ -129,6 +136,54 @@ pub fn import_file(
         access,
         options,
         confirmation: None,
+        upload: None,
+    })
+}
+
+/// [`import_file`] with a store the caller holds open for writing, other
+/// writers kept out (the server).
+pub fn import_file_in(
+    config: &Config,
+    store: &Store,
+    feed: &Feed,
+    path: &Path,
+    options: ImportOptions,
+) -> Result<Run, WorkerError> {
+    run_file(RunRequest {
+        config,
+        feed,
+        path,
+        file_name: &file_name_of(path),
+        access: Access::Open(store),
+        options,
+        confirmation: None,
+        upload: None,
+    })
+}
+
+/// Processes a file the server has claimed (`processing/<upload>`), with
+/// the store it holds open. The caller keeps other writers out.
+pub fn import_upload(
+    config: &Config,
+    store: &Store,
+    feed: &Feed,
+    path: &Path,
+    file_name: &str,
+    upload: &str,
+) -> Result<Run, WorkerError> {
+    run_file(RunRequest {
+        config,
+        feed,
+        path,
+        file_name,
+        access: Access::Open(store),
+        options: ImportOptions {
+            dry_run: false,
+            progress: false,
+            record_failure: true,
+        },
+        confirmation: None,
+        upload: Some(upload.to_string()),
     })
 }
 
@@ -143,6 +198,8 @@ struct RunRequest<'a> {
     access: Access<'a>,
     options: ImportOptions,
     confirmation: Option<Confirmation>,
+    /// The server's claimed upload, recorded with the run.
+    upload: Option<String>,
 }
 
 /// How a run reaches the store.
@@ -166,7 +223,19 @@ pub fn confirm_run(
 ) -> Result<Run, WorkerError> {
     let _lock = DataLock::acquire(&config.data_dir)?;
     let store = Store::open(&config.store_path())?;
-    let held = held_run(&store, run_id, "confirmed")?;
+    confirm_run_in(config, &store, run_id, by, options)
+}
+
+/// [`confirm_run`] with a store the caller holds open for writing, other
+/// writers kept out.
+pub fn confirm_run_in(
+    config: &Config,
+    store: &Store,
+    run_id: u64,
+    by: &str,
+    options: ImportOptions,
+) -> Result<Run, WorkerError> {
+    let held = held_run(store, run_id, "confirmed")?;
     let feed = config.feed(&held.feed).ok_or_else(|| {
         WorkerError::Usage(format!(
             "run {run_id} belongs to feed '{}', which is no longer configured",
@@ -184,9 +253,10 @@ pub fn confirm_run(
         feed,
         path: &path,
         file_name: &file,
-        access: Access::Open(&store),
+        access: Access::Open(store),
         options,
         confirmation: Some(confirmation),
+        upload: None,
     })
 }
 
@@ -194,7 +264,12 @@ pub fn confirm_run(
 pub fn reject_run(config: &Config, run_id: u64, by: &str) -> Result<Run, WorkerError> {
     let _lock = DataLock::acquire(&config.data_dir)?;
     let store = Store::open(&config.store_path())?;
-    let mut run = held_run(&store, run_id, "rejected")?;
+    reject_run_in(&store, run_id, by)
+}
+
+/// [`reject_run`] with a store the caller holds open for writing.
+pub fn reject_run_in(store: &Store, run_id: u64, by: &str) -> Result<Run, WorkerError> {
+    let mut run = held_run(store, run_id, "rejected")?;
     let held_file = run.held_file.take();
     run.state = RunState::Rejected;
     run.rejected_by = Some(by.to_string());
@@ -284,12 +359,14 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         access,
         options,
         confirmation,
+        upload,
     } = request;
     let t0 = Instant::now();
     let started_at = confirmation
         .as_ref()
         .map_or_else(now_text, |c| c.held.started_at.clone());
     let mut run = new_run(feed, file_name, options.dry_run, started_at);
+    run.upload = upload;
     let input = FileInput::open(path).map_err(|source| WorkerError::File {
         path: path.to_owned(),
         source,
@@ -319,6 +396,9 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
                 reason = run.reason.as_deref().unwrap_or(""),
                 "file rejected"
             );
+            if let (true, Access::Open(store)) = (options.record_failure, &access) {
+                record_failed_run(store, &mut run)?;
+            }
             return Ok(run);
         }
     };
@@ -389,6 +469,14 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         "run finished"
     );
     Ok(run)
+}
+
+fn record_failed_run(store: &Store, run: &mut Run) -> Result<(), WorkerError> {
+    let txn = store.begin_run()?;
+    run.run_id = Some(txn.next_run_id()?);
+    txn.put_run(run)?;
+    txn.commit()?;
+    Ok(())
 }
 
 fn dry_run(

@@ -1,0 +1,132 @@
+//! `flagsync serve`: the sFTP server, the intake and the control socket,
+//! until SIGTERM or Ctrl-C.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{control, Failure};
+use crate::config::{Config, Source};
+use crate::sftp::credentials::{fingerprint, generate_password, hash_password};
+use crate::sftp::{self, host_keys, ArrivalSink, Shared};
+use crate::store::{Account, DataLock, Store, StoreError};
+use crate::worker::intake::{self, Engine};
+
+/// The embedded default's account, for its demo feed.
+const DEMO_ACCOUNT: &str = "demo";
+
+fn runtime_error(e: impl Into<anyhow::Error>) -> Failure {
+    Failure::Runtime(e.into())
+}
+
+pub fn serve(config: Config) -> Result<u8, Failure> {
+    let _lock = DataLock::acquire(&config.data_dir).map_err(|e| match e {
+        StoreError::InUse { .. } => Failure::Runtime(anyhow::anyhow!(
+            "another flagsync is using the data folder {} (a server or an import); stop it first",
+            config.data_dir.display()
+        )),
+        other => other.into(),
+    })?;
+    let store = Arc::new(Store::open(&config.store_path())?);
+    let keys = host_keys::load_or_generate(&config.data_dir).map_err(runtime_error)?;
+    for key in &keys {
+        println!(
+            "sftp: host key {} {}",
+            key.algorithm().as_str(),
+            fingerprint(key.public_key())
+        );
+    }
+    if config.source == Source::Embedded {
+        create_demo_account(&config, &store)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(runtime_error)?;
+    let listener = runtime
+        .block_on(TcpListener::bind(&config.sftp.listen))
+        .map_err(|e| {
+            Failure::Usage(anyhow::anyhow!(
+                "cannot listen on {} for sFTP: {e}; set [sftp] listen to a free address",
+                config.sftp.listen
+            ))
+        })?;
+    let ssh = Arc::new(sftp::ssh_config(&config, keys));
+    let config = Arc::new(config);
+    let engine = Arc::new(Engine {
+        config: config.clone(),
+        store: store.clone(),
+        gate: Mutex::new(()),
+    });
+    let (intake, intake_thread) = intake::start(engine.clone());
+    control::listen(engine).map_err(|e| {
+        runtime_error(anyhow::anyhow!(
+            "cannot open the control socket {}: {e}",
+            control::socket_path(&config).display()
+        ))
+    })?;
+    let address = listener.local_addr().map_err(runtime_error)?;
+    println!("sftp: listening on {address}");
+    tracing::info!(%address, "sftp listening");
+    let arrivals: ArrivalSink = {
+        let intake = intake.clone();
+        Arc::new(move |a: sftp::Arrival| intake.arrived(&a.feed, &a.name))
+    };
+    let shared = Arc::new(Shared::new(config.clone(), store, arrivals));
+    let shutdown = CancellationToken::new();
+    runtime.spawn(stop_on_signal(shutdown.clone()));
+    runtime.block_on(sftp::run(listener, shared, ssh, shutdown));
+    tracing::info!("stopping: waiting for a running import to finish");
+    intake.stop();
+    let _ = intake_thread.join();
+    control::remove_socket(&config);
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    tracing::info!("stopped");
+    Ok(0)
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT; stop the server with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("interrupted: stopping"),
+    }
+    shutdown.cancel();
+}
+
+/// At the embedded default's first start: an account for the demo feed,
+/// whose generated password is printed this once (only its hash is kept).
+fn create_demo_account(config: &Config, store: &Store) -> Result<(), Failure> {
+    let Some(feed) = config.feeds.first() else {
+        return Ok(());
+    };
+    if !store.accounts()?.is_empty() {
+        return Ok(());
+    }
+    let password = generate_password().map_err(runtime_error)?;
+    let account = Account {
+        name: DEMO_ACCOUNT.into(),
+        feed: feed.name.clone(),
+        password_hash: Some(hash_password(&password).map_err(runtime_error)?),
+        keys: Vec::new(),
+        allow: Vec::new(),
+        created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        last_login: None,
+        last_login_from: None,
+    };
+    store.put_account(&account)?;
+    println!(
+        "sftp: account {DEMO_ACCOUNT} (feed {}) password: {password}",
+        feed.name
+    );
+    println!("sftp: this password is shown once; change it with `flagsync accounts password {DEMO_ACCOUNT}`");
+    Ok(())
+}

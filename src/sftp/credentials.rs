@@ -1,0 +1,173 @@
+//! Passwords, public keys and address allow-lists: what an account is made
+//! of, checked. Used by the server at login and by `flagsync accounts`.
+
+use std::net::IpAddr;
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::Argon2;
+use ipnet::IpNet;
+use russh::keys::{HashAlg, PublicKey};
+
+/// Letters and digits that cannot be mistaken for each other when read out
+/// or typed from a printout (no 0/O, 1/l/I).
+const PASSWORD_ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+const GENERATED_PASSWORD_LEN: usize = 24;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("the password cannot be hashed: {0}")]
+    Hash(String),
+    #[error("the system's random number generator failed: {0}")]
+    Random(String),
+    #[error("'{0}' is not an OpenSSH public key (expected a line such as 'ssh-ed25519 AAAA... comment')")]
+    Key(String),
+    #[error("'{0}' is not an IP address or CIDR range (such as 192.0.2.10, 192.0.2.0/24 or 2001:db8::/32)")]
+    Address(String),
+}
+
+/// An argon2id PHC string with a fresh salt and the crate's recommended
+/// parameters (19 MiB, t=2, p=1).
+pub fn hash_password(password: &str) -> Result<String, CredentialError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| CredentialError::Hash(e.to_string()))
+}
+
+/// Checks a password against a stored PHC string, with the parameters the
+/// string names. A damaged hash never matches.
+pub fn password_matches(password: &str, phc: &str) -> bool {
+    Argon2::default()
+        .verify_password(password.as_bytes(), phc)
+        .is_ok()
+}
+
+pub fn generate_password() -> Result<String, CredentialError> {
+    let mut bytes = [0u8; GENERATED_PASSWORD_LEN * 2];
+    getrandom::fill(&mut bytes).map_err(|e| CredentialError::Random(e.to_string()))?;
+    // Rejection sampling keeps every character equally likely.
+    let limit = 256 - 256 % PASSWORD_ALPHABET.len();
+    let password: String = bytes
+        .iter()
+        .filter(|&&b| (b as usize) < limit)
+        .take(GENERATED_PASSWORD_LEN)
+        .map(|&b| PASSWORD_ALPHABET[b as usize % PASSWORD_ALPHABET.len()] as char)
+        .collect();
+    if password.len() < GENERATED_PASSWORD_LEN {
+        return generate_password();
+    }
+    Ok(password)
+}
+
+/// One public key line of an `authorized_keys`-style file.
+pub fn parse_public_key(line: &str) -> Result<PublicKey, CredentialError> {
+    let shown = line.chars().take(40).collect::<String>();
+    PublicKey::from_openssh(line.trim()).map_err(|_| CredentialError::Key(shown))
+}
+
+/// The public keys of a file: every non-empty, non-comment line.
+pub fn parse_public_keys(text: &str) -> Result<Vec<PublicKey>, CredentialError> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(parse_public_key)
+        .collect()
+}
+
+/// `SHA256:...`, as `ssh-keygen -l` shows it.
+pub fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+/// An address or a CIDR range, in its canonical form (`192.0.2.10/32`).
+pub fn parse_allow(text: &str) -> Result<IpNet, CredentialError> {
+    let t = text.trim();
+    t.parse::<IpNet>()
+        .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| CredentialError::Address(text.to_string()))
+}
+
+/// Whether `ip` may log in to an account with this allow-list. An empty
+/// list allows any address. IPv4 peers seen as IPv4-mapped IPv6 addresses
+/// (on a dual-stack listener) are matched as IPv4.
+pub fn address_allowed(allow: &[String], ip: IpAddr) -> bool {
+    if allow.is_empty() {
+        return true;
+    }
+    let ip = canonical_ip(ip);
+    allow
+        .iter()
+        .filter_map(|a| parse_allow(a).ok())
+        .any(|net| net.contains(&ip))
+}
+
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_matches_its_hash_only() {
+        let phc = hash_password("correct horse").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(password_matches("correct horse", &phc));
+        assert!(!password_matches("correct horse ", &phc));
+        assert!(!password_matches("correct horse", "not a hash"));
+    }
+
+    #[test]
+    fn generated_passwords_are_long_and_differ() {
+        let a = generate_password().unwrap();
+        let b = generate_password().unwrap();
+        assert_eq!(a.len(), GENERATED_PASSWORD_LEN);
+        assert_ne!(a, b);
+        assert!(a.bytes().all(|c| PASSWORD_ALPHABET.contains(&c)));
+    }
+
+    #[test]
+    fn allow_lists_match_addresses_and_ranges() {
+        let allow = vec![
+            "127.0.0.1/32".to_string(),
+            "10.1.0.0/16".into(),
+            "2001:db8::/32".into(),
+        ];
+        let ok = |s: &str| address_allowed(&allow, s.parse().unwrap());
+        assert!(ok("127.0.0.1"));
+        assert!(!ok("127.0.0.2"));
+        assert!(ok("10.1.200.3"));
+        assert!(!ok("10.2.0.1"));
+        assert!(ok("2001:db8::5"));
+        assert!(ok("::ffff:127.0.0.1"), "IPv4-mapped IPv6 matches as IPv4");
+        assert!(address_allowed(&[], "192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            parse_allow("192.0.2.7").unwrap().to_string(),
+            "192.0.2.7/32"
+        );
+        assert_eq!(
+            parse_allow("192.0.2.7/24").unwrap().to_string(),
+            "192.0.2.0/24"
+        );
+        assert!(parse_allow("192.0.2.300").is_err());
+        assert!(parse_allow("example.com").is_err());
+    }
+
+    #[test]
+    fn public_keys_parse_from_openssh_lines() {
+        let line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHg3RXm1ONdyzFMyxhCMCOanUWTMSyhKRD+7+XoxOzNA test@example";
+        let key = parse_public_key(line).unwrap();
+        assert!(fingerprint(&key).starts_with("SHA256:"));
+        assert!(parse_public_key("ssh-ed25519 garbage").is_err());
+        let keys = parse_public_keys(&format!("# mine\n\n{line}\n")).unwrap();
+        assert_eq!(keys.len(), 1);
+    }
+}

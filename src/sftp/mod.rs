@@ -1,0 +1,315 @@
+//! The sFTP server: an adapter between SSH clients and the worker, as in
+//! SFTPGo. It owns authentication (argon2id passwords, OpenSSH keys,
+//! allow-lists, lockout), the jail, and the upload's completion; it knows
+//! no CSV and hands each finished file to the worker as an [`Arrival`].
+//!
+//! Built on russh (SSH) and russh-sftp (the SFTP packet codec); see
+//! `files` for why the SFTP request loop is our own.
+//!
+//! Invariants:
+//! 1. A connection from an address that no account allows, or that is
+//!    locked out, is closed before the SSH handshake.
+//! 2. Only the `sftp` subsystem is served; everything else is refused.
+//! 3. The accept loop never stops on an accept error (russh's does).
+//! 4. An account sees only its own feed's `upload/`, `errors/`, `archive/`.
+
+pub mod credentials;
+mod defender;
+pub mod files;
+pub mod host_keys;
+pub mod jail;
+mod session;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use russh::keys::PrivateKey;
+use russh::{MethodKind, MethodSet, SshId};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::store::Store;
+
+pub use defender::LockoutPolicy;
+pub use files::{Arrival, ArrivalSink};
+
+use credentials::{address_allowed, canonical_ip};
+use defender::{Defender, SessionCounts};
+
+/// Connections at once from one address, logged in or not (SFTPGo's
+/// default): one client cannot take every slot.
+const MAX_CONNECTIONS_PER_ADDRESS: usize = 20;
+/// argon2id hashes at once (19 MiB each): a flood of logins cannot
+/// exhaust memory.
+const CONCURRENT_HASHES: usize = 4;
+/// How long sessions get to finish when the server stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What every connection shares.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub arrivals: ArrivalSink,
+    defender: Mutex<Defender>,
+    sessions: Mutex<SessionCounts>,
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+    hashing: Semaphore,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub fn new(config: Arc<Config>, store: Arc<Store>, arrivals: ArrivalSink) -> Shared {
+        let s = &config.sftp;
+        let policy = LockoutPolicy {
+            failures: s.lockout_failures,
+            window: s.lockout_window,
+            duration: s.lockout_duration,
+        };
+        Shared {
+            defender: Mutex::new(Defender::new(policy)),
+            sessions: Mutex::new(SessionCounts::default()),
+            per_address: Mutex::new(HashMap::new()),
+            hashing: Semaphore::new(CONCURRENT_HASHES),
+            config,
+            store,
+            arrivals,
+        }
+    }
+
+    fn is_locked(&self, ip: IpAddr) -> bool {
+        lock(&self.defender).is_locked(ip, Instant::now())
+    }
+
+    fn record_failure(&self, ip: IpAddr) -> bool {
+        lock(&self.defender).record_failure(ip, Instant::now())
+    }
+
+    fn record_success(&self, ip: IpAddr) {
+        lock(&self.defender).record_success(ip)
+    }
+
+    fn take_session_slot(&self, account: &str) -> bool {
+        let limit = self.config.sftp.max_sessions_per_account;
+        lock(&self.sessions).try_take(account, limit)
+    }
+
+    fn give_back_session_slot(&self, account: &str) {
+        lock(&self.sessions).give_back(account)
+    }
+
+    async fn check_password(&self, password: String, hash: String) -> bool {
+        let Ok(_permit) = self.hashing.acquire().await else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || credentials::password_matches(&password, &hash))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Records the login on the account, without holding up the session
+    /// (the write waits while an import commits).
+    fn note_login(&self, account: &str, ip: IpAddr) {
+        let store = self.store.clone();
+        let name = account.to_string();
+        let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        tokio::task::spawn_blocking(move || {
+            let result = store.update_account(&name, |a| {
+                a.last_login = Some(at);
+                a.last_login_from = Some(ip.to_string());
+            });
+            if let Err(e) = result {
+                tracing::warn!(user = %name, error = %e, "could not record the login");
+            }
+        });
+    }
+
+    /// Invariant 1: some account allows the address and it is not locked.
+    fn admits(&self, ip: IpAddr) -> Result<(), &'static str> {
+        if self.is_locked(ip) {
+            return Err("the address is locked out after failed logins");
+        }
+        let accounts = self.store.accounts().map_err(|e| {
+            tracing::error!(error = %e, "the accounts cannot be read");
+            "the accounts cannot be read"
+        })?;
+        if accounts.iter().any(|a| address_allowed(&a.allow, ip)) {
+            Ok(())
+        } else {
+            Err("no account allows this address")
+        }
+    }
+
+    fn take_address_slot(&self, ip: IpAddr) -> bool {
+        let mut map = lock(&self.per_address);
+        let n = map.entry(ip).or_default();
+        if *n >= MAX_CONNECTIONS_PER_ADDRESS {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn give_back_address_slot(&self, ip: IpAddr) {
+        let mut map = lock(&self.per_address);
+        if let Some(n) = map.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&ip);
+            }
+        }
+    }
+}
+
+/// russh's settings for our server: sftp-friendly window and packet sizes
+/// (the defaults make uploads slow), keepalives, and the host keys.
+pub fn ssh_config(config: &Config, keys: Vec<PrivateKey>) -> russh::server::Config {
+    russh::server::Config {
+        server_id: SshId::Standard(
+            format!("SSH-2.0-flagsync_{}", env!("CARGO_PKG_VERSION")).into(),
+        ),
+        methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
+        auth_rejection_time: Duration::from_secs(1),
+        // OpenSSH probes with "none" first: no need to make it wait.
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys,
+        window_size: 16 << 20,
+        maximum_packet_size: 65535,
+        channel_buffer_size: 256,
+        max_auth_attempts: 6,
+        inactivity_timeout: Some(config.sftp.idle_timeout),
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 3,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// Accepts connections until `shutdown`, then gives sessions a short grace
+/// to finish.
+pub async fn run(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    ssh: Arc<russh::server::Config>,
+    shutdown: CancellationToken,
+) {
+    let sessions = Arc::new(Semaphore::new(shared.config.sftp.max_sessions));
+    let tracker = TaskTracker::new();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(10);
+                a
+            }
+            Err(e) => {
+                // EMFILE and friends pass; never stop listening (invariant 3).
+                tracing::warn!(error = %e, "accept failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let ip = canonical_ip(peer.ip());
+        if let Err(why) = shared.admits(ip) {
+            tracing::warn!(peer = %peer, "connection refused: {why}");
+            continue;
+        }
+        let Ok(permit) = sessions.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %peer, "connection refused: the server has its maximum of sessions");
+            continue;
+        };
+        if !shared.take_address_slot(ip) {
+            tracing::warn!(peer = %peer, "connection refused: too many connections from this address");
+            continue;
+        }
+        let shared = shared.clone();
+        let ssh = ssh.clone();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            serve_connection(socket, peer, shared.clone(), ssh, stop).await;
+            shared.give_back_address_slot(ip);
+            drop(permit);
+        });
+    }
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "sessions still open at shutdown were closed; their unfinished uploads are discarded"
+        );
+    }
+}
+
+async fn serve_connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    ssh: Arc<russh::server::Config>,
+    shutdown: CancellationToken,
+) {
+    let id = session_id();
+    let span = tracing::info_span!("session", id, peer = %peer);
+    let _ = socket.set_nodelay(true);
+    let login_timeout = shared.config.sftp.login_timeout;
+    let handler = session::Connection::new(shared, canonical_ip(peer.ip()));
+    let authenticated = handler.authenticated.clone();
+    let start = russh::server::run_stream(ssh, socket, handler);
+    let running = match tokio::time::timeout(login_timeout, start).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            span.in_scope(|| tracing::info!(error = %e, "handshake failed"));
+            return;
+        }
+        Err(_) => {
+            span.in_scope(|| tracing::info!("closed: no SSH handshake within the login timeout"));
+            return;
+        }
+    };
+    let handle = running.handle();
+    let deadline = tokio::time::sleep(login_timeout);
+    tokio::pin!(running);
+    tokio::pin!(deadline);
+    let mut deadline_armed = true;
+    loop {
+        tokio::select! {
+            result = &mut running => {
+                if let Err(e) = result {
+                    span.in_scope(|| tracing::info!(error = %e, "session ended with an error"));
+                }
+                break;
+            }
+            _ = &mut deadline, if deadline_armed => {
+                deadline_armed = false;
+                if !authenticated.load(std::sync::atomic::Ordering::SeqCst) {
+                    span.in_scope(|| tracing::info!("closed: not logged in within the login timeout"));
+                    let _ = handle.disconnect(russh::Disconnect::ByApplication, "login timeout".into(), "en".into()).await;
+                }
+            }
+            _ = shutdown.cancelled() => {
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut running).await;
+                let _ = handle.disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), "en".into()).await;
+                break;
+            }
+        }
+    }
+}
+
+fn session_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,301 @@
+//! One SSH connection: who the client is (password or key, allow-list,
+//! lockout, session slots) and the one thing it may do: the `sftp`
+//! subsystem. Shell, exec, port and agent forwarding are refused.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
+
+use super::credentials::{address_allowed, parse_public_key};
+use super::files::{self, SftpSession};
+use super::jail::Jail;
+use super::Shared;
+use crate::store::Account;
+
+/// The per-connection handler russh drives.
+pub struct Connection {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+    /// The logged-in account; `None` until authentication succeeds.
+    account: Option<Account>,
+    /// Set once logged in; the login deadline reads it.
+    pub authenticated: Arc<AtomicBool>,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error(transparent)]
+    Ssh(#[from] russh::Error),
+}
+
+fn reject() -> Auth {
+    Auth::Reject {
+        proceed_with_methods: Some(MethodSet::from(
+            &[MethodKind::PublicKey, MethodKind::Password][..],
+        )),
+        partial_success: false,
+    }
+}
+
+impl Connection {
+    pub fn new(shared: Arc<Shared>, ip: IpAddr) -> Connection {
+        Connection {
+            shared,
+            ip,
+            account: None,
+            authenticated: Arc::new(AtomicBool::new(false)),
+            channels: HashMap::new(),
+        }
+    }
+
+    /// The account `user` may log in to from this address, if any. Reasons
+    /// for a refusal go to the log, never to the client.
+    fn candidate(&self, user: &str) -> Option<Account> {
+        if self.shared.is_locked(self.ip) {
+            tracing::warn!(user, peer = %self.ip, "login refused: the address is locked out");
+            return None;
+        }
+        let account = match self.shared.store.account(user) {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                tracing::warn!(user, peer = %self.ip, "login refused: no such account");
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(user, peer = %self.ip, error = %e, "login refused: the store cannot be read");
+                return None;
+            }
+        };
+        if !address_allowed(&account.allow, self.ip) {
+            tracing::warn!(user, peer = %self.ip, "login refused: the address is not in the account's allow-list");
+            return None;
+        }
+        if self.shared.config.feed(&account.feed).is_none() {
+            tracing::warn!(user, peer = %self.ip, feed = %account.feed, "login refused: the account's feed is not configured");
+            return None;
+        }
+        Some(account)
+    }
+
+    fn failed(&self, user: &str) {
+        if self.shared.record_failure(self.ip) {
+            tracing::warn!(user, peer = %self.ip, "too many failed logins: the address is locked out");
+        }
+    }
+
+    fn succeed(&mut self, account: Account, method: &str) -> Auth {
+        if !self.shared.take_session_slot(&account.name) {
+            tracing::warn!(user = %account.name, peer = %self.ip, "login refused: the account has its maximum of sessions");
+            return Auth::reject();
+        }
+        tracing::info!(user = %account.name, peer = %self.ip, method, "logged in");
+        self.shared.record_success(self.ip);
+        self.shared.note_login(&account.name, self.ip);
+        self.account = Some(account);
+        self.authenticated.store(true, Ordering::SeqCst);
+        Auth::Accept
+    }
+
+    fn has_key(account: &Account, key: &russh::keys::PublicKey) -> bool {
+        account
+            .keys
+            .iter()
+            .filter_map(|k| parse_public_key(k).ok())
+            .any(|k| k.key_data() == key.key_data())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(a) = &self.account {
+            self.shared.give_back_session_slot(&a.name);
+        }
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = ConnectionError;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(reject())
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let Some(account) = self.candidate(user) else {
+            self.failed(user);
+            return Ok(reject());
+        };
+        let Some(hash) = account.password_hash.clone() else {
+            tracing::warn!(user, peer = %self.ip, "login refused: the account has no password (keys only)");
+            self.failed(user);
+            return Ok(reject());
+        };
+        let matches = self.shared.check_password(password.to_string(), hash).await;
+        if !matches {
+            tracing::warn!(user, peer = %self.ip, "login refused: wrong password");
+            self.failed(user);
+            return Ok(reject());
+        }
+        Ok(self.succeed(account, "password"))
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // Clients offer every key they have: an unknown one is not a
+        // failed login.
+        let known = self
+            .candidate(user)
+            .is_some_and(|a| Self::has_key(&a, offer.public_key));
+        Ok(if known { Auth::Accept } else { reject() })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        match self.candidate(user) {
+            Some(account) if Self::has_key(&account, key.public_key) => {
+                Ok(self.succeed(account, "publickey"))
+            }
+            _ => {
+                tracing::warn!(user, peer = %self.ip, "login refused: the key is not the account's");
+                self.failed(user);
+                Ok(reject())
+            }
+        }
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        _user: &str,
+        _submethods: &str,
+        _response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(reject())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.account.is_none() {
+            return Ok(());
+        }
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel_id: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(account), true) = (&self.account, name == "sftp") else {
+            tracing::warn!(subsystem = name, peer = %self.ip, "refused: only the sftp subsystem is offered");
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        };
+        let Some(channel) = self.channels.remove(&channel_id) else {
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        };
+        session.channel_success(channel_id)?;
+        let jail = Jail::new(self.shared.config.feed_dir(&account.feed));
+        let sftp = SftpSession::new(
+            jail,
+            account.feed.clone(),
+            self.shared.config.sftp.max_upload_size,
+            self.shared.arrivals.clone(),
+        );
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(
+            files::serve(channel.into_stream(), sftp),
+            span,
+        ));
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        tracing::warn!(peer = %self.ip, "refused a shell: this server offers sftp only");
+        session.channel_failure(channel)?;
+        session.close(channel)?;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        tracing::warn!(peer = %self.ip, "refused a command: this server offers sftp only");
+        session.channel_failure(channel)?;
+        session.close(channel)?;
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.close(channel)?;
+        Ok(())
+    }
+}
