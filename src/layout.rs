@@ -11,6 +11,10 @@
 
 use std::path::{Path, PathBuf};
 
+/// Prefix of the sFTP server's temporary upload files in `upload/`:
+/// hidden from clients, never picked up, removed at start.
+pub const UPLOAD_TEMP_PREFIX: &str = ".flagsync-upload-";
+
 /// One feed's folders.
 #[derive(Debug, Clone)]
 pub struct FeedFolders {
@@ -55,6 +59,22 @@ pub fn is_pickable(name: &str) -> bool {
         && ![".part", ".filepart", ".tmp"]
             .iter()
             .any(|s| lower.ends_with(s))
+}
+
+/// Removes temporary upload files left by a process that was killed.
+pub fn remove_stale_temps(upload_dir: &Path) {
+    let Ok(read) = std::fs::read_dir(upload_dir) else {
+        return;
+    };
+    for entry in read.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(UPLOAD_TEMP_PREFIX)
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Syncs a folder so that a rename or a new file in it survives a crash.

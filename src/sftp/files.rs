@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::jail::{self, Area, Jail, Place};
-use crate::layout::{is_pickable, sync_dir};
+use crate::layout::{is_pickable, sync_dir, UPLOAD_TEMP_PREFIX as TEMP_PREFIX};
 
 /// Requests larger than this end the session. OpenSSH writes 32 KiB (up
 /// to 255 KiB with `-B`); the header adds a few bytes.
@@ -41,8 +41,6 @@ const MAX_PACKET: u32 = 256 * 1024 + 1024;
 const MAX_READ: u32 = 256 * 1024;
 /// Replies waiting for the writer task.
 const REPLY_QUEUE: usize = 1024;
-/// Prefix of our temporary upload files: hidden from clients.
-const TEMP_PREFIX: &str = ".flagsync-upload-";
 const READDIR_BATCH: usize = 100;
 
 /// A file that has arrived in an account's `upload/` folder.
@@ -540,18 +538,6 @@ fn unique() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     nanos ^ (NEXT.fetch_add(1, Ordering::Relaxed) << 48)
-}
-
-/// Removes temporary upload files left by a process that was killed.
-pub fn remove_stale_temps(upload_dir: &Path) {
-    let Ok(read) = std::fs::read_dir(upload_dir) else {
-        return;
-    };
-    for entry in read.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
 }
 
 /// Runs the SFTP protocol on `stream` until the client leaves.

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{Config, Feed};
-use crate::layout::{is_pickable, sync_dir, FeedFolders};
+use crate::layout::{is_pickable, remove_stale_temps, sync_dir, FeedFolders};
 use crate::store::Store;
 
 use super::{import_upload, WorkerError};
@@ -163,7 +163,7 @@ impl Intake {
             if let Err(e) = folders.create_visible() {
                 tracing::error!(feed = %feed.name, error = %e, "the feed's folders cannot be created");
             }
-            crate::sftp::files::remove_stale_temps(&folders.upload());
+            remove_stale_temps(&folders.upload());
             for claim in sorted_names(&folders.processing()) {
                 if recorded.contains(&claim) {
                     self.archive(&folders, &claim);
