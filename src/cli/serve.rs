@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{control, Failure};
 use crate::config::{Config, Source};
+use crate::layout::FeedFolders;
 use crate::sftp::credentials::{fingerprint, generate_password, hash_password};
 use crate::sftp::{self, host_keys, ArrivalSink, Shared};
 use crate::store::{Account, DataLock, Store, StoreError};
@@ -39,6 +40,16 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
     }
     if config.source == Source::Embedded {
         create_demo_account(&config, &store)?;
+    }
+    for feed in &config.feeds {
+        let folders = FeedFolders::new(config.feed_dir(&feed.name));
+        folders.create_visible().map_err(|e| {
+            runtime_error(anyhow::anyhow!(
+                "cannot create the folders of feed '{}' in {}: {e}",
+                feed.name,
+                folders.root.display()
+            ))
+        })?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -77,6 +77,8 @@ pub struct SftpSettings {
     /// Sessions at once, over all accounts.
     pub max_sessions: usize,
     pub max_sessions_per_account: usize,
+    /// Connections at once from one address, logged in or not.
+    pub max_connections_per_address: usize,
     /// This many failed logins from one address within `lockout_window`
     /// lock the address out for `lockout_duration`.
     pub lockout_failures: usize,
@@ -95,6 +97,7 @@ impl Default for SftpSettings {
             max_upload_size: 2 << 30,
             max_sessions: 100,
             max_sessions_per_account: 10,
+            max_connections_per_address: 100,
             lockout_failures: 5,
             lockout_window: Duration::from_secs(600),
             lockout_duration: Duration::from_secs(900),

@@ -42,6 +42,7 @@ struct RawSftp {
     max_upload_size: Option<Spanned<NumberOrText>>,
     max_sessions: Option<Spanned<i64>>,
     max_sessions_per_account: Option<Spanned<i64>>,
+    max_connections_per_address: Option<Spanned<i64>>,
     lockout_failures: Option<Spanned<i64>>,
     lockout_window: Option<Spanned<String>>,
     lockout_duration: Option<Spanned<String>>,
@@ -246,6 +247,12 @@ fn validate_sftp(raw: Option<RawSftp>, problems: &mut Problems) -> SftpSettings 
             "max_sessions_per_account",
             &raw.max_sessions_per_account,
             defaults.max_sessions_per_account,
+            problems,
+        ),
+        max_connections_per_address: count(
+            "max_connections_per_address",
+            &raw.max_connections_per_address,
+            defaults.max_connections_per_address,
             problems,
         ),
         lockout_failures: count(

@@ -12,4 +12,8 @@ mod diff;
 mod file_format;
 mod row_errors;
 mod runs;
+mod serve;
+mod server;
+mod sftp;
+mod sftp_attacks;
 mod util;

@@ -1,0 +1,1153 @@
+//! Hostile clients: path traversal in every form we know, NUL bytes,
+//! symlinks and hard links, a second loopback address outside the
+//! allow-list, password guessing, exec/shell/port forwarding, oversized
+//! and broken uploads, too many sessions, idle connections. Each test
+//! checks that nothing outside the jail was read or changed and that the
+//! store holds only what legitimate uploads put there.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+
+use crate::server::*;
+use crate::util::*;
+
+/// What the file next to the data folder holds.
+const SECRET: &str = "TOP-SECRET-7f3a9c-do-not-leak";
+
+/// A file next to the data folder (outside any jail), owner-only.
+fn plant_secret(env: &Env) -> PathBuf {
+    let path = env.root.join("secret.txt");
+    fs::write(&path, format!("{SECRET}\n")).expect("write secret");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod secret");
+    path
+}
+
+/// Panics if a step's value holds anything from outside the jail.
+#[track_caller]
+fn assert_no_leak(result: &Value, what: &str) {
+    let text = result["value"].to_string();
+    for marker in [
+        SECRET,
+        "root:x:0:0",
+        "redb\\u001a",
+        "BEGIN OPENSSH PRIVATE KEY",
+    ] {
+        assert!(
+            !text.contains(marker),
+            "{what} read something from outside the jail ({marker:?}): {result:#}"
+        );
+    }
+}
+
+/// Everything under the temp dir except the data folder and what the
+/// client tools keep (their HOME, batch files): path → content.
+fn outside_tree(env: &Env) -> BTreeMap<String, Option<Vec<u8>>> {
+    let skip = |path: &str| {
+        ["data", "home"]
+            .iter()
+            .any(|d| path == *d || path.starts_with(&format!("{d}/")))
+            || path.starts_with("batch-")
+    };
+    snapshot(&env.root)
+        .into_iter()
+        .filter(|(path, _)| !skip(path))
+        .collect()
+}
+
+/// Every path under `dir` that is a symlink.
+fn symlinks_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries {
+        let path = entry.expect("dir entry").path();
+        let meta = fs::symlink_metadata(&path).expect("lstat");
+        if meta.file_type().is_symlink() {
+            found.push(path);
+        } else if meta.is_dir() {
+            found.extend(symlinks_under(&path));
+        }
+    }
+    found
+}
+
+/// The setup every jail test starts from: a secret next to the data
+/// folder, a server, and a snapshot of what must not change.
+struct Jail {
+    s: Setup,
+    secret: PathBuf,
+    secret_mtime: SystemTime,
+    outside: BTreeMap<String, Option<Vec<u8>>>,
+    data_top: Vec<String>,
+    feed_top: Vec<String>,
+}
+
+impl Jail {
+    fn new() -> Jail {
+        let s = Setup::standard();
+        let secret = plant_secret(&s.env);
+        // Let the client tools create their HOME, and a first login the
+        // feed's folders, before the snapshot.
+        fs::create_dir_all(s.env.root.join("home")).expect("home");
+        let results = s
+            .key_client()
+            .session(vec![json!({"op": "listdir", "path": "/upload"})]);
+        ok(&results[0], "a first login");
+        let secret_mtime = fs::metadata(&secret)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        let outside = outside_tree(&s.env);
+        let data_top = names_in(&s.env.data_dir);
+        assert!(
+            data_top.contains(&"flagsync.redb".to_string()),
+            "the store is {}/flagsync.redb: {data_top:?}",
+            s.env.data_dir.display()
+        );
+        let feed_top = names_in(&s.env.data_dir.join("hr"));
+        Jail {
+            s,
+            secret,
+            secret_mtime,
+            outside,
+            data_top,
+            feed_top,
+        }
+    }
+
+    fn root(&self) -> String {
+        self.s.env.root.display().to_string()
+    }
+
+    fn data(&self) -> String {
+        self.s.env.data_dir.display().to_string()
+    }
+
+    /// Nothing outside the feed's upload/ changed; upload/ holds exactly
+    /// `upload` (sorted); no symlink anywhere; nothing was imported.
+    #[track_caller]
+    fn assert_untouched(&self, upload: &[&str]) {
+        let env = &self.s.env;
+        let meta = fs::metadata(&self.secret).expect("the secret file still exists");
+        assert_eq!(
+            meta.permissions().mode() & 0o7777,
+            0o600,
+            "secret.txt mode changed"
+        );
+        assert_eq!(
+            meta.modified().expect("mtime"),
+            self.secret_mtime,
+            "secret.txt mtime changed"
+        );
+        assert_same_tree(&self.outside, &outside_tree(env), "outside the data folder");
+        assert_eq!(
+            names_in(&env.data_dir),
+            self.data_top,
+            "the top of the data folder changed"
+        );
+        assert_eq!(
+            names_in(&env.data_dir.join("hr")),
+            self.feed_top,
+            "the feed's folder has a new entry"
+        );
+        for (path, content) in snapshot(&env.data_dir.join("hr")) {
+            assert!(
+                content.is_none() || path.starts_with("upload/"),
+                "a file outside upload/ in the feed's folder: {path}"
+            );
+        }
+        let mut upload: Vec<String> = upload.iter().map(|s| s.to_string()).collect();
+        upload.sort();
+        assert_eq!(names_in(&upload_dir(env, "hr")), upload, "upload/");
+        assert_eq!(
+            symlinks_under(&env.root),
+            Vec::<PathBuf>::new(),
+            "a symlink was created"
+        );
+        for (path, _) in snapshot(&env.root) {
+            assert!(!path.contains("evil"), "an attacker's file exists: {path}");
+        }
+        assert_eq!(env.runs_list().len(), 0, "nothing was imported");
+    }
+
+    /// A legitimate upload after the attacks is the first and only run.
+    #[track_caller]
+    fn assert_still_serves(&self) {
+        let results = self
+            .s
+            .key_client()
+            .session(vec![put("/upload/after.csv", &hr_file(1..=3))]);
+        ok(&results[0], "a normal upload after the attacks");
+        let runs = self.s.wait_for_exactly(1);
+        assert_run(&runs[0], "after.csv", "applied", &[("added", 3)]);
+    }
+}
+
+#[test]
+fn traversal_cannot_read_outside_the_jail() {
+    let j = Jail::new();
+    let (root, data) = (j.root(), j.data());
+    let files = [
+        "../flagsync.redb".to_string(),
+        "../../secret.txt".into(),
+        "../../../secret.txt".into(),
+        "/../flagsync.redb".into(),
+        "/../../secret.txt".into(),
+        "/../../../../../../../../etc/passwd".into(),
+        "../../../../../../../../etc/passwd".into(),
+        "/upload/../../flagsync.redb".into(),
+        "/upload/../../../secret.txt".into(),
+        "upload/../../secret.txt".into(),
+        "upload/../../../etc/passwd".into(),
+        "//upload//..//..//secret.txt".into(),
+        "//upload//..//..//..//etc//passwd".into(),
+        "/./../flagsync.redb".into(),
+        "./../../secret.txt".into(),
+        "/upload/./.././../secret.txt".into(),
+        "~/../flagsync.redb".into(),
+        "~/../../secret.txt".into(),
+        "~root/.bashrc".into(),
+        "..\\flagsync.redb".into(),
+        "..\\..\\secret.txt".into(),
+        "/upload/..\\..\\..\\secret.txt".into(),
+        "/upload/%2e%2e/%2e%2e/secret.txt".into(),
+        "/etc/passwd".into(),
+        format!("{data}/flagsync.redb"),
+        format!("{root}/secret.txt"),
+        format!("{data}/hr/upload/../../flagsync.redb"),
+        format!("{data}/ssh_host_ed25519_key"),
+        format!("/upload/../..{root}/secret.txt"),
+        format!("/upload/{root}/secret.txt"),
+    ];
+    let mut steps = Vec::new();
+    for path in &files {
+        steps.push(json!({"op": "get", "path": path}));
+        steps.push(json!({"op": "stat", "path": path}));
+        steps.push(json!({"op": "lstat", "path": path}));
+    }
+    let folders = [
+        "..".to_string(),
+        "../..".into(),
+        "/..".into(),
+        "/../..".into(),
+        "/upload/../..".into(),
+        "//upload//..//..".into(),
+        "upload/../../..".into(),
+        "~".into(),
+        "~/..".into(),
+        "/etc".into(),
+        "/tmp".into(),
+        root.clone(),
+        data.clone(),
+        format!("{data}/hr"),
+    ];
+    for path in &folders {
+        steps.push(json!({"op": "listdir", "path": path}));
+        steps.push(json!({"op": "realpath", "path": path}));
+    }
+    let results = j.s.key_client().session(steps);
+
+    for (i, path) in files.iter().enumerate() {
+        for (k, op) in ["get", "stat", "lstat"].iter().enumerate() {
+            let r = &results[i * 3 + k];
+            assert_no_leak(r, &format!("{op} {path:?}"));
+            refused(r, &format!("{op} {path:?} (a file outside the jail)"));
+        }
+    }
+    let jail_names: Vec<&str> = vec!["archive", "errors", "upload"];
+    for (i, path) in folders.iter().enumerate() {
+        let listed = &results[files.len() * 3 + i * 2];
+        if listed["ok"] == true {
+            for name in name_set(&listed["value"]) {
+                assert!(
+                    jail_names.contains(&name.as_str()),
+                    "listdir {path:?} shows {name:?} from outside the jail: {listed:#}"
+                );
+            }
+        }
+        let real = &results[files.len() * 3 + i * 2 + 1];
+        if real["ok"] == true {
+            let answer = real["value"].as_str().unwrap_or_default();
+            assert!(
+                answer.starts_with('/'),
+                "realpath {path:?} = {answer:?} is not absolute"
+            );
+            if path.contains("..") && !path.contains(&root) {
+                assert_eq!(answer, "/", "realpath {path:?} clamps at the jail's root");
+            }
+        }
+    }
+    j.assert_untouched(&[]);
+    j.assert_still_serves();
+}
+
+#[test]
+fn traversal_cannot_write_or_change_anything_outside_the_jail() {
+    let j = Jail::new();
+    let (root, data) = (j.root(), j.data());
+    let tmp_target = format!("/tmp/flagsync-evil-{}-{}.csv", std::process::id(), unique());
+    let evil = hr_file(1..=2);
+
+    let writes = [
+        "../evil.csv".to_string(),
+        "../../evil.csv".into(),
+        "../../../evil.csv".into(),
+        "/../evil.csv".into(),
+        "/../../evil.csv".into(),
+        "/upload/../../evil.csv".into(),
+        "/upload/../../../evil.csv".into(),
+        "upload/../../evil.csv".into(),
+        "//upload//..//..//evil.csv".into(),
+        "/errors/../../evil.csv".into(),
+        "~/evil.csv".into(),
+        "~/../evil.csv".into(),
+        "..\\evil.csv".into(),
+        "/evil.csv".into(),
+        format!("{root}/evil.csv"),
+        format!("{data}/evil.csv"),
+        format!("{data}/hr/evil.csv"),
+        format!("{data}/hr/upload/../evil.csv"),
+        tmp_target.clone(),
+    ];
+    let mut steps: Vec<Value> = writes.iter().map(|p| put(p, &evil)).collect();
+    let secret_paths = [
+        "../../secret.txt".to_string(),
+        "/../../secret.txt".into(),
+        "/upload/../../../secret.txt".into(),
+        format!("{root}/secret.txt"),
+    ];
+    let store_paths = [
+        "../flagsync.redb".to_string(),
+        format!("{data}/flagsync.redb"),
+    ];
+    // Removing, renaming and changing attributes of what is outside.
+    for path in secret_paths.iter().chain(&store_paths) {
+        steps.push(json!({"op": "remove", "path": path}));
+        steps.push(json!({"op": "chmod", "path": path, "mode": 0o777}));
+        steps.push(json!({"op": "utime", "path": path, "times": [0, 0]}));
+        steps.push(json!({"op": "rename", "src": path, "dst": "/upload/stolen.tmp"}));
+        steps.push(json!({"op": "posix_rename", "src": path, "dst": "/upload/stolen2.tmp"}));
+    }
+    // Renaming an uploaded file out of the jail.
+    steps.push(put("/upload/legit.tmp", &evil));
+    let rename_targets = [
+        "../../evil-renamed.csv".to_string(),
+        "/../../evil-renamed.csv".into(),
+        "/upload/../../evil-renamed.csv".into(),
+        "//upload//..//..//..//evil-renamed.csv".into(),
+        format!("{root}/evil-renamed.csv"),
+        format!("{data}/evil-renamed.csv"),
+    ];
+    for target in &rename_targets {
+        steps.push(json!({"op": "rename", "src": "/upload/legit.tmp", "dst": target}));
+        steps.push(json!({"op": "posix_rename", "src": "/upload/legit.tmp", "dst": target}));
+    }
+    // Folders outside.
+    let dirs = [
+        "../../evil-dir".to_string(),
+        "/../../evil-dir".into(),
+        "/upload/../../evil-dir".into(),
+        "/upload/evil-dir".into(),
+        format!("{root}/evil-dir"),
+        format!("{data}/evil-dir"),
+    ];
+    for dir in &dirs {
+        steps.push(json!({"op": "mkdir", "path": dir}));
+    }
+    for dir in [
+        "../../in",
+        "/../../in",
+        &format!("{root}/in"),
+        "/../hr",
+        "../../data",
+    ] {
+        steps.push(json!({"op": "rmdir", "path": dir}));
+    }
+    let results = j.s.key_client().session(steps);
+
+    let mut i = 0;
+    for path in &writes {
+        refused(&results[i], &format!("upload to {path:?}"));
+        i += 1;
+    }
+    for path in secret_paths.iter().chain(&store_paths) {
+        for op in ["remove", "chmod", "utime", "rename", "posix_rename"] {
+            // chmod/utime may be accepted and ignored; the checks on disk
+            // below say whether anything happened.
+            if op == "remove" || op.contains("rename") {
+                refused(&results[i], &format!("{op} {path:?}"));
+            }
+            i += 1;
+        }
+    }
+    ok(&results[i], "put /upload/legit.tmp");
+    i += 1;
+    for target in &rename_targets {
+        refused(&results[i], &format!("rename legit.tmp to {target:?}"));
+        refused(
+            &results[i + 1],
+            &format!("posix-rename legit.tmp to {target:?}"),
+        );
+        i += 2;
+    }
+    for dir in &dirs {
+        refused(&results[i], &format!("mkdir {dir:?}"));
+        i += 1;
+    }
+    assert!(
+        j.s.env.root.join("in").is_dir(),
+        "rmdir reached the input folder"
+    );
+
+    assert!(!Path::new(&tmp_target).exists(), "{tmp_target} was written");
+    assert!(
+        j.s.env.data_dir.join("flagsync.redb").is_file(),
+        "the store is gone"
+    );
+    j.assert_untouched(&["legit.tmp"]);
+    j.assert_still_serves();
+}
+
+#[test]
+fn nul_bytes_symlinks_and_hard_links_are_refused() {
+    let j = Jail::new();
+    let (root, data) = (j.root(), j.data());
+    let file = hr_file(1..=2);
+    let steps = vec![
+        put("/upload/legit.tmp", &file),
+        // 1: NUL bytes (sent raw by paramiko)
+        put("/upload/nul\u{0}.csv", &file),
+        put("/upload/x.tmp\u{0}/../../../evil.csv", &file),
+        json!({"op": "get", "path": "../../secret.txt\u{0}.csv"}),
+        json!({"op": "get", "path": "/upload/legit.tmp\u{0}/../../../secret.txt"}),
+        json!({"op": "stat", "path": "/upload\u{0}/../../secret.txt"}),
+        json!({"op": "rename", "src": "/upload/legit.tmp", "dst": "/upload/evil\u{0}.csv"}),
+        json!({"op": "mkdir", "path": "/upload/evil\u{0}dir"}),
+        // 8: symlinks
+        json!({"op": "symlink", "target": "/etc/passwd", "path": "/upload/pw.tmp"}),
+        json!({"op": "symlink", "target": "../../secret.txt", "path": "/upload/s1.tmp"}),
+        json!({"op": "symlink", "target": format!("{root}/secret.txt"), "path": "/upload/s2.tmp"}),
+        json!({"op": "symlink", "target": format!("{data}/flagsync.redb"), "path": "/upload/s3.tmp"}),
+        json!({"op": "symlink", "target": "/upload/legit.tmp", "path": "/upload/s4.tmp"}),
+        json!({"op": "symlink", "target": "/", "path": "/upload/rootlink"}),
+        json!({"op": "symlink", "target": "/upload/legit.tmp", "path": "../../evil-link"}),
+        // 15: hard links (OpenSSH's hardlink@openssh.com extension)
+        json!({"op": "hardlink", "src": "../../secret.txt", "dst": "/upload/h1.tmp"}),
+        json!({"op": "hardlink", "src": format!("{root}/secret.txt"), "dst": "/upload/h2.tmp"}),
+        json!({"op": "hardlink", "src": format!("{data}/flagsync.redb"), "dst": "/upload/h3.tmp"}),
+        json!({"op": "hardlink", "src": "/upload/legit.tmp", "dst": "../../evil-hard"}),
+        json!({"op": "hardlink", "src": "/upload/legit.tmp", "dst": format!("{root}/evil-hard2")}),
+        // 20: reading back what would have been created
+        json!({"op": "get", "path": "/upload/pw.tmp"}),
+        json!({"op": "get", "path": "/upload/s1.tmp"}),
+        json!({"op": "get", "path": "/upload/s2.tmp"}),
+        json!({"op": "get", "path": "/upload/h1.tmp"}),
+        json!({"op": "get", "path": "/upload/h2.tmp"}),
+        json!({"op": "get", "path": "/upload/h3.tmp"}),
+        json!({"op": "listdir", "path": "/upload/rootlink"}),
+        json!({"op": "readlink", "path": "/upload/s1.tmp"}),
+        // 28
+        json!({"op": "listdir", "path": "/upload"}),
+    ];
+    let n = steps.len();
+    let results = j.s.key_client().session(steps);
+    ok(&results[0], "put legit.tmp");
+    for (i, r) in results.iter().enumerate().take(n - 1).skip(1) {
+        assert_no_leak(r, &format!("step {i}"));
+        refused(
+            r,
+            &format!("step {i} (NUL byte, symlink or hard link): {r}"),
+        );
+    }
+    assert_eq!(
+        ok(&results[n - 1], "listdir /upload"),
+        json!(["legit.tmp"]),
+        "only the legitimate file is in /upload"
+    );
+    j.assert_untouched(&["legit.tmp"]);
+    j.assert_still_serves();
+}
+
+#[test]
+fn curl_and_openssh_traversal_cannot_leave_the_jail() {
+    let j = Jail::new();
+    let (root, data) = (j.root(), j.data());
+    let port = j.s.server.port;
+    let env = &j.s.env;
+
+    // curl: --path-as-is sends the dots as typed; /~/ is curl's "home".
+    let urls = [
+        format!("sftp://{HOST}:{port}/../../secret.txt"),
+        format!("sftp://{HOST}:{port}/upload/../../../secret.txt"),
+        format!("sftp://{HOST}:{port}/~/../../secret.txt"),
+        format!("sftp://{HOST}:{port}/~/../flagsync.redb"),
+        format!("sftp://{HOST}:{port}/%2e%2e/%2e%2e/secret.txt"),
+        format!("sftp://{HOST}:{port}{data}/flagsync.redb"),
+        format!("sftp://{HOST}:{port}{root}/secret.txt"),
+        format!("sftp://{HOST}:{port}/etc/passwd"),
+        format!("sftp://{HOST}:{port}//etc/passwd"),
+    ];
+    for url in &urls {
+        let mut cmd = tool(env, "curl");
+        cmd.args(["-sS", "-k", "--path-as-is", "--user"])
+            .arg(format!("{USER}:{PASSWORD}"))
+            .arg(url);
+        let out = run_tool(cmd, "curl get", None, TOOL_TIMEOUT);
+        assert!(
+            !out.stdout.contains(SECRET)
+                && !out.stdout.contains("root:x:0:0")
+                && !out.stdout.starts_with("redb"),
+            "curl read {url} from outside the jail: {out:#?}"
+        );
+        assert_ne!(out.code, 0, "curl {url} should fail: {out:#?}");
+    }
+    let evil = env.input("evil.csv", hr_file(1..=2));
+    for url in [
+        format!("sftp://{HOST}:{port}/../../evil.csv"),
+        format!("sftp://{HOST}:{port}/upload/../../evil.csv"),
+        format!("sftp://{HOST}:{port}{root}/evil2.csv"),
+    ] {
+        let mut cmd = tool(env, "curl");
+        cmd.args(["-sS", "-k", "--path-as-is", "--user"])
+            .arg(format!("{USER}:{PASSWORD}"))
+            .arg("-T")
+            .arg(&evil)
+            .arg(&url);
+        let out = run_tool(cmd, "curl put", None, TOOL_TIMEOUT);
+        assert_ne!(out.code, 0, "curl upload to {url} should fail: {out:#?}");
+    }
+    // --ftp-create-dirs makes curl send mkdir for missing folders.
+    let mut cmd = tool(env, "curl");
+    cmd.args(["-sS", "-k", "--ftp-create-dirs", "--user"])
+        .arg(format!("{USER}:{PASSWORD}"))
+        .arg("-T")
+        .arg(&evil)
+        .arg(format!("sftp://{HOST}:{port}/upload/newdir/x.tmp"));
+    let out = run_tool(cmd, "curl --ftp-create-dirs", None, TOOL_TIMEOUT);
+    assert_ne!(out.code, 0, "curl could create a folder: {out:#?}");
+    fs::remove_file(&evil).expect("remove local evil.csv");
+
+    // OpenSSH sftp: a leading '-' lets the batch go on after a failure.
+    let local_evil = j.s.env.root.join("home").join("evil-local.csv");
+    fs::write(&local_evil, hr_file(1..=2)).expect("write evil-local");
+    let got = j.s.env.root.join("home").join("got");
+    let batch = format!(
+        "-get ../../secret.txt {got}1\n\
+         -get /../../secret.txt {got}2\n\
+         -get {root}/secret.txt {got}3\n\
+         -get {data}/flagsync.redb {got}4\n\
+         -get /../../../../../../etc/passwd {got}5\n\
+         -put {local} ../../evil-ssh.csv\n\
+         -put {local} /upload/../../evil-ssh2.csv\n\
+         -put {local} {root}/evil-ssh3.csv\n\
+         -ln -s /etc/passwd /upload/evil-link.tmp\n\
+         -ln /upload/../../secret.txt /upload/evil-hard.tmp\n\
+         -mkdir /upload/evil-dir\n\
+         -mkdir ../../evil-dir\n\
+         -chmod 777 ../../secret.txt\n\
+         -rm ../../secret.txt\n\
+         -rename ../../secret.txt /upload/evil-stolen.tmp\n\
+         -get ../../../secret.txt {got}6\n\
+         pwd\n",
+        got = got.display(),
+        local = local_evil.display()
+    );
+    let out = openssh_sftp_key(env, port, USER, &j.s.key, &batch);
+    assert_eq!(out.code, 0, "the batch itself runs: {out:#?}");
+    assert!(
+        out.stdout.contains("Remote working directory: /"),
+        "{out:#?}"
+    );
+
+    // Changing folder upwards stays at the jail's root.
+    let out = openssh_sftp_key(
+        env,
+        port,
+        USER,
+        &j.s.key,
+        "cd ../..\nls -1\npwd\ncd /upload/../../..\nls -1\n-cd ~\nls -1\n",
+    );
+    assert_eq!(out.code, 0, "cd .. in OpenSSH sftp: {out:#?}");
+    for line in out.stdout.lines() {
+        if line.starts_with("sftp>") || line.trim().is_empty() {
+            continue;
+        }
+        assert!(
+            ["archive", "errors", "upload", "Remote working directory: /"].contains(&line.trim()),
+            "OpenSSH sftp sees {line:?} above the jail: {out:#?}"
+        );
+    }
+    for i in 1..=6 {
+        let path = PathBuf::from(format!("{}{i}", got.display()));
+        if let Ok(content) = fs::read(&path) {
+            let text = String::from_utf8_lossy(&content);
+            assert!(
+                !text.contains(SECRET) && !text.contains("root:x:0:0") && !text.starts_with("redb"),
+                "OpenSSH sftp read outside the jail into {}",
+                path.display()
+            );
+        }
+        let _ = fs::remove_file(&path);
+    }
+    fs::remove_file(&local_evil).expect("remove evil-local");
+    // Client tools left their HOME; the rest must be as it was.
+    j.assert_untouched(&[]);
+    j.assert_still_serves();
+}
+
+#[test]
+fn a_client_from_an_address_no_account_allows_is_refused_before_authentication() {
+    // Enough failures allowed that the refusals here never lock 127.0.0.2
+    // out.
+    let env = sftp_env_with(&[Feed::hr("hr")], &[], &["lockout_failures = 20"]);
+    let key = keygen(&env, "local-key");
+    add_account(
+        &env,
+        "local",
+        "hr",
+        None,
+        &[&pub_of(&key)],
+        &["127.0.0.1/32"],
+    );
+    let server = Server::start(&env);
+    let local = Client::key(server.port, "local", &key);
+
+    ok(&local.try_login(), "login from 127.0.0.1 (allowed)");
+    let r = local.clone().bind("127.0.0.2").try_login();
+    refused(&r, "login from 127.0.0.2, which no account allows");
+    assert!(
+        r["stage"] == "tcp" || r["stage"] == "ssh",
+        "a connection from an address no account allows is refused before authentication, \
+         not at it: {r:#}"
+    );
+
+    // OpenSSH from the second address, with the right key.
+    let batch = env.root.join("batch-ls.txt");
+    fs::write(&batch, "ls /\n").expect("batch");
+    let mut cmd = tool(&env, "sftp");
+    cmd.args(ssh_options(server.port))
+        .args(["-o", "BatchMode=yes", "-o", "BindAddress=127.0.0.2", "-i"])
+        .arg(&key)
+        .arg("-b")
+        .arg(&batch)
+        .arg(format!("local@{HOST}"));
+    let out = run_tool(cmd, "sftp from 127.0.0.2", None, TOOL_TIMEOUT);
+    assert_ne!(
+        out.code, 0,
+        "OpenSSH from 127.0.0.2 must be refused: {out:#?}"
+    );
+    assert!(!out.stdout.contains("upload"), "{out:#?}");
+
+    // An account for any address, added while serving: 127.0.0.2 now gets
+    // to authentication, where `local`'s own allow-list still refuses it.
+    let out = run_with_stdin(
+        &env,
+        &[
+            "accounts",
+            "add",
+            "open",
+            "--feed",
+            "hr",
+            "--password-stdin",
+        ],
+        "open-Pass-1\n",
+    );
+    assert_eq!(out.code, 0, "accounts add while serving: {out:#?}");
+    let open = Client::password(server.port, "open", "open-Pass-1").bind("127.0.0.2");
+    ok(&open.try_login(), "login as `open` from 127.0.0.2");
+    let r = local.clone().bind("127.0.0.2").try_login();
+    refused(&r, "`local` from 127.0.0.2 (not in its allow-list)");
+
+    // Allowing the second address lets it in, removing it again does not.
+    let out = env.run(&["accounts", "allow", "add", "local", "127.0.0.2/32"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    ok(
+        &local.clone().bind("127.0.0.2").try_login(),
+        "`local` from 127.0.0.2 once allowed",
+    );
+    let out = env.run(&["accounts", "allow", "remove", "local", "127.0.0.2/32"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    refused(
+        &local.clone().bind("127.0.0.2").try_login(),
+        "`local` from 127.0.0.2 after the allow-list entry was removed",
+    );
+    ok(&local.try_login(), "`local` from 127.0.0.1 still");
+
+    // Nothing was uploaded by anyone refused.
+    assert_eq!(env.runs_list().len(), 0);
+}
+
+#[test]
+fn repeated_failed_logins_lock_the_address_out_for_a_while() {
+    let s = Setup::new(
+        &[],
+        &[
+            "lockout_failures = 3",
+            "lockout_window = \"10m\"",
+            "lockout_duration = \"6s\"",
+        ],
+    );
+    let port = s.server.port;
+    let right = s.password_client();
+
+    // Three failures: two wrong passwords and an unknown user.
+    for client in [
+        Client::password(port, USER, "guess-1"),
+        Client::password(port, USER, "guess-2"),
+        Client::password(port, "nobody", "guess-3"),
+    ] {
+        let r = client.try_login();
+        refused(&r, "a wrong login");
+    }
+
+    // Now even the right password and the right key are refused from
+    // 127.0.0.1 ...
+    refused(
+        &right.try_login(),
+        "the right password from a locked-out address",
+    );
+    refused(
+        &s.key_client().try_login(),
+        "the right key from a locked-out address",
+    );
+    let out = openssh_sftp_password(&s.env, port, USER, PASSWORD, "ls /\n");
+    assert_ne!(
+        out.code, 0,
+        "OpenSSH with the right password while locked out: {out:#?}"
+    );
+    let last_attempt = Instant::now();
+
+    // ... while another address is not locked out.
+    ok(
+        &right.clone().bind("127.0.0.2").try_login(),
+        "the right password from 127.0.0.2 (not locked out)",
+    );
+
+    // After lockout_duration, the right password works again.
+    let wait = Duration::from_secs(7).saturating_sub(last_attempt.elapsed());
+    thread::sleep(wait);
+    let results = right.session(vec![put("/upload/after-lockout.csv", &hr_file(1..=2))]);
+    ok(&results[0], "upload after the lockout ended");
+    let runs = s.wait_for_exactly(1);
+    assert_run(&runs[0], "after-lockout.csv", "applied", &[("added", 2)]);
+}
+
+#[test]
+fn exec_shell_subsystems_and_port_forwarding_are_refused() {
+    let s = Setup::standard();
+    let port = s.server.port;
+    let quick = Duration::from_secs(20);
+
+    // OpenSSH: a command, a shell, another subsystem, sftp-server run as a
+    // command (`sftp -s PATH` execs it), a remote forward.
+    let ssh = |extra: &[&str], what: &str| {
+        let mut cmd = tool(&s.env, "ssh");
+        cmd.args(ssh_options(port))
+            .args(["-o", "BatchMode=yes", "-i"])
+            .arg(&s.key)
+            .args(extra);
+        run_tool(cmd, what, None, quick)
+    };
+    let target = format!("{USER}@{HOST}");
+    let out = ssh(&["-T", &target, "echo", "pwned-$((6*7))"], "ssh exec");
+    assert_ne!(out.code, 0, "exec must be refused: {out:#?}");
+    assert!(!out.stdout.contains("pwned-42"), "exec ran: {out:#?}");
+    assert!(
+        !out.stderr.contains("timed out after"),
+        "exec hung: {out:#?}"
+    );
+
+    let out = ssh(&["-T", &target], "ssh shell");
+    assert_ne!(out.code, 0, "a shell must be refused: {out:#?}");
+    assert!(
+        !out.stderr.contains("timed out after"),
+        "shell hung: {out:#?}"
+    );
+
+    let out = ssh(&["-T", "-s", &target, "shell"], "ssh subsystem shell");
+    assert_ne!(
+        out.code, 0,
+        "a subsystem other than sftp must be refused: {out:#?}"
+    );
+    assert!(!out.stderr.contains("timed out after"), "{out:#?}");
+
+    let out = ssh(
+        &[
+            "-N",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-R",
+            "0:127.0.0.1:9",
+            &target,
+        ],
+        "ssh -R",
+    );
+    assert_ne!(
+        out.code, 0,
+        "a remote port forward must be refused: {out:#?}"
+    );
+    assert!(
+        !out.stderr.contains("timed out after"),
+        "ssh -R hung: {out:#?}"
+    );
+
+    let batch = s.env.root.join("batch-ls.txt");
+    fs::write(&batch, "ls /\n").expect("batch");
+    let mut cmd = tool(&s.env, "sftp");
+    cmd.args(ssh_options(port))
+        .args(["-o", "BatchMode=yes", "-i"])
+        .arg(&s.key)
+        .args(["-s", "/usr/lib/openssh/sftp-server", "-b"])
+        .arg(&batch)
+        .arg(&target);
+    let out = run_tool(cmd, "sftp -s /usr/lib/openssh/sftp-server", None, quick);
+    assert_ne!(
+        out.code, 0,
+        "sftp-server as an exec must be refused: {out:#?}"
+    );
+    assert!(!out.stdout.contains("upload"), "{out:#?}");
+
+    // paramiko on one connection: each request refused, sftp still works.
+    let results = s.key_client().session(vec![
+        json!({"op": "exec", "command": "echo pwned-$((6*7))"}),
+        json!({"op": "shell"}),
+        json!({"op": "direct_tcpip", "host": HOST, "port": port}),
+        json!({"op": "tcpip_forward", "port": 0}),
+        json!({"op": "listdir", "path": "/"}),
+    ]);
+    let exec = &results[0];
+    if exec["ok"] == true {
+        let v = &exec["value"];
+        assert!(
+            !v["stdout"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("pwned-42"),
+            "exec ran: {exec:#}"
+        );
+        assert!(v["status"] != json!(0), "exec must not succeed: {exec:#}");
+    }
+    if results[1]["ok"] == true {
+        assert!(
+            !results[1]["value"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("flagsync-shell-42"),
+            "a shell ran: {:#}",
+            results[1]
+        );
+    }
+    refused(&results[2], "a local port forward (direct-tcpip)");
+    refused(&results[3], "a remote port forward (tcpip-forward)");
+    assert_eq!(
+        name_set(&ok(&results[4], "sftp after the refused requests")),
+        ["archive", "errors", "upload"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    assert_eq!(s.env.runs_list().len(), 0);
+}
+
+/// A valid `hr` file of exactly `size` bytes and the number of people in
+/// it (the last row's last name padded, within its 255-character limit).
+fn hr_file_of_size(size: usize) -> (String, u64) {
+    let tail = |pad: usize| {
+        format!(
+            "E09999,Pad,{},pad@example.com,,,Sales,Active\n",
+            "x".repeat(pad)
+        )
+    };
+    let mut text = String::from(HR_HEADER);
+    text.push('\n');
+    let mut people = 0;
+    loop {
+        let row = hr_row(people + 1) + "\n";
+        if text.len() + row.len() + tail(100).len() > size {
+            break;
+        }
+        text += &row;
+        people += 1;
+    }
+    let pad = size - text.len() - tail(0).len();
+    assert!(pad <= 200, "padding {pad}");
+    text += &tail(pad);
+    assert_eq!(text.len(), size);
+    (text, people as u64 + 1)
+}
+
+#[test]
+fn an_upload_over_the_size_limit_fails_cleanly_and_nothing_is_imported() {
+    let s = Setup::new(&[], &["max_upload_size = \"10KiB\""]);
+    let big = hr_file(1..=1000);
+    assert!(big.len() > 40 * 1024);
+    let big_local = s.env.input("big.csv", &big);
+
+    // paramiko, one write at a time: the write that crosses the limit
+    // fails, and the session goes on.
+    let results = s.key_client().session(vec![
+        json!({"op": "write_open", "path": "/upload/big1.csv", "data": big}),
+        json!({"op": "listdir", "path": "/"}),
+        // paramiko ignores the status of pipelined writes and of CLOSE;
+        // confirm=True stats the result, which is how a paramiko user
+        // learns of the failure.
+        json!({"op": "put", "path": "/upload/big2.csv", "data": big, "confirm": true}),
+        json!({"op": "listdir", "path": "/upload"}),
+    ]);
+    refused(&results[0], "a non-pipelined upload over max_upload_size");
+    ok(&results[1], "the session goes on after the refused write");
+    refused(&results[2], "a pipelined upload over max_upload_size");
+    let listed = ok(&results[3], "listdir /upload");
+    for name in name_set(&listed) {
+        assert!(
+            !name.starts_with("big"),
+            "a partial upload is visible: {listed:#}"
+        );
+    }
+
+    // OpenSSH sftp and curl get an error too.
+    let out = openssh_sftp_key(
+        &s.env,
+        s.server.port,
+        USER,
+        &s.key,
+        &format!("put {} /upload/big3.csv\n", big_local.display()),
+    );
+    assert_ne!(out.code, 0, "OpenSSH sftp put over the limit: {out:#?}");
+    let mut cmd = tool(&s.env, "curl");
+    cmd.args(["-sS", "-k", "--user"])
+        .arg(format!("{USER}:{PASSWORD}"))
+        .arg("-T")
+        .arg(&big_local)
+        .arg(format!("sftp://{HOST}:{}/upload/big4.csv", s.server.port));
+    let out = run_tool(cmd, "curl -T over the limit", None, TOOL_TIMEOUT);
+    assert_ne!(out.code, 0, "curl upload over the limit: {out:#?}");
+
+    // A file exactly at the limit is fine; being the first run shows none
+    // of the refused uploads was queued.
+    let (exact, people) = hr_file_of_size(10 * 1024);
+    let results = s
+        .key_client()
+        .session(vec![put("/upload/limit.csv", &exact)]);
+    ok(&results[0], "an upload of exactly max_upload_size");
+    let runs = s.wait_for_exactly(1);
+    assert_run(
+        &runs[0],
+        "limit.csv",
+        "applied",
+        &[("added", people), ("flagged", 0)],
+    );
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.env.runs_list().len(), 1, "nothing else imported");
+    // No partial file is left in upload/.
+    wait_for_upload_dir(&s.env, "hr", &[]);
+}
+
+#[test]
+fn a_client_that_disconnects_mid_upload_imports_nothing_and_the_server_keeps_serving() {
+    let mut s = Setup::standard();
+    // A complete-looking CSV prefix: importing it would add 5 people.
+    let partial = hr_file(1..=5);
+    let results = s.key_client().run(vec![
+        json!({"op": "connect"}),
+        json!({"op": "write_open", "path": "/upload/mid.csv", "data": partial}),
+        json!({"op": "write_more", "data": hr_row(6)}),
+        json!({"op": "sleep", "seconds": 0.3}),
+        json!({"op": "abort"}),
+    ]);
+    for (i, r) in results.iter().enumerate() {
+        ok(r, &format!("step {i} of the interrupted upload"));
+    }
+    // The same with OpenSSH-like pipelined writes cut short, on a second
+    // connection.
+    let results = s.password_client().run(vec![
+        json!({"op": "connect"}),
+        json!({"op": "write_open", "path": "/upload/mid2.csv", "data": hr_file(1..=4)}),
+        json!({"op": "abort"}),
+    ]);
+    ok(&results[1], "write mid2.csv");
+
+    s.server.assert_running();
+    let results = s
+        .key_client()
+        .session(vec![put("/upload/next.csv", &hr_file(1..=7))]);
+    ok(&results[0], "the next client's upload");
+    let runs = s.wait_for_exactly(1);
+    assert_run(&runs[0], "next.csv", "applied", &[("added", 7)]);
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        s.env.runs_list().len(),
+        1,
+        "the broken uploads were not imported"
+    );
+    // No broken upload is left (under its final name it would be
+    // imported at the next start).
+    wait_for_upload_dir(&s.env, "hr", &[]);
+    assert_eq!(s.env.exported_ids("hr").len(), 7);
+    s.server.assert_running();
+}
+
+#[test]
+fn session_limits_refuse_extra_sessions() {
+    let env = sftp_env_with(
+        &[Feed::hr("hr")],
+        &[],
+        &["max_sessions = 3", "max_sessions_per_account = 2"],
+    );
+    let key_a = keygen(&env, "a-key");
+    let key_b = keygen(&env, "b-key");
+    add_account(&env, "a", "hr", None, &[&pub_of(&key_a)], &[]);
+    add_account(&env, "b", "hr", None, &[&pub_of(&key_b)], &[]);
+    let server = Server::start(&env);
+    let a = json!({"op": "connect", "user": "a", "key": key_a.display().to_string()});
+    let b = json!({"op": "connect", "user": "b", "key": key_b.display().to_string()});
+    let with = |step: &Value, conn: &str| {
+        let mut step = step.clone();
+        step["conn"] = json!(conn);
+        step
+    };
+    let ls = |conn: &str| json!({"op": "listdir", "path": "/", "conn": conn});
+    let client = Client {
+        port: server.port,
+        defaults: json!({}),
+    };
+    // A refused connection may take the server a moment to tear down:
+    // wait a little after each before counting again.
+    let pause = json!({"op": "sleep", "seconds": 1.0});
+    let results = client.run(vec![
+        with(&a, "a1"),
+        with(&a, "a2"),
+        with(&a, "a3"),
+        ls("a3"),
+        pause.clone(),
+        with(&b, "b1"),
+        with(&b, "b2"),
+        ls("b2"),
+        pause.clone(),
+        json!({"op": "close", "conn": "a1"}),
+        pause.clone(),
+        with(&a, "a4"),
+        ls("a2"),
+        ls("a4"),
+        ls("b1"),
+    ]);
+    let all = format!("{results:#?}");
+    assert_eq!(results[0]["ok"], true, "a's first session: {all}");
+    assert_eq!(results[1]["ok"], true, "a's second session: {all}");
+    assert!(
+        results[2]["ok"] == false || results[3]["ok"] == false,
+        "a third session for `a` (max_sessions_per_account = 2) must be refused: {all}"
+    );
+    assert_eq!(
+        results[5]["ok"], true,
+        "b's first session (3 in all): {all}"
+    );
+    assert!(
+        results[6]["ok"] == false || results[7]["ok"] == false,
+        "a fourth session in all (max_sessions = 3) must be refused: {all}"
+    );
+    assert_eq!(results[9]["ok"], true, "closing a1: {all}");
+    assert_eq!(
+        results[11]["ok"], true,
+        "a new session for `a` once one has closed: {all}"
+    );
+    for r in &results[12..=14] {
+        assert_eq!(r["ok"], true, "the sessions still open work: {all}");
+    }
+}
+
+#[test]
+fn connections_that_do_not_log_in_or_go_idle_are_closed() {
+    let s = Setup::new(&[], &["login_timeout = \"2s\"", "idle_timeout = \"3s\""]);
+    let results = s.key_client().run(vec![
+        json!({"op": "idle_tcp", "seconds": 12}),
+        json!({"op": "connect", "conn": "idle"}),
+        json!({"op": "connect", "conn": "busy"}),
+        json!({"op": "sleep", "seconds": 1.0}),
+        json!({"op": "listdir", "path": "/", "conn": "busy"}),
+        json!({"op": "sleep", "seconds": 1.0}),
+        json!({"op": "listdir", "path": "/", "conn": "busy"}),
+        json!({"op": "sleep", "seconds": 1.0}),
+        json!({"op": "listdir", "path": "/", "conn": "busy"}),
+        json!({"op": "sleep", "seconds": 1.0}),
+        json!({"op": "listdir", "path": "/", "conn": "busy"}),
+        json!({"op": "sleep", "seconds": 1.5}),
+        json!({"op": "listdir", "path": "/", "conn": "busy"}),
+        json!({"op": "listdir", "path": "/", "conn": "idle"}),
+    ]);
+    let idle_tcp = ok(&results[0], "a raw TCP connection");
+    assert!(
+        idle_tcp["banner"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("SSH-2.0-"),
+        "the server sends its SSH banner: {idle_tcp:#}"
+    );
+    let closed = idle_tcp["closed_after"].as_f64().unwrap_or_else(|| {
+        panic!("a connection that never logs in is still open after 12s (login_timeout = 2s): {idle_tcp:#}")
+    });
+    assert!(
+        (1.5..10.0).contains(&closed),
+        "closed after {closed}s; login_timeout = 2s"
+    );
+    ok(&results[1], "connect idle");
+    ok(&results[2], "connect busy");
+    for i in [4, 6, 8, 10, 12] {
+        ok(&results[i], "a session in use is not idle");
+    }
+    refused(&results[13], "a session idle for 5.5s (idle_timeout = 3s)");
+}
+
+#[test]
+fn malformed_ssh_and_sftp_packets_do_not_stop_the_server() {
+    let mut s = Setup::standard();
+    let banner = "5353482d322e302d6576696c0d0a"; // "SSH-2.0-evil\r\n"
+    let init = "000000050100000003"; // SSH_FXP_INIT, version 3
+    let results = s.key_client().run(vec![
+        // 0: SSH level
+        json!({"op": "garbage_tcp", "random": 4096}),
+        json!({"op": "garbage_tcp", "data_hex": banner, "random": 65536}),
+        json!({"op": "garbage_tcp", "data_hex": format!("{banner}fffffff0"), "random": 64}),
+        // 3: SFTP level, each on a new channel of one logged-in connection
+        json!({"op": "connect"}),
+        json!({"op": "raw_sftp", "data_hex": "ffffffff01", "random": 100}),
+        json!({"op": "raw_sftp", "data_hex": format!("{init}00000005c800000001")}),
+        json!({"op": "raw_sftp", "data_hex": format!("{init}000000200300000002")}),
+        json!({"op": "raw_sftp", "data_hex": format!(
+            "{init}0000001c06000000070000000458585858000000000000000000000003616263"
+        )}),
+        json!({"op": "raw_sftp", "data_hex": format!("{init}000493e006"), "random": 299_999}),
+        json!({"op": "raw_sftp", "data_hex": format!(
+            "{init}0000000a1000000009000000012e"
+        )}),
+        json!({"op": "close"}),
+    ]);
+    // The garbage may end its channel or connection; what matters is
+    // that the server goes on. Only the login must work.
+    ok(&results[3], "login");
+    // The well-formed INIT + REALPATH on the last channel is answered: the
+    // raw channels really reached the sftp subsystem.
+    assert!(
+        ok(&results[9], "INIT and REALPATH sent raw").as_u64() > Some(20),
+        "no VERSION and NAME came back: {:#}",
+        results[9]
+    );
+    s.server.assert_running();
+
+    let results = s
+        .key_client()
+        .session(vec![put("/upload/after-garbage.csv", &hr_file(1..=4))]);
+    ok(&results[0], "a normal upload after the garbage");
+    let runs = s.wait_for_exactly(1);
+    assert_run(&runs[0], "after-garbage.csv", "applied", &[("added", 4)]);
+    s.server.assert_running();
+    let Setup { server, .. } = s;
+    let stderr = server.stop();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
