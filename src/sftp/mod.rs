@@ -58,6 +58,36 @@ pub struct Shared {
     sessions: Mutex<SessionCounts>,
     per_address: Mutex<HashMap<IpAddr, usize>>,
     hashing: Option<rayon::ThreadPool>,
+    /// Logins to record on their accounts, written by one thread: a write
+    /// waits while an import commits, and logins must not.
+    logins: Mutex<std::sync::mpsc::Sender<Login>>,
+}
+
+struct Login {
+    account: String,
+    ip: IpAddr,
+    at: String,
+}
+
+fn start_login_recorder(store: Arc<Store>) -> std::sync::mpsc::Sender<Login> {
+    let (tx, rx) = std::sync::mpsc::channel::<Login>();
+    let spawned = std::thread::Builder::new()
+        .name("login-recorder".into())
+        .spawn(move || {
+            for login in rx {
+                let result = store.update_account(&login.account, |a| {
+                    a.last_login = Some(login.at);
+                    a.last_login_from = Some(login.ip.to_string());
+                });
+                if let Err(e) = result {
+                    tracing::warn!(user = %login.account, error = %e, "could not record the login");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "logins will not be recorded on their accounts");
+    }
+    tx
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -76,6 +106,7 @@ impl Shared {
             defender: Mutex::new(Defender::new(policy)),
             sessions: Mutex::new(SessionCounts::default()),
             per_address: Mutex::new(HashMap::new()),
+            logins: Mutex::new(start_login_recorder(store.clone())),
             hashing: rayon::ThreadPoolBuilder::new()
                 .num_threads(CONCURRENT_HASHES)
                 .thread_name(|i| format!("argon2-{i}"))
@@ -120,20 +151,13 @@ impl Shared {
         rx.await.unwrap_or(false)
     }
 
-    /// Records the login on the account, without holding up the session
-    /// (the write waits while an import commits).
+    /// Records the login on the account, without holding up the session.
     fn note_login(&self, account: &str, ip: IpAddr) {
-        let store = self.store.clone();
-        let name = account.to_string();
         let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        tokio::task::spawn_blocking(move || {
-            let result = store.update_account(&name, |a| {
-                a.last_login = Some(at);
-                a.last_login_from = Some(ip.to_string());
-            });
-            if let Err(e) = result {
-                tracing::warn!(user = %name, error = %e, "could not record the login");
-            }
+        let _ = lock(&self.logins).send(Login {
+            account: account.to_string(),
+            ip,
+            at,
         });
     }
 
