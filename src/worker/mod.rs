@@ -426,7 +426,7 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
     let writer = match access {
         Access::Upgrade => {
             drop(reader);
-            Some(Store::open(&config.store_path())?)
+            Some(Store::open_for_run(&config.store_path(), diff.work.len())?)
         }
         Access::ReadOnly => reader,
         Access::Open(_) => None,
