@@ -16,4 +16,5 @@ mod serve;
 mod server;
 mod sftp;
 mod sftp_attacks;
+mod sftp_faults;
 mod util;

@@ -1,0 +1,104 @@
+//! Faults on the server's side: the data disk fills up during an upload.
+//! The upload fails with an error status, nothing is imported, no partial
+//! file is left, and the server goes on serving once there is space.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::server::*;
+use crate::util::*;
+
+/// A small tmpfs mounted on the data folder for the test's length. The
+/// test suite runs as root (`scripts/test` installs with apt-get); a
+/// refused mount is a failure, not a skip.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a {size} tmpfs on {} failed (the suite must run as root): {}",
+            at.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Every entry of `dir`, hidden ones included.
+fn all_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_full_disk_fails_the_upload_cleanly_and_the_server_recovers() {
+    let env = sftp_env();
+    let _disk = Tmpfs::mount(&env.data_dir, "16m");
+    let key = keygen(&env, "hr-up-key");
+    add_account(&env, USER, "hr", Some(PASSWORD), &[&pub_of(&key)], &[]);
+    let mut server = Server::start(&env);
+
+    // About 30 MB: more than the whole disk.
+    let huge = env.input("huge.csv", hr_file(1..=400_000));
+    assert!(std::fs::metadata(&huge).expect("huge").len() > 20 << 20);
+    let out = openssh_sftp_key(
+        &env,
+        server.port,
+        USER,
+        &key,
+        &format!("put {} /upload/huge.csv\n", huge.display()),
+    );
+    assert_ne!(
+        out.code, 0,
+        "an upload larger than the disk must fail: {out:#?}"
+    );
+    server.assert_running();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        all_names(&upload_dir(&env, "hr")),
+        Vec::<String>::new(),
+        "no partial or temporary file is left in upload/"
+    );
+    assert!(env.runs_list().is_empty(), "nothing was imported");
+
+    // The space is back (the failed upload's bytes were freed): the next
+    // upload is imported.
+    let small = env.input("after.csv", hr_file(1..=25));
+    let out = openssh_sftp_key(
+        &env,
+        server.port,
+        USER,
+        &key,
+        &format!("put {} /upload/after.csv\n", small.display()),
+    );
+    assert_eq!(out.code, 0, "an upload after the failure: {out:#?}");
+    let runs = server.wait_for_exactly(&env, 1, RUN_TIMEOUT);
+    assert_run(&runs[0], "after.csv", "applied", &[("added", 25)]);
+    assert!(
+        server.stderr().contains("upload"),
+        "the failure is logged: {}",
+        server.stderr()
+    );
+    drop(server);
+}
