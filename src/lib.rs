@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod import;
 pub mod layout;
+pub mod mail;
 pub mod report;
 pub mod sftp;
 pub mod store;

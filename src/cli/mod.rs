@@ -64,11 +64,25 @@ pub enum Command {
     /// sFTP accounts: add, list, passwords, keys, allow-lists, remove.
     #[command(subcommand)]
     Accounts(accounts::AccountsCommand),
+    /// Email: send a test message.
+    #[command(subcommand)]
+    Mail(MailCommand),
     /// Validate the configuration (and open the store read-only).
     ///
     /// Exits 0 when everything is in order, 2 with every problem listed
     /// otherwise.
     Check,
+}
+
+#[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
+pub enum MailCommand {
+    /// Send a test message with the [smtp] settings and print the
+    /// server's answer.
+    Test {
+        /// The address to send it to.
+        #[arg(long, value_name = "ADDRESS")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
@@ -199,6 +213,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Serve => return serve::serve(config),
         Command::Check => return check(&config),
+        Command::Mail(MailCommand::Test { to }) => return mail_test(&config, &to),
         _ => {}
     }
     let command = match control::forward_if_serving(&config, cli.command)? {
@@ -271,6 +286,7 @@ pub fn execute(
         }
         Command::Accounts(cmd) => accounts::run(config, cmd, &backend, io),
         Command::Check => check(config),
+        Command::Mail(MailCommand::Test { to }) => mail_test(config, &to),
         Command::Serve => Err(Failure::Usage(anyhow::anyhow!(
             "a server is already running on this data folder"
         ))),
@@ -415,7 +431,8 @@ fn runs(config: &Config, cmd: RunsCommand, backend: &Backend, io: &mut Io) -> Re
                 crate::store::StoreError::UnknownRun(_) => Failure::Usage(e.into()),
                 other => other.into(),
             })?;
-            output::print_run_detail(io.out, &run, json)?;
+            let emails = store.messages_of_run(id)?;
+            output::print_run_detail(io.out, &run, &emails, json)?;
             Ok(0)
         }
         RunsCommand::Confirm(args) => {
@@ -481,7 +498,72 @@ fn groups(
     Ok(0)
 }
 
+fn mail_test(config: &Config, to: &str) -> Result<u8, Failure> {
+    let smtp = config.smtp.as_ref().ok_or_else(|| {
+        Failure::Usage(anyhow::anyhow!(
+            "there is no [smtp] table in {}; add one to send email",
+            config.source
+        ))
+    })?;
+    let mailer = crate::mail::Mailer::new(smtp).map_err(|e| Failure::Usage(e.into()))?;
+    let text = format!(
+        "This is a test message from flagsync.\n\nSMTP server: {}:{} ({})\n",
+        smtp.host, smtp.port, smtp.security
+    );
+    let html = format!(
+        "<p>This is a test message from flagsync.</p><p>SMTP server: {}:{} ({})</p>",
+        smtp.host, smtp.port, smtp.security
+    );
+    let reply = mailer
+        .send(
+            &[to.to_string()],
+            "[flagsync] test message",
+            &text,
+            &html,
+            None,
+        )
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("the test message was not sent: {e}")))?;
+    println!("sent to {to}; the server answered: {reply}");
+    Ok(0)
+}
+
+/// Problems with the [smtp] table and the report addresses, found without
+/// sending anything.
+fn smtp_problems(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(smtp) = &config.smtp {
+        if let Err(e) = crate::mail::Mailer::new(smtp) {
+            problems.push(e.to_string());
+        }
+    }
+    for feed in &config.feeds {
+        for address in &feed.report_to {
+            if address.parse::<lettre::message::Mailbox>().is_err() {
+                problems.push(format!(
+                    "feed '{}': report_to \"{address}\" is not an email address",
+                    feed.name
+                ));
+            }
+        }
+        if !feed.report_to.is_empty() && config.smtp.is_none() {
+            problems.push(format!(
+                "feed '{}' has report_to addresses but there is no [smtp] table: no report will be sent",
+                feed.name
+            ));
+        }
+    }
+    problems
+}
+
 fn check(config: &Config) -> Result<u8, Failure> {
+    let problems = smtp_problems(config);
+    if !problems.is_empty() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "{}: {}",
+            config.source,
+            problems.join("\n  ")
+        )));
+    }
     let store_path = config.store_path();
     let store_note = match Store::open_read_only(&store_path) {
         Ok(Some(_)) => format!("store {} opens", store_path.display()),

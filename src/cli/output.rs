@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::config::Feed;
 use crate::import::thousands;
-use crate::store::{Run, RunState, Store};
+use crate::store::{Delivery, Message, Run, RunState, Store};
 
 use super::Format;
 
@@ -159,9 +159,54 @@ pub fn print_run_list(w: &mut dyn Write, runs: &[Run], json: bool) -> anyhow::Re
     write_result(w.write_all(out.as_bytes()))
 }
 
-pub fn print_run_detail(w: &mut dyn Write, run: &Run, json: bool) -> anyhow::Result<()> {
+/// A report email's delivery, as `runs show` gives it.
+fn email_json(m: &Message) -> Value {
+    serde_json::json!({
+        "id": m.id,
+        "to": m.to,
+        "subject": m.subject,
+        "state": m.state.as_str(),
+        "queued_at": m.queued_at,
+        "attempts": m.attempts,
+        "sent_at": m.sent_at,
+        "last_error": m.last_error,
+        "server_reply": m.server_reply,
+    })
+}
+
+fn email_line(m: &Message) -> String {
+    let state = match m.state {
+        Delivery::Queued => "queued".to_string(),
+        Delivery::Sent => format!("sent at {}", m.sent_at.as_deref().unwrap_or("?")),
+        Delivery::Failing => format!(
+            "failing ({} attempts): {}",
+            m.attempts,
+            m.last_error.as_deref().unwrap_or("?")
+        ),
+        Delivery::GaveUp => format!(
+            "given up after {} attempts: {}",
+            m.attempts,
+            m.last_error.as_deref().unwrap_or("?")
+        ),
+    };
+    format!("  email to {}: {state}\n", m.to.join(", "))
+}
+
+pub fn print_run_detail(
+    w: &mut dyn Write,
+    run: &Run,
+    emails: &[Message],
+    json: bool,
+) -> anyhow::Result<()> {
     if json {
-        return print_json(w, &run_json(run, true));
+        let mut v = run_json(run, true);
+        if let Value::Object(map) = &mut v {
+            map.insert(
+                "emails".into(),
+                Value::Array(emails.iter().map(email_json).collect()),
+            );
+        }
+        return print_json(w, &v);
     }
     let mut out = String::new();
     out.push_str(&format!(
@@ -179,6 +224,9 @@ pub fn print_run_detail(w: &mut dyn Write, run: &Run, json: bool) -> anyhow::Res
     print_run_outcome(w, &rest, false)?;
     let mut errors = String::new();
     push_first_errors(&mut errors, run, Run::KEPT_ERRORS);
+    for m in emails {
+        errors.push_str(&email_line(m));
+    }
     write_result(w.write_all(errors.as_bytes()))
 }
 

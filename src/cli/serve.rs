@@ -86,6 +86,10 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
         gate: Mutex::new(()),
     });
     let (intake, intake_thread) = intake::start(engine.clone());
+    let outbox = config
+        .smtp
+        .clone()
+        .map(|smtp| crate::mail::start_sender(store.clone(), smtp));
     control::listen(engine).map_err(|e| {
         runtime_error(anyhow::anyhow!(
             "cannot open the control socket {}: {e}",
@@ -106,6 +110,10 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
     tracing::info!("stopping: waiting for a running import to finish");
     intake.stop();
     let _ = intake_thread.join();
+    if let Some((handle, thread)) = outbox {
+        handle.stop();
+        let _ = thread.join();
+    }
     control::remove_socket(&config);
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     tracing::info!("stopped");

@@ -64,6 +64,8 @@ pub struct Config {
     pub retention: Duration,
     pub sftp: SftpSettings,
     pub web_listen: String,
+    /// The status page's address as users reach it, for links in emails.
+    pub web_public_url: Option<String>,
     pub smtp: Option<Smtp>,
     pub feeds: Vec<Feed>,
 }
@@ -114,7 +116,15 @@ pub struct Smtp {
     pub security: String,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// A PEM file of CA certificates to trust besides the system's.
+    pub ca_file: Option<PathBuf>,
     pub from: String,
+    /// For connecting and for each SMTP command.
+    pub timeout: Duration,
+    /// How long a message is retried before it is given up.
+    pub retry_for: Duration,
+    /// The pause after the first failed attempt; it doubles, up to an hour.
+    pub retry_pause: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

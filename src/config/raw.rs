@@ -15,6 +15,9 @@ use super::{
 const DEFAULT_MAX_FILE_SIZE: u64 = 2 << 30;
 const DEFAULT_MAX_ROWS: u64 = 10_000_000;
 const DEFAULT_MAX_LENGTH: usize = 255;
+const DEFAULT_SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(48 * 3600);
+const DEFAULT_RETRY_PAUSE: Duration = Duration::from_secs(30);
 const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Deserialize)]
@@ -23,7 +26,7 @@ struct RawConfig {
     data_dir: Option<String>,
     retention: Option<Spanned<String>>,
     sftp: Option<RawSftp>,
-    web: Option<RawListen>,
+    web: Option<RawWeb>,
     smtp: Option<RawSmtp>,
     #[serde(default)]
     feed: Vec<Spanned<RawFeed>>,
@@ -31,8 +34,10 @@ struct RawConfig {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawListen {
+struct RawWeb {
     listen: Option<String>,
+    /// How users reach the page (for links in emails).
+    public_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -59,6 +64,10 @@ struct RawSmtp {
     username: Option<String>,
     password_file: Option<String>,
     from: String,
+    timeout: Option<Spanned<String>>,
+    ca_file: Option<String>,
+    retry_for: Option<Spanned<String>>,
+    retry_pause: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -203,8 +212,10 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Config {
         sftp: validate_sftp(raw.sftp, problems),
         web_listen: raw
             .web
-            .and_then(|w| w.listen)
+            .as_ref()
+            .and_then(|w| w.listen.clone())
             .unwrap_or_else(|| "127.0.0.1:8080".into()),
+        web_public_url: raw.web.and_then(|w| w.public_url),
         smtp,
         feeds,
     }
@@ -341,11 +352,30 @@ fn validate_smtp(s: RawSmtp, problems: &mut Problems) -> Smtp {
         _ => 587,
     });
     Smtp {
+        timeout: duration_or(
+            "smtp.timeout",
+            s.timeout.as_ref(),
+            DEFAULT_SMTP_TIMEOUT,
+            problems,
+        ),
+        retry_for: duration_or(
+            "smtp.retry_for",
+            s.retry_for.as_ref(),
+            DEFAULT_RETRY_FOR,
+            problems,
+        ),
+        retry_pause: duration_or(
+            "smtp.retry_pause",
+            s.retry_pause.as_ref(),
+            DEFAULT_RETRY_PAUSE,
+            problems,
+        ),
         host: s.host,
         port,
         security,
         username: s.username,
         password_file: s.password_file.map(PathBuf::from),
+        ca_file: s.ca_file.map(PathBuf::from),
         from: s.from,
     }
 }

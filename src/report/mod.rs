@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use crate::import::{ErrorSink, RowError};
 use crate::store::Run;
 
+pub mod mail;
+
 /// Keeps the first errors for the run record, and writes every error to the
 /// error report when there is a place for it (not in a dry run).
 pub struct ErrorCollector {

@@ -14,6 +14,9 @@
 //!   hash) list (see `hashlist`).
 //! - `groups/F`: group name → member count (a group exists while > 0).
 //! - `accounts`: sFTP account name → JSON [`Account`].
+//! - `outbox`: message ID → JSON [`Message`] (report emails and their
+//!   delivery state); `outbox_pending`: IDs of those still to send;
+//!   `meta.next_message_id`.
 //!
 //! Invariants:
 //! 1. `recipients/F` and `hashlist/F` hold the same IDs.
@@ -22,6 +25,7 @@
 
 mod accounts;
 mod hashlist;
+mod outbox;
 mod runs;
 mod writer;
 
@@ -37,6 +41,7 @@ use crate::import::record::Record;
 use crate::import::StoredIndex;
 
 pub use accounts::Account;
+pub use outbox::{Delivery, Message};
 pub use runs::{Run, RunState};
 pub use writer::{ReadFeed, Snapshot, WriteFeed};
 
@@ -314,6 +319,28 @@ impl Store {
             each(k.value(), record).map_err(|e| StoreError::Damaged(format!("output: {e}")))?;
         }
         Ok(())
+    }
+
+    /// One recipient's stored values, in field order.
+    pub fn recipient_values(
+        &self,
+        feed: &str,
+        id: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let txn = self.begin_read()?;
+        let name = table_name("recipients", feed);
+        let def: TableDefinition<&str, &[u8]> = TableDefinition::new(&name);
+        let Some(table) = optional(txn.open_table(def))? else {
+            return Ok(None);
+        };
+        let found = table.get(id)?;
+        found
+            .map(|v| {
+                Record::decode(v.value())
+                    .map(|r| r.values)
+                    .map_err(|e| StoreError::Damaged(e.to_string()))
+            })
+            .transpose()
     }
 
     /// The feed's groups and their member counts, by name.

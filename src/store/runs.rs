@@ -64,6 +64,10 @@ pub struct Run {
     /// came from, so that a restart knows it was already recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<String>,
+    /// A held run: the first of those it would remove (ID and name), for
+    /// the report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub would_remove: Vec<String>,
 }
 
 impl Run {

@@ -16,6 +16,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
+use compact_str::CompactString;
+
 use crate::config::{Config, Feed};
 use crate::import::{
     apply_diff, apply_diff_with_snapshot, diff_scan, judge_delete_guard, scan_file_against,
@@ -57,6 +59,9 @@ impl<E: Into<WorkerError>> From<ApplyError<E>> for WorkerError {
         }
     }
 }
+
+/// How many of those a held run would remove are named in its report.
+const WOULD_REMOVE_SHOWN: usize = 20;
 
 /// Options of one import.
 #[derive(Debug, Clone, Copy, Default)]
@@ -108,6 +113,7 @@ fn new_run(feed: &Feed, file: &str, dry_run: bool, started_at: String) -> Run {
         superseded_by: None,
         errors: Vec::new(),
         upload: None,
+        would_remove: Vec::new(),
     }
 }
 
@@ -397,7 +403,7 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
                 "file rejected"
             );
             if let (true, Access::Open(store)) = (options.record_failure, &access) {
-                record_failed_run(store, &mut run)?;
+                record_failed_run(config, feed, store, &mut run)?;
             }
             return Ok(run);
         }
@@ -444,11 +450,12 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
             }
         }
         (Verdict::Hold { reason }, Some(store)) => {
-            hold_run(config, &file, diff, store, &mut run, &errors_dir, path)?;
             run.reason = Some(reason);
+            hold_run(config, &file, diff, store, &mut run, &errors_dir, path, t0)?;
         }
         (Verdict::Proceed, Some(store)) => {
             apply_run(
+                config,
                 &file,
                 diff,
                 store,
@@ -456,13 +463,17 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
                 &errors_dir,
                 fingerprint,
                 confirmation,
+                t0,
             )?;
         }
         (_, None) => {
             return Err(StoreError::Damaged("internal: no store for a real run".into()).into())
         }
     }
-    finish_timing(&mut run, t0);
+    // A recorded run was timed just before its record was written.
+    if run.finished_at.is_empty() {
+        finish_timing(&mut run, t0);
+    }
     tracing::info!(
         rows = run.counts.rows,
         outcome = run.state.as_str(),
@@ -471,12 +482,101 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
     Ok(run)
 }
 
-fn record_failed_run(store: &Store, run: &mut Run) -> Result<(), WorkerError> {
+fn record_failed_run(
+    config: &Config,
+    feed: &Feed,
+    store: &Store,
+    run: &mut Run,
+) -> Result<(), WorkerError> {
     let txn = store.begin_run()?;
     run.run_id = Some(txn.next_run_id()?);
     txn.put_run(run)?;
+    queue_report(config, feed, run, &txn)?;
     txn.commit()?;
     Ok(())
+}
+
+/// Queues the run's report email in the run's transaction, when SMTP is
+/// configured and the feed has report addresses.
+fn queue_report(
+    config: &Config,
+    feed: &Feed,
+    run: &Run,
+    txn: &crate::store::RunTransaction,
+) -> Result<(), WorkerError> {
+    if config.smtp.is_none() || feed.report_to.is_empty() || run.dry_run {
+        return Ok(());
+    }
+    let link = config
+        .web_public_url
+        .as_ref()
+        .zip(run.run_id)
+        .map(|(url, id)| format!("{}/runs/{id}", url.trim_end_matches('/')));
+    let attachment = run.error_report.clone();
+    let attachment_name = attachment
+        .as_deref()
+        .and_then(|p| Path::new(p).file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    let rendered = match crate::report::mail::render_run(run, link, attachment_name.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "the run's report email cannot be written");
+            return Ok(());
+        }
+    };
+    let now = SystemTime::now();
+    let unix = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    txn.queue_message(crate::store::Message {
+        id: 0,
+        kind: "run".into(),
+        feed: feed.name.clone(),
+        run_id: run.run_id,
+        to: feed.report_to.clone(),
+        subject: rendered.subject,
+        text: rendered.text,
+        html: rendered.html,
+        attachment,
+        state: crate::store::Delivery::Queued,
+        queued_at: humantime::format_rfc3339_seconds(now).to_string(),
+        queued_unix: unix,
+        next_attempt: unix,
+        attempts: 0,
+        last_error: None,
+        sent_at: None,
+        server_reply: None,
+    })?;
+    Ok(())
+}
+
+/// The first of those a held run would remove, as "ID Name" for the
+/// report (the name from the fields called `*name*`).
+fn describe_removed(store: &Store, feed: &Feed, ids: &[CompactString]) -> Vec<String> {
+    let name_fields: Vec<usize> = feed
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| *i != feed.id_field && f.name.to_ascii_lowercase().contains("name"))
+        .map(|(i, _)| i)
+        .take(2)
+        .collect();
+    ids.iter()
+        .map(|id| {
+            let values = store.recipient_values(&feed.name, id).ok().flatten();
+            let name: Vec<&str> = name_fields
+                .iter()
+                .filter_map(|&i| values.as_ref()?.get(i).map(String::as_str))
+                .filter(|v| !v.is_empty())
+                .collect();
+            if name.is_empty() {
+                id.to_string()
+            } else {
+                format!("{id} {}", name.join(" "))
+            }
+        })
+        .collect()
 }
 
 fn dry_run(
@@ -507,6 +607,7 @@ fn applied_or_unchanged(counts: &ApplyCounts) -> RunState {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn hold_run(
     config: &Config,
     file: &FileContext,
@@ -515,7 +616,15 @@ fn hold_run(
     run: &mut Run,
     errors_dir: &Path,
     path: &Path,
+    t0: Instant,
 ) -> Result<(), WorkerError> {
+    let first_removed: Vec<CompactString> = diff
+        .removed
+        .iter()
+        .take(WOULD_REMOVE_SHOWN)
+        .cloned()
+        .collect();
+    run.would_remove = describe_removed(store, file.feed, &first_removed);
     let mut errors = open_error_report(errors_dir, run, file)?;
     let counts = store
         .with_read_feed(&file.feed.name, |r| apply_diff(file, diff, r, &mut errors))??
@@ -532,7 +641,9 @@ fn hold_run(
     run.errors = std::mem::take(&mut errors.first);
     run.error_report = finish_report(errors)?;
     let superseded = txn.supersede_held(&file.feed.name, id)?;
+    finish_timing(run, t0);
     txn.put_run(run)?;
+    queue_report(config, file.feed, run, &txn)?;
     txn.commit()?;
     delete_held_files(&superseded);
     Ok(())
@@ -581,7 +692,9 @@ fn delete_held_files(runs: &[Run]) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn apply_run(
+    config: &Config,
     file: &FileContext,
     diff: Diff,
     store: &Store,
@@ -589,6 +702,7 @@ fn apply_run(
     errors_dir: &Path,
     fingerprint: u64,
     confirmation: Option<Confirmation>,
+    t0: Instant,
 ) -> Result<(), WorkerError> {
     let mut errors = open_error_report(errors_dir, run, file)?;
     // Taken before the write transaction: the state the writer starts from
@@ -624,7 +738,9 @@ fn apply_run(
     txn.set_fingerprint(&file.feed.name, fingerprint)?;
     run.errors = std::mem::take(&mut errors.first);
     run.error_report = finish_report(errors)?;
+    finish_timing(run, t0);
     txn.put_run(run)?;
+    queue_report(config, file.feed, run, &txn)?;
     txn.commit()?;
     tracing::debug!("committed");
     delete_held_files(&superseded);

@@ -10,6 +10,7 @@ mod config;
 mod crash;
 mod diff;
 mod file_format;
+mod mail;
 mod row_errors;
 mod runs;
 mod serve;

@@ -1,0 +1,251 @@
+//! The run report email: subject, plain text and HTML, from the templates
+//! in `assets/mail/`. Pure: what to say, not how to send it.
+
+use minijinja::{context, Environment};
+use serde::Serialize;
+
+use crate::import::thousands;
+use crate::store::{Run, RunState};
+
+const RUN_TXT: &str = include_str!("../../assets/mail/run.txt");
+const RUN_HTML: &str = include_str!("../../assets/mail/run.html");
+/// Errors listed in the mail; the rest are in the attachment.
+pub const ERRORS_SHOWN: usize = 20;
+
+/// A message's three parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+#[derive(Serialize)]
+struct ErrorLine<'a> {
+    line: u32,
+    id: Option<&'a str>,
+    reasons: &'a [String],
+}
+
+fn environment() -> Result<Environment<'static>, minijinja::Error> {
+    let mut env = Environment::new();
+    // Unknown variables are mistakes in our templates, not empty text.
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_template("run.txt", RUN_TXT)?;
+    env.add_template("run.html", RUN_HTML)?;
+    Ok(env)
+}
+
+/// `[flagsync] hr: applied — 12 added, 3 removed`: the feed and the state
+/// first, so that mail rules can sort on them.
+pub fn subject(run: &Run) -> String {
+    let c = &run.counts;
+    let what = match run.state {
+        RunState::Applied | RunState::Unchanged => {
+            let mut parts: Vec<String> = [
+                (c.added, "added"),
+                (c.updated, "updated"),
+                (c.removed, "removed"),
+            ]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, w)| format!("{} {w}", thousands(*n)))
+            .collect();
+            if parts.is_empty() {
+                parts.push("no changes".into());
+            }
+            if c.flagged > 0 {
+                parts.push(format!("{} flagged", thousands(c.flagged)));
+            }
+            parts.join(", ")
+        }
+        RunState::Held | RunState::Failed => {
+            let reason = run.reason.clone().unwrap_or_default();
+            let mut short: String = reason.chars().take(100).collect();
+            if short.len() < reason.len() {
+                short.push('…');
+            }
+            short
+        }
+        RunState::Rejected | RunState::Superseded => run.file.clone(),
+    };
+    format!("[flagsync] {}: {} — {what}", run.feed, run.state.as_str())
+}
+
+fn duration_text(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    }
+}
+
+/// Renders a run's report. `link` is the run's page on the status site.
+pub fn render_run(
+    run: &Run,
+    link: Option<String>,
+    attachment: Option<&str>,
+) -> Result<Rendered, String> {
+    let env = environment().map_err(|e| format!("mail template: {e}"))?;
+    let c = &run.counts;
+    let errors: Vec<ErrorLine> = run
+        .errors
+        .iter()
+        .take(ERRORS_SHOWN)
+        .map(|e| ErrorLine {
+            line: e.line,
+            id: e.id.as_deref(),
+            reasons: &e.reasons,
+        })
+        .collect();
+    let encoding_note = match run.encoding.map(|e| e.as_str()) {
+        Some("windows-1252") => {
+            Some("the file is not UTF-8; it was read as Windows-1252 (what Excel writes)")
+        }
+        _ => None,
+    };
+    let shown = run.would_remove.len() as u64;
+    let ctx = context! {
+        feed => run.feed,
+        file => run.file,
+        state => run.state.as_str(),
+        run_id => run.run_id,
+        reason => run.reason.clone().unwrap_or_default(),
+        started_at => run.started_at,
+        duration => duration_text(run.duration_ms),
+        encoding_note => encoding_note,
+        rows => thousands(c.rows),
+        added => thousands(c.added),
+        updated => thousands(c.updated),
+        removed => thousands(c.removed),
+        unchanged => thousands(c.unchanged),
+        flagged => thousands(c.flagged),
+        filtered => thousands(c.filtered),
+        groups_created => thousands(c.groups_created),
+        groups_removed => thousands(c.groups_removed),
+        errors => errors,
+        would_remove => run.would_remove,
+        more_removed => c.removed.saturating_sub(shown),
+        confirmed_by => run.confirmed_by,
+        confirmed_at => run.confirmed_at,
+        link => link,
+        attachment => attachment,
+    };
+    let render = |name: &str| {
+        env.get_template(name)
+            .and_then(|t| t.render(&ctx))
+            .map_err(|e| format!("mail template {name}: {e}"))
+    };
+    Ok(Rendered {
+        subject: subject(run),
+        text: render("run.txt")?,
+        html: render("run.html")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::{ApplyCounts, RowError};
+
+    fn run(state: RunState) -> Run {
+        Run {
+            run_id: Some(7),
+            feed: "hr".into(),
+            file: "hr.csv".into(),
+            state,
+            dry_run: false,
+            reason: None,
+            counts: ApplyCounts {
+                rows: 100,
+                added: 12,
+                removed: 3,
+                unchanged: 85,
+                ..Default::default()
+            },
+            encoding: None,
+            started_at: "2026-11-25T10:00:00Z".into(),
+            finished_at: "2026-11-25T10:00:01Z".into(),
+            duration_ms: 1234,
+            error_report: None,
+            held_file: None,
+            confirmed_by: None,
+            confirmed_at: None,
+            rejected_by: None,
+            rejected_at: None,
+            superseded_by: None,
+            errors: Vec::new(),
+            upload: None,
+            would_remove: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn subjects_can_be_filtered_on() {
+        assert_eq!(
+            subject(&run(RunState::Applied)),
+            "[flagsync] hr: applied — 12 added, 3 removed"
+        );
+        let mut held = run(RunState::Held);
+        held.reason = Some("would remove 1,204 of 10,950 recipients, 11.0% > 10%".into());
+        assert_eq!(
+            subject(&held),
+            "[flagsync] hr: held — would remove 1,204 of 10,950 recipients, 11.0% > 10%"
+        );
+    }
+
+    #[test]
+    fn a_held_report_says_why_and_how_to_decide() {
+        let mut held = run(RunState::Held);
+        held.reason = Some("would remove 3 of 10 recipients, 30.0% > 10%".into());
+        held.would_remove = vec!["E1 Ann Smith".into(), "E2 <b>Bob</b>".into()];
+        let r = render_run(&held, Some("http://x/runs/7".into()), None).unwrap();
+        assert!(r.text.contains("flagsync runs confirm 7"), "{}", r.text);
+        assert!(r.text.contains("flagsync runs reject 7"));
+        assert!(r.text.contains("E1 Ann Smith"));
+        assert!(r.text.contains("… and 1 more"), "{}", r.text);
+        assert!(
+            r.html.contains("E2 &lt;b&gt;Bob"),
+            "HTML is escaped: {}",
+            r.html
+        );
+        assert!(!r.html.contains("<b>Bob"));
+        assert!(
+            r.html
+                .contains("<a href=\"http:&#x2f;&#x2f;x&#x2f;runs&#x2f;7\">"),
+            "{}",
+            r.html
+        );
+    }
+
+    #[test]
+    fn errors_are_listed_with_their_lines() {
+        let mut r = run(RunState::Applied);
+        r.counts.flagged = 1;
+        r.errors = vec![RowError {
+            line: 14,
+            id: Some("E9".into()),
+            reasons: vec!["email: 'bob@' is not an address".into()],
+            cells: Vec::new(),
+        }];
+        let m = render_run(&r, None, Some("hr.csv.errors.csv")).unwrap();
+        assert!(
+            m.text
+                .contains("line 14 (E9): email: 'bob@' is not an address"),
+            "{}",
+            m.text
+        );
+        assert!(m.text.contains("attached (hr.csv.errors.csv)"));
+        let failed = Run {
+            reason: Some("the ID column 'Employee ID' is missing".into()),
+            ..run(RunState::Failed)
+        };
+        let m = render_run(&failed, None, None).unwrap();
+        assert!(m
+            .text
+            .contains("Why: the ID column 'Employee ID' is missing"));
+        assert!(m
+            .subject
+            .starts_with("[flagsync] hr: failed — the ID column"));
+    }
+}
