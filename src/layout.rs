@@ -61,6 +61,49 @@ pub fn is_pickable(name: &str) -> bool {
             .any(|s| lower.ends_with(s))
 }
 
+/// `<stamp>-<name>`: a claimed upload's name in `processing/` and
+/// `archive/`. 2026-11-25T13:45:01.123Z → 20261125T134501.123Z: sorts by
+/// time and is a valid file name everywhere.
+pub fn claim_name(now: std::time::SystemTime, name: &str) -> String {
+    let stamp = humantime::format_rfc3339_millis(now)
+        .to_string()
+        .replace(['-', ':'], "");
+    format!("{stamp}-{name}")
+}
+
+/// The original name of a claim.
+pub fn claimed_file_name(claim: &str) -> &str {
+    claim.split_once('-').map_or(claim, |(_, n)| n)
+}
+
+/// Claims `upload/<name>`: hard-links it as `processing/<claim>` and
+/// returns the claim. `None` when it is gone, not a regular file, or
+/// already claimed (its link count is above one).
+pub fn claim_upload(folders: &FeedFolders, name: &str) -> std::io::Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let upload = folders.upload().join(name);
+    let meta = match std::fs::symlink_metadata(&upload) {
+        Ok(m) if m.file_type().is_file() => m,
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if meta.nlink() > 1 {
+        return Ok(None);
+    }
+    let processing = folders.processing();
+    std::fs::create_dir_all(&processing)?;
+    let mut claim = claim_name(std::time::SystemTime::now(), name);
+    // Two arrivals of one name within a millisecond.
+    while processing.join(&claim).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        claim = claim_name(std::time::SystemTime::now(), name);
+    }
+    std::fs::hard_link(&upload, processing.join(&claim))?;
+    sync_dir(&processing);
+    Ok(Some(claim))
+}
+
 /// Removes temporary upload files left by a process that was killed.
 pub fn remove_stale_temps(upload_dir: &Path) {
     let Ok(read) = std::fs::read_dir(upload_dir) else {
@@ -87,6 +130,32 @@ pub fn sync_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claim_names_sort_by_time_and_keep_the_name() {
+        use std::time::{Duration, SystemTime};
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_078_301_123);
+        let c = claim_name(t, "hr-2026.csv");
+        assert_eq!(c, "20251125T134501.123Z-hr-2026.csv");
+        assert_eq!(claimed_file_name(&c), "hr-2026.csv");
+        assert!(claim_name(t + Duration::from_millis(1), "a") > claim_name(t, "b"));
+    }
+
+    #[test]
+    fn an_upload_is_claimed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let folders = FeedFolders::new(dir.path().to_path_buf());
+        folders.create_visible().unwrap();
+        std::fs::write(folders.upload().join("hr.csv"), "x").unwrap();
+        let claim = claim_upload(&folders, "hr.csv").unwrap().unwrap();
+        assert!(folders.processing().join(&claim).exists());
+        assert_eq!(
+            claim_upload(&folders, "hr.csv").unwrap(),
+            None,
+            "already claimed"
+        );
+        assert_eq!(claim_upload(&folders, "gone.csv").unwrap(), None);
+    }
 
     #[test]
     fn temporary_client_names_are_not_picked_up() {

@@ -101,7 +101,7 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
     tracing::info!(%address, "sftp listening");
     let arrivals: ArrivalSink = {
         let intake = intake.clone();
-        Arc::new(move |a: sftp::Arrival| intake.arrived(&a.feed, &a.name))
+        Arc::new(move |a: sftp::Arrival| intake.arrived(&a.feed, &a.name, &a.claim))
     };
     let shared = Arc::new(Shared::new(config.clone(), store, arrivals));
     let shutdown = CancellationToken::new();

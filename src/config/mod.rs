@@ -62,6 +62,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// How long archived files and error reports are kept.
     pub retention: Duration,
+    /// IANA time zone of `daily` schedules; `None`: the server's.
+    pub timezone: Option<String>,
+    /// A held run still waiting after this long gets one reminder email.
+    pub held_reminder: Duration,
     pub sftp: SftpSettings,
     pub web_listen: String,
     /// The status page's address as users reach it, for links in emails.
@@ -185,10 +189,12 @@ impl std::fmt::Display for Threshold {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Schedule {
     OnArrival,
-    /// Daily at this hour and minute, server local time.
+    /// Daily at this time of day, in [`Config::timezone`] (server local
+    /// time by default).
     Daily {
         hour: u8,
         minute: u8,
+        second: u8,
     },
 }
 
@@ -290,6 +296,14 @@ impl Config {
             .map(|f| f.name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// The time zone `daily` schedules are in.
+    pub fn time_zone(&self) -> jiff::tz::TimeZone {
+        self.timezone
+            .as_deref()
+            .and_then(|name| jiff::tz::TimeZone::get(name).ok())
+            .unwrap_or_else(jiff::tz::TimeZone::system)
     }
 
     pub fn store_path(&self) -> PathBuf {

@@ -18,6 +18,7 @@ const DEFAULT_MAX_LENGTH: usize = 255;
 const DEFAULT_SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(48 * 3600);
 const DEFAULT_RETRY_PAUSE: Duration = Duration::from_secs(30);
+const DEFAULT_HELD_REMINDER: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Deserialize)]
@@ -25,6 +26,8 @@ const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 struct RawConfig {
     data_dir: Option<String>,
     retention: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
+    held_reminder: Option<Spanned<String>>,
     sftp: Option<RawSftp>,
     web: Option<RawWeb>,
     smtp: Option<RawSmtp>,
@@ -205,8 +208,26 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Config {
         DEFAULT_RETENTION,
         problems,
     );
+    let timezone = raw.timezone.as_ref().map(|tz| {
+        let name = tz.get_ref().trim().to_string();
+        if jiff::tz::TimeZone::get(&name).is_err() {
+            problems.at(
+                tz,
+                format!("timezone = \"{name}\" is not an IANA time zone such as \"Europe/Berlin\" or \"UTC\""),
+            );
+        }
+        name
+    });
+    let held_reminder = duration_or(
+        "held_reminder",
+        raw.held_reminder.as_ref(),
+        DEFAULT_HELD_REMINDER,
+        problems,
+    );
     Config {
         source: Source::Embedded,
+        timezone,
+        held_reminder,
         data_dir: PathBuf::from(raw.data_dir.unwrap_or_else(|| "./flagsync-data".into())),
         retention,
         sftp: validate_sftp(raw.sftp, problems),
@@ -737,17 +758,33 @@ fn validate_schedule(feed: &str, raw: &RawFeed, problems: &mut Problems) -> Sche
     if text == "on_arrival" {
         return Schedule::OnArrival;
     }
-    let daily = text.strip_prefix("daily ").and_then(|hm| {
-        let (h, m) = hm.trim().split_once(':')?;
-        let (h, m): (u8, u8) = (h.parse().ok()?, m.parse().ok()?);
-        (h < 24 && m < 60 && hm.trim().len() == 5).then_some(Schedule::Daily { hour: h, minute: m })
-    });
+    let daily = text
+        .strip_prefix("daily ")
+        .and_then(|hm| parse_time_of_day(hm.trim()));
     daily.unwrap_or_else(|| {
         problems.at(
             s,
-            format!("feed '{feed}': schedule = \"{text}\" is not understood; use \"on_arrival\" or \"daily HH:MM\" such as \"daily 02:00\""),
+            format!("feed '{feed}': schedule = \"{text}\" is not understood; use \"on_arrival\" or \"daily HH:MM\" such as \"daily 02:00\" (server local time, or [timezone])"),
         );
         Schedule::OnArrival
+    })
+}
+
+/// `HH:MM` or `HH:MM:SS`.
+fn parse_time_of_day(text: &str) -> Option<Schedule> {
+    let parts: Vec<&str> = text.split(':').collect();
+    if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.len() != 2) {
+        return None;
+    }
+    let numbers: Vec<u8> = parts
+        .iter()
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let (hour, minute, second) = (numbers[0], numbers[1], numbers.get(2).copied().unwrap_or(0));
+    (hour < 24 && minute < 60 && second < 60).then_some(Schedule::Daily {
+        hour,
+        minute,
+        second,
     })
 }
 

@@ -84,7 +84,8 @@ fn thresholds_and_schedules() {
         feed.schedule,
         Schedule::Daily {
             hour: 2,
-            minute: 30
+            minute: 30,
+            second: 0
         }
     );
     let msg = problems(&base.replace(

@@ -26,11 +26,14 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{SmtpTransport, Transport};
 
 use crate::config::Smtp;
+use crate::report::mail::ZIP_ABOVE;
 use crate::store::{Delivery, Message, Store};
 
-/// Attachments larger than this are left out (the mail says where the
-/// report is instead).
+/// An attachment (zipped) larger than this is left out; the report is
+/// still in the account's `/errors` folder and on the status page.
 const MAX_ATTACHMENT: u64 = 10 << 20;
+/// Reports larger than this are not even read to be zipped.
+const MAX_REPORT_READ: u64 = 512 << 20;
 const LONGEST_PAUSE: Duration = Duration::from_secs(3600);
 /// The sender looks at the outbox at least this often (a run recorded by
 /// another process queues its report without waking this one).
@@ -170,16 +173,48 @@ fn read_secret(path: &Path) -> Result<String, MailError> {
         .map_err(|e| setup(format!("smtp.password_file {}: {e}", path.display())))
 }
 
+/// The error report as an attachment: as it is when small, zipped when
+/// larger than [`ZIP_ABOVE`], left out when even that is too large.
 fn attachment_of(path: &Path) -> Option<lettre::message::SinglePart> {
     let size = std::fs::metadata(path).ok()?.len();
-    if size > MAX_ATTACHMENT {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    if size <= ZIP_ABOVE {
+        let bytes = std::fs::read(path).ok()?;
+        let kind = ContentType::parse("text/csv; charset=utf-8").ok()?;
+        return Some(Attachment::new(name).body(bytes, kind));
+    }
+    if size > MAX_REPORT_READ {
         tracing::warn!(path = %path.display(), size, "the error report is too large to attach");
         return None;
     }
-    let bytes = std::fs::read(path).ok()?;
-    let name = path.file_name()?.to_string_lossy().into_owned();
-    let kind = ContentType::parse("text/csv; charset=utf-8").ok()?;
-    Some(Attachment::new(name).body(bytes, kind))
+    let zipped = match zip_one(path, &name) {
+        Ok(z) => z,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the error report cannot be zipped");
+            return None;
+        }
+    };
+    if zipped.len() as u64 > MAX_ATTACHMENT {
+        tracing::warn!(path = %path.display(), size = zipped.len(), "the zipped error report is too large to attach");
+        return None;
+    }
+    let kind = ContentType::parse("application/zip").ok()?;
+    Some(Attachment::new(format!("{name}.zip")).body(zipped, kind))
+}
+
+fn zip_one(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    writer
+        .start_file(name, options)
+        .map_err(std::io::Error::other)?;
+    let mut file = std::fs::File::open(path)?;
+    std::io::copy(&mut file, &mut writer)?;
+    writer.flush()?;
+    let cursor = writer.finish().map_err(std::io::Error::other)?;
+    Ok(cursor.into_inner())
 }
 
 pub fn unix_now() -> u64 {
@@ -324,6 +359,24 @@ fn record_attempt(message: &mut Message, outcome: Result<String, MailError>, smt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_big_report_is_zipped_and_unzips_to_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hr.csv.errors.csv");
+        let text = "line,reasons,Employee ID\n".to_string() + &"7,bad email,E1\n".repeat(200_000);
+        std::fs::write(&path, &text).unwrap();
+        let zipped = zip_one(&path, "hr.csv.errors.csv").unwrap();
+        assert!(zipped.len() < text.len() / 10, "{} bytes", zipped.len());
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zipped)).unwrap();
+        let mut back = String::new();
+        std::io::Read::read_to_string(
+            &mut archive.by_name("hr.csv.errors.csv").unwrap(),
+            &mut back,
+        )
+        .unwrap();
+        assert_eq!(back, text);
+    }
 
     #[test]
     fn pauses_grow_to_an_hour() {

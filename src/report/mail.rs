@@ -11,6 +11,19 @@ const RUN_TXT: &str = include_str!("../../assets/mail/run.txt");
 const RUN_HTML: &str = include_str!("../../assets/mail/run.html");
 /// Errors listed in the mail; the rest are in the attachment.
 pub const ERRORS_SHOWN: usize = 20;
+/// An error report larger than this is attached zipped.
+pub const ZIP_ABOVE: u64 = 1 << 20;
+
+/// The name the error report at `path` is attached under.
+pub fn attachment_label(path: &std::path::Path) -> Option<String> {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    Some(if size > ZIP_ABOVE {
+        format!("{name}.zip")
+    } else {
+        name
+    })
+}
 
 /// A message's three parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +156,50 @@ pub fn render_run(
     })
 }
 
+/// Plain text and the same as simple HTML.
+fn plain(subject: String, text: String) -> Rendered {
+    let escaped = minijinja::HtmlEscape(&text).to_string();
+    Rendered {
+        subject,
+        html: format!("<!doctype html><html><body><pre style=\"font-family: sans-serif; white-space: pre-wrap;\">{escaped}</pre></body></html>"),
+        text,
+    }
+}
+
+/// The one alert of a feed that has gone quiet.
+pub fn render_overdue(feed: &str, last_file: &str, expect_every: &str) -> Rendered {
+    plain(
+        format!("[flagsync] {feed}: overdue — no file since {last_file}"),
+        format!(
+            "flagsync has received no file for feed {feed} since {last_file}; one is expected every {expect_every}.\n\n\
+             The recipient list is not being kept up to date. Check that the system that sends the file is running \
+             and can still log in to flagsync's sFTP server.\n\n\
+             This alert is sent once; the next one only after a file has arrived again and the feed goes quiet again.\n\n-- \nflagsync\n"
+        ),
+    )
+}
+
+/// The one reminder of a held run still waiting for a decision.
+pub fn render_reminder(run: &Run, link: Option<String>) -> Rendered {
+    let id = run.run_id.unwrap_or_default();
+    let mut text = format!(
+        "Run {id} of feed {} ({}) is still held since {}: it {}.\nNothing has been applied; newer files of the feed are still processed.\n\n\
+         If it is right, confirm it:  flagsync runs confirm {id}\nIf not, reject it:  flagsync runs reject {id}\n",
+        run.feed,
+        run.file,
+        run.started_at,
+        run.reason.as_deref().unwrap_or("was held")
+    );
+    if let Some(link) = link {
+        text.push_str(&format!("Or decide on the status page: {link}\n"));
+    }
+    text.push_str("\nThis reminder is sent once.\n\n-- \nflagsync\n");
+    plain(
+        format!("[flagsync] {}: reminder — run {id} is still held", run.feed),
+        text,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +234,7 @@ mod tests {
             errors: Vec::new(),
             upload: None,
             would_remove: Vec::new(),
+            reminded_at: None,
         }
     }
 

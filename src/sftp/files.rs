@@ -32,7 +32,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::jail::{self, Area, Jail, Place};
-use crate::layout::{is_pickable, sync_dir, UPLOAD_TEMP_PREFIX as TEMP_PREFIX};
+use crate::layout::{
+    claim_upload, is_pickable, sync_dir, FeedFolders, UPLOAD_TEMP_PREFIX as TEMP_PREFIX,
+};
 
 /// Requests larger than this end the session. OpenSSH writes 32 KiB (up
 /// to 255 KiB with `-B`); the header adds a few bytes.
@@ -48,6 +50,10 @@ const READDIR_BATCH: usize = 100;
 pub struct Arrival {
     pub feed: String,
     pub name: String,
+    /// Its claim in `processing/` (see `layout::claim_upload`), made the
+    /// moment it arrived: a second upload of the same name cannot take its
+    /// place before the worker gets to it.
+    pub claim: String,
 }
 
 /// Tells the worker about an arrival.
@@ -453,11 +459,19 @@ impl SftpSession {
     }
 
     fn arrived(&self, name: &str) {
-        if is_pickable(name) {
-            (self.arrivals)(Arrival {
+        if !is_pickable(name) {
+            return;
+        }
+        let folders = FeedFolders::new(self.jail.feed_dir().to_path_buf());
+        match claim_upload(&folders, name) {
+            Ok(Some(claim)) => (self.arrivals)(Arrival {
                 feed: self.feed.clone(),
                 name: name.to_string(),
-            });
+                claim,
+            }),
+            Ok(None) => {}
+            // It stays in upload/ and is taken at the next start.
+            Err(e) => tracing::error!(file = name, error = %e, "the upload cannot be claimed"),
         }
     }
 

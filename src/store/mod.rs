@@ -17,6 +17,8 @@
 //! - `outbox`: message ID → JSON [`Message`] (report emails and their
 //!   delivery state); `outbox_pending`: IDs of those still to send;
 //!   `meta.next_message_id`.
+//! - `feed_state`: feed → JSON [`FeedState`] (last arrival, overdue alert
+//!   sent, last daily slot processed).
 //!
 //! Invariants:
 //! 1. `recipients/F` and `hashlist/F` hold the same IDs.
@@ -24,6 +26,7 @@
 //! 3. All changes of one run and its run record are one write transaction.
 
 mod accounts;
+mod feed_state;
 mod hashlist;
 mod outbox;
 mod runs;
@@ -41,6 +44,7 @@ use crate::import::record::Record;
 use crate::import::StoredIndex;
 
 pub use accounts::Account;
+pub use feed_state::FeedState;
 pub use outbox::{Delivery, Message};
 pub use runs::{Run, RunState};
 pub use writer::{ReadFeed, Snapshot, WriteFeed};

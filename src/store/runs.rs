@@ -68,6 +68,9 @@ pub struct Run {
     /// the report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub would_remove: Vec<String>,
+    /// A held run: when its one reminder email was queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminded_at: Option<String>,
 }
 
 impl Run {
@@ -83,7 +86,7 @@ pub(super) fn put_run(txn: &WriteTransaction, run: &Run) -> Result<(), StoreErro
     Ok(())
 }
 
-fn decode_run(bytes: &[u8]) -> Result<Run, StoreError> {
+pub(super) fn decode_run(bytes: &[u8]) -> Result<Run, StoreError> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Damaged(format!("a run record cannot be read: {e}")))
 }

@@ -3,10 +3,12 @@
 //!
 //! A file's path through the intake:
 //! 1. `upload/<name>` arrives (closed after writing, or renamed there).
-//! 2. Claim: hard-linked as `processing/<stamp>-<name>`. The upload keeps
-//!    its name for a few seconds ([`LINGER`]) so that clients that `stat`
-//!    or `setstat` right after closing (paramiko, WinSCP) find it; a link
-//!    count above one marks it as claimed.
+//! 2. Claim, by the sFTP server the moment it arrives: hard-linked as
+//!    `processing/<stamp>-<name>` (a link count above one marks an upload
+//!    as claimed), so that a second upload of the same name cannot take its
+//!    place. The upload keeps its name until a few seconds ([`LINGER`])
+//!    after its run, for clients that `stat` or `setstat` right after
+//!    closing (paramiko, WinSCP).
 //! 3. Run: the run record names the claim (`Run::upload`) and is committed
 //!    with the run's changes.
 //! 4. Archive: `processing/<claim>` moves to `archive/<claim>`.
@@ -23,18 +25,32 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::{Config, Feed};
-use crate::layout::{is_pickable, remove_stale_temps, sync_dir, FeedFolders};
-use crate::store::Store;
+use crate::config::{Config, Feed, Schedule};
+use crate::layout::{
+    claim_upload, claimed_file_name, is_pickable, remove_stale_temps, sync_dir, FeedFolders,
+};
+use crate::store::{FeedState, RunState, Store, StoreError};
 
 use super::{import_upload, WorkerError};
 
 /// How long a claimed upload keeps its name in `upload/`.
 const LINGER: Duration = Duration::from_secs(3);
+/// How often schedules and overdue feeds are looked at.
+const TICK: Duration = Duration::from_secs(1);
+/// How often held runs are looked at for reminders, at most (more often
+/// when `held_reminder` is short).
+const REMINDER_CHECK: Duration = Duration::from_secs(30);
+/// Held runs are looked for among this many newest runs (a newer file of
+/// the feed supersedes a held run, so a held run is always recent).
+const RECENT_RUNS_CHECKED: usize = 200;
 
 /// Work for the intake thread.
 pub enum Job {
-    Arrival { feed: String, name: String },
+    Arrival {
+        feed: String,
+        name: String,
+        claim: String,
+    },
     Stop,
 }
 
@@ -47,10 +63,12 @@ pub struct IntakeHandle {
 }
 
 impl IntakeHandle {
-    pub fn arrived(&self, feed: &str, name: &str) {
+    /// `upload/<name>` arrived and is claimed as `processing/<claim>`.
+    pub fn arrived(&self, feed: &str, name: &str, claim: &str) {
         let _ = self.tx.send(Job::Arrival {
             feed: feed.to_string(),
             name: name.to_string(),
+            claim: claim.to_string(),
         });
     }
 
@@ -87,6 +105,7 @@ pub struct Intake {
     engine: Arc<Engine>,
     lingering: Vec<Lingering>,
     stopping: Arc<AtomicBool>,
+    last_reminder_check: Instant,
 }
 
 /// Starts the intake thread; it first finishes what a previous process
@@ -102,6 +121,7 @@ pub fn start(engine: Arc<Engine>) -> (IntakeHandle, std::thread::JoinHandle<()>)
                 engine,
                 lingering: Vec::new(),
                 stopping: flag,
+                last_reminder_check: Instant::now(),
             };
             intake.recover();
             intake.serve(rx);
@@ -116,13 +136,6 @@ pub fn start(engine: Arc<Engine>) -> (IntakeHandle, std::thread::JoinHandle<()>)
     (IntakeHandle { tx, stopping }, thread)
 }
 
-fn arrival_stamp(now: SystemTime) -> String {
-    let text = humantime::format_rfc3339_millis(now).to_string();
-    // 2026-11-25T13:45:01.123Z → 20261125T134501.123Z: sorts by time and
-    // is a valid file name everywhere.
-    text.replace(['-', ':'], "")
-}
-
 impl Intake {
     fn config(&self) -> &Config {
         &self.engine.config
@@ -135,15 +148,210 @@ impl Intake {
                 .iter()
                 .map(|l| l.due.saturating_duration_since(Instant::now()))
                 .min()
-                .unwrap_or(Duration::from_secs(3600));
+                .unwrap_or(TICK)
+                .min(TICK);
             match rx.recv_timeout(wait) {
-                Ok(Job::Arrival { feed, name }) => self.take(&feed, &name),
+                Ok(Job::Arrival { feed, claim, .. }) => self.take(&feed, &claim),
                 Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
             self.release_lingering(false);
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            self.tick();
         }
         self.release_lingering(true);
+    }
+
+    /// Schedules that are due, feeds that went quiet, held runs waiting
+    /// too long. Its state is in the store (`feed_state`, `Run::reminded_at`).
+    fn tick(&mut self) {
+        let now = jiff::Timestamp::now();
+        let feeds = self.config().feeds.clone();
+        for feed in &feeds {
+            if let Err(e) = self.tick_feed(feed, now) {
+                tracing::error!(feed = %feed.name, error = %e, "the scheduler cannot read or write the store");
+            }
+        }
+        let every = REMINDER_CHECK.min(self.config().held_reminder / 2);
+        if self.last_reminder_check.elapsed() >= every {
+            self.last_reminder_check = Instant::now();
+            if let Err(e) = self.remind_held_runs() {
+                tracing::error!(error = %e, "held runs cannot be checked for reminders");
+            }
+        }
+    }
+
+    fn feed_state_or_new(
+        &self,
+        feed: &Feed,
+        now: jiff::Timestamp,
+    ) -> Result<FeedState, StoreError> {
+        if let Some(state) = self.engine.store.feed_state(&feed.name)? {
+            return Ok(state);
+        }
+        // A feed seen for the first time: its silence starts now, and a
+        // slot that passed before it existed is not run.
+        let state = FeedState {
+            last_arrival: now.as_second().max(0) as u64,
+            overdue_alerted: false,
+            schedule_done: self
+                .latest_slot(feed, now)
+                .map_or(0, |t| t.as_second().max(0) as u64),
+        };
+        self.engine.store.put_feed_state(&feed.name, &state)?;
+        Ok(state)
+    }
+
+    fn latest_slot(&self, feed: &Feed, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
+        match feed.schedule {
+            Schedule::OnArrival => None,
+            Schedule::Daily {
+                hour,
+                minute,
+                second,
+            } => Some(super::schedule::latest_slot(
+                now,
+                &self.engine.config.time_zone(),
+                hour,
+                minute,
+                second,
+            )),
+        }
+    }
+
+    fn tick_feed(&mut self, feed: &Feed, now: jiff::Timestamp) -> Result<(), StoreError> {
+        let mut state = self.feed_state_or_new(feed, now)?;
+        let now_s = now.as_second().max(0) as u64;
+        if let Some(slot) = self.latest_slot(feed, now) {
+            let slot_s = slot.as_second().max(0) as u64;
+            if slot_s > state.schedule_done {
+                tracing::info!(feed = %feed.name, "scheduled time: processing the newest waiting file");
+                self.process_scheduled(feed);
+                state = self.feed_state_or_new(feed, now)?;
+                state.schedule_done = slot_s;
+                self.engine.store.put_feed_state(&feed.name, &state)?;
+            }
+        }
+        let quiet = now_s.saturating_sub(state.last_arrival);
+        if !state.overdue_alerted && quiet > feed.expect_every.as_secs() {
+            tracing::warn!(feed = %feed.name, "overdue: no file within expect_every");
+            state.overdue_alerted = true;
+            self.alert_overdue(feed, &state);
+            self.engine.store.put_feed_state(&feed.name, &state)?;
+        }
+        Ok(())
+    }
+
+    fn alert_overdue(&self, feed: &Feed, state: &FeedState) {
+        if self.config().smtp.is_none() || feed.report_to.is_empty() {
+            return;
+        }
+        let since = jiff::Timestamp::from_second(state.last_arrival as i64)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let every = humantime::format_duration(feed.expect_every).to_string();
+        let rendered = crate::report::mail::render_overdue(&feed.name, &since, &every);
+        let message = super::new_message("overdue", feed, None, rendered, None);
+        if let Err(e) = self.engine.store.queue_message(message) {
+            tracing::error!(feed = %feed.name, error = %e, "the overdue alert cannot be queued");
+        }
+    }
+
+    /// One reminder per held run older than `held_reminder`.
+    fn remind_held_runs(&mut self) -> Result<(), StoreError> {
+        let now = SystemTime::now();
+        for mut run in self.engine.store.recent_runs(RECENT_RUNS_CHECKED)? {
+            if run.state != RunState::Held || run.reminded_at.is_some() {
+                continue;
+            }
+            let held_at = humantime::parse_rfc3339_weak(&run.finished_at)
+                .or_else(|_| humantime::parse_rfc3339_weak(&run.started_at))
+                .unwrap_or(now);
+            if now.duration_since(held_at).unwrap_or_default() < self.config().held_reminder {
+                continue;
+            }
+            let Some(feed) = self.config().feed(&run.feed).cloned() else {
+                continue;
+            };
+            run.reminded_at = Some(humantime::format_rfc3339_seconds(now).to_string());
+            let _gate = self.engine.exclusive();
+            // Re-read under the gate: a confirm may have happened meanwhile.
+            let Some(id) = run.run_id else { continue };
+            match self.engine.store.get_run(id) {
+                Ok(current) if current.state == RunState::Held && current.reminded_at.is_none() => {
+                }
+                _ => continue,
+            }
+            self.engine.store.update_run(&run)?;
+            if self.config().smtp.is_some() && !feed.report_to.is_empty() {
+                let link = self
+                    .config()
+                    .web_public_url
+                    .as_ref()
+                    .map(|u| format!("{}/runs/{id}", u.trim_end_matches('/')));
+                let rendered = crate::report::mail::render_reminder(&run, link);
+                self.engine.store.queue_message(super::new_message(
+                    "reminder",
+                    &feed,
+                    Some(id),
+                    rendered,
+                    None,
+                ))?;
+            }
+            tracing::info!(feed = %feed.name, run_id = id, "reminder: the held run is still waiting");
+        }
+        Ok(())
+    }
+
+    /// At a `daily` feed's time: the newest waiting file is run, the older
+    /// ones are recorded as superseded, all in arrival order.
+    fn process_scheduled(&mut self, feed: &Feed) {
+        let folders = self.folders(&feed.name);
+        let mut unclaimed = waiting_uploads(&folders.upload(), &feed.name);
+        unclaimed.sort();
+        for (_, _, name) in unclaimed {
+            self.claim(&folders, &name);
+        }
+        // Claims are named by arrival time: sorted is arrival order.
+        let mut claims = sorted_names(&folders.processing());
+        let Some(newest) = claims.pop() else {
+            return;
+        };
+        let newest_name = claimed_file_name(&newest).to_string();
+        for claim in &claims {
+            let name = claimed_file_name(claim);
+            let recorded = {
+                let _gate = self.engine.exclusive();
+                super::record_superseded(&self.engine.store, feed, name, claim, &newest_name)
+            };
+            match recorded {
+                Ok(run) => {
+                    tracing::info!(feed = %feed.name, file = %name, run_id = run.run_id.unwrap_or_default(), "superseded by a newer file")
+                }
+                Err(e) => {
+                    tracing::error!(feed = %feed.name, file = %name, error = %e, "the superseded file cannot be recorded");
+                    continue;
+                }
+            }
+            self.archive(&folders, claim);
+            self.linger(&folders, claim);
+        }
+        self.run_claim(feed, &newest);
+    }
+
+    /// Notes that a file arrived: the feed is not quiet any more.
+    fn note_arrival(&self, feed: &Feed) {
+        let now = jiff::Timestamp::now();
+        let result = self.feed_state_or_new(feed, now).and_then(|mut state| {
+            state.last_arrival = now.as_second().max(0) as u64;
+            state.overdue_alerted = false;
+            self.engine.store.put_feed_state(&feed.name, &state)
+        });
+        if let Err(e) = result {
+            tracing::error!(feed = %feed.name, error = %e, "the arrival cannot be recorded");
+        }
     }
 
     /// Finishes claims left in `processing/`, then takes waiting uploads,
@@ -167,17 +375,26 @@ impl Intake {
             for claim in sorted_names(&folders.processing()) {
                 if recorded.contains(&claim) {
                     self.archive(&folders, &claim);
-                } else {
-                    tracing::info!(feed = %feed.name, claim, "running again a file whose run was interrupted");
+                    self.linger(&folders, &claim);
+                } else if feed.schedule == Schedule::OnArrival {
+                    tracing::info!(feed = %feed.name, claim, "running a file that arrived before the last stop");
                     self.run_claim(feed, &claim);
                 }
             }
-            waiting.extend(waiting_uploads(&folders.upload(), &feed.name));
+            if feed.schedule == Schedule::OnArrival {
+                waiting.extend(waiting_uploads(&folders.upload(), &feed.name));
+            }
             self.sweep(&folders);
         }
         waiting.sort();
-        for (_, feed, name) in waiting {
-            self.take(&feed, &name);
+        for (_, feed_name, name) in waiting {
+            let Some(feed) = self.config().feed(&feed_name).cloned() else {
+                continue;
+            };
+            let folders = self.folders(&feed_name);
+            if let Some(claim) = self.claim(&folders, &name) {
+                self.take(&feed.name, &claim);
+            }
         }
     }
 
@@ -185,8 +402,8 @@ impl Intake {
         FeedFolders::new(self.config().feed_dir(feed))
     }
 
-    /// Steps 2-4 for one arrival.
-    fn take(&mut self, feed_name: &str, name: &str) {
+    /// Steps 3-4 for one arrival, claimed when it arrived.
+    fn take(&mut self, feed_name: &str, claim: &str) {
         if self.stopping.load(Ordering::SeqCst) {
             return;
         }
@@ -197,32 +414,39 @@ impl Intake {
             );
             return;
         };
-        let folders = self.folders(feed_name);
-        let upload = folders.upload().join(name);
-        let meta = match std::fs::symlink_metadata(&upload) {
-            Ok(m) if m.file_type().is_file() => m,
-            // Renamed or removed before its turn, or already archived.
-            _ => return,
-        };
-        if meta.nlink() > 1 {
-            return; // Already claimed.
-        }
-        let claim = format!("{}-{name}", arrival_stamp(SystemTime::now()));
-        let processing = folders.processing();
-        let linked = std::fs::create_dir_all(&processing)
-            .and_then(|_| std::fs::hard_link(&upload, processing.join(&claim)));
-        if let Err(e) = linked {
-            tracing::error!(feed = feed_name, file = name, error = %e, "the upload cannot be claimed; it stays in upload/");
+        self.note_arrival(&feed);
+        if feed.schedule != Schedule::OnArrival {
+            // It waits (claimed) for the feed's time (see `tick`).
             return;
         }
-        sync_dir(&processing);
+        self.run_claim(&feed, claim);
+    }
+
+    /// Claims an upload that arrived while no server was watching.
+    fn claim(&mut self, folders: &FeedFolders, name: &str) -> Option<String> {
+        match claim_upload(folders, name) {
+            Ok(claim) => claim,
+            Err(e) => {
+                tracing::error!(file = name, error = %e, "the upload cannot be claimed; it stays in upload/");
+                None
+            }
+        }
+    }
+
+    /// The upload keeps its name for [`LINGER`] after its run, then goes,
+    /// unless a new file has taken the name.
+    fn linger(&mut self, folders: &FeedFolders, claim: &str) {
+        let Ok(meta) = std::fs::metadata(folders.archive().join(claim))
+            .or_else(|_| std::fs::metadata(folders.processing().join(claim)))
+        else {
+            return;
+        };
         self.lingering.push(Lingering {
-            path: upload,
+            path: folders.upload().join(claimed_file_name(claim)),
             dev: meta.dev(),
             ino: meta.ino(),
             due: Instant::now() + LINGER,
         });
-        self.run_claim(&feed, &claim);
     }
 
     fn run_claim(&mut self, feed: &Feed, claim: &str) {
@@ -231,7 +455,7 @@ impl Intake {
         }
         let folders = self.folders(&feed.name);
         let path = folders.processing().join(claim);
-        let name = claim.split_once('-').map_or(claim, |(_, n)| n);
+        let name = claimed_file_name(claim);
         let result = {
             let _gate = self.engine.exclusive();
             import_upload(self.config(), &self.engine.store, feed, &path, name, claim)
@@ -254,6 +478,7 @@ impl Intake {
             }
         }
         self.archive(&folders, claim);
+        self.linger(&folders, claim);
         self.sweep(&folders);
     }
 
@@ -346,19 +571,4 @@ fn waiting_uploads(dir: &Path, feed: &str) -> Vec<(SystemTime, String, String)> 
         out.push((modified, feed.to_string(), name));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn arrival_stamps_sort_by_time_and_are_plain_names() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_078_301_123);
-        let s = arrival_stamp(t);
-        assert_eq!(s, "20251125T134501.123Z");
-        assert!(!s.contains('-'));
-        let later = arrival_stamp(t + Duration::from_millis(1));
-        assert!(later > s);
-    }
 }

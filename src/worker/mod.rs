@@ -27,6 +27,7 @@ use crate::report::ErrorCollector;
 use crate::store::{DataLock, ReadFeed, Run, RunState, Store, StoreError};
 
 pub mod intake;
+pub mod schedule;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -114,6 +115,7 @@ fn new_run(feed: &Feed, file: &str, dry_run: bool, started_at: String) -> Run {
         errors: Vec::new(),
         upload: None,
         would_remove: Vec::new(),
+        reminded_at: None,
     }
 }
 
@@ -515,8 +517,7 @@ fn queue_report(
     let attachment = run.error_report.clone();
     let attachment_name = attachment
         .as_deref()
-        .and_then(|p| Path::new(p).file_name())
-        .map(|n| n.to_string_lossy().into_owned());
+        .and_then(|p| crate::report::mail::attachment_label(Path::new(p)));
     let rendered = match crate::report::mail::render_run(run, link, attachment_name.as_deref()) {
         Ok(r) => r,
         Err(e) => {
@@ -524,16 +525,28 @@ fn queue_report(
             return Ok(());
         }
     };
+    txn.queue_message(new_message("run", feed, run.run_id, rendered, attachment))?;
+    Ok(())
+}
+
+/// A message for the outbox, due now.
+pub fn new_message(
+    kind: &str,
+    feed: &Feed,
+    run_id: Option<u64>,
+    rendered: crate::report::mail::Rendered,
+    attachment: Option<String>,
+) -> crate::store::Message {
     let now = SystemTime::now();
     let unix = now
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    txn.queue_message(crate::store::Message {
+    crate::store::Message {
         id: 0,
-        kind: "run".into(),
+        kind: kind.into(),
         feed: feed.name.clone(),
-        run_id: run.run_id,
+        run_id,
         to: feed.report_to.clone(),
         subject: rendered.subject,
         text: rendered.text,
@@ -547,8 +560,31 @@ fn queue_report(
         last_error: None,
         sent_at: None,
         server_reply: None,
-    })?;
-    Ok(())
+    }
+}
+
+/// Records a file that a newer one replaced before its scheduled time: a
+/// run in state `superseded`, nothing applied.
+pub fn record_superseded(
+    store: &Store,
+    feed: &Feed,
+    file_name: &str,
+    upload: &str,
+    newer: &str,
+) -> Result<Run, WorkerError> {
+    let now = now_text();
+    let mut run = new_run(feed, file_name, false, now.clone());
+    run.state = RunState::Superseded;
+    run.reason = Some(format!(
+        "a newer file ({newer}) arrived before the scheduled time; only the newest is processed"
+    ));
+    run.finished_at = now;
+    run.upload = Some(upload.to_string());
+    let txn = store.begin_run()?;
+    run.run_id = Some(txn.next_run_id()?);
+    txn.put_run(&run)?;
+    txn.commit()?;
+    Ok(run)
 }
 
 /// The first of those a held run would remove, as "ID Name" for the

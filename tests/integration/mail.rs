@@ -18,7 +18,7 @@ const MAIL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A free port below Linux's ephemeral range (32768+), so that no server
 /// of another test, bound to port 0, takes it between now and the moment
 /// a test (re)starts its SMTP server on it.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos() as u64)
@@ -35,13 +35,13 @@ fn free_port() -> u16 {
 }
 
 /// A running aiosmtpd that writes each message it accepts as JSON.
-struct SmtpSink {
+pub struct SmtpSink {
     child: Child,
     dir: PathBuf,
 }
 
 impl SmtpSink {
-    fn start(dir: &Path, port: u16, mode: &str, auth: Option<&str>) -> SmtpSink {
+    pub fn start(dir: &Path, port: u16, mode: &str, auth: Option<&str>) -> SmtpSink {
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/clients/smtp_sink.py");
         let mut cmd = Command::new("python3");
@@ -70,7 +70,7 @@ impl SmtpSink {
         self.dir.join("ca.pem")
     }
 
-    fn messages(&self) -> Vec<Value> {
+    pub fn messages(&self) -> Vec<Value> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .map(|r| r.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
@@ -84,7 +84,7 @@ impl SmtpSink {
             .collect()
     }
 
-    fn wait_for(&self, n: usize) -> Vec<Value> {
+    pub fn wait_for(&self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + MAIL_TIMEOUT;
         loop {
             let got = self.messages();
@@ -108,7 +108,7 @@ impl Drop for SmtpSink {
 }
 
 /// The `hr` feed reporting to two addresses, with an `[smtp]` table.
-fn mail_env(smtp: &str) -> Env {
+pub fn mail_env(smtp: &str) -> Env {
     let env = sftp_env_with(&[Feed::hr("hr")], &[], &[]);
     let text = std::fs::read_to_string(&env.config)
         .expect("config")
@@ -122,13 +122,13 @@ fn mail_env(smtp: &str) -> Env {
     env
 }
 
-fn smtp_table(port: u16, security: &str, extra: &str) -> String {
+pub fn smtp_table(port: u16, security: &str, extra: &str) -> String {
     format!(
         "[smtp]\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"{security}\"\nfrom = \"flagsync@example.com\"\ntimeout = \"5s\"\nretry_pause = \"1s\"\n{extra}\n"
     )
 }
 
-fn import_cli(env: &Env, name: &str, content: &str) -> Value {
+pub fn import_cli(env: &Env, name: &str, content: &str) -> Value {
     let path = env.input(name, content);
     let out = env.run(&[
         "import",

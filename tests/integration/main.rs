@@ -13,6 +13,7 @@ mod file_format;
 mod mail;
 mod row_errors;
 mod runs;
+mod schedule;
 mod serve;
 mod server;
 mod sftp;
