@@ -387,3 +387,50 @@ fn mail_test_sends_and_prints_the_answer_and_a_bad_certificate_is_a_clear_error(
     );
     out.assert_no_panic("mail test with an untrusted certificate");
 }
+
+/// A TCP server on `port` that answers every connection with `greeting`
+/// (or nothing at all) and then keeps it open.
+fn broken_smtp_server(port: u16, greeting: Option<&'static [u8]>) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in listener.incoming().flatten() {
+            if let Some(g) = greeting {
+                let _ = std::io::Write::write_all(&mut &stream, g);
+            }
+            open.push(stream);
+        }
+    });
+}
+
+#[test]
+fn a_mail_server_that_hangs_or_answers_garbage_leaves_a_clear_state_and_the_import_applied() {
+    for (what, greeting) in [
+        ("hangs", None),
+        ("answers garbage", Some(&b"HELLO this is not SMTP\r\n\x00\xff\r\n"[..])),
+    ] {
+        let port = free_port();
+        broken_smtp_server(port, greeting);
+        let env = mail_env(&smtp_table(port, "none", "").replace("timeout = \"5s\"", "timeout = \"2s\""));
+        let server = Server::start(&env);
+        let run = import_cli(&env, "one.csv", &hr_file(1..=4));
+        assert_eq!(run["state"], "applied", "{what}");
+        let id = run_id_of(&run);
+        let deadline = Instant::now() + MAIL_TIMEOUT;
+        loop {
+            let emails = email_state(&env, &id);
+            if let Some(e) = emails.first().filter(|e| e["state"] == "failing") {
+                let error = e["last_error"].as_str().unwrap_or("");
+                assert!(!error.is_empty(), "{what}: {emails:#?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{what}: not marked failing: {emails:#?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(env.exported_ids("hr").len(), 4, "{what}: the import stands");
+        let log = server.stderr();
+        assert!(log.contains("report not sent"), "{what}: logged: {log}");
+        assert!(!log.contains("panicked"), "{what}: {log}");
+        drop(server);
+    }
+}
