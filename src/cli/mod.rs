@@ -64,6 +64,13 @@ pub enum Command {
     /// sFTP accounts: add, list, passwords, keys, allow-lists, remove.
     #[command(subcommand)]
     Accounts(accounts::AccountsCommand),
+    /// Each feed's health: last file, overdue, last run, held runs, next
+    /// scheduled time.
+    Feeds {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
     /// Email: send a test message.
     #[command(subcommand)]
     Mail(MailCommand),
@@ -285,6 +292,7 @@ pub fn execute(
             groups(config, &feed, json, &backend, io)
         }
         Command::Accounts(cmd) => accounts::run(config, cmd, &backend, io),
+        Command::Feeds { json } => feeds(config, json, &backend, io),
         Command::Check => check(config),
         Command::Mail(MailCommand::Test { to }) => mail_test(config, &to),
         Command::Serve => Err(Failure::Usage(anyhow::anyhow!(
@@ -495,6 +503,126 @@ fn groups(
         None => Vec::new(),
     };
     output::print_groups(io.out, &groups, json)?;
+    Ok(0)
+}
+
+fn unix_text(secs: u64) -> Option<String> {
+    (secs > 0).then(|| {
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+        )
+        .to_string()
+    })
+}
+
+/// One feed's health as `feeds` shows it.
+fn feed_health(
+    config: &Config,
+    feed: &crate::config::Feed,
+    store: Option<&Store>,
+) -> Result<serde_json::Value, Failure> {
+    let now = jiff::Timestamp::now();
+    let state = match store {
+        Some(s) => s.feed_state(&feed.name)?,
+        None => None,
+    };
+    let runs = match store {
+        Some(s) => s.list_runs(Some(&feed.name))?,
+        None => Vec::new(),
+    };
+    let last_arrival = state.as_ref().map_or(0, |s| s.last_arrival);
+    let overdue = state.is_some()
+        && (now.as_second().max(0) as u64).saturating_sub(last_arrival)
+            > feed.expect_every.as_secs();
+    let last = runs.first();
+    let held: Vec<u64> = runs
+        .iter()
+        .filter(|r| r.state == RunState::Held)
+        .filter_map(|r| r.run_id)
+        .collect();
+    let (schedule, next) = match feed.schedule {
+        crate::config::Schedule::OnArrival => ("on_arrival".to_string(), None),
+        crate::config::Schedule::Daily {
+            hour,
+            minute,
+            second,
+        } => {
+            let tz = config.time_zone();
+            let latest = crate::worker::schedule::latest_slot(now, &tz, hour, minute, second);
+            let next = latest
+                .checked_add(jiff::SignedDuration::from_hours(24))
+                .ok()
+                .map(|t| t.to_string());
+            (format!("daily {hour:02}:{minute:02}:{second:02}"), next)
+        }
+    };
+    Ok(serde_json::json!({
+        "feed": feed.name,
+        "schedule": schedule,
+        "next_scheduled": next,
+        "expect_every": humantime::format_duration(feed.expect_every).to_string(),
+        "last_file_at": unix_text(last_arrival),
+        "overdue": overdue,
+        "last_run": last.map(|r| serde_json::json!({
+            "run_id": r.run_id,
+            "file": r.file,
+            "state": r.state.as_str(),
+            "finished_at": r.finished_at,
+        })),
+        "held_runs": held,
+    }))
+}
+
+fn feeds(config: &Config, json: bool, backend: &Backend, io: &mut Io) -> Result<u8, Failure> {
+    let store = read_store(config, backend)?;
+    let all = config
+        .feeds
+        .iter()
+        .map(|f| feed_health(config, f, store.get()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if json {
+        output::print_value(io.out, &serde_json::Value::Array(all))?;
+        return Ok(0);
+    }
+    let mut text = String::new();
+    for f in &all {
+        let last = f["last_run"]
+            .as_object()
+            .map_or("no run yet".to_string(), |r| {
+                format!(
+                    "last run {} {} ({})",
+                    r["run_id"],
+                    r["state"].as_str().unwrap_or(""),
+                    r["file"].as_str().unwrap_or("")
+                )
+            });
+        text.push_str(&format!(
+            "{}: {}{}; last file {}; {last}{}{}\n",
+            f["feed"].as_str().unwrap_or(""),
+            f["schedule"].as_str().unwrap_or(""),
+            f["next_scheduled"]
+                .as_str()
+                .map(|n| format!(" (next {n})"))
+                .unwrap_or_default(),
+            f["last_file_at"].as_str().unwrap_or("never"),
+            if f["overdue"] == true {
+                "; OVERDUE"
+            } else {
+                ""
+            },
+            match f["held_runs"].as_array() {
+                Some(h) if !h.is_empty() => format!(
+                    "; held runs waiting: {}",
+                    h.iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => String::new(),
+            }
+        ));
+    }
+    output::print_text(io.out, &text)?;
     Ok(0)
 }
 

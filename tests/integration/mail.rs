@@ -407,11 +407,15 @@ fn broken_smtp_server(port: u16, greeting: Option<&'static [u8]>) {
 fn a_mail_server_that_hangs_or_answers_garbage_leaves_a_clear_state_and_the_import_applied() {
     for (what, greeting) in [
         ("hangs", None),
-        ("answers garbage", Some(&b"HELLO this is not SMTP\r\n\x00\xff\r\n"[..])),
+        (
+            "answers garbage",
+            Some(&b"HELLO this is not SMTP\r\n\x00\xff\r\n"[..]),
+        ),
     ] {
         let port = free_port();
         broken_smtp_server(port, greeting);
-        let env = mail_env(&smtp_table(port, "none", "").replace("timeout = \"5s\"", "timeout = \"2s\""));
+        let env =
+            mail_env(&smtp_table(port, "none", "").replace("timeout = \"5s\"", "timeout = \"2s\""));
         let server = Server::start(&env);
         let run = import_cli(&env, "one.csv", &hr_file(1..=4));
         assert_eq!(run["state"], "applied", "{what}");
@@ -424,7 +428,10 @@ fn a_mail_server_that_hangs_or_answers_garbage_leaves_a_clear_state_and_the_impo
                 assert!(!error.is_empty(), "{what}: {emails:#?}");
                 break;
             }
-            assert!(Instant::now() < deadline, "{what}: not marked failing: {emails:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not marked failing: {emails:#?}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         assert_eq!(env.exported_ids("hr").len(), 4, "{what}: the import stands");

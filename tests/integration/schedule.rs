@@ -102,6 +102,15 @@ fn a_daily_feed_processes_only_the_newest_file_at_its_time() {
         "{runs:#?}"
     );
     assert_eq!(runs[2]["added"], 7);
+    let feeds = env.run(&["feeds", "--json"]).json("feeds");
+    assert!(
+        feeds[0]["schedule"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("daily "),
+        "{feeds:#}"
+    );
+    assert!(feeds[0]["next_scheduled"].is_string(), "{feeds:#}");
     assert_eq!(env.exported_ids("hr").len(), 7);
     drop(server);
 }
