@@ -24,4 +24,5 @@ pub mod mail;
 pub mod report;
 pub mod sftp;
 pub mod store;
+pub mod web;
 pub mod worker;

@@ -96,7 +96,7 @@ fn usage(message: String) -> Failure {
     Failure::Usage(anyhow::anyhow!(message))
 }
 
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && !name.starts_with(['-', '.'])
@@ -107,7 +107,7 @@ fn valid_name(name: &str) -> bool {
 
 /// The store open for writing: the server's, or this process's with the
 /// data lock held.
-fn with_store<T>(
+pub(super) fn with_store<T>(
     config: &Config,
     backend: &Backend,
     f: impl FnOnce(&Store) -> Result<T, Failure>,
@@ -257,7 +257,7 @@ fn read_keys(io: &Io, file: &std::path::Path) -> Result<Vec<String>, Failure> {
 }
 
 /// The new password's hash, and the password to print when generated.
-fn new_password(
+pub(super) fn new_password(
     args: &PasswordArgs,
     generate_by_default: bool,
     io: &mut Io,

@@ -84,7 +84,9 @@ fn prepare(mut command: Command) -> Result<Request, Failure> {
             wants_stdin = args.password.password_stdin;
         }
         Command::Accounts(AccountsCommand::Keys(KeysCommand::Add { file, .. })) => read(file)?,
-        Command::Accounts(AccountsCommand::Password { password, .. }) => {
+        Command::Accounts(AccountsCommand::Password { password, .. })
+        | Command::Admins(super::admins::AdminsCommand::Add { password, .. })
+        | Command::Admins(super::admins::AdminsCommand::Password { password, .. }) => {
             wants_stdin = password.password_stdin
         }
         _ => {}

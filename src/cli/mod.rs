@@ -7,6 +7,7 @@
 //! error, 3 held.
 
 mod accounts;
+mod admins;
 mod control;
 mod output;
 mod serve;
@@ -64,6 +65,9 @@ pub enum Command {
     /// sFTP accounts: add, list, passwords, keys, allow-lists, remove.
     #[command(subcommand)]
     Accounts(accounts::AccountsCommand),
+    /// Administrators of the status page: add, password, remove, list.
+    #[command(subcommand)]
+    Admins(admins::AdminsCommand),
     /// Each feed's health: last file, overdue, last run, held runs, next
     /// scheduled time.
     Feeds {
@@ -293,6 +297,7 @@ pub fn execute(
         }
         Command::Accounts(cmd) => accounts::run(config, cmd, &backend, io),
         Command::Feeds { json } => feeds(config, json, &backend, io),
+        Command::Admins(cmd) => admins::run(config, cmd, &backend, io),
         Command::Check => check(config),
         Command::Mail(MailCommand::Test { to }) => mail_test(config, &to),
         Command::Serve => Err(Failure::Usage(anyhow::anyhow!(
@@ -506,79 +511,12 @@ fn groups(
     Ok(0)
 }
 
-fn unix_text(secs: u64) -> Option<String> {
-    (secs > 0).then(|| {
-        humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
-        )
-        .to_string()
-    })
-}
-
-/// One feed's health as `feeds` shows it.
-fn feed_health(
-    config: &Config,
-    feed: &crate::config::Feed,
-    store: Option<&Store>,
-) -> Result<serde_json::Value, Failure> {
-    let now = jiff::Timestamp::now();
-    let state = match store {
-        Some(s) => s.feed_state(&feed.name)?,
-        None => None,
-    };
-    let runs = match store {
-        Some(s) => s.list_runs(Some(&feed.name))?,
-        None => Vec::new(),
-    };
-    let last_arrival = state.as_ref().map_or(0, |s| s.last_arrival);
-    let overdue = state.is_some()
-        && (now.as_second().max(0) as u64).saturating_sub(last_arrival)
-            > feed.expect_every.as_secs();
-    let last = runs.first();
-    let held: Vec<u64> = runs
-        .iter()
-        .filter(|r| r.state == RunState::Held)
-        .filter_map(|r| r.run_id)
-        .collect();
-    let (schedule, next) = match feed.schedule {
-        crate::config::Schedule::OnArrival => ("on_arrival".to_string(), None),
-        crate::config::Schedule::Daily {
-            hour,
-            minute,
-            second,
-        } => {
-            let tz = config.time_zone();
-            let latest = crate::worker::schedule::latest_slot(now, &tz, hour, minute, second);
-            let next = latest
-                .checked_add(jiff::SignedDuration::from_hours(24))
-                .ok()
-                .map(|t| t.to_string());
-            (format!("daily {hour:02}:{minute:02}:{second:02}"), next)
-        }
-    };
-    Ok(serde_json::json!({
-        "feed": feed.name,
-        "schedule": schedule,
-        "next_scheduled": next,
-        "expect_every": humantime::format_duration(feed.expect_every).to_string(),
-        "last_file_at": unix_text(last_arrival),
-        "overdue": overdue,
-        "last_run": last.map(|r| serde_json::json!({
-            "run_id": r.run_id,
-            "file": r.file,
-            "state": r.state.as_str(),
-            "finished_at": r.finished_at,
-        })),
-        "held_runs": held,
-    }))
-}
-
 fn feeds(config: &Config, json: bool, backend: &Backend, io: &mut Io) -> Result<u8, Failure> {
     let store = read_store(config, backend)?;
     let all = config
         .feeds
         .iter()
-        .map(|f| feed_health(config, f, store.get()))
+        .map(|f| crate::worker::status::feed_health(config, f, store.get()).map_err(Failure::from))
         .collect::<Result<Vec<_>, _>>()?;
     if json {
         output::print_value(io.out, &serde_json::Value::Array(all))?;

@@ -1,7 +1,7 @@
 //! `flagsync serve`: the sFTP server, the intake and the control socket,
 //! until SIGTERM or Ctrl-C.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -55,6 +55,7 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
     }
     if config.source == Source::Embedded {
         create_demo_account(&config, &store)?;
+        create_first_admin(&store)?;
     }
     for feed in &config.feeds {
         let folders = FeedFolders::new(config.feed_dir(&feed.name));
@@ -78,27 +79,39 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
                 config.sftp.listen
             ))
         })?;
+    let web_listener = runtime
+        .block_on(TcpListener::bind(&config.web_listen))
+        .map_err(|e| {
+            Failure::Usage(anyhow::anyhow!(
+                "cannot listen on {} for the web page: {e}; set [web] listen to a free address",
+                config.web_listen
+            ))
+        })?;
     let ssh = Arc::new(sftp::ssh_config(&config, keys));
     let config = Arc::new(config);
-    let engine = Arc::new(Engine {
-        config: config.clone(),
-        store: store.clone(),
-        gate: Mutex::new(()),
-    });
+    let engine = Arc::new(Engine::new(config.clone(), store.clone()));
     let (intake, intake_thread) = intake::start(engine.clone());
     let outbox = config
         .smtp
         .clone()
         .map(|smtp| crate::mail::start_sender(store.clone(), smtp));
-    control::listen(engine).map_err(|e| {
+    control::listen(engine.clone()).map_err(|e| {
         runtime_error(anyhow::anyhow!(
             "cannot open the control socket {}: {e}",
             control::socket_path(&config).display()
         ))
     })?;
+    let web_address = web_listener.local_addr().map_err(runtime_error)?;
+    let web_secure = config
+        .web_public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    let web_state =
+        Arc::new(crate::web::WebState::new(engine.clone(), web_secure).map_err(runtime_error)?);
     let address = listener.local_addr().map_err(runtime_error)?;
+    println!("web: listening on http://{web_address}");
     println!("sftp: listening on {address}");
-    tracing::info!(%address, "sftp listening");
+    tracing::info!(%address, %web_address, "listening");
     let arrivals: ArrivalSink = {
         let intake = intake.clone();
         Arc::new(move |a: sftp::Arrival| intake.arrived(&a.feed, &a.name, &a.claim))
@@ -106,7 +119,10 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
     let shared = Arc::new(Shared::new(config.clone(), store, arrivals));
     let shutdown = CancellationToken::new();
     runtime.spawn(stop_on_signal(shutdown.clone()));
+    let web = runtime.spawn(crate::web::run(web_listener, web_state, shutdown.clone()));
     runtime.block_on(sftp::run(listener, shared, ssh, shutdown));
+    let _ = runtime
+        .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(5), web).await });
     tracing::info!("stopping: waiting for a running import to finish");
     intake.stop();
     let _ = intake_thread.join();
@@ -134,6 +150,24 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         _ = int.recv() => tracing::info!("interrupted: stopping"),
     }
     shutdown.cancel();
+}
+
+/// At the embedded default's first start: an administrator for the status
+/// page, whose generated password is printed this once.
+fn create_first_admin(store: &Store) -> Result<(), Failure> {
+    if !store.admins()?.is_empty() {
+        return Ok(());
+    }
+    let password = generate_password().map_err(runtime_error)?;
+    store.put_admin(&crate::store::Admin {
+        name: "admin".into(),
+        password_hash: hash_password(&password).map_err(runtime_error)?,
+        created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        last_login: None,
+    })?;
+    println!("web: administrator admin password: {password}");
+    println!("web: this password is shown once; change it with `flagsync admins password admin`");
+    Ok(())
 }
 
 /// At the embedded default's first start: an account for the demo feed,

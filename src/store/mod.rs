@@ -14,6 +14,7 @@
 //!   hash) list (see `hashlist`).
 //! - `groups/F`: group name → member count (a group exists while > 0).
 //! - `accounts`: sFTP account name → JSON [`Account`].
+//! - `admins`: status page administrator → JSON [`Admin`].
 //! - `outbox`: message ID → JSON [`Message`] (report emails and their
 //!   delivery state); `outbox_pending`: IDs of those still to send;
 //!   `meta.next_message_id`.
@@ -26,6 +27,7 @@
 //! 3. All changes of one run and its run record are one write transaction.
 
 mod accounts;
+mod admins;
 mod feed_state;
 mod hashlist;
 mod outbox;
@@ -44,6 +46,7 @@ use crate::import::record::Record;
 use crate::import::StoredIndex;
 
 pub use accounts::Account;
+pub use admins::Admin;
 pub use feed_state::FeedState;
 pub use outbox::{Delivery, Message};
 pub use runs::{Run, RunState};

@@ -84,9 +84,24 @@ pub struct Engine {
     pub config: Arc<Config>,
     pub store: Arc<Store>,
     pub gate: Mutex<()>,
+    /// Set while the intake thread runs (for `/healthz`).
+    pub intake_alive: AtomicBool,
 }
 
 impl Engine {
+    pub fn new(config: Arc<Config>, store: Arc<Store>) -> Engine {
+        Engine {
+            config,
+            store,
+            gate: Mutex::new(()),
+            intake_alive: AtomicBool::new(false),
+        }
+    }
+
+    pub fn intake_running(&self) -> bool {
+        self.intake_alive.load(Ordering::SeqCst)
+    }
+
     pub fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
         self.gate.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -123,8 +138,10 @@ pub fn start(engine: Arc<Engine>) -> (IntakeHandle, std::thread::JoinHandle<()>)
                 stopping: flag,
                 last_reminder_check: Instant::now(),
             };
+            intake.engine.intake_alive.store(true, Ordering::SeqCst);
             intake.recover();
             intake.serve(rx);
+            intake.engine.intake_alive.store(false, Ordering::SeqCst);
         });
     let thread = match thread {
         Ok(t) => t,

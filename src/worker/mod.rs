@@ -28,6 +28,7 @@ use crate::store::{DataLock, ReadFeed, Run, RunState, Store, StoreError};
 
 pub mod intake;
 pub mod schedule;
+pub mod status;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {

@@ -20,3 +20,4 @@ mod sftp;
 mod sftp_attacks;
 mod sftp_faults;
 mod util;
+mod web;

@@ -1,0 +1,404 @@
+//! The status web page (axum): login for administrators, the feeds'
+//! health, and (to come) held runs, run history, recipients and the JSON
+//! API. It reads the store; its only writes are login and, later,
+//! confirm/reject through `worker`.
+//!
+//! Invariants:
+//! 1. Every page but `/login`, `/healthz` and the stylesheet needs a
+//!    session; every POST needs the session's CSRF token (for `/login`, a
+//!    token bound to a pre-login cookie).
+//! 2. Session cookies are HttpOnly, SameSite=Strict, and Secure when the
+//!    page is served over TLS; sessions expire after [`SESSION_IDLE`]
+//!    without use.
+//! 3. Every response carries the security headers; pages behind the login
+//!    are `no-store`.
+//! 4. Bad input is a 4xx with a message, never a 500 or a panic.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use minijinja::{context, Environment};
+use serde::Deserialize;
+
+use crate::worker::intake::Engine;
+
+const SESSION_COOKIE: &str = "flagsync_session";
+const PRE_LOGIN_COOKIE: &str = "flagsync_login";
+/// A session unused for this long is gone.
+const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
+/// Forms are small; anything bigger is refused before it is read.
+const MAX_FORM: usize = 16 * 1024;
+/// Failed logins from one address within [`LOGIN_WINDOW`] that lock it
+/// out for [`LOGIN_LOCKOUT`].
+const LOGIN_FAILURES: usize = 5;
+const LOGIN_WINDOW: Duration = Duration::from_secs(600);
+const LOGIN_LOCKOUT: Duration = Duration::from_secs(900);
+
+const BASE_HTML: &str = include_str!("../../assets/web/base.html");
+const LOGIN_HTML: &str = include_str!("../../assets/web/login.html");
+const DASHBOARD_HTML: &str = include_str!("../../assets/web/dashboard.html");
+const STYLE_CSS: &str = include_str!("../../assets/web/style.css");
+
+struct Session {
+    admin: String,
+    csrf: String,
+    last_used: Instant,
+}
+
+/// What every request handler shares.
+pub struct WebState {
+    engine: Arc<Engine>,
+    templates: Environment<'static>,
+    sessions: Mutex<HashMap<String, Session>>,
+    failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
+    locked: Mutex<HashMap<IpAddr, Instant>>,
+    /// Set the cookies' Secure flag (TLS in front of or inside flagsync).
+    secure_cookies: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Without randomness no session can be safe: an empty token is
+        // never accepted.
+        return String::new();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Constant-time comparison of two tokens.
+fn same_token(a: &str, b: &str) -> bool {
+    !a.is_empty()
+        && a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+impl WebState {
+    pub fn new(engine: Arc<Engine>, secure_cookies: bool) -> Result<WebState, minijinja::Error> {
+        let mut templates = Environment::new();
+        templates.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        templates.add_template("base.html", BASE_HTML)?;
+        templates.add_template("login.html", LOGIN_HTML)?;
+        templates.add_template("dashboard.html", DASHBOARD_HTML)?;
+        Ok(WebState {
+            engine,
+            templates,
+            sessions: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            locked: Mutex::new(HashMap::new()),
+            secure_cookies,
+        })
+    }
+
+    fn set_cookie(&self, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+        let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict");
+        if let Some(age) = max_age {
+            c.push_str(&format!("; Max-Age={age}"));
+        }
+        if self.secure_cookies {
+            c.push_str("; Secure");
+        }
+        HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// The logged-in administrator and the session's CSRF token.
+    fn session(&self, headers: &HeaderMap) -> Option<(String, String)> {
+        let token = cookie(headers, SESSION_COOKIE)?;
+        let mut sessions = lock(&self.sessions);
+        let now = Instant::now();
+        sessions.retain(|_, s| now.duration_since(s.last_used) < SESSION_IDLE);
+        let s = sessions.get_mut(token)?;
+        s.last_used = now;
+        Some((s.admin.clone(), s.csrf.clone()))
+    }
+
+    fn render(&self, name: &str, ctx: minijinja::Value) -> Response {
+        match self
+            .templates
+            .get_template(name)
+            .and_then(|t| t.render(ctx))
+        {
+            Ok(html) => Html(html).into_response(),
+            Err(e) => {
+                tracing::error!(template = name, error = %e, "a page cannot be rendered");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the page cannot be shown; see the server log",
+                )
+                    .into_response()
+            }
+        }
+    }
+
+    fn is_locked(&self, ip: IpAddr) -> bool {
+        lock(&self.locked)
+            .get(&ip)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    fn login_failed(&self, ip: IpAddr) {
+        let now = Instant::now();
+        let mut failures = lock(&self.failures);
+        let list = failures.entry(ip).or_default();
+        list.retain(|t| now.duration_since(*t) < LOGIN_WINDOW);
+        list.push(now);
+        if list.len() >= LOGIN_FAILURES {
+            list.clear();
+            lock(&self.locked).insert(ip, now + LOGIN_LOCKOUT);
+            tracing::warn!(%ip, "web logins from this address are locked out for a while");
+        }
+    }
+}
+
+/// Security headers on every response (invariant 3).
+async fn security_headers(request: Request, next: Next) -> Response {
+    let is_asset = request.uri().path().starts_with("/assets/");
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if !is_asset {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+pub fn router(state: Arc<WebState>) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/healthz", get(healthz))
+        .route("/assets/style.css", get(style))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_FORM))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "no such page").into_response()
+}
+
+async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        STYLE_CSS,
+    )
+        .into_response()
+}
+
+/// 200 when the store answers and the intake runs; 503 otherwise.
+async fn healthz(State(state): State<Arc<WebState>>) -> Response {
+    let store_ok = state.engine.store.feed_state("").is_ok();
+    let intake_ok = state.engine.intake_running();
+    if store_ok && intake_ok {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "store: {}, intake: {}\n",
+                if store_ok { "ok" } else { "failing" },
+                if intake_ok { "running" } else { "stopped" }
+            ),
+        )
+            .into_response()
+    }
+}
+
+async fn login_page(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {
+    if state.session(&headers).is_some() {
+        return Redirect::to("/").into_response();
+    }
+    login_form(&state, None, StatusCode::OK)
+}
+
+fn login_form(state: &WebState, error: Option<&str>, status: StatusCode) -> Response {
+    let token = random_token();
+    let mut response = state.render("login.html", context! { csrf => token, error => error });
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        state.set_cookie(PRE_LOGIN_COOKIE, &token, Some(3600)),
+    );
+    response
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    csrf: String,
+    name: String,
+    password: String,
+}
+
+async fn login(
+    State(state): State<Arc<WebState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let ip = crate::sftp::credentials::canonical_ip(peer.ip());
+    let expected = cookie(&headers, PRE_LOGIN_COOKIE).unwrap_or("");
+    if !same_token(expected, &form.csrf) {
+        return (
+            StatusCode::FORBIDDEN,
+            "the form has expired or was not sent by this page; reload it and log in again",
+        )
+            .into_response();
+    }
+    if state.is_locked(ip) {
+        return login_form(
+            &state,
+            Some("Too many failed logins from this address; try again later."),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
+    let admin = state.engine.store.admin(&form.name).ok().flatten();
+    let hash = admin.as_ref().map(|a| a.password_hash.clone());
+    let password = form.password.clone();
+    let matches = tokio::task::spawn_blocking(move || {
+        hash.is_some_and(|h| crate::sftp::credentials::password_matches(&password, &h))
+    })
+    .await
+    .unwrap_or(false);
+    if !matches {
+        tracing::warn!(user = %form.name, %ip, "web login refused");
+        state.login_failed(ip);
+        return login_form(
+            &state,
+            Some("Wrong name or password."),
+            StatusCode::UNAUTHORIZED,
+        );
+    }
+    let token = random_token();
+    lock(&state.sessions).insert(
+        token.clone(),
+        Session {
+            admin: form.name.clone(),
+            csrf: random_token(),
+            last_used: Instant::now(),
+        },
+    );
+    tracing::info!(user = %form.name, %ip, "web login");
+    let mut response = Redirect::to("/").into_response();
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    let h = response.headers_mut();
+    h.append(
+        header::SET_COOKIE,
+        state.set_cookie(SESSION_COOKIE, &token, None),
+    );
+    h.append(
+        header::SET_COOKIE,
+        state.set_cookie(PRE_LOGIN_COOKIE, "", Some(0)),
+    );
+    response
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let Some((_, csrf)) = state.session(&headers) else {
+        return Redirect::to("/login").into_response();
+    };
+    if !same_token(&csrf, &form.csrf) {
+        return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
+    }
+    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+        lock(&state.sessions).remove(token);
+    }
+    let mut response = Redirect::to("/login").into_response();
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        state.set_cookie(SESSION_COOKIE, "", Some(0)),
+    );
+    response
+}
+
+async fn dashboard(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {
+    let Some((admin, csrf)) = state.session(&headers) else {
+        return Redirect::to("/login").into_response();
+    };
+    let config = &state.engine.config;
+    let feeds: Result<Vec<serde_json::Value>, _> = config
+        .feeds
+        .iter()
+        .map(|f| crate::worker::status::feed_health(config, f, Some(&state.engine.store)))
+        .collect();
+    match feeds {
+        Ok(feeds) => state.render(
+            "dashboard.html",
+            context! { admin => admin, csrf => csrf, feeds => feeds },
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "the feeds cannot be read");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store cannot be read; see the server log",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Serves the page until `shutdown`.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: Arc<WebState>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the web server stopped");
+    }
+}

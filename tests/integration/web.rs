@@ -1,0 +1,235 @@
+//! The status page over real HTTP (curl) and in headless Chromium: login
+//! with CSRF, sessions, security headers, health, and bad requests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::server::*;
+use crate::util::*;
+
+const ADMIN: &str = "boss";
+const ADMIN_PASSWORD: &str = "correct-horse-battery";
+
+/// A server with the `hr` feed and one administrator; its page's base URL.
+struct Web {
+    env: Env,
+    server: Server,
+    base: String,
+    jar: PathBuf,
+}
+
+impl Web {
+    fn start() -> Web {
+        let env = sftp_env();
+        let out = run_with_stdin(
+            &env,
+            &["admins", "add", ADMIN, "--password-stdin"],
+            &format!("{ADMIN_PASSWORD}\n"),
+        );
+        assert_eq!(out.code, 0, "{out:#?}");
+        let server = Server::start(&env);
+        let base = server
+            .stdout_lines()
+            .iter()
+            .find_map(|l| l.strip_prefix("web: listening on ").map(str::to_string))
+            .unwrap_or_else(|| panic!("no web line: {}", server.context()));
+        let jar = env.root.join("cookies.txt");
+        Web {
+            env,
+            server,
+            base,
+            jar,
+        }
+    }
+
+    /// curl with the cookie jar; returns (status, headers, body).
+    fn curl(&self, args: &[&str]) -> (u16, String, String) {
+        let headers = self.env.root.join(format!("headers-{}.txt", unique()));
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-D"])
+            .arg(&headers)
+            .arg("-b")
+            .arg(&self.jar)
+            .arg("-c")
+            .arg(&self.jar)
+            .args(args);
+        let out = run_tool(cmd, "curl", None, TOOL_TIMEOUT);
+        assert_eq!(out.code, 0, "curl {args:?}: {out:#?}");
+        let (body, code) = out.stdout.rsplit_once('\n').expect("status line");
+        let code: u16 = code.trim().parse().expect("status code");
+        let headers = std::fs::read_to_string(&headers).unwrap_or_default();
+        (code, headers, body.to_string())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The CSRF token of the login form (sets the pre-login cookie).
+    fn login_token(&self) -> String {
+        let (code, _, body) = self.curl(&[&self.url("/login")]);
+        assert_eq!(code, 200);
+        csrf_in(&body)
+    }
+
+    fn login(&self, password: &str) -> (u16, String, String) {
+        let token = self.login_token();
+        self.curl(&[
+            "--data-urlencode",
+            &format!("csrf={token}"),
+            "--data-urlencode",
+            &format!("name={ADMIN}"),
+            "--data-urlencode",
+            &format!("password={password}"),
+            &self.url("/login"),
+        ])
+    }
+}
+
+fn csrf_in(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    html[at..at + 64].to_string()
+}
+
+fn header_line<'h>(headers: &'h str, name: &str) -> Vec<&'h str> {
+    headers
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+        .collect()
+}
+
+#[test]
+fn health_headers_and_login_with_csrf() {
+    let web = Web::start();
+    let (code, headers, body) = web.curl(&[&web.url("/healthz")]);
+    assert_eq!((code, body.trim()), (200, "ok"));
+    for h in [
+        "content-security-policy",
+        "x-frame-options",
+        "x-content-type-options",
+        "referrer-policy",
+    ] {
+        assert_eq!(header_line(&headers, h).len(), 1, "{h} in {headers}");
+    }
+    assert!(headers.contains("frame-ancestors 'none'"));
+
+    // Not logged in: the page sends to the login form.
+    let (code, headers, _) = web.curl(&[&web.url("/")]);
+    assert_eq!(code, 303, "{headers}");
+    assert!(
+        headers.to_lowercase().contains("location: /login"),
+        "{headers}"
+    );
+
+    // A login without the form's token is refused.
+    let (code, _, _) = web.curl(&[
+        "-d",
+        &format!("csrf=00&name={ADMIN}&password={ADMIN_PASSWORD}"),
+        &web.url("/login"),
+    ]);
+    assert_eq!(code, 403);
+    // A wrong password.
+    let (code, _, body) = web.login("wrong-password");
+    assert_eq!(code, 401);
+    assert!(body.contains("Wrong name or password"));
+    // The right one: a session cookie, HttpOnly and SameSite=Strict.
+    let (code, headers, _) = web.login(ADMIN_PASSWORD);
+    assert_eq!(code, 303, "{headers}");
+    let cookie = header_line(&headers, "set-cookie")
+        .into_iter()
+        .find(|l| l.contains("flagsync_session="))
+        .unwrap_or_else(|| panic!("no session cookie: {headers}"))
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+
+    let (code, headers, body) = web.curl(&[&web.url("/")]);
+    assert_eq!(code, 200);
+    assert!(body.contains("<h2>hr</h2>"), "{body}");
+    assert_eq!(
+        header_line(&headers, "cache-control"),
+        ["cache-control: no-store"]
+    );
+
+    // Logging out needs the session's CSRF token.
+    let (code, _, _) = web.curl(&["-d", "csrf=nope", &web.url("/logout")]);
+    assert_eq!(code, 403);
+    let token = csrf_in(&body);
+    let (code, _, _) = web.curl(&["-d", &format!("csrf={token}"), &web.url("/logout")]);
+    assert_eq!(code, 303);
+    let (code, _, _) = web.curl(&[&web.url("/")]);
+    assert_eq!(code, 303, "logged out");
+    drop(web.server);
+}
+
+#[test]
+fn bad_requests_get_a_clear_4xx() {
+    let web = Web::start();
+    let token = web.login_token();
+    let big = "x".repeat(64 * 1024);
+    let (code, _, _) = web.curl(&[
+        "--data-urlencode",
+        &format!("csrf={token}"),
+        "--data-urlencode",
+        &format!("name={big}"),
+        "--data-urlencode",
+        "password=x",
+        &web.url("/login"),
+    ]);
+    assert_eq!(code, 413, "an oversized form");
+    let (code, _, _) = web.curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        "{\"name\":\"x\"}",
+        &web.url("/login"),
+    ]);
+    assert_eq!(code, 415, "a wrong content type");
+    let (code, _, _) = web.curl(&["-d", "csrf=%zz&&&=", &web.url("/login")]);
+    assert!((400..500).contains(&code), "a malformed form: {code}");
+    let (code, _, _) = web.curl(&[&web.url("/no/such/page?x=%%%")]);
+    assert_eq!(code, 404);
+    assert!(!web.server.stderr().contains("panicked"));
+    drop(web.server);
+}
+
+/// Where screenshots go: `target/test-output/` (kept after the run).
+fn screenshot_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-output");
+    std::fs::create_dir_all(&dir).expect("test output dir");
+    dir
+}
+
+#[test]
+fn the_login_page_renders_in_headless_chromium() {
+    let web = Web::start();
+    let shot = screenshot_dir().join("login.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile = web.env.root.join("chromium-profile");
+    let mut cmd = Command::new("chromium");
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=900,600",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .arg(format!("--screenshot={}", shot.display()))
+    .arg(web.url("/login"));
+    let out = run_tool(cmd, "chromium --screenshot", None, Duration::from_secs(90));
+    assert_eq!(out.code, 0, "{out:#?}");
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "{} bytes",
+        png.len()
+    );
+    drop(web.server);
+}
