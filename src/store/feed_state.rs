@@ -17,6 +17,10 @@ pub struct FeedState {
     pub overdue_alerted: bool,
     /// Unix seconds of the last `daily` slot that was processed.
     pub schedule_done: u64,
+    /// A file has arrived at least once (else `last_arrival` is when the
+    /// server first saw the feed).
+    #[serde(default)]
+    pub file_seen: bool,
 }
 
 impl Store {

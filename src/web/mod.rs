@@ -45,6 +45,12 @@ const LOGIN_LOCKOUT: Duration = Duration::from_secs(900);
 const BASE_HTML: &str = include_str!("../../assets/web/base.html");
 const LOGIN_HTML: &str = include_str!("../../assets/web/login.html");
 const DASHBOARD_HTML: &str = include_str!("../../assets/web/dashboard.html");
+const RUNS_HTML: &str = include_str!("../../assets/web/runs.html");
+const RUN_HTML: &str = include_str!("../../assets/web/run.html");
+/// Runs listed on the history page, newest first.
+const RUNS_SHOWN: usize = 200;
+/// People per page in a held run's removal list.
+const REMOVALS_PAGE: usize = 100;
 const STYLE_CSS: &str = include_str!("../../assets/web/style.css");
 
 struct Session {
@@ -106,6 +112,8 @@ impl WebState {
         templates.add_template("base.html", BASE_HTML)?;
         templates.add_template("login.html", LOGIN_HTML)?;
         templates.add_template("dashboard.html", DASHBOARD_HTML)?;
+        templates.add_template("runs.html", RUNS_HTML)?;
+        templates.add_template("run.html", RUN_HTML)?;
         Ok(WebState {
             engine,
             templates,
@@ -207,6 +215,12 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/", get(dashboard))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
+        .route("/runs", get(runs_page))
+        .route("/runs/{id}", get(run_page))
+        .route("/runs/{id}/confirm", post(confirm))
+        .route("/runs/{id}/reject", post(reject))
+        .route("/runs/{id}/errors.csv", get(error_report))
+        .route("/runs/{id}/removals.csv", get(removals_csv))
         .route("/healthz", get(healthz))
         .route("/assets/style.css", get(style))
         .fallback(not_found)
@@ -386,6 +400,298 @@ async fn dashboard(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Re
                 .into_response()
         }
     }
+}
+
+fn message(status: StatusCode, text: impl Into<String>) -> Response {
+    (status, text.into()).into_response()
+}
+
+/// A run as the templates use it: the record with its counts at the top.
+fn run_value(run: &crate::store::Run) -> serde_json::Value {
+    serde_json::to_value(run).unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    feed: Option<String>,
+}
+
+async fn runs_page(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<RunsQuery>,
+) -> Response {
+    let Some((admin, csrf)) = state.session(&headers) else {
+        return Redirect::to("/login").into_response();
+    };
+    if let Some(f) = &q.feed {
+        if state.engine.config.feed(f).is_none() {
+            return message(StatusCode::NOT_FOUND, format!("there is no feed '{f}'"));
+        }
+    }
+    match state.engine.store.list_runs(q.feed.as_deref()) {
+        Ok(runs) => {
+            let runs: Vec<serde_json::Value> =
+                runs.iter().take(RUNS_SHOWN).map(run_value).collect();
+            state.render(
+                "runs.html",
+                context! { admin => admin, csrf => csrf, runs => runs, feed => q.feed },
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the runs cannot be read");
+            message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store cannot be read; see the server log",
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    page: Option<usize>,
+}
+
+/// A request that cannot be answered: the status and what to say.
+type Refused = (StatusCode, String);
+
+fn refused(r: Refused) -> Response {
+    message(r.0, r.1)
+}
+
+fn get_run(state: &WebState, id: u64) -> Result<crate::store::Run, Refused> {
+    match state.engine.store.get_run(id) {
+        Ok(run) => Ok(run),
+        Err(crate::store::StoreError::UnknownRun(_)) => {
+            Err((StatusCode::NOT_FOUND, format!("there is no run {id}")))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a run cannot be read");
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store cannot be read; see the server log".into(),
+            ))
+        }
+    }
+}
+
+/// Who a held run would remove, computed from its kept file on a
+/// blocking thread.
+async fn removals_of(
+    state: &Arc<WebState>,
+    run: crate::store::Run,
+) -> Result<Vec<(String, String)>, Refused> {
+    let engine = state.engine.clone();
+    let computed = tokio::task::spawn_blocking(move || {
+        crate::worker::held_removals(&engine.config, &engine.store, &run)
+    })
+    .await;
+    match computed {
+        Ok(Ok(all)) => Ok(all),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the removal list cannot be computed");
+            Err((
+                StatusCode::CONFLICT,
+                format!("the removal list cannot be computed: {e}"),
+            ))
+        }
+        Err(_) => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the removal list failed; see the server log".into(),
+        )),
+    }
+}
+
+async fn run_page(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+    axum::extract::Query(q): axum::extract::Query<PageQuery>,
+) -> Response {
+    let Some((admin, csrf)) = state.session(&headers) else {
+        return Redirect::to("/login").into_response();
+    };
+    let run = match get_run(&state, id) {
+        Ok(r) => r,
+        Err(r) => return refused(r),
+    };
+    let (mut removals, mut total, mut page, mut pages) = (Vec::new(), 0usize, 1usize, 1usize);
+    if run.state == crate::store::RunState::Held {
+        let all = match removals_of(&state, run.clone()).await {
+            Ok(all) => all,
+            Err(r) => return refused(r),
+        };
+        total = all.len();
+        pages = total.div_ceil(REMOVALS_PAGE).max(1);
+        page = q.page.unwrap_or(1).clamp(1, pages);
+        removals = all
+            .into_iter()
+            .skip((page - 1) * REMOVALS_PAGE)
+            .take(REMOVALS_PAGE)
+            .collect();
+    }
+    state.render(
+        "run.html",
+        context! {
+            admin => admin, csrf => csrf, run => run_value(&run),
+            removals => removals, removals_total => total, page => page, pages => pages,
+        },
+    )
+}
+
+async fn decide(
+    state: Arc<WebState>,
+    headers: HeaderMap,
+    id: u64,
+    csrf: String,
+    confirm: bool,
+) -> Response {
+    let Some((admin, session_csrf)) = state.session(&headers) else {
+        return message(StatusCode::UNAUTHORIZED, "log in first");
+    };
+    if !same_token(&session_csrf, &csrf) {
+        return message(
+            StatusCode::FORBIDDEN,
+            "missing or wrong CSRF token; reload the page",
+        );
+    }
+    let engine = state.engine.clone();
+    let decided = tokio::task::spawn_blocking(move || {
+        let _gate = engine.exclusive();
+        if confirm {
+            crate::worker::confirm_run_in(
+                &engine.config,
+                &engine.store,
+                id,
+                &admin,
+                crate::worker::ImportOptions::default(),
+            )
+        } else {
+            crate::worker::reject_run_in(&engine.store, id, &admin)
+        }
+    })
+    .await;
+    match decided {
+        Ok(Ok(run)) => {
+            tracing::info!(
+                run_id = id,
+                state = run.state.as_str(),
+                "decided on the status page"
+            );
+            let mut response = Redirect::to(&format!("/runs/{id}")).into_response();
+            *response.status_mut() = StatusCode::SEE_OTHER;
+            response
+        }
+        Ok(Err(crate::worker::WorkerError::Usage(m))) => message(StatusCode::CONFLICT, m),
+        Ok(Err(e)) => {
+            tracing::error!(run_id = id, error = %e, "a decision failed");
+            message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the decision failed: {e}"),
+            )
+        }
+        Err(_) => message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the decision failed; see the server log",
+        ),
+    }
+}
+
+async fn confirm(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    decide(state, headers, id, form.csrf, true).await
+}
+
+async fn reject(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    decide(state, headers, id, form.csrf, false).await
+}
+
+fn csv_download(name: &str, body: Vec<u8>) -> Response {
+    let disposition = format!(
+        "attachment; filename=\"{}\"",
+        name.replace(['"', '\\', '\r', '\n'], "_")
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn error_report(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Response {
+    if state.session(&headers).is_none() {
+        return message(StatusCode::UNAUTHORIZED, "log in first");
+    }
+    let run = match get_run(&state, id) {
+        Ok(r) => r,
+        Err(r) => return refused(r),
+    };
+    let Some(path) = run.error_report else {
+        return message(
+            StatusCode::NOT_FOUND,
+            format!("run {id} has no error report"),
+        );
+    };
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => csv_download(&format!("{}.errors.csv", run.file), bytes),
+        Err(_) => message(
+            StatusCode::NOT_FOUND,
+            format!("the error report of run {id} is gone (older than the retention period?)"),
+        ),
+    }
+}
+
+async fn removals_csv(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Response {
+    if state.session(&headers).is_none() {
+        return message(StatusCode::UNAUTHORIZED, "log in first");
+    }
+    let run = match get_run(&state, id) {
+        Ok(r) => r,
+        Err(r) => return refused(r),
+    };
+    if run.state != crate::store::RunState::Held {
+        return message(
+            StatusCode::CONFLICT,
+            format!("run {id} is {}, not held", run.state.as_str()),
+        );
+    }
+    let all = match removals_of(&state, run).await {
+        Ok(all) => all,
+        Err(r) => return refused(r),
+    };
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let _ = w.write_record(["id", "name"]);
+    for (id, name) in &all {
+        let _ = w.write_record([
+            crate::report::neutralize(id).as_bytes(),
+            crate::report::neutralize(name).as_bytes(),
+        ]);
+    }
+    csv_download(
+        &format!("run-{id}-would-remove.csv"),
+        w.into_inner().unwrap_or_default(),
+    )
 }
 
 /// Serves the page until `shutdown`.

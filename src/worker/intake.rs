@@ -213,6 +213,7 @@ impl Intake {
         let state = FeedState {
             last_arrival: now.as_second().max(0) as u64,
             overdue_alerted: false,
+            file_seen: false,
             schedule_done: self
                 .latest_slot(feed, now)
                 .map_or(0, |t| t.as_second().max(0) as u64),
@@ -364,6 +365,7 @@ impl Intake {
         let result = self.feed_state_or_new(feed, now).and_then(|mut state| {
             state.last_arrival = now.as_second().max(0) as u64;
             state.overdue_alerted = false;
+            state.file_seen = true;
             self.engine.store.put_feed_state(&feed.name, &state)
         });
         if let Err(e) = result {

@@ -588,6 +588,39 @@ pub fn record_superseded(
     Ok(run)
 }
 
+/// Everyone a held run would remove if confirmed now: its kept file
+/// diffed against the store as it is, as (ID, name) sorted by ID.
+pub fn held_removals(
+    config: &Config,
+    store: &Store,
+    run: &Run,
+) -> Result<Vec<(String, String)>, WorkerError> {
+    let feed = config.feed(&run.feed).ok_or_else(|| {
+        WorkerError::Usage(format!("feed '{}' is no longer configured", run.feed))
+    })?;
+    let path = PathBuf::from(run.held_file.clone().unwrap_or_default());
+    let input = FileInput::open(&path).map_err(|source| WorkerError::File {
+        path: path.clone(),
+        source,
+    })?;
+    let fingerprint = feed.mapping_fingerprint();
+    let (scan, index) = scan_and_index(&input, feed, fingerprint, Some(store), false)?;
+    let scan = scan.map_err(|r| WorkerError::Output(r.reason))?;
+    let diff = diff_scan(scan, index, fingerprint);
+    Ok(describe_removed(store, feed, &diff.removed)
+        .into_iter()
+        .zip(diff.removed.iter())
+        .map(|(shown, id)| {
+            let name = shown
+                .strip_prefix(id.as_str())
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            (id.to_string(), name)
+        })
+        .collect())
+}
+
 /// The first of those a held run would remove, as "ID Name" for the
 /// report (the name from the fields called `*name*`).
 fn describe_removed(store: &Store, feed: &Feed, ids: &[CompactString]) -> Vec<String> {

@@ -58,7 +58,8 @@ pub fn feed_health(
         "schedule": schedule,
         "next_scheduled": next,
         "expect_every": humantime::format_duration(feed.expect_every).to_string(),
-        "last_file_at": unix_text(last_arrival),
+        "last_file_at": state.as_ref().filter(|s| s.file_seen).and_then(|_| unix_text(last_arrival)),
+        "watched_since": state.as_ref().filter(|s| !s.file_seen).and_then(|_| unix_text(last_arrival)),
         "overdue": overdue,
         "last_run": last.map(|r| serde_json::json!({
             "run_id": r.run_id,

@@ -233,3 +233,155 @@ fn the_login_page_renders_in_headless_chromium() {
     );
     drop(web.server);
 }
+
+#[test]
+fn in_chromium_an_admin_sees_a_held_run_and_who_it_would_remove_and_confirms_it() {
+    let web = Web::start();
+    let mut day1 = hr_file(1..=20);
+    day1 += "E99,Bad,Mail,bob@,,,Sales,Active\n";
+    let run = import_via_cli(&web.env, "day1.csv", &day1);
+    assert_eq!(run["state"], "applied");
+    let day1_id = run_id_of(&run);
+    let held = import_via_cli(&web.env, "day2.csv", &hr_file(1..=12));
+    assert_eq!(held["state"], "held");
+    let id = run_id_of(&held);
+
+    let shots = screenshot_dir().join("held-run");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/clients/browser.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script)
+        .arg(&web.base)
+        .arg(ADMIN)
+        .arg(ADMIN_PASSWORD)
+        .arg(&id)
+        .arg(&shots);
+    let out = run_tool(cmd, "selenium + chromium", None, Duration::from_secs(120));
+    assert_eq!(out.code, 0, "{out:#?}");
+    let seen: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    assert!(
+        seen["dashboard_text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Held run waiting"),
+        "{seen:#}"
+    );
+    assert!(
+        seen["held_title"].as_str().unwrap_or("").contains("held"),
+        "{seen:#}"
+    );
+    let rows: Vec<&str> = seen["would_remove"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(rows.len(), 8, "E13..E20 would be removed: {rows:?}");
+    assert!(rows.iter().any(|r| r.starts_with(&hr_id(13))), "{rows:?}");
+    assert!(
+        seen["after_title"]
+            .as_str()
+            .unwrap_or("")
+            .contains("applied"),
+        "{seen:#}"
+    );
+    assert!(
+        seen["after_text"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("by {ADMIN}")),
+        "{seen:#}"
+    );
+    for shot in [
+        "01-login",
+        "02-dashboard",
+        "03-held-run",
+        "04-confirmed",
+        "05-runs",
+    ] {
+        let png = std::fs::read(shots.join(format!("{shot}.png"))).expect("screenshot");
+        assert!(png.starts_with(b"\x89PNG"), "{shot}");
+    }
+
+    // The store changed: confirmed by the admin, 12 people left.
+    let shown = web
+        .env
+        .run(&["runs", "show", &id, "--json"])
+        .json("runs show");
+    assert_eq!(shown["state"], "applied");
+    assert_eq!(shown["confirmed_by"], ADMIN);
+    assert_eq!(web.env.exported_ids("hr").len(), 12);
+
+    // The first run's error report downloads (logged in through curl).
+    let (code, _, _) = web.login(ADMIN_PASSWORD);
+    assert_eq!(code, 303);
+    let (code, headers, body) = web.curl(&[&web.url(&format!("/runs/{day1_id}/errors.csv"))]);
+    assert_eq!(code, 200, "{headers}");
+    assert!(
+        headers
+            .to_lowercase()
+            .contains("content-disposition: attachment"),
+        "{headers}"
+    );
+    let report = std::fs::read_to_string(web.env.data_dir.join("hr/errors/day1.csv.errors.csv"))
+        .expect("report");
+    assert_eq!(body.trim_end(), report.trim_end());
+    drop(web.server);
+}
+
+#[test]
+fn confirm_and_reject_need_a_session_and_its_csrf_token() {
+    let web = Web::start();
+    assert_eq!(
+        import_via_cli(&web.env, "a.csv", &hr_file(1..=20))["state"],
+        "applied"
+    );
+    let held = import_via_cli(&web.env, "b.csv", &hr_file(1..=5));
+    let id = run_id_of(&held);
+    let (code, _, _) = web.curl(&["-d", "csrf=x", &web.url(&format!("/runs/{id}/reject"))]);
+    assert_eq!(code, 401, "no session");
+    web.login(ADMIN_PASSWORD);
+    let (code, _, _) = web.curl(&["-d", "csrf=x", &web.url(&format!("/runs/{id}/reject"))]);
+    assert_eq!(code, 403, "a wrong CSRF token");
+    let (code, _, page) = web.curl(&[&web.url(&format!("/runs/{id}"))]);
+    assert_eq!(code, 200);
+    let token = csrf_in(&page);
+    let (code, _, _) = web.curl(&[
+        "-d",
+        &format!("csrf={token}"),
+        &web.url(&format!("/runs/{id}/reject")),
+    ]);
+    assert_eq!(code, 303);
+    let shown = web
+        .env
+        .run(&["runs", "show", &id, "--json"])
+        .json("runs show");
+    assert_eq!(shown["state"], "rejected");
+    assert_eq!(shown["rejected_by"], ADMIN);
+    // Deciding again is a clear conflict; unknown and malformed IDs are 4xx.
+    let (code, _, _) = web.curl(&[
+        "-d",
+        &format!("csrf={token}"),
+        &web.url(&format!("/runs/{id}/confirm")),
+    ]);
+    assert_eq!(code, 409);
+    let (code, _, _) = web.curl(&[&web.url("/runs/99999")]);
+    assert_eq!(code, 404);
+    let (code, _, _) = web.curl(&[&web.url("/runs/abc")]);
+    assert_eq!(code, 400);
+    let (code, _, _) = web.curl(&[&web.url(&format!("/runs/{id}?page=999999999999999999999"))]);
+    assert_eq!(code, 400);
+    assert!(!web.server.stderr().contains("panicked"));
+    drop(web.server);
+}
+
+fn import_via_cli(env: &Env, name: &str, content: &str) -> serde_json::Value {
+    let path = env.input(name, content);
+    env.run(&[
+        "import",
+        "--feed",
+        "hr",
+        path.to_str().expect("path"),
+        "--json",
+    ])
+    .json("import")
+}

@@ -1,0 +1,66 @@
+"""Drives headless Chromium (chromedriver + selenium) through the status
+page: log in, open a held run, look at who would be removed, confirm it.
+
+usage: browser.py BASE_URL NAME PASSWORD RUN_ID SCREENSHOT_DIR
+Prints one JSON object with what it saw; screenshots go to SCREENSHOT_DIR.
+"""
+import json
+import os
+import sys
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+
+def main():
+    base, name, password, run_id, shots = sys.argv[1:6]
+    os.makedirs(shots, exist_ok=True)
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1100,800",
+    ]:
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    seen = {}
+    try:
+        wait = WebDriverWait(driver, 20)
+        driver.get(base + "/login")
+        driver.save_screenshot(os.path.join(shots, "01-login.png"))
+        driver.find_element(By.NAME, "name").send_keys(name)
+        driver.find_element(By.NAME, "password").send_keys(password)
+        driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".feeds")))
+        driver.save_screenshot(os.path.join(shots, "02-dashboard.png"))
+        seen["dashboard_text"] = driver.find_element(By.TAG_NAME, "main").text
+        driver.find_element(By.LINK_TEXT, f"run {run_id}").click()
+        wait.until(EC.presence_of_element_located((By.ID, "confirm")))
+        driver.save_screenshot(os.path.join(shots, "03-held-run.png"))
+        seen["held_title"] = driver.find_element(By.TAG_NAME, "h1").text
+        rows = driver.find_elements(By.CSS_SELECTOR, "section.hold table.list tbody tr")
+        seen["would_remove"] = [r.text for r in rows]
+        driver.find_element(By.ID, "confirm").click()
+        wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "applied"))
+        driver.save_screenshot(os.path.join(shots, "04-confirmed.png"))
+        seen["after_title"] = driver.find_element(By.TAG_NAME, "h1").text
+        seen["after_text"] = driver.find_element(By.TAG_NAME, "main").text
+        driver.get(base + "/runs")
+        driver.save_screenshot(os.path.join(shots, "05-runs.png"))
+        seen["runs_text"] = driver.find_element(By.TAG_NAME, "main").text
+    finally:
+        driver.quit()
+    print(json.dumps(seen))
+
+
+if __name__ == "__main__":
+    main()
