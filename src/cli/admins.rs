@@ -30,6 +30,22 @@ pub enum AdminsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// API tokens for `/api/` (sent as `Authorization: Bearer TOKEN`).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
+pub enum TokenCommand {
+    /// Make a token acting as administrator NAME; it is printed once.
+    Create { name: String },
+    /// The tokens (their IDs, not the tokens).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its ID (from `token list`).
+    Revoke { id: String },
 }
 
 fn usage(message: String) -> Failure {
@@ -97,6 +113,62 @@ pub fn run(
                 return Err(no_such_admin(&name));
             }
             output::print_text(io.out, &format!("administrator {name} removed\n"))?;
+            Ok(0)
+        }
+        AdminsCommand::Token(TokenCommand::Create { name }) => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes)
+                .map_err(|e| Failure::Runtime(anyhow::anyhow!("no randomness for a token: {e}")))?;
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let record = with_store(config, backend, |store| {
+                if store.admin(&name)?.is_none() {
+                    return Err(no_such_admin(&name));
+                }
+                Ok(store.add_api_token(&token, &name, &now_text())?)
+            })?;
+            output::print_text(
+                io.out,
+                &format!(
+                    "token {} for {name} (shown once):\ntoken: {token}\n",
+                    record.id
+                ),
+            )?;
+            Ok(0)
+        }
+        AdminsCommand::Token(TokenCommand::List { json }) => {
+            let tokens = match super::read_store(config, backend)?.get() {
+                Some(store) => store.api_tokens()?,
+                None => Vec::new(),
+            };
+            if json {
+                let v: Vec<serde_json::Value> = tokens
+                    .iter()
+                    .map(|t| json!({"id": t.id, "admin": t.admin, "created_at": t.created_at}))
+                    .collect();
+                output::print_value(io.out, &serde_json::Value::Array(v))?;
+            } else {
+                let mut text = String::new();
+                for t in &tokens {
+                    text.push_str(&format!(
+                        "{}  {}  created {}\n",
+                        t.id, t.admin, t.created_at
+                    ));
+                }
+                output::print_text(io.out, &text)?;
+            }
+            Ok(0)
+        }
+        AdminsCommand::Token(TokenCommand::Revoke { id }) => {
+            if id.len() < 6 {
+                return Err(usage("give at least 6 characters of the token's ID".into()));
+            }
+            let removed = with_store(config, backend, |store| Ok(store.revoke_api_token(&id)?))?;
+            if !removed {
+                return Err(usage(format!(
+                    "there is no token with ID {id}; `flagsync admins token list` shows them"
+                )));
+            }
+            output::print_text(io.out, &format!("token {id} revoked\n"))?;
             Ok(0)
         }
         AdminsCommand::List { json } => {

@@ -15,6 +15,7 @@
 //! - `groups/F`: group name → member count (a group exists while > 0).
 //! - `accounts`: sFTP account name → JSON [`Account`].
 //! - `admins`: status page administrator → JSON [`Admin`].
+//! - `api_tokens`: SHA-256 of an API token → JSON [`ApiToken`].
 //! - `outbox`: message ID → JSON [`Message`] (report emails and their
 //!   delivery state); `outbox_pending`: IDs of those still to send;
 //!   `meta.next_message_id`.
@@ -46,7 +47,7 @@ use crate::import::record::Record;
 use crate::import::StoredIndex;
 
 pub use accounts::Account;
-pub use admins::Admin;
+pub use admins::{Admin, ApiToken};
 pub use feed_state::FeedState;
 pub use outbox::{Delivery, Message};
 pub use runs::{Run, RunState};

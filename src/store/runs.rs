@@ -31,6 +31,19 @@ impl RunState {
             RunState::Superseded => "superseded",
         }
     }
+
+    pub fn parse(text: &str) -> Option<RunState> {
+        [
+            RunState::Applied,
+            RunState::Unchanged,
+            RunState::Held,
+            RunState::Failed,
+            RunState::Rejected,
+            RunState::Superseded,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
 }
 
 /// The record of one run, as stored and as printed by `--json`.

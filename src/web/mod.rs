@@ -30,6 +30,8 @@ use serde::Deserialize;
 
 use crate::worker::intake::Engine;
 
+mod api;
+
 const SESSION_COOKIE: &str = "flagsync_session";
 const PRE_LOGIN_COOKIE: &str = "flagsync_login";
 /// A session unused for this long is gone.
@@ -212,6 +214,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
 
 pub fn router(state: Arc<WebState>) -> Router {
     Router::new()
+        .merge(api::routes())
         .route("/", get(dashboard))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))

@@ -385,3 +385,82 @@ fn import_via_cli(env: &Env, name: &str, content: &str) -> serde_json::Value {
     ])
     .json("import")
 }
+
+#[test]
+fn the_json_api_needs_a_session_or_a_token_and_answers_every_endpoint() {
+    let web = Web::start();
+    let mut day1 = hr_file(1..=20);
+    day1 += "E99,Bad,Mail,bob@,,,Sales,Active\n";
+    assert_eq!(
+        import_via_cli(&web.env, "day1.csv", &day1)["state"],
+        "applied"
+    );
+    let held = import_via_cli(&web.env, "day2.csv", &hr_file(1..=10));
+    let held_id = run_id_of(&held);
+
+    for path in [
+        "/api/feeds",
+        "/api/runs",
+        "/api/runs/1",
+        "/api/runs/1/errors",
+    ] {
+        let (code, _, body) = web.curl(&[&web.url(path)]);
+        assert_eq!(code, 401, "{path} without login: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+        assert!(v["error"].is_string(), "{body}");
+    }
+
+    let out = web.env.run(&["admins", "token", "create", ADMIN]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let token = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("the token")
+        .to_string();
+    let bearer = format!("Authorization: Bearer {token}");
+    let api = |path: &str| {
+        let (code, _, body) = web.curl(&["-H", &bearer, &web.url(path)]);
+        (
+            code,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
+        )
+    };
+    let (code, feeds) = api("/api/feeds");
+    assert_eq!(code, 200);
+    assert_eq!(feeds[0]["feed"], "hr");
+    assert_eq!(feeds[0]["held_runs"][0].to_string(), held_id);
+    let (code, runs) = api("/api/runs?feed=hr");
+    assert_eq!(code, 200);
+    assert_eq!(runs.as_array().map(Vec::len), Some(2));
+    let (code, held_runs) = api("/api/runs?state=held");
+    assert_eq!(code, 200);
+    assert_eq!(held_runs.as_array().map(Vec::len), Some(1));
+    let (code, run) = api("/api/runs/1");
+    assert_eq!((code, run["state"].as_str()), (200, Some("applied")));
+    let (code, errors) = api("/api/runs/1/errors");
+    assert_eq!(code, 200);
+    assert_eq!(errors["errors"][0]["line"], 22, "{errors:#}");
+    assert_eq!(errors["error_report"], "/runs/1/errors.csv");
+    assert_eq!(api("/api/runs/999").0, 404);
+    assert_eq!(api("/api/runs/x").0, 400);
+    assert_eq!(api("/api/runs?state=bogus").0, 400);
+    assert_eq!(api("/api/runs?feed=nope").0, 404);
+    assert_eq!(api("/api/runs?limit=-1").0, 400);
+
+    // A revoked token no longer works.
+    let listed = web
+        .env
+        .run(&["admins", "token", "list", "--json"])
+        .json("token list");
+    let id = listed[0]["id"].as_str().expect("token id").to_string();
+    assert_eq!(web.env.run(&["admins", "token", "revoke", &id]).code, 0);
+    assert_eq!(api("/api/feeds").0, 401);
+
+    // The page's session works too.
+    web.login(ADMIN_PASSWORD);
+    let (code, _, _) = web.curl(&[&web.url("/api/feeds")]);
+    assert_eq!(code, 200);
+    assert!(!web.server.stderr().contains("panicked"));
+    drop(web.server);
+}

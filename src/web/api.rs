@@ -1,0 +1,179 @@
+//! The JSON API under `/api/`: the same data as the pages, for scripts.
+//! Authenticated by the page's session cookie or by an API token
+//! (`Authorization: Bearer …`, made with `flagsync admins token`).
+//! Without either: 401 with a JSON error.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::WebState;
+use crate::store::{RunState, StoreError};
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// The administrator behind the request, by session or API token.
+fn caller(state: &WebState, headers: &HeaderMap) -> Option<String> {
+    if let Some((admin, _)) = state.session(headers) {
+        return Some(admin);
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?
+        .trim();
+    state.engine.store.admin_for_token(bearer).ok().flatten()
+}
+
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::UnknownRun(id) => error(StatusCode::NOT_FOUND, format!("there is no run {id}")),
+        other => {
+            tracing::error!(error = %other, "the API cannot read the store");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store cannot be read; see the server log",
+            )
+        }
+    }
+}
+
+pub fn routes() -> Router<Arc<WebState>> {
+    Router::new()
+        .route("/api/feeds", get(feeds))
+        .route("/api/runs", get(runs))
+        .route("/api/runs/{id}", get(run))
+        .route("/api/runs/{id}/errors", get(run_errors))
+}
+
+macro_rules! authenticated {
+    ($state:expr, $headers:expr) => {
+        if caller(&$state, &$headers).is_none() {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "log in or send an API token (Authorization: Bearer …; `flagsync admins token create NAME`)",
+            );
+        }
+    };
+}
+
+async fn feeds(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {
+    authenticated!(state, headers);
+    let config = &state.engine.config;
+    let all: Result<Vec<Value>, StoreError> = config
+        .feeds
+        .iter()
+        .map(|f| crate::worker::status::feed_health(config, f, Some(&state.engine.store)))
+        .collect();
+    match all {
+        Ok(all) => Json(Value::Array(all)).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    feed: Option<String>,
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+/// A run without its error list (as `runs list --json`).
+fn run_summary(run: &crate::store::Run) -> Value {
+    let mut v = serde_json::to_value(run).unwrap_or_default();
+    if let Value::Object(map) = &mut v {
+        map.remove("errors");
+    }
+    v
+}
+
+async fn runs(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    Query(q): Query<RunsQuery>,
+) -> Response {
+    authenticated!(state, headers);
+    if let Some(f) = &q.feed {
+        if state.engine.config.feed(f).is_none() {
+            return error(StatusCode::NOT_FOUND, format!("there is no feed '{f}'"));
+        }
+    }
+    let wanted: Option<RunState> = match q.state.as_deref() {
+        None => None,
+        Some(s) => match RunState::parse(s) {
+            Some(st) => Some(st),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("state '{s}' is not one of applied, unchanged, held, failed, rejected, superseded"),
+                )
+            }
+        },
+    };
+    let limit = q.limit.unwrap_or(100).min(1000);
+    match state.engine.store.list_runs(q.feed.as_deref()) {
+        Ok(all) => Json(Value::Array(
+            all.iter()
+                .filter(|r| wanted.is_none_or(|w| r.state == w))
+                .take(limit)
+                .map(run_summary)
+                .collect(),
+        ))
+        .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn run(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Response {
+    authenticated!(state, headers);
+    match state.engine.store.get_run(id) {
+        Ok(run) => {
+            let mut v = serde_json::to_value(&run).unwrap_or_default();
+            let emails = state.engine.store.messages_of_run(id).unwrap_or_default();
+            if let Value::Object(map) = &mut v {
+                map.insert(
+                    "emails".into(),
+                    Value::Array(
+                        emails
+                            .iter()
+                            .map(|m| json!({"to": m.to, "subject": m.subject, "state": m.state.as_str(), "sent_at": m.sent_at, "last_error": m.last_error}))
+                            .collect(),
+                    ),
+                );
+            }
+            Json(v).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn run_errors(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Response {
+    authenticated!(state, headers);
+    match state.engine.store.get_run(id) {
+        Ok(run) => Json(json!({
+            "run_id": id,
+            "flagged": run.counts.flagged,
+            "errors": run.errors,
+            "error_report": run.error_report.as_ref().map(|_| format!("/runs/{id}/errors.csv")),
+        }))
+        .into_response(),
+        Err(e) => store_error(e),
+    }
+}
