@@ -47,14 +47,6 @@ fn store_error(e: StoreError) -> Response {
     }
 }
 
-pub fn routes() -> Router<Arc<WebState>> {
-    Router::new()
-        .route("/api/feeds", get(feeds))
-        .route("/api/runs", get(runs))
-        .route("/api/runs/{id}", get(run))
-        .route("/api/runs/{id}/errors", get(run_errors))
-}
-
 macro_rules! authenticated {
     ($state:expr, $headers:expr) => {
         if caller(&$state, &$headers).is_none() {
@@ -64,6 +56,129 @@ macro_rules! authenticated {
             );
         }
     };
+}
+
+pub fn routes() -> Router<Arc<WebState>> {
+    Router::new()
+        .route("/api/feeds", get(feeds))
+        .route("/api/runs", get(runs))
+        .route("/api/runs/{id}", get(run))
+        .route("/api/runs/{id}/errors", get(run_errors))
+        .route("/api/runs/{id}/confirm", axum::routing::post(confirm))
+        .route("/api/runs/{id}/reject", axum::routing::post(reject))
+        .route("/api/groups", get(groups))
+}
+
+/// A POST's caller: a bearer token, or a session whose CSRF token is in
+/// the `X-CSRF-Token` header (a cookie alone never changes anything).
+fn deciding_caller(state: &WebState, headers: &HeaderMap) -> Result<String, Response> {
+    if let Some((admin, csrf)) = state.session(headers) {
+        let sent = headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        return if super::same_token(&csrf, sent) {
+            Ok(admin)
+        } else {
+            Err(error(
+                StatusCode::FORBIDDEN,
+                "missing or wrong X-CSRF-Token header",
+            ))
+        };
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    match state.engine.store.admin_for_token(bearer) {
+        Ok(Some(admin)) => Ok(admin),
+        _ => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "log in or send an API token (Authorization: Bearer …)",
+        )),
+    }
+}
+
+async fn decide(state: Arc<WebState>, headers: HeaderMap, id: u64, confirm: bool) -> Response {
+    let admin = match deciding_caller(&state, &headers) {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    let engine = state.engine.clone();
+    let decided = tokio::task::spawn_blocking(move || {
+        let _gate = engine.exclusive();
+        if confirm {
+            crate::worker::confirm_run_in(
+                &engine.config,
+                &engine.store,
+                id,
+                &admin,
+                crate::worker::ImportOptions::default(),
+            )
+        } else {
+            crate::worker::reject_run_in(&engine.store, id, &admin)
+        }
+    })
+    .await;
+    match decided {
+        Ok(Ok(run)) => Json(run_summary(&run)).into_response(),
+        Ok(Err(crate::worker::WorkerError::Usage(m))) => error(StatusCode::CONFLICT, m),
+        Ok(Err(crate::worker::WorkerError::Store(e))) => store_error(e),
+        Ok(Err(e)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the decision failed: {e}"),
+        ),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the decision failed; see the server log",
+        ),
+    }
+}
+
+async fn confirm(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Response {
+    decide(state, headers, id, true).await
+}
+
+async fn reject(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Response {
+    decide(state, headers, id, false).await
+}
+
+#[derive(Deserialize)]
+struct GroupsQuery {
+    feed: String,
+}
+
+async fn groups(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    Query(q): Query<GroupsQuery>,
+) -> Response {
+    authenticated!(state, headers);
+    if state.engine.config.feed(&q.feed).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("there is no feed '{}'", q.feed),
+        );
+    }
+    match state.engine.store.groups(&q.feed) {
+        Ok(all) => Json(Value::Array(
+            all.iter()
+                .map(|(g, n)| json!({"group": g, "members": n}))
+                .collect(),
+        ))
+        .into_response(),
+        Err(e) => store_error(e),
+    }
 }
 
 async fn feeds(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {

@@ -464,3 +464,89 @@ fn the_json_api_needs_a_session_or_a_token_and_answers_every_endpoint() {
     assert!(!web.server.stderr().contains("panicked"));
     drop(web.server);
 }
+
+#[test]
+fn the_api_confirms_and_rejects_with_a_token_or_a_session_and_its_csrf_header() {
+    let web = Web::start();
+    assert_eq!(
+        import_via_cli(&web.env, "a.csv", &hr_file(1..=20))["state"],
+        "applied"
+    );
+    let first = run_id_of(&import_via_cli(&web.env, "b.csv", &hr_file(1..=10)));
+    let out = web.env.run(&["admins", "token", "create", ADMIN]);
+    let token = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("token")
+        .to_string();
+    let bearer = format!("Authorization: Bearer {token}");
+
+    // Without credentials nothing happens.
+    let (code, _, _) = web.curl(&["-X", "POST", &web.url(&format!("/api/runs/{first}/reject"))]);
+    assert_eq!(code, 401);
+    // With the token: rejected, by the token's administrator.
+    let (code, _, body) = web.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &bearer,
+        &web.url(&format!("/api/runs/{first}/reject")),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let run: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        (run["state"].as_str(), run["rejected_by"].as_str()),
+        (Some("rejected"), Some(ADMIN))
+    );
+    let (code, _, _) = web.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &bearer,
+        &web.url(&format!("/api/runs/{first}/confirm")),
+    ]);
+    assert_eq!(code, 409, "a rejected run cannot be confirmed");
+
+    // A session needs the CSRF header, not just the cookie.
+    let second = run_id_of(&import_via_cli(&web.env, "c.csv", &hr_file(1..=10)));
+    web.login(ADMIN_PASSWORD);
+    let (code, _, _) = web.curl(&[
+        "-X",
+        "POST",
+        &web.url(&format!("/api/runs/{second}/confirm")),
+    ]);
+    assert_eq!(code, 403);
+    let (_, _, page) = web.curl(&[&web.url("/")]);
+    let csrf = csrf_in(&page);
+    let (code, _, body) = web.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("X-CSRF-Token: {csrf}"),
+        &web.url(&format!("/api/runs/{second}/confirm")),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        web.env.exported_ids("hr").len(),
+        10,
+        "the confirm changed the store"
+    );
+
+    // Groups with their member counts.
+    let (code, _, body) = web.curl(&[&web.url("/api/groups?feed=hr")]);
+    assert_eq!(code, 200, "{body}");
+    let groups: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let total: u64 = groups
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|g| g["members"].as_u64())
+        .sum();
+    assert_eq!(total, 10, "{groups:#}");
+    let (code, _, _) = web.curl(&[&web.url("/api/groups?feed=nope")]);
+    assert_eq!(code, 404);
+    let (code, _, _) = web.curl(&[&web.url("/api/groups")]);
+    assert_eq!(code, 400);
+    drop(web.server);
+}
