@@ -71,7 +71,10 @@ pub fn routes() -> Router<Arc<WebState>> {
 
 /// A POST's caller: a bearer token, or a session whose CSRF token is in
 /// the `X-CSRF-Token` header (a cookie alone never changes anything).
-fn deciding_caller(state: &WebState, headers: &HeaderMap) -> Result<String, Response> {
+fn deciding_caller(
+    state: &WebState,
+    headers: &HeaderMap,
+) -> Result<String, (StatusCode, &'static str)> {
     if let Some((admin, csrf)) = state.session(headers) {
         let sent = headers
             .get("x-csrf-token")
@@ -80,7 +83,7 @@ fn deciding_caller(state: &WebState, headers: &HeaderMap) -> Result<String, Resp
         return if super::same_token(&csrf, sent) {
             Ok(admin)
         } else {
-            Err(error(
+            Err((
                 StatusCode::FORBIDDEN,
                 "missing or wrong X-CSRF-Token header",
             ))
@@ -94,7 +97,7 @@ fn deciding_caller(state: &WebState, headers: &HeaderMap) -> Result<String, Resp
         .unwrap_or("");
     match state.engine.store.admin_for_token(bearer) {
         Ok(Some(admin)) => Ok(admin),
-        _ => Err(error(
+        _ => Err((
             StatusCode::UNAUTHORIZED,
             "log in or send an API token (Authorization: Bearer …)",
         )),
@@ -104,7 +107,7 @@ fn deciding_caller(state: &WebState, headers: &HeaderMap) -> Result<String, Resp
 async fn decide(state: Arc<WebState>, headers: HeaderMap, id: u64, confirm: bool) -> Response {
     let admin = match deciding_caller(&state, &headers) {
         Ok(a) => a,
-        Err(response) => return response,
+        Err((status, text)) => return error(status, text),
     };
     let engine = state.engine.clone();
     let decided = tokio::task::spawn_blocking(move || {
