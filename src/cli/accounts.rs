@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use serde_json::json;
 
 use super::{feed_of, output, Backend, Failure, Io};
 use crate::config::Config;
@@ -360,7 +359,10 @@ fn list(config: &Config, json: bool, backend: &Backend, io: &mut Io) -> Result<u
         None => Vec::new(),
     };
     if json {
-        let v: Vec<serde_json::Value> = accounts.iter().map(account_json).collect();
+        let v: Vec<serde_json::Value> = accounts
+            .iter()
+            .map(crate::sftp::credentials::account_summary)
+            .collect();
         output::print_value(io.out, &serde_json::Value::Array(v))?;
         return Ok(0);
     }
@@ -394,30 +396,6 @@ fn list(config: &Config, json: bool, backend: &Backend, io: &mut Io) -> Result<u
     }
     output::print_text(io.out, &text)?;
     Ok(0)
-}
-
-fn account_json(a: &Account) -> serde_json::Value {
-    let keys: Vec<serde_json::Value> = a
-        .keys
-        .iter()
-        .filter_map(|k| parse_public_key(k).ok())
-        .map(|k| {
-            json!({
-                "fingerprint": fingerprint(&k),
-                "algorithm": k.algorithm().as_str(),
-            })
-        })
-        .collect();
-    json!({
-        "name": a.name,
-        "feed": a.feed,
-        "password": a.password_hash.is_some(),
-        "keys": keys,
-        "allow": a.allow,
-        "created_at": a.created_at,
-        "last_login": a.last_login,
-        "last_login_from": a.last_login_from,
-    })
 }
 
 #[cfg(test)]

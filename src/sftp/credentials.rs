@@ -112,6 +112,32 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// An account as `accounts list --json` and the status page show it:
+/// never the password hash, keys as fingerprints.
+pub fn account_summary(a: &crate::store::Account) -> serde_json::Value {
+    let keys: Vec<serde_json::Value> = a
+        .keys
+        .iter()
+        .filter_map(|k| parse_public_key(k).ok())
+        .map(|k| {
+            serde_json::json!({
+                "fingerprint": fingerprint(&k),
+                "algorithm": k.algorithm().as_str(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "name": a.name,
+        "feed": a.feed,
+        "password": a.password_hash.is_some(),
+        "keys": keys,
+        "allow": a.allow,
+        "created_at": a.created_at,
+        "last_login": a.last_login,
+        "last_login_from": a.last_login_from,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

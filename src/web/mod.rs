@@ -49,6 +49,8 @@ const LOGIN_HTML: &str = include_str!("../../assets/web/login.html");
 const DASHBOARD_HTML: &str = include_str!("../../assets/web/dashboard.html");
 const RUNS_HTML: &str = include_str!("../../assets/web/runs.html");
 const RUN_HTML: &str = include_str!("../../assets/web/run.html");
+const GROUPS_HTML: &str = include_str!("../../assets/web/groups.html");
+const ACCOUNTS_HTML: &str = include_str!("../../assets/web/accounts.html");
 /// Runs listed on the history page, newest first.
 const RUNS_SHOWN: usize = 200;
 /// People per page in a held run's removal list.
@@ -116,6 +118,8 @@ impl WebState {
         templates.add_template("dashboard.html", DASHBOARD_HTML)?;
         templates.add_template("runs.html", RUNS_HTML)?;
         templates.add_template("run.html", RUN_HTML)?;
+        templates.add_template("groups.html", GROUPS_HTML)?;
+        templates.add_template("accounts.html", ACCOUNTS_HTML)?;
         Ok(WebState {
             engine,
             templates,
@@ -224,6 +228,9 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/runs/{id}/reject", post(reject))
         .route("/runs/{id}/errors.csv", get(error_report))
         .route("/runs/{id}/removals.csv", get(removals_csv))
+        .route("/groups", get(groups_page))
+        .route("/groups/members", get(group_members_page))
+        .route("/accounts", get(accounts_page))
         .route("/healthz", get(healthz))
         .route("/assets/style.css", get(style))
         .fallback(not_found)
@@ -695,6 +702,91 @@ async fn removals_csv(
         &format!("run-{id}-would-remove.csv"),
         w.into_inner().unwrap_or_default(),
     )
+}
+
+#[derive(Deserialize)]
+struct GroupQuery {
+    feed: String,
+    group: Option<String>,
+}
+
+async fn groups_page(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<GroupQuery>,
+) -> Response {
+    show_groups(state, headers, q).await
+}
+
+async fn group_members_page(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<GroupQuery>,
+) -> Response {
+    show_groups(state, headers, q).await
+}
+
+async fn show_groups(state: Arc<WebState>, headers: HeaderMap, q: GroupQuery) -> Response {
+    let Some((admin, csrf)) = state.session(&headers) else {
+        return Redirect::to("/login").into_response();
+    };
+    if state.engine.config.feed(&q.feed).is_none() {
+        return message(
+            StatusCode::NOT_FOUND,
+            format!("there is no feed '{}'", q.feed),
+        );
+    }
+    let groups = match state.engine.store.groups(&q.feed) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %e, "the groups cannot be read");
+            return message(StatusCode::SERVICE_UNAVAILABLE, "the store cannot be read");
+        }
+    };
+    let members = match &q.group {
+        Some(g) => {
+            let engine = state.engine.clone();
+            let (feed, group) = (q.feed.clone(), g.clone());
+            match tokio::task::spawn_blocking(move || engine.store.group_members(&feed, &group))
+                .await
+            {
+                Ok(Ok(m)) => Some(m),
+                _ => {
+                    return message(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the members cannot be read",
+                    )
+                }
+            }
+        }
+        None => None,
+    };
+    state.render(
+        "groups.html",
+        context! { admin => admin, csrf => csrf, feed => q.feed, groups => groups, group => q.group, members => members },
+    )
+}
+
+async fn accounts_page(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {
+    let Some((admin, csrf)) = state.session(&headers) else {
+        return Redirect::to("/login").into_response();
+    };
+    match state.engine.store.accounts() {
+        Ok(all) => {
+            let accounts: Vec<serde_json::Value> = all
+                .iter()
+                .map(crate::sftp::credentials::account_summary)
+                .collect();
+            state.render(
+                "accounts.html",
+                context! { admin => admin, csrf => csrf, accounts => accounts },
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the accounts cannot be read");
+            message(StatusCode::SERVICE_UNAVAILABLE, "the store cannot be read")
+        }
+    }
 }
 
 /// Serves the page until `shutdown`.

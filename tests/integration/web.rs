@@ -245,6 +245,15 @@ fn in_chromium_an_admin_sees_a_held_run_and_who_it_would_remove_and_confirms_it(
     let held = import_via_cli(&web.env, "day2.csv", &hr_file(1..=12));
     assert_eq!(held["state"], "held");
     let id = run_id_of(&held);
+    let key = keygen(&web.env, "web-key");
+    add_account(
+        &web.env,
+        "web-up",
+        "hr",
+        None,
+        &[&pub_of(&key)],
+        &["127.0.0.1/32"],
+    );
 
     let shots = screenshot_dir().join("held-run");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/clients/browser.py");

@@ -57,6 +57,18 @@ def main():
         driver.get(base + "/runs")
         driver.save_screenshot(os.path.join(shots, "05-runs.png"))
         seen["runs_text"] = driver.find_element(By.TAG_NAME, "main").text
+        driver.get(base + "/groups?feed=hr")
+        driver.save_screenshot(os.path.join(shots, "06-groups.png"))
+        seen["groups_text"] = driver.find_element(By.TAG_NAME, "main").text
+        links = driver.find_elements(By.CSS_SELECTOR, "table.list a")
+        if links:
+            links[0].click()
+            wait.until(EC.presence_of_element_located((By.TAG_NAME, "h2")))
+            driver.save_screenshot(os.path.join(shots, "07-group-members.png"))
+            seen["members_text"] = driver.find_element(By.TAG_NAME, "main").text
+        driver.get(base + "/accounts")
+        driver.save_screenshot(os.path.join(shots, "08-accounts.png"))
+        seen["accounts_text"] = driver.find_element(By.TAG_NAME, "main").text
     finally:
         driver.quit()
     print(json.dumps(seen))
