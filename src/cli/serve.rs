@@ -102,14 +102,25 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
         ))
     })?;
     let web_address = web_listener.local_addr().map_err(runtime_error)?;
-    let web_secure = config
-        .web_public_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"));
+    let web_tls = match &config.web_tls {
+        Some((cert, key)) => Some(crate::web::tls_acceptor(cert, key).map_err(|e| {
+            Failure::Usage(anyhow::anyhow!(
+                "{e}; fix [web] tls_cert/tls_key in {}",
+                config.source
+            ))
+        })?),
+        None => None,
+    };
+    let web_secure = web_tls.is_some()
+        || config
+            .web_public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
     let web_state =
         Arc::new(crate::web::WebState::new(engine.clone(), web_secure).map_err(runtime_error)?);
     let address = listener.local_addr().map_err(runtime_error)?;
-    println!("web: listening on http://{web_address}");
+    let scheme = if web_tls.is_some() { "https" } else { "http" };
+    println!("web: listening on {scheme}://{web_address}");
     println!("sftp: listening on {address}");
     tracing::info!(%address, %web_address, "listening");
     let arrivals: ArrivalSink = {
@@ -119,7 +130,15 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
     let shared = Arc::new(Shared::new(config.clone(), store, arrivals));
     let shutdown = CancellationToken::new();
     runtime.spawn(stop_on_signal(shutdown.clone()));
-    let web = runtime.spawn(crate::web::run(web_listener, web_state, shutdown.clone()));
+    let web = match web_tls {
+        Some(acceptor) => runtime.spawn(crate::web::run_tls(
+            web_listener,
+            web_state,
+            acceptor,
+            shutdown.clone(),
+        )),
+        None => runtime.spawn(crate::web::run(web_listener, web_state, shutdown.clone())),
+    };
     runtime.block_on(sftp::run(listener, shared, ssh, shutdown));
     let _ = runtime
         .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(5), web).await });

@@ -70,6 +70,8 @@ pub struct Config {
     pub web_listen: String,
     /// The status page's address as users reach it, for links in emails.
     pub web_public_url: Option<String>,
+    /// `[web] tls_cert` and `tls_key`: serve the page over HTTPS.
+    pub web_tls: Option<(PathBuf, PathBuf)>,
     pub smtp: Option<Smtp>,
     pub feeds: Vec<Feed>,
 }

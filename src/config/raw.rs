@@ -41,6 +41,8 @@ struct RawWeb {
     listen: Option<String>,
     /// How users reach the page (for links in emails).
     public_url: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -236,6 +238,19 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Config {
             .as_ref()
             .and_then(|w| w.listen.clone())
             .unwrap_or_else(|| "127.0.0.1:8080".into()),
+        web_tls: raw
+            .web
+            .as_ref()
+            .and_then(|w| match (&w.tls_cert, &w.tls_key) {
+                (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+                (None, None) => None,
+                _ => {
+                    problems.list.push(
+                        "[web] needs both tls_cert and tls_key (PEM files), or neither".into(),
+                    );
+                    None
+                }
+            }),
         web_public_url: raw.web.and_then(|w| w.public_url),
         smtp,
         feeds,

@@ -559,3 +559,90 @@ fn the_api_confirms_and_rejects_with_a_token_or_a_session_and_its_csrf_header() 
     assert_eq!(code, 400);
     drop(web.server);
 }
+
+#[test]
+fn the_page_is_served_over_tls_with_secure_cookies() {
+    let env = sftp_env();
+    let certs = env.root.join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/clients");
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(format!(
+        "import sys; sys.path.insert(0, {:?}); import smtp_sink; smtp_sink.make_certs({:?})",
+        clients.display().to_string(),
+        certs.display().to_string()
+    ));
+    let out = run_tool(cmd, "make test certificates", None, TOOL_TIMEOUT);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    env.write_config(&text.replacen(
+        "[web]\n",
+        &format!(
+            "[web]\ntls_cert = {}\ntls_key = {}\n",
+            toml_str(&certs.join("cert.pem").display().to_string()),
+            toml_str(&certs.join("key.pem").display().to_string())
+        ),
+        1,
+    ));
+    let out = run_with_stdin(
+        &env,
+        &["admins", "add", ADMIN, "--password-stdin"],
+        &format!("{ADMIN_PASSWORD}\n"),
+    );
+    assert_eq!(out.code, 0, "{out:#?}");
+    let server = Server::start(&env);
+    let base = server
+        .stdout_lines()
+        .iter()
+        .find_map(|l| l.strip_prefix("web: listening on ").map(str::to_string))
+        .expect("web line");
+    assert!(base.starts_with("https://"), "{base}");
+    let web = Web {
+        env,
+        server,
+        base,
+        jar: PathBuf::new(),
+    };
+    let ca = certs.join("ca.pem");
+    let jar = web.env.root.join("tls-cookies.txt");
+    let curl = |args: &[&str]| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-D", "-", "--cacert"])
+            .arg(&ca)
+            .arg("-b")
+            .arg(&jar)
+            .arg("-c")
+            .arg(&jar)
+            .args(args);
+        run_tool(cmd, "curl https", None, TOOL_TIMEOUT)
+    };
+    let out = curl(&[&web.url("/healthz")]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(
+        out.stdout.starts_with("HTTP/") && out.stdout.contains(" 200"),
+        "{out:#?}"
+    );
+    let page = curl(&[&web.url("/login")]).stdout;
+    let token = csrf_in(&page);
+    let out = curl(&[
+        "-d",
+        &format!("csrf={token}&name={ADMIN}&password={ADMIN_PASSWORD}"),
+        &web.url("/login"),
+    ]);
+    let cookie = out
+        .stdout
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: flagsync_session=")
+        })
+        .unwrap_or_else(|| panic!("{out:#?}"))
+        .to_string();
+    assert!(cookie.contains("Secure"), "{cookie}");
+    // Without the CA, the certificate is not trusted: no plain fallback.
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", &web.url("/healthz")]);
+    let out = run_tool(cmd, "curl without the CA", None, TOOL_TIMEOUT);
+    assert_ne!(out.code, 0, "{out:#?}");
+    drop(web.server);
+}
