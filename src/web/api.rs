@@ -109,33 +109,14 @@ async fn decide(state: Arc<WebState>, headers: HeaderMap, id: u64, confirm: bool
         Ok(a) => a,
         Err((status, text)) => return error(status, text),
     };
-    let engine = state.engine.clone();
-    let decided = tokio::task::spawn_blocking(move || {
-        let _gate = engine.exclusive();
-        if confirm {
-            crate::worker::confirm_run_in(
-                &engine.config,
-                &engine.store,
-                id,
-                &admin,
-                crate::worker::ImportOptions::default(),
-            )
-        } else {
-            crate::worker::reject_run_in(&engine.store, id, &admin)
-        }
-    })
-    .await;
+    let decided = super::decide_run(state.engine.clone(), id, admin, confirm).await;
     match decided {
-        Ok(Ok(run)) => Json(run_summary(&run)).into_response(),
-        Ok(Err(crate::worker::WorkerError::Usage(m))) => error(StatusCode::CONFLICT, m),
-        Ok(Err(crate::worker::WorkerError::Store(e))) => store_error(e),
-        Ok(Err(e)) => error(
+        Ok(run) => Json(run_summary(&run)).into_response(),
+        Err(crate::worker::WorkerError::Usage(m)) => error(StatusCode::CONFLICT, m),
+        Err(crate::worker::WorkerError::Store(e)) => store_error(e),
+        Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the decision failed: {e}"),
-        ),
-        Err(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the decision failed; see the server log",
         ),
     }
 }

@@ -229,7 +229,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/runs/{id}/errors.csv", get(error_report))
         .route("/runs/{id}/removals.csv", get(removals_csv))
         .route("/groups", get(groups_page))
-        .route("/groups/members", get(group_members_page))
+        .route("/groups/members", get(groups_page))
         .route("/accounts", get(accounts_page))
         .route("/healthz", get(healthz))
         .route("/assets/style.css", get(style))
@@ -566,8 +566,39 @@ async fn decide(
             "missing or wrong CSRF token; reload the page",
         );
     }
-    let engine = state.engine.clone();
-    let decided = tokio::task::spawn_blocking(move || {
+    let decided = decide_run(state.engine.clone(), id, admin, confirm).await;
+    match decided {
+        Ok(run) => {
+            tracing::info!(
+                run_id = id,
+                state = run.state.as_str(),
+                "decided on the status page"
+            );
+            let mut response = Redirect::to(&format!("/runs/{id}")).into_response();
+            *response.status_mut() = StatusCode::SEE_OTHER;
+            response
+        }
+        Err(crate::worker::WorkerError::Usage(m)) => message(StatusCode::CONFLICT, m),
+        Err(e) => {
+            tracing::error!(run_id = id, error = %e, "a decision failed");
+            message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the decision failed: {e}"),
+            )
+        }
+    }
+}
+
+/// Confirms or rejects a held run as `admin` on a blocking thread, under
+/// the engine's gate: the same worker functions as `flagsync runs
+/// confirm|reject`, for the page and the API alike.
+pub(crate) async fn decide_run(
+    engine: Arc<Engine>,
+    id: u64,
+    admin: String,
+    confirm: bool,
+) -> Result<crate::store::Run, crate::worker::WorkerError> {
+    tokio::task::spawn_blocking(move || {
         let _gate = engine.exclusive();
         if confirm {
             crate::worker::confirm_run_in(
@@ -581,31 +612,12 @@ async fn decide(
             crate::worker::reject_run_in(&engine.store, id, &admin)
         }
     })
-    .await;
-    match decided {
-        Ok(Ok(run)) => {
-            tracing::info!(
-                run_id = id,
-                state = run.state.as_str(),
-                "decided on the status page"
-            );
-            let mut response = Redirect::to(&format!("/runs/{id}")).into_response();
-            *response.status_mut() = StatusCode::SEE_OTHER;
-            response
-        }
-        Ok(Err(crate::worker::WorkerError::Usage(m))) => message(StatusCode::CONFLICT, m),
-        Ok(Err(e)) => {
-            tracing::error!(run_id = id, error = %e, "a decision failed");
-            message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the decision failed: {e}"),
-            )
-        }
-        Err(_) => message(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the decision failed; see the server log",
-        ),
-    }
+    .await
+    .unwrap_or_else(|_| {
+        Err(crate::worker::WorkerError::Output(
+            "the decision was interrupted; see the server log".into(),
+        ))
+    })
 }
 
 async fn confirm(
@@ -710,23 +722,12 @@ struct GroupQuery {
     group: Option<String>,
 }
 
+/// The feed's groups; with `group`, also that group's members.
 async fn groups_page(
     State(state): State<Arc<WebState>>,
     headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<GroupQuery>,
 ) -> Response {
-    show_groups(state, headers, q).await
-}
-
-async fn group_members_page(
-    State(state): State<Arc<WebState>>,
-    headers: HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<GroupQuery>,
-) -> Response {
-    show_groups(state, headers, q).await
-}
-
-async fn show_groups(state: Arc<WebState>, headers: HeaderMap, q: GroupQuery) -> Response {
     let Some((admin, csrf)) = state.session(&headers) else {
         return Redirect::to("/login").into_response();
     };
