@@ -329,26 +329,31 @@ impl Store {
         Ok(())
     }
 
-    /// One recipient's stored values, in field order.
-    pub fn recipient_values(
+    /// The stored values (in field order) of each of `ids`, read in one
+    /// transaction; `None` for an ID that is not stored.
+    pub fn recipients_values<S: AsRef<str>>(
         &self,
         feed: &str,
-        id: &str,
-    ) -> Result<Option<Vec<String>>, StoreError> {
+        ids: &[S],
+    ) -> Result<Vec<Option<Vec<String>>>, StoreError> {
         let txn = self.begin_read()?;
         let name = table_name("recipients", feed);
         let def: TableDefinition<&str, &[u8]> = TableDefinition::new(&name);
         let Some(table) = optional(txn.open_table(def))? else {
-            return Ok(None);
+            return Ok(vec![None; ids.len()]);
         };
-        let found = table.get(id)?;
-        found
-            .map(|v| {
-                Record::decode(v.value())
-                    .map(|r| r.values)
-                    .map_err(|e| StoreError::Damaged(e.to_string()))
+        ids.iter()
+            .map(|id| {
+                let found = table.get(id.as_ref())?;
+                found
+                    .map(|v| {
+                        Record::decode(v.value())
+                            .map(|r| r.values)
+                            .map_err(|e| StoreError::Damaged(e.to_string()))
+                    })
+                    .transpose()
             })
-            .transpose()
+            .collect()
     }
 
     /// The feed's groups and their member counts, by name.

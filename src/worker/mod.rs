@@ -632,9 +632,12 @@ fn describe_removed(store: &Store, feed: &Feed, ids: &[CompactString]) -> Vec<St
         .map(|(i, _)| i)
         .take(2)
         .collect();
+    let all_values = store
+        .recipients_values(&feed.name, ids)
+        .unwrap_or_else(|_| vec![None; ids.len()]);
     ids.iter()
-        .map(|id| {
-            let values = store.recipient_values(&feed.name, id).ok().flatten();
+        .zip(all_values)
+        .map(|(id, values)| {
             let name: Vec<&str> = name_fields
                 .iter()
                 .filter_map(|&i| values.as_ref()?.get(i).map(String::as_str))
