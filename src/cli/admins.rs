@@ -116,10 +116,8 @@ pub fn run(
             Ok(0)
         }
         AdminsCommand::Token(TokenCommand::Create { name }) => {
-            let mut bytes = [0u8; 32];
-            getrandom::fill(&mut bytes)
-                .map_err(|e| Failure::Runtime(anyhow::anyhow!("no randomness for a token: {e}")))?;
-            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let token =
+                crate::sftp::credentials::random_token().map_err(|e| Failure::Runtime(e.into()))?;
             let record = with_store(config, backend, |store| {
                 if store.admin(&name)?.is_none() {
                     return Err(no_such_admin(&name));

@@ -19,17 +19,6 @@ fn write_result(r: std::io::Result<()>) -> anyhow::Result<()> {
     }
 }
 
-/// A run as JSON, without its error list (shown by `runs show`).
-fn run_json(run: &Run, with_errors: bool) -> Value {
-    let mut v = serde_json::to_value(run).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut v {
-        if !with_errors {
-            map.remove("errors");
-        }
-    }
-    v
-}
-
 fn print_json(out: &mut dyn Write, v: &Value) -> anyhow::Result<()> {
     write_result(
         serde_json::to_writer_pretty(&mut *out, v)
@@ -41,7 +30,7 @@ fn print_json(out: &mut dyn Write, v: &Value) -> anyhow::Result<()> {
 /// The outcome of `import`, `runs confirm` and `runs reject`.
 pub fn print_run_outcome(w: &mut dyn Write, run: &Run, json: bool) -> anyhow::Result<()> {
     if json {
-        return print_json(w, &run_json(run, false));
+        return print_json(w, &run.to_json(false));
     }
     let mut out = String::new();
     let id = run
@@ -133,7 +122,7 @@ pub fn print_run_list(w: &mut dyn Write, runs: &[Run], json: bool) -> anyhow::Re
     if json {
         return print_json(
             w,
-            &Value::Array(runs.iter().map(|r| run_json(r, false)).collect()),
+            &Value::Array(runs.iter().map(|r| r.to_json(false)).collect()),
         );
     }
     let mut out = String::new();
@@ -157,21 +146,6 @@ pub fn print_run_list(w: &mut dyn Write, runs: &[Run], json: bool) -> anyhow::Re
         ));
     }
     write_result(w.write_all(out.as_bytes()))
-}
-
-/// A report email's delivery, as `runs show` gives it.
-fn email_json(m: &Message) -> Value {
-    serde_json::json!({
-        "id": m.id,
-        "to": m.to,
-        "subject": m.subject,
-        "state": m.state.as_str(),
-        "queued_at": m.queued_at,
-        "attempts": m.attempts,
-        "sent_at": m.sent_at,
-        "last_error": m.last_error,
-        "server_reply": m.server_reply,
-    })
 }
 
 fn email_line(m: &Message) -> String {
@@ -199,11 +173,11 @@ pub fn print_run_detail(
     json: bool,
 ) -> anyhow::Result<()> {
     if json {
-        let mut v = run_json(run, true);
+        let mut v = run.to_json(true);
         if let Value::Object(map) = &mut v {
             map.insert(
                 "emails".into(),
-                Value::Array(emails.iter().map(email_json).collect()),
+                Value::Array(emails.iter().map(Message::delivery_json).collect()),
             );
         }
         return print_json(w, &v);

@@ -59,6 +59,13 @@ pub fn generate_password() -> Result<String, CredentialError> {
     Ok(password)
 }
 
+/// 256 random bits as 64 hex digits: session, CSRF and API tokens.
+pub fn random_token() -> Result<String, CredentialError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| CredentialError::Random(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// One public key line of an `authorized_keys`-style file.
 pub fn parse_public_key(line: &str) -> Result<PublicKey, CredentialError> {
     let shown = line.chars().take(40).collect::<String>();

@@ -64,6 +64,24 @@ pub struct Message {
     pub server_reply: Option<String>,
 }
 
+impl Message {
+    /// Who it went to and what became of it, as `runs show --json` and the
+    /// API show it (never the body).
+    pub fn delivery_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "to": self.to,
+            "subject": self.subject,
+            "state": self.state.as_str(),
+            "queued_at": self.queued_at,
+            "attempts": self.attempts,
+            "sent_at": self.sent_at,
+            "last_error": self.last_error,
+            "server_reply": self.server_reply,
+        })
+    }
+}
+
 fn decode(bytes: &[u8]) -> Result<Message, StoreError> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Damaged(format!("an outbox message is unreadable: {e}")))

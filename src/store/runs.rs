@@ -88,6 +88,19 @@ pub struct Run {
 
 impl Run {
     pub const KEPT_ERRORS: usize = 100;
+
+    /// The run as `--json` and the API give it; without its error list
+    /// unless `with_errors` (only `runs show` and the run's own API entry
+    /// list them).
+    pub fn to_json(&self, with_errors: bool) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let serde_json::Value::Object(map) = &mut v {
+            if !with_errors {
+                map.remove("errors");
+            }
+        }
+        v
+    }
 }
 
 pub(super) fn put_run(txn: &WriteTransaction, run: &Run) -> Result<(), StoreError> {

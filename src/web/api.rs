@@ -25,6 +25,11 @@ fn caller(state: &WebState, headers: &HeaderMap) -> Option<String> {
     if let Some((admin, _)) = state.session(headers) {
         return Some(admin);
     }
+    token_admin(state, headers)
+}
+
+/// The administrator whose API token the request carries, if any.
+fn token_admin(state: &WebState, headers: &HeaderMap) -> Option<String> {
     let bearer = headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -89,15 +94,9 @@ fn deciding_caller(
             ))
         };
     }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
-    match state.engine.store.admin_for_token(bearer) {
-        Ok(Some(admin)) => Ok(admin),
-        _ => Err((
+    match token_admin(state, headers) {
+        Some(admin) => Ok(admin),
+        None => Err((
             StatusCode::UNAUTHORIZED,
             "log in or send an API token (Authorization: Bearer …)",
         )),
@@ -111,7 +110,7 @@ async fn decide(state: Arc<WebState>, headers: HeaderMap, id: u64, confirm: bool
     };
     let decided = super::decide_run(state.engine.clone(), id, admin, confirm).await;
     match decided {
-        Ok(run) => Json(run_summary(&run)).into_response(),
+        Ok(run) => Json(run.to_json(false)).into_response(),
         Err(crate::worker::WorkerError::Usage(m)) => error(StatusCode::CONFLICT, m),
         Err(crate::worker::WorkerError::Store(e)) => store_error(e),
         Err(e) => error(
@@ -186,15 +185,6 @@ struct RunsQuery {
     limit: Option<usize>,
 }
 
-/// A run without its error list (as `runs list --json`).
-fn run_summary(run: &crate::store::Run) -> Value {
-    let mut v = serde_json::to_value(run).unwrap_or_default();
-    if let Value::Object(map) = &mut v {
-        map.remove("errors");
-    }
-    v
-}
-
 async fn runs(
     State(state): State<Arc<WebState>>,
     headers: HeaderMap,
@@ -224,7 +214,7 @@ async fn runs(
             all.iter()
                 .filter(|r| wanted.is_none_or(|w| r.state == w))
                 .take(limit)
-                .map(run_summary)
+                .map(|r| r.to_json(false))
                 .collect(),
         ))
         .into_response(),
@@ -240,17 +230,12 @@ async fn run(
     authenticated!(state, headers);
     match state.engine.store.get_run(id) {
         Ok(run) => {
-            let mut v = serde_json::to_value(&run).unwrap_or_default();
+            let mut v = run.to_json(true);
             let emails = state.engine.store.messages_of_run(id).unwrap_or_default();
             if let Value::Object(map) = &mut v {
                 map.insert(
                     "emails".into(),
-                    Value::Array(
-                        emails
-                            .iter()
-                            .map(|m| json!({"to": m.to, "subject": m.subject, "state": m.state.as_str(), "sent_at": m.sent_at, "last_error": m.last_error}))
-                            .collect(),
-                    ),
+                    Value::Array(emails.iter().map(|m| m.delivery_json()).collect()),
                 );
             }
             Json(v).into_response()

@@ -79,13 +79,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Without randomness no session can be safe: an empty token is
-        // never accepted.
-        return String::new();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    // Without randomness no session can be safe: an empty token is never
+    // accepted (see `same_token`).
+    crate::sftp::credentials::random_token().unwrap_or_default()
 }
 
 /// Constant-time comparison of two tokens.
