@@ -22,6 +22,7 @@ pub mod import;
 pub mod layout;
 pub mod mail;
 pub mod report;
+pub mod search;
 pub mod sftp;
 pub mod store;
 pub mod web;

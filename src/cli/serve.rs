@@ -91,6 +91,8 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
     let config = Arc::new(config);
     let engine = Arc::new(Engine::new(config.clone(), store.clone()));
     let (intake, intake_thread) = intake::start(engine.clone());
+    let indexer = crate::worker::indexer::start(engine.clone())
+        .map_err(|e| runtime_error(anyhow::anyhow!("the search indexer cannot start: {e}")))?;
     let outbox = config
         .smtp
         .clone()
@@ -144,7 +146,9 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
         .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(5), web).await });
     tracing::info!("stopping: waiting for a running import to finish");
     intake.stop();
+    engine.search.stop();
     let _ = intake_thread.join();
+    let _ = indexer.join();
     if let Some((handle, thread)) = outbox {
         handle.stop();
         let _ = thread.join();

@@ -171,6 +171,11 @@ pub struct Field {
     /// Only for `multi` fields.
     pub separator: Option<String>,
     pub max_length: usize,
+    /// The status page's search looks in this field (prefix, any case).
+    pub search: bool,
+    /// The status page can filter on this field's exact value (any case);
+    /// group fields always can.
+    pub filter: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

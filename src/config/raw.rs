@@ -118,6 +118,8 @@ struct RawField {
     required: bool,
     separator: Option<String>,
     max_length: Option<Spanned<i64>>,
+    search: Option<bool>,
+    filter: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -552,6 +554,9 @@ fn validate_fields(
                 DEFAULT_MAX_LENGTH
             }
         };
+        let search = raw
+            .search
+            .unwrap_or_else(|| searched_by_default(kind, &name));
         fields.push(Field {
             name,
             column,
@@ -560,9 +565,21 @@ fn validate_fields(
             required: raw.required,
             separator,
             max_length,
+            search,
+            filter: raw.filter.unwrap_or(kind == FieldKind::Multi),
         });
     }
     fields
+}
+
+/// The status page searches IDs, names, phones and emails unless the
+/// field says otherwise: a name is a text field whose name says so.
+fn searched_by_default(kind: FieldKind, name: &str) -> bool {
+    match kind {
+        FieldKind::Id | FieldKind::Email | FieldKind::Sms | FieldKind::Voice => true,
+        FieldKind::Text => name.to_lowercase().contains("name"),
+        FieldKind::Multi => false,
+    }
 }
 
 /// Header names match ignoring case and surrounding spaces.

@@ -36,7 +36,7 @@ mod diff;
 mod guard;
 mod header;
 mod input;
-mod phone;
+pub mod phone;
 pub mod record;
 mod scan;
 mod validate;

@@ -21,7 +21,8 @@ fn lengths_of(code: u16) -> Option<u32> {
         .map(|i| tables::POSSIBLE_LENGTHS[i].1)
 }
 
-fn country_code_of(id: Id) -> Option<u16> {
+/// The calling code of a country (44 for GB), from the crate's metadata.
+pub fn country_code_of(id: Id) -> Option<u16> {
     tables::REGION_CODES
         .binary_search_by_key(&id.as_ref(), |&(r, _)| r)
         .ok()

@@ -43,6 +43,42 @@ impl Record {
         Ok(Record { values, groups })
     }
 
+    /// One value (by field position), borrowed, without decoding the rest;
+    /// `None` past the last value.
+    pub fn value_at(bytes: &[u8], i: usize) -> Result<Option<&str>, DecodeError> {
+        let mut cursor = Cursor { bytes, at: 0 };
+        if cursor.take(1)? != [VERSION] {
+            return Err(DecodeError("unknown record version"));
+        }
+        let n = cursor.u16()? as usize;
+        if i >= n {
+            return Ok(None);
+        }
+        for _ in 0..i {
+            let len = cursor.len()?;
+            cursor.take(len)?;
+        }
+        let len = cursor.len()?;
+        std::str::from_utf8(cursor.take(len)?)
+            .map(Some)
+            .map_err(|_| DecodeError("not UTF-8"))
+    }
+
+    /// The values, borrowed (one allocation instead of one per value).
+    pub fn borrowed_values(bytes: &[u8]) -> Result<Vec<&str>, DecodeError> {
+        let mut cursor = Cursor { bytes, at: 0 };
+        if cursor.take(1)? != [VERSION] {
+            return Err(DecodeError("unknown record version"));
+        }
+        let n = cursor.u16()? as usize;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = cursor.len()?;
+            out.push(std::str::from_utf8(cursor.take(len)?).map_err(|_| DecodeError("not UTF-8"))?);
+        }
+        Ok(out)
+    }
+
     /// Only the groups, without allocating the values.
     pub fn decode_groups(bytes: &[u8]) -> Result<Vec<String>, DecodeError> {
         let mut cursor = Cursor { bytes, at: 0 };
@@ -170,6 +206,11 @@ mod tests {
         let bytes = r.encode();
         assert_eq!(Record::decode(&bytes).unwrap(), r);
         assert_eq!(Record::decode_groups(&bytes).unwrap(), r.groups);
+        for (i, v) in r.values.iter().enumerate() {
+            assert_eq!(Record::value_at(&bytes, i).unwrap(), Some(v.as_str()));
+        }
+        assert_eq!(Record::value_at(&bytes, r.values.len()).unwrap(), None);
+        assert_eq!(Record::borrowed_values(&bytes).unwrap(), r.values);
         let mut b = RecordBuilder::with_capacity(8);
         for v in &r.values {
             b.push_value(v);

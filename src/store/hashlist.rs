@@ -88,6 +88,36 @@ pub(super) fn read_list(
     Ok(out)
 }
 
+/// The IDs at positions `offset..offset + limit` of the list, reading only
+/// the chunks that hold them.
+pub(super) fn ids_at(
+    table: &impl ReadableTable<u32, &'static [u8]>,
+    offset: usize,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let first = (offset / CHUNK_ENTRIES) as u32;
+    let mut skip = offset % CHUNK_ENTRIES;
+    let mut out = Vec::with_capacity(limit);
+    let mut entries = Vec::new();
+    for chunk in table.range(first..)? {
+        if out.len() >= limit {
+            break;
+        }
+        let (_, v) = chunk?;
+        entries.clear();
+        decode_chunk(v.value(), &mut entries)?;
+        out.extend(
+            entries
+                .drain(..)
+                .skip(skip)
+                .take(limit - out.len())
+                .map(|(id, _)| id.to_string()),
+        );
+        skip = 0;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

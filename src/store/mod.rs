@@ -21,6 +21,9 @@
 //!   `meta.next_message_id`.
 //! - `feed_state`: feed → JSON [`FeedState`] (last arrival, overdue alert
 //!   sent, last daily slot processed).
+//! - `search/F`, `search_ids/F`, `search_hashes/F`, `search_meta`: the
+//!   recipient search index (see `search`), written by the indexer after
+//!   runs; `meta.generation/F` counts the changes of a feed's recipients.
 //!
 //! Invariants:
 //! 1. `recipients/F` and `hashlist/F` hold the same IDs.
@@ -29,10 +32,12 @@
 
 mod accounts;
 mod admins;
+mod blocks;
 mod feed_state;
 mod hashlist;
 mod outbox;
 mod runs;
+mod search;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +56,9 @@ pub use admins::{Admin, ApiToken};
 pub use feed_state::FeedState;
 pub use outbox::{Delivery, Message};
 pub use runs::{Run, RunState};
+#[cfg(test)]
+pub(crate) use search::Strategy;
+pub use search::{PassOutcome, SearchPage, SearchQuery};
 pub use writer::{ReadFeed, Snapshot, WriteFeed};
 
 /// The schema this build writes. A store with a higher version was written
@@ -356,6 +364,20 @@ impl Store {
             .collect()
     }
 
+    /// One recipient's record.
+    pub fn recipient(&self, feed: &str, id: &str) -> Result<Option<Record>, StoreError> {
+        let txn = self.begin_read()?;
+        let name = table_name("recipients", feed);
+        let def: TableDefinition<&str, &[u8]> = TableDefinition::new(&name);
+        let Some(table) = optional(txn.open_table(def))? else {
+            return Ok(None);
+        };
+        let found = table.get(id)?;
+        found
+            .map(|v| Record::decode(v.value()).map_err(|e| StoreError::Damaged(e.to_string())))
+            .transpose()
+    }
+
     /// The feed's groups and their member counts, by name.
     pub fn groups(&self, feed: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let txn = self.begin_read()?;
@@ -369,19 +391,6 @@ impl Store {
             let (k, v) = entry?;
             out.push((k.value().to_string(), v.value()));
         }
-        Ok(out)
-    }
-
-    /// The members of one group, in ID order. Memberships live with each
-    /// recipient, so this reads the feed's records.
-    pub fn group_members(&self, feed: &str, group: &str) -> Result<Vec<String>, StoreError> {
-        let mut out = Vec::new();
-        self.for_each_recipient(feed, |id, record| {
-            if record.groups.iter().any(|g| g == group) {
-                out.push(id.to_string());
-            }
-            Ok(())
-        })?;
         Ok(out)
     }
 
@@ -491,7 +500,21 @@ impl RunTransaction {
         let mut table = self
             .txn
             .open_table(TableDefinition::<u32, &[u8]>::new(&name))?;
-        hashlist::write_list(&mut table, entries)
+        hashlist::write_list(&mut table, entries)?;
+        self.bump_generation(feed)
+    }
+
+    /// Tells the search indexer that the feed's recipients changed.
+    fn bump_generation(&self, feed: &str) -> Result<(), StoreError> {
+        let mut meta = self.txn.open_table(META)?;
+        let key = format!("generation/{feed}");
+        let next = meta
+            .get(key.as_str())?
+            .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
+            .unwrap_or(0)
+            + 1;
+        meta.insert(key.as_str(), next.to_le_bytes().as_slice())?;
+        Ok(())
     }
 
     pub fn set_fingerprint(&self, feed: &str, fingerprint: u64) -> Result<(), StoreError> {

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::WebState;
+use super::{recipients, WebState};
 use crate::store::{RunState, StoreError};
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -72,6 +72,8 @@ pub fn routes() -> Router<Arc<WebState>> {
         .route("/api/runs/{id}/confirm", axum::routing::post(confirm))
         .route("/api/runs/{id}/reject", axum::routing::post(reject))
         .route("/api/groups", get(groups))
+        .route("/api/recipients", get(recipients))
+        .route("/api/recipients/{id}", get(recipient))
 }
 
 /// A POST's caller: a bearer token, or a session whose CSRF token is in
@@ -139,27 +141,144 @@ async fn reject(
 #[derive(Deserialize)]
 struct GroupsQuery {
     feed: String,
+    group: Option<String>,
+    page: Option<String>,
+    per_page: Option<String>,
 }
 
+/// The feed's groups and member counts; with `group`, a page of its
+/// members.
 async fn groups(
     State(state): State<Arc<WebState>>,
     headers: HeaderMap,
     Query(q): Query<GroupsQuery>,
 ) -> Response {
     authenticated!(state, headers);
-    if state.engine.config.feed(&q.feed).is_none() {
+    let Some(feed) = state.engine.config.feed(&q.feed) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("there is no feed '{}'", q.feed),
         );
-    }
-    match state.engine.store.groups(&q.feed) {
-        Ok(all) => Json(Value::Array(
+    };
+    let all = match state.engine.store.groups(&q.feed) {
+        Ok(all) => all,
+        Err(e) => return store_error(e),
+    };
+    let Some(group) = &q.group else {
+        return Json(Value::Array(
             all.iter()
                 .map(|(g, n)| json!({"group": g, "members": n}))
                 .collect(),
         ))
+        .into_response();
+    };
+    let Some((_, count)) = all.iter().find(|(g, _)| g == group) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("there is no group '{group}' in feed '{}'", q.feed),
+        );
+    };
+    let numbers = super::whole_number("page", q.page.as_deref(), 1).and_then(|page| {
+        let per_page = super::whole_number(
+            "per_page",
+            q.per_page.as_deref(),
+            recipients::DEFAULT_PER_PAGE,
+        )?;
+        Ok((page, per_page))
+    });
+    let (page, per_page) = match numbers {
+        Ok(n) => n,
+        Err((status, text)) => return error(status, text),
+    };
+    let lookup = match recipients::Lookup::group_members(
+        &state.engine.config,
+        &q.feed,
+        group,
+        page,
+        per_page,
+    ) {
+        Ok(l) => l,
+        Err((status, text)) => return error(status, text),
+    };
+    match lookup.run(&state.engine).await {
+        Ok((lookup, found)) => Json(json!({
+            "feed": q.feed,
+            "group": group,
+            "members": count,
+            "page": lookup.page,
+            "per_page": lookup.per_page,
+            "pages": lookup.last_page(&found),
+            "index": recipients::index_json(state.engine.search.status(&feed.name)),
+            "recipients": found.recipients.iter().map(|(_, r)| recipients::recipient_json(feed, &r.values)).collect::<Vec<_>>(),
+        }))
         .into_response(),
+        Err((status, text)) => error(status, text),
+    }
+}
+
+/// Search and filter a feed's recipients, a page at a time.
+async fn recipients(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    Query(params): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    authenticated!(state, headers);
+    let config = &state.engine.config;
+    let lookup = match recipients::Lookup::from_params(config, &params) {
+        Ok(l) => l,
+        Err((status, text)) => return error(status, text),
+    };
+    let Some(feed) = config.feed(&lookup.feed) else {
+        return error(StatusCode::NOT_FOUND, "there is no such feed");
+    };
+    match lookup.run(&state.engine).await {
+        Ok((lookup, found)) => Json(json!({
+            "feed": lookup.feed,
+            "q": lookup.q,
+            "field": lookup.field,
+            "value": lookup.value,
+            "page": lookup.page,
+            "per_page": lookup.per_page,
+            "pages": lookup.last_page(&found),
+            "total": found.total,
+            "more": found.capped,
+            "index": recipients::index_json(state.engine.search.status(&feed.name)),
+            "recipients": found.recipients.iter().map(|(_, r)| recipients::recipient_json(feed, &r.values)).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err((status, text)) => error(status, text),
+    }
+}
+
+#[derive(Deserialize)]
+struct FeedParam {
+    feed: Option<String>,
+}
+
+/// One recipient: its values by field name and its groups.
+async fn recipient(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<FeedParam>,
+) -> Response {
+    authenticated!(state, headers);
+    let feed = match recipients::feed_of(&state.engine.config, q.feed.as_deref()) {
+        Ok(f) => f,
+        Err((status, text)) => return error(status, text),
+    };
+    match state.engine.store.recipient(&feed.name, &id) {
+        Ok(Some(record)) => Json(json!({
+            "feed": feed.name,
+            "id": id,
+            "values": recipients::recipient_json(feed, &record.values),
+            "groups": record.groups,
+        }))
+        .into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("feed '{}' has no recipient '{id}'", feed.name),
+        ),
         Err(e) => store_error(e),
     }
 }

@@ -31,6 +31,7 @@ use serde::Deserialize;
 use crate::worker::intake::Engine;
 
 mod api;
+mod recipients;
 
 const SESSION_COOKIE: &str = "flagsync_session";
 const PRE_LOGIN_COOKIE: &str = "flagsync_login";
@@ -51,6 +52,8 @@ const RUNS_HTML: &str = include_str!("../../assets/web/runs.html");
 const RUN_HTML: &str = include_str!("../../assets/web/run.html");
 const GROUPS_HTML: &str = include_str!("../../assets/web/groups.html");
 const ACCOUNTS_HTML: &str = include_str!("../../assets/web/accounts.html");
+const RECIPIENTS_HTML: &str = include_str!("../../assets/web/recipients.html");
+const RECIPIENT_HTML: &str = include_str!("../../assets/web/recipient.html");
 /// Runs listed on the history page, newest first.
 const RUNS_SHOWN: usize = 200;
 /// People per page in a held run's removal list.
@@ -116,6 +119,8 @@ impl WebState {
         templates.add_template("run.html", RUN_HTML)?;
         templates.add_template("groups.html", GROUPS_HTML)?;
         templates.add_template("accounts.html", ACCOUNTS_HTML)?;
+        templates.add_template("recipients.html", RECIPIENTS_HTML)?;
+        templates.add_template("recipient.html", RECIPIENT_HTML)?;
         Ok(WebState {
             engine,
             templates,
@@ -227,6 +232,8 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/groups", get(groups_page))
         .route("/groups/members", get(groups_page))
         .route("/accounts", get(accounts_page))
+        .route("/recipients", get(recipients_page))
+        .route("/recipients/view", get(recipient_page))
         .route("/healthz", get(healthz))
         .route("/assets/style.css", get(style))
         .fallback(not_found)
@@ -530,7 +537,13 @@ async fn run_page(
         };
         total = all.len();
         pages = total.div_ceil(REMOVALS_PAGE).max(1);
-        page = q.page.unwrap_or(1).clamp(1, pages);
+        page = q.page.unwrap_or(1);
+        if page == 0 || page > pages {
+            return message(
+                StatusCode::NOT_FOUND,
+                format!("there is no page {page} of removals (pages 1 to {pages})"),
+            );
+        }
         removals = all
             .into_iter()
             .skip((page - 1) * REMOVALS_PAGE)
@@ -716,9 +729,10 @@ async fn removals_csv(
 struct GroupQuery {
     feed: String,
     group: Option<String>,
+    page: Option<String>,
 }
 
-/// The feed's groups; with `group`, also that group's members.
+/// The feed's groups; with `group`, also a page of that group's members.
 async fn groups_page(
     State(state): State<Arc<WebState>>,
     headers: HeaderMap,
@@ -727,12 +741,12 @@ async fn groups_page(
     let Some((admin, csrf)) = state.session(&headers) else {
         return Redirect::to("/login").into_response();
     };
-    if state.engine.config.feed(&q.feed).is_none() {
+    let Some(feed) = state.engine.config.feed(&q.feed) else {
         return message(
             StatusCode::NOT_FOUND,
             format!("there is no feed '{}'", q.feed),
         );
-    }
+    };
     let groups = match state.engine.store.groups(&q.feed) {
         Ok(g) => g,
         Err(e) => {
@@ -740,28 +754,174 @@ async fn groups_page(
             return message(StatusCode::SERVICE_UNAVAILABLE, "the store cannot be read");
         }
     };
-    let members = match &q.group {
-        Some(g) => {
-            let engine = state.engine.clone();
-            let (feed, group) = (q.feed.clone(), g.clone());
-            match tokio::task::spawn_blocking(move || engine.store.group_members(&feed, &group))
-                .await
-            {
-                Ok(Ok(m)) => Some(m),
-                _ => {
-                    return message(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the members cannot be read",
-                    )
-                }
-            }
+    let mut members = None;
+    if let Some(group) = &q.group {
+        if !groups.iter().any(|(g, _)| g == group) {
+            return message(
+                StatusCode::NOT_FOUND,
+                format!("there is no group '{group}' in feed '{}'", q.feed),
+            );
         }
-        None => None,
-    };
+        let page = match whole_number("page", q.page.as_deref(), 1) {
+            Ok(p) => p,
+            Err(r) => return refused(r),
+        };
+        let lookup = match recipients::Lookup::group_members(
+            &state.engine.config,
+            &q.feed,
+            group,
+            page,
+            recipients::DEFAULT_PER_PAGE,
+        ) {
+            Ok(l) => l,
+            Err(r) => return refused(r),
+        };
+        let (lookup, found) = match lookup.run(&state.engine).await {
+            Ok(found) => found,
+            Err(r) => return refused(r),
+        };
+        members = Some(context! {
+            rows => table_rows(feed, &found),
+            total => found.total,
+            page => lookup.page,
+            pages => lookup.last_page(&found),
+        });
+    }
     state.render(
         "groups.html",
-        context! { admin => admin, csrf => csrf, feed => q.feed, groups => groups, group => q.group, members => members },
+        context! {
+            admin => admin, csrf => csrf, feed => q.feed, groups => groups, group => q.group,
+            members => members, columns => table_columns(feed),
+            index => state.engine.search.status(&feed.name),
+        },
     )
+}
+
+/// A whole number from 1 in the address (a page, a page size); `default`
+/// when absent.
+fn whole_number(name: &str, text: Option<&str>, default: usize) -> Result<usize, Refused> {
+    match text.map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(t) => t.parse::<usize>().ok().filter(|&n| n >= 1).ok_or_else(|| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("{name} must be a whole number from 1, not '{t}'"),
+            )
+        }),
+    }
+}
+
+/// Columns of the recipients tables: the ID, the searched fields, the group
+/// fields; eight at most (the record page shows them all).
+fn table_columns(feed: &crate::config::Feed) -> Vec<usize> {
+    let mut columns = vec![feed.id_field];
+    let searched = feed.fields.iter().enumerate().filter(|(_, f)| f.search);
+    for i in searched
+        .map(|(i, _)| i)
+        .chain(feed.group_fields.iter().copied())
+    {
+        if !columns.contains(&i) && columns.len() < 8 {
+            columns.push(i);
+        }
+    }
+    columns
+}
+
+fn table_rows(feed: &crate::config::Feed, found: &crate::store::SearchPage) -> Vec<Vec<String>> {
+    let columns = table_columns(feed);
+    found
+        .recipients
+        .iter()
+        .map(|(_, r)| {
+            columns
+                .iter()
+                .map(|&i| r.values.get(i).cloned().unwrap_or_default())
+                .collect()
+        })
+        .collect()
+}
+
+/// Search and filter the recipients of a feed.
+async fn recipients_page(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    axum::extract::Query(params): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    let Some((admin, csrf)) = state.session(&headers) else {
+        return Redirect::to("/login").into_response();
+    };
+    let config = &state.engine.config;
+    let lookup = match recipients::Lookup::from_params(config, &params) {
+        Ok(l) => l,
+        Err(r) => return refused(r),
+    };
+    let Some(feed) = config.feed(&lookup.feed) else {
+        return message(StatusCode::NOT_FOUND, "there is no such feed");
+    };
+    let (lookup, found) = match lookup.run(&state.engine).await {
+        Ok(found) => found,
+        Err(r) => return refused(r),
+    };
+    let columns: Vec<String> = table_columns(feed)
+        .iter()
+        .map(|&i| feed.fields[i].name.clone())
+        .collect();
+    let feeds: Vec<String> = config.feeds.iter().map(|f| f.name.clone()).collect();
+    state.render(
+        "recipients.html",
+        context! {
+            admin => admin, csrf => csrf, feed => lookup.feed, feeds => feeds,
+            q => lookup.q, field => lookup.field, value => lookup.value,
+            filterable => recipients::filterable_fields(feed),
+            columns => columns, rows => table_rows(feed, &found),
+            total => found.total, more => found.capped,
+            page => lookup.page, pages => lookup.last_page(&found),
+            index => state.engine.search.status(&feed.name),
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct RecipientQuery {
+    feed: Option<String>,
+    id: String,
+}
+
+/// One recipient: every field and its groups.
+async fn recipient_page(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<RecipientQuery>,
+) -> Response {
+    let Some((admin, csrf)) = state.session(&headers) else {
+        return Redirect::to("/login").into_response();
+    };
+    let feed = match recipients::feed_of(&state.engine.config, q.feed.as_deref()) {
+        Ok(f) => f,
+        Err(r) => return refused(r),
+    };
+    match state.engine.store.recipient(&feed.name, &q.id) {
+        Ok(Some(record)) => {
+            let fields: Vec<(String, String)> = feed
+                .fields
+                .iter()
+                .zip(record.values)
+                .map(|(f, v)| (f.name.clone(), v))
+                .collect();
+            state.render(
+                "recipient.html",
+                context! { admin => admin, csrf => csrf, feed => feed.name, id => q.id, fields => fields, groups => record.groups },
+            )
+        }
+        Ok(None) => message(
+            StatusCode::NOT_FOUND,
+            format!("feed '{}' has no recipient '{}'", feed.name, q.id),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "a recipient cannot be read");
+            message(StatusCode::SERVICE_UNAVAILABLE, "the store cannot be read")
+        }
+    }
 }
 
 async fn accounts_page(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {

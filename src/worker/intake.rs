@@ -86,6 +86,8 @@ pub struct Engine {
     pub gate: Mutex<()>,
     /// Set while the intake thread runs (for `/healthz`).
     pub intake_alive: AtomicBool,
+    /// The recipient search index's progress (`worker::indexer`).
+    pub search: super::indexer::SearchIndex,
 }
 
 impl Engine {
@@ -95,6 +97,7 @@ impl Engine {
             store,
             gate: Mutex::new(()),
             intake_alive: AtomicBool::new(false),
+            search: Default::default(),
         }
     }
 

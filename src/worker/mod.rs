@@ -26,6 +26,7 @@ use crate::import::{
 use crate::report::ErrorCollector;
 use crate::store::{DataLock, ReadFeed, Run, RunState, Store, StoreError};
 
+pub mod indexer;
 pub mod intake;
 pub mod schedule;
 pub mod status;

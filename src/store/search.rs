@@ -1,0 +1,713 @@
+//! The recipient search index: which keys (see [`crate::search`]) each
+//! recipient is found by, kept beside the recipients and brought up to date
+//! after the runs that change them (by `worker::indexer`), never inside a
+//! run: a run's speed does not depend on it.
+//!
+//! Tables (per feed `F`), the first two in `blocks` (prefix-compressed
+//! blocks of sorted entries):
+//! - `search/F`: index keys (values empty).
+//! - `search_ids/F`: ID → that recipient's key prefixes (what to remove
+//!   when it changes or goes).
+//! - `search_hashes/F`: the feed's (ID, raw hash) list as last indexed, in
+//!   `hashlist` chunks: comparing it with `hashlist/F` names the recipients
+//!   to index again.
+//! - `search_meta`: feed → index state (u64: the feed's mapping
+//!   fingerprint and the search layout) and the feed generation indexed.
+//!
+//! A pass is one write transaction: a few changed recipients are patched
+//! into the blocks they fall in; when more changed than that would pay
+//! for, the index is built anew, one slot at a time in key order.
+//!
+//! Invariants:
+//! 1. `search/F` holds exactly the keys listed in `search_ids/F`.
+//! 2. When `search_meta[F]` names the feed's current generation and state,
+//!    the index holds exactly the keys of the stored recipients.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use compact_str::CompactString;
+use rayon::slice::ParallelSliceMut;
+use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
+
+use super::{blocks, hashlist, optional, table_name, Store, StoreError, META};
+use crate::import::record::Record;
+use crate::search::{id_of_key, Filter, KeyRange, SearchLayout};
+
+const SEARCH_META: TableDefinition<&str, &[u8]> = TableDefinition::new("search_meta");
+/// Keys a changed recipient is assumed to touch, when choosing between
+/// patching blocks and building anew.
+const KEYS_PER_RECIPIENT: u64 = 16;
+
+type Blocks<'t> = Table<'t, &'static [u8], &'static [u8]>;
+
+fn blocks_def(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+fn generation_key(feed: &str) -> String {
+    format!("generation/{feed}")
+}
+
+/// What a query asks of the index.
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    /// Key ranges of a search; empty = no search.
+    pub ranges: Vec<KeyRange>,
+    /// Only recipients with this field value.
+    pub filter: Option<Filter>,
+    pub offset: usize,
+    pub limit: usize,
+    /// Matches counted at most; beyond it the page says "more than".
+    pub cap: usize,
+}
+
+/// One page of matches, in ID order.
+#[derive(Debug, Default)]
+pub struct SearchPage {
+    /// Matches (at most the cap).
+    pub total: u64,
+    /// More matches exist than `total`.
+    pub capped: bool,
+    pub recipients: Vec<(String, Record)>,
+}
+
+/// How far the index of a feed is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassOutcome {
+    /// Nothing to do: the index was current, at this generation.
+    Current { generation: u64 },
+    /// The index was brought up to date; this many recipients were indexed
+    /// again.
+    Updated(u64),
+}
+
+/// Index state: the feed's mapping fingerprint and the search layout.
+fn index_state(fingerprint: Option<u64>, layout: &SearchLayout) -> u64 {
+    let mut bytes = [0u8; 17];
+    bytes[0] = fingerprint.is_some() as u8;
+    bytes[1..9].copy_from_slice(&fingerprint.unwrap_or(0).to_le_bytes());
+    bytes[9..].copy_from_slice(&layout.fingerprint().to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Key prefixes (`[slot] term`, without the ID) as stored in `search_ids`.
+fn encode_prefixes(keys: &[Vec<u8>], id: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for k in keys {
+        let prefix = &k[..k.len() - id.len() - 1];
+        out.extend_from_slice(&(prefix.len() as u16).to_le_bytes());
+        out.extend_from_slice(prefix);
+    }
+    out
+}
+
+fn decode_keys(bytes: &[u8], id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+    let damaged = || StoreError::Damaged("a search index entry is truncated".into());
+    let mut keys = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = bytes.get(at..at + 2).ok_or_else(damaged)?;
+        let len = u16::from_le_bytes([len[0], len[1]]) as usize;
+        at += 2;
+        let prefix = bytes.get(at..at + len).ok_or_else(damaged)?;
+        at += len;
+        let mut key = Vec::with_capacity(len + 1 + id.len());
+        key.extend_from_slice(prefix);
+        key.push(0);
+        key.extend_from_slice(id.as_bytes());
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// IDs whose hash differs between two sorted (ID, hash) lists, or that
+/// are in only one of them.
+fn changed_ids(
+    now: &[(CompactString, u64)],
+    indexed: &[(CompactString, u64)],
+) -> Vec<CompactString> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < now.len() || j < indexed.len() {
+        match (now.get(i), indexed.get(j)) {
+            (Some(a), Some(b)) if a.0 == b.0 => {
+                if a.1 != b.1 {
+                    out.push(a.0.clone());
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a.0 < b.0 => {
+                out.push(a.0.clone());
+                i += 1;
+            }
+            (Some(_), Some(b)) => {
+                out.push(b.0.clone());
+                j += 1;
+            }
+            (Some(a), None) => {
+                out.push(a.0.clone());
+                i += 1;
+            }
+            (None, Some(b)) => {
+                out.push(b.0.clone());
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+/// How a pass brings an index that exists up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Strategy {
+    /// Patch or rebuild, whichever writes less.
+    Cheapest,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Patch,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Rebuild,
+}
+
+struct Snapshot {
+    generation: u64,
+    state: u64,
+    hashes: Vec<(CompactString, u64)>,
+    indexed_hashes: Vec<(CompactString, u64)>,
+    /// The index was built under another mapping or layout: build it anew.
+    fresh: bool,
+    index_blocks: u64,
+}
+
+impl Store {
+    /// A number that changes whenever the feed's recipients do.
+    pub fn feed_generation(&self, feed: &str) -> Result<u64, StoreError> {
+        let txn = self.begin_read()?;
+        let Some(meta) = optional(txn.open_table(META))? else {
+            return Ok(0);
+        };
+        Ok(meta
+            .get(generation_key(feed).as_str())?
+            .and_then(|v| u64_at(v.value(), 0))
+            .unwrap_or(0))
+    }
+
+    /// What a pass works from, read in one transaction; `Err(generation)`
+    /// when the index is current.
+    fn search_snapshot(
+        &self,
+        feed: &str,
+        layout: &SearchLayout,
+    ) -> Result<Result<Snapshot, u64>, StoreError> {
+        let txn = self.begin_read()?;
+        let generation = match optional(txn.open_table(META))? {
+            Some(meta) => meta
+                .get(generation_key(feed).as_str())?
+                .and_then(|v| u64_at(v.value(), 0))
+                .unwrap_or(0),
+            None => 0,
+        };
+        let fingerprint = match optional(txn.open_table(super::FINGERPRINTS))? {
+            Some(t) => t.get(feed)?.map(|v| v.value()),
+            None => None,
+        };
+        let state = index_state(fingerprint, layout);
+        let indexed = match optional(txn.open_table(SEARCH_META))? {
+            Some(meta) => meta
+                .get(feed)?
+                .and_then(|v| Some((u64_at(v.value(), 0)?, u64_at(v.value(), 8)?))),
+            None => None,
+        };
+        if indexed == Some((state, generation)) {
+            return Ok(Err(generation));
+        }
+        let read_list = |kind: &str| -> Result<Vec<(CompactString, u64)>, StoreError> {
+            let name = table_name(kind, feed);
+            let def: TableDefinition<u32, &[u8]> = TableDefinition::new(&name);
+            match optional(txn.open_table(def))? {
+                Some(t) => hashlist::read_list(&t),
+                None => Ok(Vec::new()),
+            }
+        };
+        let fresh = indexed.map(|(s, _)| s) != Some(state);
+        let index_blocks = match optional(txn.open_table(blocks_def(&table_name("search", feed))))?
+        {
+            Some(t) => t.len()?,
+            None => 0,
+        };
+        Ok(Ok(Snapshot {
+            generation,
+            state,
+            hashes: read_list("hashlist")?,
+            indexed_hashes: if fresh {
+                Vec::new()
+            } else {
+                read_list("search_hashes")?
+            },
+            fresh,
+            index_blocks,
+        }))
+    }
+
+    /// One pass of the indexer over a feed, in one write transaction:
+    /// indexes again every recipient added, changed or removed since the
+    /// last pass, or builds the index anew when the mapping or the layout
+    /// changed or too many did. `progress(done, todo)` reports recipients.
+    pub fn update_search_index(
+        &self,
+        feed: &str,
+        layout: &SearchLayout,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<PassOutcome, StoreError> {
+        self.index_pass(feed, layout, progress, Strategy::Cheapest)
+    }
+
+    pub(crate) fn index_pass(
+        &self,
+        feed: &str,
+        layout: &SearchLayout,
+        progress: &mut dyn FnMut(u64, u64),
+        strategy: Strategy,
+    ) -> Result<PassOutcome, StoreError> {
+        let snap = match self.search_snapshot(feed, layout)? {
+            Ok(snap) => snap,
+            Err(generation) => return Ok(PassOutcome::Current { generation }),
+        };
+        let changed = if snap.fresh {
+            Vec::new()
+        } else {
+            changed_ids(&snap.hashes, &snap.indexed_hashes)
+        };
+        // Patching rewrites each block a changed key falls in; past half
+        // of the blocks, writing them all in order is cheaper.
+        let rebuild = snap.fresh
+            || match strategy {
+                Strategy::Cheapest => {
+                    changed.len() as u64 * KEYS_PER_RECIPIENT > snap.index_blocks / 2
+                }
+                Strategy::Patch => false,
+                Strategy::Rebuild => true,
+            };
+        let txn = self.writable()?.begin_write()?;
+        let indexed = if rebuild {
+            let scratch = self.path.with_extension("search-build");
+            build_anew(&txn, feed, layout, &scratch, progress)?
+        } else {
+            patch(&txn, feed, layout, &changed)?;
+            progress(changed.len() as u64, changed.len() as u64);
+            changed.len() as u64
+        };
+        {
+            let name = table_name("search_hashes", feed);
+            let mut hashes = txn.open_table(TableDefinition::<u32, &[u8]>::new(&name))?;
+            hashlist::write_list(&mut hashes, &snap.hashes)?;
+            let mut meta = txn.open_table(SEARCH_META)?;
+            let mut value = snap.state.to_le_bytes().to_vec();
+            value.extend_from_slice(&snap.generation.to_le_bytes());
+            meta.insert(feed, value.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(PassOutcome::Updated(indexed))
+    }
+
+    /// One page of the recipients a query finds, with their records.
+    pub fn search_recipients(
+        &self,
+        feed: &str,
+        query: &SearchQuery,
+    ) -> Result<SearchPage, StoreError> {
+        let txn = self.begin_read()?;
+        let records_name = table_name("recipients", feed);
+        let Some(records) =
+            optional(txn.open_table(TableDefinition::<&str, &[u8]>::new(&records_name)))?
+        else {
+            return Ok(SearchPage::default());
+        };
+        let (total, capped, ids) = if query.ranges.is_empty() && query.filter.is_none() {
+            let name = table_name("hashlist", feed);
+            let total = records.len()?;
+            let ids = match optional(txn.open_table(TableDefinition::<u32, &[u8]>::new(&name)))? {
+                Some(t) => hashlist::ids_at(&t, query.offset, query.limit)?,
+                None => Vec::new(),
+            };
+            (total, false, ids)
+        } else {
+            match optional(txn.open_table(blocks_def(&table_name("search", feed))))? {
+                Some(search) => matching_ids(&search, &records, query)?,
+                None => (0, false, Vec::new()),
+            }
+        };
+        let mut recipients = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(v) = records.get(id.as_str())? {
+                let record =
+                    Record::decode(v.value()).map_err(|e| StoreError::Damaged(e.to_string()))?;
+                recipients.push((id, record));
+            }
+        }
+        Ok(SearchPage {
+            total,
+            capped,
+            recipients,
+        })
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// Makes the next pass look at the feed again.
+    pub(crate) fn bump_generation_for_tests(&self, feed: &str) {
+        let txn = self.writable().unwrap().begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            let key = generation_key(feed);
+            let now = meta
+                .get(key.as_str())
+                .unwrap()
+                .and_then(|v| u64_at(v.value(), 0))
+                .unwrap_or(0);
+            meta.insert(key.as_str(), (now + 1).to_le_bytes().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    /// Everything in the feed's index and reverse map, for tests.
+    pub(crate) fn search_dump(&self, feed: &str) -> (Vec<Vec<u8>>, Vec<blocks::Entry>) {
+        let txn = self.begin_read().unwrap();
+        let mut keys = Vec::new();
+        let mut ids = Vec::new();
+        if let Some(t) = optional(txn.open_table(blocks_def(&table_name("search", feed)))).unwrap()
+        {
+            blocks::range(&t, b"", b"\xff", |k, _| {
+                keys.push(k.to_vec());
+                true
+            })
+            .unwrap();
+        }
+        if let Some(t) =
+            optional(txn.open_table(blocks_def(&table_name("search_ids", feed)))).unwrap()
+        {
+            blocks::range(&t, b"", b"\xff", |k, v| {
+                let mut prefixes = decode_keys(v, std::str::from_utf8(k).unwrap()).unwrap();
+                prefixes.sort();
+                ids.push((k.to_vec(), prefixes.concat()));
+                true
+            })
+            .unwrap();
+        }
+        (keys, ids)
+    }
+}
+
+/// Builds the feed's index from its records in one pass: the reverse map
+/// goes straight into its blocks (records come in ID order), each slot's
+/// keys to a scratch file; then slot by slot (slots are in key order) the
+/// keys are sorted in memory and written. Memory stays at one slot's keys.
+/// Returns the recipients indexed.
+fn build_anew(
+    txn: &WriteTransaction,
+    feed: &str,
+    layout: &SearchLayout,
+    scratch: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64, StoreError> {
+    let ids_name = table_name("search_ids", feed);
+    let keys_name = table_name("search", feed);
+    txn.delete_table(blocks_def(&ids_name))?;
+    txn.delete_table(blocks_def(&keys_name))?;
+    let records_name = table_name("recipients", feed);
+    let Some(records) =
+        optional(txn.open_table(TableDefinition::<&str, &[u8]>::new(&records_name)))?
+    else {
+        return Ok(0);
+    };
+    let total = records.len()?;
+    let slots = layout.slots();
+    let spills = Spills::create(scratch, slots.len())?;
+    let mut writers = spills.writers()?;
+    {
+        let mut by_id = txn.open_table(blocks_def(&ids_name))?;
+        let mut builder = blocks::Builder::new(&mut by_id);
+        let mut keys = Vec::new();
+        let mut prefixes = Vec::new();
+        for (n, entry) in records.iter()?.enumerate() {
+            let (id, bytes) = entry?;
+            let id = id.value();
+            let values = Record::borrowed_values(bytes.value())
+                .map_err(|e| StoreError::Damaged(e.to_string()))?;
+            prefixes.clear();
+            for (slot, out) in slots.iter().zip(writers.iter_mut()) {
+                keys.clear();
+                if let Some(value) = values.get(slot.field) {
+                    layout.push_slot_keys(*slot, id, value, &mut keys);
+                }
+                for k in &keys {
+                    spill(out, k)?;
+                }
+                prefixes.extend(encode_prefixes(&keys, id));
+            }
+            builder.push(id.as_bytes(), &prefixes)?;
+            if n % 100_000 == 0 {
+                progress(n as u64 / 2, total);
+            }
+        }
+        let bytes = builder.finish()?;
+        tracing::debug!(feed, bytes, "search index: reverse map written");
+    }
+    drop(writers);
+    let mut search = txn.open_table(blocks_def(&keys_name))?;
+    let mut builder = blocks::Builder::new(&mut search);
+    let mut key_count = 0usize;
+    for n in 0..slots.len() {
+        let bytes = spills.read(n)?;
+        let mut spans = spans_of(&bytes)?;
+        spans.par_sort_unstable_by(|a, b| bytes[a.clone()].cmp(&bytes[b.clone()]));
+        spans.dedup_by(|a, b| bytes[a.clone()] == bytes[b.clone()]);
+        key_count += spans.len();
+        for span in spans {
+            builder.push(&bytes[span], &[])?;
+        }
+        progress(
+            total / 2 + total * (n as u64 + 1) / (2 * slots.len() as u64),
+            total,
+        );
+    }
+    let bytes = builder.finish()?;
+    tracing::debug!(feed, keys = key_count, bytes, "search index: keys written");
+    Ok(total)
+}
+
+/// Scratch files, one per slot, removed when dropped.
+struct Spills {
+    dir: PathBuf,
+    count: usize,
+}
+
+fn scratch_error(e: std::io::Error) -> StoreError {
+    StoreError::Damaged(format!(
+        "the search index cannot use its scratch folder: {e}; check the data folder's free space"
+    ))
+}
+
+impl Spills {
+    fn create(dir: &Path, count: usize) -> Result<Spills, StoreError> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(scratch_error)?;
+        Ok(Spills {
+            dir: dir.to_owned(),
+            count,
+        })
+    }
+
+    fn path(&self, n: usize) -> PathBuf {
+        self.dir.join(format!("slot-{n}"))
+    }
+
+    fn writers(&self) -> Result<Vec<BufWriter<File>>, StoreError> {
+        (0..self.count)
+            .map(|n| {
+                File::create(self.path(n))
+                    .map(|f| BufWriter::with_capacity(256 * 1024, f))
+                    .map_err(scratch_error)
+            })
+            .collect()
+    }
+
+    fn read(&self, n: usize) -> Result<Vec<u8>, StoreError> {
+        std::fs::read(self.path(n)).map_err(scratch_error)
+    }
+}
+
+impl Drop for Spills {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One key in a scratch file: u32 length (LE), bytes.
+fn spill(out: &mut BufWriter<File>, key: &[u8]) -> Result<(), StoreError> {
+    out.write_all(&(key.len() as u32).to_le_bytes())
+        .and_then(|()| out.write_all(key))
+        .map_err(scratch_error)
+}
+
+fn spans_of(bytes: &[u8]) -> Result<Vec<std::ops::Range<usize>>, StoreError> {
+    let mut spans = Vec::new();
+    let mut at = 0;
+    while at + 4 <= bytes.len() {
+        let len =
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+        at += 4;
+        if at + len > bytes.len() {
+            break;
+        }
+        spans.push(at..at + len);
+        at += len;
+    }
+    if at != bytes.len() {
+        return Err(StoreError::Damaged(
+            "a search index scratch file is truncated".into(),
+        ));
+    }
+    Ok(spans)
+}
+
+/// Replaces the keys of `ids` by those of their records now.
+fn patch(
+    txn: &WriteTransaction,
+    feed: &str,
+    layout: &SearchLayout,
+    ids: &[CompactString],
+) -> Result<(), StoreError> {
+    let records_name = table_name("recipients", feed);
+    let records = optional(txn.open_table(TableDefinition::<&str, &[u8]>::new(&records_name)))?;
+    let mut by_id: Blocks = txn.open_table(blocks_def(&table_name("search_ids", feed)))?;
+    let mut search: Blocks = txn.open_table(blocks_def(&table_name("search", feed)))?;
+    let mut id_changes = Vec::with_capacity(ids.len());
+    let mut stale = Vec::new();
+    let mut fresh = Vec::new();
+    for id in ids {
+        if let Some(old) = blocks::get(&by_id, id.as_bytes())? {
+            stale.extend(decode_keys(&old, id)?);
+        }
+        let record = match &records {
+            Some(t) => t.get(id.as_str())?.map(|v| Record::decode(v.value())),
+            None => None,
+        };
+        match record {
+            Some(record) => {
+                let record = record.map_err(|e| StoreError::Damaged(e.to_string()))?;
+                let keys = layout.keys(id, &record.values);
+                id_changes.push((id.as_bytes().to_vec(), Some(encode_prefixes(&keys, id))));
+                fresh.extend(keys);
+            }
+            None => id_changes.push((id.as_bytes().to_vec(), None)),
+        }
+    }
+    let mut key_changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = stale
+        .into_iter()
+        .map(|k| (k, None))
+        .chain(fresh.into_iter().map(|k| (k, Some(Vec::new()))))
+        .collect();
+    // A key both stale and fresh stays: the put sorts last and wins.
+    key_changes.sort();
+    key_changes.reverse();
+    key_changes.dedup_by(|a, b| a.0 == b.0);
+    key_changes.reverse();
+    blocks::apply(&mut search, &key_changes)?;
+    blocks::apply(&mut by_id, &id_changes)?;
+    Ok(())
+}
+
+/// (matches counted, more than that exist, the IDs of the page).
+fn matching_ids(
+    search: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    records: &impl ReadableTable<&'static str, &'static [u8]>,
+    query: &SearchQuery,
+) -> Result<(u64, bool, Vec<String>), StoreError> {
+    let window = query.offset..query.offset.saturating_add(query.limit);
+    if query.ranges.is_empty() {
+        // A filter alone: its keys are in ID order already.
+        let Some(filter) = &query.filter else {
+            return Ok((0, false, Vec::new()));
+        };
+        let (start, end) = filter.range();
+        let (mut total, mut capped) = (0usize, false);
+        let mut ids = Vec::new();
+        blocks::range(search, &start, &end, |k, _| {
+            if total >= query.cap {
+                capped = true;
+                return false;
+            }
+            if window.contains(&total) {
+                ids.push(id_of_key(k).unwrap_or_default().to_string());
+            }
+            total += 1;
+            true
+        })?;
+        return Ok((total as u64, capped, ids));
+    }
+    let mut found = std::collections::BTreeSet::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut capped = false;
+    let mut failure = None;
+    for (start, end) in &query.ranges {
+        blocks::range(search, start, end, |k, _| {
+            let Some(id) = id_of_key(k) else {
+                return true;
+            };
+            if !seen.insert(id.to_string()) {
+                return true;
+            }
+            if let Some(filter) = &query.filter {
+                match records.get(id) {
+                    Ok(Some(v)) if filter.passes(v.value()) => {}
+                    Ok(_) => return true,
+                    Err(e) => {
+                        failure = Some(e);
+                        return false;
+                    }
+                }
+            }
+            if found.len() >= query.cap {
+                capped = true;
+                return false;
+            }
+            found.insert(id.to_string());
+            true
+        })?;
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        if capped {
+            break;
+        }
+    }
+    let total = found.len() as u64;
+    let ids = found
+        .into_iter()
+        .skip(query.offset)
+        .take(query.limit)
+        .collect();
+    Ok((total, capped, ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(entries: &[(&str, u64)]) -> Vec<(CompactString, u64)> {
+        entries
+            .iter()
+            .map(|(id, h)| (CompactString::from(*id), *h))
+            .collect()
+    }
+
+    #[test]
+    fn changed_ids_names_added_changed_and_removed() {
+        let now = list(&[("a", 1), ("b", 2), ("d", 4), ("e", 5)]);
+        let before = list(&[("a", 1), ("b", 9), ("c", 3), ("e", 5)]);
+        let changed: Vec<String> = changed_ids(&now, &before)
+            .into_iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(changed, ["b", "c", "d"]);
+        assert!(changed_ids(&now, &now).is_empty());
+    }
+
+    #[test]
+    fn key_prefixes_round_trip() {
+        let keys = vec![b"\x01abc\x00E1".to_vec(), b"\x41d\x00E1".to_vec()];
+        let bytes = encode_prefixes(&keys, "E1");
+        assert_eq!(decode_keys(&bytes, "E1").unwrap(), keys);
+        assert!(decode_keys(&bytes[..bytes.len() - 1], "E1").is_err());
+    }
+}

@@ -1,0 +1,256 @@
+//! The search indexer: one thread of `flagsync serve` that keeps each
+//! feed's search index (`store::search`) in step with its recipients.
+//!
+//! It looks at the feeds' generations every second and indexes again what
+//! a run changed. Outside the runs on purpose: a run's transaction and its
+//! speed stay as they were, and the page says while the index catches up
+//! (seconds for a daily change, about a minute for a first million).
+//!
+//! Invariant: a feed's [`IndexStatus::current`] is true only after a pass
+//! ended with nothing left to index at the generation it saw.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use super::intake::Engine;
+use crate::search::SearchLayout;
+use crate::store::PassOutcome;
+
+/// How often the generations are looked at.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Where a feed's index is, for the page and the API.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct IndexStatus {
+    /// The index holds exactly the stored recipients.
+    pub current: bool,
+    /// Recipients indexed again in the pass under way, and how many it has.
+    pub done: u64,
+    pub todo: u64,
+}
+
+/// The indexer's state, shared with the page.
+#[derive(Default)]
+pub struct SearchIndex {
+    status: Mutex<HashMap<String, IndexStatus>>,
+    stopping: AtomicBool,
+}
+
+impl SearchIndex {
+    /// A feed the indexer has not looked at yet is not current.
+    pub fn status(&self, feed: &str) -> IndexStatus {
+        self.lock().get(feed).copied().unwrap_or_default()
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, IndexStatus>> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, feed: &str, status: IndexStatus) {
+        self.lock().insert(feed.to_string(), status);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts the indexer thread; [`SearchIndex::stop`] ends it after the pass
+/// under way (a pass is one transaction).
+pub fn start(engine: Arc<Engine>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("indexer".into())
+        .spawn(move || {
+            let layouts: Vec<(String, SearchLayout)> = engine
+                .config
+                .feeds
+                .iter()
+                .map(|f| (f.name.clone(), SearchLayout::of(f)))
+                .collect();
+            let mut seen: HashMap<String, u64> = HashMap::new();
+            while !engine.search.stopping() {
+                for (feed, layout) in &layouts {
+                    if engine.search.stopping() {
+                        break;
+                    }
+                    index_feed(&engine, feed, layout, &mut seen);
+                }
+                std::thread::sleep(POLL);
+            }
+        })
+}
+
+fn index_feed(engine: &Engine, feed: &str, layout: &SearchLayout, seen: &mut HashMap<String, u64>) {
+    let index = &engine.search;
+    let generation = match engine.store.feed_generation(feed) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(feed, error = %e, "the search index cannot read the store");
+            return;
+        }
+    };
+    if seen.get(feed) == Some(&generation) {
+        return;
+    }
+    // Until a pass finds nothing to do: a run may commit during a pass.
+    loop {
+        let started = std::time::Instant::now();
+        let outcome = engine
+            .store
+            .update_search_index(feed, layout, &mut |done, todo| {
+                index.set(
+                    feed,
+                    IndexStatus {
+                        current: false,
+                        done,
+                        todo,
+                    },
+                );
+            });
+        match outcome {
+            Ok(PassOutcome::Current { generation }) => {
+                index.set(
+                    feed,
+                    IndexStatus {
+                        current: true,
+                        ..Default::default()
+                    },
+                );
+                seen.insert(feed.to_string(), generation);
+                return;
+            }
+            Ok(PassOutcome::Updated(n)) => {
+                tracing::info!(
+                    feed,
+                    recipients = n,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "search index updated"
+                );
+            }
+            Err(e) => {
+                tracing::error!(feed, error = %e, "the search index cannot be updated; searches may miss recent changes");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::store::{SearchQuery, Store, Strategy};
+    use crate::worker::{import_file, ImportOptions};
+
+    const HEADER: &str = "Employee ID,First Name,Last Name,Email,Mobile Phone,Office Phone,Department,Location,Status\n";
+
+    fn row(i: usize, last: &str, department: &str) -> String {
+        format!(
+            "E{i:03},Ann {i},{last},ann{i}@example.com,+1555010{i:04},,{department},Oslo,Active\n"
+        )
+    }
+
+    fn import(config: &Config, dir: &std::path::Path, name: &str, rows: &[String]) {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("{HEADER}{}", rows.concat())).unwrap();
+        let run = import_file(config, &config.feeds[0], &path, ImportOptions::default()).unwrap();
+        assert_eq!(run.state, crate::store::RunState::Applied, "{run:?}");
+    }
+
+    fn ids(store: &Store, query: SearchQuery) -> Vec<String> {
+        let page = store.search_recipients("demo", &query).unwrap();
+        page.recipients.into_iter().map(|(id, _)| id).collect()
+    }
+
+    fn search(store: &Store, layout: &SearchLayout, q: &str) -> Vec<String> {
+        let query = SearchQuery {
+            ranges: layout.search_ranges(q),
+            limit: 100,
+            cap: 1000,
+            ..Default::default()
+        };
+        ids(store, query)
+    }
+
+    #[test]
+    fn the_index_follows_runs_and_a_patch_equals_a_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::embedded().unwrap();
+        config.data_dir = dir.path().join("data");
+        let feed = config.feeds[0].clone();
+        let layout = SearchLayout::of(&feed);
+        let mut rows: Vec<String> = (0..40)
+            .map(|i| row(i, if i % 2 == 0 { "García" } else { "Smith" }, "Sales"))
+            .collect();
+        import(&config, dir.path(), "a.csv", &rows);
+        let store = Store::open(&config.store_path()).unwrap();
+        let pass = |strategy| {
+            store
+                .index_pass("demo", &layout, &mut |_, _| {}, strategy)
+                .unwrap()
+        };
+        assert_eq!(pass(Strategy::Cheapest), PassOutcome::Updated(40));
+        assert!(matches!(
+            pass(Strategy::Cheapest),
+            PassOutcome::Current { .. }
+        ));
+        assert_eq!(search(&store, &layout, "garc").len(), 20);
+        assert_eq!(search(&store, &layout, "E007"), ["E007"]);
+        assert_eq!(
+            search(&store, &layout, "ann 7"),
+            ["E007"],
+            "a whole value's start"
+        );
+        assert_eq!(search(&store, &layout, "555 0100 007"), ["E007"]);
+        assert_eq!(search(&store, &layout, "ANN7@"), ["E007"]);
+        drop(store);
+
+        // One changed, one removed, one added: the next pass patches.
+        rows[3] = row(3, "Okafor", "Support");
+        rows.remove(5);
+        rows.push(row(77, "Okafor", "Sales"));
+        import(&config, dir.path(), "b.csv", &rows);
+        let store = Store::open(&config.store_path()).unwrap();
+        let pass = |strategy| {
+            store
+                .index_pass("demo", &layout, &mut |_, _| {}, strategy)
+                .unwrap()
+        };
+        assert_eq!(pass(Strategy::Patch), PassOutcome::Updated(3));
+        let patched = store.search_dump("demo");
+        assert_eq!(search(&store, &layout, "okafor"), ["E003", "E077"]);
+        assert!(search(&store, &layout, "E005").is_empty());
+        let department = feed
+            .fields
+            .iter()
+            .position(|f| f.name == "department")
+            .unwrap();
+        let support = SearchQuery {
+            filter: layout.filter(department, "SUPPORT"),
+            limit: 10,
+            cap: usize::MAX,
+            ..Default::default()
+        };
+        assert_eq!(ids(&store, support), ["E003"]);
+        let sales_okafor = SearchQuery {
+            ranges: layout.search_ranges("okafor"),
+            filter: layout.filter(department, "sales"),
+            limit: 10,
+            cap: 100,
+            ..Default::default()
+        };
+        assert_eq!(ids(&store, sales_okafor), ["E077"]);
+
+        // Built anew from the same records, the index is the same.
+        store.bump_generation_for_tests("demo");
+        assert!(matches!(pass(Strategy::Rebuild), PassOutcome::Updated(_)));
+        assert_eq!(store.search_dump("demo"), patched);
+        assert!(!patched.0.is_empty());
+    }
+}
