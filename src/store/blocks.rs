@@ -20,7 +20,7 @@ use redb::{ReadableTable, Table};
 use super::StoreError;
 
 /// A block is closed once it reaches this size.
-const BLOCK_BYTES: usize = 16 * 1024;
+const BLOCK_BYTES: usize = 4 * 1024;
 
 pub(super) type Entry = (Vec<u8>, Vec<u8>);
 
@@ -198,6 +198,85 @@ pub(super) fn range(
     Ok(())
 }
 
+/// Answers "is this key there?" for keys asked in ascending order,
+/// decoding each block once however many of its keys are asked about.
+pub(super) struct SortedProbe {
+    /// Keys of the block last read (one buffer, with their ends), and the
+    /// first key past it.
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    first: Vec<u8>,
+    next_block: Option<Vec<u8>>,
+    loaded: bool,
+}
+
+impl SortedProbe {
+    pub fn new() -> SortedProbe {
+        SortedProbe {
+            bytes: Vec::new(),
+            ends: Vec::new(),
+            first: Vec::new(),
+            next_block: None,
+            loaded: false,
+        }
+    }
+
+    pub fn contains(
+        &mut self,
+        table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        key: &[u8],
+    ) -> Result<bool, StoreError> {
+        let covered = self.loaded
+            && key >= self.first.as_slice()
+            && self.next_block.as_deref().is_none_or(|n| key < n);
+        if !covered {
+            self.load(table, key)?;
+        }
+        let key_at = |i: usize| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            &self.bytes[start..self.ends[i]]
+        };
+        let (mut low, mut high) = (0, self.ends.len());
+        while low < high {
+            let mid = (low + high) / 2;
+            match key_at(mid).cmp(key) {
+                std::cmp::Ordering::Less => low = mid + 1,
+                std::cmp::Ordering::Greater => high = mid,
+                std::cmp::Ordering::Equal => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+
+    fn load(
+        &mut self,
+        table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        key: &[u8],
+    ) -> Result<(), StoreError> {
+        self.bytes.clear();
+        self.ends.clear();
+        self.loaded = true;
+        match table.range::<&[u8]>(..=key)?.next_back() {
+            Some(entry) => {
+                let (first, bytes) = entry?;
+                self.first = first.value().to_vec();
+                for_each_in_block(bytes.value(), |k, _| {
+                    self.bytes.extend_from_slice(k);
+                    self.ends.push(self.bytes.len());
+                    true
+                })?;
+            }
+            None => self.first.clear(),
+        }
+        let after = (Bound::Excluded(key), Bound::Unbounded);
+        self.next_block = match table.range::<&[u8]>(after)?.next() {
+            Some(entry) => Some(entry?.0.value().to_vec()),
+            None => None,
+        };
+        Ok(())
+    }
+}
+
 /// The value of one key.
 pub(super) fn get(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
@@ -355,6 +434,18 @@ mod tests {
         assert_eq!(get(&t, b"z").unwrap(), Some(b"last".to_vec()));
         // A key that is only a prefix of stored ones is not found.
         assert_eq!(get(&t, b"k00000").unwrap(), None);
+        let mut probe = SortedProbe::new();
+        let mut asked: Vec<Vec<u8>> = (0..12_000u32).step_by(7).map(key).collect();
+        asked.push(b"a".to_vec());
+        asked.push(b"zz".to_vec());
+        asked.sort();
+        for k in &asked {
+            assert_eq!(
+                probe.contains(&t, k).unwrap(),
+                model.contains_key(k),
+                "{k:?}"
+            );
+        }
     }
 
     #[test]

@@ -36,6 +36,10 @@ use crate::import::record::Record;
 use crate::search::{id_of_key, Filter, KeyRange, SearchLayout};
 
 const SEARCH_META: TableDefinition<&str, &[u8]> = TableDefinition::new("search_meta");
+/// With a filter, a search gathers this many times its cap before
+/// filtering.
+const FILTER_GATHER: usize = 10;
+
 /// Keys a changed recipient is assumed to touch, when choosing between
 /// patching blocks and building anew.
 const KEYS_PER_RECIPIENT: u64 = 16;
@@ -340,7 +344,7 @@ impl Store {
             (total, false, ids)
         } else {
             match optional(txn.open_table(blocks_def(&table_name("search", feed))))? {
-                Some(search) => matching_ids(&search, &records, query)?,
+                Some(search) => matching_ids(&search, query)?,
                 None => (0, false, Vec::new()),
             }
         };
@@ -610,7 +614,6 @@ fn patch(
 /// (matches counted, more than that exist, the IDs of the page).
 fn matching_ids(
     search: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    records: &impl ReadableTable<&'static str, &'static [u8]>,
     query: &SearchQuery,
 ) -> Result<(u64, bool, Vec<String>), StoreError> {
     let window = query.offset..query.offset.saturating_add(query.limit);
@@ -635,41 +638,53 @@ fn matching_ids(
         })?;
         return Ok((total as u64, capped, ids));
     }
-    let mut found = std::collections::BTreeSet::new();
-    let mut seen = std::collections::HashSet::new();
+    // Search hits, in ID order; with a filter, more are gathered (they are
+    // thinned out after).
+    let gather = match query.filter {
+        Some(_) => query.cap.saturating_mul(FILTER_GATHER),
+        None => query.cap,
+    };
+    let mut found: Vec<String> = Vec::new();
     let mut capped = false;
-    let mut failure = None;
     for (start, end) in &query.ranges {
         blocks::range(search, start, end, |k, _| {
             let Some(id) = id_of_key(k) else {
                 return true;
             };
-            if !seen.insert(id.to_string()) {
-                return true;
-            }
-            if let Some(filter) = &query.filter {
-                match records.get(id) {
-                    Ok(Some(v)) if filter.passes(v.value()) => {}
-                    Ok(_) => return true,
-                    Err(e) => {
-                        failure = Some(e);
-                        return false;
-                    }
-                }
-            }
-            if found.len() >= query.cap {
+            // Repeats (one person found twice) count here and are removed
+            // below: cheaper than a set lookup per key.
+            if found.len() >= gather {
                 capped = true;
                 return false;
             }
-            found.insert(id.to_string());
+            found.push(id.to_string());
             true
         })?;
-        if let Some(e) = failure {
-            return Err(e.into());
-        }
         if capped {
             break;
         }
+    }
+    found.sort_unstable();
+    found.dedup();
+    if let Some(filter) = &query.filter {
+        // Asked in ID order, the filter's keys are read a block at a time.
+        let (prefix, _) = filter.range();
+        let mut probe = blocks::SortedProbe::new();
+        let mut kept = Vec::new();
+        let mut key = Vec::new();
+        for id in found {
+            key.clear();
+            key.extend_from_slice(&prefix);
+            key.extend_from_slice(id.as_bytes());
+            if probe.contains(search, &key)? {
+                if kept.len() >= query.cap {
+                    capped = true;
+                    break;
+                }
+                kept.push(id);
+            }
+        }
+        found = kept;
     }
     let total = found.len() as u64;
     let ids = found

@@ -208,7 +208,7 @@ async fn groups(
             "page": lookup.page,
             "per_page": lookup.per_page,
             "pages": lookup.last_page(&found),
-            "index": recipients::index_json(state.engine.search.status(&feed.name)),
+            "index": recipients::index_json(state.engine.search.status(&feed.name, &state.engine.store)),
             "recipients": found.recipients.iter().map(|(_, r)| recipients::recipient_json(feed, &r.values)).collect::<Vec<_>>(),
         }))
         .into_response(),
@@ -242,7 +242,7 @@ async fn recipients(
             "pages": lookup.last_page(&found),
             "total": found.total,
             "more": found.capped,
-            "index": recipients::index_json(state.engine.search.status(&feed.name)),
+            "index": recipients::index_json(state.engine.search.status(&feed.name, &state.engine.store)),
             "recipients": found.recipients.iter().map(|(_, r)| recipients::recipient_json(feed, &r.values)).collect::<Vec<_>>(),
         }))
         .into_response(),

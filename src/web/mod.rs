@@ -780,9 +780,13 @@ async fn groups_page(
             Ok(found) => found,
             Err(r) => return refused(r),
         };
+        let count = groups
+            .iter()
+            .find(|(g, _)| g == group)
+            .map_or(0, |(_, n)| *n);
         members = Some(context! {
             rows => table_rows(feed, &found),
-            total => found.total,
+            total => count,
             page => lookup.page,
             pages => lookup.last_page(&found),
         });
@@ -791,8 +795,9 @@ async fn groups_page(
         "groups.html",
         context! {
             admin => admin, csrf => csrf, feed => q.feed, groups => groups, group => q.group,
-            members => members, columns => table_columns(feed),
-            index => state.engine.search.status(&feed.name),
+            members => members,
+            columns => table_columns(feed).iter().map(|&i| feed.fields[i].name.clone()).collect::<Vec<_>>(),
+            index => state.engine.search.status(&feed.name, &state.engine.store),
         },
     )
 }
@@ -876,7 +881,7 @@ async fn recipients_page(
             columns => columns, rows => table_rows(feed, &found),
             total => found.total, more => found.capped,
             page => lookup.page, pages => lookup.last_page(&found),
-            index => state.engine.search.status(&feed.name),
+            index => state.engine.search.status(&feed.name, &state.engine.store),
         },
     )
 }

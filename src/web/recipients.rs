@@ -26,7 +26,7 @@ use crate::worker::intake::Engine;
 
 /// Matches a search collects at most: a query that finds more asks to be
 /// refined rather than paged through.
-pub const SEARCH_CAP: usize = 10_000;
+pub const SEARCH_CAP: usize = 1_000;
 pub const DEFAULT_PER_PAGE: usize = 50;
 pub const MAX_PER_PAGE: usize = 500;
 const MAX_QUERY: usize = 200;

@@ -6,8 +6,8 @@
 //! speed stay as they were, and the page says while the index catches up
 //! (seconds for a daily change, about a minute for a first million).
 //!
-//! Invariant: a feed's [`IndexStatus::current`] is true only after a pass
-//! ended with nothing left to index at the generation it saw.
+//! Invariant: a feed's [`IndexStatus::current`] is true only while the
+//! generation the index caught up with is the store's generation now.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,29 +31,44 @@ pub struct IndexStatus {
     pub todo: u64,
 }
 
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    /// The feed generation the index last caught up with.
+    indexed: Option<u64>,
+    done: u64,
+    todo: u64,
+}
+
 /// The indexer's state, shared with the page.
 #[derive(Default)]
 pub struct SearchIndex {
-    status: Mutex<HashMap<String, IndexStatus>>,
+    progress: Mutex<HashMap<String, Progress>>,
     stopping: AtomicBool,
 }
 
 impl SearchIndex {
-    /// A feed the indexer has not looked at yet is not current.
-    pub fn status(&self, feed: &str) -> IndexStatus {
-        self.lock().get(feed).copied().unwrap_or_default()
+    /// Current only when the index caught up with the generation the store
+    /// holds now (a run that just committed makes it not current at once).
+    pub fn status(&self, feed: &str, store: &crate::store::Store) -> IndexStatus {
+        let progress = self.lock().get(feed).copied().unwrap_or_default();
+        let now = store.feed_generation(feed).ok();
+        IndexStatus {
+            current: progress.indexed.is_some() && progress.indexed == now,
+            done: progress.done,
+            todo: progress.todo,
+        }
     }
 
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, IndexStatus>> {
-        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Progress>> {
+        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn set(&self, feed: &str, status: IndexStatus) {
-        self.lock().insert(feed.to_string(), status);
+    fn update(&self, feed: &str, change: impl FnOnce(&mut Progress)) {
+        change(self.lock().entry(feed.to_string()).or_default());
     }
 
     fn stopping(&self) -> bool {
@@ -104,24 +119,14 @@ fn index_feed(engine: &Engine, feed: &str, layout: &SearchLayout, seen: &mut Has
         let outcome = engine
             .store
             .update_search_index(feed, layout, &mut |done, todo| {
-                index.set(
-                    feed,
-                    IndexStatus {
-                        current: false,
-                        done,
-                        todo,
-                    },
-                );
+                index.update(feed, |p| {
+                    p.done = done;
+                    p.todo = todo;
+                })
             });
         match outcome {
             Ok(PassOutcome::Current { generation }) => {
-                index.set(
-                    feed,
-                    IndexStatus {
-                        current: true,
-                        ..Default::default()
-                    },
-                );
+                index.update(feed, |p| p.indexed = Some(generation));
                 seen.insert(feed.to_string(), generation);
                 return;
             }

@@ -300,12 +300,40 @@ fn in_chromium_an_admin_sees_a_held_run_and_who_it_would_remove_and_confirms_it(
             .contains(&format!("by {ADMIN}")),
         "{seen:#}"
     );
+    // Searching the recipients: by name, then filtered, then one opened.
+    let search: Vec<&str> = seen["search_rows"]
+        .as_array()
+        .expect("search rows")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let ids: Vec<&str> = search.iter().filter_map(|r| r.split(' ').next()).collect();
+    assert_eq!(ids, [hr_id(1), hr_id(10), hr_id(11), hr_id(12)], "{seen:#}");
+    assert_eq!(seen["search_count"], "4 recipients match.", "{seen:#}");
+    let filtered: Vec<&str> = seen["filtered_rows"]
+        .as_array()
+        .expect("filtered rows")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(filtered.len(), 1, "only E00012 is in Sales: {filtered:?}");
+    assert!(filtered[0].starts_with(&hr_id(12)), "{filtered:?}");
+    let person = seen["recipient_text"].as_str().unwrap_or("");
+    assert!(
+        person.contains("user12@example.com") && person.contains("Department: Sales"),
+        "{person}"
+    );
+    assert_eq!(seen["phone_width"], true, "the search page fits a phone");
     for shot in [
         "01-login",
         "02-dashboard",
         "03-held-run",
         "04-confirmed",
         "05-runs",
+        "09-search",
+        "10-search-filtered",
+        "11-recipient",
+        "12-search-phone",
     ] {
         let png = std::fs::read(shots.join(format!("{shot}.png"))).expect("screenshot");
         assert!(png.starts_with(b"\x89PNG"), "{shot}");
@@ -644,5 +672,173 @@ fn the_page_is_served_over_tls_with_secure_cookies() {
     cmd.args(["-sS", &web.url("/healthz")]);
     let out = run_tool(cmd, "curl without the CA", None, TOOL_TIMEOUT);
     assert_ne!(out.code, 0, "{out:#?}");
+    drop(web.server);
+}
+
+/// The API's recipients once the search index has caught up with `total`.
+fn wait_for_index(api: &dyn Fn(&str) -> (u16, serde_json::Value), total: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, page) = api("/api/recipients?feed=hr&per_page=1");
+        assert_eq!(code, 200, "{page:#}");
+        if page["index"]["current"] == true && page["total"] == total {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index did not catch up: {page:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn ids_of(page: &serde_json::Value) -> Vec<String> {
+    page["recipients"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no recipients: {page:#}"))
+        .iter()
+        .map(|r| r["employee_id"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn recipients_are_searched_filtered_and_paged_through_the_index() {
+    let web = Web::start();
+    let special =
+        "E90001,Anne-Marie,van der Berg,Anne.Berg@Example.com,+1 555 010 0199,,Support,Active\n";
+    let day1 = hr_file(1..=120) + special;
+    assert_eq!(
+        import_via_cli(&web.env, "day1.csv", &day1)["state"],
+        "applied"
+    );
+    for path in [
+        "/api/recipients?feed=hr",
+        "/api/recipients/E00001?feed=hr",
+        "/api/groups?feed=hr",
+    ] {
+        assert_eq!(web.curl(&[&web.url(path)]).0, 401, "{path}");
+    }
+    let out = web.env.run(&["admins", "token", "create", ADMIN]);
+    let token = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("the token")
+        .to_string();
+    let bearer = format!("Authorization: Bearer {token}");
+    let api = |path: &str| {
+        let (code, _, body) = web.curl(&["-g", "-H", &bearer, &web.url(path)]);
+        let v = serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap_or_else(|_| serde_json::json!({ "body": body }));
+        (code, v)
+    };
+    wait_for_index(&api, 121);
+
+    // By ID, name (any word, any case), email, phone (E.164 or national).
+    for q in [
+        "E9000",
+        "berg",
+        "ANNE",
+        "marie",
+        "van%20der",
+        "anne.berg%40",
+        "%2B1555010",
+        "555-010-0199",
+        "(555)%200100199",
+    ] {
+        let (code, page) = api(&format!("/api/recipients?feed=hr&q={q}"));
+        assert_eq!(code, 200, "{q}: {page:#}");
+        assert_eq!(ids_of(&page), ["E90001"], "{q}: {page:#}");
+    }
+    // First1, First10-19, First100-120: 32 people, 10 a page.
+    let (_, page) = api("/api/recipients?feed=hr&q=first1&per_page=10&page=4");
+    assert_eq!(
+        (page["total"].as_u64(), page["pages"].as_u64()),
+        (Some(32), Some(4)),
+        "{page:#}"
+    );
+    assert_eq!(ids_of(&page), [hr_id(119), hr_id(120)]);
+    assert_eq!(page["more"], false);
+    // A filter on a group field, alone and with a search.
+    let (_, page) = api("/api/recipients?feed=hr&field=department&value=support&per_page=500");
+    assert_eq!(page["total"], 31, "30 of 1-120 and E90001: {page:#}");
+    assert!(ids_of(&page).contains(&"E90001".to_string()));
+    let (_, page) = api("/api/recipients?feed=hr&q=first1&field=department&value=Sales");
+    let sales: Vec<String> = [12, 16, 100, 104, 108, 112, 116, 120].map(hr_id).to_vec();
+    assert_eq!(ids_of(&page), sales, "{page:#}");
+    // No search: everyone, in ID order.
+    let (_, page) = api("/api/recipients?feed=hr&per_page=2&page=61");
+    assert_eq!(ids_of(&page), ["E90001"], "{page:#}");
+    assert_eq!(page["total"], 121);
+
+    // One recipient, and a group's members a page at a time.
+    let (code, one) = api("/api/recipients/E90001?feed=hr");
+    assert_eq!(code, 200);
+    assert_eq!(one["values"]["last_name"], "van der Berg");
+    assert_eq!(one["values"]["mobile"], "+15550100199");
+    assert_eq!(one["groups"][0], "Department: Support");
+    let (code, members) =
+        api("/api/groups?feed=hr&group=Department%3A%20Support&per_page=10&page=4");
+    assert_eq!(code, 200, "{members:#}");
+    assert_eq!(members["members"], 31);
+    assert_eq!(ids_of(&members), ["E90001"], "31 members, 10 a page");
+    assert_eq!(members["pages"], 4);
+
+    // Bad requests: a clear 4xx with a JSON error.
+    for (path, want) in [
+        ("/api/recipients?feed=hr&page=99", 404),
+        ("/api/recipients?feed=hr&page=0", 400),
+        ("/api/recipients?feed=hr&page=99999999999999999999999", 400),
+        ("/api/recipients?feed=hr&per_page=501", 400),
+        ("/api/recipients?feed=hr&field=nope&value=x", 400),
+        ("/api/recipients?feed=hr&field=status&value=Active", 400),
+        ("/api/recipients?feed=hr&field=department", 400),
+        ("/api/recipients?feed=nope", 404),
+        // A stray % is taken literally (form decoding), not a failure.
+        ("/api/recipients?feed=hr&q=%zz", 200),
+        ("/api/groups", 400),
+        ("/api/groups?feed=hr&feed", 400),
+        ("/api/recipients/NOPE?feed=hr", 404),
+        ("/api/groups?feed=hr&group=Department%3A%20Nope", 404),
+        (
+            "/api/groups?feed=hr&group=Department%3A%20Sales&page=x",
+            400,
+        ),
+    ] {
+        let (code, body) = api(path);
+        assert_eq!(code, want, "{path}: {body:#}");
+    }
+    let long = "x".repeat(201);
+    assert_eq!(api(&format!("/api/recipients?feed=hr&q={long}")).0, 400);
+
+    // A changed name is found under its new name once the index catches up.
+    let day2 = day1.replace(",Last5,", ",Zed,");
+    assert_eq!(
+        import_via_cli(&web.env, "day2.csv", &day2)["state"],
+        "applied"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, page) = api("/api/recipients?feed=hr&q=zed");
+        if ids_of(&page) == [hr_id(5)] && page["index"]["current"] == true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, page) = api("/api/recipients?feed=hr&q=last5");
+    assert!(!ids_of(&page).contains(&hr_id(5)), "{page:#}");
+
+    // The page shows the same.
+    web.login(ADMIN_PASSWORD);
+    let (code, _, html) = web.curl(&[&web.url("/recipients?feed=hr&q=berg")]);
+    assert_eq!(code, 200);
+    assert!(
+        html.contains("van der Berg") && html.contains("1 recipient matches"),
+        "{html}"
+    );
+    let (code, _, _) = web.curl(&[&web.url("/recipients?feed=hr&page=99")]);
+    assert_eq!(code, 404);
+    assert!(!web.server.stderr().contains("panicked"));
     drop(web.server);
 }

@@ -1,5 +1,7 @@
 """Drives headless Chromium (chromedriver + selenium) through the status
-page: log in, open a held run, look at who would be removed, confirm it.
+page: log in, open a held run, look at who would be removed, confirm it;
+then search the recipients (by name, then with a department filter), open
+one, and look at the search page as a phone would.
 
 usage: browser.py BASE_URL NAME PASSWORD RUN_ID SCREENSHOT_DIR
 Prints one JSON object with what it saw; screenshots go to SCREENSHOT_DIR.
@@ -7,12 +9,13 @@ Prints one JSON object with what it saw; screenshots go to SCREENSHOT_DIR.
 import json
 import os
 import sys
+import time
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 
 def main():
@@ -69,9 +72,49 @@ def main():
         driver.get(base + "/accounts")
         driver.save_screenshot(os.path.join(shots, "08-accounts.png"))
         seen["accounts_text"] = driver.find_element(By.TAG_NAME, "main").text
+        seen.update(search_recipients(driver, wait, base, shots))
     finally:
         driver.quit()
     print(json.dumps(seen))
+
+
+def search(driver, base, query, field="", value=""):
+    """Fills in and submits the search form; returns the result rows."""
+    driver.get(base + "/recipients?feed=hr")
+    box = driver.find_element(By.NAME, "q")
+    box.clear()
+    box.send_keys(query)
+    Select(driver.find_element(By.NAME, "field")).select_by_value(field)
+    driver.find_element(By.NAME, "value").send_keys(value)
+    driver.find_element(By.CSS_SELECTOR, "form.search button").click()
+    WebDriverWait(driver, 20).until(EC.presence_of_element_located((By.ID, "recipients")))
+    return [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#recipients tbody tr")]
+
+
+def search_recipients(driver, wait, base, shots):
+    seen = {}
+    # The index follows the confirmed run within a second or two.
+    deadline = time.time() + 20
+    rows = search(driver, base, "last1")
+    while len(rows) != 4 and time.time() < deadline:
+        time.sleep(0.5)
+        rows = search(driver, base, "last1")
+    driver.save_screenshot(os.path.join(shots, "09-search.png"))
+    seen["search_rows"] = rows
+    seen["search_count"] = driver.find_element(By.CSS_SELECTOR, "p.count").text
+    seen["filtered_rows"] = search(driver, base, "last1", "department", "SALES")
+    driver.save_screenshot(os.path.join(shots, "10-search-filtered.png"))
+    driver.find_element(By.CSS_SELECTOR, "#recipients tbody tr a").click()
+    wait.until(EC.presence_of_element_located((By.TAG_NAME, "dl")))
+    driver.save_screenshot(os.path.join(shots, "11-recipient.png"))
+    seen["recipient_text"] = driver.find_element(By.TAG_NAME, "main").text
+    driver.set_window_size(390, 844)
+    search(driver, base, "first")
+    driver.save_screenshot(os.path.join(shots, "12-search-phone.png"))
+    seen["phone_width"] = driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth + 1"
+    )
+    return seen
 
 
 if __name__ == "__main__":
