@@ -7,7 +7,8 @@
 //! - [`import`]: the pure core (parse → validate → diff → plan): no redb,
 //!   no tokio, no network.
 //! - [`store`]: the redb file, its tables, one write transaction per run.
-//! - [`report`]: the error report CSV (later: the status email).
+//! - [`report`]: the error report CSV and the report email's text.
+//! - [`search`]: the recipient search's keys and query ranges (pure).
 //! - [`worker`]: the order of a run's steps, shared by CLI and server.
 //! - [`cli`]: arguments, output for people and scripts, exit codes.
 

@@ -94,3 +94,30 @@ fn thresholds_and_schedules() {
     ));
     assert!(msg.contains("delete_threshold"), "{msg}");
 }
+
+#[test]
+fn search_and_filter_default_by_type_and_name_and_can_be_set() {
+    let text = "[[feed]]\nname = \"hr\"\n\
+        [[feed.field]]\nname = \"id\"\ncolumn = \"ID\"\ntype = \"id\"\n\
+        [[feed.field]]\nname = \"last_name\"\ncolumn = \"Last\"\n\
+        [[feed.field]]\nname = \"city\"\ncolumn = \"City\"\n\
+        [[feed.field]]\nname = \"email\"\ncolumn = \"Email\"\ntype = \"email\"\nsearch = false\n\
+        [[feed.field]]\nname = \"status\"\ncolumn = \"Status\"\nfilter = true\n\
+        [[feed.field]]\nname = \"tags\"\ncolumn = \"Tags\"\ntype = \"multi\"\nseparator = \";\"\n";
+    let c = Config::parse(text, Source::Embedded).unwrap();
+    let f = &c.feeds[0].fields;
+    let searched: Vec<&str> = f
+        .iter()
+        .filter(|f| f.search)
+        .map(|f| f.name.as_str())
+        .collect();
+    let filtered: Vec<&str> = f
+        .iter()
+        .filter(|f| f.filter)
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(searched, ["id", "last_name"]);
+    assert_eq!(filtered, ["status", "tags"]);
+    let msg = problems(&text.replace("filter = true", "filter = \"yes\""));
+    assert!(msg.contains("line"), "{msg}");
+}

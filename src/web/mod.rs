@@ -1,7 +1,8 @@
 //! The status web page (axum): login for administrators, the feeds'
-//! health, and (to come) held runs, run history, recipients and the JSON
-//! API. It reads the store; its only writes are login and, later,
-//! confirm/reject through `worker`.
+//! health, held runs with confirm/reject, run history, recipients (search
+//! through the store's index), groups, sFTP accounts, and the JSON API
+//! (`api`). It reads the store; its only writes are confirm/reject, through
+//! `worker`.
 //!
 //! Invariants:
 //! 1. Every page but `/login`, `/healthz` and the stylesheet needs a
