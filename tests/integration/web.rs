@@ -837,8 +837,21 @@ fn recipients_are_searched_filtered_and_paged_through_the_index() {
         html.contains("van der Berg") && html.contains("1 recipient matches"),
         "{html}"
     );
-    let (code, _, _) = web.curl(&[&web.url("/recipients?feed=hr&page=99")]);
-    assert_eq!(code, 404);
+    for (path, want) in [
+        ("/recipients?feed=hr&page=99", 404),
+        ("/recipients?feed=hr&per_page=abc", 400),
+        ("/recipients?feed=hr&field=status&value=x", 400),
+        ("/recipients/view?feed=hr&id=NOPE", 404),
+        ("/recipients/view?feed=hr", 400),
+        ("/groups/members?feed=hr&group=Department%3A%20Nope", 404),
+        ("/groups/members?feed=hr&group=Department%3A%20Sales&page=999", 404),
+    ] {
+        let (code, _, body) = web.curl(&[&web.url(path)]);
+        assert_eq!(code, want, "{path}: {body}");
+    }
+    let (code, _, html) = web.curl(&[&web.url("/recipients/view?feed=hr&id=E90001")]);
+    assert_eq!(code, 200);
+    assert!(html.contains("Department: Support"), "{html}");
     assert!(!web.server.stderr().contains("panicked"));
     drop(web.server);
 }
