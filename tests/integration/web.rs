@@ -844,7 +844,10 @@ fn recipients_are_searched_filtered_and_paged_through_the_index() {
         ("/recipients/view?feed=hr&id=NOPE", 404),
         ("/recipients/view?feed=hr", 400),
         ("/groups/members?feed=hr&group=Department%3A%20Nope", 404),
-        ("/groups/members?feed=hr&group=Department%3A%20Sales&page=999", 404),
+        (
+            "/groups/members?feed=hr&group=Department%3A%20Sales&page=999",
+            404,
+        ),
     ] {
         let (code, _, body) = web.curl(&[&web.url(path)]);
         assert_eq!(code, want, "{path}: {body}");
