@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 fn main() {
+    git_revision();
     let mut lengths: BTreeMap<u16, u32> = BTreeMap::new();
     let mut regions: BTreeMap<String, u16> = BTreeMap::new();
     for meta in phonenumber::metadata::DATABASE.iter() {
@@ -50,4 +51,23 @@ fn main() {
         .join("phone_tables.rs");
     std::fs::write(path, out).unwrap_or_else(|e| panic!("cannot write phone tables: {e}"));
     println!("cargo::rerun-if-changed=build.rs");
+}
+
+/// The git revision for `flagsync --version`.
+fn git_revision() {
+    println!("cargo:rerun-if-env-changed=FLAGSYNC_GIT_REV");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/index");
+    let rev = std::env::var("FLAGSYNC_GIT_REV").ok().or_else(|| {
+        let out = std::process::Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .output()
+            .ok()?;
+        let rev = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (out.status.success() && !rev.is_empty()).then_some(rev)
+    });
+    println!(
+        "cargo:rustc-env=FLAGSYNC_GIT_REV={}",
+        rev.as_deref().unwrap_or("unknown")
+    );
 }

@@ -8,6 +8,16 @@
 
 mod accounts;
 mod admins;
+mod health;
+
+/// `0.1.0 (git 1a2b3c4)`: the crate's version and the revision it was built
+/// from (`unknown` outside a git checkout; `FLAGSYNC_GIT_REV` overrides).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("FLAGSYNC_GIT_REV"),
+    ")"
+);
 mod control;
 mod output;
 mod serve;
@@ -24,7 +34,7 @@ use crate::worker::{self, ImportOptions, WorkerError};
 /// system: validates each CSV file, diffs it against the store, applies it
 /// atomically, and holds back a file that would delete too many people.
 #[derive(Debug, Parser)]
-#[command(name = "flagsync", version, propagate_version = true)]
+#[command(name = "flagsync", version = VERSION, propagate_version = true)]
 pub struct Cli {
     /// Configuration file (TOML).
     ///
@@ -83,6 +93,13 @@ pub enum Command {
     /// Exits 0 when everything is in order, 2 with every problem listed
     /// otherwise.
     Check,
+    /// Ask a running server's /healthz (for container health checks: the
+    /// OCI image has no curl). Exits 0 when it answers 200, 1 otherwise.
+    Health {
+        /// The address to ask; default: http://<[web] listen>/healthz
+        /// (0.0.0.0 asked as 127.0.0.1).
+        url: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
@@ -225,6 +242,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Serve => return serve::serve(config),
         Command::Check => return check(&config),
         Command::Mail(MailCommand::Test { to }) => return mail_test(&config, &to),
+        Command::Health { url } => return health::check(&config, url.as_deref()),
         _ => {}
     }
     let command = match control::forward_if_serving(&config, cli.command)? {
@@ -300,6 +318,7 @@ pub fn execute(
         Command::Admins(cmd) => admins::run(config, cmd, &backend, io),
         Command::Check => check(config),
         Command::Mail(MailCommand::Test { to }) => mail_test(config, &to),
+        Command::Health { url } => health::check(config, url.as_deref()),
         Command::Serve => Err(Failure::Usage(anyhow::anyhow!(
             "a server is already running on this data folder"
         ))),

@@ -259,15 +259,18 @@ async fn style() -> Response {
 async fn healthz(State(state): State<Arc<WebState>>) -> Response {
     let store_ok = state.engine.store.feed_state("").is_ok();
     let intake_ok = state.engine.intake_running();
-    if store_ok && intake_ok {
+    let indexer_ok = state.engine.search.running();
+    let word = |ok: bool| if ok { "running" } else { "stopped" };
+    if store_ok && intake_ok && indexer_ok {
         (StatusCode::OK, "ok\n").into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "store: {}, intake: {}\n",
+                "store: {}, intake: {}, search indexer: {}\n",
                 if store_ok { "ok" } else { "failing" },
-                if intake_ok { "running" } else { "stopped" }
+                word(intake_ok),
+                word(indexer_ok)
             ),
         )
             .into_response()

@@ -44,6 +44,8 @@ struct Progress {
 pub struct SearchIndex {
     progress: Mutex<HashMap<String, Progress>>,
     stopping: AtomicBool,
+    /// Set while the indexer thread runs (for `/healthz`).
+    alive: AtomicBool,
 }
 
 impl SearchIndex {
@@ -63,6 +65,10 @@ impl SearchIndex {
         self.stopping.store(true, Ordering::SeqCst);
     }
 
+    pub fn running(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Progress>> {
         self.progress.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -79,6 +85,8 @@ impl SearchIndex {
 /// Starts the indexer thread; [`SearchIndex::stop`] ends it after the pass
 /// under way (a pass is one transaction).
 pub fn start(engine: Arc<Engine>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // Alive from here: `/healthz` may be asked before the thread runs.
+    engine.search.alive.store(true, Ordering::SeqCst);
     std::thread::Builder::new()
         .name("indexer".into())
         .spawn(move || {
@@ -98,6 +106,7 @@ pub fn start(engine: Arc<Engine>) -> std::io::Result<std::thread::JoinHandle<()>
                 }
                 std::thread::sleep(POLL);
             }
+            engine.search.alive.store(false, Ordering::SeqCst);
         })
 }
 

@@ -104,6 +104,16 @@ fn health_headers_and_login_with_csrf() {
     let web = Web::start();
     let (code, headers, body) = web.curl(&[&web.url("/healthz")]);
     assert_eq!((code, body.trim()), (200, "ok"));
+    // `flagsync health` (the container's health check) asks the same.
+    let out = web.env.run(&["health", &web.url("/healthz")]);
+    assert_eq!(
+        (out.code, out.stdout.trim()),
+        (0, "healthy: ok"),
+        "{out:#?}"
+    );
+    let out = web.env.run(&["health", "http://127.0.0.1:9/healthz"]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stdout.starts_with("unhealthy"), "{out:#?}");
     for h in [
         "content-security-policy",
         "x-frame-options",
