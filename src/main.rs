@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use flagsync::cli;
 
+/// See Cargo.toml: the static (musl) build's allocator.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // The server reports what it does; other commands print only their

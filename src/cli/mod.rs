@@ -237,6 +237,12 @@ impl From<crate::store::StoreError> for Failure {
 /// server holds the data folder, commands that need the store are sent to
 /// it (see `control`) and run there, on its open store.
 pub fn run(cli: Cli) -> Result<u8, Failure> {
+    // Everything flagsync writes (the store, host keys, uploads, reports)
+    // is its own user's alone, whatever umask it was started with.
+    // SAFETY: umask only sets the process's file creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let config = load_config(cli.config.as_deref()).map_err(Failure::Usage)?;
     match cli.command {
         Command::Serve => return serve::serve(config),

@@ -86,6 +86,8 @@ const BIG_RUN_CHANGES: u64 = 100_000;
 pub enum StoreError {
     #[error("the store {path} cannot be opened: {detail}. If the file is damaged, stop flagsync and restore it from a backup")]
     Open { path: PathBuf, detail: String },
+    #[error("{path}: {detail}; the user running flagsync must be able to read and write the data folder (for the packages: chown -R flagsync:flagsync /var/lib/flagsync)")]
+    Access { path: PathBuf, detail: String },
     #[error("{path} is in use by another flagsync process (an import or the server); wait for it or stop it, and try again")]
     InUse { path: PathBuf },
     #[error("the store {path} was written by a newer flagsync (schema {found}, this build knows {SCHEMA_VERSION}); upgrade flagsync or restore a backup")]
@@ -163,9 +165,12 @@ impl Store {
 
     fn open_with_cache(path: &Path, cache: usize) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-                path: path.to_owned(),
-                detail: format!("cannot create folder {}: {e}", dir.display()),
+            std::fs::create_dir_all(dir).map_err(|e| {
+                io_error(
+                    path,
+                    format!("cannot create folder {}: {e}", dir.display()),
+                    &e,
+                )
             })?;
         }
         let db = Database::builder()
@@ -430,10 +435,7 @@ impl DataLock {
                 .write(true)
                 .open(&path)
         };
-        let file = open().map_err(|e| StoreError::Open {
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
+        let file = open().map_err(|e| io_error(&path, e.to_string(), &e))?;
         match file.try_lock() {
             Ok(()) => Ok(DataLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse { path }),
@@ -445,8 +447,27 @@ impl DataLock {
     }
 }
 
+/// A file that cannot be opened: no access is the folder's owner or
+/// mode, anything else may be damage.
+fn io_error(path: &Path, detail: String, e: &std::io::Error) -> StoreError {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        StoreError::Access {
+            path: path.to_owned(),
+            detail,
+        }
+    } else {
+        StoreError::Open {
+            path: path.to_owned(),
+            detail,
+        }
+    }
+}
+
 fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
     match e {
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
+            io_error(path, io.to_string(), &io)
+        }
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
             path: path.to_owned(),
         },
