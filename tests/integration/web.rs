@@ -273,7 +273,8 @@ fn in_chromium_an_admin_sees_a_held_run_and_who_it_would_remove_and_confirms_it(
         .arg(ADMIN)
         .arg(ADMIN_PASSWORD)
         .arg(&id)
-        .arg(&shots);
+        .arg(&shots)
+        .arg(&day1_id);
     let out = run_tool(cmd, "selenium + chromium", None, Duration::from_secs(120));
     assert_eq!(out.code, 0, "{out:#?}");
     let seen: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
@@ -344,6 +345,7 @@ fn in_chromium_an_admin_sees_a_held_run_and_who_it_would_remove_and_confirms_it(
         "10-search-filtered",
         "11-recipient",
         "12-search-phone",
+        "13-run-with-errors",
     ] {
         let png = std::fs::read(shots.join(format!("{shot}.png"))).expect("screenshot");
         assert!(png.starts_with(b"\x89PNG"), "{shot}");
@@ -358,7 +360,16 @@ fn in_chromium_an_admin_sees_a_held_run_and_who_it_would_remove_and_confirms_it(
     assert_eq!(shown["confirmed_by"], ADMIN);
     assert_eq!(web.env.exported_ids("hr").len(), 12);
 
-    // The first run's error report downloads (logged in through curl).
+    // The first run's error report, downloaded by Chromium from its page.
+    let report = std::fs::read_to_string(web.env.data_dir.join("hr/errors/day1.csv.errors.csv"))
+        .expect("report");
+    assert_eq!(seen["downloaded_name"], "day1.csv.errors.csv", "{seen:#}");
+    assert_eq!(
+        seen["downloaded"].as_str().unwrap_or("").trim_end(),
+        report.trim_end()
+    );
+    assert!(report.contains("E99"), "{report}");
+    // And through curl, with its headers.
     let (code, _, _) = web.login(ADMIN_PASSWORD);
     assert_eq!(code, 303);
     let (code, headers, body) = web.curl(&[&web.url(&format!("/runs/{day1_id}/errors.csv"))]);
@@ -369,8 +380,6 @@ fn in_chromium_an_admin_sees_a_held_run_and_who_it_would_remove_and_confirms_it(
             .contains("content-disposition: attachment"),
         "{headers}"
     );
-    let report = std::fs::read_to_string(web.env.data_dir.join("hr/errors/day1.csv.errors.csv"))
-        .expect("report");
     assert_eq!(body.trim_end(), report.trim_end());
     drop(web.server);
 }

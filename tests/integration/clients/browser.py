@@ -3,7 +3,8 @@ page: log in, open a held run, look at who would be removed, confirm it;
 then search the recipients (by name, then with a department filter), open
 one, and look at the search page as a phone would.
 
-usage: browser.py BASE_URL NAME PASSWORD RUN_ID SCREENSHOT_DIR
+usage: browser.py BASE_URL NAME PASSWORD RUN_ID SCREENSHOT_DIR ERRORS_RUN_ID
+(ERRORS_RUN_ID: a run with an error report, downloaded through the page.)
 Prints one JSON object with what it saw; screenshots go to SCREENSHOT_DIR.
 """
 import json
@@ -19,7 +20,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 
 def main():
-    base, name, password, run_id, shots = sys.argv[1:6]
+    base, name, password, run_id, shots, errors_run = sys.argv[1:7]
     os.makedirs(shots, exist_ok=True)
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
@@ -72,10 +73,36 @@ def main():
         driver.get(base + "/accounts")
         driver.save_screenshot(os.path.join(shots, "08-accounts.png"))
         seen["accounts_text"] = driver.find_element(By.TAG_NAME, "main").text
+        seen.update(download_error_report(driver, base, shots, errors_run))
         seen.update(search_recipients(driver, wait, base, shots))
     finally:
         driver.quit()
     print(json.dumps(seen))
+
+
+def download_error_report(driver, base, shots, run_id):
+    """Opens a run with errors and clicks its error report's link."""
+    downloads = os.path.join(shots, "downloads")
+    os.makedirs(downloads, exist_ok=True)
+    for name in os.listdir(downloads):
+        os.remove(os.path.join(downloads, name))
+    driver.execute_cdp_cmd(
+        "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": downloads}
+    )
+    driver.get(f"{base}/runs/{run_id}")
+    driver.save_screenshot(os.path.join(shots, "13-run-with-errors.png"))
+    seen = {"errors_run_text": driver.find_element(By.TAG_NAME, "main").text}
+    driver.find_element(By.LINK_TEXT, "download").click()
+    deadline = time.time() + 20
+    done = []
+    while not done and time.time() < deadline:
+        time.sleep(0.2)
+        done = [n for n in os.listdir(downloads) if not n.endswith(".crdownload")]
+    seen["downloaded_name"] = done[0] if done else None
+    if done:
+        with open(os.path.join(downloads, done[0]), encoding="utf-8") as f:
+            seen["downloaded"] = f.read()
+    return seen
 
 
 def search(driver, base, query, field="", value=""):
