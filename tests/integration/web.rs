@@ -62,6 +62,17 @@ impl Web {
         (code, headers, body.to_string())
     }
 
+    /// A new API token of the administrator (`flagsync admins token create`).
+    fn create_token(&self) -> String {
+        let out = self.env.run(&["admins", "token", "create", ADMIN]);
+        assert_eq!(out.code, 0, "{out:#?}");
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("token: "))
+            .expect("the token")
+            .to_string()
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -466,14 +477,7 @@ fn the_json_api_needs_a_session_or_a_token_and_answers_every_endpoint() {
         assert!(v["error"].is_string(), "{body}");
     }
 
-    let out = web.env.run(&["admins", "token", "create", ADMIN]);
-    assert_eq!(out.code, 0, "{out:#?}");
-    let token = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("token: "))
-        .expect("the token")
-        .to_string();
+    let token = web.create_token();
     let bearer = format!("Authorization: Bearer {token}");
     let api = |path: &str| {
         let (code, _, body) = web.curl(&["-H", &bearer, &web.url(path)]);
@@ -529,13 +533,7 @@ fn the_api_confirms_and_rejects_with_a_token_or_a_session_and_its_csrf_header() 
         "applied"
     );
     let first = run_id_of(&import_via_cli(&web.env, "b.csv", &hr_file(1..=10)));
-    let out = web.env.run(&["admins", "token", "create", ADMIN]);
-    let token = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("token: "))
-        .expect("token")
-        .to_string();
+    let token = web.create_token();
     let bearer = format!("Authorization: Bearer {token}");
 
     // Without credentials nothing happens.
@@ -737,13 +735,7 @@ fn recipients_are_searched_filtered_and_paged_through_the_index() {
     ] {
         assert_eq!(web.curl(&[&web.url(path)]).0, 401, "{path}");
     }
-    let out = web.env.run(&["admins", "token", "create", ADMIN]);
-    let token = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("token: "))
-        .expect("the token")
-        .to_string();
+    let token = web.create_token();
     let bearer = format!("Authorization: Bearer {token}");
     let api = |path: &str| {
         let (code, _, body) = web.curl(&["-g", "-H", &bearer, &web.url(path)]);
