@@ -163,6 +163,12 @@ impl SearchLayout {
         ranges
     }
 
+    /// Whether a filter on field `i` can use the index (a group field, or
+    /// one marked `filter`).
+    pub fn filterable(&self, i: usize) -> bool {
+        self.fields.get(i).is_some_and(|f| f.filter)
+    }
+
     /// A filter on field `i` equal to `value` (any case); `None` when the
     /// field is not indexed for filtering.
     pub fn filter(&self, i: usize, value: &str) -> Option<Filter> {

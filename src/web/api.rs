@@ -209,7 +209,7 @@ async fn groups(
             "per_page": lookup.per_page,
             "pages": lookup.last_page(&found),
             "index": recipients::index_json(state.engine.search.status(&feed.name, &state.engine.store)),
-            "recipients": found.recipients.iter().map(|(_, r)| recipients::recipient_json(feed, &r.values)).collect::<Vec<_>>(),
+            "recipients": recipients::page_json(feed, &found),
         }))
         .into_response(),
         Err((status, text)) => error(status, text),
@@ -243,7 +243,7 @@ async fn recipients(
             "total": found.total,
             "more": found.capped,
             "index": recipients::index_json(state.engine.search.status(&feed.name, &state.engine.store)),
-            "recipients": found.recipients.iter().map(|(_, r)| recipients::recipient_json(feed, &r.values)).collect::<Vec<_>>(),
+            "recipients": recipients::page_json(feed, &found),
         }))
         .into_response(),
         Err((status, text)) => error(status, text),

@@ -666,15 +666,25 @@ fn csv_download(name: &str, body: Vec<u8>) -> Response {
         .into_response()
 }
 
+/// The run a download is for: 401 without a session (a download is no
+/// page to redirect from), 404 for an unknown run.
+fn download_run(
+    state: &WebState,
+    headers: &HeaderMap,
+    id: u64,
+) -> Result<crate::store::Run, Refused> {
+    if state.session(headers).is_none() {
+        return Err((StatusCode::UNAUTHORIZED, "log in first".into()));
+    }
+    get_run(state, id)
+}
+
 async fn error_report(
     State(state): State<Arc<WebState>>,
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<u64>,
 ) -> Response {
-    if state.session(&headers).is_none() {
-        return message(StatusCode::UNAUTHORIZED, "log in first");
-    }
-    let run = match get_run(&state, id) {
+    let run = match download_run(&state, &headers, id) {
         Ok(r) => r,
         Err(r) => return refused(r),
     };
@@ -698,10 +708,7 @@ async fn removals_csv(
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<u64>,
 ) -> Response {
-    if state.session(&headers).is_none() {
-        return message(StatusCode::UNAUTHORIZED, "log in first");
-    }
-    let run = match get_run(&state, id) {
+    let run = match download_run(&state, &headers, id) {
         Ok(r) => r,
         Err(r) => return refused(r),
     };

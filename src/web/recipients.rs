@@ -206,12 +206,24 @@ fn filter_of(
 
 /// Names of the fields a filter can use.
 pub fn filterable_fields(feed: &Feed) -> Vec<String> {
+    let layout = SearchLayout::of(feed);
     feed.fields
         .iter()
         .enumerate()
-        .filter(|(i, f)| f.filter || feed.group_fields.contains(i))
+        .filter(|(i, _)| layout.filterable(*i))
         .map(|(_, f)| f.name.clone())
         .collect()
+}
+
+/// One page of recipients as the API shows them.
+pub fn page_json(feed: &Feed, found: &SearchPage) -> Value {
+    Value::Array(
+        found
+            .recipients
+            .iter()
+            .map(|(_, r)| recipient_json(feed, &r.values))
+            .collect(),
+    )
 }
 
 /// The group field and value a group name (`<column>: <value>`) stands

@@ -21,7 +21,11 @@ struct Web {
 
 impl Web {
     fn start() -> Web {
-        let env = sftp_env();
+        Web::start_in(sftp_env())
+    }
+
+    /// A server on `env` with one administrator.
+    fn start_in(env: Env) -> Web {
         let out = run_with_stdin(
             &env,
             &["admins", "add", ADMIN, "--password-stdin"],
@@ -629,25 +633,9 @@ fn the_page_is_served_over_tls_with_secure_cookies() {
         ),
         1,
     ));
-    let out = run_with_stdin(
-        &env,
-        &["admins", "add", ADMIN, "--password-stdin"],
-        &format!("{ADMIN_PASSWORD}\n"),
-    );
-    assert_eq!(out.code, 0, "{out:#?}");
-    let server = Server::start(&env);
-    let base = server
-        .stdout_lines()
-        .iter()
-        .find_map(|l| l.strip_prefix("web: listening on ").map(str::to_string))
-        .expect("web line");
+    let web = Web::start_in(env);
+    let base = web.base.clone();
     assert!(base.starts_with("https://"), "{base}");
-    let web = Web {
-        env,
-        server,
-        base,
-        jar: PathBuf::new(),
-    };
     let ca = certs.join("ca.pem");
     let jar = web.env.root.join("tls-cookies.txt");
     let curl = |args: &[&str]| {
