@@ -77,6 +77,7 @@ fn prepare(mut command: Command) -> Result<Request, Failure> {
     let mut wants_stdin = false;
     match &mut command {
         Command::Import(args) => args.file = cwd.join(&args.file),
+        Command::Backup { out } => *out = cwd.join(&*out),
         Command::Accounts(AccountsCommand::Add(args)) => {
             for k in &args.keys {
                 read(k)?;

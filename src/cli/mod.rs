@@ -8,6 +8,7 @@
 
 mod accounts;
 mod admins;
+mod backup;
 mod health;
 
 /// `0.1.0 (git 1a2b3c4)`: the crate's version and the revision it was built
@@ -93,6 +94,27 @@ pub enum Command {
     /// Exits 0 when everything is in order, 2 with every problem listed
     /// otherwise.
     Check,
+    /// Write a consistent copy of the whole store to a new file.
+    ///
+    /// Works while the server runs (the server writes the file, as its own
+    /// user, so choose a folder it may write) and while it is stopped.
+    /// The copy holds recipients, groups, runs, accounts, administrators,
+    /// tokens and the outbox; not the data folder's other files (archive,
+    /// error reports, held files, host keys).
+    Backup {
+        /// The file to write; it must not exist yet.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Replace the store by a backup (stop the server first).
+    ///
+    /// Checks the backup first; the store it replaces is kept beside it as
+    /// flagsync.redb.before-restore-<time>.
+    Restore {
+        /// A file written by `flagsync backup`.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Ask a running server's /healthz (for container health checks: the
     /// OCI image has no curl). Exits 0 when it answers 200, 1 otherwise.
     Health {
@@ -243,6 +265,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     unsafe {
         libc::umask(0o077);
     }
+    install_panic_hook();
     let config = load_config(cli.config.as_deref()).map_err(Failure::Usage)?;
     match cli.command {
         Command::Serve => return serve::serve(config),
@@ -261,7 +284,36 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         stdin: None,
         files: Default::default(),
     };
-    execute(&config, command, Backend::Local, &mut io)
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        execute(&config, command, Backend::Local, &mut io)
+    }))
+    .unwrap_or_else(|_| {
+        Err(Failure::Runtime(anyhow::anyhow!(
+            "stopped after the internal error above; nothing was half-applied (a run commits whole or not at all)"
+        )))
+    })
+}
+
+/// A panic is a bug, or redb meeting a damaged file: one line that says
+/// what to do instead of a stack trace (`FLAGSYNC_BACKTRACE=1` adds it, for
+/// a bug report).
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        if crate::store::verifying() {
+            return;
+        }
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "flagsync: internal error{place}: {}. If the store file is damaged, `flagsync check` says so (restore it with `flagsync restore BACKUP_FILE`); otherwise please report this with the line above",
+            crate::store::panic_text(info.payload())
+        );
+        if std::env::var_os("FLAGSYNC_BACKTRACE").is_some() {
+            eprintln!("{}", std::backtrace::Backtrace::force_capture());
+        }
+    }));
 }
 
 /// Where a command finds the store.
@@ -325,6 +377,8 @@ pub fn execute(
         Command::Check => check(config),
         Command::Mail(MailCommand::Test { to }) => mail_test(config, &to),
         Command::Health { url } => health::check(config, url.as_deref()),
+        Command::Backup { out } => backup::backup(config, &out, &backend, io),
+        Command::Restore { file } => backup::restore(config, &file, &backend, io),
         Command::Serve => Err(Failure::Usage(anyhow::anyhow!(
             "a server is already running on this data folder"
         ))),
@@ -656,8 +710,19 @@ fn check(config: &Config) -> Result<u8, Failure> {
         )));
     }
     let store_path = config.store_path();
-    let store_note = match Store::open_read_only(&store_path) {
-        Ok(Some(_)) => format!("store {} opens", store_path.display()),
+    let opened = crate::store::guard_damage(&store_path, || {
+        let store = Store::open_read_only(&store_path)?;
+        let entries = match &store {
+            Some(s) => s.verify()?,
+            None => 0,
+        };
+        Ok(store.map(|_| entries))
+    });
+    let store_note = match opened {
+        Ok(Some(entries)) => format!(
+            "store {} opens and reads whole ({entries} entries)",
+            store_path.display()
+        ),
         Ok(None) => format!(
             "store {} will be created at the first run",
             store_path.display()

@@ -44,7 +44,14 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
         )),
         other => other.into(),
     })?;
-    let store = Arc::new(Store::open(&config.store_path())?);
+    // A damaged store is found here, with what to do, rather than in the
+    // middle of a run.
+    let store_path = config.store_path();
+    let store = Arc::new(crate::store::guard_damage(&store_path, || {
+        let store = Store::open(&store_path)?;
+        store.verify()?;
+        Ok(store)
+    })?);
     let keys = host_keys::load_or_generate(&config.data_dir).map_err(runtime_error)?;
     for key in &keys {
         println!(

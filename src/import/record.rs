@@ -18,7 +18,7 @@ pub struct Record {
 const VERSION: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
-#[error("a stored recipient record is damaged ({0}); restore the store from a backup")]
+#[error("a stored recipient record is damaged ({0})")]
 pub struct DecodeError(&'static str);
 
 impl Record {

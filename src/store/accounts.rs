@@ -56,7 +56,7 @@ impl Store {
     /// Writes an account, replacing one of the same name.
     pub fn put_account(&self, account: &Account) -> Result<(), StoreError> {
         let json = serde_json::to_vec(account).map_err(|e| StoreError::Damaged(e.to_string()))?;
-        let txn = self.writable()?.begin_write()?;
+        let txn = self.begin_write()?;
         txn.open_table(ACCOUNTS)?
             .insert(account.name.as_str(), json.as_slice())?;
         txn.commit()?;
@@ -70,7 +70,7 @@ impl Store {
         name: &str,
         change: impl FnOnce(&mut Account),
     ) -> Result<bool, StoreError> {
-        let txn = self.writable()?.begin_write()?;
+        let txn = self.begin_write()?;
         let found = {
             let mut table = txn.open_table(ACCOUNTS)?;
             let current = table.get(name)?.map(|v| decode(v.value())).transpose()?;
@@ -91,7 +91,7 @@ impl Store {
 
     /// `false` when there was no such account.
     pub fn remove_account(&self, name: &str) -> Result<bool, StoreError> {
-        let txn = self.writable()?.begin_write()?;
+        let txn = self.begin_write()?;
         let existed = txn.open_table(ACCOUNTS)?.remove(name)?.is_some();
         txn.commit()?;
         Ok(existed)

@@ -65,7 +65,7 @@ impl Store {
 
     pub fn put_admin(&self, admin: &Admin) -> Result<(), StoreError> {
         let json = serde_json::to_vec(admin).map_err(|e| StoreError::Damaged(e.to_string()))?;
-        let txn = self.writable()?.begin_write()?;
+        let txn = self.begin_write()?;
         txn.open_table(ADMINS)?
             .insert(admin.name.as_str(), json.as_slice())?;
         txn.commit()?;
@@ -74,7 +74,7 @@ impl Store {
 
     /// `false` when there was no such admin. Its API tokens go with it.
     pub fn remove_admin(&self, name: &str) -> Result<bool, StoreError> {
-        let txn = self.writable()?.begin_write()?;
+        let txn = self.begin_write()?;
         let existed = txn.open_table(ADMINS)?.remove(name)?.is_some();
         {
             let mut tokens = txn.open_table(API_TOKENS)?;
@@ -99,7 +99,7 @@ impl Store {
             created_at: created_at.to_string(),
         };
         let json = serde_json::to_vec(&record).map_err(|e| StoreError::Damaged(e.to_string()))?;
-        let txn = self.writable()?.begin_write()?;
+        let txn = self.begin_write()?;
         txn.open_table(API_TOKENS)?
             .insert(hash.as_str(), json.as_slice())?;
         txn.commit()?;
@@ -124,7 +124,7 @@ impl Store {
 
     /// `false` when no token has that ID.
     pub fn revoke_api_token(&self, id: &str) -> Result<bool, StoreError> {
-        let txn = self.writable()?.begin_write()?;
+        let txn = self.begin_write()?;
         let mut removed = false;
         {
             let mut tokens = txn.open_table(API_TOKENS)?;

@@ -32,6 +32,7 @@
 
 mod accounts;
 mod admins;
+mod backup;
 mod blocks;
 mod feed_state;
 mod hashlist;
@@ -41,11 +42,14 @@ mod search;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use compact_str::CompactString;
 use redb::{
     Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, TableError,
+    ReadableTableMetadata, StorageError, TableDefinition, TableError, TransactionError,
+    WriteTransaction,
 };
 
 use crate::import::record::Record;
@@ -53,6 +57,7 @@ use crate::import::StoredIndex;
 
 pub use accounts::Account;
 pub use admins::{Admin, ApiToken};
+pub use backup::{guard_damage, panic_text, restore, verifying, BackupSummary};
 pub use feed_state::FeedState;
 pub use outbox::{Delivery, Message};
 pub use runs::{Run, RunState};
@@ -84,7 +89,7 @@ const BIG_RUN_CHANGES: u64 = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the store {path} cannot be opened: {detail}. If the file is damaged, stop flagsync and restore it from a backup")]
+    #[error("the store {path} cannot be opened: {detail}. If the file is damaged, stop flagsync and restore it from a backup with `flagsync restore BACKUP_FILE`")]
     Open { path: PathBuf, detail: String },
     #[error("{path}: {detail}; the user running flagsync must be able to read and write the data folder (for the packages: chown -R flagsync:flagsync /var/lib/flagsync)")]
     Access { path: PathBuf, detail: String },
@@ -92,12 +97,18 @@ pub enum StoreError {
     InUse { path: PathBuf },
     #[error("the store {path} was written by a newer flagsync (schema {found}, this build knows {SCHEMA_VERSION}); upgrade flagsync or restore a backup")]
     NewerSchema { path: PathBuf, found: u32 },
-    #[error("store error: {0}")]
+    #[error("store error: {0}{hint}", hint = damage_hint(.0))]
     Redb(#[from] redb::Error),
-    #[error("the store is damaged: {0}")]
+    #[error("the store is damaged: {0}. Stop flagsync and restore the store from a backup with `flagsync restore BACKUP_FILE`")]
     Damaged(String),
     #[error("run {0} does not exist; `flagsync runs list` shows the runs")]
     UnknownRun(u64),
+    #[error("{0}")]
+    Backup(String),
+    #[error(
+        "the store is being opened again after an I/O error (a full disk?); try again in a moment"
+    )]
+    Reopening,
 }
 
 impl From<redb::TransactionError> for StoreError {
@@ -121,6 +132,16 @@ impl From<redb::CommitError> for StoreError {
     }
 }
 
+/// What to do about an error that means the file itself is damaged.
+fn damage_hint(e: &redb::Error) -> &'static str {
+    match e {
+        redb::Error::Corrupted(_) | redb::Error::TypeDefinitionChanged { .. } => {
+            ". The store file is damaged: stop flagsync and restore it with `flagsync restore BACKUP_FILE`"
+        }
+        _ => "",
+    }
+}
+
 /// A table that does not exist yet (nothing written to it so far) reads as
 /// `None`: to a reader it is empty.
 fn optional<T>(opened: Result<T, TableError>) -> Result<Option<T>, StoreError> {
@@ -136,16 +157,26 @@ fn table_name(kind: &str, feed: &str) -> String {
 }
 
 /// Either kind of open database, for reading.
+#[derive(Clone)]
 enum Db {
-    ReadWrite(Database),
-    ReadOnly(ReadOnlyDatabase),
+    ReadWrite(Arc<Database>),
+    ReadOnly(Arc<ReadOnlyDatabase>),
+    /// Closed after an I/O error, being opened again (see [`Store::reopen`]).
+    Reopening,
 }
 
 /// An open store.
 pub struct Store {
-    db: Db,
+    /// Replaced when the store is reopened after an I/O error: redb refuses
+    /// every transaction of a handle once a write failed (a full disk, say).
+    db: RwLock<Db>,
     path: PathBuf,
+    cache: usize,
 }
+
+/// How long [`Store::reopen`] waits for the transactions that still use
+/// the old handle (they hold redb's file lock) to end.
+const REOPEN_WAIT: Duration = Duration::from_secs(10);
 
 impl Store {
     /// Opens the store for writing, creating it (and its folder) if needed.
@@ -173,13 +204,11 @@ impl Store {
                 )
             })?;
         }
-        let db = Database::builder()
-            .set_cache_size(cache)
-            .create(path)
-            .map_err(|e| open_error(path, e))?;
+        let db = open_or_create(path, cache)?;
         let store = Store {
-            db: Db::ReadWrite(db),
+            db: RwLock::new(Db::ReadWrite(Arc::new(db))),
             path: path.to_owned(),
+            cache,
         };
         store.check_or_set_schema()?;
         Ok(store)
@@ -191,8 +220,13 @@ impl Store {
         if !path.exists() {
             return Ok(None);
         }
-        let db = match ReadOnlyDatabase::open(path) {
-            Ok(db) => Db::ReadOnly(db),
+        // A small cache: readers (the command line, `check`'s full read)
+        // read most pages once; redb's default would keep up to 1 GiB.
+        let db = match Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .open_read_only(path)
+        {
+            Ok(db) => Db::ReadOnly(Arc::new(db)),
             // A process was killed with the store open: only a writer may
             // repair it (redb rolls back to the last commit), so open it
             // as one. The content is unchanged by the repair.
@@ -201,13 +235,14 @@ impl Store {
                 let db = Database::builder()
                     .open(path)
                     .map_err(|e| open_error(path, e))?;
-                Db::ReadWrite(db)
+                Db::ReadWrite(Arc::new(db))
             }
             Err(e) => return Err(open_error(path, e)),
         };
         let store = Store {
-            db,
+            db: RwLock::new(db),
             path: path.to_owned(),
+            cache: CACHE_BYTES,
         };
         store.check_schema()?;
         Ok(Some(store))
@@ -217,19 +252,101 @@ impl Store {
         &self.path
     }
 
+    fn db(&self) -> Db {
+        self.db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
-        Ok(match &self.db {
+        let begun = match self.db() {
+            Db::ReadWrite(db) => db.begin_read(),
+            Db::ReadOnly(db) => db.begin_read(),
+            Db::Reopening => return self.reopen().and_then(|()| self.begin_read_once()),
+        };
+        match begun {
+            Err(TransactionError::Storage(StorageError::PreviousIo)) => {
+                self.reopen()?;
+                self.begin_read_once()
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn begin_read_once(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(match self.db() {
             Db::ReadWrite(db) => db.begin_read()?,
             Db::ReadOnly(db) => db.begin_read()?,
+            Db::Reopening => return Err(StoreError::Reopening),
         })
     }
 
-    fn writable(&self) -> Result<&Database, StoreError> {
-        match &self.db {
+    /// A write transaction; after an I/O error (redb then refuses the
+    /// handle) the store is opened again first.
+    fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+        match self.writable()?.begin_write() {
+            Err(TransactionError::Storage(StorageError::PreviousIo)) => {
+                self.reopen()?;
+                Ok(self.begin_write()?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn writable(&self) -> Result<Arc<Database>, StoreError> {
+        match self.db() {
             Db::ReadWrite(db) => Ok(db),
             Db::ReadOnly(_) => Err(StoreError::Damaged(
                 "internal: write on a read-only store".into(),
             )),
+            Db::Reopening => {
+                self.reopen()?;
+                match self.db() {
+                    Db::ReadWrite(db) => Ok(db),
+                    _ => Err(StoreError::Reopening),
+                }
+            }
+        }
+    }
+
+    /// Closes the handle and opens the file again: what redb needs after a
+    /// failed write (its handle then refuses everything). The committed
+    /// state is on disk; redb rolls back what the failed commit left.
+    /// Waits up to [`REOPEN_WAIT`] for transactions on the old handle.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        if let Db::ReadOnly(_) = self.db() {
+            return Ok(());
+        }
+        tracing::warn!(path = %self.path.display(), "reopening the store after an I/O error");
+        *self.db.write().unwrap_or_else(PoisonError::into_inner) = Db::Reopening;
+        let deadline = std::time::Instant::now() + REOPEN_WAIT;
+        loop {
+            match Database::builder()
+                .set_cache_size(self.cache)
+                .open(&self.path)
+            {
+                Ok(db) => {
+                    let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+                    if let Db::Reopening = *slot {
+                        *slot = Db::ReadWrite(Arc::new(db));
+                    }
+                    tracing::info!(path = %self.path.display(), "the store is open again");
+                    return Ok(());
+                }
+                // Another thread reopened it meanwhile.
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if !matches!(self.db(), Db::Reopening) =>
+                {
+                    return Ok(())
+                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(open_error(&self.path, e)),
+            }
         }
     }
 
@@ -262,7 +379,7 @@ impl Store {
         if self.stored_schema()?.is_some() {
             return self.check_schema();
         }
-        let txn = self.writable()?.begin_write()?;
+        let txn = self.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
             meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
@@ -402,7 +519,7 @@ impl Store {
     /// Begins a run's write transaction. Nothing is visible until
     /// [`RunTransaction::commit`].
     pub fn begin_run(&self) -> Result<RunTransaction, StoreError> {
-        let txn = self.writable()?.begin_write()?;
+        let txn = self.begin_write()?;
         Ok(RunTransaction { txn })
     }
 
@@ -410,7 +527,7 @@ impl Store {
     /// `rewritten` is the number of records the run replaced or removed.
     pub fn after_big_run(&self, rewritten: u64) -> Result<(), StoreError> {
         if rewritten >= BIG_RUN_CHANGES {
-            self.writable()?.begin_write()?.commit()?;
+            self.begin_write()?.commit()?;
         }
         Ok(())
     }
@@ -445,6 +562,23 @@ impl DataLock {
             }),
         }
     }
+}
+
+/// Opens the store's file, creating it only when there is none: redb's
+/// `create` would also initialise a file whose header is zeros, silently
+/// replacing a damaged store by an empty one.
+fn open_or_create(path: &Path, cache: usize) -> Result<Database, StoreError> {
+    let builder = {
+        let mut b = Database::builder();
+        b.set_cache_size(cache);
+        b
+    };
+    let opened = match std::fs::symlink_metadata(path) {
+        Ok(_) => builder.open(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => builder.create(path),
+        Err(e) => return Err(io_error(path, e.to_string(), &e)),
+    };
+    opened.map_err(|e| open_error(path, e))
 }
 
 /// A file that cannot be opened: no access is the folder's owner or

@@ -135,7 +135,7 @@ impl RunTransaction {
 impl Store {
     /// Queues a message on its own (alerts and reminders).
     pub fn queue_message(&self, message: Message) -> Result<u64, StoreError> {
-        let txn = self.writable()?.begin_write()?;
+        let txn = self.begin_write()?;
         let id = queue_in(&txn, message)?;
         txn.commit()?;
         Ok(id)
@@ -183,7 +183,7 @@ impl Store {
 
     /// Records a delivery attempt's outcome.
     pub fn update_message(&self, message: &Message) -> Result<(), StoreError> {
-        let txn = self.writable()?.begin_write()?;
+        let txn = self.begin_write()?;
         put(&txn, message)?;
         txn.commit()?;
         Ok(())

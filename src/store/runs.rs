@@ -180,7 +180,7 @@ impl Store {
 
     /// Rewrites one run record on its own (reject).
     pub fn update_run(&self, run: &Run) -> Result<(), StoreError> {
-        let txn = self.writable()?.begin_write()?;
+        let txn = self.begin_write()?;
         put_run(&txn, run)?;
         txn.commit()?;
         Ok(())

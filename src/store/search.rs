@@ -299,7 +299,7 @@ impl Store {
                 Strategy::Patch => false,
                 Strategy::Rebuild => true,
             };
-        let txn = self.writable()?.begin_write()?;
+        let txn = self.begin_write()?;
         let indexed = if rebuild {
             let scratch = self.path.with_extension("search-build");
             build_anew(&txn, feed, layout, &scratch, progress)?

@@ -57,6 +57,34 @@ fn a_damaged_file_gives_an_error_not_a_panic() {
 }
 
 #[test]
+fn a_store_whose_header_is_zeros_is_refused_not_made_anew() {
+    let (_dir, path) = temp_store();
+    {
+        let store = Store::open(&path).unwrap();
+        let txn = store.begin_run().unwrap();
+        txn.with_feed("hr", |w| w.put_record("E1", b"\x01\x00\x00\x00\x00"))
+            .unwrap()
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..4096].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    let message = Store::open(&path).err().expect("must not open").to_string();
+    assert!(message.contains("flagsync restore"), "{message}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the file is untouched"
+    );
+    std::fs::write(&path, b"").unwrap();
+    assert!(
+        Store::open(&path).is_err(),
+        "an emptied store is not made anew"
+    );
+}
+
+#[test]
 fn a_truncated_store_gives_an_error_not_a_panic() {
     let (_dir, path) = temp_store();
     {

@@ -37,6 +37,17 @@ use super::{import_upload, WorkerError};
 const LINGER: Duration = Duration::from_secs(3);
 /// How often schedules and overdue feeds are looked at.
 const TICK: Duration = Duration::from_secs(1);
+/// A file whose run met a store or disk error is tried again after this,
+/// then twice as long each time, up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+#[derive(Debug, PartialEq, Eq)]
+enum Attempt {
+    Done,
+    /// Kept in `processing/`, to be tried again.
+    Retry,
+}
 /// How often held runs are looked at for reminders, at most (more often
 /// when `held_reminder` is short).
 const REMINDER_CHECK: Duration = Duration::from_secs(30);
@@ -124,6 +135,11 @@ pub struct Intake {
     lingering: Vec<Lingering>,
     stopping: Arc<AtomicBool>,
     last_reminder_check: Instant,
+    /// (feed, claim) of files waiting for the store to work again, oldest
+    /// first; the first is tried at `retry_at`.
+    stalled: std::collections::VecDeque<(String, String)>,
+    retry_at: Instant,
+    retry_delay: Duration,
 }
 
 /// Starts the intake thread; it first finishes what a previous process
@@ -140,6 +156,9 @@ pub fn start(engine: Arc<Engine>) -> (IntakeHandle, std::thread::JoinHandle<()>)
                 lingering: Vec::new(),
                 stopping: flag,
                 last_reminder_check: Instant::now(),
+                stalled: Default::default(),
+                retry_at: Instant::now(),
+                retry_delay: RETRY_FIRST,
             };
             intake.engine.intake_alive.store(true, Ordering::SeqCst);
             intake.recover();
@@ -166,7 +185,9 @@ impl Intake {
             let wait = self
                 .lingering
                 .iter()
-                .map(|l| l.due.saturating_duration_since(Instant::now()))
+                .map(|l| l.due)
+                .chain((!self.stalled.is_empty()).then_some(self.retry_at))
+                .map(|due| due.saturating_duration_since(Instant::now()))
                 .min()
                 .unwrap_or(TICK)
                 .min(TICK);
@@ -179,6 +200,7 @@ impl Intake {
             if self.stopping.load(Ordering::SeqCst) {
                 break;
             }
+            self.retry_stalled();
             self.tick();
         }
         self.release_lingering(true);
@@ -471,17 +493,64 @@ impl Intake {
         });
     }
 
+    /// Runs a claimed file, unless earlier files wait for the store to
+    /// work again (then it waits behind them: a feed's files apply in the
+    /// order they came).
     fn run_claim(&mut self, feed: &Feed, claim: &str) {
-        if self.stopping.load(Ordering::SeqCst) {
+        if !self.stalled.is_empty() {
+            self.stalled
+                .push_back((feed.name.clone(), claim.to_string()));
             return;
+        }
+        if self.attempt_claim(feed, claim) == Attempt::Retry {
+            self.stalled
+                .push_back((feed.name.clone(), claim.to_string()));
+            self.retry_delay = RETRY_FIRST;
+            self.retry_at = Instant::now() + self.retry_delay;
+        }
+    }
+
+    /// Tries the stalled files again, in order, once their time has come.
+    fn retry_stalled(&mut self) {
+        if self.stalled.is_empty() || Instant::now() < self.retry_at {
+            return;
+        }
+        while let Some((feed_name, claim)) = self.stalled.front().cloned() {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let Some(feed) = self.config().feed(&feed_name).cloned() else {
+                self.stalled.pop_front();
+                continue;
+            };
+            if self.attempt_claim(&feed, &claim) == Attempt::Retry {
+                self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+                self.retry_at = Instant::now() + self.retry_delay;
+                return;
+            }
+            self.stalled.pop_front();
+        }
+    }
+
+    fn attempt_claim(&mut self, feed: &Feed, claim: &str) -> Attempt {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Attempt::Done;
         }
         let folders = self.folders(&feed.name);
         let path = folders.processing().join(claim);
         let name = claimed_file_name(claim);
-        let result = {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _gate = self.engine.exclusive();
             import_upload(self.config(), &self.engine.store, feed, &path, name, claim)
-        };
+        }))
+        .unwrap_or_else(|panic| {
+            // Archived like a failed run, so that one file cannot stop
+            // the server at every start.
+            Err(WorkerError::Internal(format!(
+                "internal error: {}; `flagsync check` tells whether the store is damaged",
+                crate::store::panic_text(panic.as_ref())
+            )))
+        });
         match result {
             Ok(run) => tracing::info!(
                 feed = %feed.name,
@@ -490,10 +559,12 @@ impl Intake {
                 state = run.state.as_str(),
                 "run recorded"
             ),
-            Err(WorkerError::Store(e)) => {
-                // Kept in processing/: it is run again at the next start.
-                tracing::error!(feed = %feed.name, file = name, error = %e, "the run could not be recorded; the file is kept and tried again at the next start");
-                return;
+            Err(e @ (WorkerError::Store(_) | WorkerError::Output(_))) => {
+                // The store or the disk failed (a full disk, say), not the
+                // file: it stays in processing/ and is tried again, here
+                // or at the next start.
+                tracing::error!(feed = %feed.name, file = name, error = %e, "the run could not be completed; the file is kept and tried again in a moment");
+                return Attempt::Retry;
             }
             Err(e) => {
                 tracing::error!(feed = %feed.name, file = name, error = %e, "the run failed; the file is archived")
@@ -502,6 +573,7 @@ impl Intake {
         self.archive(&folders, claim);
         self.linger(&folders, claim);
         self.sweep(&folders);
+        Attempt::Done
     }
 
     fn archive(&self, folders: &FeedFolders, claim: &str) {

@@ -45,6 +45,9 @@ pub enum WorkerError {
     /// The request itself is wrong (a run that is not held, say).
     #[error("{0}")]
     Usage(String),
+    /// A bug met while running a file (a panic, caught).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl<E: Into<WorkerError>> From<ApplyError<E>> for WorkerError {

@@ -19,5 +19,6 @@ mod server;
 mod sftp;
 mod sftp_attacks;
 mod sftp_faults;
+mod store_faults;
 mod util;
 mod web;

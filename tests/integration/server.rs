@@ -718,10 +718,13 @@ pub fn run_tool(mut cmd: Command, what: &str, input: Option<&[u8]>, timeout: Dur
         }
         if Instant::now() >= deadline {
             timed_out = true;
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(format!("-{}", child.id()))
-                .status();
+            // The whole process group. (Not `kill -KILL -PID` through
+            // /usr/bin/kill: procps reads `-PID` there as an option and
+            // signalled every process.)
+            // SAFETY: kill(2) with a negative pid only sends a signal.
+            unsafe {
+                libc::kill(-(child.id() as i32), libc::SIGKILL);
+            }
             break child.wait().expect("wait for killed tool");
         }
         thread::sleep(Duration::from_millis(20));

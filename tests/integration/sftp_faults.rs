@@ -102,3 +102,93 @@ fn a_full_disk_fails_the_upload_cleanly_and_the_server_recovers() {
     );
     drop(server);
 }
+
+#[test]
+fn a_full_disk_during_the_commit_changes_nothing_and_the_file_is_run_once_space_returns() {
+    let env = sftp_env();
+    let _disk = Tmpfs::mount(&env.data_dir, "24m");
+    let key = keygen(&env, "hr-commit-key");
+    add_account(&env, USER, "hr", Some(PASSWORD), &[&pub_of(&key)], &[]);
+    let first = env.input("first.csv", hr_file(1..=100));
+    assert_eq!(env.import("hr", &first, &[]).state(), "applied");
+    let before = env.export("hr");
+    let mut server = Server::start(&env);
+
+    // Leave about 3 MB: the upload (about 1.5 MB) fits, the store's growth
+    // for 25,000 people does not.
+    let ballast = env.data_dir.join("ballast");
+    let free = free_bytes(&env.data_dir);
+    std::fs::write(&ballast, vec![1u8; (free - (3 << 20)) as usize]).expect("ballast");
+    let big = env.input("big.csv", hr_file(1..=25_000));
+    let out = openssh_sftp_key(
+        &env,
+        server.port,
+        USER,
+        &key,
+        &format!("put {} /upload/big.csv\n", big.display()),
+    );
+    assert_eq!(out.code, 0, "the upload itself fits: {out:#?}");
+    let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+    while !server.stderr().contains("No space left") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        server.stderr().contains("No space left"),
+        "the full disk is logged: {}",
+        server.stderr()
+    );
+    server.assert_running();
+    assert_eq!(env.export("hr"), before, "nothing of the run is applied");
+    assert!(
+        env.runs_list()
+            .iter()
+            .all(|r| r["state"] != "applied" || r["file"] != "big.csv"),
+        "{:?}",
+        env.runs_list()
+    );
+
+    // Space returns: the kept file is run without a restart, once.
+    std::fs::remove_file(&ballast).expect("remove ballast");
+    let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+    let mut runs = env.runs_list();
+    while !runs
+        .iter()
+        .any(|r| r["file"] == "big.csv" && r["state"] == "applied")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "big.csv was not run once space returned: {runs:#?}\n{}",
+            server.context()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        runs = env.runs_list();
+    }
+    let big_runs: Vec<&serde_json::Value> =
+        runs.iter().filter(|r| r["file"] == "big.csv").collect();
+    assert_eq!(big_runs.len(), 1, "run once: {runs:?}");
+    assert_run(
+        big_runs[0],
+        "big.csv",
+        "applied",
+        &[("added", 24_900), ("unchanged", 100)],
+    );
+    assert!(
+        server.stderr().contains("the store is open again"),
+        "redb refuses its handle after the failed write; the store reopened: {}",
+        server.stderr()
+    );
+    drop(server);
+}
+
+fn free_bytes(dir: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .expect("df");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df prints the free bytes")
+}
