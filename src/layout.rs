@@ -80,6 +80,26 @@ pub fn claimed_file_name(claim: &str) -> &str {
 /// returns the claim. `None` when it is gone, not a regular file, or
 /// already claimed (its link count is above one).
 pub fn claim_upload(folders: &FeedFolders, name: &str) -> std::io::Result<Option<String>> {
+    let claimed = {
+        // The sFTP sessions and the intake (uploads that arrived while no
+        // server ran) may claim one name at the same moment: the check of
+        // the link count and the link are one step. Claims are made only
+        // by the one process that holds the data folder's lock.
+        let _one_at_a_time = CLAIMING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        link_claim(folders, name)?
+    };
+    if claimed.is_some() {
+        sync_dir(&folders.processing());
+    }
+    Ok(claimed)
+}
+
+/// Serialises [`claim_upload`] within the process.
+static CLAIMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn link_claim(folders: &FeedFolders, name: &str) -> std::io::Result<Option<String>> {
     use std::os::unix::fs::MetadataExt;
     let upload = folders.upload().join(name);
     let meta = match std::fs::symlink_metadata(&upload) {
@@ -100,7 +120,6 @@ pub fn claim_upload(folders: &FeedFolders, name: &str) -> std::io::Result<Option
         claim = claim_name(std::time::SystemTime::now(), name);
     }
     std::fs::hard_link(&upload, processing.join(&claim))?;
-    sync_dir(&processing);
     Ok(Some(claim))
 }
 
@@ -155,6 +174,36 @@ mod tests {
             "already claimed"
         );
         assert_eq!(claim_upload(&folders, "gone.csv").unwrap(), None);
+    }
+
+    /// The sFTP session that received an upload and the intake (at start,
+    /// taking uploads that arrived while no server ran) may claim the same
+    /// name at the same moment: exactly one of them gets it. (Without
+    /// the lock in `claim_upload`, both got a claim within a few dozen
+    /// rounds: one upload, two runs.)
+    #[test]
+    fn two_claimers_at_once_get_one_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let folders = FeedFolders::new(dir.path().to_path_buf());
+        folders.create_visible().unwrap();
+        for round in 0..300 {
+            let name = format!("hr-{round}.csv");
+            std::fs::write(folders.upload().join(&name), "x").unwrap();
+            let barrier = std::sync::Barrier::new(2);
+            let claims: Vec<Option<String>> = std::thread::scope(|s| {
+                let claimers: Vec<_> = (0..2)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            claim_upload(&folders, &name).unwrap()
+                        })
+                    })
+                    .collect();
+                claimers.into_iter().map(|c| c.join().unwrap()).collect()
+            });
+            let made = claims.iter().flatten().count();
+            assert_eq!(made, 1, "round {round}: {claims:?}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod bad_input;
 mod config;
 mod crash;
+mod crash_loop;
 mod diff;
 mod file_format;
 mod mail;
