@@ -12,6 +12,10 @@
 //! 2. Only the `sftp` subsystem is served; everything else is refused.
 //! 3. The accept loop never stops on an accept error (russh's does).
 //! 4. An account sees only its own feed's `upload/`, `errors/`, `archive/`.
+//! 5. Connections not logged in yet are capped in all and per address
+//!    ([`MAX_UNAUTHENTICATED`], [`MAX_UNAUTHENTICATED_PER_ADDRESS`]) and
+//!    closed after `login_timeout`; a session once logged in no longer
+//!    counts against those caps.
 
 pub mod credentials;
 mod defender;
@@ -48,6 +52,18 @@ use defender::{Defender, SessionCounts};
 const CONCURRENT_HASHES: usize = 4;
 /// How long sessions get to finish when the server stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Connections not yet logged in, at once, in all: over it a new
+/// connection is closed before the SSH handshake. Below `max_sessions`
+/// (100) so that connections that never log in (each cut after
+/// `login_timeout`) cannot take every slot from the sessions at work.
+const MAX_UNAUTHENTICATED: usize = 64;
+/// Connections not yet logged in, at once, from one address. A client
+/// logs in within a second (key exchange and one argon2id check, four at
+/// a time); an HR system opens one or two connections. 8 is a burst no
+/// real client makes, and one address holds at most an eighth of
+/// [`MAX_UNAUTHENTICATED`]: with one address flooding, 56 logins from
+/// elsewhere can still be under way at once.
+const MAX_UNAUTHENTICATED_PER_ADDRESS: usize = 8;
 
 /// What every connection shares.
 pub struct Shared {
@@ -57,6 +73,8 @@ pub struct Shared {
     defender: Mutex<Defender>,
     sessions: Mutex<SessionCounts>,
     per_address: Mutex<HashMap<IpAddr, usize>>,
+    /// Connections not logged in yet: in all, and per address.
+    unauthenticated: Mutex<(usize, HashMap<IpAddr, usize>)>,
     hashing: Option<rayon::ThreadPool>,
     /// Logins to record on their accounts, written by one thread: a write
     /// waits while an import commits, and logins must not.
@@ -106,6 +124,7 @@ impl Shared {
             defender: Mutex::new(Defender::new(policy)),
             sessions: Mutex::new(SessionCounts::default()),
             per_address: Mutex::new(HashMap::new()),
+            unauthenticated: Mutex::new((0, HashMap::new())),
             logins: Mutex::new(start_login_recorder(store.clone())),
             hashing: rayon::ThreadPoolBuilder::new()
                 .num_threads(CONCURRENT_HASHES)
@@ -187,12 +206,53 @@ impl Shared {
         true
     }
 
+    /// A slot among the connections not logged in yet; the connection
+    /// gives it back when it logs in or ends.
+    fn take_login_slot(self: &Arc<Self>, ip: IpAddr) -> Result<LoginSlot, &'static str> {
+        let mut guard = lock(&self.unauthenticated);
+        let (total, per_address) = &mut *guard;
+        if *total >= MAX_UNAUTHENTICATED {
+            return Err("too many connections not logged in");
+        }
+        let n = per_address.entry(ip).or_default();
+        if *n >= MAX_UNAUTHENTICATED_PER_ADDRESS {
+            return Err("too many connections not logged in from this address");
+        }
+        *n += 1;
+        *total += 1;
+        Ok(LoginSlot {
+            shared: self.clone(),
+            ip,
+        })
+    }
+
     fn give_back_address_slot(&self, ip: IpAddr) {
         let mut map = lock(&self.per_address);
         if let Some(n) = map.get_mut(&ip) {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 map.remove(&ip);
+            }
+        }
+    }
+}
+
+/// A connection's place among those not logged in yet; dropped at login
+/// or when the connection ends.
+pub(crate) struct LoginSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for LoginSlot {
+    fn drop(&mut self) {
+        let mut guard = lock(&self.shared.unauthenticated);
+        let (total, per_address) = &mut *guard;
+        *total = total.saturating_sub(1);
+        if let Some(n) = per_address.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_address.remove(&self.ip);
             }
         }
     }
@@ -264,11 +324,19 @@ pub async fn run(
             tracing::warn!(peer = %peer, "connection refused: too many connections from this address");
             continue;
         }
+        let login_slot = match shared.take_login_slot(ip) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::warn!(peer = %peer, "connection refused: {why}");
+                shared.give_back_address_slot(ip);
+                continue;
+            }
+        };
         let shared = shared.clone();
         let ssh = ssh.clone();
         let stop = shutdown.clone();
         tracker.spawn(async move {
-            serve_connection(socket, peer, shared.clone(), ssh, stop).await;
+            serve_connection(socket, peer, shared.clone(), ssh, stop, login_slot).await;
             shared.give_back_address_slot(ip);
             drop(permit);
         });
@@ -292,12 +360,13 @@ async fn serve_connection(
     shared: Arc<Shared>,
     ssh: Arc<russh::server::Config>,
     shutdown: CancellationToken,
+    login_slot: LoginSlot,
 ) {
     let id = session_id();
     let span = tracing::info_span!("session", id, peer = %peer);
     let _ = socket.set_nodelay(true);
     let login_timeout = shared.config.sftp.login_timeout;
-    let handler = session::Connection::new(shared, canonical_ip(peer.ip()));
+    let handler = session::Connection::new(shared, canonical_ip(peer.ip()), login_slot);
     let authenticated = handler.authenticated.clone();
     let start = russh::server::run_stream(ssh, socket, handler);
     let running = match tokio::time::timeout(login_timeout, start).await {

@@ -13,7 +13,7 @@ use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use super::credentials::{address_allowed, parse_public_key};
 use super::files::{self, SftpSession};
 use super::jail::Jail;
-use super::Shared;
+use super::{LoginSlot, Shared};
 use crate::store::Account;
 
 /// The per-connection handler russh drives.
@@ -24,6 +24,8 @@ pub struct Connection {
     account: Option<Account>,
     /// Set once logged in; the login deadline reads it.
     pub authenticated: Arc<AtomicBool>,
+    /// Counts the connection among those not logged in; gone at login.
+    login_slot: Option<LoginSlot>,
     channels: HashMap<ChannelId, Channel<Msg>>,
 }
 
@@ -43,12 +45,13 @@ fn reject() -> Auth {
 }
 
 impl Connection {
-    pub fn new(shared: Arc<Shared>, ip: IpAddr) -> Connection {
+    pub fn new(shared: Arc<Shared>, ip: IpAddr, login_slot: LoginSlot) -> Connection {
         Connection {
             shared,
             ip,
             account: None,
             authenticated: Arc::new(AtomicBool::new(false)),
+            login_slot: Some(login_slot),
             channels: HashMap::new(),
         }
     }
@@ -98,6 +101,7 @@ impl Connection {
         self.shared.note_login(&account.name, self.ip);
         self.account = Some(account);
         self.authenticated.store(true, Ordering::SeqCst);
+        self.login_slot = None;
         Auth::Accept
     }
 

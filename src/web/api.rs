@@ -138,12 +138,13 @@ async fn reject(
     decide(state, headers, id, false).await
 }
 
+#[doc(hidden)]
 #[derive(Deserialize)]
-struct GroupsQuery {
-    feed: String,
-    group: Option<String>,
-    page: Option<String>,
-    per_page: Option<String>,
+pub struct GroupsQuery {
+    pub feed: String,
+    pub group: Option<String>,
+    pub page: Option<String>,
+    pub per_page: Option<String>,
 }
 
 /// The feed's groups and member counts; with `group`, a page of its
@@ -250,9 +251,10 @@ async fn recipients(
     }
 }
 
+#[doc(hidden)]
 #[derive(Deserialize)]
-struct FeedParam {
-    feed: Option<String>,
+pub struct FeedParam {
+    pub feed: Option<String>,
 }
 
 /// One recipient: its values by field name and its groups.
@@ -297,11 +299,12 @@ async fn feeds(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Respon
     }
 }
 
+#[doc(hidden)]
 #[derive(Deserialize)]
-struct RunsQuery {
-    feed: Option<String>,
-    state: Option<String>,
-    limit: Option<usize>,
+pub struct RunsQuery {
+    pub feed: Option<String>,
+    pub state: Option<String>,
+    pub limit: Option<usize>,
 }
 
 async fn runs(

@@ -14,6 +14,9 @@
 //! 3. Every response carries the security headers; pages behind the login
 //!    are `no-store`.
 //! 4. Bad input is a 4xx with a message, never a 500 or a panic.
+//! 5. A request head arrives within `limits::HEADER_TIMEOUT` or the
+//!    connection is closed; connections are capped per address and in all
+//!    (`limits`), and a new connection over a cap never closes an open one.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -31,8 +34,15 @@ use serde::Deserialize;
 
 use crate::worker::intake::Engine;
 
-mod api;
-mod recipients;
+// Public, with the forms and queries below and `whole_number`, for the
+// fuzzer (fuzz/fuzz_targets/web_params.rs): it runs the handlers' own
+// parsing and checks. Not an API.
+#[doc(hidden)]
+pub mod api;
+#[doc(hidden)]
+pub mod recipients;
+
+mod limits;
 
 const SESSION_COOKIE: &str = "flagsync_session";
 const PRE_LOGIN_COOKIE: &str = "flagsync_login";
@@ -295,11 +305,12 @@ fn login_form(state: &WebState, error: Option<&str>, status: StatusCode) -> Resp
     response
 }
 
+#[doc(hidden)]
 #[derive(Deserialize)]
-struct LoginForm {
-    csrf: String,
-    name: String,
-    password: String,
+pub struct LoginForm {
+    pub csrf: String,
+    pub name: String,
+    pub password: String,
 }
 
 async fn login(
@@ -327,6 +338,12 @@ async fn login(
     let admin = state.engine.store.admin(&form.name).ok().flatten();
     let hash = admin.as_ref().map(|a| a.password_hash.clone());
     let password = form.password.clone();
+    // argon2id takes 19 MiB and ~20 ms a check: a flood of logins waits
+    // for one of a few checks at once instead of filling memory and the
+    // blocking pool (`limits::CONCURRENT_PASSWORD_CHECKS`).
+    let Ok(_check) = limits::PASSWORD_CHECKS.acquire().await else {
+        return message(StatusCode::SERVICE_UNAVAILABLE, "try again later");
+    };
     let matches = tokio::task::spawn_blocking(move || {
         hash.is_some_and(|h| crate::sftp::credentials::password_matches(&password, &h))
     })
@@ -365,9 +382,10 @@ async fn login(
     response
 }
 
+#[doc(hidden)]
 #[derive(Deserialize)]
-struct CsrfForm {
-    csrf: String,
+pub struct CsrfForm {
+    pub csrf: String,
 }
 
 async fn logout(
@@ -428,9 +446,10 @@ fn run_value(run: &crate::store::Run) -> serde_json::Value {
     serde_json::to_value(run).unwrap_or_default()
 }
 
+#[doc(hidden)]
 #[derive(Deserialize)]
-struct RunsQuery {
-    feed: Option<String>,
+pub struct RunsQuery {
+    pub feed: Option<String>,
 }
 
 async fn runs_page(
@@ -465,13 +484,14 @@ async fn runs_page(
     }
 }
 
+#[doc(hidden)]
 #[derive(Deserialize)]
-struct PageQuery {
-    page: Option<usize>,
+pub struct PageQuery {
+    pub page: Option<usize>,
 }
 
 /// A request that cannot be answered: the status and what to say.
-type Refused = (StatusCode, String);
+pub type Refused = (StatusCode, String);
 
 fn refused(r: Refused) -> Response {
     message(r.0, r.1)
@@ -736,11 +756,12 @@ async fn removals_csv(
     )
 }
 
+#[doc(hidden)]
 #[derive(Deserialize)]
-struct GroupQuery {
-    feed: String,
-    group: Option<String>,
-    page: Option<String>,
+pub struct GroupQuery {
+    pub feed: String,
+    pub group: Option<String>,
+    pub page: Option<String>,
 }
 
 /// The feed's groups; with `group`, also a page of that group's members.
@@ -815,7 +836,8 @@ async fn groups_page(
 
 /// A whole number from 1 in the address (a page, a page size); `default`
 /// when absent.
-fn whole_number(name: &str, text: Option<&str>, default: usize) -> Result<usize, Refused> {
+#[doc(hidden)]
+pub fn whole_number(name: &str, text: Option<&str>, default: usize) -> Result<usize, Refused> {
     match text.map(str::trim) {
         None | Some("") => Ok(default),
         Some(t) => t.parse::<usize>().ok().filter(|&n| n >= 1).ok_or_else(|| {
@@ -897,10 +919,11 @@ async fn recipients_page(
     )
 }
 
+#[doc(hidden)]
 #[derive(Deserialize)]
-struct RecipientQuery {
-    feed: Option<String>,
-    id: String,
+pub struct RecipientQuery {
+    pub feed: Option<String>,
+    pub id: String,
 }
 
 /// One recipient: every field and its groups.
@@ -991,63 +1014,124 @@ pub fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves the page over TLS until `shutdown`: our own accept loop, a TLS
-/// handshake with a deadline per connection, then hyper.
+/// Serves the page over TLS until `shutdown` (see [`serve`]).
 pub async fn run_tls(
     listener: tokio::net::TcpListener,
     state: Arc<WebState>,
     acceptor: tokio_rustls::TlsAcceptor,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    serve(listener, state, Some(acceptor), shutdown).await
+}
+
+/// Serves the page until `shutdown` (see [`serve`]).
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: Arc<WebState>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    serve(listener, state, None, shutdown).await
+}
+
+/// Our own accept loop, plain or TLS: connection caps per address and in
+/// all (over them a connection is closed at once), the TLS handshake's
+/// deadline, then hyper's HTTP/1.1 with the request head's deadline, which
+/// also ends idle kept-alive connections (`limits`). At `shutdown` the
+/// listener closes, each connection finishes its request in flight and
+/// closes; after [`limits::SHUTDOWN_GRACE`] the rest are dropped.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<WebState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     let app = router(state);
+    let connections = limits::Connections::new(
+        limits::max_connections(),
+        limits::MAX_CONNECTIONS_PER_ADDRESS,
+    );
+    let tracker = tokio_util::task::TaskTracker::new();
+    let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
         let (tcp, peer) = match accepted {
-            Ok(a) => a,
+            Ok(a) => {
+                backoff = Duration::from_millis(10);
+                a
+            }
             Err(e) => {
+                // EMFILE and friends pass; never stop listening.
                 tracing::warn!(error = %e, "web accept failed; retrying");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
+        let Ok(slot) = connections.try_take(peer.ip()) else {
+            // Closed before anything is read (the refusal is logged, at
+            // most every few seconds, by `try_take`).
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
         let app = app.clone().layer(axum::Extension(ConnectInfo(peer)));
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
+        let tls = tls.clone();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            let _slot = slot;
+            match tls {
+                None => serve_http(tcp, peer, app, stop).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits::TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                        .await
+                    {
+                        Ok(Ok(tls)) => serve_http(tls, peer, app, stop).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                    Err(_) => return,
-                };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let served =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "web connection ended with an error");
+                }
             }
         });
     }
+    // New clients are refused from now on, not left waiting.
+    drop(listener);
+    tracker.close();
+    if tokio::time::timeout(limits::SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("web connections still open at shutdown were closed");
+    }
 }
 
-/// Serves the page until `shutdown`.
-pub async fn run(
-    listener: tokio::net::TcpListener,
-    state: Arc<WebState>,
+/// HTTP/1.1 on one connection until the client or `shutdown` ends it.
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
     shutdown: tokio_util::sync::CancellationToken,
-) {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits::HEADER_TIMEOUT)
+        .keep_alive(true);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
     if let Err(e) = served {
-        tracing::error!(error = %e, "the web server stopped");
+        tracing::debug!(%peer, error = %e, "web connection ended with an error");
     }
 }

@@ -11,6 +11,7 @@ mod crash;
 mod crash_loop;
 mod diff;
 mod file_format;
+mod load;
 mod mail;
 mod row_errors;
 mod runs;
