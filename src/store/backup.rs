@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, TableError, TableHandle};
 
-use super::{open_error, Store, StoreError, META, SCHEMA_VERSION};
+use super::{open_error, Store, StoreError, SCHEMA_VERSION};
 
 /// Entries copied per write transaction of the backup file: commits of
 /// about this size keep redb's memory bounded (CRATES.md: ~10k–100k rows).
@@ -47,14 +47,15 @@ pub struct BackupSummary {
     pub bytes: u64,
 }
 
-/// The backup file being written: a hidden name beside `out`, renamed to
-/// `out` once complete, so that `out` is never a partial backup.
+/// The file being written: a hidden name beside `out`, renamed to `out`
+/// once complete, so that `out` is never a partial backup. The process ID
+/// keeps two backups to one name from writing one file.
 fn partial_path(out: &Path) -> PathBuf {
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    out.with_file_name(format!(".{name}.flagsync-partial"))
+    out.with_file_name(format!(".{name}.{}.flagsync-partial", std::process::id()))
 }
 
 impl Store {
@@ -152,9 +153,9 @@ pub fn guard_damage<T>(
     let damaged = |detail: String| {
         StoreError::Damaged(format!("{} cannot be read: {detail}", path.display()))
     };
-    VERIFYING.with(|v| v.set(true));
+    let outer = VERIFYING.with(|v| v.replace(true));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
-    VERIFYING.with(|v| v.set(false));
+    VERIFYING.with(|v| v.set(outer));
     match outcome {
         Ok(read) => read,
         Err(panic) => Err(damaged(panic_text(panic.as_ref()))),
@@ -302,16 +303,30 @@ pub fn restore(
         }
     };
     sync_file(&staged)?;
+    // The replaced store is kept by a second name first, then the backup
+    // replaces it in one rename: at no moment is there no store (a server
+    // started then would begin with an empty one).
     let kept = if store_path.exists() {
         let aside = set_aside_name(store_path);
-        std::fs::rename(store_path, &aside).map_err(|e| {
-            StoreError::Backup(format!("cannot rename {}: {e}", store_path.display()))
+        std::fs::hard_link(store_path, &aside).map_err(|e| {
+            StoreError::Backup(format!(
+                "cannot keep {} as {}: {e}; nothing was changed",
+                store_path.display(),
+                aside.display()
+            ))
         })?;
         Some(aside)
     } else {
         None
     };
-    publish(&staged, store_path)?;
+    std::fs::rename(&staged, store_path).map_err(|e| {
+        StoreError::Backup(format!(
+            "cannot rename the checked backup {} to {}: {e}; the store is unchanged",
+            staged.display(),
+            store_path.display()
+        ))
+    })?;
+    sync_dir(store_path);
     Ok((
         BackupSummary {
             bytes: file_size(store_path),
@@ -322,7 +337,7 @@ pub fn restore(
 }
 
 /// Opens the staged copy of a backup and checks it is a whole, readable
-/// store of a schema this build knows.
+/// store of a schema this build knows: what `serve` would check at start.
 fn check_backup(from: &Path, staged: &Path) -> Result<BackupSummary, StoreError> {
     let damaged = |detail: String| {
         StoreError::Backup(format!(
@@ -330,46 +345,52 @@ fn check_backup(from: &Path, staged: &Path) -> Result<BackupSummary, StoreError>
             from.display()
         ))
     };
-    let mut db = Database::builder()
-        .create(staged)
-        .map_err(|e| damaged(open_error(staged, e).to_string()))?;
-    match db.check_integrity() {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(damaged(
-                "it had to be repaired: it was not written completely".into(),
-            ))
+    let checked = guard_damage(staged, || {
+        let mut db = Database::builder()
+            .open(staged)
+            .map_err(|e| damaged(open_error(staged, e).to_string()))?;
+        match db.check_integrity() {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(damaged(
+                    "it had to be repaired: it was not written completely".into(),
+                ))
+            }
+            Err(e) => return Err(damaged(e.to_string())),
         }
-        Err(e) => return Err(damaged(e.to_string())),
-    }
-    let store = Store {
-        db: std::sync::RwLock::new(super::Db::ReadWrite(std::sync::Arc::new(db))),
-        path: staged.to_owned(),
-        cache: super::CACHE_BYTES,
-    };
-    match store.stored_schema() {
-        Ok(Some(v)) if v <= SCHEMA_VERSION => {}
-        Ok(Some(v)) => {
-            return Err(damaged(format!(
+        let store = Store {
+            db: std::sync::RwLock::new(super::Db::ReadWrite(std::sync::Arc::new(db))),
+            reopening: Default::default(),
+            path: staged.to_owned(),
+            cache: super::CACHE_BYTES,
+        };
+        match store.stored_schema() {
+            Ok(Some(v)) if v <= SCHEMA_VERSION => {}
+            Ok(Some(v)) => {
+                return Err(damaged(format!(
                 "it was written by a newer flagsync: schema {v}, this build knows {SCHEMA_VERSION}"
             )))
+            }
+            Ok(None) => return Err(damaged("it is not a flagsync store".into())),
+            Err(e) => return Err(damaged(e.to_string())),
         }
-        Ok(None) => return Err(damaged("it is not a flagsync store".into())),
-        Err(e) => return Err(damaged(e.to_string())),
-    }
-    let txn = store.begin_read().map_err(|e| damaged(e.to_string()))?;
-    let mut summary = BackupSummary {
-        tables: 0,
-        entries: 0,
-        bytes: 0,
-    };
-    for table in txn.list_tables().map_err(|e| damaged(e.to_string()))? {
-        summary.tables += 1;
-        summary.entries += read_table(&txn, table.name()).map_err(|e| damaged(e.to_string()))?;
-    }
-    // The meta table must read: it is where every other table is named from.
-    txn.open_table(META).map_err(|e| damaged(e.to_string()))?;
-    Ok(summary)
+        let tables = store
+            .begin_read()
+            .and_then(|txn| Ok(txn.list_tables()?.count() as u64))
+            .map_err(|e| damaged(e.to_string()))?;
+        let entries = store
+            .read_everything()
+            .map_err(|e| damaged(e.to_string()))?;
+        Ok(BackupSummary {
+            tables,
+            entries,
+            bytes: 0,
+        })
+    });
+    checked.map_err(|e| match e {
+        StoreError::Backup(_) => e,
+        other => damaged(other.to_string()),
+    })
 }
 
 /// `flagsync.redb.before-restore-20261125T180000`: where the replaced
@@ -399,17 +420,19 @@ fn publish(from: &Path, to: &Path) -> Result<(), StoreError> {
             to.display()
         ))
     })?;
-    if let Some(dir) = to.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
+    sync_dir(to);
     Ok(())
+}
+
+/// Makes a rename of `path` durable: fsync its folder.
+fn sync_dir(path: &Path) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 fn sync_file(path: &Path) -> Result<(), StoreError> {
@@ -478,7 +501,7 @@ mod tests {
         let txn = db.begin_write().unwrap();
         {
             let mut t = txn
-                .open_table(TableDefinition::<&str, &[u8]>::new("recipients/x"))
+                .open_table(TableDefinition::<&str, &[u8]>::new("names/x"))
                 .unwrap();
             for i in 0..(ENTRIES_PER_COMMIT * 2 + 7) {
                 t.insert(

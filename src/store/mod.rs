@@ -132,6 +132,23 @@ impl From<redb::CommitError> for StoreError {
     }
 }
 
+impl StoreError {
+    /// An error of the disk or the handle (a full disk, a failed write,
+    /// the store being reopened), which may pass; not damage or a bug.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Redb(
+                redb::Error::Io(_)
+                    | redb::Error::PreviousIo
+                    | redb::Error::DatabaseClosed
+                    | redb::Error::WouldBlock
+            ) | StoreError::Reopening
+                | StoreError::InUse { .. }
+        )
+    }
+}
+
 /// What to do about an error that means the file itself is damaged.
 fn damage_hint(e: &redb::Error) -> &'static str {
     match e {
@@ -170,12 +187,32 @@ pub struct Store {
     /// Replaced when the store is reopened after an I/O error: redb refuses
     /// every transaction of a handle once a write failed (a full disk, say).
     db: RwLock<Db>,
+    /// Held while the handle is being replaced.
+    reopening: std::sync::Mutex<()>,
     path: PathBuf,
     cache: usize,
 }
 
-/// How long [`Store::reopen`] waits for the transactions that still use
-/// the old handle (they hold redb's file lock) to end.
+/// [`Store::reopen`] waits for this much free space before it closes the
+/// failed handle.
+const REOPEN_MIN_FREE: u64 = 1 << 20;
+
+/// Free bytes on the file system holding `path` (`None` when unknown).
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs only writes into the struct we pass, which is plain
+    // data and valid when zeroed.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// How long [`Store::reopen`] waits for the old handle's write
+/// transactions and clones (they keep redb's file lock) to end.
 const REOPEN_WAIT: Duration = Duration::from_secs(10);
 
 impl Store {
@@ -207,6 +244,7 @@ impl Store {
         let db = open_or_create(path, cache)?;
         let store = Store {
             db: RwLock::new(Db::ReadWrite(Arc::new(db))),
+            reopening: Default::default(),
             path: path.to_owned(),
             cache,
         };
@@ -241,6 +279,7 @@ impl Store {
         };
         let store = Store {
             db: RwLock::new(db),
+            reopening: Default::default(),
             path: path.to_owned(),
             cache: CACHE_BYTES,
         };
@@ -260,38 +299,24 @@ impl Store {
     }
 
     fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
-        let begun = match self.db() {
-            Db::ReadWrite(db) => db.begin_read(),
-            Db::ReadOnly(db) => db.begin_read(),
-            Db::Reopening => return self.reopen().and_then(|()| self.begin_read_once()),
-        };
-        match begun {
-            Err(TransactionError::Storage(StorageError::PreviousIo)) => {
-                self.reopen()?;
-                self.begin_read_once()
-            }
-            other => Ok(other?),
-        }
-    }
-
-    fn begin_read_once(&self) -> Result<ReadTransaction, StoreError> {
         Ok(match self.db() {
             Db::ReadWrite(db) => db.begin_read()?,
             Db::ReadOnly(db) => db.begin_read()?,
-            Db::Reopening => return Err(StoreError::Reopening),
+            Db::Reopening => {
+                self.open_again_now()?;
+                return self.begin_read();
+            }
         })
     }
 
-    /// A write transaction; after an I/O error (redb then refuses the
-    /// handle) the store is opened again first.
+    /// A write transaction. After an I/O error redb refuses it
+    /// (`PreviousIo`) until [`Store::recover_if_failed`] reopens the file;
+    /// that is not done here, because the caller may still hold the failed
+    /// run's transactions (they keep the file open).
     fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
-        match self.writable()?.begin_write() {
-            Err(TransactionError::Storage(StorageError::PreviousIo)) => {
-                self.reopen()?;
-                Ok(self.begin_write()?)
-            }
-            other => Ok(other?),
-        }
+        let db = self.writable()?;
+        let txn = db.begin_write()?;
+        Ok(txn)
     }
 
     fn writable(&self) -> Result<Arc<Database>, StoreError> {
@@ -301,7 +326,7 @@ impl Store {
                 "internal: write on a read-only store".into(),
             )),
             Db::Reopening => {
-                self.reopen()?;
+                self.open_again_now()?;
                 match self.db() {
                     Db::ReadWrite(db) => Ok(db),
                     _ => Err(StoreError::Reopening),
@@ -310,16 +335,80 @@ impl Store {
         }
     }
 
-    /// Closes the handle and opens the file again: what redb needs after a
-    /// failed write (its handle then refuses everything). The committed
-    /// state is on disk; redb rolls back what the failed commit left.
-    /// Waits up to [`REOPEN_WAIT`] for transactions on the old handle.
-    pub fn reopen(&self) -> Result<(), StoreError> {
-        if let Db::ReadOnly(_) = self.db() {
-            return Ok(());
+    /// Opens the store again if redb refuses its handle after an I/O error
+    /// (redb notices a past one only when a write begins). Threads that
+    /// met an I/O error call this once they hold no transaction of the
+    /// store: the intake before it tries a file again, the indexer.
+    pub fn recover_if_failed(&self) -> Result<(), StoreError> {
+        match self.db() {
+            Db::ReadOnly(_) => Ok(()),
+            Db::Reopening => self.open_again_now(),
+            Db::ReadWrite(db) => {
+                let probe = db.begin_write();
+                let failed = Arc::as_ptr(&db);
+                // redb releases the file lock with the last handle.
+                drop(db);
+                match probe {
+                    Ok(txn) => Ok(txn.abort()?),
+                    Err(TransactionError::Storage(StorageError::PreviousIo)) => self.reopen(failed),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// After a reopen that failed: one more try.
+    fn open_again_now(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self
+            .reopening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.open_again()
+    }
+
+    /// Closes the handle `failed` and opens the file again: what redb needs
+    /// after a failed write (its handle then refuses everything). The
+    /// committed state is on disk; redb rolls back what the failed commit
+    /// left. One thread reopens at a time, and only the handle that failed
+    /// (another thread may have reopened it already). Waits up to
+    /// [`REOPEN_WAIT`] for the old handle's last users.
+    fn reopen(&self, failed: *const Database) -> Result<(), StoreError> {
+        let _one_at_a_time = self
+            .reopening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match self.db() {
+            Db::ReadOnly(_) => return Ok(()),
+            Db::ReadWrite(current) if Arc::as_ptr(&current) != failed => return Ok(()),
+            Db::ReadWrite(_) => {
+                // Opening runs redb's repair, which writes: on a disk that
+                // is still full it would fail and leave no handle at all,
+                // while the old one still serves most reads from its cache.
+                if let Some(free) = free_bytes(&self.path) {
+                    if free < REOPEN_MIN_FREE {
+                        return Err(StoreError::Redb(redb::Error::Io(std::io::Error::new(
+                            std::io::ErrorKind::StorageFull,
+                            format!(
+                                "{free} bytes free on the data folder's disk; waiting for space"
+                            ),
+                        ))));
+                    }
+                }
+            }
+            Db::Reopening => {}
         }
         tracing::warn!(path = %self.path.display(), "reopening the store after an I/O error");
         *self.db.write().unwrap_or_else(PoisonError::into_inner) = Db::Reopening;
+        self.open_again()
+    }
+
+    /// Opens the file into the `Reopening` slot; the caller holds
+    /// `reopening`. Waits up to [`REOPEN_WAIT`] for the old handle's last
+    /// users to let go of the file lock.
+    fn open_again(&self) -> Result<(), StoreError> {
+        if !matches!(self.db(), Db::Reopening) {
+            return Ok(());
+        }
         let deadline = std::time::Instant::now() + REOPEN_WAIT;
         loop {
             match Database::builder()
@@ -327,18 +416,10 @@ impl Store {
                 .open(&self.path)
             {
                 Ok(db) => {
-                    let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
-                    if let Db::Reopening = *slot {
-                        *slot = Db::ReadWrite(Arc::new(db));
-                    }
+                    *self.db.write().unwrap_or_else(PoisonError::into_inner) =
+                        Db::ReadWrite(Arc::new(db));
                     tracing::info!(path = %self.path.display(), "the store is open again");
                     return Ok(());
-                }
-                // Another thread reopened it meanwhile.
-                Err(redb::DatabaseError::DatabaseAlreadyOpen)
-                    if !matches!(self.db(), Db::Reopening) =>
-                {
-                    return Ok(())
                 }
                 Err(redb::DatabaseError::DatabaseAlreadyOpen)
                     if std::time::Instant::now() < deadline =>

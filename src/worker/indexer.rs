@@ -149,6 +149,13 @@ fn index_feed(engine: &Engine, feed: &str, layout: &SearchLayout, seen: &mut Has
             }
             Err(e) => {
                 tracing::error!(feed, error = %e, "the search index cannot be updated; searches may miss recent changes");
+                if e.is_transient() {
+                    // A full disk, say: redb then refuses its handle until
+                    // the store is opened again.
+                    if let Err(e) = engine.store.recover_if_failed() {
+                        tracing::warn!(error = %e, "the store is not writable yet");
+                    }
+                }
                 return;
             }
         }

@@ -42,6 +42,16 @@ const TICK: Duration = Duration::from_secs(1);
 const RETRY_FIRST: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
+/// An error of the disk or the store's handle, which may pass: the file
+/// is tried again.
+fn is_transient(e: &WorkerError) -> bool {
+    match e {
+        WorkerError::Output(_) => true,
+        WorkerError::Store(s) => s.is_transient(),
+        _ => false,
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Attempt {
     Done,
@@ -497,14 +507,16 @@ impl Intake {
     /// work again (then it waits behind them: a feed's files apply in the
     /// order they came).
     fn run_claim(&mut self, feed: &Feed, claim: &str) {
+        let entry = (feed.name.clone(), claim.to_string());
+        if self.stalled.contains(&entry) {
+            return;
+        }
         if !self.stalled.is_empty() {
-            self.stalled
-                .push_back((feed.name.clone(), claim.to_string()));
+            self.stalled.push_back(entry);
             return;
         }
         if self.attempt_claim(feed, claim) == Attempt::Retry {
-            self.stalled
-                .push_back((feed.name.clone(), claim.to_string()));
+            self.stalled.push_back(entry);
             self.retry_delay = RETRY_FIRST;
             self.retry_at = Instant::now() + self.retry_delay;
         }
@@ -515,6 +527,14 @@ impl Intake {
         if self.stalled.is_empty() || Instant::now() < self.retry_at {
             return;
         }
+        // redb notices a past I/O error only when a write begins: reopen
+        // the store first if it refuses its handle.
+        if let Err(e) = self.engine.store.recover_if_failed() {
+            tracing::warn!(error = %e, "the store is not writable yet");
+            self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+            self.retry_at = Instant::now() + self.retry_delay;
+            return;
+        }
         while let Some((feed_name, claim)) = self.stalled.front().cloned() {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
@@ -523,6 +543,19 @@ impl Intake {
                 self.stalled.pop_front();
                 continue;
             };
+            let folders = self.folders(&feed_name);
+            if !folders.processing().join(&claim).exists() {
+                // Archived meanwhile (superseded at a daily slot, say).
+                self.stalled.pop_front();
+                continue;
+            }
+            if self.already_recorded(&claim) {
+                // The run committed, and what failed came after it.
+                self.archive(&folders, &claim);
+                self.linger(&folders, &claim);
+                self.stalled.pop_front();
+                continue;
+            }
             if self.attempt_claim(&feed, &claim) == Attempt::Retry {
                 self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
                 self.retry_at = Instant::now() + self.retry_delay;
@@ -530,6 +563,15 @@ impl Intake {
             }
             self.stalled.pop_front();
         }
+    }
+
+    /// Whether a run names this claim (each file runs once).
+    fn already_recorded(&self, claim: &str) -> bool {
+        self.engine
+            .store
+            .list_runs(None)
+            .map(|runs| runs.iter().any(|r| r.upload.as_deref() == Some(claim)))
+            .unwrap_or(false)
     }
 
     fn attempt_claim(&mut self, feed: &Feed, claim: &str) -> Attempt {
@@ -544,8 +586,6 @@ impl Intake {
             import_upload(self.config(), &self.engine.store, feed, &path, name, claim)
         }))
         .unwrap_or_else(|panic| {
-            // Archived like a failed run, so that one file cannot stop
-            // the server at every start.
             Err(WorkerError::Internal(format!(
                 "internal error: {}; `flagsync check` tells whether the store is damaged",
                 crate::store::panic_text(panic.as_ref())
@@ -559,12 +599,37 @@ impl Intake {
                 state = run.state.as_str(),
                 "run recorded"
             ),
-            Err(e @ (WorkerError::Store(_) | WorkerError::Output(_))) => {
-                // The store or the disk failed (a full disk, say), not the
-                // file: it stays in processing/ and is tried again, here
-                // or at the next start.
+            Err(e) if is_transient(&e) => {
+                // The disk or the store's handle failed (a full disk, say),
+                // not the file: it stays in processing/ and is tried again.
                 tracing::error!(feed = %feed.name, file = name, error = %e, "the run could not be completed; the file is kept and tried again in a moment");
                 return Attempt::Retry;
+            }
+            Err(e @ WorkerError::Store(_)) => {
+                // Damage or a bug in the store: retrying cannot help, and
+                // archiving would lose the file from view. It stays in
+                // processing/ and runs at the next start (after a restore).
+                tracing::error!(feed = %feed.name, file = name, error = %e, "the run could not be recorded; the file is kept and tried again at the next start");
+                return Attempt::Done;
+            }
+            Err(WorkerError::Internal(reason)) => {
+                // A bug met on this file: archived with a failed run, so
+                // that one file cannot stop the server at every start.
+                tracing::error!(feed = %feed.name, file = name, error = %reason, "the run stopped on an internal error; the file is archived");
+                let recorded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let _gate = self.engine.exclusive();
+                    super::record_broken_upload(
+                        self.config(),
+                        &self.engine.store,
+                        feed,
+                        name,
+                        claim,
+                        reason,
+                    )
+                }));
+                if !matches!(recorded, Ok(Ok(_))) {
+                    tracing::error!(feed = %feed.name, file = name, "the failed run cannot be recorded either");
+                }
             }
             Err(e) => {
                 tracing::error!(feed = %feed.name, file = name, error = %e, "the run failed; the file is archived")

@@ -489,6 +489,25 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
     Ok(run)
 }
 
+/// Records a failed run for an upload whose run stopped on an internal
+/// error (a caught panic), so that the file does not go to the archive
+/// without a trace in the runs.
+pub fn record_broken_upload(
+    config: &Config,
+    store: &Store,
+    feed: &Feed,
+    file_name: &str,
+    upload: &str,
+    reason: String,
+) -> Result<Run, WorkerError> {
+    let mut run = new_run(feed, file_name, false, now_text());
+    run.reason = Some(reason);
+    run.upload = Some(upload.to_string());
+    run.finished_at = now_text();
+    record_failed_run(config, feed, store, &mut run)?;
+    Ok(run)
+}
+
 fn record_failed_run(
     config: &Config,
     feed: &Feed,
@@ -825,6 +844,10 @@ fn apply_run(
         remove_quietly(Path::new(&f));
     }
     // Only updates and removals free pages; an initial load frees none.
-    store.after_big_run(counts.updated + counts.removed)?;
+    // The run is committed: a failure here must not make it fail (and be
+    // run again).
+    if let Err(e) = store.after_big_run(counts.updated + counts.removed) {
+        tracing::warn!(error = %e, "the empty transaction after a big run failed");
+    }
     Ok(())
 }

@@ -177,6 +177,11 @@ fn a_full_disk_during_the_commit_changes_nothing_and_the_file_is_run_once_space_
         "redb refuses its handle after the failed write; the store reopened: {}",
         server.stderr()
     );
+    assert!(
+        !server.stderr().contains("in use by another"),
+        "the reopen never waited on its own handle: {}",
+        server.stderr()
+    );
     drop(server);
 }
 
