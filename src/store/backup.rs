@@ -567,16 +567,23 @@ mod tests {
         assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
     }
 
+    /// A backup (`backup.redb`) of a store with every layout (`a.redb`),
+    /// and another store to restore it over.
+    fn backup_and_other_store(dir: &Path) -> (PathBuf, PathBuf) {
+        let store = store_with_every_layout(&dir.join("a.redb"));
+        let out = dir.join("backup.redb");
+        store.backup_to(&out).unwrap();
+        drop(store);
+        let target = dir.join("data").join("flagsync.redb");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        drop(Store::open(&target).unwrap());
+        (out, target)
+    }
+
     #[test]
     fn a_restore_replaces_the_store_and_keeps_the_old_one() {
         let dir = tempfile::tempdir().unwrap();
-        let store = store_with_every_layout(&dir.path().join("a.redb"));
-        let out = dir.path().join("backup.redb");
-        store.backup_to(&out).unwrap();
-        drop(store);
-        let target = dir.path().join("data").join("flagsync.redb");
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        drop(Store::open(&target).unwrap());
+        let (out, target) = backup_and_other_store(dir.path());
         let before = std::fs::read(&target).unwrap();
         let (summary, kept) = restore(&out, &target).unwrap();
         let kept = kept.unwrap();
@@ -589,13 +596,7 @@ mod tests {
     #[test]
     fn a_damaged_backup_is_refused_and_the_store_is_untouched() {
         let dir = tempfile::tempdir().unwrap();
-        let store = store_with_every_layout(&dir.path().join("a.redb"));
-        let out = dir.path().join("backup.redb");
-        store.backup_to(&out).unwrap();
-        drop(store);
-        let target = dir.path().join("data").join("flagsync.redb");
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        drop(Store::open(&target).unwrap());
+        let (out, target) = backup_and_other_store(dir.path());
         let before = std::fs::read(&target).unwrap();
         let whole = std::fs::read(&out).unwrap();
         let cases: Vec<(&str, Vec<u8>)> = vec![

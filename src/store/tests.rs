@@ -56,17 +56,20 @@ fn a_damaged_file_gives_an_error_not_a_panic() {
     assert!(message.contains("cannot be opened"), "{message}");
 }
 
+/// A store at `path` holding one recipient of feed `hr`.
+fn store_with_one_record(path: &Path) {
+    let store = Store::open(path).unwrap();
+    let txn = store.begin_run().unwrap();
+    txn.with_feed("hr", |w| w.put_record("E1", b"\x01\x00\x00\x00\x00"))
+        .unwrap()
+        .unwrap();
+    txn.commit().unwrap();
+}
+
 #[test]
 fn a_store_whose_header_is_zeros_is_refused_not_made_anew() {
     let (_dir, path) = temp_store();
-    {
-        let store = Store::open(&path).unwrap();
-        let txn = store.begin_run().unwrap();
-        txn.with_feed("hr", |w| w.put_record("E1", b"\x01\x00\x00\x00\x00"))
-            .unwrap()
-            .unwrap();
-        txn.commit().unwrap();
-    }
+    store_with_one_record(&path);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[..4096].fill(0);
     std::fs::write(&path, &bytes).unwrap();
@@ -87,14 +90,7 @@ fn a_store_whose_header_is_zeros_is_refused_not_made_anew() {
 #[test]
 fn a_truncated_store_gives_an_error_not_a_panic() {
     let (_dir, path) = temp_store();
-    {
-        let store = Store::open(&path).unwrap();
-        let txn = store.begin_run().unwrap();
-        txn.with_feed("hr", |w| w.put_record("E1", b"\x01\x00\x00\x00\x00"))
-            .unwrap()
-            .unwrap();
-        txn.commit().unwrap();
-    }
+    store_with_one_record(&path);
     let len = std::fs::metadata(&path).unwrap().len();
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(len / 3).unwrap();

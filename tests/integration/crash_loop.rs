@@ -455,19 +455,6 @@ fn feed_dir(env: &Env, name: &str) -> PathBuf {
     env.data_dir.join(FEED).join(name)
 }
 
-/// Every entry of a folder, hidden ones included.
-fn all_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|r| {
-            r.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 fn temp_uploads(env: &Env) -> Vec<String> {
     all_names(&feed_dir(env, "upload"))
         .into_iter()

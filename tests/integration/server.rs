@@ -525,6 +525,20 @@ pub fn errors_dir(env: &Env, feed: &str) -> PathBuf {
 }
 
 /// Names in a folder, sorted; none when it does not exist.
+/// Every entry of `dir`, hidden ones included, sorted (none when it does
+/// not exist).
+pub fn all_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 pub fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = match fs::read_dir(dir) {
         Ok(entries) => entries

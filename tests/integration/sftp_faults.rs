@@ -38,19 +38,6 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Every entry of `dir`, hidden ones included.
-fn all_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|r| {
-            r.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 #[test]
 fn a_full_disk_fails_the_upload_cleanly_and_the_server_recovers() {
     let env = sftp_env();
