@@ -5,8 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use flagsync::cli;
 
-/// See Cargo.toml: the static (musl) build's allocator.
-#[cfg(target_env = "musl")]
+/// See Cargo.toml: why mimalloc.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -21,22 +21,7 @@ fn runtime_error(e: impl Into<anyhow::Error>) -> Failure {
     Failure::Runtime(e.into())
 }
 
-/// A long-running server must give memory back. glibc raises its mmap
-/// threshold after the first large block is freed, so later argon2id
-/// blocks (19 MiB a login) came from the heap and fragmented it: 50
-/// concurrent logins left 290 MB resident; with a fixed 1 MiB threshold,
-/// 20 MB. (musl always maps large blocks.)
-fn return_large_blocks_to_the_system() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes the allocator's tuning; called before
-    // any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
-
 pub fn serve(config: Config) -> Result<u8, Failure> {
-    return_large_blocks_to_the_system();
     let _lock = DataLock::acquire(&config.data_dir).map_err(|e| match e {
         StoreError::InUse { .. } => Failure::Runtime(anyhow::anyhow!(
             "another flagsync is using the data folder {} (a server or an import); stop it first",

@@ -37,6 +37,16 @@ pub trait FeedWriter {
     /// The stored record of `id`, if any.
     fn stored_record(&mut self, id: &str) -> Result<Option<Vec<u8>>, Self::Error>;
     fn put_record(&mut self, id: &str, record: &[u8]) -> Result<(), Self::Error>;
+    /// Stores several records whose IDs ascend strictly, as `put_record`
+    /// of each would. The store packs a run of them past its last ID into
+    /// full pages, which makes an initial load of an ID-sorted file faster
+    /// and its store smaller.
+    fn put_sorted_records(&mut self, records: &[(&str, &[u8])]) -> Result<(), Self::Error> {
+        for (id, record) in records {
+            self.put_record(id, record)?;
+        }
+        Ok(())
+    }
     /// Removes `id` and returns its record.
     fn remove_record(&mut self, id: &str) -> Result<Option<Vec<u8>>, Self::Error>;
     fn group_count(&mut self, group: &str) -> Result<u64, Self::Error>;
@@ -201,10 +211,16 @@ pub fn apply_diff_with_snapshot<W: FeedWriter>(
             }
             // Sorted keys are what redb inserts fastest.
             upserts.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-            for u in upserts {
+            let mut puts = Vec::with_capacity(upserts.len());
+            for u in &upserts {
                 written.push((u.id.clone(), u.hash));
-                write_upsert(u, writer, &mut counts, &mut group_delta)?;
+                if count_upsert(u, writer, &mut counts, &mut group_delta)? {
+                    puts.push((u.id.as_str(), u.record.as_slice()));
+                }
             }
+            writer
+                .put_sorted_records(&puts)
+                .map_err(ApplyError::Writer)?;
         }
         Ok(())
     })?;
@@ -263,21 +279,27 @@ fn merge_hashes(
     kept
 }
 
-fn write_upsert<W: FeedWriter>(
-    u: Upsert,
+/// Counts `u` as added, updated or unchanged and its group moves; true
+/// when its record must be written.
+fn count_upsert<W: FeedWriter>(
+    u: &Upsert,
     writer: &mut W,
     counts: &mut ApplyCounts,
     group_delta: &mut GroupDeltas,
-) -> Result<(), ApplyError<W::Error>> {
-    let old = match u.old {
-        Some(read_ahead) => read_ahead,
-        None if u.stored => writer.stored_record(&u.id).map_err(ApplyError::Writer)?,
+) -> Result<bool, ApplyError<W::Error>> {
+    let read;
+    let old = match &u.old {
+        Some(read_ahead) => read_ahead.as_deref(),
+        None if u.stored => {
+            read = writer.stored_record(&u.id).map_err(ApplyError::Writer)?;
+            read.as_deref()
+        }
         None => None,
     };
-    let old_groups = match &old {
-        Some(old) if *old == u.record => {
+    let old_groups = match old {
+        Some(old) if old == u.record.as_slice() => {
             counts.unchanged += 1;
-            return Ok(());
+            return Ok(false);
         }
         Some(old) => {
             counts.updated += 1;
@@ -288,16 +310,13 @@ fn write_upsert<W: FeedWriter>(
             Vec::new()
         }
     };
-    writer
-        .put_record(&u.id, &u.record)
-        .map_err(ApplyError::Writer)?;
     for g in old_groups.iter().filter(|g| !u.groups.contains(g)) {
         add_to_group(group_delta, g, -1);
     }
     for g in u.groups.iter().filter(|g| !old_groups.contains(g)) {
         add_to_group(group_delta, g, 1);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Counts a membership change without copying the group's name when the
@@ -384,13 +403,12 @@ fn validate_chunk(
     }
     Ok(located
         .into_par_iter()
-        .map_init(
-            || RowParser::new(file.header.delimiter),
-            |parser, (w, bytes)| {
-                let outcome = validate_work(w, parser.parse(bytes), file, &ctx);
-                read_ahead(outcome, snapshot)
-            },
-        )
+        .map(|(w, bytes)| {
+            let outcome = RowParser::with_thread_parser(file.header.delimiter, |parser| {
+                validate_work(w, parser.parse(bytes), file, &ctx)
+            });
+            read_ahead(outcome, snapshot)
+        })
         .collect())
 }
 

@@ -124,6 +124,57 @@ fn nothing_of_an_uncommitted_run_is_visible() {
 }
 
 #[test]
+fn sorted_records_are_stored_like_single_puts_before_among_and_past_the_stored_ids() {
+    use crate::import::StoredRecords;
+    let (_dir, path) = temp_store();
+    let store = Store::open(&path).unwrap();
+    let put = |records: &[(&str, &[u8])]| {
+        let txn = store.begin_run().unwrap();
+        txn.with_feed("hr", |w| w.put_sorted_records(records))
+            .unwrap()
+            .unwrap();
+        txn.commit().unwrap();
+    };
+    // Into an empty table: all of it past the (missing) last ID.
+    let first: Vec<(String, Vec<u8>)> = (0..3000)
+        .map(|i| (format!("E{:05}", i * 2), format!("old {i}").into_bytes()))
+        .collect();
+    let first_refs: Vec<(&str, &[u8])> = first
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    put(&first_refs);
+    // Before the first ID, between stored IDs, replacing one, equal to the
+    // last, and past it.
+    put(&[
+        ("A1", b"new a1"),
+        ("E00003", b"new 3"),
+        ("E00004", b"new 4"),
+        ("E05998", b"new last"),
+        ("E05999", b"new past 1"),
+        ("F1", b"new past 2"),
+    ]);
+    assert_eq!(store.recipient_count("hr").unwrap(), 3000 + 4);
+    let snapshot = store.snapshot("hr").unwrap();
+    let get = |id: &str| snapshot.stored_record(id).unwrap();
+    assert_eq!(get("A1").as_deref(), Some(&b"new a1"[..]));
+    assert_eq!(get("E00000").as_deref(), Some(&b"old 0"[..]));
+    assert_eq!(get("E00003").as_deref(), Some(&b"new 3"[..]));
+    assert_eq!(get("E00004").as_deref(), Some(&b"new 4"[..]));
+    assert_eq!(get("E00006").as_deref(), Some(&b"old 3"[..]));
+    assert_eq!(get("E05998").as_deref(), Some(&b"new last"[..]));
+    assert_eq!(get("E05999").as_deref(), Some(&b"new past 1"[..]));
+    assert_eq!(get("F1").as_deref(), Some(&b"new past 2"[..]));
+    for i in 0..3000 {
+        assert!(
+            get(&format!("E{:05}", i * 2)).is_some(),
+            "E{:05} lost",
+            i * 2
+        );
+    }
+}
+
+#[test]
 fn the_hash_list_is_replaced_whole() {
     let (_dir, path) = temp_store();
     let store = Store::open(&path).unwrap();

@@ -1,6 +1,8 @@
 //! [`FeedWriter`] over redb: the real one over a write transaction, and a
 //! read-only one for dry and held runs (its writes are dropped).
 
+use std::ops::Bound;
+
 use redb::{
     ReadOnlyTable, ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction,
 };
@@ -49,6 +51,32 @@ impl FeedWriter for WriteFeed<'_> {
 
     fn put_record(&mut self, id: &str, record: &[u8]) -> Result<(), StoreError> {
         self.recipients.insert(id, record)?;
+        Ok(())
+    }
+
+    fn put_sorted_records(&mut self, records: &[(&str, &[u8])]) -> Result<(), StoreError> {
+        // IDs past the table's last one go in through a cursor at its end:
+        // redb buffers such an ascending run and packs it into full pages,
+        // where one insert at a time leaves pages half full after splits
+        // (an initial load of an ID-sorted 1M file: 570 MB of store).
+        let last = self
+            .recipients
+            .last()?
+            .map(|(id, _)| id.value().to_string());
+        let past_last = match &last {
+            Some(last) => records.partition_point(|(id, _)| *id <= last.as_str()),
+            None => 0,
+        };
+        for (id, record) in &records[..past_last] {
+            self.recipients.insert(*id, *record)?;
+        }
+        if past_last < records.len() {
+            let mut end = self.recipients.upper_bound_mut(Bound::<&str>::Unbounded)?;
+            for (id, record) in &records[past_last..] {
+                end.insert_before(*id, *record).map_err(redb::Error::from)?;
+            }
+            end.close()?;
+        }
         Ok(())
     }
 
