@@ -834,6 +834,7 @@ fn sequential_scan(bytes: &[u8], field_columns: &[Option<usize>]) -> Vec<Sequent
                     let cells = super::validate::Cells {
                         data: record.as_slice(),
                         ends: &ends,
+                        gap: 0,
                     };
                     raw_hash(&cells, field_columns, &mut scratch)
                 },

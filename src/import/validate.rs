@@ -20,12 +20,15 @@ pub struct RowContext<'a> {
     pub encoding: Encoding,
 }
 
-/// One parsed row's cells: the unquoted bytes of every cell, back to back,
-/// and where each cell ends.
+/// One parsed row's cells: the unquoted bytes of every cell, back to back
+/// (`gap` 0) or the row's own text with its delimiters (`gap` 1, for a row
+/// without quotes), and where each cell ends.
 #[derive(Debug, Clone, Copy)]
 pub struct Cells<'a> {
     pub data: &'a [u8],
     pub ends: &'a [usize],
+    /// Bytes between one cell's end and the next one's start.
+    pub gap: usize,
 }
 
 impl<'a> Cells<'a> {
@@ -35,7 +38,11 @@ impl<'a> Cells<'a> {
 
     pub fn get(&self, i: usize) -> Option<&'a [u8]> {
         let end = *self.ends.get(i)?;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        let start = if i == 0 {
+            0
+        } else {
+            self.ends[i - 1] + self.gap
+        };
         self.data.get(start..end)
     }
 
@@ -88,13 +95,38 @@ impl RowParser {
 
     /// The first record in `input` (no cells on anything unexpected),
     /// borrowing the parser's buffers: no allocation per row.
-    pub fn parse(&mut self, input: &[u8]) -> Cells<'_> {
+    pub fn parse<'s>(&'s mut self, input: &'s [u8]) -> Cells<'s> {
         self.parse_record(input).0
     }
 
     /// The first record in `input` and how many bytes it took (its line
     /// break included); 0 bytes at the end of the input.
-    pub fn parse_record(&mut self, input: &[u8]) -> (Cells<'_>, usize) {
+    pub fn parse_record<'s>(&'s mut self, input: &'s [u8]) -> (Cells<'s>, usize) {
+        match plain_line(input) {
+            Some((line, consumed)) => (self.split_plain(line), consumed),
+            None => self.parse_quoted(input),
+        }
+    }
+
+    /// The cells of a line without quotes: its delimiters are all the
+    /// parsing it needs (csv-core would copy every byte to find them).
+    fn split_plain<'s>(&'s mut self, line: &'s [u8]) -> Cells<'s> {
+        let mut n = 0;
+        for at in memchr::memchr_iter(self.delimiter, line).chain([line.len()]) {
+            if n == self.ends.len() {
+                self.ends.resize(n * 2, 0);
+            }
+            self.ends[n] = at;
+            n += 1;
+        }
+        Cells {
+            data: line,
+            ends: &self.ends[..n],
+            gap: 1,
+        }
+    }
+
+    fn parse_quoted(&mut self, input: &[u8]) -> (Cells<'_>, usize) {
         use csv_core::ReadRecordResult as R;
         self.core.reset();
         let (mut at_in, mut at_out, mut at_end) = (0, 0, 0);
@@ -131,6 +163,7 @@ impl RowParser {
         let cells = Cells {
             data: &self.out[..at_out],
             ends: &self.ends[..at_end],
+            gap: 0,
         };
         (cells, at_in)
     }
@@ -140,6 +173,30 @@ impl RowParser {
         self.out.resize(out, 0);
         self.ends.resize(ends, 0);
     }
+}
+
+/// The first record of `input` and the bytes it takes, when it is one
+/// line with no quote and no carriage return before its line break: such a
+/// record is exactly its text split at the delimiters. Anything else
+/// (quotes, a lone CR, a blank line) is left to csv-core.
+fn plain_line(input: &[u8]) -> Option<(&[u8], usize)> {
+    let (line, mut consumed) = match memchr::memchr(b'\n', input) {
+        Some(nl) => (&input[..nl], nl + 1),
+        None => (input, input.len()),
+    };
+    // csv-core ends a record at the CR of a CRLF and reads the LF as a
+    // blank line: take the same bytes, so that offsets and lines agree.
+    let line = match line.strip_suffix(b"\r") {
+        Some(before_cr) => {
+            consumed = line.len();
+            before_cr
+        }
+        None => line,
+    };
+    if line.is_empty() || memchr::memchr2(b'"', b'\r', line).is_some() {
+        return None;
+    }
+    Some((line, consumed))
 }
 
 /// A valid row, encoded as the store keeps it.
@@ -363,7 +420,65 @@ fn groups_of(values: &[(usize, Cow<str>)], feed: &Feed) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_email;
+    use proptest::prelude::*;
+
+    use super::{is_email, RowParser};
+
+    fn cells_of(cells: super::Cells) -> Vec<Vec<u8>> {
+        cells.iter().map(<[u8]>::to_vec).collect()
+    }
+
+    /// Splits `input` into records the way a block is walked, with or
+    /// without the split of plain lines.
+    fn records(input: &[u8], delimiter: u8, plain: bool) -> Vec<(Vec<Vec<u8>>, usize)> {
+        let mut parser = RowParser::new(delimiter);
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < input.len() {
+            let (cells, consumed) = if plain {
+                parser.parse_record(&input[at..])
+            } else {
+                parser.parse_quoted(&input[at..])
+            };
+            if consumed == 0 {
+                break;
+            }
+            out.push((cells_of(cells), consumed));
+            at += consumed;
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(2000)
+        })]
+
+        /// The split of plain lines finds exactly what csv-core finds, and
+        /// takes as many bytes: quotes, CRs, blank lines and a last line
+        /// without a break included.
+        #[test]
+        fn plain_lines_split_as_csv_core_parses_them(
+            bytes in proptest::collection::vec(
+                prop::sample::select(b"ab ,;|\t\"\r\n\xc3\xa9".to_vec()), 0..60),
+            delimiter in prop::sample::select(b",;|\t".to_vec()),
+        ) {
+            prop_assert_eq!(records(&bytes, delimiter, true), records(&bytes, delimiter, false));
+        }
+    }
+
+    #[test]
+    fn a_plain_line_is_split_at_its_delimiters() {
+        let mut parser = RowParser::new(b';');
+        let (cells, consumed) = parser.parse_record(b"a;;b c;\r\nnext");
+        assert_eq!(cells.gap, 1, "the plain split was used");
+        assert_eq!(consumed, 8, "up to the CR, as csv-core");
+        assert_eq!(cells_of(cells), [&b"a"[..], b"", b"b c", b""]);
+        let (cells, _) = parser.parse_record(b"\"a;b\";c\n");
+        assert_eq!(cells.gap, 0, "quotes go to csv-core");
+        assert_eq!(cells_of(cells), [&b"a;b"[..], b"c"]);
+    }
 
     #[test]
     fn emails() {
