@@ -83,9 +83,14 @@ const CACHE_BYTES: usize = 16 << 20;
 /// the file during the run, reading them back at the commit for their
 /// checksums. So a run gets about 512 bytes of cache per row it may write
 /// (a record is ~400), up to this much: at 1M rows 0.95x the time of a
-/// 128 MiB cache, for ~200 MB more at the peak.
+/// 128 MiB cache, for ~200 MB more at the peak...
 const MAX_RUN_CACHE_BYTES: usize = 512 << 20;
 const RUN_CACHE_BYTES_PER_ROW: usize = 512;
+/// ...and only while the run's pages can fit: past this many rows they
+/// cannot, and a large cache only adds to the peak (10M rows: 2.15 GB).
+const MAX_ROWS_FOR_RUN_CACHE: usize = 1_500_000;
+/// What such a run gets instead.
+const HUGE_RUN_CACHE_BYTES: usize = 128 << 20;
 
 /// Above this many changes, an empty transaction follows the run so that
 /// redb can reuse the pages the run freed (redb#829).
@@ -227,9 +232,12 @@ impl Store {
 
     /// [`Store::open`] for a run that will write about `rows` recipients.
     pub fn open_for_run(path: &Path, rows: usize) -> Result<Store, StoreError> {
-        let cache = rows
-            .saturating_mul(RUN_CACHE_BYTES_PER_ROW)
-            .clamp(CACHE_BYTES, MAX_RUN_CACHE_BYTES);
+        let cache = if rows > MAX_ROWS_FOR_RUN_CACHE {
+            HUGE_RUN_CACHE_BYTES
+        } else {
+            rows.saturating_mul(RUN_CACHE_BYTES_PER_ROW)
+                .clamp(CACHE_BYTES, MAX_RUN_CACHE_BYTES)
+        };
         Store::open_with_cache(path, cache)
     }
 

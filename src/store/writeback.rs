@@ -72,3 +72,33 @@ fn start_writeback(file: &std::fs::File) {
 
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_: &std::fs::File) {}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn the_helper_runs_until_dropped_and_is_joined() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let helper = Writeback::start(&path).expect("a helper for an existing file");
+        let thread = helper.thread.as_ref().unwrap().thread().clone();
+        assert_eq!(thread.name(), Some("store-writeback"));
+        // Dirty pages for it to start writing, over a few intervals.
+        for _ in 0..3 {
+            file.write_all(&[7u8; 1 << 20]).unwrap();
+            std::thread::sleep(INTERVAL);
+        }
+        assert!(!helper.thread.as_ref().unwrap().is_finished());
+        drop(helper); // joins: a server runs many runs, none may leave it behind
+    }
+
+    #[test]
+    fn no_helper_for_a_file_that_cannot_be_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Writeback::start(&dir.path().join("missing")).is_none());
+    }
+}
