@@ -64,6 +64,9 @@ pub struct RowParser {
     ends: Vec<usize>,
 }
 
+/// A thread's parser whose buffers grew past this is dropped after use.
+const KEPT_PARSER_BYTES: usize = 1 << 20;
+
 thread_local! {
     /// Each thread's parser, kept between chunks: rayon splits a chunk into
     /// many small jobs, and building a csv-core reader (its DFA) per job
@@ -80,7 +83,13 @@ impl RowParser {
                 Some(p) if p.delimiter == delimiter => p,
                 _ => slot.insert(RowParser::new(delimiter)),
             };
-            f(parser)
+            let result = f(parser);
+            // One huge row (an unclosed quote can make the rest of a file
+            // one row) must not stay resident in a server thread.
+            if parser.out.len() > KEPT_PARSER_BYTES {
+                *slot = None;
+            }
+            result
         })
     }
 
@@ -175,6 +184,8 @@ impl RowParser {
     }
 }
 
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// The first record of `input` and the bytes it takes, when it is one
 /// line with no quote and no carriage return before its line break: such a
 /// record is exactly its text split at the delimiters. Anything else
@@ -193,7 +204,8 @@ fn plain_line(input: &[u8]) -> Option<(&[u8], usize)> {
         }
         None => line,
     };
-    if line.is_empty() || memchr::memchr2(b'"', b'\r', line).is_some() {
+    // csv-core also drops a byte-order mark at the start of a record.
+    if line.is_empty() || line.starts_with(BOM) || memchr::memchr2(b'"', b'\r', line).is_some() {
         return None;
     }
     Some((line, consumed))
@@ -461,7 +473,7 @@ mod tests {
         #[test]
         fn plain_lines_split_as_csv_core_parses_them(
             bytes in proptest::collection::vec(
-                prop::sample::select(b"ab ,;|\t\"\r\n\xc3\xa9".to_vec()), 0..60),
+                prop::sample::select(b"ab ,;|\t\"\r\n\xc3\xa9\xef\xbb\xbf".to_vec()), 0..60),
             delimiter in prop::sample::select(b",;|\t".to_vec()),
         ) {
             prop_assert_eq!(records(&bytes, delimiter, true), records(&bytes, delimiter, false));
@@ -478,6 +490,22 @@ mod tests {
         let (cells, _) = parser.parse_record(b"\"a;b\";c\n");
         assert_eq!(cells.gap, 0, "quotes go to csv-core");
         assert_eq!(cells_of(cells), [&b"a;b"[..], b"c"]);
+        let (cells, _) = parser.parse_record(b"\xEF\xBB\xBFE1;x\n");
+        assert_eq!(
+            cells_of(cells),
+            [&b"E1"[..], b"x"],
+            "a BOM is dropped, as csv-core does"
+        );
+    }
+
+    #[test]
+    fn a_thread_does_not_keep_the_buffers_of_a_huge_row() {
+        let huge = [b"\"".as_slice(), &vec![b'x'; 4 << 20], b"\"\n"].concat();
+        let cells = RowParser::with_thread_parser(b',', |p| p.parse(&huge).count());
+        assert_eq!(cells, 1);
+        super::THREAD_PARSER.with(|slot| assert!(slot.borrow().is_none(), "dropped"));
+        RowParser::with_thread_parser(b',', |p| p.parse(b"a,b\n").count());
+        super::THREAD_PARSER.with(|slot| assert!(slot.borrow().is_some(), "kept"));
     }
 
     #[test]
