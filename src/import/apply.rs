@@ -38,9 +38,8 @@ pub trait FeedWriter {
     fn stored_record(&mut self, id: &str) -> Result<Option<Vec<u8>>, Self::Error>;
     fn put_record(&mut self, id: &str, record: &[u8]) -> Result<(), Self::Error>;
     /// Stores several records whose IDs ascend strictly, as `put_record`
-    /// of each would. The store packs a run of them past its last ID into
-    /// full pages, which makes an initial load of an ID-sorted file faster
-    /// and its store smaller.
+    /// of each would. The store appends a run of them past its last ID in
+    /// one go, which an initial load of an ID-sorted file does throughout.
     fn put_sorted_records(&mut self, records: &[(&str, &[u8])]) -> Result<(), Self::Error> {
         for (id, record) in records {
             self.put_record(id, record)?;
