@@ -86,7 +86,7 @@ impl RowParser {
             let result = f(parser);
             // One huge row (an unclosed quote can make the rest of a file
             // one row) must not stay resident in a server thread.
-            if parser.out.len() > KEPT_PARSER_BYTES {
+            if parser.buffer_bytes() > KEPT_PARSER_BYTES {
                 *slot = None;
             }
             result
@@ -175,6 +175,11 @@ impl RowParser {
             gap: 0,
         };
         (cells, at_in)
+    }
+
+    /// What its buffers hold: a row of many cells grows `ends` alone.
+    fn buffer_bytes(&self) -> usize {
+        self.out.len() + self.ends.len() * std::mem::size_of::<usize>()
     }
 
     fn grow(&mut self) {
@@ -506,6 +511,11 @@ mod tests {
         super::THREAD_PARSER.with(|slot| assert!(slot.borrow().is_none(), "dropped"));
         RowParser::with_thread_parser(b',', |p| p.parse(b"a,b\n").count());
         super::THREAD_PARSER.with(|slot| assert!(slot.borrow().is_some(), "kept"));
+        let many_cells = [vec![b','; 1 << 18], b"\n".to_vec()].concat();
+        let cells = RowParser::with_thread_parser(b',', |p| p.parse(&many_cells).count());
+        assert_eq!(cells, (1 << 18) + 1);
+        super::THREAD_PARSER
+            .with(|slot| assert!(slot.borrow().is_none(), "dropped for its cell ends"));
     }
 
     #[test]
