@@ -435,8 +435,15 @@ fn validate_feed(raw: &RawFeed, problems: &mut Problems) -> Option<Feed> {
             format!("feed name '{name}' must be 1-64 letters, digits, '-' or '_' (it is also a folder name)"),
         );
     }
-    let fields = validate_fields(&name, &raw.field, problems);
+    let mut fields = validate_fields(&name, &raw.field, problems);
     let id_field = find_id_field(&name, raw, &fields, problems);
+    if let Some(i) = id_field {
+        let said = raw
+            .field
+            .iter()
+            .find(|r| *r.get_ref().name.get_ref() == fields[i].name);
+        promote_to_id(&mut fields[i], said.and_then(|r| r.get_ref().search));
+    }
     let group_fields = validate_group_fields(&name, raw, &fields, problems);
     let filters = validate_filters(&name, raw, &fields, problems);
     let feed = Feed {
@@ -585,6 +592,14 @@ fn searched_by_default(kind: FieldKind, name: &str) -> bool {
 /// Header names match ignoring case and surrounding spaces.
 pub fn normalize_header(h: &str) -> String {
     h.trim().to_lowercase()
+}
+
+/// A text field named by `id_field` is the feed's ID from here on, as if
+/// it said `type = "id"`: a file without its column fails, it cannot be a
+/// group field, and it is searched unless it says otherwise.
+fn promote_to_id(field: &mut Field, search: Option<bool>) {
+    field.kind = FieldKind::Id;
+    field.search = search.unwrap_or(true);
 }
 
 fn find_id_field(

@@ -121,3 +121,18 @@ fn search_and_filter_default_by_type_and_name_and_can_be_set() {
     let msg = problems(&text.replace("filter = true", "filter = \"yes\""));
     assert!(msg.contains("line"), "{msg}");
 }
+
+#[test]
+fn a_text_field_named_by_id_field_is_the_id_and_cannot_be_a_group() {
+    let text = "[[feed]]\nname = \"hr\"\nid_field = \"emp\"\n  [[feed.field]]\n  name = \"emp\"\n  column = \"Emp\"\n  [[feed.field]]\n  name = \"dept\"\n  column = \"Dept\"\n";
+    let c = Config::parse(text, Source::Embedded).expect("valid");
+    let feed = c.feed("hr").unwrap();
+    assert_eq!(feed.id().name, "emp");
+    assert_eq!(feed.id().kind, FieldKind::Id, "as if it said type = \"id\"");
+    assert!(feed.id().search);
+    let grouped = text.replace(
+        "id_field = \"emp\"\n",
+        "id_field = \"emp\"\ngroup_fields = [\"emp\"]\n",
+    );
+    assert!(problems(&grouped).contains("cannot be a group field"));
+}
