@@ -13,7 +13,9 @@ use super::header::Header;
 use super::input::Input;
 use super::record::{DecodeError, Record};
 use super::scan::{decode_field, Encoding};
-use super::validate::{validate_row, Cells, RowContext, RowParser};
+use super::validate::{
+    filled_fields, keep_stored_values, validate_row, Cells, RowContext, RowParser, ValidRow,
+};
 
 /// Membership changes per group name. The writer thread counts three per
 /// row on a big run: a fast non-cryptographic hash (names come from the
@@ -61,12 +63,16 @@ pub trait StoredRecords: Sync {
     fn stored_record(&self, id: &str) -> Result<Option<Vec<u8>>, String>;
 }
 
-/// A flagged row: left out, and listed in the error report.
+/// A flagged row (left out), or a row imported with warnings (without
+/// its invalid optional values); both are listed in the error report.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RowError {
     pub line: u32,
     pub id: Option<String>,
     pub reasons: Vec<String>,
+    /// True for a row that was imported: `reasons` are its warnings.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
     /// The original record as it was in the file.
     #[serde(skip)]
     pub cells: Vec<String>,
@@ -85,6 +91,10 @@ pub struct ApplyCounts {
     pub removed: u64,
     pub unchanged: u64,
     pub flagged: u64,
+    /// Rows imported without some invalid optional value (each also one
+    /// of added, updated, unchanged).
+    #[serde(default)]
+    pub warnings: u64,
     pub filtered: u64,
     pub groups_created: u64,
     pub groups_removed: u64,
@@ -122,11 +132,12 @@ pub struct FileContext<'a> {
 struct Upsert {
     id: CompactString,
     hash: u64,
-    record: Vec<u8>,
-    groups: Vec<String>,
+    valid: ValidRow,
     stored: bool,
     /// The stored record, when read ahead from a snapshot.
     old: Option<Option<Vec<u8>>>,
+    /// The row's warnings, for the error report.
+    warning: Option<RowError>,
 }
 
 enum Outcome {
@@ -135,6 +146,7 @@ enum Outcome {
     Unchanged {
         id: CompactString,
         hash: u64,
+        warning: Option<RowError>,
     },
     Error(RowError),
     SnapshotFailed(String),
@@ -150,6 +162,9 @@ pub struct Applied {
     pub hashes: Vec<(CompactString, u64)>,
     /// False when `hashes` equals the list before the run.
     pub hashes_changed: bool,
+    /// Per field position: stored values that this run empties (updates
+    /// only; removals are the delete guard's), for the clear guard.
+    pub cleared: Vec<u64>,
 }
 
 /// Applies `diff` through `writer`, streaming row errors to `errors`.
@@ -178,6 +193,7 @@ pub fn apply_diff_with_snapshot<W: FeedWriter>(
         ..ApplyCounts::default()
     };
     let mut group_delta = GroupDeltas::default();
+    let mut cleared = vec![0u64; file.feed.fields.len()];
     let mut written: Vec<(CompactString, u64)> = Vec::new();
     // The next chunk is validated (on the rayon pool) while this thread
     // writes the last one: the writer is a single thread (redb), so a big
@@ -195,9 +211,18 @@ pub fn apply_diff_with_snapshot<W: FeedWriter>(
         for outcomes in validated {
             let mut upserts = Vec::with_capacity(CHUNK_ROWS);
             for outcome in outcomes.map_err(ApplyError::Read)? {
+                let warning = match &outcome {
+                    Outcome::Upsert(u) => u.warning.as_ref(),
+                    Outcome::Unchanged { warning, .. } => warning.as_ref(),
+                    _ => None,
+                };
+                if let Some(w) = warning {
+                    counts.warnings += 1;
+                    errors.row_error(w).map_err(ApplyError::ErrorReport)?;
+                }
                 match outcome {
                     Outcome::Upsert(u) => upserts.push(u),
-                    Outcome::Unchanged { id, hash } => {
+                    Outcome::Unchanged { id, hash, .. } => {
                         counts.unchanged += 1;
                         written.push((id, hash));
                     }
@@ -210,13 +235,22 @@ pub fn apply_diff_with_snapshot<W: FeedWriter>(
             }
             // Sorted keys are what redb inserts fastest.
             upserts.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-            let mut puts = Vec::with_capacity(upserts.len());
-            for u in &upserts {
+            let mut changed = Vec::with_capacity(upserts.len());
+            for mut u in upserts {
                 written.push((u.id.clone(), u.hash));
-                if count_upsert(u, writer, &mut counts, &mut group_delta)? {
-                    puts.push((u.id.as_str(), u.record.as_slice()));
+                let mut tally = Tally {
+                    counts: &mut counts,
+                    group_delta: &mut group_delta,
+                    cleared: &mut cleared,
+                };
+                if count_upsert(&mut u, writer, &mut tally, file.feed)? {
+                    changed.push(u);
                 }
             }
+            let puts: Vec<(&str, &[u8])> = changed
+                .iter()
+                .map(|u| (u.id.as_str(), u.valid.encoded.as_slice()))
+                .collect();
             writer
                 .put_sorted_records(&puts)
                 .map_err(ApplyError::Writer)?;
@@ -240,6 +274,7 @@ pub fn apply_diff_with_snapshot<W: FeedWriter>(
         counts,
         hashes: merge_hashes(diff.kept, written),
         hashes_changed,
+        cleared,
     })
 }
 
@@ -278,13 +313,21 @@ fn merge_hashes(
     kept
 }
 
-/// Counts `u` as added, updated or unchanged and its group moves; true
-/// when its record must be written.
+/// What the writer thread counts while it writes.
+struct Tally<'a> {
+    counts: &'a mut ApplyCounts,
+    group_delta: &'a mut GroupDeltas,
+    cleared: &'a mut [u64],
+}
+
+/// Counts `u` as added, updated or unchanged, its group moves and the
+/// stored values it empties; true when its record must be written. An
+/// existing person keeps the stored values of `u`'s invalid fields.
 fn count_upsert<W: FeedWriter>(
-    u: &Upsert,
+    u: &mut Upsert,
     writer: &mut W,
-    counts: &mut ApplyCounts,
-    group_delta: &mut GroupDeltas,
+    tally: &mut Tally,
+    feed: &Feed,
 ) -> Result<bool, ApplyError<W::Error>> {
     let read;
     let old = match &u.old {
@@ -295,27 +338,50 @@ fn count_upsert<W: FeedWriter>(
         }
         None => None,
     };
+    if let Some(old) = old.filter(|_| u.valid.kept != 0) {
+        u.valid = keep_stored_values(&u.valid, old, feed)?;
+    }
     let old_groups = match old {
-        Some(old) if old == u.record.as_slice() => {
-            counts.unchanged += 1;
+        Some(old) if old == u.valid.encoded.as_slice() => {
+            tally.counts.unchanged += 1;
             return Ok(false);
         }
         Some(old) => {
-            counts.updated += 1;
+            tally.counts.updated += 1;
+            count_cleared(old, &u.valid.encoded, feed, tally.cleared)?;
             Record::decode_groups(old)?
         }
         None => {
-            counts.added += 1;
+            tally.counts.added += 1;
             Vec::new()
         }
     };
-    for g in old_groups.iter().filter(|g| !u.groups.contains(g)) {
-        add_to_group(group_delta, g, -1);
+    for g in old_groups.iter().filter(|g| !u.valid.groups.contains(g)) {
+        add_to_group(tally.group_delta, g, -1);
     }
-    for g in u.groups.iter().filter(|g| !old_groups.contains(g)) {
-        add_to_group(group_delta, g, 1);
+    for g in u.valid.groups.iter().filter(|g| !old_groups.contains(g)) {
+        add_to_group(tally.group_delta, g, 1);
     }
     Ok(true)
+}
+
+/// Adds the delivery channel values that `new` empties in `old`.
+fn count_cleared(
+    old: &[u8],
+    new: &[u8],
+    feed: &Feed,
+    cleared: &mut [u64],
+) -> Result<(), DecodeError> {
+    let emptied = filled_fields(old)? & !filled_fields(new)?;
+    if emptied == 0 {
+        return Ok(());
+    }
+    for (i, field) in feed.fields.iter().enumerate().take(64) {
+        if field.kind.is_channel() && emptied & (1 << i) != 0 {
+            cleared[i] += 1;
+        }
+    }
+    Ok(())
 }
 
 /// Counts a membership change without copying the group's name when the
@@ -406,56 +472,78 @@ fn validate_chunk(
             let outcome = RowParser::with_thread_parser(file.header.delimiter, |parser| {
                 validate_work(w, parser.parse(bytes), file, &ctx)
             });
-            read_ahead(outcome, snapshot)
+            read_ahead(outcome, snapshot, file.feed)
         })
         .collect())
 }
 
 fn validate_work(w: &Work, record: Cells, file: &FileContext, ctx: &RowContext) -> Outcome {
-    let error = |reasons: Vec<String>| {
-        Outcome::Error(RowError {
-            line: w.row.line,
-            id: (!w.row.id.is_empty()).then(|| w.row.id.to_string()),
-            reasons,
-            cells: record
-                .iter()
-                .map(|c| decode_field(c, file.encoding).into_owned())
-                .collect(),
-        })
+    let error_of = |reasons: Vec<String>| RowError {
+        line: w.row.line,
+        id: (!w.row.id.is_empty()).then(|| w.row.id.to_string()),
+        reasons,
+        warning: false,
+        cells: record
+            .iter()
+            .map(|c| decode_field(c, file.encoding).into_owned())
+            .collect(),
     };
+    let error = |reasons: Vec<String>| Outcome::Error(error_of(reasons));
     match w.kind {
         WorkKind::Flagged(flag) => error(vec![early_reason(flag, w, &record, file)]),
         WorkKind::Candidate { stored } => match validate_row(&record, ctx) {
-            Ok(valid) => Outcome::Upsert(Upsert {
-                id: w.row.id.clone(),
-                hash: w.row.hash,
-                record: valid.encoded,
-                groups: valid.groups,
-                stored,
-                old: None,
-            }),
+            Ok(valid) => {
+                let warning = (!valid.warnings.is_empty()).then(|| RowError {
+                    warning: true,
+                    ..error_of(valid.warnings.clone())
+                });
+                Outcome::Upsert(Upsert {
+                    id: w.row.id.clone(),
+                    // A row with warnings is stored under another hash, so
+                    // that the next file holding it is validated (and
+                    // warned about) again.
+                    hash: if warning.is_some() {
+                        !w.row.hash
+                    } else {
+                        w.row.hash
+                    },
+                    valid,
+                    stored,
+                    old: None,
+                    warning,
+                })
+            }
             Err(reasons) => error(reasons),
         },
     }
 }
 
-/// Attaches the stored record to an update, or settles it as unchanged.
-fn read_ahead(outcome: Outcome, snapshot: Option<&dyn StoredRecords>) -> Outcome {
+/// Attaches the stored record to an update (with the stored values of
+/// its invalid fields), or settles it as unchanged.
+fn read_ahead(outcome: Outcome, snapshot: Option<&dyn StoredRecords>, feed: &Feed) -> Outcome {
     let (mut u, snapshot) = match (outcome, snapshot) {
         (Outcome::Upsert(u), Some(snapshot)) if u.stored => (u, snapshot),
         (other, _) => return other,
     };
-    match snapshot.stored_record(&u.id) {
-        Ok(Some(old)) if old == u.record => Outcome::Unchanged {
+    let old = match snapshot.stored_record(&u.id) {
+        Ok(old) => old,
+        Err(e) => return Outcome::SnapshotFailed(e),
+    };
+    if let Some(old) = old.as_deref().filter(|_| u.valid.kept != 0) {
+        match keep_stored_values(&u.valid, old, feed) {
+            Ok(valid) => u.valid = valid,
+            Err(e) => return Outcome::SnapshotFailed(e.to_string()),
+        }
+    }
+    if old.as_deref() == Some(u.valid.encoded.as_slice()) {
+        return Outcome::Unchanged {
             id: u.id,
             hash: u.hash,
-        },
-        Ok(old) => {
-            u.old = Some(old);
-            Outcome::Upsert(u)
-        }
-        Err(e) => Outcome::SnapshotFailed(e),
+            warning: u.warning,
+        };
     }
+    u.old = Some(old);
+    Outcome::Upsert(u)
 }
 
 fn early_reason(flag: EarlyFlag, w: &Work, record: &Cells, file: &FileContext) -> String {

@@ -4,7 +4,8 @@
 use crate::config::{Feed, FieldKind};
 
 use super::input::Input;
-use super::scan::{decode_field, walk_record_ends, Encoding, Rejection};
+use super::scan::{decode_field, Encoding, Rejection};
+use super::text::{count_line_breaks, printable, sniff_not_csv, walk_record_ends, Utf8Evidence};
 
 /// The header can be at most this long; longer means it is not a header.
 const MAX_HEADER_BYTES: usize = 1 << 20;
@@ -30,6 +31,11 @@ pub struct Header {
     pub field_columns: Vec<Option<usize>>,
     /// True when the header is not valid UTF-8 (a hint, the file decides).
     pub header_is_cp1252: bool,
+    /// The header's share of the evidence for the file's encoding.
+    pub evidence: Utf8Evidence,
+    /// Mapped fields (neither the ID nor required) whose column is not in
+    /// the file: such a file is held (confirming it clears the field).
+    pub missing_fields: Vec<usize>,
 }
 
 pub fn read_header(input: &dyn Input, feed: &Feed) -> Result<Header, Rejection> {
@@ -43,6 +49,9 @@ pub fn read_header(input: &dyn Input, feed: &Feed) -> Result<Header, Rejection> 
         input
             .read_exact_at(0, &mut buf)
             .map_err(|e| Rejection::new(format!("the file cannot be read: {e}")))?;
+        if let Some(what) = sniff_not_csv(&buf[..buf.len().min(4096)]) {
+            return Err(Rejection::new(what));
+        }
         reject_utf16(&buf)?;
         let bom_len = if buf.starts_with(b"\xEF\xBB\xBF") {
             3
@@ -87,6 +96,8 @@ fn first_record_end(buf: &[u8]) -> Option<usize> {
             false
         },
     );
+    // A header that ends with a lone CR at the very end of what was read
+    // is complete when the file goes on with something else.
     first
 }
 
@@ -148,7 +159,13 @@ fn parse_header(line: &[u8], bom_len: u64, feed: &Feed) -> Result<Header, Reject
         .map(|c| decode_field(c, encoding).trim().to_string())
         .collect();
     let field_columns = map_fields(&columns, feed).map_err(|r| r.with_encoding(encoding))?;
-    let lines_before_data = line.iter().filter(|&&b| b == b'\n').count() as u64;
+    let missing_fields = field_columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_none())
+        .map(|(i, _)| i)
+        .collect();
+    let lines_before_data = count_line_breaks(line, 0, line.len());
     Ok(Header {
         bom_len,
         delimiter,
@@ -158,37 +175,67 @@ fn parse_header(line: &[u8], bom_len: u64, feed: &Feed) -> Result<Header, Reject
         lines_before_data,
         field_columns,
         header_is_cp1252,
+        evidence: Utf8Evidence::of(line, !header_is_cp1252),
+        missing_fields,
     })
 }
 
 /// Finds each field's column by its name or an alias, ignoring case and
-/// surrounding spaces. The ID column and required columns must be there.
+/// surrounding spaces. The ID column and required columns must be there;
+/// two columns for one field make the file ambiguous.
 fn map_fields(columns: &[String], feed: &Feed) -> Result<Vec<Option<usize>>, Rejection> {
     let normalized: Vec<String> = columns.iter().map(|c| c.trim().to_lowercase()).collect();
+    let header_found = || {
+        columns
+            .iter()
+            .map(|c| printable(c).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let mut out = Vec::with_capacity(feed.fields.len());
     for field in &feed.fields {
         let wanted: Vec<String> = std::iter::once(&field.column)
             .chain(field.aliases.iter())
             .map(|n| n.trim().to_lowercase())
             .collect();
-        let found = normalized.iter().position(|c| wanted.contains(c));
-        if found.is_none() && (field.kind == FieldKind::Id || field.required) {
+        let mut found = normalized
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| wanted.contains(c))
+            .map(|(i, _)| i);
+        let first = found.next();
+        if let (Some(a), Some(b)) = (first, found.next()) {
+            return Err(Rejection::new(format!(
+                "columns {} ('{}') and {} ('{}') both map to the field '{}'; remove one of them or rename it",
+                a + 1,
+                printable(&columns[a]),
+                b + 1,
+                printable(&columns[b]),
+                field.name
+            )));
+        }
+        if first.is_none() && (field.kind == FieldKind::Id || field.required) {
             let what = if field.kind == FieldKind::Id {
                 "ID column"
             } else {
                 "required column"
             };
-            let names = std::iter::once(&field.column)
-                .chain(field.aliases.iter())
-                .map(|n| format!("'{n}'"))
-                .collect::<Vec<_>>()
-                .join(" or ");
             return Err(Rejection::new(format!(
-                "the {what} {names} is missing; the header has: {}",
-                columns.join(", ")
+                "the {what} {} is missing; the header has: {}",
+                column_names(field),
+                header_found()
             )));
         }
-        out.push(found);
+        out.push(first);
     }
     Ok(out)
+}
+
+/// `'Mobile' or 'Cell'`: a field's column and aliases.
+pub fn column_names(field: &crate::config::Field) -> String {
+    std::iter::once(&field.column)
+        .chain(field.aliases.iter())
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(" or ")
 }

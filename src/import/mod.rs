@@ -39,6 +39,7 @@ mod input;
 pub mod phone;
 pub mod record;
 mod scan;
+mod text;
 mod validate;
 
 pub use apply::{
@@ -47,8 +48,48 @@ pub use apply::{
 };
 pub use diff::{diff_scan, Diff, StoredIndex};
 pub use guard::{judge_delete_guard, thousands, Verdict};
-pub use input::{FileInput, Input};
-pub use scan::{scan_file, scan_file_against, Encoding, Rejection, Scan};
+pub use input::{transcode_utf16, utf16_byte_order, FileInput, Input};
+pub use scan::{scan_file, scan_file_against, Encoding, Known, Rejection, Scan};
+pub use text::printable;
+
+/// The version of the reading and validation rules. It is part of the
+/// fingerprint that lets rows whose raw text is as stored skip validation,
+/// so a release that changes what is read or valid raises it and every
+/// stored row is validated again once.
+pub const RULES_VERSION: u32 = 2;
+
+/// The fingerprint a run's stored raw hashes are made under: the feed's
+/// mapping, the rules' version, and the file's encoding decision (the same
+/// bytes mean other values under another decision).
+pub fn run_fingerprint(feed: &crate::config::Feed, encoding: Encoding) -> u64 {
+    let encoding = match encoding {
+        Encoding::Windows1252 => 1u64,
+        _ => 0,
+    };
+    xxhash_rust::xxh3::xxh3_64(
+        &[
+            feed.mapping_fingerprint().to_le_bytes(),
+            u64::from(RULES_VERSION).to_le_bytes(),
+            encoding.to_le_bytes(),
+        ]
+        .concat(),
+    )
+}
+
+/// The stored hashes of `index` when they can be trusted for a file read
+/// with the rules of this build, and the encoding they were made under.
+pub fn trusted_hashes<'a>(
+    index: &'a StoredIndex,
+    feed: &crate::config::Feed,
+) -> Option<Known<'a>> {
+    [Encoding::Utf8, Encoding::Windows1252]
+        .into_iter()
+        .find(|&e| index.fingerprint == Some(run_fingerprint(feed, e)))
+        .map(|encoding| Known {
+            hashes: &index.hashes,
+            encoding,
+        })
+}
 
 #[cfg(test)]
 mod tests;

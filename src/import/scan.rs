@@ -9,6 +9,9 @@ use crate::config::Feed;
 
 use super::header::{read_header, Header};
 use super::input::Input;
+use super::text::{
+    count_line_breaks, printable, runaway_quote, walk_record_ends, Utf8Evidence,
+};
 use super::validate::{Cells, RowParser};
 
 /// Blocks handed to one parser task. Big enough to amortise the task, small
@@ -21,6 +24,12 @@ pub enum Encoding {
     Utf8,
     #[serde(rename = "windows-1252")]
     Windows1252,
+    /// UTF-16 with a byte-order mark (Excel's "Unicode text"): the run
+    /// reads a UTF-8 copy of it, so its cells decode as UTF-8.
+    #[serde(rename = "utf-16le")]
+    Utf16Le,
+    #[serde(rename = "utf-16be")]
+    Utf16Be,
 }
 
 impl Encoding {
@@ -28,7 +37,15 @@ impl Encoding {
         match self {
             Encoding::Utf8 => "utf-8",
             Encoding::Windows1252 => "windows-1252",
+            Encoding::Utf16Le => "utf-16le",
+            Encoding::Utf16Be => "utf-16be",
         }
+    }
+
+    /// Whether the bytes being read are UTF-8 (a UTF-16 file is read from
+    /// its UTF-8 copy).
+    pub fn reads_as_utf8(self) -> bool {
+        self != Encoding::Windows1252
     }
 }
 
@@ -99,14 +116,24 @@ pub fn scan_file(
     scan_file_against(input, feed, None, progress)
 }
 
+/// The feed's stored (ID, raw hash) list, sorted by ID, and the encoding
+/// decision its hashes were made under.
+#[derive(Debug, Clone, Copy)]
+pub struct Known<'a> {
+    pub hashes: &'a [(CompactString, u64)],
+    pub encoding: Encoding,
+}
+
 /// As [`scan_file`], with the feed's stored (ID, raw hash) list: a row
 /// whose raw text hashes to its ID's stored hash is taken as unchanged
 /// without being parsed. Pass it only when its hashes can be trusted (the
-/// stored mapping fingerprint equals the feed's).
+/// stored fingerprint is the feed's under `known.encoding`, see
+/// [`super::run_fingerprint`]); when the file turns out to be in another
+/// encoding, it is read again without them.
 pub fn scan_file_against(
     input: &dyn Input,
     feed: &Feed,
-    known: Option<&[(CompactString, u64)]>,
+    known: Option<Known>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Scan, Rejection> {
     if input.len() > feed.max_file_size {
@@ -120,20 +147,25 @@ pub fn scan_file_against(
     let ctx = ScanContext {
         feed,
         header: &header,
-        known,
+        known: known.map(|k| k.hashes),
     };
     let first = scan_rows(input, &ctx, IdDecoding::Guess, progress)?;
-    // The header is part of the file: a Windows-1252 header makes the
-    // whole file Windows-1252 even when every data row is plain ASCII.
-    let encoding = if first.all_utf8 && !header.header_is_cp1252 {
+    let mut evidence = first.evidence;
+    evidence.add(header.evidence);
+    let encoding = if evidence.is_utf8() {
         Encoding::Utf8
     } else {
         Encoding::Windows1252
     };
-    // A block that happened to be valid UTF-8 in a Windows-1252 file decoded
-    // its non-ASCII IDs as UTF-8: read again, decoding every ID as 1252.
-    let rows = if encoding == Encoding::Windows1252 && first.non_ascii_ids_in_utf8_blocks {
-        scan_rows(input, &ctx, IdDecoding::Windows1252, progress)?
+    let rows = if known.is_some_and(|k| k.encoding != encoding) {
+        // The stored hashes were made under another decision: every row
+        // is to be read again, unrecognised.
+        let ctx = ScanContext { known: None, ..ctx };
+        scan_rows(input, &ctx, IdDecoding::Fixed(encoding), progress)?
+    } else if first.non_ascii_decoded_otherwise(encoding) {
+        // Some block guessed the other encoding for a non-ASCII ID or
+        // filter value: read again, decoding every block as decided.
+        scan_rows(input, &ctx, IdDecoding::Fixed(encoding), progress)?
     } else {
         first
     };
@@ -159,15 +191,27 @@ pub fn scan_file_against(
 enum IdDecoding {
     /// UTF-8 where the block is valid UTF-8, Windows-1252 otherwise.
     Guess,
-    Windows1252,
+    Fixed(Encoding),
 }
 
 struct ScannedRows {
     rows: Vec<ScannedRow>,
     rows_read: u64,
     filtered: u64,
-    all_utf8: bool,
-    non_ascii_ids_in_utf8_blocks: bool,
+    evidence: Utf8Evidence,
+    /// A non-ASCII ID or filter value was decoded as UTF-8 (in a valid
+    /// block) / as Windows-1252 (in a block that is not valid UTF-8).
+    non_ascii_as_utf8: bool,
+    non_ascii_as_1252: bool,
+}
+
+impl ScannedRows {
+    fn non_ascii_decoded_otherwise(&self, encoding: Encoding) -> bool {
+        match encoding {
+            Encoding::Windows1252 => self.non_ascii_as_utf8,
+            _ => self.non_ascii_as_1252,
+        }
+    }
 }
 
 /// One block's parse, with line numbers relative to the block.
@@ -176,14 +220,48 @@ struct BlockResult {
     rows_read: u64,
     filtered: u64,
     newlines: u64,
-    utf8: bool,
-    non_ascii_ids: bool,
+    id_encoding: Encoding,
+    evidence: Utf8Evidence,
+    non_ascii: bool,
+    /// The first damage found in the block.
+    damage: Option<Damage>,
 }
 
 struct Block {
     offset: u64,
     bytes: Vec<u8>,
+    /// The file's last block.
+    at_end: bool,
 }
+
+/// Why a file cannot be read as records; turned into a [`Rejection`] that
+/// names the line and column (see [`describe_damage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Damage {
+    /// A quote opened at `quote` (file offset) is still open at the end
+    /// of the file.
+    OpenQuote { record: u64, quote: u64 },
+    /// A record longer than [`MAX_RECORD_BYTES`]; `quote` when a quote
+    /// opened in it is never closed within that length.
+    TooLong { record: u64, quote: Option<u64> },
+    /// The last record has no line break and fewer cells than the header.
+    CutShort { record: u64, cells: usize },
+    /// A record whose quoted value runs over several lines and whose cell
+    /// count is not the header's: a quote that was not closed where it
+    /// should have been, swallowing the lines after it.
+    RunawayQuote {
+        record: u64,
+        quote: u64,
+        len: u32,
+        cells: usize,
+    },
+    Unreadable,
+}
+
+/// A record is at most this long (the block size): longer means a quote
+/// that is never closed, or a file that is not CSV; it is never read into
+/// memory whole.
+pub const MAX_RECORD_BYTES: usize = BLOCK_BYTES;
 
 fn scan_rows(
     input: &dyn Input,
@@ -197,13 +275,15 @@ fn scan_rows(
         rows: Vec::new(),
         rows_read: 0,
         filtered: 0,
-        all_utf8: true,
-        non_ascii_ids_in_utf8_blocks: false,
+        evidence: Utf8Evidence::default(),
+        non_ascii_as_utf8: false,
+        non_ascii_as_1252: false,
     };
+    let fail = |damage: Damage| describe_damage(damage, input, header);
     let mut reader = BlockReader::new(input, header.data_start, header.delimiter);
     let mut lines_before = header.lines_before_data;
     let mut pool: Vec<Vec<u8>> = Vec::new();
-    let mut batch = read_batch(&mut reader, batch_blocks, &mut pool)?;
+    let mut batch = read_batch(&mut reader, batch_blocks, &mut pool).map_err(fail)?;
     while !batch.is_empty() {
         // Read the next batch while this one is parsed.
         let (results, next) = rayon::join(
@@ -216,6 +296,9 @@ fn scan_rows(
             || read_batch(&mut reader, batch_blocks, &mut pool),
         );
         for r in results {
+            if let Some(damage) = r.damage {
+                return Err(fail(damage));
+            }
             let base = lines_before;
             reserve_for_file(&mut out.rows, r.rows.len(), reader.offset, input.len());
             out.rows.extend(r.rows.into_iter().map(|mut row| {
@@ -225,11 +308,14 @@ fn scan_rows(
             lines_before += r.newlines;
             out.rows_read += r.rows_read;
             out.filtered += r.filtered;
-            out.all_utf8 &= r.utf8;
-            out.non_ascii_ids_in_utf8_blocks |= r.utf8 && r.non_ascii_ids;
+            out.evidence.add(r.evidence);
+            match r.id_encoding {
+                Encoding::Windows1252 => out.non_ascii_as_1252 |= r.non_ascii,
+                _ => out.non_ascii_as_utf8 |= r.non_ascii,
+            }
         }
         if out.rows_read > feed.max_rows {
-            let encoding = if out.all_utf8 {
+            let encoding = if out.evidence.is_utf8() {
                 Encoding::Utf8
             } else {
                 Encoding::Windows1252
@@ -242,7 +328,7 @@ fn scan_rows(
         }
         progress(reader.offset);
         pool.extend(batch.drain(..).map(|b| b.bytes));
-        batch = next?;
+        batch = next.map_err(fail)?;
     }
     Ok(out)
 }
@@ -263,7 +349,7 @@ fn read_batch(
     reader: &mut BlockReader,
     blocks: usize,
     pool: &mut Vec<Vec<u8>>,
-) -> Result<Vec<Block>, Rejection> {
+) -> Result<Vec<Block>, Damage> {
     let mut batch = Vec::with_capacity(blocks);
     while batch.len() < blocks {
         match reader.next_block(pool.pop().unwrap_or_default())? {
@@ -291,98 +377,155 @@ impl<'a> BlockReader<'a> {
     }
 
     /// The next block, read into `bytes` (a reused buffer).
-    fn next_block(&mut self, mut bytes: Vec<u8>) -> Result<Option<Block>, Rejection> {
+    fn next_block(&mut self, mut bytes: Vec<u8>) -> Result<Option<Block>, Damage> {
         let len = self.input.len();
         if self.offset >= len {
             return Ok(None);
         }
-        let mut want = BLOCK_BYTES;
-        loop {
-            let take = (len - self.offset).min(want as u64) as usize;
-            bytes.resize(take, 0);
-            self.input
-                .read_exact_at(self.offset, &mut bytes)
-                .map_err(|e| Rejection::new(format!("the file cannot be read: {e}")))?;
-            let at_end = self.offset + take as u64 == len;
-            let cut = if at_end {
-                Some(take)
-            } else {
-                last_record_boundary(&bytes, self.delimiter)
+        let take = (len - self.offset).min(BLOCK_BYTES as u64) as usize;
+        bytes.resize(take, 0);
+        self.input
+            .read_exact_at(self.offset, &mut bytes)
+            .map_err(|_| Damage::Unreadable)?;
+        let at_end = self.offset + take as u64 == len;
+        let mut last_end = 0;
+        let open_quote = walk_record_ends(
+            &bytes,
+            |b| b == self.delimiter,
+            |end| {
+                last_end = end;
+                true
+            },
+        );
+        let cut = match (at_end, open_quote) {
+            (true, None) => take,
+            (true, Some(quote)) => {
+                return Err(Damage::OpenQuote {
+                    record: self.offset + last_end as u64,
+                    quote: self.offset + quote as u64,
+                })
+            }
+            // No record ends in a whole block: one record is longer than
+            // any a CSV export holds.
+            (false, quote) if last_end == 0 => {
+                return Err(Damage::TooLong {
+                    record: self.offset,
+                    quote: quote.map(|q| self.offset + q as u64),
+                })
+            }
+            (false, _) => last_end,
+        };
+        bytes.truncate(cut);
+        let block = Block {
+            offset: self.offset,
+            bytes,
+            at_end,
+        };
+        self.offset += cut as u64;
+        Ok(Some(block))
+    }
+}
+
+/// The reason a damaged file is refused, naming the line (and column)
+/// where the damage starts. Nothing of such a file is applied: a record
+/// that swallowed the lines after it would otherwise remove the people on
+/// those lines.
+fn describe_damage(damage: Damage, input: &dyn Input, header: &Header) -> Rejection {
+    let line = |offset: u64| line_of(input, offset);
+    let column = |record: u64, quote: u64| column_of(input, header, record, quote);
+    let reason = match damage {
+        Damage::OpenQuote { record, quote } => format!(
+            "the file ends inside a quoted value: the quote opened on line {}, {} is never closed, so the rest of the file would be one value. Nothing was changed; correct that line (a stray \" character) or send the whole file again",
+            line(quote),
+            column(record, quote)
+        ),
+        Damage::TooLong { record, quote } => {
+            let why = match quote {
+                Some(q) => format!(
+                    "the quote opened on line {}, {} is probably never closed",
+                    line(q),
+                    column(record, q)
+                ),
+                None => "it is not a CSV record".to_string(),
             };
-            if let Some(cut) = cut {
-                bytes.truncate(cut);
-                let block = Block {
-                    offset: self.offset,
-                    bytes,
-                };
-                self.offset += cut as u64;
-                return Ok(Some(block));
-            }
-            // One record longer than the block (or a quote never closed):
-            // read more. The size limit bounds this.
-            want = want.saturating_mul(2);
+            format!(
+                "the record starting on line {} is longer than {} MiB: {why}. Nothing was changed",
+                line(record),
+                MAX_RECORD_BYTES >> 20
+            )
         }
-    }
+        Damage::CutShort { record, cells } => format!(
+            "the file looks cut off: its last line (line {}) ends without a line break and has {cells} of the header's {} columns, as when an upload is interrupted. Nothing was changed; send the whole file again",
+            line(record),
+            header.columns.len()
+        ),
+        Damage::RunawayQuote {
+            record,
+            quote,
+            len,
+            cells,
+        } => format!(
+            "the quoted value opened on line {}, {} runs on to line {}, and that record has {cells} columns where the header has {}: a quote is probably not closed where it should be, and the lines after it would be lost. Nothing was changed; correct that line (a stray \" character) and send the file again",
+            line(quote),
+            column(record, quote),
+            line(record + u64::from(len)).saturating_sub(1).max(line(quote)),
+            header.columns.len()
+        ),
+        Damage::Unreadable => "the file cannot be read (it changed or vanished while it was read)".to_string(),
+    };
+    Rejection::new(reason)
 }
 
-/// Calls `at_end` with the end (just after its `\n`) of every record in
-/// `buf`, following the csv crate's quoting rules: a quote opens a quoted
-/// field only at the start of a field (after a line break or a byte for
-/// which `is_delimiter` holds), `""` inside quotes is an escaped quote.
-/// Stops when `at_end` returns false.
-pub(crate) fn walk_record_ends(
-    buf: &[u8],
-    is_delimiter: impl Fn(u8) -> bool,
-    mut at_end: impl FnMut(usize) -> bool,
-) {
-    let mut in_quotes = false;
-    let mut closed_at = usize::MAX;
-    for pos in memchr::memchr2_iter(b'"', b'\n', buf) {
-        if buf[pos] == b'\n' {
-            if !in_quotes && !at_end(pos + 1) {
-                return;
-            }
-        } else if in_quotes {
-            in_quotes = false;
-            closed_at = pos;
-        } else if pos > 0 && closed_at == pos - 1 {
-            // The second quote of an escaped `""`.
-            in_quotes = true;
-        } else {
-            let prev = if pos == 0 { b'\n' } else { buf[pos - 1] };
-            in_quotes = prev == b'\n' || prev == b'\r' || is_delimiter(prev);
+/// The line (header = 1) that holds the byte at `offset`.
+fn line_of(input: &dyn Input, offset: u64) -> u64 {
+    let mut breaks = 0;
+    let mut at = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    while at < offset {
+        // One byte more than counted, to see the `\n` after a `\r`.
+        let take = (offset - at + 1).min(buf.len() as u64).min(input.len() - at) as usize;
+        if take == 0 || input.read_exact_at(at, &mut buf[..take]).is_err() {
+            break;
         }
+        let counted = take.min((offset - at) as usize);
+        breaks += count_line_breaks(&buf[..take], 0, counted);
+        at += counted as u64;
     }
+    breaks + 1
 }
 
-/// The end of the last complete record in `buf` (just after its `\n`).
-pub(crate) fn last_record_boundary(buf: &[u8], delimiter: u8) -> Option<usize> {
-    let mut last = None;
-    walk_record_ends(
-        buf,
-        |b| b == delimiter,
-        |end| {
-            last = Some(end);
-            true
-        },
-    );
-    last
+/// "column 3 ('Name')": where a quote at `quote` opens, in the record
+/// starting at `record`.
+fn column_of(input: &dyn Input, header: &Header, record: u64, quote: u64) -> String {
+    let mut prefix = vec![0u8; (quote - record) as usize];
+    let cells = if prefix.is_empty() || input.read_exact_at(record, &mut prefix).is_err() {
+        1
+    } else {
+        RowParser::new(header.delimiter).parse(&prefix).count().max(1)
+    };
+    match header.columns.get(cells - 1) {
+        Some(name) => format!("column {cells} ('{}')", printable(name)),
+        None => format!("column {cells}"),
+    }
 }
 
 fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult {
     let (feed, header) = (ctx.feed, ctx.header);
     let utf8 = simdutf8::basic::from_utf8(&block.bytes).is_ok();
     let id_encoding = match (ids, utf8) {
+        (IdDecoding::Fixed(encoding), _) => encoding,
         (IdDecoding::Guess, true) => Encoding::Utf8,
-        _ => Encoding::Windows1252,
+        (IdDecoding::Guess, false) => Encoding::Windows1252,
     };
     let mut result = BlockResult {
         rows: Vec::with_capacity(block.bytes.len() / 256),
         rows_read: 0,
         filtered: 0,
         newlines: 0,
-        utf8,
-        non_ascii_ids: false,
+        id_encoding,
+        evidence: Utf8Evidence::of(&block.bytes, utf8),
+        non_ascii: false,
+        damage: None,
     };
     let bytes = &block.bytes[..];
     let delimiter = header.delimiter;
@@ -411,7 +554,7 @@ fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult
             pos = line_end;
             continue;
         }
-        line += memchr::memchr_iter(b'\n', &bytes[counted_to..pos]).count() as u64;
+        line += count_line_breaks(bytes, counted_to, pos);
         counted_to = pos;
         if let (Some(known), Some(id_col)) = (known, id_col) {
             let text = &bytes[pos..line_end];
@@ -420,7 +563,7 @@ fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult
                 let id = decode_field(trim_bytes(raw_id), id_encoding);
                 let id = id.trim();
                 if stored_hash(known, id, &mut hint) == Some(hash) {
-                    result.non_ascii_ids |= !id.is_ascii();
+                    result.non_ascii |= !id.is_ascii();
                     result.rows_read += 1;
                     result.rows.push(ScannedRow {
                         id: CompactString::from(id),
@@ -450,7 +593,28 @@ fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult
         } else {
             RowShape::WrongColumnCount
         };
-        if shape == RowShape::Whole && is_filtered_out(&record, feed, header, id_encoding) {
+        if shape == RowShape::WrongColumnCount {
+            let record_at = block.offset + pos as u64;
+            let text = &bytes[pos..end];
+            let unterminated = block.at_end && end == bytes.len() && !text.ends_with(b"\n");
+            if unterminated && !text.ends_with(b"\r") && record.count() < ncols {
+                result.damage = Some(Damage::CutShort {
+                    record: record_at,
+                    cells: record.count(),
+                });
+                break;
+            }
+            if let Some(quote) = runaway_quote(text, delimiter, ncols.saturating_sub(1).max(1)) {
+                result.damage = Some(Damage::RunawayQuote {
+                    record: record_at,
+                    quote: record_at + quote as u64,
+                    len: u32::try_from(text.len()).unwrap_or(u32::MAX),
+                    cells: record.count(),
+                });
+                break;
+            }
+        }
+        if shape == RowShape::Whole && is_filtered_out(&record, feed, header, id_encoding, &mut result.non_ascii) {
             result.filtered += 1;
             pos = end;
             continue;
@@ -460,7 +624,7 @@ fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult
             .map(trim_bytes)
             .unwrap_or(b"");
         if !raw_id.is_ascii() {
-            result.non_ascii_ids = true;
+            result.non_ascii = true;
         }
         let id = CompactString::from(decode_field(raw_id, id_encoding).trim());
         let hash = if every_column_in_order {
@@ -478,8 +642,7 @@ fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult
         });
         pos = end;
     }
-    result.newlines =
-        line - 1 + memchr::memchr_iter(b'\n', &bytes[counted_to.min(bytes.len())..]).count() as u64;
+    result.newlines = line - 1 + count_line_breaks(bytes, counted_to.min(bytes.len()), bytes.len());
     result
 }
 
@@ -542,12 +705,20 @@ fn stored_hash(known: &[(CompactString, u64)], id: &str, hint: &mut usize) -> Op
 
 /// A row is filtered out when a filter's field does not hold one of its
 /// values (trimmed, case-insensitive; the configured values are lowercase).
-fn is_filtered_out(record: &Cells, feed: &Feed, header: &Header, encoding: Encoding) -> bool {
+/// `non_ascii` is set when a value had to be decoded.
+fn is_filtered_out(
+    record: &Cells,
+    feed: &Feed,
+    header: &Header,
+    encoding: Encoding,
+    non_ascii: &mut bool,
+) -> bool {
     feed.filters.iter().any(|filter| {
         let value = header.field_columns[filter.field]
             .and_then(|c| record.get(c))
             .map(trim_bytes)
             .unwrap_or(b"");
+        *non_ascii |= !value.is_ascii();
         let mut lowered: Option<String> = None;
         !filter.equals.iter().any(|wanted| {
             if value.is_ascii() && wanted.is_ascii() {
@@ -603,14 +774,14 @@ pub(crate) fn trim_bytes(b: &[u8]) -> &[u8] {
 
 pub(crate) fn decode_field(bytes: &[u8], encoding: Encoding) -> std::borrow::Cow<'_, str> {
     match encoding {
-        Encoding::Utf8 => match std::str::from_utf8(bytes) {
-            Ok(s) => std::borrow::Cow::Borrowed(s),
-            Err(_) => String::from_utf8_lossy(bytes),
-        },
         Encoding::Windows1252 => {
             encoding_rs::WINDOWS_1252
                 .decode_without_bom_handling(bytes)
                 .0
         }
+        _ => match std::str::from_utf8(bytes) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(bytes),
+        },
     }
 }

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use crate::config::{Feed, Field, FieldKind};
 
 use super::phone::normalize_phone;
-use super::record::RecordBuilder;
+use super::record::{Record, RecordBuilder};
 use super::scan::{decode_field, Encoding};
 
 /// What validating a row needs besides the row.
@@ -192,25 +192,19 @@ impl RowParser {
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// The first record of `input` and the bytes it takes, when it is one
-/// line with no quote and no carriage return before its line break: such a
-/// record is exactly its text split at the delimiters. Anything else
-/// (quotes, a lone CR, a blank line) is left to csv-core.
+/// line with no quote: such a record is exactly its text split at the
+/// delimiters. Anything else (quotes, a blank line, a BOM) is left to
+/// csv-core.
 fn plain_line(input: &[u8]) -> Option<(&[u8], usize)> {
-    let (line, mut consumed) = match memchr::memchr(b'\n', input) {
-        Some(nl) => (&input[..nl], nl + 1),
+    // csv-core ends a record at a CR (alone or before an LF) and reads the
+    // LF of a CRLF as a blank line: take the same bytes, so that offsets and
+    // lines agree.
+    let (line, consumed) = match memchr::memchr2(b'\n', b'\r', input) {
+        Some(end) => (&input[..end], end + 1),
         None => (input, input.len()),
     };
-    // csv-core ends a record at the CR of a CRLF and reads the LF as a
-    // blank line: take the same bytes, so that offsets and lines agree.
-    let line = match line.strip_suffix(b"\r") {
-        Some(before_cr) => {
-            consumed = line.len();
-            before_cr
-        }
-        None => line,
-    };
     // csv-core also drops a byte-order mark at the start of a record.
-    if line.is_empty() || line.starts_with(BOM) || memchr::memchr2(b'"', b'\r', line).is_some() {
+    if line.is_empty() || line.starts_with(BOM) || memchr::memchr(b'"', line).is_some() {
         return None;
     }
     Some((line, consumed))
@@ -223,26 +217,47 @@ pub struct ValidRow {
     pub encoded: Vec<u8>,
     /// Its groups, sorted, without repeats.
     pub groups: Vec<String>,
+    /// Why optional values were left out (the row is imported without
+    /// them): one warning each.
+    pub warnings: Vec<String>,
+    /// Fields (bit per field position) whose value in the file was invalid:
+    /// a new person gets them empty, an existing one keeps the stored value
+    /// ([`keep_stored_values`]).
+    pub kept: u64,
 }
 
 /// Validates a row that has as many columns as the header and a non-empty,
 /// first-seen ID. Collects every reason rather than stopping at the first.
+///
+/// An invalid ID or required value flags the row (`Err`); an invalid
+/// optional value is a warning, and the row is imported without it, as long
+/// as a valid delivery channel remains where the feed requires one.
 pub fn validate_row(record: &Cells, ctx: &RowContext) -> Result<ValidRow, Vec<String>> {
     let feed = ctx.feed;
     let mut builder = RecordBuilder::with_capacity(record.as_slice().len() + 4 * feed.fields.len());
     let mut reasons = Vec::new();
-    let mut has_channel = false;
+    let mut warnings = Vec::new();
+    let mut kept = 0u64;
+    let (mut has_channel, mut invalid_channel) = (false, false);
     let mut group_values: Vec<(usize, Cow<str>)> = Vec::new();
     // One UTF-8 check for the whole record instead of one per cell; a cell
     // is then a slice of it (when its ends are character boundaries).
-    let whole = match ctx.encoding {
-        Encoding::Utf8 => std::str::from_utf8(record.as_slice()).ok(),
-        Encoding::Windows1252 => None,
+    let whole = if ctx.encoding.reads_as_utf8() {
+        std::str::from_utf8(record.as_slice()).ok()
+    } else {
+        None
     };
+    let check_cells = ctx.encoding.reads_as_utf8() && whole.is_none();
     let base = record.as_slice().as_ptr() as usize;
     let may_have_controls = has_suspicious_bytes(record.as_slice());
     for (i, (field, col)) in feed.fields.iter().zip(ctx.field_columns).enumerate() {
-        let decoded = match col.and_then(|c| record.get(c)) {
+        let raw = col.and_then(|c| record.get(c));
+        if let Some(bad) = raw.filter(|r| check_cells && std::str::from_utf8(r).is_err()) {
+            reasons.push(invalid_utf8_reason(bad, field));
+            builder.push_value("");
+            continue;
+        }
+        let decoded = match raw {
             None => Cow::Borrowed(""),
             Some(raw) => {
                 let at = raw.as_ptr() as usize - base;
@@ -260,23 +275,98 @@ pub fn validate_row(record: &Cells, ctx: &RowContext) -> Result<ValidRow, Vec<St
                     group_values.push((i, Cow::Owned(v.into_owned())));
                 }
             }
+            Err(reason) if i == feed.id_field || field.required => reasons.push(reason),
             Err(reason) => {
-                has_channel |= field.kind.is_channel();
-                reasons.push(reason);
+                invalid_channel |= field.kind.is_channel();
+                warnings.push(format!("{reason}; imported without it"));
+                kept |= 1 << i;
+                builder.push_value("");
             }
         }
     }
     if feed.require_channel && !has_channel {
-        reasons.push("no delivery channel: SMS, Voice and email are all empty".to_string());
+        reasons.push(if invalid_channel {
+            "no valid delivery channel: every SMS, Voice and email value is empty or invalid"
+                .to_string()
+        } else {
+            "no delivery channel: SMS, Voice and email are all empty".to_string()
+        });
     }
     if !reasons.is_empty() {
+        // Flagged: what would have been warnings are reasons too.
+        reasons.extend(
+            warnings
+                .into_iter()
+                .map(|w| w.trim_end_matches("; imported without it").to_string()),
+        );
         return Err(reasons);
     }
     let groups = groups_of(&group_values, feed);
     Ok(ValidRow {
         encoded: builder.finish(&groups),
         groups,
+        warnings,
+        kept,
     })
+}
+
+fn invalid_utf8_reason(bytes: &[u8], field: &Field) -> String {
+    let bad = bytes
+        .utf8_chunks()
+        .find(|c| !c.invalid().is_empty())
+        .map(|c| {
+            c.invalid()
+                .iter()
+                .map(|b| format!("0x{b:02X}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    format!(
+        "'{}' holds bytes that are not UTF-8 ({bad}) in a file that is UTF-8 otherwise; correct the value in the source system, or export the file again as \"CSV UTF-8\"",
+        field.column
+    )
+}
+
+/// `valid` with the stored values of its kept fields (see
+/// [`ValidRow::kept`]) from `old`, the stored record: a typo in today's
+/// file never blanks what an existing person has. Groups follow the values.
+pub fn keep_stored_values(
+    valid: &ValidRow,
+    old: &[u8],
+    feed: &Feed,
+) -> Result<ValidRow, super::record::DecodeError> {
+    let new = Record::borrowed_values(&valid.encoded)?;
+    let old = Record::borrowed_values(old)?;
+    let mut builder = RecordBuilder::with_capacity(valid.encoded.len() + 64);
+    let mut group_values: Vec<(usize, Cow<str>)> = Vec::new();
+    for (i, value) in new.iter().enumerate() {
+        let value = if valid.kept & (1 << i) != 0 {
+            old.get(i).copied().unwrap_or("")
+        } else {
+            value
+        };
+        builder.push_value(value);
+        if !value.is_empty() && feed.group_fields.contains(&i) {
+            group_values.push((i, Cow::Borrowed(value)));
+        }
+    }
+    let groups = groups_of(&group_values, feed);
+    Ok(ValidRow {
+        encoded: builder.finish(&groups),
+        groups,
+        warnings: valid.warnings.clone(),
+        kept: 0,
+    })
+}
+
+/// Bit per field position whose value in the encoded record is not empty.
+pub fn filled_fields(encoded: &[u8]) -> Result<u64, super::record::DecodeError> {
+    Ok(Record::borrowed_values(encoded)?
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| *i < 64 && !v.is_empty())
+        .fold(0, |mask, (i, _)| mask | 1 << i))
 }
 
 /// Whether `bytes` may hold a control character: any byte below space

@@ -20,8 +20,9 @@ use compact_str::CompactString;
 
 use crate::config::{Config, Feed};
 use crate::import::{
-    apply_diff, apply_diff_with_snapshot, diff_scan, judge_delete_guard, scan_file_against,
-    ApplyCounts, ApplyError, Diff, FileContext, FileInput, Input, Scan, StoredIndex, Verdict,
+    apply_diff, apply_diff_with_snapshot, diff_scan, judge_delete_guard, run_fingerprint,
+    scan_file_against, transcode_utf16, trusted_hashes, utf16_byte_order, ApplyCounts, ApplyError,
+    Diff, Encoding, FileContext, FileInput, Input, Scan, StoredIndex, Verdict,
 };
 use crate::report::ErrorCollector;
 use crate::store::{DataLock, ReadFeed, Run, RunState, Store, StoreError};
@@ -320,6 +321,59 @@ fn remove_quietly(path: &Path) {
     }
 }
 
+/// A run's file as the reader sees it: the file itself, or for a UTF-16
+/// file a UTF-8 copy of it in an unnamed temporary file (deleted when the
+/// run ends, whatever happens; the archive keeps the file as uploaded).
+struct RunInput {
+    file: FileInput,
+    /// The file's own encoding when it is UTF-16.
+    utf16: Option<Encoding>,
+}
+
+impl RunInput {
+    fn open(path: &Path) -> Result<RunInput, WorkerError> {
+        let fail = |source| WorkerError::File {
+            path: path.to_owned(),
+            source,
+        };
+        let file = FileInput::open(path).map_err(fail)?;
+        let Some(order) = utf16_byte_order(&file) else {
+            return Ok(RunInput { file, utf16: None });
+        };
+        let copy = utf8_copy(&file, order).map_err(fail)?;
+        Ok(RunInput {
+            file: FileInput::from_file(copy).map_err(fail)?,
+            utf16: Some(order),
+        })
+    }
+}
+
+/// The UTF-8 text of a UTF-16 file, in a temporary file that is unlinked
+/// at once (only this process holds it).
+fn utf8_copy(file: &FileInput, order: Encoding) -> std::io::Result<std::fs::File> {
+    use std::io::{Seek, Write};
+    let stamp = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let path = std::env::temp_dir().join(format!(
+        ".flagsync-utf16-{}-{stamp}.csv",
+        std::process::id()
+    ));
+    let mut copy = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    let _ = std::fs::remove_file(&path);
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut copy);
+    transcode_utf16(file, order, &mut out)?;
+    out.flush()?;
+    drop(out);
+    copy.rewind()?;
+    Ok(copy)
+}
+
 fn progress_bar(input: &dyn Input, enabled: bool) -> Option<indicatif::ProgressBar> {
     const BIG_FILE: u64 = 64 << 20;
     if !enabled || input.len() < BIG_FILE || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -340,7 +394,6 @@ fn progress_bar(input: &dyn Input, enabled: bool) -> Option<indicatif::ProgressB
 fn scan_and_index(
     input: &dyn Input,
     feed: &Feed,
-    fingerprint: u64,
     store: Option<&Store>,
     progress: bool,
 ) -> Result<(Result<Scan, crate::import::Rejection>, StoredIndex), WorkerError> {
@@ -349,7 +402,7 @@ fn scan_and_index(
         None => StoredIndex::default(),
     };
     tracing::debug!("read the store's index");
-    let known = (index.fingerprint == Some(fingerprint)).then_some(index.hashes.as_slice());
+    let known = trusted_hashes(&index, feed);
     let bar = progress_bar(input, progress);
     let on_progress = |done: u64| {
         if let Some(b) = &bar {
@@ -380,10 +433,7 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         .map_or_else(now_text, |c| c.held.started_at.clone());
     let mut run = new_run(feed, file_name, options.dry_run, started_at);
     run.upload = upload;
-    let input = FileInput::open(path).map_err(|source| WorkerError::File {
-        path: path.to_owned(),
-        source,
-    })?;
+    let input = RunInput::open(path)?;
     let _span = tracing::info_span!("run", feed = %feed.name, file = %file_name).entered();
     let reader = match access {
         Access::ReadOnly | Access::Upgrade => Store::open_read_only(&config.store_path())?,
@@ -393,8 +443,7 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         Access::Open(store) => Some(store),
         _ => reader.as_ref(),
     };
-    let fingerprint = feed.mapping_fingerprint();
-    let (scan, index) = scan_and_index(&input, feed, fingerprint, read_from, options.progress)?;
+    let (scan, index) = scan_and_index(&input.file, feed, read_from, options.progress)?;
     tracing::debug!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         "scanned file and read index"
@@ -403,7 +452,7 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         Ok(scan) => scan,
         Err(rejection) => {
             run.reason = Some(rejection.reason);
-            run.encoding = rejection.encoding;
+            run.encoding = input.utf16.or(rejection.encoding);
             finish_timing(&mut run, t0);
             tracing::warn!(
                 reason = run.reason.as_deref().unwrap_or(""),
@@ -415,9 +464,10 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
             return Ok(run);
         }
     };
-    run.encoding = Some(scan.encoding);
+    run.encoding = Some(input.utf16.unwrap_or(scan.encoding));
     let header = scan.header.clone();
     let encoding = scan.encoding;
+    let fingerprint = run_fingerprint(feed, encoding);
     let diff = diff_scan(scan, index, fingerprint);
     tracing::debug!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
@@ -430,7 +480,7 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         None => judge_delete_guard(&diff, feed.delete_threshold),
     };
     let file = FileContext {
-        input: &input,
+        input: &input.file,
         feed,
         header: &header,
         encoding,
@@ -622,13 +672,10 @@ pub fn held_removals(
         WorkerError::Usage(format!("feed '{}' is no longer configured", run.feed))
     })?;
     let path = PathBuf::from(run.held_file.clone().unwrap_or_default());
-    let input = FileInput::open(&path).map_err(|source| WorkerError::File {
-        path: path.clone(),
-        source,
-    })?;
-    let fingerprint = feed.mapping_fingerprint();
-    let (scan, index) = scan_and_index(&input, feed, fingerprint, Some(store), false)?;
+    let input = RunInput::open(&path)?;
+    let (scan, index) = scan_and_index(&input.file, feed, Some(store), false)?;
     let scan = scan.map_err(|r| WorkerError::Output(r.reason))?;
+    let fingerprint = run_fingerprint(feed, scan.encoding);
     let diff = diff_scan(scan, index, fingerprint);
     Ok(describe_removed(store, feed, &diff.removed)
         .into_iter()
