@@ -284,21 +284,21 @@ pub fn validate_row(record: &Cells, ctx: &RowContext) -> Result<ValidRow, Vec<St
             }
         }
     }
-    if feed.require_channel && !has_channel {
-        reasons.push(if invalid_channel {
+    let no_channel = (feed.require_channel && !has_channel).then(|| {
+        if invalid_channel {
             "no valid delivery channel: every SMS, Voice and email value is empty or invalid"
-                .to_string()
         } else {
-            "no delivery channel: SMS, Voice and email are all empty".to_string()
-        });
-    }
-    if !reasons.is_empty() {
+            "no delivery channel: SMS, Voice and email are all empty"
+        }
+    });
+    if !reasons.is_empty() || no_channel.is_some() {
         // Flagged: what would have been warnings are reasons too.
         reasons.extend(
             warnings
                 .into_iter()
                 .map(|w| w.trim_end_matches("; imported without it").to_string()),
         );
+        reasons.extend(no_channel.map(str::to_string));
         return Err(reasons);
     }
     let groups = groups_of(&group_values, feed);

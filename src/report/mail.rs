@@ -281,6 +281,7 @@ mod tests {
         let mut r = run(RunState::Applied);
         r.counts.flagged = 1;
         r.errors = vec![RowError {
+            warning: false,
             line: 14,
             id: Some("E9".into()),
             reasons: vec!["email: 'bob@' is not an address".into()],

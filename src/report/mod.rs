@@ -152,6 +152,7 @@ mod tests {
         let header = vec!["ID".to_string(), "Name".to_string()];
         let mut c = ErrorCollector::with_report(dir.path(), "f.csv", &header).unwrap();
         c.row_error(&RowError {
+            warning: false,
             line: 3,
             id: Some("E1".into()),
             reasons: vec!["a".into(), "b".into()],
