@@ -53,13 +53,14 @@ pub fn print_run_outcome(w: &mut dyn Write, run: &Run, json: bool) -> anyhow::Re
     if run.state != RunState::Failed {
         let c = &run.counts;
         out.push_str(&format!(
-            "  {} rows: {} added, {} updated, {} removed, {} unchanged, {} flagged, {} filtered\n",
+            "  {} rows: {} added, {} updated, {} removed, {} unchanged, {} flagged, {} with warnings, {} filtered\n",
             thousands(c.rows),
             thousands(c.added),
             thousands(c.updated),
             thousands(c.removed),
             thousands(c.unchanged),
             thousands(c.flagged),
+            thousands(c.warnings),
             thousands(c.filtered)
         ));
         out.push_str(&format!(

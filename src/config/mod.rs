@@ -223,6 +223,9 @@ pub struct Feed {
     pub delimiter: Option<u8>,
     pub default_country: phonenumber::country::Id,
     pub delete_threshold: Threshold,
+    /// Holds a run that would empty more than this of the stored values of
+    /// a delivery channel field; `None` (`"none"`): never.
+    pub clear_threshold: Option<Threshold>,
     pub schedule: Schedule,
     pub expect_every: Duration,
     pub report_to: Vec<String>,

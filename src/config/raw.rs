@@ -90,6 +90,7 @@ struct RawFeed {
     delimiter: Option<Spanned<String>>,
     default_country: Option<Spanned<String>>,
     delete_threshold: Option<Spanned<NumberOrText>>,
+    clear_threshold: Option<Spanned<NumberOrText>>,
     schedule: Option<Spanned<String>>,
     expect_every: Option<Spanned<String>>,
     #[serde(default)]
@@ -449,7 +450,19 @@ fn validate_feed(raw: &RawFeed, problems: &mut Problems) -> Option<Feed> {
     let feed = Feed {
         delimiter: validate_delimiter(&name, raw, problems),
         default_country: validate_country(&name, raw, problems),
-        delete_threshold: validate_threshold(&name, raw, problems),
+        delete_threshold: validate_threshold(
+            &name,
+            "delete_threshold",
+            &raw.delete_threshold,
+            problems,
+        )
+        .unwrap_or(Threshold::Percent(10.0)),
+        clear_threshold: validate_threshold(
+            &name,
+            "clear_threshold",
+            &raw.clear_threshold,
+            problems,
+        ),
         schedule: validate_schedule(&name, raw, problems),
         expect_every: validate_expect_every(&name, raw, problems),
         max_file_size: validate_max_file_size(&name, raw, problems),
@@ -771,10 +784,22 @@ fn validate_country(
     }
 }
 
-fn validate_threshold(feed: &str, raw: &RawFeed, problems: &mut Problems) -> Threshold {
-    let Some(t) = &raw.delete_threshold else {
-        return Threshold::Percent(10.0);
+/// A percentage or a count (10% when not set); `None` for `"none"`, which
+/// only `clear_threshold` accepts.
+fn validate_threshold(
+    feed: &str,
+    key: &str,
+    value: &Option<Spanned<NumberOrText>>,
+    problems: &mut Problems,
+) -> Option<Threshold> {
+    let Some(t) = value else {
+        return Some(Threshold::Percent(10.0));
     };
+    if key == "clear_threshold"
+        && matches!(t.get_ref(), NumberOrText::Text(s) if s.trim().eq_ignore_ascii_case("none"))
+    {
+        return None;
+    }
     let parsed = match t.get_ref() {
         NumberOrText::Number(n) if *n >= 0 => Some(Threshold::Count(*n as u64)),
         NumberOrText::Number(_) => None,
@@ -788,12 +813,17 @@ fn validate_threshold(feed: &str, raw: &RawFeed, problems: &mut Problems) -> Thr
             None => s.trim().parse::<u64>().ok().map(Threshold::Count),
         },
     };
-    parsed.unwrap_or_else(|| {
+    let none = if key == "clear_threshold" {
+        ", or \"none\""
+    } else {
+        ""
+    };
+    parsed.or_else(|| {
         problems.at(
             t,
-            format!("feed '{feed}': delete_threshold must be a percentage such as \"10%\" (0-100) or a count such as 500"),
+            format!("feed '{feed}': {key} must be a percentage such as \"10%\" (0-100) or a count such as 500{none}"),
         );
-        Threshold::Percent(10.0)
+        Some(Threshold::Percent(10.0))
     })
 }
 

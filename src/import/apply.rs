@@ -163,7 +163,8 @@ pub struct Applied {
     /// False when `hashes` equals the list before the run.
     pub hashes_changed: bool,
     /// Per field position: stored values that this run empties (updates
-    /// only; removals are the delete guard's), for the clear guard.
+    /// only; removals are the delete guard's), for the clear guard and the
+    /// hold of a file missing a column.
     pub cleared: Vec<u64>,
 }
 
@@ -348,7 +349,7 @@ fn count_upsert<W: FeedWriter>(
         }
         Some(old) => {
             tally.counts.updated += 1;
-            count_cleared(old, &u.valid.encoded, feed, tally.cleared)?;
+            count_cleared(old, &u.valid.encoded, tally.cleared)?;
             Record::decode_groups(old)?
         }
         None => {
@@ -365,20 +366,15 @@ fn count_upsert<W: FeedWriter>(
     Ok(true)
 }
 
-/// Adds the delivery channel values that `new` empties in `old`.
-fn count_cleared(
-    old: &[u8],
-    new: &[u8],
-    feed: &Feed,
-    cleared: &mut [u64],
-) -> Result<(), DecodeError> {
+/// Adds the values that `new` empties in `old`, per field.
+fn count_cleared(old: &[u8], new: &[u8], cleared: &mut [u64]) -> Result<(), DecodeError> {
     let emptied = filled_fields(old)? & !filled_fields(new)?;
     if emptied == 0 {
         return Ok(());
     }
-    for (i, field) in feed.fields.iter().enumerate().take(64) {
-        if field.kind.is_channel() && emptied & (1 << i) != 0 {
-            cleared[i] += 1;
+    for (i, count) in cleared.iter_mut().enumerate().take(64) {
+        if emptied & (1 << i) != 0 {
+            *count += 1;
         }
     }
     Ok(())

@@ -1,9 +1,11 @@
 //! The delete guard: a run that would remove too many recipients is held
 //! until an administrator confirms it.
 
-use crate::config::Threshold;
+use crate::config::{Feed, Threshold};
 
 use super::diff::Diff;
+use super::header::{column_names, Header};
+use super::text::printable;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -47,6 +49,85 @@ pub fn judge_delete_guard(diff: &Diff, threshold: Threshold) -> Verdict {
             thousands(current)
         ),
     }
+}
+
+/// Why a run must be held for what it does to stored values (none: it may
+/// proceed): each mapped column missing from the file, which confirming
+/// clears for everyone, and each delivery channel field that would lose
+/// more than the feed's `clear_threshold` of its stored values.
+///
+/// `cleared` is the run's [`super::Applied::cleared`]; `filled(field,
+/// limit)` counts the stored non-empty values of a field before the run,
+/// up to `limit` (only whether there are that many matters).
+pub fn judge_clearing<E>(
+    feed: &Feed,
+    header: &Header,
+    cleared: &[u64],
+    filled: &mut dyn FnMut(usize, u64) -> Result<u64, E>,
+) -> Result<Vec<String>, E> {
+    let mut reasons = Vec::new();
+    let cleared_at = |i: usize| cleared.get(i).copied().unwrap_or(0);
+    for &i in &header.missing_fields {
+        let field = &feed.fields[i];
+        let filter = feed.filters.iter().any(|f| f.field == i);
+        let mut reason = format!(
+            "the column {} (field '{}') is missing from the file, whose header has: {}; confirming clears that field for everyone: {} stored values",
+            column_names(field),
+            field.name,
+            header
+                .columns
+                .iter()
+                .map(|c| printable(c).into_owned())
+                .collect::<Vec<_>>()
+                .join(", "),
+            thousands(cleared_at(i))
+        );
+        if filter {
+            reason.push_str(", and its filter then leaves out every row");
+        }
+        reasons.push(reason);
+    }
+    let Some(threshold) = feed.clear_threshold else {
+        return Ok(reasons);
+    };
+    for (i, field) in feed.fields.iter().enumerate() {
+        let emptied = cleared_at(i);
+        if emptied == 0 || !field.kind.is_channel() || header.missing_fields.contains(&i) {
+            continue;
+        }
+        let reason = match threshold {
+            Threshold::Count(n) if emptied > n => format!(
+                "would empty {} stored values of '{}' (a delivery channel), {} > {} allowed",
+                thousands(emptied),
+                field.column,
+                thousands(emptied),
+                thousands(n)
+            ),
+            Threshold::Count(_) => continue,
+            Threshold::Percent(p) => {
+                // More than p% of the filled values means fewer filled
+                // values than this: count that far at most.
+                let enough = if p > 0.0 {
+                    ((emptied as f64) * 100.0 / p).floor() as u64 + 1
+                } else {
+                    u64::MAX
+                };
+                let stored = filled(i, enough)?.max(emptied);
+                let share = emptied as f64 * 100.0 / stored as f64;
+                if share <= p {
+                    continue;
+                }
+                format!(
+                    "would empty {} of {} stored values of '{}' (a delivery channel), {share:.1}% > {p}%",
+                    thousands(emptied),
+                    thousands(stored),
+                    field.column
+                )
+            }
+        };
+        reasons.push(reason);
+    }
+    Ok(reasons)
 }
 
 /// `10950` → `10,950`.

@@ -47,7 +47,7 @@ pub use apply::{
     FileContext, RowError, StoredRecords,
 };
 pub use diff::{diff_scan, Diff, StoredIndex};
-pub use guard::{judge_delete_guard, thousands, Verdict};
+pub use guard::{judge_clearing, judge_delete_guard, thousands, Verdict};
 pub use input::{transcode_utf16, utf16_byte_order, FileInput, Input};
 pub use scan::{scan_file, scan_file_against, Encoding, Known, Rejection, Scan};
 pub use text::printable;
@@ -78,10 +78,7 @@ pub fn run_fingerprint(feed: &crate::config::Feed, encoding: Encoding) -> u64 {
 
 /// The stored hashes of `index` when they can be trusted for a file read
 /// with the rules of this build, and the encoding they were made under.
-pub fn trusted_hashes<'a>(
-    index: &'a StoredIndex,
-    feed: &crate::config::Feed,
-) -> Option<Known<'a>> {
+pub fn trusted_hashes<'a>(index: &'a StoredIndex, feed: &crate::config::Feed) -> Option<Known<'a>> {
     [Encoding::Utf8, Encoding::Windows1252]
         .into_iter()
         .find(|&e| index.fingerprint == Some(run_fingerprint(feed, e)))

@@ -9,9 +9,7 @@ use crate::config::Feed;
 
 use super::header::{read_header, Header};
 use super::input::Input;
-use super::text::{
-    count_line_breaks, printable, runaway_quote, walk_record_ends, Utf8Evidence,
-};
+use super::text::{count_line_breaks, printable, runaway_quote, walk_record_ends, Utf8Evidence};
 use super::validate::{Cells, RowParser};
 
 /// Blocks handed to one parser task. Big enough to amortise the task, small
@@ -240,12 +238,21 @@ struct Block {
 enum Damage {
     /// A quote opened at `quote` (file offset) is still open at the end
     /// of the file.
-    OpenQuote { record: u64, quote: u64 },
+    OpenQuote {
+        record: u64,
+        quote: u64,
+    },
     /// A record longer than [`MAX_RECORD_BYTES`]; `quote` when a quote
     /// opened in it is never closed within that length.
-    TooLong { record: u64, quote: Option<u64> },
+    TooLong {
+        record: u64,
+        quote: Option<u64>,
+    },
     /// The last record has no line break and fewer cells than the header.
-    CutShort { record: u64, cells: usize },
+    CutShort {
+        record: u64,
+        cells: usize,
+    },
     /// A record whose quoted value runs over several lines and whose cell
     /// count is not the header's: a quote that was not closed where it
     /// should have been, swallowing the lines after it.
@@ -465,7 +472,7 @@ fn describe_damage(damage: Damage, input: &dyn Input, header: &Header) -> Reject
             len,
             cells,
         } => format!(
-            "the quoted value opened on line {}, {} runs on to line {}, and that record has {cells} columns where the header has {}: a quote is probably not closed where it should be, and the lines after it would be lost. Nothing was changed; correct that line (a stray \" character) and send the file again",
+            "the quoted value opened on line {}, {} runs on to line {} and holds what looks like whole records (that record has {cells} columns, the header {}): a quote is probably not closed where it should be, and the people on those lines would be lost. Nothing was changed; correct that line (a stray \" character) and send the file again",
             line(quote),
             column(record, quote),
             line(record + u64::from(len)).saturating_sub(1).max(line(quote)),
@@ -483,7 +490,9 @@ fn line_of(input: &dyn Input, offset: u64) -> u64 {
     let mut buf = vec![0u8; 1 << 20];
     while at < offset {
         // One byte more than counted, to see the `\n` after a `\r`.
-        let take = (offset - at + 1).min(buf.len() as u64).min(input.len() - at) as usize;
+        let take = (offset - at + 1)
+            .min(buf.len() as u64)
+            .min(input.len() - at) as usize;
         if take == 0 || input.read_exact_at(at, &mut buf[..take]).is_err() {
             break;
         }
@@ -501,7 +510,10 @@ fn column_of(input: &dyn Input, header: &Header, record: u64, quote: u64) -> Str
     let cells = if prefix.is_empty() || input.read_exact_at(record, &mut prefix).is_err() {
         1
     } else {
-        RowParser::new(header.delimiter).parse(&prefix).count().max(1)
+        RowParser::new(header.delimiter)
+            .parse(&prefix)
+            .count()
+            .max(1)
     };
     match header.columns.get(cells - 1) {
         Some(name) => format!("column {cells} ('{}')", printable(name)),
@@ -593,28 +605,34 @@ fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult
         } else {
             RowShape::WrongColumnCount
         };
-        if shape == RowShape::WrongColumnCount {
-            let record_at = block.offset + pos as u64;
-            let text = &bytes[pos..end];
-            let unterminated = block.at_end && end == bytes.len() && !text.ends_with(b"\n");
-            if unterminated && !text.ends_with(b"\r") && record.count() < ncols {
-                result.damage = Some(Damage::CutShort {
-                    record: record_at,
-                    cells: record.count(),
-                });
-                break;
-            }
-            if let Some(quote) = runaway_quote(text, delimiter, ncols.saturating_sub(1).max(1)) {
-                result.damage = Some(Damage::RunawayQuote {
-                    record: record_at,
-                    quote: record_at + quote as u64,
-                    len: u32::try_from(text.len()).unwrap_or(u32::MAX),
-                    cells: record.count(),
-                });
-                break;
-            }
+        let record_at = block.offset + pos as u64;
+        let text = &bytes[pos..end];
+        let unterminated = block.at_end && end == bytes.len() && !text.ends_with(b"\n");
+        if unterminated && !text.ends_with(b"\r") && record.count() < ncols {
+            result.damage = Some(Damage::CutShort {
+                record: record_at,
+                cells: record.count(),
+            });
+            break;
         }
-        if shape == RowShape::Whole && is_filtered_out(&record, feed, header, id_encoding, &mut result.non_ascii) {
+        // Whatever its cell count: a quote left open can close again at a
+        // later stray quote and still give the header's count.
+        let swallowed = ncols.saturating_sub(1).max(1);
+        if let Some(quote) = (record.gap == 0)
+            .then(|| runaway_quote(text, delimiter, swallowed))
+            .flatten()
+        {
+            result.damage = Some(Damage::RunawayQuote {
+                record: record_at,
+                quote: record_at + quote as u64,
+                len: u32::try_from(text.len()).unwrap_or(u32::MAX),
+                cells: record.count(),
+            });
+            break;
+        }
+        if shape == RowShape::Whole
+            && is_filtered_out(&record, feed, header, id_encoding, &mut result.non_ascii)
+        {
             result.filtered += 1;
             pos = end;
             continue;

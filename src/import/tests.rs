@@ -1674,7 +1674,10 @@ fn a_mapping_change_validates_every_row_again() {
         strings(&["Department: Sales", "Status: Active"])
     );
     assert_eq!(model.records["E2"], e2, "flagged: kept as it was");
-    assert_eq!(model.fingerprint, Some(run_fingerprint(&after, Encoding::Utf8)));
+    assert_eq!(
+        model.fingerprint,
+        Some(run_fingerprint(&after, Encoding::Utf8))
+    );
 
     // A feed never imported has no fingerprint: nothing is trusted either.
     let mut fresh = model.clone();
@@ -1973,7 +1976,11 @@ impl PropRow {
         if self.shape != 0 || !NAMES[self.name].1 || !has_channel {
             return None;
         }
-        let kept = |i: usize| stored.and_then(|r| r.values.get(i)).map_or("", |v| v.as_str());
+        let kept = |i: usize| {
+            stored
+                .and_then(|r| r.values.get(i))
+                .map_or("", |v| v.as_str())
+        };
         let email = email.unwrap_or_else(|| kept(2));
         let phone = phone.unwrap_or_else(|| kept(3));
         let dept = DEPTS[self.dept].trim();

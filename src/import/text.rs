@@ -270,9 +270,8 @@ fn starts_with_ignoring_case(b: &[u8], prefix: &[u8]) -> bool {
 /// control characters (escape sequences, NUL, bidirectional overrides)
 /// are written as `\u{…}` instead of being passed on.
 pub fn printable(value: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| {
-        c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-    };
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
     if !value.chars().any(unsafe_char) {
         return value.into();
     }
@@ -307,7 +306,11 @@ mod tests {
     #[test]
     fn every_line_end_ends_a_record() {
         assert_eq!(ends(b"a\nb\r\nc\rd"), (vec![2, 5, 7], None));
-        assert_eq!(ends(b"a\r"), (vec![], None), "a final CR may be half a CRLF");
+        assert_eq!(
+            ends(b"a\r"),
+            (vec![], None),
+            "a final CR may be half a CRLF"
+        );
         assert_eq!(ends(b"\"x\ry\",1\rz\r\n"), (vec![8, 11], None));
         assert_eq!(ends(b"a,\"open\nb\n"), (vec![], Some(2)));
         assert_eq!(ends(b"a,\"\"\"x\"\"\"\n"), (vec![10], None));
@@ -323,7 +326,10 @@ mod tests {
 
     #[test]
     fn quotes_that_swallow_records_are_found() {
-        assert_eq!(runaway_quote(b"a,\"b\nE2,c,d\nE3,e,f\",d", b',', 2), Some(2));
+        assert_eq!(
+            runaway_quote(b"a,\"b\nE2,c,d\nE3,e,f\",d", b',', 2),
+            Some(2)
+        );
         assert_eq!(runaway_quote(b"a,\"b\nE2,c,d\nE3,e,f", b',', 2), Some(2));
         assert_eq!(runaway_quote(b"a,\"Main St\nApt 5\",d", b',', 2), None);
         assert_eq!(runaway_quote(b"a,\"b,c,d\",d\n", b',', 2), None);
@@ -347,7 +353,10 @@ mod tests {
     #[test]
     fn other_formats_are_named() {
         for (head, word) in [
-            (&b"PK\x03\x04....[Content_Types].xml..xl/workbook.xml"[..], "Excel workbook"),
+            (
+                &b"PK\x03\x04....[Content_Types].xml..xl/workbook.xml"[..],
+                "Excel workbook",
+            ),
             (b"PK\x03\x04....foo.csv", "ZIP archive"),
             (b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1rest", ".xls"),
             (b"\x1F\x8B\x08\x00", "gzip"),

@@ -70,6 +70,9 @@ pub fn subject(run: &Run) -> String {
             if c.flagged > 0 {
                 parts.push(format!("{} flagged", thousands(c.flagged)));
             }
+            if c.warnings > 0 {
+                parts.push(format!("{} with warnings", thousands(c.warnings)));
+            }
             parts.join(", ")
         }
         RunState::Held | RunState::Failed => {
@@ -133,6 +136,7 @@ pub fn render_run(
         removed => thousands(c.removed),
         unchanged => thousands(c.unchanged),
         flagged => thousands(c.flagged),
+        warnings => thousands(c.warnings),
         filtered => thousands(c.filtered),
         groups_created => thousands(c.groups_created),
         groups_removed => thousands(c.groups_removed),

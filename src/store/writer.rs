@@ -169,6 +169,28 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// How many records have a non-empty value at field position `field`,
+    /// counting no further than `limit` (the clear guard needs to know
+    /// only whether there are that many).
+    pub fn count_filled(&self, field: usize, limit: u64) -> Result<u64, StoreError> {
+        let Some(table) = &self.recipients else {
+            return Ok(0);
+        };
+        let mut filled = 0;
+        for entry in table.iter()? {
+            if filled >= limit {
+                break;
+            }
+            let (_, value) = entry?;
+            let value = crate::import::record::Record::value_at(value.value(), field)
+                .map_err(|e| StoreError::Damaged(e.to_string()))?;
+            filled += u64::from(value.is_some_and(|v| !v.is_empty()));
+        }
+        Ok(filled)
+    }
+}
+
 impl crate::import::StoredRecords for Snapshot {
     fn stored_record(&self, id: &str) -> Result<Option<Vec<u8>>, String> {
         match &self.recipients {

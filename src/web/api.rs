@@ -376,6 +376,7 @@ async fn run_errors(
         Ok(run) => Json(json!({
             "run_id": id,
             "flagged": run.counts.flagged,
+            "warnings": run.counts.warnings,
             "errors": run.errors,
             "error_report": run.error_report.as_ref().map(|_| format!("/runs/{id}/errors.csv")),
         }))

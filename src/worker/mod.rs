@@ -20,9 +20,10 @@ use compact_str::CompactString;
 
 use crate::config::{Config, Feed};
 use crate::import::{
-    apply_diff, apply_diff_with_snapshot, diff_scan, judge_delete_guard, run_fingerprint,
-    scan_file_against, transcode_utf16, trusted_hashes, utf16_byte_order, ApplyCounts, ApplyError,
-    Diff, Encoding, FileContext, FileInput, Input, Scan, StoredIndex, Verdict,
+    apply_diff, apply_diff_with_snapshot, diff_scan, judge_clearing, judge_delete_guard,
+    run_fingerprint, scan_file_against, transcode_utf16, trusted_hashes, utf16_byte_order,
+    ApplyCounts, ApplyError, Diff, Encoding, FileContext, FileInput, Input, Scan, StoredIndex,
+    Verdict,
 };
 use crate::report::ErrorCollector;
 use crate::store::{DataLock, ReadFeed, Run, RunState, Store, StoreError};
@@ -151,6 +152,7 @@ pub fn import_file(
         options,
         confirmation: None,
         upload: None,
+        force_hold: false,
     })
 }
 
@@ -172,6 +174,7 @@ pub fn import_file_in(
         options,
         confirmation: None,
         upload: None,
+        force_hold: false,
     })
 }
 
@@ -198,6 +201,7 @@ pub fn import_upload(
         },
         confirmation: None,
         upload: Some(upload.to_string()),
+        force_hold: false,
     })
 }
 
@@ -214,6 +218,8 @@ struct RunRequest<'a> {
     confirmation: Option<Confirmation>,
     /// The server's claimed upload, recorded with the run.
     upload: Option<String>,
+    /// Hold the run (its apply found it clears too much).
+    force_hold: bool,
 }
 
 /// How a run reaches the store.
@@ -271,6 +277,7 @@ pub fn confirm_run_in(
         options,
         confirmation: Some(confirmation),
         upload: None,
+        force_hold: false,
     })
 }
 
@@ -426,6 +433,7 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         options,
         confirmation,
         upload,
+        force_hold,
     } = request;
     let t0 = Instant::now();
     let started_at = confirmation
@@ -475,10 +483,17 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         removed = diff.removed.len(),
         "diffed"
     );
-    let verdict = match confirmation {
-        Some(_) => Verdict::Proceed,
-        None => judge_delete_guard(&diff, feed.delete_threshold),
-    };
+    // A confirmed run applies what an administrator saw; the first file of
+    // an empty feed is never held.
+    let guarded = confirmation.is_none() && diff.stored_count > 0;
+    let mut hold_reasons = Vec::new();
+    if let (true, Verdict::Hold { reason }) =
+        (guarded, judge_delete_guard(&diff, feed.delete_threshold))
+    {
+        hold_reasons.push(reason);
+    }
+    // Held whatever pass 2 finds; its reason says how many values go.
+    let hold_first = guarded && (!header.missing_fields.is_empty() || force_hold);
     let file = FileContext {
         input: &input.file,
         feed,
@@ -498,20 +513,33 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         Access::Open(store) => Some(store),
         _ => writer.as_ref(),
     };
-    match (verdict, store) {
-        (verdict, _) if options.dry_run => {
-            dry_run(&file, diff, store, &mut run)?;
-            if let Verdict::Hold { reason } = verdict {
+    let hold = !hold_reasons.is_empty() || hold_first;
+    match store {
+        _ if options.dry_run => {
+            let cleared = dry_run(&file, diff, store, &mut run)?;
+            if let (true, Some(store)) = (guarded, store) {
+                hold_reasons.extend(clearing_reasons(&file, &cleared, store)?);
+            }
+            if !hold_reasons.is_empty() {
                 run.state = RunState::Held;
-                run.reason = Some(reason);
+                run.reason = Some(hold_reasons.join("; "));
             }
         }
-        (Verdict::Hold { reason }, Some(store)) => {
-            run.reason = Some(reason);
-            hold_run(config, &file, diff, store, &mut run, &errors_dir, path, t0)?;
+        Some(store) if hold => {
+            hold_run(
+                config,
+                &file,
+                diff,
+                store,
+                &mut run,
+                &errors_dir,
+                path,
+                hold_reasons,
+                t0,
+            )?;
         }
-        (Verdict::Proceed, Some(store)) => {
-            apply_run(
+        Some(store) => {
+            let outcome = apply_run(
                 config,
                 &file,
                 diff,
@@ -520,12 +548,26 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
                 &errors_dir,
                 fingerprint,
                 confirmation,
+                guarded,
                 t0,
             )?;
+            if outcome == Applying::Undone {
+                // The run would clear too much: nothing of it was
+                // committed. Run the file again, held.
+                return run_file(RunRequest {
+                    config,
+                    feed,
+                    path,
+                    file_name,
+                    access: Access::Open(store),
+                    options,
+                    confirmation: None,
+                    upload: run.upload.clone(),
+                    force_hold: true,
+                });
+            }
         }
-        (_, None) => {
-            return Err(StoreError::Damaged("internal: no store for a real run".into()).into())
-        }
+        None => return Err(StoreError::Damaged("internal: no store for a real run".into()).into()),
     }
     // A recorded run was timed just before its record was written.
     if run.finished_at.is_empty() {
@@ -722,24 +764,50 @@ fn describe_removed(store: &Store, feed: &Feed, ids: &[CompactString]) -> Vec<St
         .collect()
 }
 
+/// Counts what `file` would do, writing nothing; returns the stored values
+/// it would empty per field.
 fn dry_run(
     file: &FileContext,
     diff: Diff,
     store: Option<&Store>,
     run: &mut Run,
-) -> Result<(), WorkerError> {
+) -> Result<Vec<u64>, WorkerError> {
     let mut errors = ErrorCollector::in_memory();
-    let counts = match store {
+    let applied = match store {
         Some(store) => {
             store.with_read_feed(&file.feed.name, |r| apply_diff(file, diff, r, &mut errors))??
         }
         None => apply_diff(file, diff, &mut ReadFeed::empty(), &mut errors)?,
-    }
-    .counts;
-    run.counts = counts;
-    run.state = applied_or_unchanged(&counts);
+    };
+    run.counts = applied.counts;
+    run.state = applied_or_unchanged(&applied.counts);
     run.errors = errors.first;
-    Ok(())
+    Ok(applied.cleared)
+}
+
+/// Why the run must be held for the values it empties (see
+/// [`judge_clearing`]), counting stored values as they are now.
+fn clearing_reasons(
+    file: &FileContext,
+    cleared: &[u64],
+    store: &Store,
+) -> Result<Vec<String>, WorkerError> {
+    let snapshot = store.snapshot(&file.feed.name)?;
+    clearing_reasons_in(file, cleared, &snapshot)
+}
+
+fn clearing_reasons_in(
+    file: &FileContext,
+    cleared: &[u64],
+    snapshot: &crate::store::Snapshot,
+) -> Result<Vec<String>, WorkerError> {
+    let mut filled = |field, limit| snapshot.count_filled(field, limit);
+    Ok(judge_clearing(
+        file.feed,
+        file.header,
+        cleared,
+        &mut filled,
+    )?)
 }
 
 fn applied_or_unchanged(counts: &ApplyCounts) -> RunState {
@@ -759,6 +827,7 @@ fn hold_run(
     run: &mut Run,
     errors_dir: &Path,
     path: &Path,
+    mut reasons: Vec<String>,
     t0: Instant,
 ) -> Result<(), WorkerError> {
     let first_removed: Vec<CompactString> = diff
@@ -769,10 +838,11 @@ fn hold_run(
         .collect();
     run.would_remove = describe_removed(store, file.feed, &first_removed);
     let mut errors = open_error_report(errors_dir, run, file)?;
-    let counts = store
-        .with_read_feed(&file.feed.name, |r| apply_diff(file, diff, r, &mut errors))??
-        .counts;
-    run.counts = counts;
+    let applied =
+        store.with_read_feed(&file.feed.name, |r| apply_diff(file, diff, r, &mut errors))??;
+    reasons.extend(clearing_reasons(file, &applied.cleared, store)?);
+    run.reason = Some(reasons.join("; "));
+    run.counts = applied.counts;
     run.state = RunState::Held;
     let txn = store.begin_run()?;
     let id = txn.next_run_id()?;
@@ -835,6 +905,14 @@ fn delete_held_files(runs: &[Run]) {
     }
 }
 
+/// How [`apply_run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applying {
+    Committed,
+    /// Not committed: the run clears more than its feed allows.
+    Undone,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn apply_run(
     config: &Config,
@@ -845,8 +923,9 @@ fn apply_run(
     errors_dir: &Path,
     fingerprint: u64,
     confirmation: Option<Confirmation>,
+    guarded: bool,
     t0: Instant,
-) -> Result<(), WorkerError> {
+) -> Result<Applying, WorkerError> {
     let mut errors = open_error_report(errors_dir, run, file)?;
     // Taken before the write transaction: the state the writer starts from
     // (the data lock keeps other writers out).
@@ -855,6 +934,11 @@ fn apply_run(
     let applied = txn.with_feed(&file.feed.name, |w| {
         apply_diff_with_snapshot(file, diff, w, &mut errors, Some(&snapshot))
     })??;
+    if guarded && !clearing_reasons_in(file, &applied.cleared, &snapshot)?.is_empty() {
+        // Dropping the transaction undoes everything it wrote.
+        drop(txn);
+        return Ok(Applying::Undone);
+    }
     drop(snapshot);
     tracing::debug!("merged the hash list");
     if applied.hashes_changed {
@@ -896,5 +980,5 @@ fn apply_run(
     if let Err(e) = store.after_big_run(counts.updated + counts.removed) {
         tracing::warn!(error = %e, "the empty transaction after a big run failed");
     }
-    Ok(())
+    Ok(Applying::Committed)
 }
