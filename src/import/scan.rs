@@ -475,7 +475,7 @@ fn describe_damage(damage: Damage, input: &dyn Input, header: &Header) -> Reject
             "the quoted value opened on line {}, {} runs on to line {} and holds what looks like whole records (that record has {cells} columns, the header {}): a quote is probably not closed where it should be, and the people on those lines would be lost. Nothing was changed; correct that line (a stray \" character) and send the file again",
             line(quote),
             column(record, quote),
-            line(record + u64::from(len)).saturating_sub(1).max(line(quote)),
+            line(record + u64::from(len).saturating_sub(1)),
             header.columns.len()
         ),
         Damage::Unreadable => "the file cannot be read (it changed or vanished while it was read)".to_string(),

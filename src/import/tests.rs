@@ -760,7 +760,9 @@ fn tricky_rows(rows: u32, seed: u64) -> Vec<u8> {
             4 => format!("\"E{i}\",\"x\"\"\n\"\"y\",\"\r\n\",z"),
             5 => format!("E{i},only"),
             6 => format!("E{i},a,b,c,d"),
-            7 => format!("E{i},\"{}\",n,x", "long,\"\"\n".repeat(30)),
+            // A long value over many lines (with few delimiters: many in a
+            // value over lines look like swallowed records, see runaway_quote).
+            7 => format!("E{i},\"{}\",n,x", "long;\"\"\n".repeat(30)),
             8 => format!("{eol}E{i},after a blank line,n,x"),
             9 => format!("E{i},ab\"c,d\"e,f\"\"\""),
             10 => format!("E{i},\"\",\"\"\"\n\"\"\",\"\n\""),
@@ -2269,4 +2271,410 @@ fn a_windows_1252_header_makes_the_file_windows_1252() {
     let s = scan(&feed, bytes);
     assert_eq!(s.encoding, Encoding::Windows1252);
     assert_eq!(s.header.columns[2], "Note \u{b0}C");
+}
+
+// ------------------------------------------------------------------------
+// Real-world files: line ends, damage, encodings, warnings, guards
+// ------------------------------------------------------------------------
+
+fn hr_rows(n: u32) -> Vec<String> {
+    (1..=n)
+        .map(|i| format!("E{i:03},Name {i},p{i}@example.com,+1212555{i:04},,Sales,,Active"))
+        .collect()
+}
+
+fn hr_file_with(rows: &[String], eol: &str) -> Vec<u8> {
+    let mut out = HR_HEADER.replace('\n', eol);
+    for r in rows {
+        out.push_str(r);
+        out.push_str(eol);
+    }
+    out.into_bytes()
+}
+
+#[test]
+fn cr_only_and_mixed_line_ends_read_like_lf() {
+    let feed = hr_feed();
+    let mut rows = hr_rows(40);
+    rows[7] = "E008,,p8@example.com,,,,,Active".into(); // flagged: no name
+    let mut lf = Model::default();
+    let (want, want_errors) = run(&feed, &mut lf, &hr_file_with(&rows, "\n"));
+    assert_eq!(want.added, 39);
+    for eol in ["\r", "\r\n"] {
+        let mut model = Model::default();
+        let (c, errors) = run(&feed, &mut model, &hr_file_with(&rows, eol));
+        assert_eq!((c, brief(&errors)), (want, brief(&want_errors)), "{eol:?}");
+        assert_eq!(model.records, lf.records);
+    }
+    // Mixed within one file, with a quoted value over a CR-only line break.
+    let mut mixed = HR_HEADER.to_string();
+    for (i, r) in rows.iter().enumerate() {
+        mixed.push_str(r);
+        mixed.push_str(["\n", "\r", "\r\n"][i % 3]);
+    }
+    mixed.push_str("E900,\"Two\rlines\",x@example.com,,,,,Active\r");
+    let mut model = Model::default();
+    let (c, errors) = run(&feed, &mut model, mixed.as_bytes());
+    assert_eq!((c.added, brief(&errors)), (40, brief(&want_errors)));
+    assert_eq!(model.values("E900")[1], "Two\rlines");
+}
+
+#[test]
+fn a_quote_left_open_fails_the_file_and_names_where_it_opened() {
+    let feed = hr_feed();
+    let mut model = Model::default();
+    run(&feed, &mut model, &hr_file_with(&hr_rows(300), "\n"));
+    let before = model.clone();
+    // Near the end: the rest of the file would be one value.
+    let mut rows = hr_rows(300);
+    rows[279] = rows[279].replace("Name 280", "\"Name 280");
+    let reason = try_run(&feed, &mut model, &hr_file_with(&rows, "\n"))
+        .err()
+        .map(|r| r.reason)
+        .unwrap_or_default();
+    assert!(
+        reason.contains("line 281, column 2 ('Name') is never closed"),
+        "{reason}"
+    );
+    // In the middle, closed again by a later stray quote: the records in
+    // between would be one value, and the people on them removed.
+    let mut rows = hr_rows(300);
+    rows[99] = rows[99].replace("Name 100", "\"Name 100");
+    rows[104] = rows[104].replace("Name 105", "Name 105\"");
+    let reason = try_run(&feed, &mut model, &hr_file_with(&rows, "\r\n"))
+        .err()
+        .map(|r| r.reason)
+        .unwrap_or_default();
+    assert!(
+        reason.contains("opened on line 101, column 2 ('Name') runs on to line 106"),
+        "{reason}"
+    );
+    assert_eq!(model, before, "nothing changed");
+}
+
+#[test]
+fn a_cut_off_last_line_fails_the_file() {
+    let feed = hr_feed();
+    let bytes = hr_file_with(&hr_rows(20), "\n");
+    let cut = &bytes[..bytes.len() - 30];
+    let reason = rejection(&feed, cut);
+    assert!(reason.contains("looks cut off"), "{reason}");
+    assert!(reason.contains("line 21"), "{reason}");
+    // A last line without a line break but whole is fine.
+    let whole = &bytes[..bytes.len() - 1];
+    assert_eq!(scan(&feed, whole).rows_read, 20);
+}
+
+#[test]
+fn a_record_over_the_limit_fails_without_reading_the_rest_as_one_row() {
+    let feed = hr_feed();
+    let mut rows = hr_rows(10);
+    rows[2] = rows[2].replace("Name 3", "\"Name 3");
+    let mut bytes = hr_file_with(&rows, "\n");
+    while bytes.len() < 9 << 20 {
+        bytes.extend_from_slice(b"E999,Filler,,,,,,\n");
+    }
+    let reason = rejection(&feed, &bytes);
+    assert!(reason.contains("longer than 4 MiB"), "{reason}");
+    assert!(reason.contains("line 4, column 2 ('Name')"), "{reason}");
+}
+
+#[test]
+fn a_utf8_file_with_a_few_bad_bytes_stays_utf8_and_flags_those_rows() {
+    let feed = hr_feed();
+    let good = "Employee ID,Name,Email,Mobile,Office Phone,Department,Tags,Status\n\
+        E1,José,a@example.com,,,Sales,,Active\n\
+        E2,Zoë,b@example.com,,,Sales,,Active\n\
+        E3,Renée,c@example.com,,,Sales,,Active\n";
+    let mut model = Model::default();
+    run(&feed, &mut model, good.as_bytes());
+    // The next file: one name typed in Windows-1252 by another tool.
+    let mut bad = good
+        .replace("Zoë", "Zoë Ann")
+        .replace("Renée", "René")
+        .into_bytes();
+    let at = bad
+        .windows(5)
+        .position(|w| w == "René".as_bytes())
+        .expect("René");
+    bad.splice(at + 3..at + 5, [0xE9]);
+    let input = bad.clone();
+    let s = scan_file(&input, &feed, &|_| {}).expect("read");
+    assert_eq!(s.encoding, Encoding::Utf8);
+    let (c, errors) = run(&feed, &mut model, &bad);
+    assert_eq!((c.updated, c.flagged), (1, 1));
+    assert!(
+        errors[0].reasons[0].contains("not UTF-8 (0xE9)"),
+        "{:?}",
+        errors
+    );
+    assert_eq!(model.values("E2")[1], "Zoë Ann", "decoded as UTF-8");
+    assert_eq!(model.values("E3")[1], "Renée", "kept as stored");
+    // The corrected file the next day fixes the flagged row.
+    let fixed = good.replace("Renée", "René");
+    let (c, errors) = run(&feed, &mut model, fixed.as_bytes());
+    assert!(errors.is_empty());
+    assert_eq!(model.values("E3")[1], "René");
+    assert_eq!(c.updated, 2);
+}
+
+#[test]
+fn a_later_run_in_another_encoding_reads_unchanged_rows_again() {
+    let feed = hr_feed();
+    let mut model = Model::default();
+    // A Windows-1252 file: "Ã©" stays as the two characters it is there.
+    let cp1252 = b"Employee ID,Name,Email,Mobile,Office Phone,Department,Tags,Status\n\
+        E1,Jos\xC3\xA9,a@example.com,,,Sales,,Active\n\
+        E2,Ren\xE9e,b@example.com,,,Sales,,Active\n\
+        E3,Zo\xEB,c@example.com,,,Sales,,Active\n";
+    run(&feed, &mut model, cp1252);
+    assert_eq!(model.values("E1")[1], "JosÃ©");
+    // The same bytes for E1 in a file that is UTF-8: E1 is José now.
+    let utf8 = "Employee ID,Name,Email,Mobile,Office Phone,Department,Tags,Status\n\
+        E1,José,a@example.com,,,Sales,,Active\n\
+        E2,Renée,b@example.com,,,Sales,,Active\n\
+        E3,Zoë,c@example.com,,,Sales,,Active\n";
+    let (c, _) = run(&feed, &mut model, utf8.as_bytes());
+    assert_eq!(model.values("E1")[1], "José");
+    assert_eq!((c.updated, c.unchanged), (1, 2));
+}
+
+#[test]
+fn utf16_files_are_read_through_their_utf8_text() {
+    let feed = hr_feed();
+    let text = "Employee ID\tName\tEmail\tMobile\tOffice Phone\tDepartment\tTags\tStatus\r\n\
+        E1\tJosé\ta@example.com\t\t\tSales\t\tActive\r\nE2\t李\tb@example.com\t\t\tOps\t\tActive\r\n";
+    for (order, bom, big) in [
+        (Encoding::Utf16Le, [0xFF, 0xFE], false),
+        (Encoding::Utf16Be, [0xFE, 0xFF], true),
+    ] {
+        let mut bytes = bom.to_vec();
+        for unit in text.encode_utf16() {
+            let b = if big {
+                unit.to_be_bytes()
+            } else {
+                unit.to_le_bytes()
+            };
+            bytes.extend_from_slice(&b);
+        }
+        assert_eq!(super::utf16_byte_order(&bytes), Some(order));
+        let mut utf8 = Vec::new();
+        super::transcode_utf16(&bytes, order, &mut utf8).expect("transcode");
+        assert_eq!(utf8, text.as_bytes());
+        let mut model = Model::default();
+        let (c, errors) = run(&feed, &mut model, &utf8);
+        assert!(errors.is_empty());
+        assert_eq!(c.added, 2);
+        assert_eq!(model.values("E2")[1], "李");
+    }
+}
+
+#[test]
+fn files_that_are_not_csv_are_named() {
+    let feed = hr_feed();
+    for (bytes, words) in [
+        (
+            &b"PK\x03\x04\x14\x00\x06\x00[Content_Types].xml xl/workbook.xml"[..],
+            "Excel workbook (.xlsx)",
+        ),
+        (b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1\x00\x00", "Excel 97-2003"),
+        (b"\x1F\x8B\x08\x00\x00\x00", "gzip"),
+        (b"%PDF-1.4\n%\xE2\xE3", "PDF"),
+        (
+            b"E\x00m\x00p\x00l\x00o\x00y\x00e\x00e\x00 \x00I\x00D\x00,\x00",
+            "UTF-16 text (little-endian)",
+        ),
+    ] {
+        let reason = rejection(&feed, bytes);
+        assert!(reason.contains(words), "{reason}");
+        assert!(
+            !reason.contains('\0') && !reason.contains('\u{1b}'),
+            "{reason:?}"
+        );
+    }
+}
+
+#[test]
+fn two_columns_for_one_field_fail_naming_both() {
+    let feed = hr_feed();
+    let reason = rejection(
+        &feed,
+        b"Employee ID,Name,Email,Mobile,EmpID\nE1,Ann,a@example.com,,E1\n",
+    );
+    assert!(
+        reason.contains(
+            "columns 1 ('Employee ID') and 5 ('EmpID') both map to the field 'employee_id'"
+        ),
+        "{reason}"
+    );
+    let reason = rejection(&feed, b"Employee ID,Name,Name\nE1,Ann,Bob\n");
+    assert!(
+        reason.contains("columns 2 ('Name') and 3 ('Name')"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn an_invalid_optional_value_is_a_warning_and_keeps_the_person_reachable() {
+    let feed = hr_feed();
+    let mut model = Model::default();
+    run(
+        &feed,
+        &mut model,
+        &hr_file(&["E1,Ann,ann@example.com,+12125550101,,Sales,,Active"]),
+    );
+    let (c, errors) = run(
+        &feed,
+        &mut model,
+        &hr_file(&[
+            // Existing: the bad email keeps the stored one; the mobile changes.
+            "E1,Ann,ann@example,+12125550199,,Ops,,Active",
+            // New: imported without the bad email, reachable by SMS.
+            "E2,Bob,bob@,+12125550102,,Sales,,Active",
+            // Only an invalid channel: flagged.
+            "E3,Cy,cy@,,,Sales,,Active",
+        ]),
+    );
+    assert_eq!(
+        c,
+        ApplyCounts {
+            warnings: 2,
+            ..counts(3, [1, 1, 0, 0, 1, 0], [1, 0])
+        }
+    );
+    assert_eq!(
+        model.values("E1"),
+        strings(&[
+            "E1",
+            "Ann",
+            "ann@example.com",
+            "+12125550199",
+            "",
+            "Ops",
+            "",
+            "Active"
+        ])
+    );
+    assert_eq!(model.values("E2")[2], "");
+    assert_eq!(model.values("E2")[3], "+12125550102");
+    let warned: Vec<_> = errors
+        .iter()
+        .filter(|e| e.warning)
+        .map(|e| e.line)
+        .collect();
+    assert_eq!(warned, vec![2, 3]);
+    assert!(
+        errors[0].reasons[0].ends_with("imported without it"),
+        "{errors:?}"
+    );
+    // The same file again: still warned about, nothing changes.
+    let again = hr_file(&[
+        "E1,Ann,ann@example,+12125550199,,Ops,,Active",
+        "E2,Bob,bob@,+12125550102,,Sales,,Active",
+        "E3,Cy,cy@,,,Sales,,Active",
+    ]);
+    let (c, _) = run(&feed, &mut model, &again);
+    assert_eq!((c.unchanged, c.warnings, c.changes()), (2, 2, 0));
+}
+
+/// judge_clearing after the file is applied to `model`, counting stored
+/// values in `before`.
+fn clearing(feed: &Feed, before: &Model, bytes: &[u8]) -> Vec<String> {
+    let input: Vec<u8> = bytes.to_vec();
+    let scan = scan_file(&input, feed, &|_| {}).expect("read");
+    let header = scan.header.clone();
+    let fingerprint = run_fingerprint(feed, scan.encoding);
+    let file = FileContext {
+        input: &input,
+        feed,
+        header: &header,
+        encoding: scan.encoding,
+    };
+    let diff = diff_scan(scan, before.index(), fingerprint);
+    let mut model = before.clone();
+    let applied = apply_diff(&file, diff, &mut model, &mut Errors::default()).expect("apply");
+    let mut filled = |field: usize, limit: u64| -> Result<u64, ()> {
+        let n = before
+            .records
+            .values()
+            .filter(|r| {
+                Record::value_at(r, field)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|v| !v.is_empty())
+            })
+            .count() as u64;
+        Ok(n.min(limit))
+    };
+    judge_clearing(feed, &header, &applied.cleared, &mut filled).expect("judge")
+}
+
+#[test]
+fn a_renamed_column_holds_the_run_and_says_what_confirming_clears() {
+    let feed = hr_feed();
+    let mut model = Model::default();
+    run(&feed, &mut model, &hr_file_with(&hr_rows(4), "\n"));
+    let renamed = hr_file_with(&hr_rows(4), "\n")
+        .iter()
+        .copied()
+        .collect::<Vec<u8>>();
+    let renamed = String::from_utf8(renamed)
+        .unwrap_or_default()
+        .replacen("Mobile", "Cell", 1);
+    let reasons = clearing(&feed, &model, renamed.as_bytes());
+    assert_eq!(
+        reasons,
+        strings(&["the column 'Mobile' (field 'mobile') is missing from the file, whose header has: Employee ID, Name, Email, Cell, Office Phone, Department, Tags, Status; confirming clears that field for everyone: 4 stored values"])
+    );
+}
+
+#[test]
+fn emptying_a_channel_field_beyond_the_clear_threshold_is_held() {
+    let mut model = Model::default();
+    let feed = hr_feed();
+    run(&feed, &mut model, &hr_file_with(&hr_rows(100), "\n"));
+    let without_mobile = |n: usize| {
+        let rows: Vec<String> = hr_rows(100)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if i < n {
+                    let cells: Vec<&str> = r.split(',').collect();
+                    format!(
+                        "{},{},{},,{}",
+                        cells[0],
+                        cells[1],
+                        cells[2],
+                        cells[4..].join(",")
+                    )
+                } else {
+                    r
+                }
+            })
+            .collect();
+        hr_file_with(&rows, "\n")
+    };
+    assert!(
+        clearing(&feed, &model, &without_mobile(10)).is_empty(),
+        "10% is allowed"
+    );
+    assert_eq!(
+        clearing(&feed, &model, &without_mobile(11)),
+        strings(&[
+            "would empty 11 of 100 stored values of 'Mobile' (a delivery channel), 11.0% > 10%"
+        ])
+    );
+    let count = feed_from(&HR.replace(
+        "require_channel = true",
+        "require_channel = true\nclear_threshold = 5",
+    ));
+    assert_eq!(
+        clearing(&count, &model, &without_mobile(6)),
+        strings(&["would empty 6 stored values of 'Mobile' (a delivery channel), 6 > 5 allowed"])
+    );
+    let off = feed_from(&HR.replace(
+        "require_channel = true",
+        "require_channel = true\nclear_threshold = \"none\"",
+    ));
+    assert!(clearing(&off, &model, &without_mobile(90)).is_empty());
 }
