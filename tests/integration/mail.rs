@@ -184,9 +184,16 @@ fn plain_smtp_reports_an_applied_run_with_its_error_report_attached() {
     assert!(mail["html"].as_str().expect("html").contains("<table"));
     let attachments = mail["attachments"].as_array().expect("attachments");
     assert_eq!(attachments.len(), 1, "{mail:#}");
-    assert_eq!(attachments[0]["name"], "daily.csv.errors.csv");
-    let report = std::fs::read_to_string(env.data_dir.join("hr/errors/daily.csv.errors.csv"))
-        .expect("report");
+    // The run's own report, under its own name (the run's UTC start, its
+    // ID and the file's name), BOM included.
+    let path = run["error_report"].as_str().expect("error_report");
+    let name = Path::new(path).file_name().unwrap().to_str().unwrap();
+    let (_, report_run, file) = report_name_parts(name).expect("a report name");
+    assert_eq!((report_run.to_string(), file.as_str()), (run_id_of(&run), "daily.csv"));
+    assert_eq!(attachments[0]["name"], name);
+    let report = std::fs::read_to_string(path).expect("report");
+    assert!(report.starts_with('\u{feff}'), "{report:?}");
+    assert!(report.contains("5,invalid email"), "{report}");
     assert_eq!(attachments[0]["content"], report.as_str());
 
     // `runs show` says it was sent, with the server's answer.

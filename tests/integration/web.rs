@@ -376,9 +376,13 @@ fn in_chromium_an_admin_sees_a_held_run_and_who_it_would_remove_and_confirms_it(
     assert_eq!(web.env.exported_ids("hr").len(), 12);
 
     // The first run's error report, downloaded by Chromium from its page.
-    let report = std::fs::read_to_string(web.env.data_dir.join("hr/errors/day1.csv.errors.csv"))
-        .expect("report");
-    assert_eq!(seen["downloaded_name"], "day1.csv.errors.csv", "{seen:#}");
+    let report_path = web.env.error_report_path("hr", "day1.csv");
+    let report = std::fs::read_to_string(&report_path).expect("report");
+    assert_eq!(
+        seen["downloaded_name"].as_str(),
+        report_path.file_name().and_then(|n| n.to_str()),
+        "{seen:#}"
+    );
     assert_eq!(
         seen["downloaded"].as_str().unwrap_or("").trim_end(),
         report.trim_end()
