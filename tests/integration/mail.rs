@@ -314,6 +314,29 @@ fn implicit_tls_with_auth_reports_a_failed_run_with_its_reason() {
         text.contains("Employee ID"),
         "the reason names the missing column: {text}"
     );
+    // The failed run's own report is attached: the header found, then the
+    // reason.
+    let attachments = mail["attachments"].as_array().expect("attachments");
+    assert_eq!(attachments.len(), 1, "{mail:#}");
+    let name = attachments[0]["name"].as_str().expect("name");
+    let (_, _, file) = report_name_parts(name).expect("a report name");
+    assert_eq!(file, "nohead.csv");
+    assert!(
+        text.contains(&format!("The reason and the header found are attached ({name})")),
+        "{text}"
+    );
+    let report = attachments[0]["content"].as_str().expect("content");
+    assert!(
+        report.starts_with(
+            "\u{feff}line,reasons,Name,Email\n,\"the whole file was rejected (nothing was imported): the ID column"
+        ),
+        "{report:?}"
+    );
+    assert!(report.contains("Employee ID"), "{report:?}");
+    assert_eq!(
+        report,
+        std::fs::read_to_string(env.data_dir.join("hr/errors").join(name)).expect("report")
+    );
     drop(server);
 }
 
