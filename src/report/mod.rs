@@ -1,8 +1,10 @@
-//! Run outputs for people: the error report CSV (and, in later issues, the
-//! status email).
+//! Run outputs for people: the error report CSV and the report email
+//! (`mail`).
 //!
-//! Owns: the error report's format. Invariant: a cell a spreadsheet would
-//! run as a formula never reaches the file unneutralised.
+//! Owns: the error report's format and name. Invariants: a cell a
+//! spreadsheet would run as a formula never reaches the file unneutralised;
+//! every report starts with a UTF-8 BOM; each run's report has its own name
+//! ([`report_name`]), so no run overwrites or removes another's.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
