@@ -215,9 +215,7 @@ pub fn header_found(path: &Path, delimiter: Option<u8>) -> Option<Vec<String>> {
     let body = buf.strip_prefix(BOM).unwrap_or(&buf);
     let end = memchr::memchr(b'\n', body).unwrap_or(body.len());
     let line = body[..end].strip_suffix(b"\r").unwrap_or(&body[..end]);
-    let text_like = line
-        .iter()
-        .all(|&b| b >= 0x20 || b == b'\t');
+    let text_like = line.iter().all(|&b| b >= 0x20 || b == b'\t');
     if line.is_empty() || !text_like {
         return None;
     }
@@ -245,7 +243,9 @@ pub fn header_found(path: &Path, delimiter: Option<u8>) -> Option<Vec<String>> {
                 let text = if utf8 {
                     String::from_utf8_lossy(cell)
                 } else {
-                    encoding_rs::WINDOWS_1252.decode_without_bom_handling(cell).0
+                    encoding_rs::WINDOWS_1252
+                        .decode_without_bom_handling(cell)
+                        .0
                 };
                 text.trim().to_string()
             })
@@ -349,8 +349,8 @@ mod tests {
         assert_eq!(header_found(&file, None), None);
         std::fs::write(&file, b"").unwrap();
         assert_eq!(header_found(&file, None), None);
-        let path = write_rejection_report(dir.path(), "e.errors.csv", "the file is empty", None)
-            .unwrap();
+        let path =
+            write_rejection_report(dir.path(), "e.errors.csv", "the file is empty", None).unwrap();
         assert_eq!(
             std::fs::read_to_string(path).unwrap(),
             "\u{feff}line,reasons\n,the whole file was rejected (nothing was imported): the file is empty\n"

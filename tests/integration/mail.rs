@@ -189,7 +189,10 @@ fn plain_smtp_reports_an_applied_run_with_its_error_report_attached() {
     let path = run["error_report"].as_str().expect("error_report");
     let name = Path::new(path).file_name().unwrap().to_str().unwrap();
     let (_, report_run, file) = report_name_parts(name).expect("a report name");
-    assert_eq!((report_run.to_string(), file.as_str()), (run_id_of(&run), "daily.csv"));
+    assert_eq!(
+        (report_run.to_string(), file.as_str()),
+        (run_id_of(&run), "daily.csv")
+    );
     assert_eq!(attachments[0]["name"], name);
     let report = std::fs::read_to_string(path).expect("report");
     assert!(report.starts_with('\u{feff}'), "{report:?}");
@@ -322,7 +325,9 @@ fn implicit_tls_with_auth_reports_a_failed_run_with_its_reason() {
     let (_, _, file) = report_name_parts(name).expect("a report name");
     assert_eq!(file, "nohead.csv");
     assert!(
-        text.contains(&format!("The reason and the header found are attached ({name})")),
+        text.contains(&format!(
+            "The reason and the header found are attached ({name})"
+        )),
         "{text}"
     );
     let report = attachments[0]["content"].as_str().expect("content");

@@ -38,7 +38,9 @@ fn a_daily_file_of_the_same_name_keeps_each_runs_own_report() {
     // Three "days" of daily.csv, each with other bad rows, then a day
     // without errors.
     let days = [vec![1, 2], vec![3], vec![4, 5, 6]];
-    let mut runs: Vec<(String, String, Vec<(String, String)>)> = Vec::new();
+    // (run ID, its report's path, the (line, ID) rows it must list)
+    type DayRun = (String, String, Vec<(String, String)>);
+    let mut runs: Vec<DayRun> = Vec::new();
     for bad in &days {
         let run = env.import_text("hr", "daily.csv", daily_with_bad(bad));
         run.assert_counts(&[("flagged", bad.len() as u64)]);
@@ -73,7 +75,10 @@ fn a_daily_file_of_the_same_name_keeps_each_runs_own_report() {
         let name = Path::new(path).file_name().unwrap().to_str().unwrap();
         assert!(names.contains(&name.to_string()), "{name} in {names:?}");
         let (_, report_run, file) = report_name_parts(name).expect("a report name");
-        assert_eq!((report_run.to_string(), file.as_str()), (id.clone(), "daily.csv"));
+        assert_eq!(
+            (report_run.to_string(), file.as_str()),
+            (id.clone(), "daily.csv")
+        );
         // Exactly that run's rows, with a BOM.
         let text = report_text(Path::new(path));
         assert!(
@@ -143,7 +148,10 @@ fn a_file_rejected_on_the_server_gets_a_report_with_its_reason() {
         serde_json::json!({"op": "listdir", "path": "/errors"}),
         serde_json::json!({"op": "get", "path": format!("/errors/{name}")}),
     ]);
-    assert_eq!(ok(&results[0], "listdir /errors"), serde_json::json!([name]));
+    assert_eq!(
+        ok(&results[0], "listdir /errors"),
+        serde_json::json!([name])
+    );
     assert_eq!(
         ok(&results[1], "download the report"),
         serde_json::json!(format!("\u{feff}{text}"))
@@ -192,9 +200,19 @@ fn formula_cells_are_neutralised_in_reports_and_exports_unless_raw() {
     assert!(row[1].contains("invalid email"), "{text}");
     assert_eq!(
         [&row[..1], &row[2..]].concat(),
-        ["3", "E2", "'@SUM(A1)", "'-Ng", "bad@", "", "", "Sales", "Active"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "3",
+            "E2",
+            "'@SUM(A1)",
+            "'-Ng",
+            "bad@",
+            "",
+            "",
+            "Sales",
+            "Active"
+        ]
+        .map(String::from)
+        .to_vec(),
         "{text}"
     );
 

@@ -230,10 +230,7 @@ fn paramiko_with_a_password_uploads_and_downloads_the_error_report() {
         json!({"op": "listdir", "path": "/upload"}),
         json!({"op": "stat", "path": format!("/errors/{report_name}")}),
     ]);
-    assert_eq!(
-        ok(&results[0], "listdir /errors"),
-        json!([report_name])
-    );
+    assert_eq!(ok(&results[0], "listdir /errors"), json!([report_name]));
     assert_eq!(ok(&results[1], "download the error report"), json!(report));
     assert_eq!(ok(&results[2], "listdir /archive"), json!([archived]));
     assert_eq!(

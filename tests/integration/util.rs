@@ -663,7 +663,6 @@ pub fn report_name_parts(name: &str) -> Option<(String, u64, String)> {
 }
 
 impl Env {
-
     /// Every file and folder under the data dir with its content: two equal
     /// snapshots mean the store and folders are byte-for-byte the same.
     pub fn tree(&self) -> BTreeMap<String, Option<Vec<u8>>> {

@@ -496,7 +496,10 @@ fn each_run_downloads_its_own_error_report_a_failed_upload_too() {
     );
     assert_eq!(out.code, 0, "{out:#?}");
     let runs = web.server.wait_for_exactly(&web.env, 3, RUN_TIMEOUT);
-    let failed = runs.iter().find(|r| r["state"] == "failed").expect("failed run");
+    let failed = runs
+        .iter()
+        .find(|r| r["state"] == "failed")
+        .expect("failed run");
     let failed_id = run_id_of(failed);
 
     web.login(ADMIN_PASSWORD);
