@@ -65,10 +65,10 @@ impl ErrorCollector {
 
     /// Also writes the report, to a hidden temporary file in `dir` until
     /// [`ErrorCollector::finish`] names it.
-    pub fn with_report(dir: &Path, file_name: &str, header: &[String]) -> std::io::Result<Self> {
+    pub fn with_report(dir: &Path, header: &[String]) -> std::io::Result<Self> {
         Ok(ErrorCollector {
             first: Vec::new(),
-            report: Some(ErrorReport::create(dir, file_name, header)?),
+            report: Some(ErrorReport::create(dir, header)?),
         })
     }
 
@@ -119,11 +119,12 @@ fn header_row(header: &[String]) -> Vec<String> {
 }
 
 impl ErrorReport {
-    fn create(dir: &Path, file_name: &str, header: &[String]) -> std::io::Result<Self> {
+    fn create(dir: &Path, header: &[String]) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        // Runs are one at a time (the data folder's lock): one temporary
-        // name per file name is enough.
-        let temp = dir.join(format!(".{file_name}.errors.csv.tmp"));
+        // Runs are one at a time (the data folder's lock and the server's
+        // gate): one fixed temporary name is enough, and it stays short
+        // whatever the file's name.
+        let temp = dir.join(".flagsync-report.tmp");
         let mut writer = report_writer(&temp)?;
         writer
             .write_record(header_row(header))
@@ -182,7 +183,8 @@ pub fn write_rejection_report(
     header: Option<&[String]>,
 ) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let temp = dir.join(format!(".{name}.tmp"));
+    // Runs are one at a time; a fixed name stays within 255 bytes.
+    let temp = dir.join(".flagsync-rejection-report.tmp");
     let mut writer = report_writer(&temp)?;
     let header = header_row(header.unwrap_or_default());
     let reason = format!("the whole file was rejected (nothing was imported): {reason}");
@@ -280,7 +282,7 @@ mod tests {
     fn report_is_written_only_with_errors() {
         let dir = tempfile::tempdir().unwrap();
         let header = vec!["ID".to_string(), "Name".to_string()];
-        let mut c = ErrorCollector::with_report(dir.path(), "f.csv", &header).unwrap();
+        let mut c = ErrorCollector::with_report(dir.path(), &header).unwrap();
         c.row_error(&RowError {
             line: 3,
             id: Some("E1".into()),
@@ -293,7 +295,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "\u{feff}line,reasons,ID,Name\n3,a; b,E1,'=cmd\n");
         // A later run without errors writes nothing and removes nothing.
-        let c = ErrorCollector::with_report(dir.path(), "f.csv", &header).unwrap();
+        let c = ErrorCollector::with_report(dir.path(), &header).unwrap();
         assert_eq!(c.finish("2-f.csv.errors.csv").unwrap(), None);
         assert!(path.exists());
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();

@@ -744,7 +744,7 @@ fn hold_run(
         .cloned()
         .collect();
     run.would_remove = describe_removed(store, file.feed, &first_removed);
-    let mut errors = open_error_report(errors_dir, run, file)?;
+    let mut errors = open_error_report(errors_dir, file)?;
     let counts = store
         .with_read_feed(&file.feed.name, |r| apply_diff(file, diff, r, &mut errors))??
         .counts;
@@ -768,12 +768,8 @@ fn hold_run(
     Ok(())
 }
 
-fn open_error_report(
-    errors_dir: &Path,
-    run: &Run,
-    file: &FileContext,
-) -> Result<ErrorCollector, WorkerError> {
-    ErrorCollector::with_report(errors_dir, &run.file, &file.header.columns).map_err(|e| {
+fn open_error_report(errors_dir: &Path, file: &FileContext) -> Result<ErrorCollector, WorkerError> {
+    ErrorCollector::with_report(errors_dir, &file.header.columns).map_err(|e| {
         WorkerError::Output(format!(
             "cannot write the error report in {}: {e}",
             errors_dir.display()
@@ -830,7 +826,7 @@ fn apply_run(
     confirmation: Option<Confirmation>,
     t0: Instant,
 ) -> Result<(), WorkerError> {
-    let mut errors = open_error_report(errors_dir, run, file)?;
+    let mut errors = open_error_report(errors_dir, file)?;
     // Taken before the write transaction: the state the writer starts from
     // (the data lock keeps other writers out).
     let snapshot = store.snapshot(&file.feed.name)?;
