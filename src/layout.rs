@@ -6,7 +6,8 @@
 //! - `processing/`: a file the worker has claimed (a hard link to the
 //!   upload, named `<arrival stamp>-<name>`), until its run is recorded.
 //! - `archive/`: processed files, `<arrival stamp>-<name>`.
-//! - `errors/`: error reports, `<name>.errors.csv`.
+//! - `errors/`: error reports, one per run,
+//!   `<UTC start>-run<run id>-<name>.errors.csv` (`report::report_name`).
 //! - `held/`: kept copies of held files, `<run id>-<name>`.
 
 use std::path::{Path, PathBuf};

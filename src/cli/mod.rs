@@ -198,13 +198,27 @@ pub enum RecipientsCommand {
     ///
     /// CSV: a header of the feed's field names in configuration order, then
     /// one row per recipient, values as stored (phones in E.164,
-    /// multi-values joined by their separator). JSON: an array of objects
-    /// with the same names.
+    /// multi-values joined by their separator), except that a cell a
+    /// spreadsheet would run as a formula (starting with = + - @, tab or
+    /// CR) is written with a leading ' (a phone +15551234567 as
+    /// '+15551234567), as in the error reports; --raw writes them as
+    /// stored. JSON: an array of objects with the same names, values
+    /// always as stored.
     Export {
         #[arg(long, value_name = "NAME")]
         feed: String,
         #[arg(long, value_enum, default_value_t = Format::Csv)]
         format: Format,
+        /// CSV: values exactly as stored, for programs (no ' before cells
+        /// that start with = + - @).
+        ///
+        /// Without it, the CSV is safe to open in a spreadsheet: formula-
+        /// looking cells are neutralised with a leading '. Programs that
+        /// read the export (and compare phones in E.164) want --raw.
+        /// JSON is never neutralised.
+        #[arg(long)]
+        #[serde(default)]
+        raw: bool,
     },
 }
 
@@ -365,8 +379,8 @@ pub fn execute(
     match command {
         Command::Import(args) => import(config, args, &backend, io),
         Command::Runs(cmd) => runs(config, cmd, &backend, io),
-        Command::Recipients(RecipientsCommand::Export { feed, format }) => {
-            export(config, &feed, format, &backend, io)
+        Command::Recipients(RecipientsCommand::Export { feed, format, raw }) => {
+            export(config, &feed, format, raw, &backend, io)
         }
         Command::Groups(GroupsCommand::List { feed, json }) => {
             groups(config, &feed, json, &backend, io)
@@ -565,12 +579,13 @@ fn export(
     config: &Config,
     feed_name: &str,
     format: Format,
+    raw: bool,
     backend: &Backend,
     io: &mut Io,
 ) -> Result<u8, Failure> {
     let feed = feed_of(config, feed_name)?;
     let store = read_store(config, backend)?;
-    output::export_recipients(io.out, feed, store.get(), format)?;
+    output::export_recipients(io.out, feed, store.get(), format, raw)?;
     Ok(0)
 }
 
@@ -850,9 +865,17 @@ mod tests {
         ])
         .command
         {
-            Command::Recipients(RecipientsCommand::Export { feed, format }) => {
+            Command::Recipients(RecipientsCommand::Export { feed, format, raw }) => {
                 assert_eq!(feed, "hr");
                 assert!(matches!(format, Format::Json));
+                assert!(!raw, "neutralised unless asked");
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["flagsync", "recipients", "export", "--feed", "hr", "--raw"]).command {
+            Command::Recipients(RecipientsCommand::Export { format, raw, .. }) => {
+                assert!(matches!(format, Format::Csv));
+                assert!(raw);
             }
             other => panic!("{other:?}"),
         }

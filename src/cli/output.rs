@@ -241,11 +241,12 @@ pub fn export_recipients(
     feed: &Feed,
     store: Option<&Store>,
     format: Format,
+    raw: bool,
 ) -> anyhow::Result<()> {
     let names: Vec<String> = feed.fields.iter().map(|f| f.name.clone()).collect();
     let mut out = std::io::BufWriter::new(w);
     let result = match format {
-        Format::Csv => export_csv(&names, store, &feed.name, &mut out),
+        Format::Csv => export_csv(&names, store, &feed.name, raw, &mut out),
         Format::Json => export_json(&names, store, &feed.name, &mut out),
     };
     match result {
@@ -263,23 +264,36 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// CSV of the recipients: cells a spreadsheet would run as a formula are
+/// neutralised (`report::neutralize`) unless `raw`.
 fn export_csv(
     names: &[String],
     store: Option<&Store>,
     feed: &str,
+    raw: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut w = csv::Writer::from_writer(out);
-    w.write_record(names)?;
+    w.write_record(names.iter().map(|n| export_cell(n, raw).into_owned()))?;
     if let Some(store) = store {
         store.for_each_recipient(feed, |_, record| {
-            let mut row: Vec<&str> = record.values.iter().map(String::as_str).collect();
-            row.resize(names.len(), "");
-            w.write_record(&row).map_err(std::io::Error::other)
+            let mut row: Vec<std::borrow::Cow<'_, str>> =
+                record.values.iter().map(|v| export_cell(v, raw)).collect();
+            row.resize(names.len(), "".into());
+            w.write_record(row.iter().map(|c| c.as_bytes()))
+                .map_err(std::io::Error::other)
         })?;
     }
     w.flush()?;
     Ok(())
+}
+
+fn export_cell(value: &str, raw: bool) -> std::borrow::Cow<'_, str> {
+    if raw {
+        value.into()
+    } else {
+        crate::report::neutralize(value)
+    }
 }
 
 fn export_json(

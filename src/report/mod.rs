@@ -1,17 +1,51 @@
-//! Run outputs for people: the error report CSV (and, in later issues, the
-//! status email).
+//! Run outputs for people: the error report CSV and the report email
+//! (`mail`).
 //!
-//! Owns: the error report's format. Invariant: a cell a spreadsheet would
-//! run as a formula never reaches the file unneutralised.
+//! Owns: the error report's format and name. Invariants: a cell a
+//! spreadsheet would run as a formula never reaches the file unneutralised;
+//! every report starts with a UTF-8 BOM; each run's report has its own name
+//! ([`report_name`]), so no run overwrites or removes another's.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use crate::import::{ErrorSink, RowError};
 use crate::store::Run;
 
 pub mod mail;
+
+/// UTF-8 byte-order mark: every report starts with it, so that Excel reads
+/// the file as UTF-8 (without it, it guesses the local code page).
+pub const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Longest file name most file systems take (bytes).
+const MAX_NAME: usize = 255;
+
+/// The name of a run's error report in `errors/`:
+/// `<UTC start, seconds>-run<run id>-<file name>.errors.csv`, e.g.
+/// `20261204T020000Z-run42-hr.csv.errors.csv`. Every run has its own (a
+/// daily file of the same name never overwrites an earlier run's report;
+/// the run ID tells apart runs that started in the same second), and the
+/// names sort by time. A very long file name is shortened to keep the
+/// whole within 255 bytes.
+pub fn report_name(started: SystemTime, run_id: Option<u64>, file_name: &str) -> String {
+    let stamp = humantime::format_rfc3339_seconds(started)
+        .to_string()
+        .replace(['-', ':'], "");
+    let prefix = match run_id {
+        Some(id) => format!("{stamp}-run{id}-"),
+        None => format!("{stamp}-"),
+    };
+    const SUFFIX: &str = ".errors.csv";
+    let room = MAX_NAME.saturating_sub(prefix.len() + SUFFIX.len());
+    let mut end = file_name.len().min(room);
+    while !file_name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{prefix}{}{SUFFIX}", &file_name[..end])
+}
 
 /// Keeps the first errors for the run record, and writes every error to the
 /// error report when there is a place for it (not in a dry run).
@@ -29,20 +63,21 @@ impl ErrorCollector {
         }
     }
 
-    /// Also writes `<dir>/<file name>.errors.csv`.
-    pub fn with_report(dir: &Path, file_name: &str, header: &[String]) -> std::io::Result<Self> {
+    /// Also writes the report, to a hidden temporary file in `dir` until
+    /// [`ErrorCollector::finish`] names it.
+    pub fn with_report(dir: &Path, header: &[String]) -> std::io::Result<Self> {
         Ok(ErrorCollector {
             first: Vec::new(),
-            report: Some(ErrorReport::create(dir, file_name, header)?),
+            report: Some(ErrorReport::create(dir, header)?),
         })
     }
 
-    /// Finishes the report: moves it into place when rows were flagged, and
-    /// removes an older report of the same name when none were. Returns its
-    /// path.
-    pub fn finish(self) -> std::io::Result<Option<PathBuf>> {
+    /// Finishes the report: moves it into place as `<dir>/<name>` (see
+    /// [`report_name`]) when rows were flagged, and returns its path. When
+    /// none were, no report is written (and no other report is touched).
+    pub fn finish(self, name: &str) -> std::io::Result<Option<PathBuf>> {
         match self.report {
-            Some(report) => report.finish(),
+            Some(report) => report.finish(name),
             None => Ok(None),
         }
     }
@@ -60,30 +95,44 @@ impl ErrorSink for ErrorCollector {
     }
 }
 
-/// `line,reasons,<the file's header>`, then one row per flagged record.
+/// A BOM, `line,reasons,<the file's header>`, then one row per flagged
+/// record.
 struct ErrorReport {
     writer: csv::Writer<BufWriter<File>>,
+    dir: PathBuf,
     temp: PathBuf,
-    path: PathBuf,
     rows: u64,
 }
 
+/// A CSV writer for a report at `path`: the BOM is already written; rows
+/// keep their own width (too many or too few columns).
+fn report_writer(path: &Path) -> std::io::Result<csv::Writer<BufWriter<File>>> {
+    let mut file = BufWriter::new(File::create(path)?);
+    file.write_all(BOM)?;
+    Ok(csv::WriterBuilder::new().flexible(true).from_writer(file))
+}
+
+fn header_row(header: &[String]) -> Vec<String> {
+    let mut row: Vec<String> = vec!["line".into(), "reasons".into()];
+    row.extend(header.iter().map(|h| neutralize(h).into_owned()));
+    row
+}
+
 impl ErrorReport {
-    fn create(dir: &Path, file_name: &str, header: &[String]) -> std::io::Result<Self> {
+    fn create(dir: &Path, header: &[String]) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{file_name}.errors.csv"));
-        let temp = dir.join(format!(".{file_name}.errors.csv.tmp"));
-        // Flagged rows keep their own width (too many or too few columns).
-        let mut writer = csv::WriterBuilder::new()
-            .flexible(true)
-            .from_writer(BufWriter::new(File::create(&temp)?));
-        let mut row: Vec<String> = vec!["line".into(), "reasons".into()];
-        row.extend(header.iter().map(|h| neutralize(h).into_owned()));
-        writer.write_record(&row).map_err(std::io::Error::other)?;
+        // Runs are one at a time (the data folder's lock and the server's
+        // gate): one fixed temporary name is enough, and it stays short
+        // whatever the file's name.
+        let temp = dir.join(".flagsync-report.tmp");
+        let mut writer = report_writer(&temp)?;
+        writer
+            .write_record(header_row(header))
+            .map_err(std::io::Error::other)?;
         Ok(ErrorReport {
             writer,
+            dir: dir.to_path_buf(),
             temp,
-            path,
             rows: 0,
         })
     }
@@ -100,27 +149,110 @@ impl ErrorReport {
         Ok(())
     }
 
-    fn finish(self) -> std::io::Result<Option<PathBuf>> {
-        let mut inner = self
-            .writer
-            .into_inner()
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        inner.flush()?;
-        let file = inner.into_inner().map_err(|e| e.into_error())?;
+    fn finish(self, name: &str) -> std::io::Result<Option<PathBuf>> {
+        let file = close(self.writer)?;
         if self.rows == 0 {
             drop(file);
             std::fs::remove_file(&self.temp)?;
-            match std::fs::remove_file(&self.path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
             return Ok(None);
         }
         file.sync_all()?;
-        std::fs::rename(&self.temp, &self.path)?;
-        Ok(Some(self.path))
+        let path = self.dir.join(name);
+        std::fs::rename(&self.temp, &path)?;
+        Ok(Some(path))
     }
+}
+
+fn close(writer: csv::Writer<BufWriter<File>>) -> std::io::Result<File> {
+    let mut inner = writer
+        .into_inner()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    inner.flush()?;
+    inner.into_inner().map_err(|e| e.into_error())
+}
+
+/// The report of a file rejected as a whole (a failed run), written to
+/// `<dir>/<name>` (see [`report_name`]). The same shape as a row report, so
+/// that it opens the same way: a BOM, the header row `line,reasons,` plus
+/// the header cells found in the file (none when no header was read),
+/// then one row with an empty `line` and the reason.
+pub fn write_rejection_report(
+    dir: &Path,
+    name: &str,
+    reason: &str,
+    header: Option<&[String]>,
+) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    // Runs are one at a time; a fixed name stays within 255 bytes.
+    let temp = dir.join(".flagsync-rejection-report.tmp");
+    let mut writer = report_writer(&temp)?;
+    let header = header_row(header.unwrap_or_default());
+    let reason = format!("the whole file was rejected (nothing was imported): {reason}");
+    writer
+        .write_record(&header)
+        .and_then(|_| writer.write_record(["", neutralize(&reason).as_ref()]))
+        .map_err(std::io::Error::other)?;
+    close(writer)?.sync_all()?;
+    let path = dir.join(name);
+    std::fs::rename(&temp, &path)?;
+    Ok(path)
+}
+
+/// The header cells of the file at `path`, for the report of a rejected
+/// file, when its first line looks like text: up to 64 KiB are read, a BOM
+/// is skipped, the delimiter is the given one or the most frequent of `,`
+/// `;` TAB `|` (comma on a tie); UTF-8, else Windows-1252. `None` for an
+/// empty, unreadable or binary file (NUL or other control bytes, UTF-16).
+/// Best effort, for people to read: the import itself reads the header
+/// with its own rules.
+pub fn header_found(path: &Path, delimiter: Option<u8>) -> Option<Vec<String>> {
+    use std::io::Read;
+    const MAX_CELLS: usize = 1000;
+    let mut buf = Vec::new();
+    File::open(path)
+        .ok()?
+        .take(64 * 1024)
+        .read_to_end(&mut buf)
+        .ok()?;
+    let body = buf.strip_prefix(BOM).unwrap_or(&buf);
+    let end = memchr::memchr(b'\n', body).unwrap_or(body.len());
+    let line = body[..end].strip_suffix(b"\r").unwrap_or(&body[..end]);
+    let text_like = line.iter().all(|&b| b >= 0x20 || b == b'\t');
+    if line.is_empty() || !text_like {
+        return None;
+    }
+    let delimiter = delimiter.unwrap_or_else(|| {
+        let candidates = [b',', b';', b'\t', b'|'];
+        let counts = candidates.map(|d| memchr::memchr_iter(d, line).count());
+        let best = (1..candidates.len()).fold(0, |b, i| if counts[i] > counts[b] { i } else { b });
+        candidates[best]
+    });
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter)
+        .from_reader(line);
+    let mut record = csv::ByteRecord::new();
+    if !reader.read_byte_record(&mut record).ok()? {
+        return None;
+    }
+    let utf8 = std::str::from_utf8(line).is_ok();
+    Some(
+        record
+            .iter()
+            .take(MAX_CELLS)
+            .map(|cell| {
+                let text = if utf8 {
+                    String::from_utf8_lossy(cell)
+                } else {
+                    encoding_rs::WINDOWS_1252
+                        .decode_without_bom_handling(cell)
+                        .0
+                };
+                text.trim().to_string()
+            })
+            .collect(),
+    )
 }
 
 /// A cell starting with `=`, `+`, `-`, `@`, tab or CR is run as a formula by
@@ -150,7 +282,7 @@ mod tests {
     fn report_is_written_only_with_errors() {
         let dir = tempfile::tempdir().unwrap();
         let header = vec!["ID".to_string(), "Name".to_string()];
-        let mut c = ErrorCollector::with_report(dir.path(), "f.csv", &header).unwrap();
+        let mut c = ErrorCollector::with_report(dir.path(), &header).unwrap();
         c.row_error(&RowError {
             warning: false,
             line: 3,
@@ -159,11 +291,72 @@ mod tests {
             cells: vec!["E1".into(), "=cmd".into()],
         })
         .unwrap();
-        let path = c.finish().unwrap().unwrap();
+        let path = c.finish("1-f.csv.errors.csv").unwrap().unwrap();
+        assert_eq!(path, dir.path().join("1-f.csv.errors.csv"));
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text, "line,reasons,ID,Name\n3,a; b,E1,'=cmd\n");
-        let c = ErrorCollector::with_report(dir.path(), "f.csv", &header).unwrap();
-        assert_eq!(c.finish().unwrap(), None);
-        assert!(!path.exists());
+        assert_eq!(text, "\u{feff}line,reasons,ID,Name\n3,a; b,E1,'=cmd\n");
+        // A later run without errors writes nothing and removes nothing.
+        let c = ErrorCollector::with_report(dir.path(), &header).unwrap();
+        assert_eq!(c.finish("2-f.csv.errors.csv").unwrap(), None);
+        assert!(path.exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file is left");
+    }
+
+    #[test]
+    fn report_names_sort_by_time_and_never_repeat() {
+        use std::time::Duration;
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_349_600_123);
+        assert_eq!(
+            report_name(t, Some(42), "hr.csv"),
+            "20261204T020000Z-run42-hr.csv.errors.csv"
+        );
+        assert_ne!(
+            report_name(t, Some(42), "hr.csv"),
+            report_name(t, Some(43), "hr.csv")
+        );
+        assert!(
+            report_name(t + Duration::from_secs(1), Some(1), "a.csv")
+                > report_name(t, Some(99), "z.csv")
+        );
+        assert_eq!(report_name(t, None, "x"), "20261204T020000Z-x.errors.csv");
+        let long = "é".repeat(200);
+        let name = report_name(t, Some(7), &long);
+        assert!(name.len() <= 255, "{}", name.len());
+        assert!(name.starts_with("20261204T020000Z-run7-é") && name.ends_with("é.errors.csv"));
+    }
+
+    #[test]
+    fn a_rejected_file_gets_a_report_with_its_reason_and_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("in.csv");
+        std::fs::write(&file, "\u{feff}Name;=Email;Caf\u{e9}\r\nAnn;a@x;1\r\n").unwrap();
+        let header = header_found(&file, None).unwrap();
+        assert_eq!(header, ["Name", "=Email", "Caf\u{e9}"]);
+        let path = write_rejection_report(
+            dir.path(),
+            "r.errors.csv",
+            "missing column \"Employee ID\"",
+            Some(&header),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(path).unwrap(),
+            "\u{feff}line,reasons,Name,'=Email,Caf\u{e9}\n,\"the whole file was rejected (nothing was imported): missing column \"\"Employee ID\"\"\"\n"
+        );
+        // Windows-1252.
+        std::fs::write(&file, b"ID,Caf\xe9\n").unwrap();
+        assert_eq!(header_found(&file, None).unwrap(), ["ID", "Caf\u{e9}"]);
+        // Not text: no header.
+        std::fs::write(&file, b"PK\x03\x04\x00\x00binary").unwrap();
+        assert_eq!(header_found(&file, None), None);
+        std::fs::write(&file, b"").unwrap();
+        assert_eq!(header_found(&file, None), None);
+        let path =
+            write_rejection_report(dir.path(), "e.errors.csv", "the file is empty", None).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(path).unwrap(),
+            "\u{feff}line,reasons\n,the whole file was rejected (nothing was imported): the file is empty\n"
+        );
     }
 }

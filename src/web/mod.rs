@@ -715,7 +715,17 @@ async fn error_report(
         );
     };
     match tokio::fs::read(&path).await {
-        Ok(bytes) => csv_download(&format!("{}.errors.csv", run.file), bytes),
+        Ok(mut bytes) => {
+            // Reports written before they started with a BOM get one.
+            if !bytes.starts_with(crate::report::BOM) {
+                bytes.splice(0..0, crate::report::BOM.iter().copied());
+            }
+            let name = std::path::Path::new(&path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("{}.errors.csv", run.file));
+            csv_download(&name, bytes)
+        }
         Err(_) => message(
             StatusCode::NOT_FOUND,
             format!("the error report of run {id} is gone (older than the retention period?)"),

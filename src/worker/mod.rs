@@ -7,7 +7,8 @@
 //!
 //! Invariants:
 //! 1. A failed run writes nothing: not the folders, and not the store
-//!    either, except on the server, where its run record is kept.
+//!    either, except on the server, where its run record and its error
+//!    report (the reason) are kept.
 //! 2. A dry run writes nothing.
 //! 3. An applied, unchanged or held run's changes, run record and the
 //!    superseding of older held runs are one write transaction; its error
@@ -467,7 +468,7 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
                 "file rejected"
             );
             if let (true, Access::Open(store)) = (options.record_failure, &access) {
-                record_failed_run(config, feed, store, &mut run)?;
+                record_failed_run(config, feed, store, &mut run, Some(path))?;
             }
             return Ok(run);
         }
@@ -596,18 +597,40 @@ pub fn record_broken_upload(
     run.reason = Some(reason);
     run.upload = Some(upload.to_string());
     run.finished_at = now_text();
-    record_failed_run(config, feed, store, &mut run)?;
+    let claimed = crate::layout::FeedFolders::new(config.feed_dir(&feed.name))
+        .processing()
+        .join(upload);
+    record_failed_run(config, feed, store, &mut run, Some(&claimed))?;
     Ok(run)
 }
 
+/// Records a failed run with its report (the reason, and the header found
+/// in `file` when it has one), which is in `errors/` before the record
+/// commits.
 fn record_failed_run(
     config: &Config,
     feed: &Feed,
     store: &Store,
     run: &mut Run,
+    file: Option<&Path>,
 ) -> Result<(), WorkerError> {
     let txn = store.begin_run()?;
     run.run_id = Some(txn.next_run_id()?);
+    let errors_dir = config.feed_dir(&feed.name).join("errors");
+    let header = file.and_then(|f| crate::report::header_found(f, feed.delimiter));
+    let written = crate::report::write_rejection_report(
+        &errors_dir,
+        &report_name(run),
+        run.reason.as_deref().unwrap_or("unknown reason"),
+        header.as_deref(),
+    )
+    .map_err(|e| {
+        WorkerError::Output(format!(
+            "cannot write the error report in {}: {e}",
+            errors_dir.display()
+        ))
+    })?;
+    run.error_report = Some(written.display().to_string());
     txn.put_run(run)?;
     queue_report(config, feed, run, &txn)?;
     txn.commit()?;
@@ -837,7 +860,7 @@ fn hold_run(
         .cloned()
         .collect();
     run.would_remove = describe_removed(store, file.feed, &first_removed);
-    let mut errors = open_error_report(errors_dir, run, file)?;
+    let mut errors = open_error_report(errors_dir, file)?;
     let applied =
         store.with_read_feed(&file.feed.name, |r| apply_diff(file, diff, r, &mut errors))??;
     reasons.extend(clearing_reasons(file, &applied.cleared, store)?);
@@ -852,7 +875,7 @@ fn hold_run(
     copy_held_file(path, &held_dir, &held_path)?;
     run.held_file = Some(held_path.display().to_string());
     run.errors = std::mem::take(&mut errors.first);
-    run.error_report = finish_report(errors)?;
+    run.error_report = finish_report(errors, run)?;
     let superseded = txn.supersede_held(&file.feed.name, id)?;
     finish_timing(run, t0);
     txn.put_run(run)?;
@@ -862,12 +885,8 @@ fn hold_run(
     Ok(())
 }
 
-fn open_error_report(
-    errors_dir: &Path,
-    run: &Run,
-    file: &FileContext,
-) -> Result<ErrorCollector, WorkerError> {
-    ErrorCollector::with_report(errors_dir, &run.file, &file.header.columns).map_err(|e| {
+fn open_error_report(errors_dir: &Path, file: &FileContext) -> Result<ErrorCollector, WorkerError> {
+    ErrorCollector::with_report(errors_dir, &file.header.columns).map_err(|e| {
         WorkerError::Output(format!(
             "cannot write the error report in {}: {e}",
             errors_dir.display()
@@ -890,9 +909,16 @@ fn copy_held_file(from: &Path, dir: &Path, to: &Path) -> Result<(), WorkerError>
     Ok(())
 }
 
-fn finish_report(errors: ErrorCollector) -> Result<Option<String>, WorkerError> {
+/// The run's own report name in `errors/`: its start (UTC), run ID and
+/// file name.
+fn report_name(run: &Run) -> String {
+    let started = humantime::parse_rfc3339(&run.started_at).unwrap_or_else(|_| SystemTime::now());
+    crate::report::report_name(started, run.run_id, &run.file)
+}
+
+fn finish_report(errors: ErrorCollector, run: &Run) -> Result<Option<String>, WorkerError> {
     errors
-        .finish()
+        .finish(&report_name(run))
         .map(|p| p.map(|p| p.display().to_string()))
         .map_err(|e| WorkerError::Output(format!("cannot write the error report: {e}")))
 }
@@ -926,7 +952,7 @@ fn apply_run(
     guarded: bool,
     t0: Instant,
 ) -> Result<Applying, WorkerError> {
-    let mut errors = open_error_report(errors_dir, run, file)?;
+    let mut errors = open_error_report(errors_dir, file)?;
     // Taken before the write transaction: the state the writer starts from
     // (the data lock keeps other writers out).
     let snapshot = store.snapshot(&file.feed.name)?;
@@ -964,7 +990,7 @@ fn apply_run(
     let superseded = txn.supersede_held(&file.feed.name, id)?;
     txn.set_fingerprint(&file.feed.name, fingerprint)?;
     run.errors = std::mem::take(&mut errors.first);
-    run.error_report = finish_report(errors)?;
+    run.error_report = finish_report(errors, run)?;
     finish_timing(run, t0);
     txn.put_run(run)?;
     queue_report(config, file.feed, run, &txn)?;

@@ -184,9 +184,19 @@ fn plain_smtp_reports_an_applied_run_with_its_error_report_attached() {
     assert!(mail["html"].as_str().expect("html").contains("<table"));
     let attachments = mail["attachments"].as_array().expect("attachments");
     assert_eq!(attachments.len(), 1, "{mail:#}");
-    assert_eq!(attachments[0]["name"], "daily.csv.errors.csv");
-    let report = std::fs::read_to_string(env.data_dir.join("hr/errors/daily.csv.errors.csv"))
-        .expect("report");
+    // The run's own report, under its own name (the run's UTC start, its
+    // ID and the file's name), BOM included.
+    let path = run["error_report"].as_str().expect("error_report");
+    let name = Path::new(path).file_name().unwrap().to_str().unwrap();
+    let (_, report_run, file) = report_name_parts(name).expect("a report name");
+    assert_eq!(
+        (report_run.to_string(), file.as_str()),
+        (run_id_of(&run), "daily.csv")
+    );
+    assert_eq!(attachments[0]["name"], name);
+    let report = std::fs::read_to_string(path).expect("report");
+    assert!(report.starts_with('\u{feff}'), "{report:?}");
+    assert!(report.contains("5,invalid email"), "{report}");
     assert_eq!(attachments[0]["content"], report.as_str());
 
     // `runs show` says it was sent, with the server's answer.
@@ -306,6 +316,31 @@ fn implicit_tls_with_auth_reports_a_failed_run_with_its_reason() {
     assert!(
         text.contains("Employee ID"),
         "the reason names the missing column: {text}"
+    );
+    // The failed run's own report is attached: the header found, then the
+    // reason.
+    let attachments = mail["attachments"].as_array().expect("attachments");
+    assert_eq!(attachments.len(), 1, "{mail:#}");
+    let name = attachments[0]["name"].as_str().expect("name");
+    let (_, _, file) = report_name_parts(name).expect("a report name");
+    assert_eq!(file, "nohead.csv");
+    assert!(
+        text.contains(&format!(
+            "The reason and the header found are attached ({name})"
+        )),
+        "{text}"
+    );
+    let report = attachments[0]["content"].as_str().expect("content");
+    assert!(
+        report.starts_with(
+            "\u{feff}line,reasons,Name,Email\n,\"the whole file was rejected (nothing was imported): the ID column"
+        ),
+        "{report:?}"
+    );
+    assert!(report.contains("Employee ID"), "{report:?}");
+    assert_eq!(
+        report,
+        std::fs::read_to_string(env.data_dir.join("hr/errors").join(name)).expect("report")
     );
     drop(server);
 }

@@ -699,7 +699,7 @@ fn archived_files_and_error_reports_older_than_the_retention_are_deleted() {
     let runs = s.wait_for_exactly(1);
     assert_eq!(runs[0]["flagged"], 1, "{:#}", runs[0]);
     let first_archived = archived_name(&s.env, "hr", "first.csv");
-    let first_report = errors_dir(&s.env, "hr").join("first.csv.errors.csv");
+    let first_report = s.env.error_report_path("hr", "first.csv");
     assert!(first_report.is_file());
     let first_done = Instant::now();
 
@@ -724,9 +724,7 @@ fn archived_files_and_error_reports_older_than_the_retention_are_deleted() {
                 "checked too late to tell old from new"
             );
             archived_name(&s.env, "hr", "second.csv");
-            assert!(errors_dir(&s.env, "hr")
-                .join("second.csv.errors.csv")
-                .is_file());
+            assert!(s.env.error_report_path("hr", "second.csv").is_file());
             break;
         }
         assert!(

@@ -510,9 +510,10 @@ impl Env {
         self.import(feed, &path, &[])
     }
 
-    /// `recipients export --feed FEED` (CSV) as text.
+    /// `recipients export --feed FEED --raw` (CSV, values exactly as
+    /// stored) as text.
     pub fn export(&self, feed: &str) -> String {
-        let out = self.run(&["recipients", "export", "--feed", feed]);
+        let out = self.run(&["recipients", "export", "--feed", feed, "--raw"]);
         assert_eq!(out.code, 0, "recipients export failed: {out:#?}");
         out.stdout
     }
@@ -585,9 +586,9 @@ impl Env {
         }
     }
 
-    /// `recipients export --feed FEED`, or the failed command.
+    /// `recipients export --feed FEED --raw`, or the failed command.
     pub fn try_export(&self, feed: &str) -> Result<String, Out> {
-        let out = self.run(&["recipients", "export", "--feed", feed]);
+        let out = self.run(&["recipients", "export", "--feed", feed, "--raw"]);
         if out.code == 0 {
             Ok(out.stdout)
         } else {
@@ -602,21 +603,66 @@ impl Env {
         out.json("runs show")
     }
 
-    /// Path of the error report for `file_name` of `feed`.
+    /// Path of the newest error report for `file_name` of `feed`
+    /// (`errors/<UTC start>-run<ID>-<file name>.errors.csv`).
     pub fn error_report_path(&self, feed: &str, file_name: &str) -> PathBuf {
-        self.data_dir
-            .join(feed)
-            .join("errors")
-            .join(format!("{file_name}.errors.csv"))
+        let dir = self.data_dir.join(feed).join("errors");
+        let names: Vec<String> = fs::read_dir(&dir)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let newest = names
+            .iter()
+            .filter_map(|n| report_name_parts(n).map(|p| (p, n)))
+            .filter(|((_, _, file), _)| file == file_name)
+            .max_by(|((s1, id1, _), _), ((s2, id2, _), _)| (s1, id1).cmp(&(s2, id2)))
+            .map(|(_, n)| n.clone())
+            .unwrap_or_else(|| panic!("no error report for {file_name} in {names:?}"));
+        dir.join(newest)
     }
 
-    /// The error report as text.
+    /// The newest error report of `file_name` as text, without its BOM
+    /// (asserted).
     pub fn error_report_text(&self, feed: &str, file_name: &str) -> String {
-        let path = self.error_report_path(feed, file_name);
-        fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("error report {} not readable: {e}", path.display()))
+        report_text(&self.error_report_path(feed, file_name))
     }
+}
 
+/// An error report's text without its BOM; panics when it does not start
+/// with one.
+#[track_caller]
+pub fn report_text(path: &Path) -> String {
+    let text = fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("error report {} not readable: {e}", path.display()));
+    match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => panic!(
+            "error report {} does not start with a UTF-8 BOM: {:?}",
+            path.display(),
+            &text[..text.len().min(40)]
+        ),
+    }
+}
+
+/// `<UTC start>-run<ID>-<file name>.errors.csv` → (start, ID, file name).
+pub fn report_name_parts(name: &str) -> Option<(String, u64, String)> {
+    let rest = name.strip_suffix(".errors.csv")?;
+    let (stamp, rest) = rest.split_once("-run")?;
+    let (id, file) = rest.split_once('-')?;
+    let ok_stamp = stamp.len() == 16
+        && stamp.ends_with('Z')
+        && stamp.as_bytes()[8] == b'T'
+        && stamp.bytes().filter(u8::is_ascii_digit).count() == 14;
+    if !ok_stamp {
+        return None;
+    }
+    Some((stamp.to_string(), id.parse().ok()?, file.to_string()))
+}
+
+impl Env {
     /// Every file and folder under the data dir with its content: two equal
     /// snapshots mean the store and folders are byte-for-byte the same.
     pub fn tree(&self) -> BTreeMap<String, Option<Vec<u8>>> {

@@ -376,9 +376,13 @@ fn in_chromium_an_admin_sees_a_held_run_and_who_it_would_remove_and_confirms_it(
     assert_eq!(web.env.exported_ids("hr").len(), 12);
 
     // The first run's error report, downloaded by Chromium from its page.
-    let report = std::fs::read_to_string(web.env.data_dir.join("hr/errors/day1.csv.errors.csv"))
-        .expect("report");
-    assert_eq!(seen["downloaded_name"], "day1.csv.errors.csv", "{seen:#}");
+    let report_path = web.env.error_report_path("hr", "day1.csv");
+    let report = std::fs::read_to_string(&report_path).expect("report");
+    assert_eq!(
+        seen["downloaded_name"].as_str(),
+        report_path.file_name().and_then(|n| n.to_str()),
+        "{seen:#}"
+    );
     assert_eq!(
         seen["downloaded"].as_str().unwrap_or("").trim_end(),
         report.trim_end()
@@ -455,6 +459,78 @@ fn import_via_cli(env: &Env, name: &str, content: &str) -> serde_json::Value {
         "--json",
     ])
     .json("import")
+}
+
+/// The value of `filename="…"` in a Content-Disposition header.
+fn download_name(headers: &str) -> String {
+    let line = header_line(headers, "content-disposition")
+        .first()
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| panic!("no content-disposition: {headers}"));
+    let at = line.find("filename=\"").expect("a filename") + 10;
+    line[at..].trim_end().trim_end_matches('"').to_string()
+}
+
+#[test]
+fn each_run_downloads_its_own_error_report_a_failed_upload_too() {
+    let web = Web::start();
+    // The same file name on two days, other bad rows each time.
+    let mut days = Vec::new();
+    for bad in ["E901", "E902"] {
+        let mut content = hr_file(1..=20);
+        content += &format!("{bad},Bad,Mail,bob@,,,Sales,Active\n");
+        let run = import_via_cli(&web.env, "daily.csv", &content);
+        assert_eq!(run["flagged"], 1, "{run:#}");
+        days.push((run_id_of(&run), bad));
+    }
+    // A file without its ID column, uploaded over sFTP: a failed run.
+    let key = keygen(&web.env, "up-key");
+    add_account(&web.env, "up", "hr", None, &[&pub_of(&key)], &[]);
+    let bad = web.env.input("noid.csv", "Name,Email\nAnn,a@example.com\n");
+    let out = openssh_sftp_key(
+        &web.env,
+        web.server.port,
+        "up",
+        &key,
+        &format!("put {} /upload/noid.csv\n", bad.display()),
+    );
+    assert_eq!(out.code, 0, "{out:#?}");
+    let runs = web.server.wait_for_exactly(&web.env, 3, RUN_TIMEOUT);
+    let failed = runs
+        .iter()
+        .find(|r| r["state"] == "failed")
+        .expect("failed run");
+    let failed_id = run_id_of(failed);
+
+    web.login(ADMIN_PASSWORD);
+    let download = |id: &str| {
+        let (code, headers, body) = web.curl(&[&web.url(&format!("/runs/{id}/errors.csv"))]);
+        assert_eq!(code, 200, "run {id}: {headers}{body}");
+        let path = web.env.run_show(id)["error_report"]
+            .as_str()
+            .expect("error_report")
+            .to_string();
+        let on_disk = std::fs::read_to_string(&path).expect("report");
+        assert_eq!(body, on_disk, "run {id}: the download is its own report");
+        assert!(body.starts_with('\u{feff}'), "a BOM: {body:?}");
+        assert_eq!(
+            download_name(&headers),
+            Path::new(&path).file_name().unwrap().to_str().unwrap()
+        );
+        body
+    };
+    for (id, bad) in &days {
+        let body = download(id);
+        let rows = csv_records(body.trim_start_matches('\u{feff}').as_bytes(), b',');
+        let ids: Vec<&str> = rows[1..].iter().map(|(_, r)| r[2].as_str()).collect();
+        assert_eq!(ids, [*bad], "run {id}: {body}");
+    }
+    let body = download(&failed_id);
+    assert!(
+        body.starts_with("\u{feff}line,reasons,Name,Email\n,\"the whole file was rejected"),
+        "{body:?}"
+    );
+    assert!(body.contains("Employee ID"), "{body}");
 }
 
 #[test]
