@@ -2614,11 +2614,7 @@ fn a_renamed_column_holds_the_run_and_says_what_confirming_clears() {
     let feed = hr_feed();
     let mut model = Model::default();
     run(&feed, &mut model, &hr_file_with(&hr_rows(4), "\n"));
-    let renamed = hr_file_with(&hr_rows(4), "\n")
-        .iter()
-        .copied()
-        .collect::<Vec<u8>>();
-    let renamed = String::from_utf8(renamed)
+    let renamed = String::from_utf8(hr_file_with(&hr_rows(4), "\n"))
         .unwrap_or_default()
         .replacen("Mobile", "Cell", 1);
     let reasons = clearing(&feed, &model, renamed.as_bytes());

@@ -284,12 +284,10 @@ pub fn validate_row(record: &Cells, ctx: &RowContext) -> Result<ValidRow, Vec<St
             }
         }
     }
-    let no_channel = (feed.require_channel && !has_channel).then(|| {
-        if invalid_channel {
-            "no valid delivery channel: every SMS, Voice and email value is empty or invalid"
-        } else {
-            "no delivery channel: SMS, Voice and email are all empty"
-        }
+    let no_channel = (feed.require_channel && !has_channel).then_some(if invalid_channel {
+        "no valid delivery channel: every SMS, Voice and email value is empty or invalid"
+    } else {
+        "no delivery channel: SMS, Voice and email are all empty"
     });
     if !reasons.is_empty() || no_channel.is_some() {
         // Flagged: what would have been warnings are reasons too.
