@@ -345,7 +345,7 @@ fn check_value<'v>(
             }
         }
         FieldKind::Sms | FieldKind::Voice => normalize_phone(value, feed.default_country)
-            .map(Cow::Owned)
+            .map(|p| Cow::Owned(p.e164))
             .map_err(|e| format!("invalid phone in '{column}': {e}")),
         FieldKind::Multi => {
             let separator = field.separator.as_deref().unwrap_or(";");
