@@ -1282,46 +1282,52 @@ fn phones_become_e164() {
         phones(
             "US",
             &[
-                "(555) 123-4567",
-                "555.123.4567",
-                "1-555-123-4567",
-                "+1 555 123 4567",
+                "(212) 555-0123",
+                "212.555.0123",
+                "1-212-555-0123",
+                "+1 212 555 0123",
                 "+44 20 7946 0958",
                 "+44 (0) 20 7946 0958",
                 "+33 6 12 34 56 78",
                 "+49 30 1234567",
+                "+49 (0)151 23456789",
                 "+61 2 9374 4000",
                 "+81 3-1234-5678",
                 "+91 98765 43210",
-                "  +15551234567  ",
+                "  +12125550123  ",
+                "(212) 555-0123 ext. 7",
             ]
         ),
         vec![
-            ok("+15551234567"),
-            ok("+15551234567"),
-            ok("+15551234567"),
-            ok("+15551234567"),
+            ok("+12125550123"),
+            ok("+12125550123"),
+            ok("+12125550123"),
+            ok("+12125550123"),
             ok("+442079460958"),
             ok("+442079460958"),
             ok("+33612345678"),
             ok("+49301234567"),
+            ok("+4915123456789"),
             ok("+61293744000"),
             ok("+81312345678"),
             ok("+919876543210"),
-            ok("+15551234567"),
+            ok("+12125550123"),
+            ok("+12125550123"),
         ]
     );
     // National numbers read against the feed's country.
     assert_eq!(
-        phones("GB", &["07700 900123", "020 7946 0958"]),
-        vec![ok("+447700900123"), ok("+442079460958")]
+        phones("GB", &["07912 345678", "020 7946 0958"]),
+        vec![ok("+447912345678"), ok("+442079460958")]
     );
     assert_eq!(phones("FR", &["06 12 34 56 78"]), vec![ok("+33612345678")]);
 }
 
 #[test]
-fn impossible_phones_flag_the_row() {
+fn impossible_and_invalid_phones_flag_the_row() {
     let bad = |n: &str, why: &str| Err(vec![format!("invalid phone in 'Phone': '{n}' is {why}")]);
+    let foreign = "not a valid US number; if it is a foreign number, \
+                   write it in international form such as +33 6 12 34 56 78";
     assert_eq!(
         phones(
             "US",
@@ -1330,7 +1336,10 @@ fn impossible_phones_flag_the_row() {
                 "+1 555",
                 "call me",
                 "+999 1234567",
-                "+4420794609581234567"
+                "+4420794609581234567",
+                "(555) 555-5555",
+                "06 12 34 56 78",
+                "+1 555 555 5555",
             ]
         ),
         vec![
@@ -1339,6 +1348,12 @@ fn impossible_phones_flag_the_row() {
             bad("call me", "not a phone number"),
             bad("+999 1234567", "not a phone number"),
             bad("+4420794609581234567", "not a possible phone number"),
+            bad("(555) 555-5555", foreign),
+            bad("06 12 34 56 78", foreign),
+            bad(
+                "+1 555 555 5555",
+                "not a valid number in its numbering plan"
+            ),
         ]
     );
 }
@@ -1556,12 +1571,12 @@ fn a_flagged_row_keeps_the_stored_recipient_byte_for_byte() {
     run(
         &feed,
         &mut model,
-        &hr_file(&["E1,Ann,ann@example.com,(555) 123-4567,,Sales,a;b,Active"]),
+        &hr_file(&["E1,Ann,ann@example.com,(212) 555-0123,,Sales,a;b,Active"]),
     );
     let before = model.clone();
     for bad in [
-        "E1,,ann@example.com,(555) 123-4567,,Sales,a;b,Active",
-        "E1,Ann,ann@example,(555) 123-4567,,Ops,,Active",
+        "E1,,ann@example.com,(212) 555-0123,,Sales,a;b,Active",
+        "E1,Ann,ann@example,(212) 555-0123,,Ops,,Active",
         "E1,Ann,,,,,,",
         "E1,Ann",
         "E1,Ann,ann@example.com,12,,Ops,c,Active",
@@ -1589,11 +1604,11 @@ fn a_new_way_of_writing_the_same_values_is_unchanged() {
     run(
         &feed,
         &mut model,
-        &hr_file(&["E1,Ann,ann@example.com,(555) 123-4567,,Sales,a;b,Active"]),
+        &hr_file(&["E1,Ann,ann@example.com,(212) 555-0123,,Sales,a;b,Active"]),
     );
     let record = model.records["E1"].clone();
     let hash = model.hashes["E1"];
-    let second = hr_file(&["E1, Ann ,ann@example.com,+1 555 123 4567,,Sales , a; b;a,Active"]);
+    let second = hr_file(&["E1, Ann ,ann@example.com,+1 212 555 0123,,Sales , a; b;a,Active"]);
     let diff = diff_of(&feed, &model, &second);
     assert_eq!(diff.work.len(), 1, "the raw text changed: validated again");
     let (c, _) = run(&feed, &mut model, &second);
@@ -1717,7 +1732,7 @@ fn groups_are_created_moved_and_removed_when_empty() {
 fn re_processing_the_same_file_changes_nothing() {
     let feed = hr_feed_active_only();
     let bytes = hr_file(&[
-        "E1,Ann,ann@example.com,(555) 123-4567,,Sales,a;b,Active",
+        "E1,Ann,ann@example.com,(212) 555-0123,,Sales,a;b,Active",
         "E2,Bob,bob@example,,,Sales,,Active",
         "E3,Cat,cat@example.com,,,Ops,,Inactive",
         ",Dan,dan@example.com,,,,,Active",
@@ -1881,8 +1896,8 @@ const EMAILS: &[(&str, Option<&str>)] = &[
 ];
 const PHONES: &[(&str, Option<&str>)] = &[
     ("", Some("")),
-    ("(555) 123-4567", Some("+15551234567")),
-    ("+1 555 123 4567", Some("+15551234567")),
+    ("(212) 555-0123", Some("+12125550123")),
+    ("+1 212 555 0123", Some("+12125550123")),
     ("+44 20 7946 0958", Some("+442079460958")),
     ("12", None),
     ("call me", None),
@@ -2055,7 +2070,7 @@ fn expected_records(rows: &[PropRow], before: &Model) -> BTreeMap<String, Vec<u8
 
 const SEED_FILE: &str = "ID,Name,Email,Mobile,Department,Tags,Status\n\
 A,Ann,a@example.com,,Sales,a;b,Active\n\
-B,Bob,,(555) 123-4567,Ops,,Active\n";
+B,Bob,,(212) 555-0123,Ops,,Active\n";
 
 /// Bytes mostly from `alphabet` (and now and then any byte), generated
 /// cheaply: a `prop_oneof!` per byte is slow in a debug build.
