@@ -1,56 +1,162 @@
-//! Generates the phone fast path's tables from the phonenumber crate's own
+//! Generates the phone validation tables from the phonenumber crate's own
 //! metadata at build time: loading that metadata at run time costs tens of
-//! milliseconds per import (it compiles regular expressions), and the fast
-//! path needs only each country code's possible number lengths.
+//! milliseconds per import, and its validator is slow and serialised behind
+//! a global lock (see src/import/phone.rs). The tables keep each region's
+//! patterns as strings; src/import/phone.rs compiles a region's patterns the
+//! first time a number of that region is checked.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use phonenumber::metadata::{Descriptor, Metadata, DATABASE};
+
 fn main() {
     git_revision();
-    let mut lengths: BTreeMap<u16, u32> = BTreeMap::new();
-    let mut regions: BTreeMap<String, u16> = BTreeMap::new();
-    for meta in phonenumber::metadata::DATABASE.iter() {
-        let d = meta.descriptors();
-        let descriptors = [
-            Some(d.general()),
-            d.fixed_line(),
-            d.mobile(),
-            d.toll_free(),
-            d.premium_rate(),
-            d.shared_cost(),
-            d.personal_number(),
-            d.voip(),
-            d.pager(),
-            d.uan(),
-            d.voicemail(),
-        ];
-        let mask = lengths.entry(meta.country_code()).or_insert(0);
-        for desc in descriptors.into_iter().flatten() {
-            for &len in desc.possible_length() {
-                if len < 32 {
-                    *mask |= 1 << len;
-                }
+    let mut out = String::new();
+    let mut regions: Vec<String> = Vec::new();
+    let mut codes: Vec<(u16, usize, usize)> = Vec::new();
+    let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+    // Country calling codes have at most three digits; `by_code` lists the
+    // main region of a code first, the others in the metadata's order, which
+    // is the order libphonenumber tries them in.
+    for code in 1..1000u16 {
+        let Some(metas) = DATABASE.by_code(&code) else {
+            continue;
+        };
+        codes.push((code, regions.len(), metas.len()));
+        for meta in metas {
+            if meta.id() != "001" {
+                ids.insert(meta.id().to_string(), regions.len());
             }
+            regions.push(region_entry(meta));
         }
-        regions.insert(meta.id().to_string(), meta.country_code());
     }
-    let mut out =
-        String::from("/// (country calling code, bit set of possible national lengths), sorted.\n");
-    out.push_str("pub static POSSIBLE_LENGTHS: &[(u16, u32)] = &[\n");
-    for (code, mask) in &lengths {
-        let _ = writeln!(out, "    ({code}, {mask:#x}),");
+    let _ = writeln!(out, "pub const REGION_COUNT: usize = {};", regions.len());
+    out.push_str("/// Every region, grouped by country calling code, main region first.\n");
+    out.push_str("pub static REGIONS: [RegionTable; REGION_COUNT] = [\n");
+    for region in &regions {
+        out.push_str(region);
     }
-    out.push_str("];\n/// (region, country calling code), sorted.\n");
-    out.push_str("pub static REGION_CODES: &[(&str, u16)] = &[\n");
-    for (region, code) in &regions {
-        let _ = writeln!(out, "    ({region:?}, {code}),");
+    out.push_str("];\n/// (country calling code, first index in REGIONS, count), sorted.\n");
+    out.push_str("pub static CODES: &[(u16, u16, u16)] = &[\n");
+    for (code, first, count) in &codes {
+        let _ = writeln!(out, "    ({code}, {first}, {count}),");
+    }
+    out.push_str("];\n/// (region, index in REGIONS), sorted; non-geographic entities left out.\n");
+    out.push_str("pub static REGION_IDS: &[(&str, u16)] = &[\n");
+    for (id, index) in &ids {
+        let _ = writeln!(out, "    ({id:?}, {index}),");
     }
     out.push_str("];\n");
     let path = std::path::Path::new(&std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into()))
         .join("phone_tables.rs");
     std::fs::write(path, out).unwrap_or_else(|e| panic!("cannot write phone tables: {e}"));
     println!("cargo::rerun-if-changed=build.rs");
+}
+
+/// One `RegionTable { .. },` literal.
+fn region_entry(meta: &Metadata) -> String {
+    let d = meta.descriptors();
+    // The order in which a valid number most likely matches first: the
+    // answer (valid or not) does not depend on it.
+    let types = [
+        d.fixed_line(),
+        d.mobile(),
+        d.toll_free(),
+        d.premium_rate(),
+        d.shared_cost(),
+        d.personal_number(),
+        d.voip(),
+        d.pager(),
+        d.uan(),
+        d.voicemail(),
+    ];
+    let types: Vec<&Descriptor> = types.into_iter().flatten().collect();
+    // As libphonenumber's metadata build does: the general description's
+    // possible lengths are the union of its types' lengths, and a local-only
+    // length that is also a full length counts as a full length.
+    let lengths = types.iter().fold(0, |m, t| m | mask(t.possible_length()));
+    let local = types
+        .iter()
+        .fold(0, |m, t| m | mask(t.possible_local_length()))
+        & !lengths;
+    let prefix_for_parsing = meta
+        .national_prefix_for_parsing()
+        .map(|re| pattern(re.as_str()))
+        .or_else(|| meta.national_prefix().map(str::to_string));
+    let mut s = String::from("    RegionTable {\n");
+    let _ = writeln!(s, "        id: {:?},", meta.id());
+    let _ = writeln!(s, "        code: {},", meta.country_code());
+    let _ = writeln!(
+        s,
+        "        international_prefix: {:?},",
+        meta.international_prefix().map(|re| pattern(re.as_str()))
+    );
+    let _ = writeln!(s, "        prefix_for_parsing: {prefix_for_parsing:?},");
+    let _ = writeln!(
+        s,
+        "        transform_rule: {:?},",
+        meta.national_prefix_transform_rule().map(replacement)
+    );
+    let _ = writeln!(
+        s,
+        "        leading_digits: {:?},",
+        meta.leading_digits().map(|re| pattern(re.as_str()))
+    );
+    let _ = writeln!(
+        s,
+        "        general: {:?},",
+        pattern(d.general().national_number().as_str())
+    );
+    let _ = writeln!(s, "        lengths: {lengths:#x},");
+    let _ = writeln!(s, "        local_lengths: {local:#x},");
+    s.push_str("        types: &[\n");
+    for t in types {
+        let _ = writeln!(
+            s,
+            "            ({:?}, {:#x}),",
+            pattern(t.national_number().as_str()),
+            mask(t.possible_length())
+        );
+    }
+    s.push_str("        ],\n    },\n");
+    s
+}
+
+/// A bit set of lengths (all below 32: national numbers have at most 17
+/// digits).
+fn mask(lengths: &[u16]) -> u32 {
+    lengths
+        .iter()
+        .filter(|&&len| len < 32)
+        .fold(0, |m, &len| m | 1 << len)
+}
+
+/// The metadata's patterns are laid out over several lines for reading;
+/// libphonenumber removes the white space before compiling them.
+fn pattern(source: &str) -> String {
+    source.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+/// Java's `$1` group references as the regex crate spells them (`${1}`), so
+/// that a digit after the reference is not read as part of the group number.
+fn replacement(rule: &str) -> String {
+    let mut out = String::new();
+    let mut chars = pattern(rule)
+        .chars()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('$', Some(d)) if d.is_ascii_digit() => {
+                out.push_str(&format!("${{{d}}}"));
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// The git revision for `flagsync --version`.

@@ -1295,9 +1295,13 @@ fn phones(country: &str, numbers: &[&str]) -> Vec<Result<String, Vec<String>>> {
     (0..numbers.len())
         .map(|i| {
             let id = format!("P{i:02}");
-            match errors.iter().find(|e| e.id.as_deref() == Some(id.as_str())) {
-                Some(e) => Err(e.reasons.clone()),
-                None => Ok(model.values(&id)[1].clone()),
+            // A warning that left the phone out reads as its reasons.
+            let stored = model.records.get(&id).map(|_| model.values(&id)[1].clone());
+            let error = errors.iter().find(|e| e.id.as_deref() == Some(id.as_str()));
+            match (error, stored) {
+                (Some(e), Some(v)) if e.warning && !v.is_empty() => Ok(v),
+                (Some(e), _) => Err(e.reasons.clone()),
+                (None, v) => Ok(v.unwrap_or_default()),
             }
         })
         .collect()
@@ -1310,50 +1314,81 @@ fn phones_become_e164() {
         phones(
             "US",
             &[
-                "(555) 123-4567",
-                "555.123.4567",
-                "1-555-123-4567",
-                "+1 555 123 4567",
+                "(212) 555-0123",
+                "212.555.0123",
+                "1-212-555-0123",
+                "+1 212 555 0123",
                 "+44 20 7946 0958",
                 "+44 (0) 20 7946 0958",
                 "+33 6 12 34 56 78",
                 "+49 30 1234567",
+                "+49 (0)151 23456789",
                 "+61 2 9374 4000",
                 "+81 3-1234-5678",
                 "+91 98765 43210",
-                "  +15551234567  ",
+                "  +12125550123  ",
+                "(212) 555-0123 ext. 7",
             ]
         ),
         vec![
-            ok("+15551234567"),
-            ok("+15551234567"),
-            ok("+15551234567"),
-            ok("+15551234567"),
+            ok("+12125550123"),
+            ok("+12125550123"),
+            ok("+12125550123"),
+            ok("+12125550123"),
             ok("+442079460958"),
             ok("+442079460958"),
             ok("+33612345678"),
             ok("+49301234567"),
+            ok("+4915123456789"),
             ok("+61293744000"),
             ok("+81312345678"),
             ok("+919876543210"),
-            ok("+15551234567"),
+            ok("+12125550123"),
+            ok("+12125550123"),
         ]
     );
     // National numbers read against the feed's country.
     assert_eq!(
-        phones("GB", &["07700 900123", "020 7946 0958"]),
-        vec![ok("+447700900123"), ok("+442079460958")]
+        phones("GB", &["07912 345678", "020 7946 0958"]),
+        vec![ok("+447912345678"), ok("+442079460958")]
     );
     assert_eq!(phones("FR", &["06 12 34 56 78"]), vec![ok("+33612345678")]);
 }
 
 #[test]
-fn impossible_phones_flag_the_row() {
+fn an_extension_is_dropped_with_a_warning_never_silently() {
+    let feed = phone_feed("US");
+    let forms = [
+        "(212) 555-0123 x123",
+        "212-555-0123 ext. 5",
+        "+1 212 555 0123;ext=5",
+        "+1 212 555 0123 extension 12",
+    ];
+    let mut text = "ID,Phone\n".to_string();
+    for (i, n) in forms.iter().enumerate() {
+        text.push_str(&format!("P{i},{n}\n"));
+    }
+    let mut model = Model::default();
+    let (c, errors) = run(&feed, &mut model, text.as_bytes());
+    assert_eq!((c.added, c.flagged, c.warnings), (4, 0, 4));
+    for (i, e) in errors.iter().enumerate() {
+        assert!(e.warning);
+        assert!(e.reasons[0].contains("extension"), "{:?}", e.reasons);
+        assert_eq!(model.values(&format!("P{i}"))[1], "+12125550123");
+    }
+    assert!(errors[0].reasons[0].contains("extension 123 of '(212) 555-0123 x123' dropped"));
+}
+
+#[test]
+fn impossible_and_invalid_phones_flag_the_row() {
+    // The phone is optional here: an invalid one is left out (a warning).
     let bad = |n: &str, why: &str| {
         Err(vec![format!(
             "invalid phone in 'Phone': '{n}' is {why}; imported without it"
         )])
     };
+    let foreign = "not a valid US number; if it is a foreign number, \
+                   write it in international form such as +33 6 12 34 56 78";
     assert_eq!(
         phones(
             "US",
@@ -1362,7 +1397,10 @@ fn impossible_phones_flag_the_row() {
                 "+1 555",
                 "call me",
                 "+999 1234567",
-                "+4420794609581234567"
+                "+4420794609581234567",
+                "(555) 555-5555",
+                "06 12 34 56 78",
+                "+1 555 555 5555",
             ]
         ),
         vec![
@@ -1371,6 +1409,12 @@ fn impossible_phones_flag_the_row() {
             bad("call me", "not a phone number"),
             bad("+999 1234567", "not a phone number"),
             bad("+4420794609581234567", "not a possible phone number"),
+            bad("(555) 555-5555", foreign),
+            bad("06 12 34 56 78", foreign),
+            bad(
+                "+1 555 555 5555",
+                "not a valid number in its numbering plan"
+            ),
         ]
     );
 }
@@ -1588,11 +1632,11 @@ fn a_flagged_row_keeps_the_stored_recipient_byte_for_byte() {
     run(
         &feed,
         &mut model,
-        &hr_file(&["E1,Ann,ann@example.com,(555) 123-4567,,Sales,a;b,Active"]),
+        &hr_file(&["E1,Ann,ann@example.com,(212) 555-0123,,Sales,a;b,Active"]),
     );
     let before = model.clone();
     for bad in [
-        "E1,,ann@example.com,(555) 123-4567,,Sales,a;b,Active",
+        "E1,,ann@example.com,(212) 555-0123,,Sales,a;b,Active",
         "E1,Ann,ann@example,,,Ops,,Active",
         "E1,Ann,,,,,,",
         "E1,Ann",
@@ -1621,11 +1665,11 @@ fn a_new_way_of_writing_the_same_values_is_unchanged() {
     run(
         &feed,
         &mut model,
-        &hr_file(&["E1,Ann,ann@example.com,(555) 123-4567,,Sales,a;b,Active"]),
+        &hr_file(&["E1,Ann,ann@example.com,(212) 555-0123,,Sales,a;b,Active"]),
     );
     let record = model.records["E1"].clone();
     let hash = model.hashes["E1"];
-    let second = hr_file(&["E1, Ann ,ann@example.com,+1 555 123 4567,,Sales , a; b;a,Active"]);
+    let second = hr_file(&["E1, Ann ,ann@example.com,+1 212 555 0123,,Sales , a; b;a,Active"]);
     let diff = diff_of(&feed, &model, &second);
     assert_eq!(diff.work.len(), 1, "the raw text changed: validated again");
     let (c, _) = run(&feed, &mut model, &second);
@@ -1752,7 +1796,7 @@ fn groups_are_created_moved_and_removed_when_empty() {
 fn re_processing_the_same_file_changes_nothing() {
     let feed = hr_feed_active_only();
     let bytes = hr_file(&[
-        "E1,Ann,ann@example.com,(555) 123-4567,,Sales,a;b,Active",
+        "E1,Ann,ann@example.com,(212) 555-0123,,Sales,a;b,Active",
         "E2,Bob,bob@example,,,Sales,,Active",
         "E3,Cat,cat@example.com,,,Ops,,Inactive",
         ",Dan,dan@example.com,,,,,Active",
@@ -1916,8 +1960,8 @@ const EMAILS: &[(&str, Option<&str>)] = &[
 ];
 const PHONES: &[(&str, Option<&str>)] = &[
     ("", Some("")),
-    ("(555) 123-4567", Some("+15551234567")),
-    ("+1 555 123 4567", Some("+15551234567")),
+    ("(212) 555-0123", Some("+12125550123")),
+    ("+1 212 555 0123", Some("+12125550123")),
     ("+44 20 7946 0958", Some("+442079460958")),
     ("12", None),
     ("call me", None),
@@ -2103,7 +2147,7 @@ fn expected_records(rows: &[PropRow], before: &Model) -> BTreeMap<String, Vec<u8
 
 const SEED_FILE: &str = "ID,Name,Email,Mobile,Department,Tags,Status\n\
 A,Ann,a@example.com,,Sales,a;b,Active\n\
-B,Bob,,(555) 123-4567,Ops,,Active\n";
+B,Bob,,(212) 555-0123,Ops,,Active\n";
 
 /// Bytes mostly from `alphabet` (and now and then any byte), generated
 /// cheaply: a `prop_oneof!` per byte is slow in a debug build.

@@ -267,7 +267,13 @@ pub fn validate_row(record: &Cells, ctx: &RowContext) -> Result<ValidRow, Vec<St
                 }
             }
         };
-        match check_value(decoded.trim(), field, feed, may_have_controls) {
+        match check_value(
+            decoded.trim(),
+            field,
+            feed,
+            may_have_controls,
+            &mut warnings,
+        ) {
             Ok(v) => {
                 has_channel |= field.kind.is_channel() && !v.is_empty();
                 builder.push_value(&v);
@@ -388,11 +394,14 @@ fn first_control_char(value: &str) -> Option<char> {
         .find(|&c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
 }
 
+/// The value to store, or why it is invalid; `warnings` gets what was
+/// changed on the way (a phone's extension dropped).
 fn check_value<'v>(
     value: &'v str,
     field: &Field,
     feed: &Feed,
     may_have_controls: bool,
+    warnings: &mut Vec<String>,
 ) -> Result<Cow<'v, str>, String> {
     let column = &field.column;
     if let Some(c) = may_have_controls
@@ -432,9 +441,17 @@ fn check_value<'v>(
                 ))
             }
         }
-        FieldKind::Sms | FieldKind::Voice => normalize_phone(value, feed.default_country)
-            .map(Cow::Owned)
-            .map_err(|e| format!("invalid phone in '{column}': {e}")),
+        FieldKind::Sms | FieldKind::Voice => {
+            let phone = normalize_phone(value, feed.default_country)
+                .map_err(|e| format!("invalid phone in '{column}': {e}"))?;
+            if let Some(extension) = &phone.extension {
+                warnings.push(format!(
+                    "phone in '{column}': extension {extension} of '{value}' dropped; {} is stored (text messages and alert calls cannot dial an extension)",
+                    phone.e164
+                ));
+            }
+            Ok(Cow::Owned(phone.e164))
+        }
         FieldKind::Multi => {
             let separator = field.separator.as_deref().unwrap_or(";");
             let parts = split_multi(value, separator);
