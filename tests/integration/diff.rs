@@ -74,13 +74,14 @@ fn flagged_row_keeps_the_existing_person_exactly() {
     let before = env.export("hr");
     let groups = env.groups("hr");
 
-    // E3 comes with a new name but a broken email; E4 with an empty
-    // required first name and a new department. Neither may change.
+    // E3 comes with a new name but a broken email and no other channel
+    // (an invalid optional value alone would be a warning); E4 with an
+    // empty required first name and a new department. Neither may change.
     let day2 = lines(&[
         HR_HEADER,
         "E1,Ann,Lee,ann@example.com,(415) 555-0123,,Sales,Active",
         "E2,Bob,Ray,bob@example.com,,,Sales,Active",
-        "E3,Catherine,Ng,cat@,+1 415 555 0124,,Finance,Active",
+        "E3,Catherine,Ng,cat@,,,Finance,Active",
         "E4,,Oh,dan@example.com,,,Legal,Active",
         "E5,Eve,Poe,eve@example.com,,,Support,Active",
     ]);

@@ -56,9 +56,35 @@ fn utf8_bom_does_not_hide_the_first_column() {
 }
 
 #[test]
-fn utf16_file_fails_with_advice() {
+fn utf16_files_with_a_byte_order_mark_are_read() {
+    // Excel's "Unicode text": UTF-16 with a BOM, tab-separated.
+    let text = hr_file(1..=2).replace(',', "\t").replace("Ann", "Zoë");
+    for (bom, big_endian, name) in [
+        ([0xff, 0xfe], false, "utf-16le"),
+        ([0xfe, 0xff], true, "utf-16be"),
+    ] {
+        let env = Env::hr();
+        let mut content = bom.to_vec();
+        for unit in text.encode_utf16() {
+            let bytes = if big_endian {
+                unit.to_be_bytes()
+            } else {
+                unit.to_le_bytes()
+            };
+            content.extend_from_slice(&bytes);
+        }
+        let run = env.import_text("hr", "unicode.txt", content);
+        assert_eq!(run.state(), "applied", "{:#}", run.json);
+        assert_eq!(run.json["encoding"], name);
+        run.assert_counts(&[("rows", 2), ("added", 2), ("flagged", 0)]);
+        assert_eq!(env.exported_ids("hr"), [hr_id(1), hr_id(2)]);
+    }
+}
+
+#[test]
+fn utf16_without_a_byte_order_mark_fails_with_advice() {
     let env = Env::hr();
-    let mut content = vec![0xff, 0xfe];
+    let mut content = Vec::new();
     for unit in hr_file(1..=2).encode_utf16() {
         content.extend_from_slice(&unit.to_le_bytes());
     }
@@ -69,6 +95,7 @@ fn utf16_file_fails_with_advice() {
         reason.contains("UTF-16") && reason.contains("save it as") && reason.contains("CSV UTF-8"),
         "{reason}"
     );
+    assert!(!reason.contains('\0'), "{reason:?}");
 }
 
 #[test]

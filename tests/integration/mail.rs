@@ -196,7 +196,7 @@ fn plain_smtp_reports_an_applied_run_with_its_error_report_attached() {
     assert_eq!(attachments[0]["name"], name);
     let report = std::fs::read_to_string(path).expect("report");
     assert!(report.starts_with('\u{feff}'), "{report:?}");
-    assert!(report.contains("5,invalid email"), "{report}");
+    assert!(report.contains("\n5,\"invalid email"), "{report}");
     assert_eq!(attachments[0]["content"], report.as_str());
 
     // `runs show` says it was sent, with the server's answer.

@@ -13,6 +13,7 @@ mod diff;
 mod file_format;
 mod load;
 mod mail;
+mod real_files;
 mod reports;
 mod row_errors;
 mod runs;

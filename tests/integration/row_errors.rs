@@ -1,5 +1,6 @@
 //! Every kind of row error: the row is flagged (left out, the rest of the
-//! file applied) and the error report names the physical line the record
+//! file applied), or, for an invalid optional value, imported without it
+//! with a warning; the error report names the physical line the record
 //! starts on, the reason, and the original record.
 
 use crate::util::*;
@@ -21,9 +22,9 @@ fn import_with_flags_in_state(
     let run = env.import_text("hr", name, content);
     assert_eq!(run.state(), state, "{:#}", run.json);
     assert_eq!(
-        run.n("flagged"),
+        run.n("flagged") + run.n("warnings"),
         flags.len() as u64,
-        "flagged count: {:#}",
+        "rows in the report (flagged and with warnings): {:#}",
         run.json
     );
     assert_error_report(env, "hr", name, content, b',', flags);
@@ -87,7 +88,7 @@ fn repeated_id_is_flagged_naming_the_first_line() {
 }
 
 #[test]
-fn invalid_phone_is_flagged() {
+fn invalid_optional_phone_is_a_warning_and_the_person_is_imported_without_it() {
     let env = Env::hr();
     let content = lines(&[
         HR_HEADER,
@@ -111,8 +112,14 @@ fn invalid_phone_is_flagged() {
             },
         ],
     );
-    run.assert_counts(&[("rows", 4), ("added", 2), ("flagged", 2)]);
-    assert_eq!(env.exported_ids("hr"), ["E1", "E4"]);
+    run.assert_counts(&[("rows", 4), ("added", 4), ("flagged", 0), ("warnings", 2)]);
+    assert_eq!(env.exported_ids("hr"), ["E1", "E2", "E3", "E4"]);
+    let e2 = env.recipient("hr", "E2").unwrap();
+    assert_eq!(
+        (e2["mobile"].as_str(), e2["email"].as_str()),
+        ("", "bob@example.com")
+    );
+    assert_eq!(env.recipient("hr", "E3").unwrap()["office_phone"], "");
 }
 
 #[test]
@@ -203,8 +210,11 @@ fn value_too_long_is_flagged_at_default_and_configured_limits() {
             },
         ],
     );
-    run.assert_counts(&[("rows", 4), ("added", 2), ("flagged", 2)]);
-    assert_eq!(env.exported_ids("hr"), ["E1", "E4"]);
+    // Both fields are optional: the rows are imported without the values.
+    run.assert_counts(&[("rows", 4), ("added", 4), ("flagged", 0), ("warnings", 2)]);
+    assert_eq!(env.exported_ids("hr"), ["E1", "E2", "E3", "E4"]);
+    assert_eq!(env.recipient("hr", "E2").unwrap()["last_name"], "");
+    assert_eq!(env.recipient("hr", "E3").unwrap()["department"], "");
     assert_eq!(env.recipient("hr", "E1").unwrap()["last_name"], l255);
     assert_eq!(
         env.recipient("hr", "E4").unwrap()["department"],
@@ -243,8 +253,11 @@ fn control_character_is_flagged_but_quoted_line_breaks_are_not() {
             },
         ],
     );
-    run.assert_counts(&[("rows", 5), ("added", 2), ("flagged", 3)]);
-    assert_eq!(env.exported_ids("hr"), ["E1", "E4"]);
+    // The first name is required (flagged); last name and department are
+    // not (imported without them, with a warning).
+    run.assert_counts(&[("rows", 5), ("added", 4), ("flagged", 1), ("warnings", 2)]);
+    assert_eq!(env.exported_ids("hr"), ["E1", "E3", "E4", "E5"]);
+    assert_eq!(env.recipient("hr", "E5").unwrap()["department"], "");
     assert_eq!(
         env.recipient("hr", "E4").unwrap()["last_name"],
         "Oh\nSecond line"
