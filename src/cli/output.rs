@@ -109,7 +109,12 @@ fn push_first_errors(out: &mut String, run: &Run, limit: usize) {
     }
     out.push_str("  first errors:\n");
     for e in run.errors.iter().take(limit) {
-        out.push_str(&format!("    line {}: {}\n", e.line, e.reasons.join("; ")));
+        let kind = if e.warning { "warning: " } else { "" };
+        out.push_str(&format!(
+            "    line {}: {kind}{}\n",
+            e.line,
+            e.reasons.join("; ")
+        ));
     }
     if run.counts.flagged as usize > limit.min(run.errors.len()) {
         out.push_str(&format!(

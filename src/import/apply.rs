@@ -71,7 +71,7 @@ pub struct RowError {
     pub id: Option<String>,
     pub reasons: Vec<String>,
     /// True for a row that was imported: `reasons` are its warnings.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub warning: bool,
     /// The original record as it was in the file.
     #[serde(skip)]

@@ -140,7 +140,9 @@ impl ErrorReport {
     fn write(&mut self, e: &RowError) -> std::io::Result<()> {
         let mut row: Vec<String> = Vec::with_capacity(e.cells.len() + 2);
         row.push(e.line.to_string());
-        row.push(neutralize(&e.reasons.join("; ")).into_owned());
+        // A row imported with warnings says so: it is not left out.
+        let kind = if e.warning { "warning: " } else { "" };
+        row.push(neutralize(&format!("{kind}{}", e.reasons.join("; "))).into_owned());
         row.extend(e.cells.iter().map(|c| neutralize(c).into_owned()));
         self.writer
             .write_record(&row)
