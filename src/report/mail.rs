@@ -38,6 +38,8 @@ struct ErrorLine<'a> {
     line: u32,
     id: Option<&'a str>,
     reasons: &'a [String],
+    /// Imported with warnings rather than flagged.
+    warning: bool,
 }
 
 fn environment() -> Result<Environment<'static>, minijinja::Error> {
@@ -112,6 +114,7 @@ pub fn render_run(
             line: e.line,
             id: e.id.as_deref(),
             reasons: &e.reasons,
+            warning: e.warning,
         })
         .collect();
     let encoding_note = match run.encoding.map(|e| e.as_str()) {
@@ -284,14 +287,31 @@ mod tests {
     fn errors_are_listed_with_their_lines() {
         let mut r = run(RunState::Applied);
         r.counts.flagged = 1;
-        r.errors = vec![RowError {
-            warning: false,
-            line: 14,
-            id: Some("E9".into()),
-            reasons: vec!["email: 'bob@' is not an address".into()],
-            cells: Vec::new(),
-        }];
+        r.counts.warnings = 1;
+        r.errors = vec![
+            RowError {
+                warning: false,
+                line: 14,
+                id: Some("E9".into()),
+                reasons: vec!["email: 'bob@' is not an address".into()],
+                cells: Vec::new(),
+            },
+            RowError {
+                warning: true,
+                line: 15,
+                id: Some("E10".into()),
+                reasons: vec!["invalid email; imported without it".into()],
+                cells: Vec::new(),
+            },
+        ];
         let m = render_run(&r, None, Some("hr.csv.errors.csv")).unwrap();
+        assert!(
+            m.text
+                .contains("line 15 (E10): warning: invalid email; imported without it"),
+            "{}",
+            m.text
+        );
+        assert!(m.html.contains("line 15 (E10): warning: invalid email"));
         assert!(
             m.text
                 .contains("line 14 (E9): email: 'bob@' is not an address"),

@@ -966,7 +966,7 @@ fn crash_loop() {
     // Whole people are replaced now and then, phones included: the clear
     // guard would hold such a day, and holds are not what this test is about.
     let feed = Feed::hr(FEED).extra("clear_threshold = \"none\"");
-    let env = sftp_env_with(&[feed.clone()], &[], &[]);
+    let env = sftp_env_with(std::slice::from_ref(&feed), &[], &[]);
     let key = keygen(&env, "hr-up-key");
     add_account(&env, USER, FEED, None, &[&pub_of(&key)], &[]);
     let probe = sftp_env_with(&[feed], &[], &[]);
