@@ -85,7 +85,8 @@ fn reject_utf16(buf: &[u8]) -> Result<(), Rejection> {
 
 /// End (exclusive, after the line break) of the first record, honouring
 /// quotes as the csv crate does (the delimiter is not known yet, so any
-/// candidate counts); `None` when the buffer holds no complete first line.
+/// candidate counts); `None` when the buffer holds no complete first line
+/// (a CR that ends the buffer may be half a CRLF: more is read).
 fn first_record_end(buf: &[u8]) -> Option<usize> {
     let mut first = None;
     walk_record_ends(
@@ -96,8 +97,6 @@ fn first_record_end(buf: &[u8]) -> Option<usize> {
             false
         },
     );
-    // A header that ends with a lone CR at the very end of what was read
-    // is complete when the file goes on with something else.
     first
 }
 
