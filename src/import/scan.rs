@@ -9,7 +9,10 @@ use crate::config::Feed;
 
 use super::header::{read_header, Header};
 use super::input::Input;
-use super::text::{count_line_breaks, printable, runaway_quote, walk_record_ends, Utf8Evidence};
+use super::text::{
+    count_line_breaks, has_lone_cr, printable, runaway_quote, walk_lf_record_ends,
+    walk_record_ends, Utf8Evidence,
+};
 use super::validate::{Cells, RowParser};
 
 /// Blocks handed to one parser task. Big enough to amortise the task, small
@@ -148,7 +151,10 @@ pub fn scan_file_against(
         known: known.map(|k| k.hashes),
     };
     let first = scan_rows(input, &ctx, IdDecoding::Guess, progress)?;
-    let mut evidence = first.evidence;
+    let mut evidence = match first.evidence.invalid {
+        0 => first.evidence,
+        _ => body_evidence(input, header.data_start),
+    };
     evidence.add(header.evidence);
     let encoding = if evidence.is_utf8() {
         Encoding::Utf8
@@ -338,6 +344,33 @@ fn scan_rows(
         batch = next.map_err(fail)?;
     }
     Ok(out)
+}
+
+/// The evidence for the encoding of the whole body, read again: only for a
+/// file with bytes that cannot be UTF-8, whose valid blocks pass 1 did not
+/// count.
+fn body_evidence(input: &dyn Input, from: u64) -> Utf8Evidence {
+    let mut evidence = Utf8Evidence::default();
+    let mut buf = vec![0u8; BLOCK_BYTES];
+    let mut at = from;
+    while at < input.len() {
+        let take = (input.len() - at).min(BLOCK_BYTES as u64) as usize;
+        if input.read_exact_at(at, &mut buf[..take]).is_err() {
+            break;
+        }
+        // Cut after a line feed: no UTF-8 sequence holds one.
+        let cut = match memchr::memrchr(b'\n', &buf[..take]) {
+            Some(nl) if at + (take as u64) < input.len() => nl + 1,
+            _ => take,
+        };
+        let chunk = &buf[..cut];
+        evidence.add(Utf8Evidence::of(
+            chunk,
+            simdutf8::basic::from_utf8(chunk).is_ok(),
+        ));
+        at += cut as u64;
+    }
+    evidence
 }
 
 /// Reserves room for the whole file's rows once, estimated from the rows
@@ -535,11 +568,18 @@ fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult
         filtered: 0,
         newlines: 0,
         id_encoding,
-        evidence: Utf8Evidence::of(&block.bytes, utf8),
+        // Valid blocks are counted only when some block is not valid (see
+        // `body_evidence`): most files are UTF-8 throughout.
+        evidence: if utf8 {
+            Utf8Evidence::default()
+        } else {
+            Utf8Evidence::of(&block.bytes, false)
+        },
         non_ascii: false,
         damage: None,
     };
     let bytes = &block.bytes[..];
+    let lone_cr = has_lone_cr(bytes);
     let delimiter = header.delimiter;
     let mut parser = RowParser::new(delimiter);
     let mut scratch = Vec::with_capacity(512);
@@ -557,7 +597,7 @@ fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult
     let (mut counted_to, mut line) = (0usize, 1u64);
     let mut pos = 0usize;
     while pos < bytes.len() {
-        let line_end = record_end(bytes, pos, delimiter);
+        let line_end = record_end(bytes, pos, delimiter, lone_cr);
         if bytes[pos..line_end]
             .iter()
             .all(|b| matches!(b, b'\r' | b'\n'))
@@ -566,7 +606,7 @@ fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult
             pos = line_end;
             continue;
         }
-        line += count_line_breaks(bytes, counted_to, pos);
+        line += breaks_in(bytes, counted_to, pos, lone_cr);
         counted_to = pos;
         if let (Some(known), Some(id_col)) = (known, id_col) {
             let text = &bytes[pos..line_end];
@@ -660,7 +700,8 @@ fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult
         });
         pos = end;
     }
-    result.newlines = line - 1 + count_line_breaks(bytes, counted_to.min(bytes.len()), bytes.len());
+    result.newlines =
+        line - 1 + breaks_in(bytes, counted_to.min(bytes.len()), bytes.len(), lone_cr);
     result
 }
 
@@ -675,17 +716,28 @@ struct ScanContext<'a> {
 
 /// The end (after its `\n`, or the end of `bytes`) of the record starting
 /// at `start`. Only a guess for the fast path: the parser has the last word.
-fn record_end(bytes: &[u8], start: usize, delimiter: u8) -> usize {
+fn record_end(bytes: &[u8], start: usize, delimiter: u8, lone_cr: bool) -> usize {
     let mut end = bytes.len();
-    walk_record_ends(
-        &bytes[start..],
-        |b| b == delimiter,
-        |e| {
-            end = start + e;
-            false
-        },
-    );
+    let at_end = |e| {
+        end = start + e;
+        false
+    };
+    if lone_cr {
+        walk_record_ends(&bytes[start..], |b| b == delimiter, at_end);
+    } else {
+        walk_lf_record_ends(&bytes[start..], |b| b == delimiter, at_end);
+    }
     end
+}
+
+/// Line breaks in `bytes[from..to]`; only LFs when the block has no lone
+/// CR (one pass instead of two).
+fn breaks_in(bytes: &[u8], from: usize, to: usize, lone_cr: bool) -> u64 {
+    if lone_cr {
+        count_line_breaks(bytes, from, to)
+    } else {
+        memchr::memchr_iter(b'\n', &bytes[from..to]).count() as u64
+    }
 }
 
 /// Cell `n` of a line when it is plain (no quotes up to it): the fast

@@ -16,12 +16,42 @@
 pub(crate) fn walk_record_ends(
     buf: &[u8],
     is_delimiter: impl Fn(u8) -> bool,
+    at_end: impl FnMut(usize) -> bool,
+) -> Option<usize> {
+    walk(
+        memchr::memchr3_iter(b'"', b'\n', b'\r', buf),
+        buf,
+        is_delimiter,
+        at_end,
+    )
+}
+
+/// [`walk_record_ends`] for bytes known to hold no lone CR
+/// ([`has_lone_cr`]): every record ends at an LF, so CRs need no look (the
+/// common case, and pass 1's hot loop).
+pub(crate) fn walk_lf_record_ends(
+    buf: &[u8],
+    is_delimiter: impl Fn(u8) -> bool,
+    at_end: impl FnMut(usize) -> bool,
+) -> Option<usize> {
+    walk(
+        memchr::memchr2_iter(b'"', b'\n', buf),
+        buf,
+        is_delimiter,
+        at_end,
+    )
+}
+
+fn walk(
+    stops: impl Iterator<Item = usize>,
+    buf: &[u8],
+    is_delimiter: impl Fn(u8) -> bool,
     mut at_end: impl FnMut(usize) -> bool,
 ) -> Option<usize> {
     let mut in_quotes = false;
     let mut closed_at = usize::MAX;
     let mut opened_at = 0;
-    for pos in memchr::memchr3_iter(b'"', b'\n', b'\r', buf) {
+    for pos in stops {
         match buf[pos] {
             b'\n' => {
                 if !in_quotes && !at_end(pos + 1) {
@@ -68,6 +98,12 @@ pub(crate) fn last_record_boundary(buf: &[u8], delimiter: u8) -> Option<usize> {
         },
     );
     last
+}
+
+/// Whether `bytes` holds a CR that is not the first half of a CRLF (one
+/// that ends `bytes` counts).
+pub(crate) fn has_lone_cr(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\r', bytes).any(|at| bytes.get(at + 1) != Some(&b'\n'))
 }
 
 /// Line breaks in `bytes[from..to]`: each `\n`, and each `\r` not followed
