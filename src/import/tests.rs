@@ -2718,3 +2718,45 @@ fn emptying_a_channel_field_beyond_the_clear_threshold_is_held() {
     ));
     assert!(clearing(&off, &model, &without_mobile(90)).is_empty());
 }
+
+#[test]
+fn a_bad_byte_after_the_first_block_keeps_a_utf8_file_utf8() {
+    // The evidence of valid blocks counts although pass 1 found them valid.
+    let feed = simple_feed();
+    let mut bytes = "Employee ID,Name,Note\n".as_bytes().to_vec();
+    let mut i = 0;
+    while bytes.len() < (4 << 20) + 4096 {
+        bytes.extend_from_slice(format!("E{i:05},Zoë {i},{}\n", "x".repeat(200)).as_bytes());
+        i += 1;
+    }
+    bytes.extend_from_slice(b"E99999,Ren\xE9e,y\n");
+    let s = scan(&feed, &bytes);
+    assert_eq!(s.encoding, Encoding::Utf8);
+    let mut model = Model::default();
+    let (c, errors) = run(&feed, &mut model, &bytes);
+    assert_eq!((c.added, c.flagged), (i as u64, 1));
+    assert!(errors[0].reasons[0].contains("not UTF-8"), "{errors:?}");
+    assert_eq!(model.values("E00000")[1], "Zoë 0");
+}
+
+#[test]
+fn cr_only_blocks_cut_and_count_lines_like_lf_ones() {
+    // Several blocks of CR-only lines: cuts, line numbers and the fast path
+    // (a second run of the same file) agree with the LF file.
+    let feed = simple_feed();
+    let mut lf = "Employee ID,Name,Note\n".to_string();
+    let mut i = 0;
+    while lf.len() < (9 << 20) {
+        lf += &format!("E{i:06},Name {i},{}\n", "n".repeat(150));
+        i += 1;
+    }
+    lf += "E999999,too few\n";
+    let cr = lf.replace('\n', "\r");
+    let (mut a, mut b) = (Model::default(), Model::default());
+    let (ca, ea) = run(&feed, &mut a, lf.as_bytes());
+    let (cb, eb) = run(&feed, &mut b, cr.as_bytes());
+    assert_eq!((ca, brief(&ea)), (cb, brief(&eb)));
+    assert_eq!(ea[0].line as usize, i + 2);
+    let (again, _) = run(&feed, &mut b, cr.as_bytes());
+    assert_eq!(again.unchanged, i as u64);
+}
