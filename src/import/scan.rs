@@ -657,8 +657,12 @@ fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult
         }
         // Whatever its cell count: a quote left open can close again at a
         // later stray quote and still give the header's count.
+        // Only a record over several lines can have swallowed others.
+        let body = text.strip_suffix(b"\n").unwrap_or(text);
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        let over_lines = record.gap == 0 && memchr::memchr2(b'\n', b'\r', body).is_some();
         let swallowed = ncols.saturating_sub(1).max(1);
-        if let Some(quote) = (record.gap == 0)
+        if let Some(quote) = over_lines
             .then(|| runaway_quote(text, delimiter, swallowed))
             .flatten()
         {
