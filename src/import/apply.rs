@@ -13,6 +13,7 @@ use super::header::Header;
 use super::input::Input;
 use super::record::{DecodeError, Record};
 use super::scan::{decode_field, Encoding};
+use super::text::printable;
 use super::validate::{
     filled_fields, keep_stored_values, validate_row, Cells, RowContext, RowParser, ValidRow,
 };
@@ -474,10 +475,18 @@ fn validate_chunk(
 }
 
 fn validate_work(w: &Work, record: Cells, file: &FileContext, ctx: &RowContext) -> Outcome {
+    // Reasons quote the file's values; they are shown on terminals, pages
+    // and in emails, so control characters in them are written out.
     let error_of = |reasons: Vec<String>| RowError {
         line: w.row.line,
         id: (!w.row.id.is_empty()).then(|| w.row.id.to_string()),
-        reasons,
+        reasons: reasons
+            .into_iter()
+            .map(|r| match printable(&r) {
+                std::borrow::Cow::Borrowed(_) => r,
+                std::borrow::Cow::Owned(shown) => shown,
+            })
+            .collect(),
         warning: false,
         cells: record
             .iter()

@@ -2760,3 +2760,24 @@ fn cr_only_blocks_cut_and_count_lines_like_lf_ones() {
     let (again, _) = run(&feed, &mut b, cr.as_bytes());
     assert_eq!(again.unchanged, i as u64);
 }
+
+#[test]
+fn reasons_never_carry_control_characters_from_the_file() {
+    let feed = hr_feed();
+    let mut model = Model::default();
+    let bytes = hr_file(&[
+        "E1,Ann,a\u{202E}b@,,,Sales,,Active",
+        "E\u{1b}[2J,Bob,b@example.com,,,Sales,,Active",
+        "E\u{1b}[2J,Bob,b@example.com,,,Sales,,Active",
+    ]);
+    let (_, errors) = run(&feed, &mut model, &bytes);
+    assert!(!errors.is_empty());
+    for e in &errors {
+        for r in &e.reasons {
+            assert!(
+                !r.chars().any(|c| c.is_control() || c == '\u{202E}'),
+                "{r:?}"
+            );
+        }
+    }
+}
