@@ -58,11 +58,19 @@ pub fn read_header(input: &dyn Input, feed: &Feed) -> Result<Header, Rejection> 
         } else {
             0
         };
-        let body = &buf[bom_len..];
+        let hint = sep_hint(&buf[bom_len..]);
+        let skip = bom_len + hint.map_or(0, |(_, len)| len);
+        let start = Start {
+            bom_len: bom_len as u64,
+            offset: skip as u64,
+            lines_before: u64::from(hint.is_some()),
+            delimiter: feed.delimiter.or(hint.map(|(d, _)| d)),
+        };
+        let body = &buf[skip..];
         match first_record_end(body) {
-            Some(end) => return parse_header(&body[..end], bom_len as u64, feed),
+            Some(end) => return parse_header(&body[..end], start, feed),
             None if (take as u64) == len => {
-                return parse_header(body, bom_len as u64, feed);
+                return parse_header(body, start, feed);
             }
             None if take >= MAX_HEADER_BYTES => {
                 return Err(Rejection::new(
@@ -72,6 +80,39 @@ pub fn read_header(input: &dyn Input, feed: &Feed) -> Result<Header, Rejection> 
             None => take = (take * 4).min(len as usize).min(MAX_HEADER_BYTES),
         }
     }
+}
+
+/// Where the header row starts and what is known before reading it.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    bom_len: u64,
+    /// Offset of the header row (after the BOM and a `sep=` line).
+    offset: u64,
+    /// Lines before the header row.
+    lines_before: u64,
+    /// The feed's delimiter, or the one a `sep=` line names.
+    delimiter: Option<u8>,
+}
+
+/// Excel's `sep=;` line before the header (written by tools for Excel in
+/// locales where the list separator is not a comma): the delimiter and the
+/// line's length, line break included.
+fn sep_hint(body: &[u8]) -> Option<(u8, usize)> {
+    if body.len() < 5 || !body[..4].eq_ignore_ascii_case(b"sep=") {
+        return None;
+    }
+    let delimiter = body[4];
+    let rest = &body[5..];
+    let line_break = if rest.starts_with(b"\r\n") {
+        2
+    } else if rest.starts_with(b"\n") || rest.starts_with(b"\r") {
+        1
+    } else {
+        return None;
+    };
+    CANDIDATE_DELIMITERS
+        .contains(&delimiter)
+        .then_some((delimiter, 5 + line_break))
 }
 
 fn reject_utf16(buf: &[u8]) -> Result<(), Rejection> {
@@ -131,8 +172,8 @@ pub fn detect_delimiter(line: &[u8]) -> u8 {
     CANDIDATE_DELIMITERS[best]
 }
 
-fn parse_header(line: &[u8], bom_len: u64, feed: &Feed) -> Result<Header, Rejection> {
-    let delimiter = feed.delimiter.unwrap_or_else(|| detect_delimiter(line));
+fn parse_header(line: &[u8], start: Start, feed: &Feed) -> Result<Header, Rejection> {
+    let delimiter = start.delimiter.unwrap_or_else(|| detect_delimiter(line));
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .delimiter(delimiter)
@@ -164,13 +205,13 @@ fn parse_header(line: &[u8], bom_len: u64, feed: &Feed) -> Result<Header, Reject
         .filter(|(_, c)| c.is_none())
         .map(|(i, _)| i)
         .collect();
-    let lines_before_data = count_line_breaks(line, 0, line.len());
+    let lines_before_data = start.lines_before + count_line_breaks(line, 0, line.len());
     Ok(Header {
-        bom_len,
+        bom_len: start.bom_len,
         delimiter,
         columns,
         raw_columns: record.iter().map(<[u8]>::to_vec).collect(),
-        data_start: bom_len + line.len() as u64,
+        data_start: start.offset + line.len() as u64,
         lines_before_data,
         field_columns,
         header_is_cp1252,
@@ -183,7 +224,7 @@ fn parse_header(line: &[u8], bom_len: u64, feed: &Feed) -> Result<Header, Reject
 /// surrounding spaces. The ID column and required columns must be there;
 /// two columns for one field make the file ambiguous.
 fn map_fields(columns: &[String], feed: &Feed) -> Result<Vec<Option<usize>>, Rejection> {
-    let normalized: Vec<String> = columns.iter().map(|c| c.trim().to_lowercase()).collect();
+    let normalized: Vec<String> = columns.iter().map(|c| header_key(c)).collect();
     let header_found = || {
         columns
             .iter()
@@ -195,7 +236,7 @@ fn map_fields(columns: &[String], feed: &Feed) -> Result<Vec<Option<usize>>, Rej
     for field in &feed.fields {
         let wanted: Vec<String> = std::iter::once(&field.column)
             .chain(field.aliases.iter())
-            .map(|n| n.trim().to_lowercase())
+            .map(|n| header_key(n))
             .collect();
         let mut found = normalized
             .iter()
@@ -228,6 +269,15 @@ fn map_fields(columns: &[String], feed: &Feed) -> Result<Vec<Option<usize>>, Rej
         out.push(first);
     }
     Ok(out)
+}
+
+/// A header name as matched: lower case, runs of white space (a no-break
+/// space from Excel included) as one space, none around it.
+fn header_key(name: &str) -> String {
+    name.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 /// `'Mobile' or 'Cell'`: a field's column and aliases.

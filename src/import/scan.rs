@@ -271,6 +271,8 @@ enum Damage {
     Unreadable,
 }
 
+const DOS_END_OF_FILE: u8 = 0x1A;
+
 /// A record is at most this long (the block size): longer means a quote
 /// that is never closed, or a file that is not CSV; it is never read into
 /// memory whole.
@@ -600,9 +602,10 @@ fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult
         let line_end = record_end(bytes, pos, delimiter, lone_cr);
         if bytes[pos..line_end]
             .iter()
-            .all(|b| matches!(b, b'\r' | b'\n'))
+            .all(|&b| matches!(b, b'\r' | b'\n' | DOS_END_OF_FILE))
         {
-            // A blank line: the csv crate skips it too.
+            // A blank line: the csv crate skips it too. So is the DOS
+            // end-of-file mark (Ctrl-Z) older systems still write last.
             pos = line_end;
             continue;
         }

@@ -2781,3 +2781,33 @@ fn reasons_never_carry_control_characters_from_the_file() {
         }
     }
 }
+
+#[test]
+fn excel_and_dos_habits_are_understood() {
+    let feed = hr_feed();
+    let rows = hr_rows(3);
+    let lf = hr_file_with(&rows, "\n");
+    let mut want = Model::default();
+    run(&feed, &mut want, &lf);
+    // Excel's `sep=;` line, a header with no-break and double spaces, and
+    // a DOS end-of-file mark after the last line.
+    let semicolons = String::from_utf8(lf.clone())
+        .unwrap_or_default()
+        .replace(',', ";")
+        .replacen("Employee ID", "Employee\u{a0}ID", 1)
+        .replacen("Office Phone", "Office  Phone", 1);
+    let bytes = [b"sep=;\r\n".as_slice(), semicolons.as_bytes(), b"\x1A"].concat();
+    let mut model = Model::default();
+    let (c, errors) = run(&feed, &mut model, &bytes);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!((c.rows, c.added), (3, 3));
+    assert_eq!(model.records, want.records);
+    // Line numbers count the `sep=` line.
+    let bad = [
+        b"sep=;\n".as_slice(),
+        semicolons.replacen("E002;Name 2", "E002;", 1).as_bytes(),
+    ]
+    .concat();
+    let (_, errors) = run(&feed, &mut Model::default(), &bad);
+    assert_eq!(errors[0].line, 4);
+}
