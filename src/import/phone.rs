@@ -18,15 +18,17 @@
 //! into static tables, and this module parses as libphonenumber's
 //! `parseHelper` does and validates as its `isValidNumber` does, compiling a
 //! region's patterns once, on the first number of that region (a `OnceLock`
-//! per region: afterwards threads read them without a lock). Numbers written
+//! per region), and giving each thread its own copy of them (see
+//! `THREAD_PLANS`). Numbers written
 //! with letters, non-ASCII digits or `tel:` URIs still go through the crate's
 //! parser, but their validity is decided here too.
 //!
 //! Measured with `tools/bench`'s `phonebench` (release, 1M numbers of the
 //! generator's mix: E.164 of eight countries, 0.2% US national forms; a
 //! shared 2-core machine, so ±15%): the possible-length check this replaces
-//! took ~85 ns a number, this module takes ~340-420 ns (2.2M numbers: under
-//! a second on one core); the crate's parse + is_valid + format ~300 µs.
+//! took ~85 ns a number, this module takes ~230-250 ns (2.2M numbers: about
+//! half a second on one core); the crate's parse + is_valid + format
+//! ~300 µs.
 //! `rlibphonenumber` 2.2.15 (a libphonenumber port) was measured too: ~1.0
 //! µs a number for parse + is_valid + E.164 on a similar mix, 2.5x slower;
 //! it also ships newer metadata (9.0.42) than the crate we are checked
