@@ -57,6 +57,7 @@ struct Store {
     hashes: Vec<(CompactString, u64)>,
     groups: BTreeMap<String, u64>,
     fingerprint: Option<u64>,
+    mapping: Option<u64>,
     /// IDs written by the current run: the core touches each at most once.
     touched: BTreeSet<String>,
 }
@@ -66,6 +67,7 @@ impl Store {
         StoredIndex {
             hashes: self.hashes.clone(),
             fingerprint: self.fingerprint,
+            mapping: self.mapping,
         }
     }
 
@@ -198,6 +200,7 @@ fn run(feed: &Feed, store: &mut Store, bytes: &[u8]) -> Option<ApplyCounts> {
     }
     store.hashes = applied.hashes;
     store.fingerprint = Some(fingerprint);
+    store.mapping = Some(feed.mapping_fingerprint());
     store.touched.clear();
     store.assert_consistent(feed.id_field);
     Some(counts)

@@ -200,12 +200,14 @@ pub fn apply_diff_with_snapshot<W: FeedWriter>(
     // The next chunk is validated (on the rayon pool) while this thread
     // writes the last one: the writer is a single thread (redb), so a big
     // run would otherwise leave a core idle half the time.
+    let same_layout = diff.stored_mapping == Some(file.feed.mapping_fingerprint());
     std::thread::scope(|scope| -> Result<(), ApplyError<W::Error>> {
         let (sender, validated) = std::sync::mpsc::sync_channel(1);
         let work = &diff.work;
         scope.spawn(move || {
             for chunk in work.chunks(CHUNK_ROWS) {
-                if sender.send(validate_chunk(file, chunk, snapshot)).is_err() {
+                let outcomes = validate_chunk(file, chunk, snapshot, same_layout);
+                if sender.send(outcomes).is_err() {
                     break;
                 }
             }
@@ -442,10 +444,13 @@ fn read_ranges(input: &dyn Input, chunk: &[Work]) -> std::io::Result<Vec<Range>>
         .collect()
 }
 
+/// `same_layout`: the stored records are laid out under the feed's current
+/// mapping (see [`super::StoredIndex::mapping`]).
 fn validate_chunk(
     file: &FileContext,
     chunk: &[Work],
     snapshot: Option<&dyn StoredRecords>,
+    same_layout: bool,
 ) -> std::io::Result<Vec<Outcome>> {
     let ranges = read_ranges(file.input, chunk)?;
     let ctx = RowContext {
@@ -467,14 +472,20 @@ fn validate_chunk(
         .into_par_iter()
         .map(|(w, bytes)| {
             let outcome = RowParser::with_thread_parser(file.header.delimiter, |parser| {
-                validate_work(w, parser.parse(bytes), file, &ctx)
+                validate_work(w, parser.parse(bytes), file, &ctx, same_layout)
             });
             read_ahead(outcome, snapshot, file.feed)
         })
         .collect())
 }
 
-fn validate_work(w: &Work, record: Cells, file: &FileContext, ctx: &RowContext) -> Outcome {
+fn validate_work(
+    w: &Work,
+    record: Cells,
+    file: &FileContext,
+    ctx: &RowContext,
+    same_layout: bool,
+) -> Outcome {
     // Reasons quote the file's values; they are shown on terminals, pages
     // and in emails, so control characters in them are written out.
     let error_of = |reasons: Vec<String>| RowError {
@@ -497,6 +508,16 @@ fn validate_work(w: &Work, record: Cells, file: &FileContext, ctx: &RowContext) 
     match w.kind {
         WorkKind::Flagged(flag) => error(vec![early_reason(flag, w, &record, file)]),
         WorkKind::Candidate { stored } => match validate_row(&record, ctx) {
+            // The stored values cannot stand in for invalid ones after a
+            // mapping change (they are kept by position): the person is
+            // kept exactly as stored instead.
+            Ok(valid) if stored && valid.kept != 0 && !same_layout => error(
+                valid
+                    .warnings
+                    .iter()
+                    .map(|w| w.trim_end_matches("; imported without it").to_string())
+                    .collect(),
+            ),
             Ok(valid) => {
                 let warning = (!valid.warnings.is_empty()).then(|| RowError {
                     warning: true,

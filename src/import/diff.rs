@@ -13,6 +13,11 @@ pub struct StoredIndex {
     /// The mapping fingerprint the hashes were made under; `None` for a feed
     /// that has never been imported.
     pub fingerprint: Option<u64>,
+    /// The mapping fingerprint ([`crate::config::Feed::mapping_fingerprint`])
+    /// the stored records' values are laid out under: values are kept by
+    /// position, so only under the same mapping can a stored value stand in
+    /// for an invalid one.
+    pub mapping: Option<u64>,
 }
 
 /// Why a row is flagged before its fields are looked at.
@@ -48,6 +53,8 @@ pub struct Diff {
     pub filtered: u64,
     /// Stored recipients before the run.
     pub stored_count: u64,
+    /// See [`StoredIndex::mapping`].
+    pub stored_mapping: Option<u64>,
     /// Rows whose hash equals the stored one: unchanged, nothing to do.
     pub unchanged: u64,
     /// Stored IDs absent from the file's unfiltered rows, sorted.
@@ -75,6 +82,7 @@ pub fn diff_scan(scan: Scan, stored: StoredIndex, fingerprint: u64) -> Diff {
         rows_read: scan.rows_read,
         filtered: scan.filtered,
         stored_count: stored.hashes.len() as u64,
+        stored_mapping: stored.mapping,
         ..Diff::default()
     };
     // The kept entries are compacted in place at the front of the stored

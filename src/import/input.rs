@@ -8,6 +8,12 @@ use std::io;
 pub trait Input: Sync {
     fn len(&self) -> u64;
 
+    /// True for the UTF-8 copy of a UTF-16 file: it is Unicode whatever
+    /// its bytes look like (a malformed sequence is the byte 0xFF there).
+    fn is_utf8_copy(&self) -> bool {
+        false
+    }
+
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -47,6 +53,7 @@ impl Input for Vec<u8> {
 pub struct FileInput {
     file: std::fs::File,
     len: u64,
+    utf8_copy: bool,
 }
 
 impl FileInput {
@@ -62,13 +69,25 @@ impl FileInput {
         Ok(FileInput {
             file,
             len: meta.len(),
+            utf8_copy: false,
         })
+    }
+
+    /// A file written by [`transcode_utf16`].
+    pub fn utf8_copy(file: std::fs::File) -> io::Result<FileInput> {
+        let mut input = FileInput::from_file(file)?;
+        input.utf8_copy = true;
+        Ok(input)
     }
 }
 
 impl Input for FileInput {
     fn len(&self) -> u64 {
         self.len
+    }
+
+    fn is_utf8_copy(&self) -> bool {
+        self.utf8_copy
     }
 
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {

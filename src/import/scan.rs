@@ -151,11 +151,17 @@ pub fn scan_file_against(
         known: known.map(|k| k.hashes),
     };
     let first = scan_rows(input, &ctx, IdDecoding::Guess, progress)?;
-    let mut evidence = match first.evidence.invalid {
-        0 => first.evidence,
-        _ => body_evidence(input, header.data_start),
+    let evidence = if input.is_utf8_copy() {
+        // A UTF-16 file's copy is Unicode whatever its bytes look like (a
+        // malformed sequence is the byte 0xFF there, flagged in pass 2).
+        Utf8Evidence::default()
+    } else if first.evidence.invalid == 0 && header.evidence.invalid == 0 {
+        first.evidence
+    } else {
+        let mut evidence = body_evidence(input, header.data_start);
+        evidence.add(header.evidence);
+        evidence
     };
-    evidence.add(header.evidence);
     let encoding = if evidence.is_utf8() {
         Encoding::Utf8
     } else {
@@ -315,7 +321,13 @@ fn scan_rows(
                 return Err(fail(damage));
             }
             let base = lines_before;
-            reserve_for_file(&mut out.rows, r.rows.len(), reader.offset, input.len());
+            reserve_for_file(
+                &mut out.rows,
+                r.rows.len(),
+                reader.offset,
+                input.len(),
+                feed.max_rows,
+            );
             out.rows.extend(r.rows.into_iter().map(|mut row| {
                 row.line = u32::try_from(base + row.line as u64).unwrap_or(u32::MAX);
                 row
@@ -377,12 +389,20 @@ fn body_evidence(input: &dyn Input, from: u64) -> Utf8Evidence {
 
 /// Reserves room for the whole file's rows once, estimated from the rows
 /// per byte so far, so that the row list is not copied while it doubles.
-fn reserve_for_file(rows: &mut Vec<ScannedRow>, adding: usize, read_to: u64, file_len: u64) {
+fn reserve_for_file(
+    rows: &mut Vec<ScannedRow>,
+    adding: usize,
+    read_to: u64,
+    file_len: u64,
+    max_rows: u64,
+) {
     if rows.capacity() - rows.len() >= adding {
         return;
     }
     let seen = (rows.len() + adding) as u64;
-    let estimate = seen.saturating_mul(file_len) / read_to.max(1);
+    // Never more than the feed takes: a huge file of tiny rows is refused
+    // at max_rows, not by a failed allocation.
+    let estimate = (seen.saturating_mul(file_len) / read_to.max(1)).min(max_rows + 1);
     let want = (estimate + estimate / 16) as usize;
     rows.reserve(want.max(rows.len() + adding) - rows.len());
 }
@@ -507,7 +527,7 @@ fn describe_damage(damage: Damage, input: &dyn Input, header: &Header) -> Reject
             len,
             cells,
         } => format!(
-            "the quoted value opened on line {}, {} runs on to line {} and holds what looks like whole records (that record has {cells} columns, the header {}): a quote is probably not closed where it should be, and the people on those lines would be lost. Nothing was changed; correct that line (a stray \" character) and send the file again",
+            "the quoted value opened on line {}, {} runs on to line {} (that record has {cells} columns, the header {}): a quote is probably not closed where it should be, and the people on the lines it swallowed would be lost. Nothing was changed; correct that line (a stray \" character) and send the file again",
             line(quote),
             column(record, quote),
             line(record + u64::from(len).saturating_sub(1)),
@@ -531,7 +551,11 @@ fn line_of(input: &dyn Input, offset: u64) -> u64 {
         if take == 0 || input.read_exact_at(at, &mut buf[..take]).is_err() {
             break;
         }
-        let counted = take.min((offset - at) as usize);
+        let mut counted = take.min((offset - at) as usize);
+        if counted == take && take > 1 {
+            // Its look-ahead (a CR's LF) is in the next read.
+            counted -= 1;
+        }
         breaks += count_line_breaks(&buf[..take], 0, counted);
         at += counted as u64;
     }
@@ -658,17 +682,24 @@ fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult
             });
             break;
         }
-        // Whatever its cell count: a quote left open can close again at a
-        // later stray quote and still give the header's count.
-        // Only a record over several lines can have swallowed others.
+        // Only a record over several lines can have swallowed others. A
+        // quote left open swallows the lines after it up to the next quote:
+        // in an export that quotes every value, the next line's first one,
+        // which leaves the record with the wrong cell count; a later stray
+        // quote can even restore the header's count, and then the value
+        // holds a whole record's delimiters.
         let body = text.strip_suffix(b"\n").unwrap_or(text);
         let body = body.strip_suffix(b"\r").unwrap_or(body);
         let over_lines = record.gap == 0 && memchr::memchr2(b'\n', b'\r', body).is_some();
         let swallowed = ncols.saturating_sub(1).max(1);
-        if let Some(quote) = over_lines
-            .then(|| runaway_quote(text, delimiter, swallowed))
-            .flatten()
-        {
+        let quote = if over_lines && shape == RowShape::WrongColumnCount {
+            runaway_quote(text, delimiter, 0)
+        } else if over_lines {
+            runaway_quote(text, delimiter, swallowed)
+        } else {
+            None
+        };
+        if let Some(quote) = quote {
             result.damage = Some(Damage::RunawayQuote {
                 record: record_at,
                 quote: record_at + quote as u64,

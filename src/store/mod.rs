@@ -72,6 +72,11 @@ pub use writer::{ReadFeed, Snapshot, WriteFeed};
 pub const SCHEMA_VERSION: u32 = 1;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// `meta` key of a feed's mapping fingerprint (see `set_fingerprint`).
+fn mapping_key(feed: &str) -> String {
+    format!("mapping/{feed}")
+}
 const FINGERPRINTS: TableDefinition<&str, u64> = TableDefinition::new("fingerprints");
 const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 
@@ -494,9 +499,19 @@ impl Store {
             Some(table) => hashlist::read_list(&table)?,
             None => Vec::new(),
         };
+        // Builds before the run fingerprint stored the mapping fingerprint
+        // itself, and no `mapping/F`.
+        let mapping = match optional(txn.open_table(META))? {
+            Some(meta) => meta
+                .get(mapping_key(feed).as_str())?
+                .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)),
+            None => None,
+        }
+        .or(fingerprint);
         Ok(StoredIndex {
             hashes,
             fingerprint,
+            mapping,
         })
     }
 
@@ -768,10 +783,20 @@ impl RunTransaction {
         Ok(())
     }
 
-    pub fn set_fingerprint(&self, feed: &str, fingerprint: u64) -> Result<(), StoreError> {
+    /// The run fingerprint the feed's hashes were made under, and the
+    /// mapping fingerprint its records' values are laid out under.
+    pub fn set_fingerprint(
+        &self,
+        feed: &str,
+        fingerprint: u64,
+        mapping: u64,
+    ) -> Result<(), StoreError> {
         self.txn
             .open_table(FINGERPRINTS)?
             .insert(feed, fingerprint)?;
+        self.txn
+            .open_table(META)?
+            .insert(mapping_key(feed).as_str(), mapping.to_le_bytes().as_slice())?;
         Ok(())
     }
 

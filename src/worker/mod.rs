@@ -350,7 +350,7 @@ impl RunInput {
         };
         let copy = utf8_copy(&file, order).map_err(fail)?;
         Ok(RunInput {
-            file: FileInput::from_file(copy).map_err(fail)?,
+            file: FileInput::utf8_copy(copy).map_err(fail)?,
             utf16: Some(order),
         })
     }
@@ -988,7 +988,11 @@ fn apply_run(
     };
     let id = run.run_id.unwrap_or_default();
     let superseded = txn.supersede_held(&file.feed.name, id)?;
-    txn.set_fingerprint(&file.feed.name, fingerprint)?;
+    txn.set_fingerprint(
+        &file.feed.name,
+        fingerprint,
+        file.feed.mapping_fingerprint(),
+    )?;
     run.errors = std::mem::take(&mut errors.first);
     run.error_report = finish_report(errors, run)?;
     finish_timing(run, t0);
