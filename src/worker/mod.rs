@@ -974,16 +974,16 @@ fn apply_run(
     run.counts = counts;
     run.state = applied_or_unchanged(&counts);
     tracing::debug!("applied changes to the write transaction");
-    let held_file = match confirmation {
+    let (held_file, held_report) = match confirmation {
         Some(c) => {
             run.run_id = c.held.run_id;
             run.confirmed_by = Some(c.by);
             run.confirmed_at = Some(now_text());
-            c.held.held_file
+            (c.held.held_file, c.held.error_report)
         }
         None => {
             run.run_id = Some(txn.next_run_id()?);
-            None
+            (None, None)
         }
     };
     let id = run.run_id.unwrap_or_default();
@@ -1003,6 +1003,11 @@ fn apply_run(
     delete_held_files(&superseded);
     if let Some(f) = held_file {
         remove_quietly(Path::new(&f));
+    }
+    // The report written when the run was held is this run's; confirmed
+    // without row errors, the run has none any more.
+    if let (Some(old), None) = (held_report, &run.error_report) {
+        remove_quietly(Path::new(&old));
     }
     // Only updates and removals free pages; an initial load frees none.
     // The run is committed: a failure here must not make it fail (and be

@@ -301,3 +301,45 @@ fn an_open_quote_uploaded_over_sftp_fails_and_keeps_everyone() {
     assert_eq!(s.env.export("hr"), before);
     assert!(runs[1]["error_report"].is_string(), "{:#}", runs[1]);
 }
+
+#[test]
+fn a_confirmed_run_without_errors_keeps_no_stale_report_of_its_hold() {
+    let env = Env::hr();
+    env.import_text("hr", "day1.csv", with_mobiles(1..=20));
+    // Held (a renamed column), with one row warned about (a department
+    // over the 255 characters a field takes by default).
+    let long = "D".repeat(300);
+    let day2 = with_mobiles(1..=20)
+        .replacen("Mobile Phone", "Cell", 1)
+        .replacen(
+            "user3@example.com,+12125550003,,Sales",
+            &format!("user3@example.com,+12125550003,,{long}"),
+            1,
+        );
+    let held = env.import_text("hr", "day2.csv", day2);
+    assert_eq!(held.state(), "held", "{:#}", held.json);
+    let report = held.json["error_report"]
+        .as_str()
+        .expect("a report")
+        .to_string();
+    assert!(std::path::Path::new(&report).exists());
+    // The administrator allows longer departments before confirming: the
+    // confirmed run has no row errors, so the hold's report goes.
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    let relaxed = config.replacen(
+        "column = \"Department\"",
+        "column = \"Department\"\n  max_length = 400",
+        1,
+    );
+    assert_ne!(relaxed, config);
+    env.write_config(&relaxed);
+    let out = env.run(&["runs", "confirm", &held.id(), "--json"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let confirmed = out.json("confirm");
+    assert_eq!(
+        confirmed["error_report"],
+        serde_json::Value::Null,
+        "{confirmed:#}"
+    );
+    assert!(!std::path::Path::new(&report).exists(), "{report} is stale");
+}
