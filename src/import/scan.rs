@@ -451,14 +451,17 @@ impl<'a> BlockReader<'a> {
             .map_err(|_| Damage::Unreadable)?;
         let at_end = self.offset + take as u64 == len;
         let mut last_end = 0;
-        let open_quote = walk_record_ends(
-            &bytes,
-            |b| b == self.delimiter,
-            |end| {
-                last_end = end;
-                true
-            },
-        );
+        let at_record_end = |end| {
+            last_end = end;
+            true
+        };
+        let is_delimiter = |b| b == self.delimiter;
+        // Most files have no lone CR: then LFs alone end records.
+        let open_quote = if has_lone_cr(&bytes) {
+            walk_record_ends(&bytes, is_delimiter, at_record_end)
+        } else {
+            walk_lf_record_ends(&bytes, is_delimiter, at_record_end)
+        };
         let cut = match (at_end, open_quote) {
             (true, None) => take,
             (true, Some(quote)) => {
