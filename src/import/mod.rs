@@ -27,9 +27,14 @@
 //! 2. A flagged row whose ID is stored never changes that recipient.
 //! 3. A stored recipient is removed only when its ID is in no unfiltered
 //!    row of the file.
-//! 4. A row whose raw hash equals the stored one (under the same mapping
-//!    fingerprint) is unchanged without being validated again: it was valid
-//!    when stored.
+//! 4. A row whose raw hash equals the stored one (under the same run
+//!    fingerprint: mapping, [`RULES_VERSION`], encoding decision) is
+//!    unchanged without being validated again: it was valid, without
+//!    warnings, when stored.
+//! 5. A file whose records cannot be told apart (a quote left open, a
+//!    record that swallowed others, a cut-off last line) is refused whole:
+//!    damage never removes anyone. Every part of the reader finds records
+//!    with `text::walk_record_ends`.
 
 mod apply;
 mod diff;
