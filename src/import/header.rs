@@ -198,7 +198,8 @@ fn parse_header(line: &[u8], start: Start, feed: &Feed) -> Result<Header, Reject
         .iter()
         .map(|c| decode_field(c, encoding).trim().to_string())
         .collect();
-    let field_columns = map_fields(&columns, feed).map_err(|r| r.with_encoding(encoding))?;
+    let field_columns =
+        map_fields(&columns, feed).map_err(|r| r.with_encoding(encoding).with_header(&columns))?;
     let missing_fields = field_columns
         .iter()
         .enumerate()

@@ -56,6 +56,9 @@ pub struct Rejection {
     pub reason: String,
     /// The file's encoding, when it was read far enough to tell.
     pub encoding: Option<Encoding>,
+    /// The header's cells as written (trimmed), when it was read: the
+    /// report of the refused file shows them.
+    pub header: Option<Vec<String>>,
 }
 
 impl Rejection {
@@ -63,12 +66,28 @@ impl Rejection {
         Rejection {
             reason: reason.into(),
             encoding: None,
+            header: None,
         }
     }
 
     pub fn with_encoding(mut self, encoding: Encoding) -> Rejection {
         self.encoding = Some(encoding);
         self
+    }
+
+    pub fn with_header(mut self, columns: &[String]) -> Rejection {
+        self.header = Some(columns.to_vec());
+        self
+    }
+}
+
+/// The header row's cells of a file (trimmed, decoded as the import reads
+/// them), for the report of a file refused as a whole; `None` when no
+/// header row can be read (an empty file, one that is not CSV).
+pub fn header_columns(input: &dyn Input, feed: &Feed) -> Option<Vec<String>> {
+    match read_header(input, feed) {
+        Ok(header) => Some(header.columns),
+        Err(rejection) => rejection.header,
     }
 }
 
@@ -145,12 +164,13 @@ pub fn scan_file_against(
         )));
     }
     let header = read_header(input, feed)?;
+    let with_header = |r: Rejection| r.with_header(&header.columns);
     let ctx = ScanContext {
         feed,
         header: &header,
         known: known.map(|k| k.hashes),
     };
-    let first = scan_rows(input, &ctx, IdDecoding::Guess, progress)?;
+    let first = scan_rows(input, &ctx, IdDecoding::Guess, progress).map_err(with_header)?;
     let evidence = if input.is_utf8_copy() {
         // A UTF-16 file's copy is Unicode whatever its bytes look like (a
         // malformed sequence is the byte 0xFF there, flagged in pass 2).
@@ -171,11 +191,11 @@ pub fn scan_file_against(
         // The stored hashes were made under another decision: every row
         // is to be read again, unrecognised.
         let ctx = ScanContext { known: None, ..ctx };
-        scan_rows(input, &ctx, IdDecoding::Fixed(encoding), progress)?
+        scan_rows(input, &ctx, IdDecoding::Fixed(encoding), progress).map_err(with_header)?
     } else if first.non_ascii_decoded_otherwise(encoding) {
         // Some block guessed the other encoding for a non-ASCII ID or
         // filter value: read again, decoding every block as decided.
-        scan_rows(input, &ctx, IdDecoding::Fixed(encoding), progress)?
+        scan_rows(input, &ctx, IdDecoding::Fixed(encoding), progress).map_err(with_header)?
     } else {
         first
     };

@@ -2933,3 +2933,31 @@ fn after_a_mapping_change_an_invalid_value_flags_the_row_instead_of_keeping_by_p
     assert!(errors[0].reasons[0].contains("invalid email"), "{errors:?}");
     assert_eq!(model.records, before.records, "kept exactly as stored");
 }
+
+#[test]
+fn a_refused_file_brings_the_header_it_had() {
+    // What the report of a file refused as a whole shows as its header.
+    let feed = hr_feed();
+    let input = "\u{feff}Name;=Email;Caf\u{e9}\r\nAnn;a@x;1\r\n"
+        .as_bytes()
+        .to_vec();
+    let rejection = try_scan(&feed, &input).expect_err("no ID column");
+    assert_eq!(
+        rejection.header.as_deref(),
+        Some(["Name", "=Email", "Caf\u{e9}"].map(String::from).as_slice())
+    );
+    assert_eq!(rejection.header, super::header_columns(&input, &feed));
+    let cp1252 = b"ID,Caf\xe9\n".to_vec();
+    assert_eq!(
+        super::header_columns(&cp1252, &feed),
+        Some(vec!["ID".to_string(), "Caf\u{e9}".to_string()])
+    );
+    // Damage found after the header carries it too.
+    let open = hr_file(&["E1,\"Ann,a@example.com,,,,,Active"]);
+    let rejection = try_scan(&feed, &open).expect_err("an open quote");
+    assert_eq!(rejection.header.map(|h| h.len()), Some(8));
+    // Not text, or empty: no header.
+    for bytes in [&b"PK\x03\x04\x00\x00binary"[..], b""] {
+        assert_eq!(super::header_columns(&bytes.to_vec(), &feed), None);
+    }
+}

@@ -21,10 +21,10 @@ use compact_str::CompactString;
 
 use crate::config::{Config, Feed};
 use crate::import::{
-    apply_diff, apply_diff_with_snapshot, diff_scan, judge_clearing, judge_delete_guard,
-    run_fingerprint, scan_file_against, transcode_utf16, trusted_hashes, utf16_byte_order,
-    ApplyCounts, ApplyError, Diff, Encoding, FileContext, FileInput, Input, Scan, StoredIndex,
-    Verdict,
+    apply_diff, apply_diff_with_snapshot, diff_scan, header_columns, judge_clearing,
+    judge_delete_guard, run_fingerprint, scan_file_against, transcode_utf16, trusted_hashes,
+    utf16_byte_order, ApplyCounts, ApplyError, Diff, Encoding, FileContext, FileInput, Input, Scan,
+    StoredIndex, Verdict,
 };
 use crate::report::ErrorCollector;
 use crate::store::{DataLock, ReadFeed, Run, RunState, Store, StoreError};
@@ -460,6 +460,9 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
     let scan = match scan {
         Ok(scan) => scan,
         Err(rejection) => {
+            let header = rejection
+                .header
+                .or_else(|| header_columns(&input.file, feed));
             run.reason = Some(rejection.reason);
             run.encoding = input.utf16.or(rejection.encoding);
             finish_timing(&mut run, t0);
@@ -468,7 +471,7 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
                 "file rejected"
             );
             if let (true, Access::Open(store)) = (options.record_failure, &access) {
-                record_failed_run(config, feed, store, &mut run, Some(path))?;
+                record_failed_run(config, feed, store, &mut run, header)?;
             }
             return Ok(run);
         }
@@ -600,24 +603,26 @@ pub fn record_broken_upload(
     let claimed = crate::layout::FeedFolders::new(config.feed_dir(&feed.name))
         .processing()
         .join(upload);
-    record_failed_run(config, feed, store, &mut run, Some(&claimed))?;
+    let header = RunInput::open(&claimed)
+        .ok()
+        .and_then(|input| header_columns(&input.file, feed));
+    record_failed_run(config, feed, store, &mut run, header)?;
     Ok(run)
 }
 
 /// Records a failed run with its report (the reason, and the header found
-/// in `file` when it has one), which is in `errors/` before the record
+/// in the file when it has one), which is in `errors/` before the record
 /// commits.
 fn record_failed_run(
     config: &Config,
     feed: &Feed,
     store: &Store,
     run: &mut Run,
-    file: Option<&Path>,
+    header: Option<Vec<String>>,
 ) -> Result<(), WorkerError> {
     let txn = store.begin_run()?;
     run.run_id = Some(txn.next_run_id()?);
     let errors_dir = config.feed_dir(&feed.name).join("errors");
-    let header = file.and_then(|f| crate::report::header_found(f, feed.delimiter));
     let written = crate::report::write_rejection_report(
         &errors_dir,
         &report_name(run),
