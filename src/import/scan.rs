@@ -262,6 +262,10 @@ struct Block {
     bytes: Vec<u8>,
     /// The file's last block.
     at_end: bool,
+    /// The read the block was cut from held a CR that is not part of a
+    /// CRLF (a cut never falls inside a CRLF, so without one the block has
+    /// none either, and LFs alone end its records).
+    lone_cr: bool,
 }
 
 /// Why a file cannot be read as records; turned into a [`Rejection`] that
@@ -477,7 +481,8 @@ impl<'a> BlockReader<'a> {
         };
         let is_delimiter = |b| b == self.delimiter;
         // Most files have no lone CR: then LFs alone end records.
-        let open_quote = if has_lone_cr(&bytes) {
+        let lone_cr = has_lone_cr(&bytes);
+        let open_quote = if lone_cr {
             walk_record_ends(&bytes, is_delimiter, at_record_end)
         } else {
             walk_lf_record_ends(&bytes, is_delimiter, at_record_end)
@@ -505,6 +510,7 @@ impl<'a> BlockReader<'a> {
             offset: self.offset,
             bytes,
             at_end,
+            lone_cr,
         };
         self.offset += cut as u64;
         Ok(Some(block))
@@ -628,7 +634,7 @@ fn parse_block(block: &Block, ctx: &ScanContext, ids: IdDecoding) -> BlockResult
         damage: None,
     };
     let bytes = &block.bytes[..];
-    let lone_cr = has_lone_cr(bytes);
+    let lone_cr = block.lone_cr;
     let delimiter = header.delimiter;
     let mut parser = RowParser::new(delimiter);
     let mut scratch = Vec::with_capacity(512);
