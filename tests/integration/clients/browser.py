@@ -43,17 +43,17 @@ def main():
         driver.save_screenshot(os.path.join(shots, "01-login.png"))
         driver.find_element(By.NAME, "name").send_keys(name)
         driver.find_element(By.NAME, "password").send_keys(password)
-        driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
+        navigate(driver, driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button"))
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".feeds")))
         driver.save_screenshot(os.path.join(shots, "02-dashboard.png"))
         seen["dashboard_text"] = driver.find_element(By.TAG_NAME, "main").text
-        driver.find_element(By.LINK_TEXT, f"run {run_id}").click()
+        navigate(driver, driver.find_element(By.LINK_TEXT, f"run {run_id}"))
         wait.until(EC.presence_of_element_located((By.ID, "confirm")))
         driver.save_screenshot(os.path.join(shots, "03-held-run.png"))
         seen["held_title"] = driver.find_element(By.TAG_NAME, "h1").text
         rows = driver.find_elements(By.CSS_SELECTOR, "section.hold table.list tbody tr")
         seen["would_remove"] = [r.text for r in rows]
-        driver.find_element(By.ID, "confirm").click()
+        navigate(driver, driver.find_element(By.ID, "confirm"))
         wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "applied"))
         driver.save_screenshot(os.path.join(shots, "04-confirmed.png"))
         seen["after_title"] = driver.find_element(By.TAG_NAME, "h1").text
@@ -66,7 +66,7 @@ def main():
         seen["groups_text"] = driver.find_element(By.TAG_NAME, "main").text
         links = driver.find_elements(By.CSS_SELECTOR, "table.list a")
         if links:
-            links[0].click()
+            navigate(driver, links[0])
             wait.until(EC.presence_of_element_located((By.TAG_NAME, "h2")))
             driver.save_screenshot(os.path.join(shots, "07-group-members.png"))
             seen["members_text"] = driver.find_element(By.TAG_NAME, "main").text
@@ -105,6 +105,15 @@ def download_error_report(driver, base, shots, run_id):
     return seen
 
 
+def navigate(driver, element):
+    """Clicks what loads a new page and waits until the old one is gone:
+    the form's own page has a results table too, and rows read while the
+    next page loads come from a page that is going away."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 20).until(EC.staleness_of(old))
+
+
 def search(driver, base, query, field="", value=""):
     """Fills in and submits the search form; returns the result rows."""
     driver.get(base + "/recipients?feed=hr")
@@ -113,7 +122,7 @@ def search(driver, base, query, field="", value=""):
     box.send_keys(query)
     Select(driver.find_element(By.NAME, "field")).select_by_value(field)
     driver.find_element(By.NAME, "value").send_keys(value)
-    driver.find_element(By.CSS_SELECTOR, "form.search button").click()
+    navigate(driver, driver.find_element(By.CSS_SELECTOR, "form.search button"))
     WebDriverWait(driver, 20).until(EC.presence_of_element_located((By.ID, "recipients")))
     return [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#recipients tbody tr")]
 
@@ -131,7 +140,7 @@ def search_recipients(driver, wait, base, shots):
     seen["search_count"] = driver.find_element(By.CSS_SELECTOR, "p.count").text
     seen["filtered_rows"] = search(driver, base, "last1", "department", "SALES")
     driver.save_screenshot(os.path.join(shots, "10-search-filtered.png"))
-    driver.find_element(By.CSS_SELECTOR, "#recipients tbody tr a").click()
+    navigate(driver, driver.find_element(By.CSS_SELECTOR, "#recipients tbody tr a"))
     wait.until(EC.presence_of_element_located((By.TAG_NAME, "dl")))
     driver.save_screenshot(os.path.join(shots, "11-recipient.png"))
     seen["recipient_text"] = driver.find_element(By.TAG_NAME, "main").text
