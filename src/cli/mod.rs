@@ -20,6 +20,7 @@ pub const VERSION: &str = concat!(
     ")"
 );
 mod control;
+pub mod logging;
 mod output;
 mod serve;
 
@@ -768,7 +769,8 @@ fn check(config: &Config) -> Result<u8, Failure> {
 
 /// Prints an error chain once, ripgrep style.
 pub fn print_error(e: &anyhow::Error) {
-    eprintln!("{}", error_text(e));
+    // Errors quote file names and values from files.
+    eprintln!("{}", crate::import::printable_lines(&error_text(e)));
 }
 
 fn error_text(e: &anyhow::Error) -> String {

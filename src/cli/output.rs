@@ -6,7 +6,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde_json::Value;
 
 use crate::config::Feed;
-use crate::import::thousands;
+use crate::import::{printable, thousands};
 use crate::store::{Delivery, Message, Run, RunState, Store};
 
 use super::Format;
@@ -45,10 +45,10 @@ pub fn print_run_outcome(w: &mut dyn Write, run: &Run, json: bool) -> anyhow::Re
         "{}: {} — {} ({id}){dry}\n",
         run.feed,
         run.state.as_str(),
-        run.file
+        printable(&run.file)
     ));
     if let Some(reason) = &run.reason {
-        out.push_str(&format!("  reason: {reason}\n"));
+        out.push_str(&format!("  reason: {}\n", printable(reason)));
     }
     if run.state != RunState::Failed {
         let c = &run.counts;
@@ -90,7 +90,7 @@ pub fn print_run_outcome(w: &mut dyn Write, run: &Run, json: bool) -> anyhow::Re
         ));
     }
     if let Some(report) = &run.error_report {
-        out.push_str(&format!("  error report: {report}\n"));
+        out.push_str(&format!("  error report: {}\n", printable(report)));
     }
     push_first_errors(&mut out, run, 20);
     if run.state == RunState::Held && !run.dry_run {
@@ -113,7 +113,7 @@ fn push_first_errors(out: &mut String, run: &Run, limit: usize) {
         out.push_str(&format!(
             "    line {}: {kind}{}\n",
             e.line,
-            e.reasons.join("; ")
+            printable(&e.reasons.join("; "))
         ));
     }
     if run.counts.flagged as usize > limit.min(run.errors.len()) {
@@ -143,7 +143,7 @@ pub fn print_run_list(w: &mut dyn Write, runs: &[Run], json: bool) -> anyhow::Re
             r.feed,
             r.state.as_str(),
             r.started_at,
-            r.file,
+            printable(&r.file),
             c.added,
             c.updated,
             c.removed,
@@ -161,12 +161,12 @@ fn email_line(m: &Message) -> String {
         Delivery::Failing => format!(
             "failing ({} attempts): {}",
             m.attempts,
-            m.last_error.as_deref().unwrap_or("?")
+            printable(m.last_error.as_deref().unwrap_or("?"))
         ),
         Delivery::GaveUp => format!(
             "given up after {} attempts: {}",
             m.attempts,
-            m.last_error.as_deref().unwrap_or("?")
+            printable(m.last_error.as_deref().unwrap_or("?"))
         ),
     };
     format!("  email to {}: {state}\n", m.to.join(", "))
@@ -193,7 +193,7 @@ pub fn print_run_detail(
         "run {}: {} — {} — {}\n  started {}, finished {}\n",
         run.run_id.unwrap_or_default(),
         run.feed,
-        run.file,
+        printable(&run.file),
         run.state.as_str(),
         run.started_at,
         run.finished_at
@@ -220,7 +220,7 @@ pub fn print_groups(w: &mut dyn Write, groups: &[(String, u64)], json: bool) -> 
     }
     let mut out = String::new();
     for (g, n) in groups {
-        out.push_str(&format!("{n:>8}  {g}\n"));
+        out.push_str(&format!("{n:>8}  {}\n", printable(g)));
     }
     write_result(w.write_all(out.as_bytes()))
 }

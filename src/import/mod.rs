@@ -55,7 +55,7 @@ pub use diff::{diff_scan, Diff, StoredIndex};
 pub use guard::{judge_clearing, judge_delete_guard, thousands, Verdict};
 pub use input::{transcode_utf16, utf16_byte_order, FileInput, Input};
 pub use scan::{header_columns, scan_file, scan_file_against, Encoding, Known, Rejection, Scan};
-pub use text::printable;
+pub use text::{printable, printable_lines};
 
 /// The version of the reading and validation rules. It is part of the
 /// fingerprint that lets rows whose raw text is as stored skip validation,

@@ -322,6 +322,22 @@ pub fn printable(value: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
+/// A message of several lines as it may be shown on a terminal: each line
+/// through [`printable`], the line breaks kept.
+pub fn printable_lines(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text
+        .split('\n')
+        .any(|line| matches!(printable(line), std::borrow::Cow::Owned(_)))
+    {
+        return text.into();
+    }
+    text.split('\n')
+        .map(printable)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,5 +428,15 @@ mod tests {
         assert_eq!(printable("Ann"), "Ann");
         assert_eq!(printable("a\x1b[31mb"), "a\\u{1B}[31mb");
         assert_eq!(printable("x\u{202E}y"), "x\\u{202E}y");
+        assert_eq!(printable("two\nlines"), "two\\u{A}lines");
+    }
+
+    #[test]
+    fn a_message_keeps_its_own_line_breaks_but_no_control_characters() {
+        assert_eq!(printable_lines("one\ntwo"), "one\ntwo");
+        assert_eq!(
+            printable_lines("one\r\n\x1b[2Jtwo"),
+            "one\\u{D}\n\\u{1B}[2Jtwo"
+        );
     }
 }

@@ -39,6 +39,13 @@ pub fn report_name(started: SystemTime, run_id: Option<u64>, file_name: &str) ->
         None => format!("{stamp}-"),
     };
     const SUFFIX: &str = ".errors.csv";
+    // A control character in a name is taken by the disk, but not by every
+    // client, terminal or download header that later shows it.
+    let file_name: String = file_name
+        .chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect();
+    let file_name = file_name.as_str();
     let room = MAX_NAME.saturating_sub(prefix.len() + SUFFIX.len());
     let mut end = file_name.len().min(room);
     while !file_name.is_char_boundary(end) {
@@ -269,6 +276,10 @@ mod tests {
         let name = report_name(t, Some(7), &long);
         assert!(name.len() <= 255, "{}", name.len());
         assert!(name.starts_with("20261204T020000Z-run7-é") && name.ends_with("é.errors.csv"));
+        assert_eq!(
+            report_name(t, Some(8), "a\x1b[2J\nb.csv"),
+            "20261204T020000Z-run8-a_[2J_b.csv.errors.csv"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod crash_loop;
 mod diff;
 mod file_format;
 mod load;
+mod logs;
 mod mail;
 mod real_files;
 mod reports;

@@ -217,3 +217,36 @@ fn runs_list_and_show_use_the_import_names() {
     let unknown = env.run(&["runs", "show", "999999"]);
     assert_eq!(unknown.code, 2, "unknown run ID: {unknown:#?}");
 }
+
+#[test]
+fn file_names_and_cells_with_control_characters_are_escaped_in_cli_output() {
+    let env = Env::hr();
+    // A name with a terminal escape and a line break, a row that quotes one.
+    let name = "day\u{1b}[2J\nfake.csv";
+    let mut text = hr_file(1..=3);
+    text += "E00009,Bad,Row,x\u{1b}]0;owned\u{7}@,,,Sales,Active\n";
+    let file = env.input(name, text);
+    let shown = env.run(&["import", "--feed", "hr", file.to_str().expect("utf-8")]);
+    assert_eq!(shown.code, 0, "{shown:#?}");
+    let list = env.run(&["runs", "list"]);
+    let id = run_id_of(&env.runs_list()[0]);
+    let detail = env.run(&["runs", "show", &id]);
+    for out in [&shown, &list, &detail] {
+        assert!(
+            !out.stdout.contains('\u{1b}') && !out.stderr.contains('\u{1b}'),
+            "{out:#?}"
+        );
+        assert!(
+            out.stdout.contains("day\\u{1B}[2J\\u{A}fake.csv"),
+            "{out:#?}"
+        );
+        assert!(
+            !out.stdout.lines().any(|l| l.starts_with("fake.csv")),
+            "{out:#?}"
+        );
+    }
+    assert!(
+        detail.stdout.contains("-run1-day_[2J_fake.csv.errors.csv"),
+        "the report's own name has no control characters: {detail:#?}"
+    );
+}
