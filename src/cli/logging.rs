@@ -13,20 +13,51 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::import::printable;
 
-/// Logs go to stderr; `FLAGSYNC_LOG` (or `RUST_LOG`) sets the filter,
-/// `default` otherwise.
+/// Logs go to stderr, one event per line with its wall-clock time in
+/// RFC 3339 (UTC); `FLAGSYNC_LOG` (or `RUST_LOG`) sets the filter,
+/// `default` otherwise; `FLAGSYNC_LOG_FORMAT=json` writes JSON lines for
+/// log shippers.
 pub fn init(default: &str) {
     let filter = std::env::var("FLAGSYNC_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| default.to_string());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(SafeLines)
         // Colour codes would be escaped like any other control character.
         .with_ansi(false)
         .with_target(false)
-        .with_timer(tracing_subscriber::fmt::time::uptime())
-        .init();
+        .with_timer(tracing_subscriber::fmt::time::SystemTime);
+    match log_format() {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `FLAGSYNC_LOG_FORMAT`: `json`, or text (anything else, with a warning
+/// once logging is up, so a typo does not go unseen).
+fn log_format() -> LogFormat {
+    match std::env::var("FLAGSYNC_LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        Ok("text") | Ok("") | Err(_) => LogFormat::Text,
+        Ok(other) => {
+            eprintln!(
+                "flagsync: FLAGSYNC_LOG_FORMAT={} is not known; logging as text (use json or text)",
+                printable(other)
+            );
+            LogFormat::Text
+        }
+    }
 }
 
 /// Hands tracing one [`SafeLine`] per event.

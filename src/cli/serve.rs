@@ -22,6 +22,10 @@ fn runtime_error(e: impl Into<anyhow::Error>) -> Failure {
 }
 
 pub fn serve(config: Config) -> Result<u8, Failure> {
+    match &config.source {
+        Source::File(path) => tracing::info!(path = %path.display(), "configuration loaded"),
+        Source::Embedded => tracing::info!("configuration: the embedded default"),
+    }
     let _lock = DataLock::acquire(&config.data_dir).map_err(|e| match e {
         StoreError::InUse { .. } => Failure::Runtime(anyhow::anyhow!(
             "another flagsync is using the data folder {} (a server or an import); stop it first",
@@ -44,10 +48,6 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
             key.algorithm().as_str(),
             fingerprint(key.public_key())
         );
-    }
-    if config.source == Source::Embedded {
-        create_demo_account(&config, &store)?;
-        create_first_admin(&store)?;
     }
     for feed in &config.feeds {
         let folders = FeedFolders::new(config.feed_dir(&feed.name));
@@ -113,6 +113,13 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
     let web_state =
         Arc::new(crate::web::WebState::new(engine.clone(), web_secure).map_err(runtime_error)?);
     let address = listener.local_addr().map_err(runtime_error)?;
+    // Only now that every port is ours: a first start that fails (a port
+    // taken) must not keep accounts whose passwords were shown and lost.
+    if config.source == Source::Embedded {
+        create_demo_account(&config, &engine.store)?;
+        create_first_admin(&engine.store)?;
+    }
+    let signals = stop_signals(&runtime)?;
     let scheme = if web_tls.is_some() { "https" } else { "http" };
     println!("web: listening on {scheme}://{web_address}");
     println!("sftp: listening on {address}");
@@ -123,7 +130,7 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
     };
     let shared = Arc::new(Shared::new(config.clone(), store, arrivals));
     let shutdown = CancellationToken::new();
-    runtime.spawn(stop_on_signal(shutdown.clone()));
+    runtime.spawn(stop_on_signal(signals, shutdown.clone()));
     let web = match web_tls {
         Some(acceptor) => runtime.spawn(crate::web::run_tls(
             web_listener,
@@ -151,15 +158,28 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
     Ok(0)
 }
 
-async fn stop_on_signal(shutdown: CancellationToken) {
+/// SIGTERM and SIGINT, taken over before the server says it listens: a
+/// stop sent right after that line still stops it cleanly.
+fn stop_signals(runtime: &tokio::runtime::Runtime) -> Result<StopSignals, Failure> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for SIGTERM/SIGINT; stop the server with SIGKILL");
-        return;
+    let _context = runtime.enter();
+    let listen = |kind| {
+        signal(kind)
+            .map_err(|e| runtime_error(anyhow::anyhow!("cannot listen for SIGTERM/SIGINT: {e}")))
     };
+    Ok(StopSignals {
+        term: listen(SignalKind::terminate())?,
+        int: listen(SignalKind::interrupt())?,
+    })
+}
+
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+async fn stop_on_signal(signals: StopSignals, shutdown: CancellationToken) {
+    let StopSignals { mut term, mut int } = signals;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         _ = int.recv() => tracing::info!("interrupted: stopping"),

@@ -24,3 +24,44 @@ fn a_file_name_cannot_forge_a_log_line_or_send_escape_codes() {
     );
     assert!(log.contains("WARN forged line \\u{1B}[2J"), "{log}");
 }
+
+#[test]
+fn the_log_says_which_configuration_was_loaded_with_wall_clock_times_or_as_json() {
+    let env = sftp_env();
+    let server = Server::start(&env);
+    let log = server.stop();
+    let first = log.lines().next().unwrap_or_default();
+    let stamp = first.split_whitespace().next().unwrap_or_default();
+    assert!(
+        stamp.len() >= 20 && stamp.starts_with("20") && stamp.ends_with('Z') && stamp.contains('T'),
+        "an RFC 3339 UTC time starts each line: {first}"
+    );
+    let config = env.config.display().to_string();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("configuration loaded") && l.contains(&config)),
+        "{log}"
+    );
+
+    let mut cmd = env.command();
+    cmd.env("FLAGSYNC_LOG_FORMAT", "json")
+        .arg("--config")
+        .arg(&env.config)
+        .arg("serve");
+    let server = Server::spawn(cmd, "flagsync serve (json log)");
+    let log = server.stop();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "configuration loaded" && e["path"] == config.as_str()),
+        "{log}"
+    );
+    assert!(events
+        .iter()
+        .all(|e| e["timestamp"].is_string() && e["level"].is_string()));
+}

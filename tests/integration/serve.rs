@@ -113,6 +113,15 @@ fn embedded_default_serves_the_demo_feed_on_port_2222_and_prints_the_password_on
         Server::spawn(cmd, "flagsync serve (embedded default)")
     };
 
+    // A first start that fails (the web port is taken) keeps no account
+    // whose password was shown and then lost with the failed start.
+    let taken = std::net::TcpListener::bind("127.0.0.1:8080").expect("port 8080 free for the test");
+    let failed = run_default(&env, &["serve"]);
+    assert_eq!(failed.code, 2, "{failed:#?}");
+    assert!(failed.stderr.contains("8080"), "{failed:#?}");
+    assert!(!failed.stdout.contains("password"), "{failed:#?}");
+    drop(taken);
+
     let server = start(&env);
     assert_eq!(server.listen, "0.0.0.0:2222", "{}", server.context());
     assert!(
