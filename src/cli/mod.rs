@@ -677,6 +677,10 @@ fn mail_test(config: &Config, to: &str) -> Result<u8, Failure> {
     );
     let reply = mailer
         .send(
+            &format!(
+                "flagsync.test.{}",
+                crate::sftp::credentials::random_token().map_err(|e| Failure::Runtime(e.into()))?
+            ),
             &[to.to_string()],
             "[flagsync] test message",
             &text,
@@ -764,7 +768,24 @@ fn check(config: &Config) -> Result<u8, Failure> {
         config.feeds.len(),
         config.feed_names()
     );
+    for warning in config_warnings(config) {
+        eprintln!("warning: {warning}");
+    }
     Ok(0)
+}
+
+/// What works but is likely not what the administrator wants.
+fn config_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if config.smtp.is_some() && config.web_public_url.is_none() {
+        for feed in config.feeds.iter().filter(|f| !f.report_to.is_empty()) {
+            warnings.push(format!(
+                "feed '{}' mails reports but [web] public_url is not set: the mails cannot link to the run's page, and a held run's mail can only name the `flagsync runs confirm` command; set public_url to the address people open the page at",
+                feed.name
+            ));
+        }
+    }
+    warnings
 }
 
 /// Prints an error chain once, ripgrep style.

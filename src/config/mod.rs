@@ -229,6 +229,8 @@ pub struct Feed {
     pub schedule: Schedule,
     pub expect_every: Duration,
     pub report_to: Vec<String>,
+    /// The run states whose report is mailed (`report_on`).
+    pub report_on: Vec<String>,
     /// Indexes into `fields`, at most three.
     pub group_fields: Vec<usize>,
     pub require_channel: bool,
@@ -238,6 +240,11 @@ pub struct Feed {
 }
 
 impl Feed {
+    /// Whether a run that ended in `state` mails its report.
+    pub fn reports_on(&self, state: &str) -> bool {
+        !self.report_to.is_empty() && self.report_on.iter().any(|s| s == state)
+    }
+
     pub fn id(&self) -> &Field {
         &self.fields[self.id_field]
     }

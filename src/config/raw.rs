@@ -20,6 +20,18 @@ const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(48 * 3600);
 const DEFAULT_RETRY_PAUSE: Duration = Duration::from_secs(30);
 const DEFAULT_HELD_REMINDER: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The run states a report can be mailed for (`report_on`).
+const REPORT_STATES: [&str; 6] = [
+    "applied",
+    "unchanged",
+    "held",
+    "failed",
+    "rejected",
+    "superseded",
+];
+/// Every state but `unchanged`: a daily "nothing changed" mail teaches
+/// people to ignore the ones that matter.
+const DEFAULT_REPORT_ON: [&str; 5] = ["applied", "held", "failed", "rejected", "superseded"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +107,7 @@ struct RawFeed {
     expect_every: Option<Spanned<String>>,
     #[serde(default)]
     report_to: Vec<String>,
+    report_on: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     group_fields: Vec<Spanned<String>>,
     require_channel: Option<bool>,
@@ -468,6 +481,7 @@ fn validate_feed(raw: &RawFeed, problems: &mut Problems) -> Option<Feed> {
         max_file_size: validate_max_file_size(&name, raw, problems),
         max_rows: validate_max_rows(&name, raw, problems),
         report_to: raw.report_to.clone(),
+        report_on: validate_report_on(&name, raw, problems),
         require_channel: raw.require_channel.unwrap_or(false),
         name,
         fields,
@@ -879,6 +893,28 @@ fn validate_expect_every(feed: &str, raw: &RawFeed, problems: &mut Problems) -> 
             Duration::from_secs(24 * 3600)
         }
     }
+}
+
+fn validate_report_on(feed: &str, raw: &RawFeed, problems: &mut Problems) -> Vec<String> {
+    let Some(states) = &raw.report_on else {
+        return DEFAULT_REPORT_ON.iter().map(|s| s.to_string()).collect();
+    };
+    let mut chosen = Vec::new();
+    for state in states {
+        if REPORT_STATES.contains(&state.get_ref().as_str()) {
+            chosen.push(state.get_ref().clone());
+        } else {
+            problems.at(
+                state,
+                format!(
+                    "feed '{feed}': report_on holds \"{}\", which is not a run state; use some of {}",
+                    state.get_ref(),
+                    REPORT_STATES.join(", ")
+                ),
+            );
+        }
+    }
+    chosen
 }
 
 fn validate_max_file_size(feed: &str, raw: &RawFeed, problems: &mut Problems) -> u64 {

@@ -101,17 +101,23 @@ impl Mailer {
         })
     }
 
-    /// Sends one message; the server's answer on success.
+    /// Sends one message; the server's answer on success. `id` makes its
+    /// `Message-ID` (`<id@the sender's domain>`): the same on every retry,
+    /// so a message the server took twice is one message to mail clients.
     pub fn send(
         &self,
+        id: &str,
         to: &[String],
         subject: &str,
         text: &str,
         html: &str,
         attachment: Option<&Path>,
     ) -> Result<String, MailError> {
+        // lettre adds Date and MIME-Version itself; strict mail servers
+        // also want a Message-ID.
         let mut builder = lettre::Message::builder()
             .from(self.from.clone())
+            .message_id(Some(format!("<{id}@{}>", self.from.email.domain())))
             .subject(subject);
         let mut valid = 0;
         let mut invalid = Vec::new();
@@ -301,6 +307,7 @@ fn deliver_due(
         let mailer = mailer.get_or_insert_with(|| Mailer::new(smtp).map_err(|e| e.to_string()));
         let outcome = match mailer {
             Ok(m) => m.send(
+                &format!("flagsync.{}.{}", message.queued_unix, message.id),
                 &message.to,
                 &message.subject,
                 &message.text,

@@ -643,14 +643,15 @@ fn record_failed_run(
 }
 
 /// Queues the run's report email in the run's transaction, when SMTP is
-/// configured and the feed has report addresses.
+/// configured and the feed has report addresses and reports on the run's
+/// state (`report_on`).
 fn queue_report(
     config: &Config,
     feed: &Feed,
     run: &Run,
     txn: &crate::store::RunTransaction,
 ) -> Result<(), WorkerError> {
-    if config.smtp.is_none() || feed.report_to.is_empty() || run.dry_run {
+    if config.smtp.is_none() || !feed.reports_on(run.state.as_str()) || run.dry_run {
         return Ok(());
     }
     let link = config

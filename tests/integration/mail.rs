@@ -182,6 +182,18 @@ fn plain_smtp_reports_an_applied_run_with_its_error_report_attached() {
         "the first errors with their lines: {text}"
     );
     assert!(mail["html"].as_str().expect("html").contains("<table"));
+    // The headers RFC 5322 wants, read by Python's strict parser.
+    assert_eq!(mail["strict"], "ok", "{mail:#}");
+    let message_id = mail["message_id"].as_str().unwrap_or_default();
+    assert!(
+        message_id.starts_with("<flagsync.") && message_id.ends_with("@example.com>"),
+        "{mail:#}"
+    );
+    assert!(
+        mail["date"].as_str().is_some_and(|d| d.starts_with("20")),
+        "{mail:#}"
+    );
+    assert_eq!(mail["mime_version"], "1.0", "{mail:#}");
     let attachments = mail["attachments"].as_array().expect("attachments");
     assert_eq!(attachments.len(), 1, "{mail:#}");
     // The run's own report, under its own name (the run's UTC start, its
@@ -475,4 +487,106 @@ fn a_mail_server_that_hangs_or_answers_garbage_leaves_a_clear_state_and_the_impo
         assert!(!log.contains("panicked"), "{what}: {log}");
         drop(server);
     }
+}
+
+#[test]
+fn report_on_chooses_the_states_that_send_mail_and_unchanged_is_quiet_by_default() {
+    let port = free_port();
+    let env = mail_env(&smtp_table(port, "none", ""));
+    let sink = SmtpSink::start(&env.root.join("mail"), port, "plain", None);
+    let key = keygen(&env, "k");
+    add_account(&env, "up", "hr", None, &[&pub_of(&key)], &[]);
+    let upload_failing = |server: &Server, name: &str| {
+        let bad = env.input(name, "Name,Email\nAnn,a@example.com\n");
+        let put = format!("put {} /upload/{name}\n", bad.display());
+        let out = openssh_sftp_key(&env, server.port, "up", &key, &put);
+        assert_eq!(out.code, 0, "{out:#?}");
+    };
+    let subjects = |n: usize| -> Vec<String> {
+        sink.wait_for(n);
+        // Anything more would have come within a few outbox polls.
+        std::thread::sleep(Duration::from_secs(5));
+        sink.messages()
+            .iter()
+            .map(|m| m["subject"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+
+    // By default: applied and failed mail, unchanged does not.
+    let server = Server::start(&env);
+    assert_eq!(
+        import_cli(&env, "a.csv", &hr_file(1..=3))["state"],
+        "applied"
+    );
+    assert_eq!(
+        import_cli(&env, "b.csv", &hr_file(1..=3))["state"],
+        "unchanged"
+    );
+    upload_failing(&server, "c.csv");
+    server.wait_for_runs(&env, 3, RUN_TIMEOUT);
+    let got = subjects(2);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].contains("applied") && got[1].contains("failed"),
+        "{got:?}"
+    );
+    drop(server);
+
+    // Only failures.
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let text = text.replace("report_to = [", "report_on = [\"failed\"]\nreport_to = [");
+    env.write_config(&text);
+    let server = Server::start(&env);
+    assert_eq!(
+        import_cli(&env, "d.csv", &hr_file(1..=4))["state"],
+        "applied"
+    );
+    upload_failing(&server, "e.csv");
+    server.wait_for_runs(&env, 5, RUN_TIMEOUT);
+    let got = subjects(3);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(got[2].contains("failed"), "{got:?}");
+    drop(server);
+
+    // A state that does not exist is a configuration error naming it.
+    env.write_config(&text.replace(
+        "report_on = [\"failed\"]",
+        "report_on = [\"failed\", \"aplied\"]",
+    ));
+    let out = env.run(&["check"]);
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert!(
+        out.stderr.contains("report_on") && out.stderr.contains("aplied"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn check_warns_when_reports_cannot_link_to_the_page() {
+    let env = mail_env(&smtp_table(free_port(), "none", ""));
+    let out = env.run(&["check"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("warning: feed 'hr' mails reports but [web] public_url is not set"),
+        "{out:#?}"
+    );
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let text = if text.contains("[web]\n") {
+        text.replace(
+            "[web]\n",
+            "[web]\npublic_url = \"https://flagsync.example.com\"\n",
+        )
+    } else {
+        let at = text.find("[[feed]]").expect("a feed");
+        format!(
+            "{}[web]\npublic_url = \"https://flagsync.example.com\"\n{}",
+            &text[..at],
+            &text[at..]
+        )
+    };
+    env.write_config(&text);
+    let out = env.run(&["check"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(!out.stderr.contains("warning"), "{out:#?}");
 }

@@ -80,6 +80,24 @@ def make_certs(d):
         )
 
 
+def strict_headers(content):
+    """Parses the message again with Python's strict policy (any defect
+    raises) and reads the headers RFC 5322 wants: Date and Message-ID."""
+    try:
+        msg = email.message_from_bytes(content, policy=email.policy.strict)
+        for part in msg.walk():
+            part.get_content_type()
+        date = msg["date"]
+        return {
+            "strict": "ok",
+            "message_id": str(msg["message-id"]) if msg["message-id"] else None,
+            "date": date.datetime.isoformat() if date is not None and date.datetime else None,
+            "mime_version": str(msg["mime-version"]) if msg["mime-version"] else None,
+        }
+    except Exception as e:  # every defect is a finding for the test
+        return {"strict": f"{type(e).__name__}: {e}", "message_id": None, "date": None}
+
+
 class Sink:
     def __init__(self, d):
         self.d = d
@@ -102,6 +120,7 @@ class Sink:
             # STARTTLS): the transport's own answer.
             "tls": server.transport.get_extra_info("ssl_object") is not None,
         }
+        out.update(strict_headers(envelope.content))
         for part in msg.walk():
             if part.is_multipart():
                 continue
