@@ -20,6 +20,7 @@ pub const VERSION: &str = concat!(
     ")"
 );
 mod control;
+mod feed_show;
 pub mod logging;
 mod output;
 mod serve;
@@ -69,7 +70,7 @@ pub enum Command {
     /// Groups of a feed.
     #[command(subcommand)]
     Groups(GroupsCommand),
-    /// Run the server: sFTP, the import worker (and later web and email).
+    /// Run the server: sFTP, the import worker, the status page, email.
     ///
     /// Stops cleanly on SIGTERM or Ctrl-C: no new connections, a running
     /// import commits or does not start.
@@ -81,11 +82,14 @@ pub enum Command {
     #[command(subcommand)]
     Admins(admins::AdminsCommand),
     /// Each feed's health: last file, overdue, last run, held runs, next
-    /// scheduled time.
+    /// scheduled time; `feeds show NAME`: what a feed's file must hold.
+    #[command(args_conflicts_with_subcommands = true)]
     Feeds {
         /// Print a JSON array.
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        command: Option<FeedsCommand>,
     },
     /// Email: send a test message.
     #[command(subcommand)]
@@ -230,6 +234,23 @@ pub enum Format {
 }
 
 #[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
+pub enum FeedsCommand {
+    /// A feed's mapping: its columns (and aliases), types, required
+    /// fields, groups and filters.
+    Show {
+        /// The feed's name.
+        name: String,
+        /// Print a JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Write a CSV with the feed's header and two rows that import
+        /// cleanly, to start an export from.
+        #[arg(long, conflicts_with = "json")]
+        sample: bool,
+    },
+}
+
+#[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum GroupsCommand {
     /// The feed's groups with their member counts.
     List {
@@ -287,6 +308,14 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Check => return check(&config),
         Command::Mail(MailCommand::Test { to }) => return mail_test(&config, &to),
         Command::Health { url } => return health::check(&config, url.as_deref()),
+        Command::Feeds {
+            command: Some(FeedsCommand::Show { name, json, sample }),
+            ..
+        } => {
+            let feed = feed_of(&config, &name)?;
+            feed_show::show(&config, feed, json, sample, &mut std::io::stdout().lock())?;
+            return Ok(0);
+        }
         _ => {}
     }
     let command = match control::forward_if_serving(&config, cli.command)? {
@@ -387,7 +416,15 @@ pub fn execute(
             groups(config, &feed, json, &backend, io)
         }
         Command::Accounts(cmd) => accounts::run(config, cmd, &backend, io),
-        Command::Feeds { json } => feeds(config, json, &backend, io),
+        Command::Feeds {
+            command: Some(FeedsCommand::Show { name, json, sample }),
+            ..
+        } => {
+            let feed = feed_of(config, &name)?;
+            feed_show::show(config, feed, json, sample, io.out)?;
+            Ok(0)
+        }
+        Command::Feeds { json, .. } => feeds(config, json, &backend, io),
         Command::Admins(cmd) => admins::run(config, cmd, &backend, io),
         Command::Check => check(config),
         Command::Mail(MailCommand::Test { to }) => mail_test(config, &to),

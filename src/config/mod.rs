@@ -156,6 +156,17 @@ impl FieldKind {
         })
     }
 
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldKind::Id => "id",
+            FieldKind::Text => "text",
+            FieldKind::Email => "email",
+            FieldKind::Sms => "sms",
+            FieldKind::Voice => "voice",
+            FieldKind::Multi => "multi",
+        }
+    }
+
     pub fn is_channel(self) -> bool {
         matches!(self, FieldKind::Sms | FieldKind::Voice | FieldKind::Email)
     }

@@ -101,6 +101,28 @@ pub fn country_code_of(id: Id) -> Option<u16> {
     region_index(id).map(|i| tables::REGIONS[i].code)
 }
 
+/// A valid number of `country` in E.164, from libphonenumber's own example
+/// numbers: a mobile one when `mobile`, a fixed line otherwise (either,
+/// where the country has only one). For sample files.
+pub fn example_number(country: Id, mobile: bool) -> Option<String> {
+    let index = region_index(country)?;
+    let table = &tables::REGIONS[index];
+    let meta = phonenumber::metadata::DATABASE
+        .by_code(&table.code)?
+        .into_iter()
+        .find(|m| m.id() == table.id)?;
+    let d = meta.descriptors();
+    let (first, second) = if mobile {
+        (d.mobile(), d.fixed_line())
+    } else {
+        (d.fixed_line(), d.mobile())
+    };
+    let example = first
+        .and_then(|t| t.example())
+        .or_else(|| second.and_then(|t| t.example()))?;
+    Some(format!("+{}{example}", table.code))
+}
+
 /// Normalises `raw` (already trimmed, not empty) to E.164 such as
 /// `+12125550198`, reading national numbers against `country`. An extension
 /// is not part of the stored number: it is returned for the caller to warn
