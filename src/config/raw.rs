@@ -943,3 +943,58 @@ fn validate_max_rows(feed: &str, raw: &RawFeed, problems: &mut Problems) -> u64 
         }
     }
 }
+
+/// Every key of each table, read off the serde definitions themselves (for
+/// the test that the configuration reference names them all).
+#[cfg(test)]
+pub(super) fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
+        ("top level", struct_keys::<RawConfig>()),
+        ("[sftp]", struct_keys::<RawSftp>()),
+        ("[web]", struct_keys::<RawWeb>()),
+        ("[smtp]", struct_keys::<RawSmtp>()),
+        ("[[feed]]", struct_keys::<RawFeed>()),
+        ("[[feed.field]]", struct_keys::<RawField>()),
+        ("[[feed.filter]]", struct_keys::<RawFilter>()),
+    ]
+}
+
+/// The field names serde passes to `deserialize_struct`: a deserializer
+/// that only listens for them.
+#[cfg(test)]
+fn struct_keys<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    use std::cell::Cell;
+
+    struct Listener<'a>(&'a Cell<&'static [&'static str]>);
+
+    impl<'de> serde::Deserializer<'de> for Listener<'_> {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("only structs are listened to"))
+        }
+
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0.set(fields);
+            Err(serde::de::Error::custom("heard"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    let heard = Cell::new(&[][..]);
+    let _ = T::deserialize(Listener(&heard));
+    heard.get()
+}

@@ -136,3 +136,31 @@ fn a_text_field_named_by_id_field_is_the_id_and_cannot_be_a_group() {
     );
     assert!(problems(&grouped).contains("cannot be a group field"));
 }
+
+#[test]
+fn the_configuration_reference_names_every_key_in_its_table() {
+    let reference = include_str!("../../docs/CONFIGURATION.md");
+    let tables = ["sftp", "web", "smtp", "feed", "field", "filter"];
+    for (table, keys) in raw::known_keys() {
+        assert!(!keys.is_empty(), "no keys heard for {table}");
+        let heading = if table == "top level" {
+            "## Top level".to_string()
+        } else if table.starts_with("[[feed.") {
+            format!("### `{table}`")
+        } else {
+            format!("## `{table}`")
+        };
+        let start = reference
+            .find(&heading)
+            .unwrap_or_else(|| panic!("docs/CONFIGURATION.md has no section {heading}"));
+        let rest = &reference[start + heading.len()..];
+        let end = rest.find("\n#").unwrap_or(rest.len());
+        let section = &rest[..end];
+        for key in keys.iter().filter(|k| !tables.contains(k)) {
+            assert!(
+                section.contains(&format!("| `{key}` |")),
+                "docs/CONFIGURATION.md does not describe `{key}` in its section {heading}"
+            );
+        }
+    }
+}
