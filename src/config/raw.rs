@@ -20,6 +20,7 @@ const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(48 * 3600);
 const DEFAULT_RETRY_PAUSE: Duration = Duration::from_secs(30);
 const DEFAULT_HELD_REMINDER: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +44,7 @@ struct RawWeb {
     public_url: Option<String>,
     tls_cert: Option<String>,
     tls_key: Option<String>,
+    session_lifetime: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -229,6 +231,12 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Config {
         DEFAULT_HELD_REMINDER,
         problems,
     );
+    let web_session_lifetime = duration_or(
+        "web.session_lifetime",
+        raw.web.as_ref().and_then(|w| w.session_lifetime.as_ref()),
+        DEFAULT_SESSION_LIFETIME,
+        problems,
+    );
     Config {
         source: Source::Embedded,
         timezone,
@@ -255,6 +263,7 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Config {
                 }
             }),
         web_public_url: raw.web.and_then(|w| w.public_url),
+        web_session_lifetime,
         smtp,
         feeds,
     }

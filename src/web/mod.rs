@@ -9,17 +9,25 @@
 //!    session; every POST needs the session's CSRF token (for `/login`, a
 //!    token bound to a pre-login cookie).
 //! 2. Session cookies are HttpOnly, SameSite=Strict, and Secure when the
-//!    page is served over TLS; sessions expire after [`SESSION_IDLE`]
-//!    without use.
+//!    page is served over TLS; a session ends
+//!    after [`SESSION_IDLE`] without use, after `[web] session_lifetime`
+//!    in all, and at once when its administrator is removed or gets a new
+//!    password (each request checks the store: the command line that
+//!    changes administrators is another process).
 //! 3. Every response carries the security headers; pages behind the login
 //!    are `no-store`.
 //! 4. Bad input is a 4xx with a message, never a 500 or a panic.
 //! 5. A request head arrives within `limits::HEADER_TIMEOUT` or the
 //!    connection is closed; connections are capped per address and in all
 //!    (`limits`), and a new connection over a cap never closes an open one.
+//! 6. A login checks one password (argon2id) whether the name exists or
+//!    not, and only after reserving its place under the lockout
+//!    (`lockout`): concurrent attempts cannot pass its limits.
+//! 7. Names from outside are logged through
+//!    `import::printable` (control characters escaped).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -43,6 +51,7 @@ pub mod api;
 pub mod recipients;
 
 mod limits;
+mod lockout;
 
 const SESSION_COOKIE: &str = "flagsync_session";
 const PRE_LOGIN_COOKIE: &str = "flagsync_login";
@@ -50,11 +59,6 @@ const PRE_LOGIN_COOKIE: &str = "flagsync_login";
 const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
 /// Forms are small; anything bigger is refused before it is read.
 const MAX_FORM: usize = 16 * 1024;
-/// Failed logins from one address within [`LOGIN_WINDOW`] that lock it
-/// out for [`LOGIN_LOCKOUT`].
-const LOGIN_FAILURES: usize = 5;
-const LOGIN_WINDOW: Duration = Duration::from_secs(600);
-const LOGIN_LOCKOUT: Duration = Duration::from_secs(900);
 
 const BASE_HTML: &str = include_str!("../../assets/web/base.html");
 const LOGIN_HTML: &str = include_str!("../../assets/web/login.html");
@@ -71,10 +75,22 @@ const RUNS_SHOWN: usize = 200;
 const REMOVALS_PAGE: usize = 100;
 const STYLE_CSS: &str = include_str!("../../assets/web/style.css");
 
+#[derive(Clone)]
 struct Session {
     admin: String,
+    /// Of the administrator's password hash when the session was made: a
+    /// new password ends the session.
+    password: PasswordFingerprint,
     csrf: String,
+    created: Instant,
     last_used: Instant,
+}
+
+type PasswordFingerprint = [u8; 32];
+
+fn password_fingerprint(password_hash: &str) -> PasswordFingerprint {
+    use sha2::Digest;
+    sha2::Sha256::digest(password_hash.as_bytes()).into()
 }
 
 /// What every request handler shares.
@@ -82,10 +98,9 @@ pub struct WebState {
     engine: Arc<Engine>,
     templates: Environment<'static>,
     sessions: Mutex<HashMap<String, Session>>,
-    failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
-    locked: Mutex<HashMap<IpAddr, Instant>>,
+    lockout: Arc<lockout::Lockout>,
     /// Set the cookies' Secure flag (TLS in front of or inside flagsync).
-    secure_cookies: bool,
+    secure: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -120,7 +135,9 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 impl WebState {
-    pub fn new(engine: Arc<Engine>, secure_cookies: bool) -> Result<WebState, minijinja::Error> {
+    /// `secure`: the page is reached over TLS, served by flagsync
+    /// (`tls_cert`) or by a proxy in front of it (`public_url` https).
+    pub fn new(engine: Arc<Engine>, secure: bool) -> Result<WebState, minijinja::Error> {
         let mut templates = Environment::new();
         templates.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
         templates.add_template("base.html", BASE_HTML)?;
@@ -136,9 +153,8 @@ impl WebState {
             engine,
             templates,
             sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
-            locked: Mutex::new(HashMap::new()),
-            secure_cookies,
+            lockout: lockout::Lockout::new(),
+            secure,
         })
     }
 
@@ -147,21 +163,58 @@ impl WebState {
         if let Some(age) = max_age {
             c.push_str(&format!("; Max-Age={age}"));
         }
-        if self.secure_cookies {
+        if self.secure {
             c.push_str("; Secure");
         }
         HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
+    fn session_token<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        cookie(headers, SESSION_COOKIE)
+    }
+
     /// The logged-in administrator and the session's CSRF token.
     fn session(&self, headers: &HeaderMap) -> Option<(String, String)> {
-        let token = cookie(headers, SESSION_COOKIE)?;
-        let mut sessions = lock(&self.sessions);
+        let token = self.session_token(headers)?;
+        let session = self.live_session(token)?;
+        match self.account_unchanged(&session) {
+            Ok(true) => Some((session.admin, session.csrf)),
+            Ok(false) => {
+                lock(&self.sessions).remove(token);
+                tracing::info!(
+                    user = %crate::import::printable(&session.admin),
+                    "a web session ended: its administrator was removed or has a new password"
+                );
+                None
+            }
+            // The session is kept for when the store answers again.
+            Err(e) => {
+                tracing::error!(error = %e, "a web session cannot be checked: the store cannot be read");
+                None
+            }
+        }
+    }
+
+    /// The session of `token` if it is neither idle too long nor too old;
+    /// it counts as used now.
+    fn live_session(&self, token: &str) -> Option<Session> {
+        let lifetime = self.engine.config.web_session_lifetime;
         let now = Instant::now();
-        sessions.retain(|_, s| now.duration_since(s.last_used) < SESSION_IDLE);
+        let mut sessions = lock(&self.sessions);
+        sessions.retain(|_, s| {
+            now.duration_since(s.last_used) < SESSION_IDLE
+                && now.duration_since(s.created) < lifetime
+        });
         let s = sessions.get_mut(token)?;
         s.last_used = now;
-        Some((s.admin.clone(), s.csrf.clone()))
+        Some(s.clone())
+    }
+
+    /// Whether the session's administrator still exists with the password
+    /// the session was made with.
+    fn account_unchanged(&self, session: &Session) -> Result<bool, crate::store::StoreError> {
+        let admin = self.engine.store.admin(&session.admin)?;
+        Ok(admin.is_some_and(|a| password_fingerprint(&a.password_hash) == session.password))
     }
 
     fn render(&self, name: &str, ctx: minijinja::Value) -> Response {
@@ -179,25 +232,6 @@ impl WebState {
                 )
                     .into_response()
             }
-        }
-    }
-
-    fn is_locked(&self, ip: IpAddr) -> bool {
-        lock(&self.locked)
-            .get(&ip)
-            .is_some_and(|until| Instant::now() < *until)
-    }
-
-    fn login_failed(&self, ip: IpAddr) {
-        let now = Instant::now();
-        let mut failures = lock(&self.failures);
-        let list = failures.entry(ip).or_default();
-        list.retain(|t| now.duration_since(*t) < LOGIN_WINDOW);
-        list.push(now);
-        if list.len() >= LOGIN_FAILURES {
-            list.clear();
-            lock(&self.locked).insert(ip, now + LOGIN_LOCKOUT);
-            tracing::warn!(%ip, "web logins from this address are locked out for a while");
         }
     }
 }
@@ -305,6 +339,23 @@ fn login_form(state: &WebState, error: Option<&str>, status: StatusCode) -> Resp
     response
 }
 
+/// Checks `password` against the administrator's hash, or against a
+/// dummy hash when there is no such administrator: an unknown name costs
+/// the same argon2id check as a known one, so the answer's time does not
+/// tell which names exist.
+fn password_is_right(password: &str, hash: Option<&str>) -> bool {
+    static DUMMY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        crate::sftp::credentials::hash_password("no such administrator").unwrap_or_default()
+    });
+    match hash {
+        Some(h) => crate::sftp::credentials::password_matches(password, h),
+        None => {
+            let _ = crate::sftp::credentials::password_matches(password, &DUMMY);
+            false
+        }
+    }
+}
+
 #[doc(hidden)]
 #[derive(Deserialize)]
 pub struct LoginForm {
@@ -328,15 +379,28 @@ async fn login(
         )
             .into_response();
     }
-    if state.is_locked(ip) {
+    let user = crate::import::printable(&form.name).into_owned();
+    // Reserved before the password is checked (invariant 6).
+    let Some(attempt) = state.lockout.try_attempt(ip, &form.name) else {
+        tracing::warn!(%user, %ip, "web login refused: locked out");
         return login_form(
             &state,
-            Some("Too many failed logins from this address; try again later."),
+            Some("Too many failed logins from this address or for this name; try again later."),
             StatusCode::TOO_MANY_REQUESTS,
         );
-    }
-    let admin = state.engine.store.admin(&form.name).ok().flatten();
-    let hash = admin.as_ref().map(|a| a.password_hash.clone());
+    };
+    let hash = match state.engine.store.admin(&form.name) {
+        Ok(admin) => admin.map(|a| a.password_hash),
+        Err(e) => {
+            tracing::error!(error = %e, "a web login cannot read the administrators");
+            attempt.withdrawn();
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store cannot be read; try again later",
+            );
+        }
+    };
+    let fingerprint = hash.as_deref().map(password_fingerprint);
     let password = form.password.clone();
     // argon2id takes 19 MiB and ~20 ms a check: a flood of logins waits
     // for one of a few checks at once instead of filling memory and the
@@ -344,30 +408,33 @@ async fn login(
     let Ok(_check) = limits::PASSWORD_CHECKS.acquire().await else {
         return message(StatusCode::SERVICE_UNAVAILABLE, "try again later");
     };
-    let matches = tokio::task::spawn_blocking(move || {
-        hash.is_some_and(|h| crate::sftp::credentials::password_matches(&password, &h))
-    })
-    .await
-    .unwrap_or(false);
-    if !matches {
-        tracing::warn!(user = %form.name, %ip, "web login refused");
-        state.login_failed(ip);
+    let matches =
+        tokio::task::spawn_blocking(move || password_is_right(&password, hash.as_deref()))
+            .await
+            .unwrap_or(false);
+    let Some(fingerprint) = fingerprint.filter(|_| matches) else {
+        attempt.failed();
+        tracing::warn!(%user, %ip, "web login refused");
         return login_form(
             &state,
             Some("Wrong name or password."),
             StatusCode::UNAUTHORIZED,
         );
-    }
+    };
+    attempt.succeeded();
     let token = random_token();
+    let now = Instant::now();
     lock(&state.sessions).insert(
         token.clone(),
         Session {
             admin: form.name.clone(),
+            password: fingerprint,
             csrf: random_token(),
-            last_used: Instant::now(),
+            created: now,
+            last_used: now,
         },
     );
-    tracing::info!(user = %form.name, %ip, "web login");
+    tracing::info!(%user, %ip, "web login");
     let mut response = Redirect::to("/").into_response();
     *response.status_mut() = StatusCode::SEE_OTHER;
     let h = response.headers_mut();
@@ -399,7 +466,7 @@ async fn logout(
     if !same_token(&csrf, &form.csrf) {
         return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
     }
-    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+    if let Some(token) = state.session_token(&headers) {
         lock(&state.sessions).remove(token);
     }
     let mut response = Redirect::to("/login").into_response();
