@@ -8,22 +8,25 @@
 //! 1. Every page but `/login`, `/healthz` and the stylesheet needs a
 //!    session; every POST needs the session's CSRF token (for `/login`, a
 //!    token bound to a pre-login cookie).
-//! 2. Session cookies are HttpOnly, SameSite=Strict, and Secure when the
-//!    page is served over TLS; a session ends
+//! 2. Session cookies are HttpOnly, SameSite=Strict, and over TLS Secure
+//!    and named `__Host-…` (with HSTS on every response); a session ends
 //!    after [`SESSION_IDLE`] without use, after `[web] session_lifetime`
 //!    in all, and at once when its administrator is removed or gets a new
 //!    password (each request checks the store: the command line that
 //!    changes administrators is another process).
-//! 3. Every response carries the security headers; pages behind the login
-//!    are `no-store`.
+//! 3. Every response the router makes carries the security headers (the
+//!    outermost layer), errors of axum's extractors included; pages behind
+//!    the login are `no-store`.
 //! 4. Bad input is a 4xx with a message, never a 500 or a panic.
 //! 5. A request head arrives within `limits::HEADER_TIMEOUT` or the
 //!    connection is closed; connections are capped per address and in all
 //!    (`limits`), and a new connection over a cap never closes an open one.
+//!    A body declared over [`MAX_FORM`] is refused before it is read; a
+//!    body must arrive whole within [`BODY_TIMEOUT`].
 //! 6. A login checks one password (argon2id) whether the name exists or
 //!    not, and only after reserving its place under the lockout
 //!    (`lockout`): concurrent attempts cannot pass its limits.
-//! 7. Names from outside are logged through
+//! 7. Names, file names and header values from outside are logged through
 //!    `import::printable` (control characters escaped).
 
 use std::collections::HashMap;
@@ -55,10 +58,19 @@ mod lockout;
 
 const SESSION_COOKIE: &str = "flagsync_session";
 const PRE_LOGIN_COOKIE: &str = "flagsync_login";
+/// Over TLS the cookies carry this prefix: browsers then take them only
+/// with Secure, Path=/ and no Domain, so no other host or plain-HTTP page
+/// can set or shadow them.
+const SECURE_COOKIE_PREFIX: &str = "__Host-";
 /// A session unused for this long is gone.
 const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
 /// Forms are small; anything bigger is refused before it is read.
 const MAX_FORM: usize = 16 * 1024;
+/// A request body must arrive whole within this long (a form is a few
+/// hundred bytes; a client that trickles one holds a connection no longer).
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Browsers keep to HTTPS for a year once they saw the page over it.
+const HSTS: &str = "max-age=31536000";
 
 const BASE_HTML: &str = include_str!("../../assets/web/base.html");
 const LOGIN_HTML: &str = include_str!("../../assets/web/login.html");
@@ -99,7 +111,8 @@ pub struct WebState {
     templates: Environment<'static>,
     sessions: Mutex<HashMap<String, Session>>,
     lockout: Arc<lockout::Lockout>,
-    /// Set the cookies' Secure flag (TLS in front of or inside flagsync).
+    /// The page is reached over TLS (inside flagsync or in front of it):
+    /// Secure `__Host-` cookies and HSTS.
     secure: bool,
 }
 
@@ -158,7 +171,17 @@ impl WebState {
         })
     }
 
-    fn set_cookie(&self, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+    /// A cookie's name as sent: `__Host-` prefixed over TLS.
+    fn cookie_name(&self, base: &str) -> String {
+        if self.secure {
+            format!("{SECURE_COOKIE_PREFIX}{base}")
+        } else {
+            base.to_string()
+        }
+    }
+
+    fn set_cookie(&self, base: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+        let name = self.cookie_name(base);
         let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict");
         if let Some(age) = max_age {
             c.push_str(&format!("; Max-Age={age}"));
@@ -170,7 +193,7 @@ impl WebState {
     }
 
     fn session_token<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
-        cookie(headers, SESSION_COOKIE)
+        cookie(headers, &self.cookie_name(SESSION_COOKIE))
     }
 
     /// The logged-in administrator and the session's CSRF token.
@@ -237,10 +260,20 @@ impl WebState {
 }
 
 /// Security headers on every response (invariant 3).
-async fn security_headers(request: Request, next: Next) -> Response {
+async fn security_headers(
+    State(state): State<Arc<WebState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let is_asset = request.uri().path().starts_with("/assets/");
     let mut response = next.run(request).await;
     let h = response.headers_mut();
+    if state.secure {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -259,6 +292,54 @@ async fn security_headers(request: Request, next: Next) -> Response {
     if !is_asset {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    response
+}
+
+/// Every body the page takes is a small form, read whole here: one
+/// declared over [`MAX_FORM`] is refused before any of it is read, and it
+/// must arrive within [`BODY_TIMEOUT`] (invariant 5).
+async fn bounded_body(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_FORM as u64) {
+        return closing(body_too_large());
+    }
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_FORM)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => closing(body_too_large()),
+        Err(_) => closing(message(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s; send it again",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+fn body_too_large() -> Response {
+    message(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the request body is over {} KiB (or was cut short); the page's forms are smaller",
+            MAX_FORM / 1024
+        ),
+    )
+}
+
+/// The connection closes after this response: what is left of the
+/// request's body is never read.
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
@@ -283,7 +364,13 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/assets/style.css", get(style))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(bounded_body))
+        // Added last, so it is the outermost: it sees every response the
+        // layers and extractors inside make.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
         .with_state(state)
 }
 
@@ -371,7 +458,8 @@ async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let ip = crate::sftp::credentials::canonical_ip(peer.ip());
-    let expected = cookie(&headers, PRE_LOGIN_COOKIE).unwrap_or("");
+    let pre_login = state.cookie_name(PRE_LOGIN_COOKIE);
+    let expected = cookie(&headers, &pre_login).unwrap_or("");
     if !same_token(expected, &form.csrf) {
         return (
             StatusCode::FORBIDDEN,
@@ -739,18 +827,48 @@ async fn reject(
 }
 
 fn csv_download(name: &str, body: Vec<u8>) -> Response {
-    let disposition = format!(
-        "attachment; filename=\"{}\"",
-        name.replace(['"', '\\', '\r', '\n'], "_")
-    );
     (
         [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (header::CONTENT_DISPOSITION, disposition),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            ),
+            (header::CONTENT_DISPOSITION, attachment(name)),
         ],
         body,
     )
         .into_response()
+}
+
+/// `Content-Disposition: attachment` for any file name (RFC 6266): an
+/// ASCII `filename` every client reads (other characters as `_`, quotes
+/// and backslashes escaped) and the exact name as `filename*`, UTF-8
+/// percent-encoded, which current browsers prefer.
+fn attachment(name: &str) -> HeaderValue {
+    let mut ascii = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '"' | '\\' => {
+                ascii.push('\\');
+                ascii.push(c);
+            }
+            c if c.is_ascii() && !c.is_ascii_control() => ascii.push(c),
+            _ => ascii.push('_'),
+        }
+    }
+    let mut encoded = String::with_capacity(name.len() * 3);
+    for b in name.bytes() {
+        // RFC 8187's attr-char.
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
 /// The run a download is for: 401 without a session (a download is no
