@@ -72,6 +72,9 @@ pub struct Config {
     pub web_public_url: Option<String>,
     /// `[web] tls_cert` and `tls_key`: serve the page over HTTPS.
     pub web_tls: Option<(PathBuf, PathBuf)>,
+    /// `[web] session_lifetime`: a page session ends this long after its
+    /// login, in use or not.
+    pub web_session_lifetime: Duration,
     pub smtp: Option<Smtp>,
     pub feeds: Vec<Feed>,
 }

@@ -32,6 +32,7 @@ const REPORT_STATES: [&str; 6] = [
 /// Every state but `unchanged`: a daily "nothing changed" mail teaches
 /// people to ignore the ones that matter.
 const DEFAULT_REPORT_ON: [&str; 5] = ["applied", "held", "failed", "rejected", "superseded"];
+const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +56,7 @@ struct RawWeb {
     public_url: Option<String>,
     tls_cert: Option<String>,
     tls_key: Option<String>,
+    session_lifetime: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -242,6 +244,12 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Config {
         DEFAULT_HELD_REMINDER,
         problems,
     );
+    let web_session_lifetime = duration_or(
+        "web.session_lifetime",
+        raw.web.as_ref().and_then(|w| w.session_lifetime.as_ref()),
+        DEFAULT_SESSION_LIFETIME,
+        problems,
+    );
     Config {
         source: Source::Embedded,
         timezone,
@@ -268,6 +276,7 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Config {
                 }
             }),
         web_public_url: raw.web.and_then(|w| w.public_url),
+        web_session_lifetime,
         smtp,
         feeds,
     }

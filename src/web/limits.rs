@@ -13,7 +13,8 @@
 //!   else's flood does not touch a logged-in user's connections, and the
 //!   per-address cap keeps one address from taking the total.
 //! - At most [`CONCURRENT_PASSWORD_CHECKS`] login password checks at once;
-//!   the login lockout (5 failures from one address) is in `super`.
+//!   the login lockout (failures per address and per name) is in
+//!   `super::lockout`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -70,7 +71,7 @@ pub(super) fn max_connections() -> usize {
 
 /// What a connection counts against: its address, or for IPv6 its /64
 /// (one host usually has a whole /64 to pick addresses from).
-fn address_key(ip: IpAddr) -> IpAddr {
+pub(super) fn address_key(ip: IpAddr) -> IpAddr {
     match crate::sftp::credentials::canonical_ip(ip) {
         IpAddr::V6(v6) => {
             let bits = u128::from(v6) & !((1u128 << 64) - 1);

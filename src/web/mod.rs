@@ -8,18 +8,29 @@
 //! 1. Every page but `/login`, `/healthz` and the stylesheet needs a
 //!    session; every POST needs the session's CSRF token (for `/login`, a
 //!    token bound to a pre-login cookie).
-//! 2. Session cookies are HttpOnly, SameSite=Strict, and Secure when the
-//!    page is served over TLS; sessions expire after [`SESSION_IDLE`]
-//!    without use.
-//! 3. Every response carries the security headers; pages behind the login
-//!    are `no-store`.
+//! 2. Session cookies are HttpOnly, SameSite=Strict, and over TLS Secure
+//!    and named `__Host-…` (with HSTS on every response); a session ends
+//!    after [`SESSION_IDLE`] without use, after `[web] session_lifetime`
+//!    in all, and at once when its administrator is removed or gets a new
+//!    password (each request checks the store: the command line that
+//!    changes administrators is another process).
+//! 3. Every response the router makes carries the security headers (the
+//!    outermost layer), errors of axum's extractors included; pages behind
+//!    the login are `no-store`.
 //! 4. Bad input is a 4xx with a message, never a 500 or a panic.
 //! 5. A request head arrives within `limits::HEADER_TIMEOUT` or the
 //!    connection is closed; connections are capped per address and in all
 //!    (`limits`), and a new connection over a cap never closes an open one.
+//!    A body declared over [`MAX_FORM`] is refused before it is read; a
+//!    body must arrive whole within [`BODY_TIMEOUT`].
+//! 6. A login checks one password (argon2id) whether the name exists or
+//!    not, and only after reserving its place under the lockout
+//!    (`lockout`): concurrent attempts cannot pass its limits.
+//! 7. Names, file names and header values from outside are logged through
+//!    `import::printable` (control characters escaped).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -43,18 +54,23 @@ pub mod api;
 pub mod recipients;
 
 mod limits;
+mod lockout;
 
 const SESSION_COOKIE: &str = "flagsync_session";
 const PRE_LOGIN_COOKIE: &str = "flagsync_login";
+/// Over TLS the cookies carry this prefix: browsers then take them only
+/// with Secure, Path=/ and no Domain, so no other host or plain-HTTP page
+/// can set or shadow them.
+const SECURE_COOKIE_PREFIX: &str = "__Host-";
 /// A session unused for this long is gone.
 const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
 /// Forms are small; anything bigger is refused before it is read.
 const MAX_FORM: usize = 16 * 1024;
-/// Failed logins from one address within [`LOGIN_WINDOW`] that lock it
-/// out for [`LOGIN_LOCKOUT`].
-const LOGIN_FAILURES: usize = 5;
-const LOGIN_WINDOW: Duration = Duration::from_secs(600);
-const LOGIN_LOCKOUT: Duration = Duration::from_secs(900);
+/// A request body must arrive whole within this long (a form is a few
+/// hundred bytes; a client that trickles one holds a connection no longer).
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Browsers keep to HTTPS for a year once they saw the page over it.
+const HSTS: &str = "max-age=31536000";
 
 const BASE_HTML: &str = include_str!("../../assets/web/base.html");
 const LOGIN_HTML: &str = include_str!("../../assets/web/login.html");
@@ -71,10 +87,22 @@ const RUNS_SHOWN: usize = 200;
 const REMOVALS_PAGE: usize = 100;
 const STYLE_CSS: &str = include_str!("../../assets/web/style.css");
 
+#[derive(Clone)]
 struct Session {
     admin: String,
+    /// Of the administrator's password hash when the session was made: a
+    /// new password ends the session.
+    password: PasswordFingerprint,
     csrf: String,
+    created: Instant,
     last_used: Instant,
+}
+
+type PasswordFingerprint = [u8; 32];
+
+fn password_fingerprint(password_hash: &str) -> PasswordFingerprint {
+    use sha2::Digest;
+    sha2::Sha256::digest(password_hash.as_bytes()).into()
 }
 
 /// What every request handler shares.
@@ -82,10 +110,10 @@ pub struct WebState {
     engine: Arc<Engine>,
     templates: Environment<'static>,
     sessions: Mutex<HashMap<String, Session>>,
-    failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
-    locked: Mutex<HashMap<IpAddr, Instant>>,
-    /// Set the cookies' Secure flag (TLS in front of or inside flagsync).
-    secure_cookies: bool,
+    lockout: Arc<lockout::Lockout>,
+    /// The page is reached over TLS (inside flagsync or in front of it):
+    /// Secure `__Host-` cookies and HSTS.
+    secure: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -120,7 +148,9 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 impl WebState {
-    pub fn new(engine: Arc<Engine>, secure_cookies: bool) -> Result<WebState, minijinja::Error> {
+    /// `secure`: the page is reached over TLS, served by flagsync
+    /// (`tls_cert`) or by a proxy in front of it (`public_url` https).
+    pub fn new(engine: Arc<Engine>, secure: bool) -> Result<WebState, minijinja::Error> {
         let mut templates = Environment::new();
         templates.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
         templates.add_template("base.html", BASE_HTML)?;
@@ -136,32 +166,78 @@ impl WebState {
             engine,
             templates,
             sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
-            locked: Mutex::new(HashMap::new()),
-            secure_cookies,
+            lockout: lockout::Lockout::new(),
+            secure,
         })
     }
 
-    fn set_cookie(&self, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+    /// A cookie's name as sent: `__Host-` prefixed over TLS.
+    fn cookie_name(&self, base: &str) -> String {
+        if self.secure {
+            format!("{SECURE_COOKIE_PREFIX}{base}")
+        } else {
+            base.to_string()
+        }
+    }
+
+    fn set_cookie(&self, base: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+        let name = self.cookie_name(base);
         let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict");
         if let Some(age) = max_age {
             c.push_str(&format!("; Max-Age={age}"));
         }
-        if self.secure_cookies {
+        if self.secure {
             c.push_str("; Secure");
         }
         HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
+    fn session_token<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        cookie(headers, &self.cookie_name(SESSION_COOKIE))
+    }
+
     /// The logged-in administrator and the session's CSRF token.
     fn session(&self, headers: &HeaderMap) -> Option<(String, String)> {
-        let token = cookie(headers, SESSION_COOKIE)?;
-        let mut sessions = lock(&self.sessions);
+        let token = self.session_token(headers)?;
+        let session = self.live_session(token)?;
+        match self.account_unchanged(&session) {
+            Ok(true) => Some((session.admin, session.csrf)),
+            Ok(false) => {
+                lock(&self.sessions).remove(token);
+                tracing::info!(
+                    user = %crate::import::printable(&session.admin),
+                    "a web session ended: its administrator was removed or has a new password"
+                );
+                None
+            }
+            // The session is kept for when the store answers again.
+            Err(e) => {
+                tracing::error!(error = %e, "a web session cannot be checked: the store cannot be read");
+                None
+            }
+        }
+    }
+
+    /// The session of `token` if it is neither idle too long nor too old;
+    /// it counts as used now.
+    fn live_session(&self, token: &str) -> Option<Session> {
+        let lifetime = self.engine.config.web_session_lifetime;
         let now = Instant::now();
-        sessions.retain(|_, s| now.duration_since(s.last_used) < SESSION_IDLE);
+        let mut sessions = lock(&self.sessions);
+        sessions.retain(|_, s| {
+            now.duration_since(s.last_used) < SESSION_IDLE
+                && now.duration_since(s.created) < lifetime
+        });
         let s = sessions.get_mut(token)?;
         s.last_used = now;
-        Some((s.admin.clone(), s.csrf.clone()))
+        Some(s.clone())
+    }
+
+    /// Whether the session's administrator still exists with the password
+    /// the session was made with.
+    fn account_unchanged(&self, session: &Session) -> Result<bool, crate::store::StoreError> {
+        let admin = self.engine.store.admin(&session.admin)?;
+        Ok(admin.is_some_and(|a| password_fingerprint(&a.password_hash) == session.password))
     }
 
     fn render(&self, name: &str, ctx: minijinja::Value) -> Response {
@@ -181,32 +257,23 @@ impl WebState {
             }
         }
     }
-
-    fn is_locked(&self, ip: IpAddr) -> bool {
-        lock(&self.locked)
-            .get(&ip)
-            .is_some_and(|until| Instant::now() < *until)
-    }
-
-    fn login_failed(&self, ip: IpAddr) {
-        let now = Instant::now();
-        let mut failures = lock(&self.failures);
-        let list = failures.entry(ip).or_default();
-        list.retain(|t| now.duration_since(*t) < LOGIN_WINDOW);
-        list.push(now);
-        if list.len() >= LOGIN_FAILURES {
-            list.clear();
-            lock(&self.locked).insert(ip, now + LOGIN_LOCKOUT);
-            tracing::warn!(%ip, "web logins from this address are locked out for a while");
-        }
-    }
 }
 
 /// Security headers on every response (invariant 3).
-async fn security_headers(request: Request, next: Next) -> Response {
+async fn security_headers(
+    State(state): State<Arc<WebState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let is_asset = request.uri().path().starts_with("/assets/");
     let mut response = next.run(request).await;
     let h = response.headers_mut();
+    if state.secure {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -225,6 +292,54 @@ async fn security_headers(request: Request, next: Next) -> Response {
     if !is_asset {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    response
+}
+
+/// Every body the page takes is a small form, read whole here: one
+/// declared over [`MAX_FORM`] is refused before any of it is read, and it
+/// must arrive within [`BODY_TIMEOUT`] (invariant 5).
+async fn bounded_body(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_FORM as u64) {
+        return closing(body_too_large());
+    }
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_FORM)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => closing(body_too_large()),
+        Err(_) => closing(message(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s; send it again",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+fn body_too_large() -> Response {
+    message(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the request body is over {} KiB (or was cut short); the page's forms are smaller",
+            MAX_FORM / 1024
+        ),
+    )
+}
+
+/// The connection closes after this response: what is left of the
+/// request's body is never read.
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
@@ -249,7 +364,13 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/assets/style.css", get(style))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(bounded_body))
+        // Added last, so it is the outermost: it sees every response the
+        // layers and extractors inside make.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
         .with_state(state)
 }
 
@@ -305,6 +426,23 @@ fn login_form(state: &WebState, error: Option<&str>, status: StatusCode) -> Resp
     response
 }
 
+/// Checks `password` against the administrator's hash, or against a
+/// dummy hash when there is no such administrator: an unknown name costs
+/// the same argon2id check as a known one, so the answer's time does not
+/// tell which names exist.
+fn password_is_right(password: &str, hash: Option<&str>) -> bool {
+    static DUMMY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        crate::sftp::credentials::hash_password("no such administrator").unwrap_or_default()
+    });
+    match hash {
+        Some(h) => crate::sftp::credentials::password_matches(password, h),
+        None => {
+            let _ = crate::sftp::credentials::password_matches(password, &DUMMY);
+            false
+        }
+    }
+}
+
 #[doc(hidden)]
 #[derive(Deserialize)]
 pub struct LoginForm {
@@ -320,7 +458,8 @@ async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let ip = crate::sftp::credentials::canonical_ip(peer.ip());
-    let expected = cookie(&headers, PRE_LOGIN_COOKIE).unwrap_or("");
+    let pre_login = state.cookie_name(PRE_LOGIN_COOKIE);
+    let expected = cookie(&headers, &pre_login).unwrap_or("");
     if !same_token(expected, &form.csrf) {
         return (
             StatusCode::FORBIDDEN,
@@ -328,15 +467,28 @@ async fn login(
         )
             .into_response();
     }
-    if state.is_locked(ip) {
+    let user = crate::import::printable(&form.name).into_owned();
+    // Reserved before the password is checked (invariant 6).
+    let Some(attempt) = state.lockout.try_attempt(ip, &form.name) else {
+        tracing::warn!(%user, %ip, "web login refused: locked out");
         return login_form(
             &state,
-            Some("Too many failed logins from this address; try again later."),
+            Some("Too many failed logins from this address or for this name; try again later."),
             StatusCode::TOO_MANY_REQUESTS,
         );
-    }
-    let admin = state.engine.store.admin(&form.name).ok().flatten();
-    let hash = admin.as_ref().map(|a| a.password_hash.clone());
+    };
+    let hash = match state.engine.store.admin(&form.name) {
+        Ok(admin) => admin.map(|a| a.password_hash),
+        Err(e) => {
+            tracing::error!(error = %e, "a web login cannot read the administrators");
+            attempt.withdrawn();
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store cannot be read; try again later",
+            );
+        }
+    };
+    let fingerprint = hash.as_deref().map(password_fingerprint);
     let password = form.password.clone();
     // argon2id takes 19 MiB and ~20 ms a check: a flood of logins waits
     // for one of a few checks at once instead of filling memory and the
@@ -344,30 +496,33 @@ async fn login(
     let Ok(_check) = limits::PASSWORD_CHECKS.acquire().await else {
         return message(StatusCode::SERVICE_UNAVAILABLE, "try again later");
     };
-    let matches = tokio::task::spawn_blocking(move || {
-        hash.is_some_and(|h| crate::sftp::credentials::password_matches(&password, &h))
-    })
-    .await
-    .unwrap_or(false);
-    if !matches {
-        tracing::warn!(user = %form.name, %ip, "web login refused");
-        state.login_failed(ip);
+    let matches =
+        tokio::task::spawn_blocking(move || password_is_right(&password, hash.as_deref()))
+            .await
+            .unwrap_or(false);
+    let Some(fingerprint) = fingerprint.filter(|_| matches) else {
+        attempt.failed();
+        tracing::warn!(%user, %ip, "web login refused");
         return login_form(
             &state,
             Some("Wrong name or password."),
             StatusCode::UNAUTHORIZED,
         );
-    }
+    };
+    attempt.succeeded();
     let token = random_token();
+    let now = Instant::now();
     lock(&state.sessions).insert(
         token.clone(),
         Session {
             admin: form.name.clone(),
+            password: fingerprint,
             csrf: random_token(),
-            last_used: Instant::now(),
+            created: now,
+            last_used: now,
         },
     );
-    tracing::info!(user = %form.name, %ip, "web login");
+    tracing::info!(%user, %ip, "web login");
     let mut response = Redirect::to("/").into_response();
     *response.status_mut() = StatusCode::SEE_OTHER;
     let h = response.headers_mut();
@@ -399,7 +554,7 @@ async fn logout(
     if !same_token(&csrf, &form.csrf) {
         return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
     }
-    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+    if let Some(token) = state.session_token(&headers) {
         lock(&state.sessions).remove(token);
     }
     let mut response = Redirect::to("/login").into_response();
@@ -672,18 +827,48 @@ async fn reject(
 }
 
 fn csv_download(name: &str, body: Vec<u8>) -> Response {
-    let disposition = format!(
-        "attachment; filename=\"{}\"",
-        name.replace(['"', '\\', '\r', '\n'], "_")
-    );
     (
         [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (header::CONTENT_DISPOSITION, disposition),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            ),
+            (header::CONTENT_DISPOSITION, attachment(name)),
         ],
         body,
     )
         .into_response()
+}
+
+/// `Content-Disposition: attachment` for any file name (RFC 6266): an
+/// ASCII `filename` every client reads (other characters as `_`, quotes
+/// and backslashes escaped) and the exact name as `filename*`, UTF-8
+/// percent-encoded, which current browsers prefer.
+fn attachment(name: &str) -> HeaderValue {
+    let mut ascii = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '"' | '\\' => {
+                ascii.push('\\');
+                ascii.push(c);
+            }
+            c if c.is_ascii() && !c.is_ascii_control() => ascii.push(c),
+            _ => ascii.push('_'),
+        }
+    }
+    let mut encoded = String::with_capacity(name.len() * 3);
+    for b in name.bytes() {
+        // RFC 8187's attr-char.
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
 /// The run a download is for: 401 without a session (a download is no

@@ -75,7 +75,7 @@ impl Web {
 
 /// A TCP connection to `to` from the local address `from` (any of
 /// 127.0.0.0/8 on loopback).
-fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+pub(crate) fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
     let from: SocketAddr = format!("{from}:0").parse().expect("address");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()

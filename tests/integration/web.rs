@@ -138,6 +138,10 @@ fn health_headers_and_login_with_csrf() {
         assert_eq!(header_line(&headers, h).len(), 1, "{h} in {headers}");
     }
     assert!(headers.contains("frame-ancestors 'none'"));
+    assert!(
+        header_line(&headers, "strict-transport-security").is_empty(),
+        "no HSTS over plain HTTP: {headers}"
+    );
 
     // Not logged in: the page sends to the login form.
     let (code, headers, _) = web.curl(&[&web.url("/")]);
@@ -461,14 +465,50 @@ fn import_via_cli(env: &Env, name: &str, content: &str) -> serde_json::Value {
     .json("import")
 }
 
-/// The value of `filename="…"` in a Content-Disposition header.
+/// The value of `filename="…"` in a Content-Disposition header (its
+/// escapes undone).
 fn download_name(headers: &str) -> String {
-    let line = header_line(headers, "content-disposition")
+    let line = content_disposition(headers);
+    let at = line.find("filename=\"").expect("a filename") + 10;
+    let mut name = String::new();
+    let mut chars = line[at..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return name,
+            '\\' => name.extend(chars.next()),
+            c => name.push(c),
+        }
+    }
+    panic!("an unterminated filename: {line}")
+}
+
+fn content_disposition(headers: &str) -> String {
+    header_line(headers, "content-disposition")
         .first()
         .map(|l| l.to_string())
-        .unwrap_or_else(|| panic!("no content-disposition: {headers}"));
-    let at = line.find("filename=\"").expect("a filename") + 10;
-    line[at..].trim_end().trim_end_matches('"').to_string()
+        .unwrap_or_else(|| panic!("no content-disposition: {headers}"))
+}
+
+/// The value of `filename*=UTF-8''…` in a Content-Disposition header,
+/// decoded.
+fn download_name_utf8(headers: &str) -> String {
+    let line = content_disposition(headers);
+    let at = line.find("filename*=UTF-8''").expect("a filename*") + 17;
+    let encoded = line[at..].trim_end().split(';').next().unwrap_or("");
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("hex");
+            out.push(u8::from_str_radix(hex, 16).expect("a percent escape"));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).expect("UTF-8")
 }
 
 #[test]
@@ -743,11 +783,42 @@ fn the_page_is_served_over_tls_with_secure_cookies() {
         .lines()
         .find(|l| {
             l.to_ascii_lowercase()
-                .starts_with("set-cookie: flagsync_session=")
+                .starts_with("set-cookie: __host-flagsync_session=")
         })
-        .unwrap_or_else(|| panic!("{out:#?}"))
+        .unwrap_or_else(|| panic!("over TLS the session cookie is __Host-: {out:#?}"))
         .to_string();
-    assert!(cookie.contains("Secure"), "{cookie}");
+    assert!(
+        cookie.contains("Secure") && cookie.contains("Path=/") && !cookie.contains("Domain"),
+        "{cookie}"
+    );
+    // HSTS on every answer over TLS, the library's own errors too; the
+    // __Host- cookie keeps the session.
+    for (args, want) in [
+        (vec![web.url("/")], " 200"),
+        (vec![web.url("/no/such/page")], " 404"),
+        (
+            vec!["-X".to_string(), "PUT".to_string(), web.url("/login")],
+            " 405",
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = curl(&args);
+        let head = out
+            .stdout
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            head.lines().next().unwrap_or("").contains(want),
+            "{args:?}: {out:#?}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("strict-transport-security: max-age=31536000"),
+            "{args:?}: {head}"
+        );
+    }
     // Without the CA, the certificate is not trusted: no plain fallback.
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", &web.url("/healthz")]);
@@ -931,5 +1002,378 @@ fn recipients_are_searched_filtered_and_paged_through_the_index() {
     assert_eq!(code, 200);
     assert!(html.contains("Department: Support"), "{html}");
     assert!(!web.server.stderr().contains("panicked"));
+    drop(web.server);
+}
+
+/// The page's `host:port`.
+fn address_of(web: &Web) -> std::net::SocketAddr {
+    web.base
+        .strip_prefix("http://")
+        .expect("plain HTTP")
+        .parse()
+        .expect("the web address")
+}
+
+/// One HTTP/1.1 request on its own connection from the local address
+/// `from`; (status, head, body).
+fn raw_request(
+    to: std::net::SocketAddr,
+    from: &str,
+    head: &str,
+    body: &str,
+) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = crate::load::connect_from(from, to).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let text = format!(
+        "{head}\r\nHost: {to}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(text.as_bytes()).expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("an answer");
+    split_response(&response)
+}
+
+fn split_response(response: &[u8]) -> (u16, String, String) {
+    let response = String::from_utf8_lossy(response).into_owned();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, head.to_string(), body.to_string())
+}
+
+/// A login form fetched from `from`: its pre-login cookie and CSRF token.
+fn login_form_from(to: std::net::SocketAddr, from: &str) -> (String, String) {
+    let (status, head, body) = raw_request(to, from, "GET /login HTTP/1.1", "");
+    assert_eq!(status, 200, "{head}");
+    let cookie = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .filter_map(|(_, v)| v.trim().split(';').next())
+        .find(|kv| kv.starts_with("flagsync_login="))
+        .expect("the pre-login cookie")
+        .to_string();
+    (cookie, csrf_in(&body))
+}
+
+/// A login POST with a form fetched before; the status and the time the
+/// answer took.
+fn post_login(
+    to: std::net::SocketAddr,
+    from: &str,
+    form: &(String, String),
+    name: &str,
+    password: &str,
+) -> (u16, Duration) {
+    let (cookie, csrf) = form;
+    let started = std::time::Instant::now();
+    let (status, _, _) = raw_request(
+        to,
+        from,
+        &format!(
+            "POST /login HTTP/1.1\r\nCookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded"
+        ),
+        &format!("csrf={csrf}&name={name}&password={password}"),
+    );
+    (status, started.elapsed())
+}
+
+#[test]
+fn a_burst_of_wrong_logins_gets_at_most_the_lockout_limit_of_password_checks() {
+    const LOGIN_FAILURES: usize = 5;
+    const BURST: usize = 60;
+    let web = Web::start();
+    let to = address_of(&web);
+    let form = login_form_from(to, "127.0.0.1");
+    let start = std::sync::Barrier::new(BURST);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let tries: Vec<_> = (0..BURST)
+            .map(|_| {
+                s.spawn(|| {
+                    let (start, form) = (&start, &form);
+                    start.wait();
+                    post_login(to, "127.0.0.1", form, ADMIN, "wrong").0
+                })
+            })
+            .collect();
+        tries
+            .into_iter()
+            .map(|t| t.join().expect("login"))
+            .collect()
+    });
+    let checked = statuses.iter().filter(|&&s| s == 401).count();
+    let locked = statuses.iter().filter(|&&s| s == 429).count();
+    assert!(
+        checked <= LOGIN_FAILURES && checked + locked == BURST,
+        "{checked} password checks, {locked} lockout answers: {statuses:?}"
+    );
+    // Locked out: the right password is refused too.
+    assert_eq!(
+        post_login(to, "127.0.0.1", &form, ADMIN, ADMIN_PASSWORD).0,
+        429
+    );
+
+    // From another address, a success between failures does not reset
+    // their count.
+    let other = "127.0.0.7";
+    let form = login_form_from(to, other);
+    for _ in 0..3 {
+        assert_eq!(post_login(to, other, &form, ADMIN, "wrong").0, 401);
+    }
+    let form = login_form_from(to, other);
+    assert_eq!(post_login(to, other, &form, ADMIN, ADMIN_PASSWORD).0, 303);
+    let form = login_form_from(to, other);
+    for _ in 0..2 {
+        assert_eq!(post_login(to, other, &form, ADMIN, "wrong").0, 401);
+    }
+    assert_eq!(
+        post_login(to, other, &form, ADMIN, ADMIN_PASSWORD).0,
+        429,
+        "five failures lock the address out though one login succeeded"
+    );
+    // Names are logged with their control characters escaped.
+    let form = login_form_from(to, "127.0.0.8");
+    assert_eq!(
+        post_login(to, "127.0.0.8", &form, "evil%0Aname%1B", "x").0,
+        401
+    );
+    let log = web.server.stderr();
+    assert!(log.contains("evil\\u{A}name\\u{1B}"), "{log}");
+    assert!(!log.contains("evil\nname"), "{log}");
+    drop(web.server);
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+#[test]
+fn a_login_with_an_unknown_name_takes_as_long_as_with_a_known_one() {
+    let web = Web::start();
+    let to = address_of(&web);
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    // Each try from its own address: the lockout must not answer for it.
+    for i in 0..10 {
+        let from = format!("127.0.3.{}", 2 * i + 1);
+        let form = login_form_from(to, &from);
+        let (status, took) = post_login(to, &from, &form, ADMIN, "wrong-password");
+        assert_eq!(status, 401);
+        known.push(took);
+        let from = format!("127.0.3.{}", 2 * i + 2);
+        let form = login_form_from(to, &from);
+        let (status, took) = post_login(to, &from, &form, &format!("nobody{i}"), "wrong-password");
+        assert_eq!(status, 401);
+        unknown.push(took);
+    }
+    let (known, unknown) = (median(known), median(unknown));
+    assert!(
+        unknown * 2 >= known,
+        "an unknown name is answered in {unknown:?}, a known one in {known:?}: the time tells which names exist"
+    );
+    drop(web.server);
+}
+
+#[test]
+fn sessions_end_when_their_administrator_is_removed_or_gets_a_new_password() {
+    let web = Web::start();
+    let token = web.create_token();
+    let bearer = format!("Authorization: Bearer {token}");
+    let (code, _, _) = web.login(ADMIN_PASSWORD);
+    assert_eq!(code, 303);
+    assert_eq!(web.curl(&[&web.url("/")]).0, 200);
+
+    // A new password ends the session at once; API tokens stay (they are
+    // their own credentials, revoked with `admins token revoke`).
+    let out = run_with_stdin(
+        &web.env,
+        &["admins", "password", ADMIN, "--password-stdin"],
+        "a-new-password-here\n",
+    );
+    assert_eq!(out.code, 0, "{out:#?}");
+    let (code, headers, _) = web.curl(&[&web.url("/")]);
+    assert_eq!(code, 303, "{headers}");
+    assert!(
+        headers.to_lowercase().contains("location: /login"),
+        "{headers}"
+    );
+    assert_eq!(web.curl(&[&web.url("/api/feeds")]).0, 401);
+    assert_eq!(web.curl(&["-H", &bearer, &web.url("/api/feeds")]).0, 200);
+    assert_eq!(web.login(ADMIN_PASSWORD).0, 401, "the old password");
+    assert_eq!(web.login("a-new-password-here").0, 303);
+    assert_eq!(web.curl(&[&web.url("/")]).0, 200);
+
+    // Removed: its session and its token end at once.
+    assert_eq!(web.env.run(&["admins", "remove", ADMIN]).code, 0);
+    assert_eq!(web.curl(&[&web.url("/")]).0, 303);
+    assert_eq!(web.curl(&[&web.url("/api/feeds")]).0, 401);
+    assert_eq!(web.curl(&["-H", &bearer, &web.url("/api/feeds")]).0, 401);
+    // Added again under the same name: the old session is still gone.
+    let out = run_with_stdin(
+        &web.env,
+        &["admins", "add", ADMIN, "--password-stdin"],
+        "a-new-password-here\n",
+    );
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(web.curl(&[&web.url("/")]).0, 303);
+    assert_eq!(web.curl(&["-H", &bearer, &web.url("/api/feeds")]).0, 401);
+    drop(web.server);
+}
+
+#[test]
+fn a_session_ends_after_its_lifetime_even_in_use() {
+    let env = sftp_env();
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    env.write_config(&text.replacen("[web]\n", "[web]\nsession_lifetime = \"nope\"\n", 1));
+    let out = env.run(&["check"]);
+    assert_ne!(out.code, 0, "{out:#?}");
+    assert!(
+        out.stderr.contains("web.session_lifetime") && out.stderr.contains("nope"),
+        "{out:#?}"
+    );
+    env.write_config(&text.replacen("[web]\n", "[web]\nsession_lifetime = \"3s\"\n", 1));
+    let web = Web::start_in(env);
+    let logged_in = std::time::Instant::now();
+    assert_eq!(web.login(ADMIN_PASSWORD).0, 303);
+    let mut statuses = Vec::new();
+    while logged_in.elapsed() < Duration::from_secs(5) {
+        statuses.push((logged_in.elapsed(), web.curl(&[&web.url("/")]).0));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(statuses.first().map(|s| s.1), Some(200), "{statuses:?}");
+    assert_eq!(statuses.last().map(|s| s.1), Some(303), "{statuses:?}");
+    drop(web.server);
+}
+
+#[test]
+fn a_file_name_with_control_and_non_ascii_characters_downloads_its_error_report() {
+    let web = Web::start();
+    let name = "bad\u{7}näme \"q\".csv";
+    let mut content = hr_file(1..=5);
+    content += "E99,Bad,Mail,bob@,,,Sales,Active\n";
+    let run = import_via_cli(&web.env, name, &content);
+    assert_eq!(run["flagged"], 1, "{run:#}");
+    let id = run_id_of(&run);
+    web.login(ADMIN_PASSWORD);
+    let (code, headers, body) = web.curl(&[&web.url(&format!("/runs/{id}/errors.csv"))]);
+    assert_eq!(code, 200, "{headers}{body}");
+    let path = web.env.run_show(&id)["error_report"]
+        .as_str()
+        .expect("error_report")
+        .to_string();
+    let on_disk = Path::new(&path)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(on_disk.contains(name), "{on_disk:?}");
+    assert_eq!(download_name_utf8(&headers), on_disk, "{headers}");
+    let ascii = download_name(&headers);
+    assert!(
+        ascii.is_ascii() && !ascii.chars().any(|c| c.is_control()),
+        "{ascii:?}"
+    );
+    assert!(ascii.contains("bad_n_me \"q\".csv"), "{ascii:?}");
+    assert!(body.contains("E99"), "{body}");
+    drop(web.server);
+}
+
+#[test]
+fn a_huge_declared_body_is_refused_before_it_is_read_and_library_errors_carry_the_headers() {
+    use std::io::{Read, Write};
+    let web = Web::start();
+    // 10 GB declared, a few bytes sent: refused at once, not waited for.
+    let mut stream = std::net::TcpStream::connect(address_of(&web)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .write_all(
+            b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10000000000\r\n\r\ncsrf=",
+        )
+        .expect("send");
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("no answer to a 10 GB body: {e}"));
+        assert!(n > 0, "closed without an answer");
+        response.extend_from_slice(&buf[..n]);
+    }
+    let (status, head, _) = split_response(&response);
+    assert_eq!(status, 413, "{head}");
+    let mut errors = vec![("10 GB body".to_string(), head)];
+
+    // Errors made by axum itself, not by our handlers.
+    for (what, args, want) in [
+        ("method", vec!["-X", "PUT", "/login"], 405),
+        ("path", vec!["/runs/abc"], 400),
+        ("query", vec!["/runs/1?page=abc"], 400),
+        ("route", vec!["/no/such/page"], 404),
+        (
+            "content type",
+            vec!["-H", "Content-Type: application/json", "-d", "{}", "/login"],
+            415,
+        ),
+        ("form", vec!["-d", "csrf=1", "/login"], 422),
+    ] {
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let last = args.pop().expect("path");
+        args.push(web.url(&last));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, headers, _) = web.curl(&args);
+        assert_eq!(code, want, "{what}: {headers}");
+        errors.push((what.to_string(), headers));
+    }
+    for (what, headers) in &errors {
+        for h in [
+            "content-security-policy",
+            "x-frame-options",
+            "x-content-type-options",
+            "referrer-policy",
+        ] {
+            assert_eq!(header_line(headers, h).len(), 1, "{what}: {h} in {headers}");
+        }
+    }
+    drop(web.server);
+}
+
+#[test]
+fn a_body_that_does_not_arrive_within_its_deadline_is_answered_408() {
+    use std::io::{Read, Write};
+    const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+    let web = Web::start();
+    let mut stream = std::net::TcpStream::connect(address_of(&web)).expect("connect");
+    stream
+        .set_read_timeout(Some(BODY_TIMEOUT + Duration::from_secs(15)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    stream
+        .write_all(
+            b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ncsrf=",
+        )
+        .expect("send");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .unwrap_or_else(|e| panic!("no answer after {:?}: {e}", started.elapsed()));
+    let (status, head, _) = split_response(&response);
+    assert_eq!(status, 408, "{head}");
+    assert!(started.elapsed() >= BODY_TIMEOUT - Duration::from_secs(1));
+    assert!(
+        header_line(&head.to_ascii_lowercase(), "content-security-policy").len() == 1,
+        "{head}"
+    );
     drop(web.server);
 }
