@@ -13,6 +13,7 @@ import sys
 import time
 
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -111,7 +112,18 @@ def navigate(driver, element):
     next page loads come from a page that is going away."""
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 20).until(EC.staleness_of(old))
+    WebDriverWait(driver, 20).until(lambda _: gone(old))
+
+
+def gone(element):
+    """Whether the element's page has been replaced. Chromium reports a
+    node of a replaced page as stale, or as one that "does not belong to
+    the document", depending on when it is asked."""
+    try:
+        element.is_enabled()
+        return False
+    except WebDriverException:
+        return True
 
 
 def search(driver, base, query, field="", value=""):
