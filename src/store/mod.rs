@@ -7,7 +7,9 @@
 //! Tables (per feed `F`, names are `<kind>/<F>`):
 //! - `meta`: `&str → &[u8]`: `schema_version` (u32 LE), `next_run_id` (u64 LE).
 //! - `fingerprints`: feed → u64 mapping fingerprint of the last applied run.
-//! - `runs`: run ID → JSON [`Run`].
+//! - `runs`: run ID → JSON [`Run`]; `runs_by_feed` and `held_runs`:
+//!   (feed, run ID) → () of every run and of the held ones;
+//!   `run_uploads`: server claim → run ID.
 //! - `recipients/F`: ID → encoded [`import::record::Record`] (its values and
 //!   its groups: a recipient's memberships live with it).
 //! - `hashlist/F`: chunk number → a slice of the feed's sorted (ID, raw
@@ -29,6 +31,8 @@
 //! 1. `recipients/F` and `hashlist/F` hold the same IDs.
 //! 2. `groups/F[g]` is the number of records listing `g`.
 //! 3. All changes of one run and its run record are one write transaction.
+//! 4. `runs_by_feed`, `held_runs` and `run_uploads` list exactly the
+//!    records of `runs` (every write of a run goes through `runs::put_run`).
 
 mod accounts;
 mod admins;
@@ -61,7 +65,7 @@ pub use admins::{Admin, ApiToken};
 pub use backup::{guard_damage, panic_text, restore, verifying, BackupSummary};
 pub use feed_state::FeedState;
 pub use outbox::{Delivery, Message};
-pub use runs::{Run, RunState};
+pub use runs::{Pruned, Run, RunState};
 #[cfg(test)]
 pub(crate) use search::Strategy;
 pub use search::{PassOutcome, SearchPage, SearchQuery};
@@ -69,7 +73,7 @@ pub use writer::{ReadFeed, Snapshot, WriteFeed};
 
 /// The schema this build writes. A store with a higher version was written
 /// by a newer flagsync.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -472,8 +476,12 @@ impl Store {
     }
 
     fn check_or_set_schema(&self) -> Result<(), StoreError> {
-        if self.stored_schema()?.is_some() {
-            return self.check_schema();
+        let stored = self.stored_schema()?;
+        if stored == Some(SCHEMA_VERSION) {
+            return Ok(());
+        }
+        if stored.is_some() {
+            self.check_schema()?;
         }
         let txn = self.begin_write()?;
         {
@@ -481,6 +489,15 @@ impl Store {
             meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
             txn.open_table(RUNS)?;
             txn.open_table(FINGERPRINTS)?;
+            // Schema 2: the run indexes, built once from the runs of an
+            // older store.
+            let indexed = runs::index_all_runs(&txn)?;
+            if stored.is_some() {
+                tracing::info!(
+                    runs = indexed,
+                    "store upgraded to schema 2: runs indexed by feed"
+                );
+            }
         }
         txn.commit()?;
         Ok(())

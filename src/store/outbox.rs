@@ -189,3 +189,28 @@ impl Store {
         Ok(())
     }
 }
+
+/// Deletes sent and given-up messages queued before `before` (Unix
+/// seconds); ones still to send stay whatever their age.
+pub(super) fn prune_delivered(txn: &WriteTransaction, before: u64) -> Result<u64, StoreError> {
+    let done: Vec<u64> = {
+        let table = txn.open_table(OUTBOX)?;
+        let mut done = Vec::new();
+        for entry in table.iter()? {
+            let message = decode(entry?.1.value())?;
+            if message.queued_unix >= before {
+                // IDs grow with time: the rest are newer.
+                break;
+            }
+            if matches!(message.state, Delivery::Sent | Delivery::GaveUp) {
+                done.push(message.id);
+            }
+        }
+        done
+    };
+    let mut table = txn.open_table(OUTBOX)?;
+    for id in &done {
+        table.remove(*id)?;
+    }
+    Ok(done.len() as u64)
+}

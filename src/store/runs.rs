@@ -1,11 +1,21 @@
 //! Run records: what happened to each file.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::import::{ApplyCounts, Encoding, RowError};
 
 use super::{optional, Store, StoreError, RUNS};
+
+/// (feed, run ID) of every run: a feed's runs, newest first, without
+/// reading the others'.
+pub(super) const RUNS_BY_FEED: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("runs_by_feed");
+/// (feed, run ID) of the runs held now.
+pub(super) const HELD_RUNS: TableDefinition<(&str, u64), ()> = TableDefinition::new("held_runs");
+/// A server run's claimed upload → its run ID (a restart knows which
+/// claims already ran).
+pub(super) const RUN_UPLOADS: TableDefinition<&str, u64> = TableDefinition::new("run_uploads");
 
 /// A run's state. `held` runs wait for `confirm` (→ applied or unchanged),
 /// `reject` (→ rejected) or a newer file (→ superseded).
@@ -103,12 +113,61 @@ impl Run {
     }
 }
 
+/// Writes a run record and keeps its indexes in step (invariant 4).
 pub(super) fn put_run(txn: &WriteTransaction, run: &Run) -> Result<(), StoreError> {
     let id = run
         .run_id
         .ok_or_else(|| StoreError::Damaged("internal: run without an ID".into()))?;
     let json = serde_json::to_vec(run).map_err(|e| StoreError::Damaged(e.to_string()))?;
     txn.open_table(RUNS)?.insert(id, json.as_slice())?;
+    index_run(txn, id, run)
+}
+
+fn index_run(txn: &WriteTransaction, id: u64, run: &Run) -> Result<(), StoreError> {
+    let key = (run.feed.as_str(), id);
+    txn.open_table(RUNS_BY_FEED)?.insert(key, ())?;
+    let mut held = txn.open_table(HELD_RUNS)?;
+    if run.state == RunState::Held && !run.dry_run {
+        held.insert(key, ())?;
+    } else {
+        held.remove(key)?;
+    }
+    if let Some(upload) = &run.upload {
+        txn.open_table(RUN_UPLOADS)?.insert(upload.as_str(), id)?;
+    }
+    Ok(())
+}
+
+/// Indexes every run of a store written before the run indexes existed.
+pub(super) fn index_all_runs(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let runs: Vec<Run> = {
+        let table = txn.open_table(RUNS)?;
+        let mut runs = Vec::new();
+        for entry in table.iter()? {
+            runs.push(decode_run(entry?.1.value())?);
+        }
+        runs
+    };
+    for run in &runs {
+        if let Some(id) = run.run_id {
+            index_run(txn, id, run)?;
+        }
+    }
+    Ok(runs.len() as u64)
+}
+
+/// Removes a run record and its index entries.
+fn delete_run(txn: &WriteTransaction, run: &Run) -> Result<(), StoreError> {
+    let Some(id) = run.run_id else {
+        return Ok(());
+    };
+    txn.open_table(RUNS)?.remove(id)?;
+    txn.open_table(RUNS_BY_FEED)?
+        .remove((run.feed.as_str(), id))?;
+    txn.open_table(HELD_RUNS)?.remove((run.feed.as_str(), id))?;
+    if let Some(upload) = &run.upload {
+        txn.open_table(RUN_UPLOADS)?.remove(upload.as_str())?;
+    }
     Ok(())
 }
 
@@ -127,29 +186,60 @@ pub(super) fn get_run_in(
     }
 }
 
+/// The run IDs of a feed in an index table, newest first, at most `limit`.
+fn feed_run_ids(
+    table: &impl ReadableTable<(&'static str, u64), ()>,
+    feed: &str,
+    limit: usize,
+) -> Result<Vec<u64>, StoreError> {
+    let mut ids = Vec::new();
+    for entry in table.range((feed, 0)..=(feed, u64::MAX))?.rev().take(limit) {
+        ids.push(entry?.0.value().1);
+    }
+    Ok(ids)
+}
+
 pub(super) fn supersede_held(
     txn: &WriteTransaction,
     feed: &str,
     by: u64,
 ) -> Result<Vec<Run>, StoreError> {
-    let mut table = txn.open_table(RUNS)?;
+    let ids = feed_run_ids(&txn.open_table(HELD_RUNS)?, feed, usize::MAX)?;
     let mut held = Vec::new();
-    for entry in table.iter()? {
-        let (_, v) = entry?;
-        let run = decode_run(v.value())?;
-        if run.feed == feed && run.state == RunState::Held && run.run_id != Some(by) {
-            held.push(run);
+    {
+        let table = txn.open_table(RUNS)?;
+        for id in ids.into_iter().filter(|&id| id != by) {
+            let run = get_run_in(&table, id)?;
+            if run.state == RunState::Held {
+                held.push(run);
+            }
         }
     }
     for run in &mut held {
         run.state = RunState::Superseded;
         run.superseded_by = Some(by);
-        let json = serde_json::to_vec(&*run).map_err(|e| StoreError::Damaged(e.to_string()))?;
-        if let Some(id) = run.run_id {
-            table.insert(id, json.as_slice())?;
-        }
+        put_run(txn, run)?;
     }
     Ok(held)
+}
+
+/// What history pruning removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Runs cut down to their summary (no row errors, no report link).
+    pub summarised: u64,
+    /// Runs deleted.
+    pub deleted: u64,
+    /// Sent or given-up report emails deleted.
+    pub messages: u64,
+}
+
+/// A run's start in Unix seconds (0 when unreadable: pruned first).
+fn started_unix(run: &Run) -> u64 {
+    humantime::parse_rfc3339_weak(&run.started_at)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Store {
@@ -163,19 +253,123 @@ impl Store {
 
     /// Runs, newest first, optionally of one feed only.
     pub fn list_runs(&self, feed: Option<&str>) -> Result<Vec<Run>, StoreError> {
+        self.latest_runs(feed, usize::MAX)
+    }
+
+    /// At most `limit` runs, newest first, optionally of one feed only; a
+    /// feed's are found through `runs_by_feed`, not by reading every run.
+    pub fn latest_runs(&self, feed: Option<&str>, limit: usize) -> Result<Vec<Run>, StoreError> {
         let txn = self.begin_read()?;
         let Some(table) = optional(txn.open_table(RUNS))? else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for entry in table.iter()?.rev() {
-            let (_, v) = entry?;
-            let run = decode_run(v.value())?;
-            if feed.is_none_or(|f| f == run.feed) {
-                out.push(run);
+        match (feed, optional(txn.open_table(RUNS_BY_FEED))?) {
+            (Some(feed), Some(index)) => {
+                for id in feed_run_ids(&index, feed, limit)? {
+                    out.push(get_run_in(&table, id)?);
+                }
+            }
+            // A store opened read-only before its first write under this
+            // build has no index yet.
+            _ => {
+                for entry in table.iter()?.rev() {
+                    let run = decode_run(entry?.1.value())?;
+                    if feed.is_none_or(|f| f == run.feed) {
+                        out.push(run);
+                        if out.len() == limit {
+                            break;
+                        }
+                    }
+                }
             }
         }
         Ok(out)
+    }
+
+    /// The feed's held runs, newest first.
+    pub fn held_runs(&self, feed: &str) -> Result<Vec<Run>, StoreError> {
+        let txn = self.begin_read()?;
+        let Some(table) = optional(txn.open_table(RUNS))? else {
+            return Ok(Vec::new());
+        };
+        let Some(held) = optional(txn.open_table(HELD_RUNS))? else {
+            drop(table);
+            drop(txn);
+            let all = self.list_runs(Some(feed))?;
+            return Ok(all
+                .into_iter()
+                .filter(|r| r.state == RunState::Held)
+                .collect());
+        };
+        let mut out = Vec::new();
+        for id in feed_run_ids(&held, feed, usize::MAX)? {
+            out.push(get_run_in(&table, id)?);
+        }
+        Ok(out)
+    }
+
+    /// The run recorded for a server claim (`processing/<name>`), if any.
+    pub fn run_of_upload(&self, claim: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.begin_read()?;
+        if let Some(uploads) = optional(txn.open_table(RUN_UPLOADS))? {
+            return Ok(uploads.get(claim)?.map(|v| v.value()));
+        }
+        drop(txn);
+        Ok(self
+            .list_runs(None)?
+            .into_iter()
+            .find(|r| r.upload.as_deref() == Some(claim))
+            .and_then(|r| r.run_id))
+    }
+
+    /// Keeps the history bounded: runs that started before `summary_before`
+    /// (Unix seconds) lose their row errors and report link (the report
+    /// file is gone with the retention); runs before `delete_before` are
+    /// deleted, held ones never; sent or given-up emails queued before
+    /// `summary_before` are deleted.
+    pub fn prune_history(
+        &self,
+        summary_before: u64,
+        delete_before: u64,
+    ) -> Result<Pruned, StoreError> {
+        let mut pruned = Pruned::default();
+        let txn = self.begin_write()?;
+        let runs: Vec<Run> = {
+            let table = txn.open_table(RUNS)?;
+            let mut old = Vec::new();
+            for entry in table.iter()? {
+                let run = decode_run(entry?.1.value())?;
+                let started = started_unix(&run);
+                if started >= summary_before {
+                    // IDs grow with time: the rest are newer.
+                    break;
+                }
+                old.push(run);
+            }
+            old
+        };
+        for mut run in runs {
+            if run.state == RunState::Held {
+                continue;
+            }
+            if started_unix(&run) < delete_before {
+                delete_run(&txn, &run)?;
+                pruned.deleted += 1;
+            } else if !run.errors.is_empty()
+                || run.error_report.is_some()
+                || !run.would_remove.is_empty()
+            {
+                run.errors.clear();
+                run.error_report = None;
+                run.would_remove.clear();
+                put_run(&txn, &run)?;
+                pruned.summarised += 1;
+            }
+        }
+        pruned.messages = super::outbox::prune_delivered(&txn, summary_before)?;
+        txn.commit()?;
+        Ok(pruned)
     }
 
     /// Rewrites one run record on its own (reject).

@@ -201,3 +201,154 @@ fn the_data_lock_is_exclusive() {
     drop(first);
     DataLock::acquire(dir.path()).unwrap();
 }
+
+/// A run record of `feed` that started `days_ago` days ago.
+fn run_of(feed: &str, state: RunState, days_ago: u64, upload: Option<&str>) -> Run {
+    let started = std::time::SystemTime::now() - std::time::Duration::from_secs(days_ago * 86_400);
+    let at = humantime::format_rfc3339_seconds(started).to_string();
+    Run {
+        run_id: None,
+        feed: feed.into(),
+        file: format!("{feed}-{days_ago}.csv"),
+        state,
+        dry_run: false,
+        reason: None,
+        counts: Default::default(),
+        encoding: None,
+        started_at: at.clone(),
+        finished_at: at,
+        duration_ms: 1,
+        error_report: Some("/errors/report.csv".into()),
+        held_file: None,
+        confirmed_by: None,
+        confirmed_at: None,
+        rejected_by: None,
+        rejected_at: None,
+        superseded_by: None,
+        errors: vec![crate::import::RowError {
+            line: 2,
+            id: None,
+            reasons: vec!["bad".into()],
+            warning: false,
+            cells: Vec::new(),
+        }],
+        upload: upload.map(str::to_string),
+        would_remove: Vec::new(),
+        reminded_at: None,
+    }
+}
+
+fn record(store: &Store, mut run: Run) -> u64 {
+    let txn = store.begin_run().unwrap();
+    let id = txn.next_run_id().unwrap();
+    run.run_id = Some(id);
+    txn.put_run(&run).unwrap();
+    txn.commit().unwrap();
+    id
+}
+
+#[test]
+fn a_feeds_runs_and_held_runs_are_found_through_their_indexes() {
+    let (_dir, path) = temp_store();
+    let store = Store::open(&path).unwrap();
+    let a1 = record(&store, run_of("a", RunState::Applied, 3, Some("c1")));
+    let b1 = record(&store, run_of("b", RunState::Applied, 3, None));
+    let a2 = record(&store, run_of("a", RunState::Held, 2, Some("c2")));
+    let a3 = record(&store, run_of("a", RunState::Held, 1, None));
+    let ids = |runs: Vec<Run>| runs.iter().filter_map(|r| r.run_id).collect::<Vec<_>>();
+    assert_eq!(ids(store.latest_runs(Some("a"), 2).unwrap()), [a3, a2]);
+    assert_eq!(ids(store.latest_runs(Some("a"), 10).unwrap()), [a3, a2, a1]);
+    assert_eq!(ids(store.latest_runs(Some("b"), 10).unwrap()), [b1]);
+    assert_eq!(ids(store.latest_runs(None, 3).unwrap()), [a3, a2, b1]);
+    assert_eq!(ids(store.held_runs("a").unwrap()), [a3, a2]);
+    assert_eq!(store.run_of_upload("c2").unwrap(), Some(a2));
+    assert_eq!(store.run_of_upload("nope").unwrap(), None);
+
+    // A newer file supersedes both held runs; the index follows.
+    let txn = store.begin_run().unwrap();
+    let by = txn.next_run_id().unwrap();
+    let superseded = txn.supersede_held("a", by).unwrap();
+    txn.commit().unwrap();
+    assert_eq!(ids(superseded), [a3, a2]);
+    assert!(store.held_runs("a").unwrap().is_empty());
+    assert_eq!(store.get_run(a2).unwrap().state, RunState::Superseded);
+}
+
+#[test]
+fn history_past_the_retention_keeps_summaries_then_goes_and_held_runs_stay() {
+    let (_dir, path) = temp_store();
+    let store = Store::open(&path).unwrap();
+    let ancient = record(&store, run_of("a", RunState::Applied, 500, Some("old")));
+    let held = record(&store, run_of("a", RunState::Held, 450, None));
+    let old = record(&store, run_of("a", RunState::Failed, 40, None));
+    let recent = record(&store, run_of("a", RunState::Applied, 5, None));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let days = |d: u64| now - d * 86_400;
+    let pruned = store.prune_history(days(30), days(400)).unwrap();
+    assert_eq!((pruned.deleted, pruned.summarised), (1, 1), "{pruned:?}");
+    assert!(matches!(
+        store.get_run(ancient),
+        Err(StoreError::UnknownRun(_))
+    ));
+    assert_eq!(store.run_of_upload("old").unwrap(), None);
+    let summary = store.get_run(old).unwrap();
+    assert!(summary.errors.is_empty() && summary.error_report.is_none());
+    assert_eq!(summary.state, RunState::Failed);
+    let kept = store.get_run(recent).unwrap();
+    assert_eq!(kept.errors.len(), 1, "a recent run keeps its errors");
+    assert_eq!(store.get_run(held).unwrap().state, RunState::Held);
+    let ids: Vec<u64> = store
+        .latest_runs(Some("a"), 10)
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.run_id)
+        .collect();
+    assert_eq!(ids, [recent, old, held]);
+    // Nothing left to do a second time.
+    assert_eq!(
+        store.prune_history(days(30), days(400)).unwrap(),
+        Pruned::default()
+    );
+}
+
+#[test]
+fn a_store_of_schema_1_gets_its_run_indexes_when_opened() {
+    let (_dir, path) = temp_store();
+    let (a, b) = {
+        let store = Store::open(&path).unwrap();
+        let a = record(&store, run_of("a", RunState::Held, 2, Some("c1")));
+        let b = record(&store, run_of("a", RunState::Applied, 1, None));
+        // What a schema 1 store looks like: no run indexes.
+        let txn = store.writable().unwrap().begin_write().unwrap();
+        for table in [runs::RUNS_BY_FEED, runs::HELD_RUNS] {
+            txn.delete_table(table).unwrap();
+        }
+        txn.delete_table(runs::RUN_UPLOADS).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 1u32.to_le_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        (a, b)
+    };
+    // Read-only, it is read without the indexes...
+    let reader = Store::open_read_only(&path).unwrap().unwrap();
+    assert_eq!(reader.held_runs("a").unwrap().len(), 1);
+    assert_eq!(reader.run_of_upload("c1").unwrap(), Some(a));
+    drop(reader);
+    // ...and opened for writing, it is indexed once.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.stored_schema().unwrap(), Some(SCHEMA_VERSION));
+    let ids: Vec<u64> = store
+        .latest_runs(Some("a"), 10)
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.run_id)
+        .collect();
+    assert_eq!(ids, [b, a]);
+    assert_eq!(store.held_runs("a").unwrap().len(), 1);
+    assert_eq!(store.run_of_upload("c1").unwrap(), Some(a));
+}

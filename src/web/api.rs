@@ -331,7 +331,12 @@ async fn runs(
         },
     };
     let limit = q.limit.unwrap_or(100).min(1000);
-    match state.engine.store.list_runs(q.feed.as_deref()) {
+    let found = match (wanted, q.feed.as_deref()) {
+        (None, feed) => state.engine.store.latest_runs(feed, limit),
+        (Some(RunState::Held), Some(feed)) => state.engine.store.held_runs(feed),
+        (Some(_), feed) => state.engine.store.list_runs(feed),
+    };
+    match found {
         Ok(all) => Json(Value::Array(
             all.iter()
                 .filter(|r| wanted.is_none_or(|w| r.state == w))

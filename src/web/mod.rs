@@ -83,6 +83,11 @@ const RECIPIENTS_HTML: &str = include_str!("../../assets/web/recipients.html");
 const RECIPIENT_HTML: &str = include_str!("../../assets/web/recipient.html");
 /// Runs listed on the history page, newest first.
 const RUNS_SHOWN: usize = 200;
+/// Who a held run would remove: (ID, name), in ID order.
+type Removals = Arc<Vec<(String, String)>>;
+
+/// Held runs whose removal lists are kept worked out.
+const REMOVAL_LISTS_KEPT: usize = 16;
 /// People per page in a held run's removal list.
 const REMOVALS_PAGE: usize = 100;
 const STYLE_CSS: &str = include_str!("../../assets/web/style.css");
@@ -111,6 +116,10 @@ pub struct WebState {
     templates: Environment<'static>,
     sessions: Mutex<HashMap<String, Session>>,
     lockout: Arc<lockout::Lockout>,
+    /// Who held runs would remove, by (run, feed generation): the list is
+    /// a whole diff of the held file, worked out once per state of the
+    /// store, not on every view or page.
+    removals: Mutex<HashMap<(u64, u64), Removals>>,
     /// The page is reached over TLS (inside flagsync or in front of it):
     /// Secure `__Host-` cookies and HSTS.
     secure: bool,
@@ -167,6 +176,7 @@ impl WebState {
             templates,
             sessions: Mutex::new(HashMap::new()),
             lockout: lockout::Lockout::new(),
+            removals: Mutex::new(HashMap::new()),
             secure,
         })
     }
@@ -620,10 +630,13 @@ async fn runs_page(
             return message(StatusCode::NOT_FOUND, format!("there is no feed '{f}'"));
         }
     }
-    match state.engine.store.list_runs(q.feed.as_deref()) {
+    match state
+        .engine
+        .store
+        .latest_runs(q.feed.as_deref(), RUNS_SHOWN)
+    {
         Ok(runs) => {
-            let runs: Vec<serde_json::Value> =
-                runs.iter().take(RUNS_SHOWN).map(run_value).collect();
+            let runs: Vec<serde_json::Value> = runs.iter().map(run_value).collect();
             state.render(
                 "runs.html",
                 context! { admin => admin, csrf => csrf, runs => runs, feed => q.feed },
@@ -673,14 +686,33 @@ fn get_run(state: &WebState, id: u64) -> Result<crate::store::Run, Refused> {
 async fn removals_of(
     state: &Arc<WebState>,
     run: crate::store::Run,
-) -> Result<Vec<(String, String)>, Refused> {
+) -> Result<Removals, Refused> {
     let engine = state.engine.clone();
+    let generation = engine.store.feed_generation(&run.feed).ok();
+    let key = generation.zip(run.run_id);
+    if let Some(key) = key {
+        if let Some(known) = lock(&state.removals).get(&(key.1, key.0)) {
+            return Ok(known.clone());
+        }
+    }
     let computed = tokio::task::spawn_blocking(move || {
         crate::worker::held_removals(&engine.config, &engine.store, &run)
     })
     .await;
     match computed {
-        Ok(Ok(all)) => Ok(all),
+        Ok(Ok(all)) => {
+            let all = Arc::new(all);
+            if let Some((generation, id)) = key {
+                let mut cache = lock(&state.removals);
+                // Held runs are few; older states of the store are stale.
+                cache.retain(|&(run, _), _| run != id);
+                if cache.len() >= REMOVAL_LISTS_KEPT {
+                    cache.clear();
+                }
+                cache.insert((id, generation), all.clone());
+            }
+            Ok(all)
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "the removal list cannot be computed");
             Err((
@@ -724,9 +756,10 @@ async fn run_page(
             );
         }
         removals = all
-            .into_iter()
+            .iter()
             .skip((page - 1) * REMOVALS_PAGE)
             .take(REMOVALS_PAGE)
+            .cloned()
             .collect();
     }
     state.render(
@@ -939,7 +972,7 @@ async fn removals_csv(
     };
     let mut w = csv::Writer::from_writer(Vec::new());
     let _ = w.write_record(["id", "name"]);
-    for (id, name) in &all {
+    for (id, name) in all.iter() {
         let _ = w.write_record([
             crate::report::neutralize(id).as_bytes(),
             crate::report::neutralize(name).as_bytes(),

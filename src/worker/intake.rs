@@ -17,7 +17,6 @@
 //! archived; one without a run is run again (the store is as before it).
 //! Unclaimed files in `upload/` are taken oldest first.
 
-use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +36,9 @@ use super::{import_upload, WorkerError};
 const LINGER: Duration = Duration::from_secs(3);
 /// How often schedules and overdue feeds are looked at.
 const TICK: Duration = Duration::from_secs(1);
+/// How long a run's summary stays in the store (at least the retention):
+/// "what happened to last year's files" keeps an answer.
+const RUN_HISTORY: Duration = Duration::from_secs(400 * 24 * 3600);
 /// A file whose run met a store or disk error is tried again after this,
 /// then twice as long each time, up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(2);
@@ -411,13 +413,10 @@ impl Intake {
     /// Finishes claims left in `processing/`, then takes waiting uploads,
     /// oldest first.
     fn recover(&mut self) {
-        let recorded: HashSet<String> = match self.engine.store.list_runs(None) {
-            Ok(runs) => runs.into_iter().filter_map(|r| r.upload).collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "the runs cannot be read; uploads are not recovered");
-                return;
-            }
-        };
+        if let Err(e) = self.engine.store.run_of_upload("") {
+            tracing::error!(error = %e, "the runs cannot be read; uploads are not recovered");
+            return;
+        }
         let feeds: Vec<Feed> = self.config().feeds.clone();
         let mut waiting = Vec::new();
         for feed in &feeds {
@@ -427,7 +426,7 @@ impl Intake {
             }
             remove_stale_temps(&folders.upload());
             for claim in sorted_names(&folders.processing()) {
-                if recorded.contains(&claim) {
+                if self.already_recorded(&claim) {
                     self.archive(&folders, &claim);
                     self.linger(&folders, &claim);
                 } else if feed.schedule == Schedule::OnArrival {
@@ -440,6 +439,7 @@ impl Intake {
             }
             self.sweep(&folders);
         }
+        self.prune_history();
         waiting.sort();
         for (_, feed_name, name) in waiting {
             let Some(feed) = self.config().feed(&feed_name).cloned() else {
@@ -569,9 +569,8 @@ impl Intake {
     fn already_recorded(&self, claim: &str) -> bool {
         self.engine
             .store
-            .list_runs(None)
-            .map(|runs| runs.iter().any(|r| r.upload.as_deref() == Some(claim)))
-            .unwrap_or(false)
+            .run_of_upload(claim)
+            .is_ok_and(|run| run.is_some())
     }
 
     fn attempt_claim(&mut self, feed: &Feed, claim: &str) -> Attempt {
@@ -638,7 +637,37 @@ impl Intake {
         self.archive(&folders, claim);
         self.linger(&folders, claim);
         self.sweep(&folders);
+        self.prune_history();
         Attempt::Done
+    }
+
+    /// Keeps the store's history bounded like the folders: past the
+    /// retention a run keeps only its summary and delivered emails go;
+    /// past [`RUN_HISTORY`] the run record goes too.
+    fn prune_history(&self) {
+        let now = SystemTime::now();
+        let unix = |t: Option<SystemTime>| {
+            t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs())
+        };
+        let summary_before = unix(now.checked_sub(self.config().retention));
+        let delete_before = unix(now.checked_sub(RUN_HISTORY.max(self.config().retention)));
+        match self
+            .engine
+            .store
+            .prune_history(summary_before, delete_before)
+        {
+            Ok(p) if p != Default::default() => tracing::info!(
+                summarised = p.summarised,
+                deleted = p.deleted,
+                emails = p.messages,
+                "history pruned"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "the history could not be pruned; it is tried again after the next run")
+            }
+        }
     }
 
     fn archive(&self, folders: &FeedFolders, claim: &str) {

@@ -1,7 +1,7 @@
 //! A feed's health: what `flagsync feeds` and the status page show.
 
 use crate::config::Config;
-use crate::store::{RunState, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 fn unix_text(secs: u64) -> Option<String> {
     (secs > 0).then(|| {
@@ -23,20 +23,19 @@ pub fn feed_health(
         Some(s) => s.feed_state(&feed.name)?,
         None => None,
     };
-    let runs = match store {
-        Some(s) => s.list_runs(Some(&feed.name))?,
-        None => Vec::new(),
+    let (runs, held) = match store {
+        Some(s) => (
+            s.latest_runs(Some(&feed.name), 1)?,
+            s.held_runs(&feed.name)?,
+        ),
+        None => (Vec::new(), Vec::new()),
     };
     let last_arrival = state.as_ref().map_or(0, |s| s.last_arrival);
     let overdue = state.is_some()
         && (now.as_second().max(0) as u64).saturating_sub(last_arrival)
             > feed.expect_every.as_secs();
     let last = runs.first();
-    let held: Vec<u64> = runs
-        .iter()
-        .filter(|r| r.state == RunState::Held)
-        .filter_map(|r| r.run_id)
-        .collect();
+    let held: Vec<u64> = held.iter().filter_map(|r| r.run_id).collect();
     let (schedule, next) = match feed.schedule {
         crate::config::Schedule::OnArrival => ("on_arrival".to_string(), None),
         crate::config::Schedule::Daily {

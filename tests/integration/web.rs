@@ -1377,3 +1377,35 @@ fn a_body_that_does_not_arrive_within_its_deadline_is_answered_408() {
     );
     drop(web.server);
 }
+
+#[test]
+fn a_held_runs_removal_list_is_worked_out_once_not_on_every_view() {
+    let web = Web::start();
+    assert_eq!(
+        import_via_cli(&web.env, "day1.csv", &hr_file(1..=20))["state"],
+        "applied"
+    );
+    let held = import_via_cli(&web.env, "day2.csv", &hr_file(1..=12));
+    assert_eq!(held["state"], "held");
+    let id = run_id_of(&held);
+    let (code, _, _) = web.login(ADMIN_PASSWORD);
+    assert_eq!(code, 303);
+    let (code, _, first) = web.curl(&[&web.url(&format!("/runs/{id}"))]);
+    assert_eq!(code, 200, "{first}");
+    assert!(first.contains(&hr_id(13)), "{first}");
+    // The held file goes (as if read again it could not be): the page and
+    // its CSV still answer from the list worked out at the first view.
+    let kept = web.env.run_show(&id)["held_file"]
+        .as_str()
+        .expect("held file")
+        .to_string();
+    let aside = format!("{kept}.aside");
+    std::fs::rename(&kept, &aside).expect("move the held file aside");
+    let (code, _, again) = web.curl(&[&web.url(&format!("/runs/{id}"))]);
+    assert_eq!(code, 200, "{again}");
+    assert!(again.contains(&hr_id(20)), "{again}");
+    let (code, _, csv) = web.curl(&[&web.url(&format!("/runs/{id}/removals.csv"))]);
+    assert_eq!(code, 200, "{csv}");
+    assert_eq!(csv.lines().count(), 9, "a header and E13..E20: {csv}");
+    std::fs::rename(&aside, &kept).expect("put the held file back");
+}
