@@ -656,44 +656,79 @@ fn feeds(config: &Config, json: bool, backend: &Backend, io: &mut Io) -> Result<
     }
     let mut text = String::new();
     for f in &all {
-        let last = f["last_run"]
-            .as_object()
-            .map_or("no run yet".to_string(), |r| {
-                format!(
-                    "last run {} {} ({})",
-                    r["run_id"],
-                    r["state"].as_str().unwrap_or(""),
-                    r["file"].as_str().unwrap_or("")
-                )
-            });
-        text.push_str(&format!(
-            "{}: {}{}; last file {}; {last}{}{}\n",
-            f["feed"].as_str().unwrap_or(""),
-            f["schedule"].as_str().unwrap_or(""),
-            f["next_scheduled"]
-                .as_str()
-                .map(|n| format!(" (next {n})"))
-                .unwrap_or_default(),
-            f["last_file_at"].as_str().unwrap_or("never"),
-            if f["overdue"] == true {
-                "; OVERDUE"
-            } else {
-                ""
-            },
-            match f["held_runs"].as_array() {
-                Some(h) if !h.is_empty() => format!(
-                    "; held runs waiting: {}",
-                    h.iter()
-                        .map(|v| v.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                _ => String::new(),
-            }
-        ));
+        text.push_str(&feed_in_words(f));
     }
     output::print_text(io.out, &text)?;
     Ok(0)
+}
+
+/// One feed's health as `flagsync feeds` prints it: the same facts as the
+/// page's card, in the same order.
+fn feed_in_words(f: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let mut out = format!(
+        "{}: {}\n",
+        text(&f["feed"]),
+        crate::import::printable(&text(&f["health"]["text"]))
+    );
+    out.push_str(&format!(
+        "  recipients: {} in {} groups\n",
+        f["recipients"], f["groups"]
+    ));
+    let last = match f["last_run"].as_object() {
+        None => "none yet".to_string(),
+        Some(r) => {
+            let counts = format!(
+                "{} added, {} updated, {} removed",
+                r["added"], r["updated"], r["removed"]
+            );
+            let counts = match r["state"].as_str() {
+                Some("applied") => format!(", {counts}"),
+                Some("held" | "rejected" | "superseded") => format!(", would have {counts}"),
+                _ => String::new(),
+            };
+            format!(
+                "run {} {}{counts} ({}, {})",
+                r["run_id"],
+                text(&r["state"]),
+                crate::import::printable(&text(&r["file"])),
+                text(&r["finished_local"])
+            )
+        }
+    };
+    out.push_str(&format!("  last run: {last}\n"));
+    if let Some(h) = f["held_runs"].as_array().filter(|h| !h.is_empty()) {
+        let ids: Vec<String> = h.iter().map(|v| v.to_string()).collect();
+        out.push_str(&format!(
+            "  held runs waiting: {} (`flagsync runs show ID`, then confirm or reject)\n",
+            ids.join(", ")
+        ));
+    }
+    let last_file = f["last_file_local"].as_str().map_or_else(
+        || match f["watched_since_local"].as_str() {
+            Some(since) => format!("none yet (watched since {since})"),
+            None => "none yet".to_string(),
+        },
+        str::to_string,
+    );
+    out.push_str(&format!(
+        "  last file: {last_file}{}; expected every {}\n",
+        if f["overdue"] == true {
+            " — OVERDUE"
+        } else {
+            ""
+        },
+        text(&f["expect_every"])
+    ));
+    out.push_str(&format!(
+        "  schedule: {}{}\n",
+        text(&f["schedule"]),
+        f["next_scheduled"]
+            .as_str()
+            .map(|n| format!(", next {n}"))
+            .unwrap_or_default()
+    ));
+    out
 }
 
 fn mail_test(config: &Config, to: &str) -> Result<u8, Failure> {

@@ -134,21 +134,44 @@ pub fn print_run_list(w: &mut dyn Write, runs: &[Run], json: bool) -> anyhow::Re
     let mut out = String::new();
     if runs.is_empty() {
         out.push_str("no runs yet\n");
+    } else {
+        out.push_str(&format!(
+            "{:>5}  {:<10} {:<10} {:<20}  {:>7} {:>7} {:>7} {:>9} {:>7}  FILE\n",
+            "RUN",
+            "FEED",
+            "STATE",
+            "STARTED (UTC)",
+            "ADDED",
+            "UPDATED",
+            "REMOVED",
+            "UNCHANGED",
+            "FLAGGED"
+        ));
     }
     for r in runs {
         let c = &r.counts;
+        // Counts of runs that changed nothing are what they would have done.
+        let would = matches!(
+            r.state,
+            RunState::Held | RunState::Rejected | RunState::Superseded
+        );
         out.push_str(&format!(
-            "{:>5}  {:<10} {:<10} {}  {}  +{} ~{} -{} ={} !{}\n",
+            "{:>5}  {:<10} {:<10} {:<20}  {:>7} {:>7} {:>7} {:>9} {:>7}  {}{}\n",
             r.run_id.unwrap_or_default(),
             r.feed,
             r.state.as_str(),
             r.started_at,
-            printable(&r.file),
             c.added,
             c.updated,
             c.removed,
             c.unchanged,
-            c.flagged
+            c.flagged,
+            printable(&r.file),
+            if would {
+                "  (would have; nothing applied)"
+            } else {
+                ""
+            }
         ));
     }
     write_result(w.write_all(out.as_bytes()))

@@ -221,6 +221,7 @@ macro_rules! with_layout {
         with_layout!(@try $txn, $name, $table, $def, $body, u64, ());
         with_layout!(@try $txn, $name, $table, $def, $body, u32, &[u8]);
         with_layout!(@try $txn, $name, $table, $def, $body, &[u8], &[u8]);
+        with_layout!(@try $txn, $name, $table, $def, $body, (&str, u64), ());
         Err(StoreError::Damaged(format!(
             "table {} has a layout this build does not know",
             $name

@@ -55,6 +55,7 @@ pub mod recipients;
 
 mod limits;
 mod lockout;
+mod trend;
 
 const SESSION_COOKIE: &str = "flagsync_session";
 const PRE_LOGIN_COOKIE: &str = "flagsync_login";
@@ -584,7 +585,21 @@ async fn dashboard(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Re
     let feeds: Result<Vec<serde_json::Value>, _> = config
         .feeds
         .iter()
-        .map(|f| crate::worker::status::feed_health(config, f, Some(&state.engine.store)))
+        .map(|f| {
+            let mut health =
+                crate::worker::status::feed_health(config, f, Some(&state.engine.store))?;
+            let search = state.engine.search.status(&f.name, &state.engine.store);
+            let svg = health["trend"]
+                .as_array()
+                .and_then(|points| trend::svg(points));
+            if let serde_json::Value::Object(map) = &mut health {
+                map.insert("trend_svg".into(), svg.into());
+                map.insert("search_behind".into(), (!search.current).into());
+                map.insert("search_done".into(), search.done.into());
+                map.insert("search_todo".into(), search.todo.into());
+            }
+            Ok::<_, crate::store::StoreError>(health)
+        })
         .collect();
     match feeds {
         Ok(feeds) => state.render(
@@ -607,8 +622,30 @@ fn message(status: StatusCode, text: impl Into<String>) -> Response {
 }
 
 /// A run as the templates use it: the record with its counts at the top.
-fn run_value(run: &crate::store::Run) -> serde_json::Value {
-    serde_json::to_value(run).unwrap_or_default()
+/// A run as the templates use it: its record, its times in the configured
+/// time zone, and whether its counts are what it *would* have done (held,
+/// rejected, superseded: nothing of it was applied).
+fn run_value(config: &crate::config::Config, run: &crate::store::Run) -> serde_json::Value {
+    use crate::store::RunState;
+    let mut value = serde_json::to_value(run).unwrap_or_default();
+    if let serde_json::Value::Object(map) = &mut value {
+        let local = |t: &str| crate::worker::status::local_time(config, t);
+        map.insert("started_local".into(), local(&run.started_at).into());
+        for (key, at) in [
+            ("confirmed_local", &run.confirmed_at),
+            ("rejected_local", &run.rejected_at),
+        ] {
+            if let Some(at) = at {
+                map.insert(key.into(), local(at).into());
+            }
+        }
+        let would = matches!(
+            run.state,
+            RunState::Held | RunState::Rejected | RunState::Superseded
+        );
+        map.insert("would".into(), would.into());
+    }
+    value
 }
 
 #[doc(hidden)]
@@ -636,7 +673,8 @@ async fn runs_page(
         .latest_runs(q.feed.as_deref(), RUNS_SHOWN)
     {
         Ok(runs) => {
-            let runs: Vec<serde_json::Value> = runs.iter().map(run_value).collect();
+            let config = &state.engine.config;
+            let runs: Vec<serde_json::Value> = runs.iter().map(|r| run_value(config, r)).collect();
             state.render(
                 "runs.html",
                 context! { admin => admin, csrf => csrf, runs => runs, feed => q.feed },
@@ -683,10 +721,7 @@ fn get_run(state: &WebState, id: u64) -> Result<crate::store::Run, Refused> {
 
 /// Who a held run would remove, computed from its kept file on a
 /// blocking thread.
-async fn removals_of(
-    state: &Arc<WebState>,
-    run: crate::store::Run,
-) -> Result<Removals, Refused> {
+async fn removals_of(state: &Arc<WebState>, run: crate::store::Run) -> Result<Removals, Refused> {
     let engine = state.engine.clone();
     let generation = engine.store.feed_generation(&run.feed).ok();
     let key = generation.zip(run.run_id);
@@ -765,7 +800,7 @@ async fn run_page(
     state.render(
         "run.html",
         context! {
-            admin => admin, csrf => csrf, run => run_value(&run),
+            admin => admin, csrf => csrf, run => run_value(&state.engine.config, &run),
             removals => removals, removals_total => total, page => page, pages => pages,
         },
     )

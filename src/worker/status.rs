@@ -1,7 +1,75 @@
 //! A feed's health: what `flagsync feeds` and the status page show.
 
 use crate::config::Config;
-use crate::store::{Store, StoreError};
+use crate::store::{Run, RunState, Store, StoreError};
+
+/// Runs drawn in a feed's trend.
+pub const TREND_RUNS: usize = 30;
+
+/// An RFC 3339 UTC time as people read it: in the configured time zone,
+/// with its offset ("2026-12-04 13:45 -05:00"); the text itself when it is
+/// not a time.
+pub fn local_time(config: &Config, utc: &str) -> String {
+    match utc.parse::<jiff::Timestamp>() {
+        Ok(t) => t
+            .to_zoned(config.time_zone())
+            .strftime("%Y-%m-%d %H:%M %:z")
+            .to_string(),
+        Err(_) => utc.to_string(),
+    }
+}
+
+/// The worst true thing about a feed, for its badge: `failed` (the last
+/// run failed), `overdue`, `held` (a run waits for a decision), `rejected`
+/// (the last file was rejected), `new` (no run yet), else `ok`.
+pub fn health_level(last: Option<&Run>, overdue: bool, held: bool) -> (&'static str, String) {
+    match last {
+        Some(r) if r.state == RunState::Failed => (
+            "failed",
+            format!(
+                "Last run failed: {}",
+                r.reason.as_deref().unwrap_or("see the run")
+            ),
+        ),
+        _ if overdue => (
+            "overdue",
+            "Overdue: no file within the expected time".into(),
+        ),
+        _ if held => ("held", "Held run waiting for review".into()),
+        Some(r) if r.state == RunState::Rejected => (
+            "rejected",
+            "The last file was rejected: the list is as before it".into(),
+        ),
+        Some(r) if r.state == RunState::Applied => ("ok", "OK: the last file was applied".into()),
+        Some(r) if r.state == RunState::Unchanged => {
+            ("ok", "OK: the last file changed nothing".into())
+        }
+        Some(_) => ("held", "Waiting for a decision".into()),
+        None => ("new", "No file yet".into()),
+    }
+}
+
+/// Recipients after each of the feed's latest runs, oldest first, worked
+/// back from the count now (only applied runs change it).
+pub fn trend(runs_newest_first: &[Run], recipients_now: u64) -> Vec<serde_json::Value> {
+    let mut after = recipients_now as i64;
+    let mut points = Vec::new();
+    for r in runs_newest_first {
+        let changed = r.state == RunState::Applied;
+        points.push(serde_json::json!({
+            "run_id": r.run_id,
+            "state": r.state.as_str(),
+            "recipients": after.max(0),
+            "added": if changed { r.counts.added } else { 0 },
+            "removed": if changed { r.counts.removed } else { 0 },
+        }));
+        if changed {
+            after = after - r.counts.added as i64 + r.counts.removed as i64;
+        }
+    }
+    points.reverse();
+    points
+}
 
 fn unix_text(secs: u64) -> Option<String> {
     (secs > 0).then(|| {
@@ -23,12 +91,14 @@ pub fn feed_health(
         Some(s) => s.feed_state(&feed.name)?,
         None => None,
     };
-    let (runs, held) = match store {
+    let (runs, held, recipients, groups) = match store {
         Some(s) => (
-            s.latest_runs(Some(&feed.name), 1)?,
+            s.latest_runs(Some(&feed.name), TREND_RUNS)?,
             s.held_runs(&feed.name)?,
+            s.recipient_count(&feed.name)?,
+            s.groups(&feed.name)?.len(),
         ),
-        None => (Vec::new(), Vec::new()),
+        None => (Vec::new(), Vec::new(), 0, 0),
     };
     let last_arrival = state.as_ref().map_or(0, |s| s.last_arrival);
     let overdue = state.is_some()
@@ -36,6 +106,8 @@ pub fn feed_health(
             > feed.expect_every.as_secs();
     let last = runs.first();
     let held: Vec<u64> = held.iter().filter_map(|r| r.run_id).collect();
+    let (level, health_text) = health_level(last, overdue, !held.is_empty());
+    let local = |t: Option<String>| t.map(|t| local_time(config, &t));
     let (schedule, next) = match feed.schedule {
         crate::config::Schedule::OnArrival => ("on_arrival".to_string(), None),
         crate::config::Schedule::Daily {
@@ -58,14 +130,25 @@ pub fn feed_health(
         "next_scheduled": next,
         "expect_every": humantime::format_duration(feed.expect_every).to_string(),
         "last_file_at": state.as_ref().filter(|s| s.file_seen).and_then(|_| unix_text(last_arrival)),
+        "last_file_local": local(state.as_ref().filter(|s| s.file_seen).and_then(|_| unix_text(last_arrival))),
         "watched_since": state.as_ref().filter(|s| !s.file_seen).and_then(|_| unix_text(last_arrival)),
+        "watched_since_local": local(state.as_ref().filter(|s| !s.file_seen).and_then(|_| unix_text(last_arrival))),
         "overdue": overdue,
         "last_run": last.map(|r| serde_json::json!({
             "run_id": r.run_id,
             "file": r.file,
             "state": r.state.as_str(),
             "finished_at": r.finished_at,
+            "finished_local": local_time(config, &r.finished_at),
+            "added": r.counts.added,
+            "updated": r.counts.updated,
+            "removed": r.counts.removed,
+            "applied": r.state == RunState::Applied,
         })),
         "held_runs": held,
+        "health": {"level": level, "text": health_text},
+        "recipients": recipients,
+        "groups": groups,
+        "trend": trend(&runs, recipients),
     }))
 }

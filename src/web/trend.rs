@@ -1,0 +1,93 @@
+//! A feed's trend as a small SVG drawn on the server (no JavaScript): the
+//! recipients after each of the latest runs as a line, and each applied
+//! run's additions (up, green) and removals (down, red) as bars.
+
+use serde_json::Value;
+
+const WIDTH: f64 = 300.0;
+const LINE_HEIGHT: f64 = 48.0;
+const BAR_HEIGHT: f64 = 16.0;
+
+fn number(point: &Value, key: &str) -> f64 {
+    point[key].as_f64().unwrap_or(0.0)
+}
+
+/// The SVG of `points` (oldest first, as `worker::status::trend` gives
+/// them); `None` with fewer than two runs (nothing to compare yet).
+pub fn svg(points: &[Value]) -> Option<String> {
+    if points.len() < 2 {
+        return None;
+    }
+    let counts: Vec<f64> = points.iter().map(|p| number(p, "recipients")).collect();
+    let (low, high) = counts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), &c| (l.min(c), h.max(c)));
+    let span = (high - low).max(1.0);
+    let step = WIDTH / (points.len() - 1) as f64;
+    let y_of = |c: f64| 2.0 + (LINE_HEIGHT - 4.0) * (1.0 - (c - low) / span);
+    let line: Vec<String> = counts
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| format!("{:.1},{:.1}", i as f64 * step, y_of(c)))
+        .collect();
+    let biggest = points
+        .iter()
+        .map(|p| number(p, "added").max(number(p, "removed")))
+        .fold(1.0, f64::max);
+    let mid = LINE_HEIGHT + BAR_HEIGHT;
+    let mut bars = String::new();
+    for (i, p) in points.iter().enumerate() {
+        let x = (i as f64 * step - 2.0).clamp(0.0, WIDTH - 4.0);
+        let up = BAR_HEIGHT * number(p, "added") / biggest;
+        let down = BAR_HEIGHT * number(p, "removed") / biggest;
+        if up > 0.0 {
+            bars.push_str(&format!(
+                r##"<rect x="{x:.1}" y="{:.1}" width="4" height="{up:.1}" fill="#1f7a4d"/>"##,
+                mid - up
+            ));
+        }
+        if down > 0.0 {
+            bars.push_str(&format!(
+                r##"<rect x="{x:.1}" y="{mid:.1}" width="4" height="{down:.1}" fill="#b3261e"/>"##
+            ));
+        }
+    }
+    let first = counts[0];
+    let last = counts[counts.len() - 1];
+    let label = format!(
+        "Recipients over the last {} runs: from {first} to {last} (lowest {low}, highest {high}); bars: added and removed per run",
+        points.len()
+    );
+    Some(format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {h}" width="{WIDTH}" height="{h}" role="img" aria-label="{label}"><title>{label}</title><polyline points="{line}" fill="none" stroke="#1d2330" stroke-width="1.5"/><line x1="0" y1="{mid}" x2="{WIDTH}" y2="{mid}" stroke="#ccc" stroke-width="0.5"/>{bars}</svg>"##,
+        h = LINE_HEIGHT + 2.0 * BAR_HEIGHT,
+        line = line.join(" "),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_trend_needs_two_runs_and_draws_counts_and_changes() {
+        assert_eq!(svg(&[json!({"recipients": 5})]), None);
+        let drawn = svg(&[
+            json!({"recipients": 100, "added": 100, "removed": 0}),
+            json!({"recipients": 90, "added": 0, "removed": 10}),
+            json!({"recipients": 95, "added": 5, "removed": 0}),
+        ])
+        .expect("an svg");
+        assert!(drawn.starts_with("<svg") && drawn.ends_with("</svg>"));
+        assert!(
+            drawn.contains("from 100 to 95 (lowest 90, highest 100)"),
+            "{drawn}"
+        );
+        assert_eq!(drawn.matches("<rect").count(), 3, "{drawn}");
+        assert!(
+            drawn.contains("<polyline points=\"0.0,2.0 150.0,46.0 300.0,24.0\""),
+            "{drawn}"
+        );
+    }
+}
