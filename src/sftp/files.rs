@@ -85,6 +85,9 @@ pub struct SftpSession {
     jail: Jail,
     feed: String,
     max_upload: u64,
+    /// Names with these endings wait for a rename (`[sftp]
+    /// temporary_suffixes`).
+    temporary_suffixes: Vec<String>,
     arrivals: ArrivalSink,
     handles: HashMap<String, OpenHandle>,
     next_handle: u64,
@@ -154,11 +157,18 @@ fn visible(name: &str) -> bool {
 }
 
 impl SftpSession {
-    pub fn new(jail: Jail, feed: String, max_upload: u64, arrivals: ArrivalSink) -> SftpSession {
+    pub fn new(
+        jail: Jail,
+        feed: String,
+        max_upload: u64,
+        temporary_suffixes: Vec<String>,
+        arrivals: ArrivalSink,
+    ) -> SftpSession {
         SftpSession {
             jail,
             feed,
             max_upload,
+            temporary_suffixes,
             arrivals,
             handles: HashMap::new(),
             next_handle: 1,
@@ -477,7 +487,7 @@ impl SftpSession {
     }
 
     fn arrived(&self, name: &str) {
-        if !is_pickable(name) {
+        if !is_pickable(name, &self.temporary_suffixes) {
             return;
         }
         let folders = FeedFolders::new(self.jail.feed_dir().to_path_buf());
@@ -654,7 +664,7 @@ mod tests {
     #[test]
     fn our_temporary_files_are_hidden_and_never_picked_up() {
         assert!(!visible(&format!("{TEMP_PREFIX}1-2")));
-        assert!(!is_pickable(&format!("{TEMP_PREFIX}1-2")));
+        assert!(!is_pickable(&format!("{TEMP_PREFIX}1-2"), &[]));
         assert!(visible("hr.csv"));
     }
 }

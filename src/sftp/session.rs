@@ -256,6 +256,7 @@ impl russh::server::Handler for Connection {
             jail,
             account.feed.clone(),
             self.shared.config.sftp.max_upload_size,
+            self.shared.config.sftp.temporary_suffixes.clone(),
             self.shared.arrivals.clone(),
         );
         let span = tracing::Span::current();

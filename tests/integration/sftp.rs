@@ -381,6 +381,7 @@ fn temporary_and_hidden_names_are_never_picked_up() {
         "d.csv.filepart",
         "e.tmp",
         "f.csv.tmp",
+        "g.csv.Ab3xQ9zK.partial",
     ];
     let mut steps: Vec<_> = temporary
         .iter()
