@@ -57,7 +57,10 @@ impl FeedFolders {
 /// that rename. Hidden names are never data.
 pub fn is_pickable(name: &str, temporary_suffixes: &[String]) -> bool {
     let lower = name.to_ascii_lowercase();
-    !name.starts_with('.') && !temporary_suffixes.iter().any(|s| lower.ends_with(s.as_str()))
+    !name.starts_with('.')
+        && !temporary_suffixes
+            .iter()
+            .any(|s| lower.ends_with(s.as_str()))
 }
 
 /// `<stamp>-<name>`: a claimed upload's name in `processing/` and

@@ -117,9 +117,7 @@ impl Default for SftpSettings {
             lockout_duration: Duration::from_secs(900),
             login_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(900),
-            temporary_suffixes: DEFAULT_TEMPORARY_SUFFIXES
-                .map(String::from)
-                .to_vec(),
+            temporary_suffixes: DEFAULT_TEMPORARY_SUFFIXES.map(String::from).to_vec(),
         }
     }
 }

@@ -150,7 +150,10 @@ fn temporary_suffixes_default_to_the_clients_names_and_can_be_set() {
     assert_eq!(c.sftp.temporary_suffixes, [".uploading"]);
     let msg = problems("[sftp]\ntemporary_suffixes = [\".part\", \"\", \"a/b\"]\n");
     assert!(msg.contains("line 2"), "{msg}");
-    assert!(msg.contains("\"\" is not the ending of a file name"), "{msg}");
+    assert!(
+        msg.contains("\"\" is not the ending of a file name"),
+        "{msg}"
+    );
     assert!(msg.contains("\"a/b\""), "{msg}");
     let msg = problems("[sftp]\ntemporary_suffix = [\".part\"]\n");
     assert!(msg.contains("temporary_suffix"), "{msg}");

@@ -97,10 +97,7 @@ fn starts_in_the_start_folder(raw: &str) -> bool {
 /// `/upload`, so an area's name there can only mean the area, as it did
 /// for a session that started at `/`.
 fn follow_area_names_in_start(mut parts: Vec<String>) -> Vec<String> {
-    while parts.len() >= 2
-        && parts[0] == START.name()
-        && Area::from_name(&parts[1]).is_some()
-    {
+    while parts.len() >= 2 && parts[0] == START.name() && Area::from_name(&parts[1]).is_some() {
         parts.remove(0);
     }
     parts
@@ -166,15 +163,24 @@ mod tests {
         assert_eq!(virtual_path("\\").unwrap(), "/");
         assert_eq!(virtual_path("~").unwrap(), "/");
         assert_eq!(virtual_path("..").unwrap(), "/");
-        assert_eq!(place("file.csv"), Place::File(Area::Upload, "file.csv".into()));
-        assert_eq!(place("./file.csv"), Place::File(Area::Upload, "file.csv".into()));
+        assert_eq!(
+            place("file.csv"),
+            Place::File(Area::Upload, "file.csv".into())
+        );
+        assert_eq!(
+            place("./file.csv"),
+            Place::File(Area::Upload, "file.csv".into())
+        );
         assert_eq!(place("~root/x"), Place::Nowhere);
     }
 
     #[test]
     fn the_other_folders_stay_reachable_from_upload() {
         assert_eq!(place("../errors"), Place::Area(Area::Errors));
-        assert_eq!(place("/archive/a.csv"), Place::File(Area::Archive, "a.csv".into()));
+        assert_eq!(
+            place("/archive/a.csv"),
+            Place::File(Area::Archive, "a.csv".into())
+        );
         assert_eq!(virtual_path("../archive/").unwrap(), "/archive");
     }
 
@@ -184,11 +190,20 @@ mod tests {
         assert_eq!(virtual_path("upload").unwrap(), "/upload");
         assert_eq!(virtual_path("/upload/upload").unwrap(), "/upload");
         assert_eq!(virtual_path("upload/./x.csv").unwrap(), "/upload/x.csv");
-        assert_eq!(place("errors/r.csv"), Place::File(Area::Errors, "r.csv".into()));
+        assert_eq!(
+            place("errors/r.csv"),
+            Place::File(Area::Errors, "r.csv".into())
+        );
         assert_eq!(place("/upload/archive"), Place::Area(Area::Archive));
-        assert_eq!(place("/upload/upload/upload/x"), Place::File(Area::Upload, "x".into()));
+        assert_eq!(
+            place("/upload/upload/upload/x"),
+            Place::File(Area::Upload, "x".into())
+        );
         // Only as the first name in /upload: deeper, it is no folder.
-        assert_eq!(place("/errors/upload"), Place::File(Area::Errors, "upload".into()));
+        assert_eq!(
+            place("/errors/upload"),
+            Place::File(Area::Errors, "upload".into())
+        );
         assert_eq!(place("/upload/x/upload"), Place::Nowhere);
     }
 
