@@ -207,6 +207,33 @@ mod tests {
         assert_eq!(place("/upload/x/upload"), Place::Nowhere);
     }
 
+    /// Clients send REALPATH's answer back: it must name the same place.
+    #[test]
+    fn the_realpath_answer_resolves_to_the_same_place() {
+        for raw in [
+            "",
+            ".",
+            "..",
+            "~",
+            "~/",
+            "~root",
+            "x.csv",
+            "upload",
+            "upload/upload/x",
+            "errors/../x",
+            "/upload/errors/..",
+            "../upload/archive/a",
+            "\\upload\\x",
+            "a/../../errors/r",
+            "./upload/./",
+            "/upload/x/..",
+        ] {
+            let shown = virtual_path(raw).unwrap();
+            assert_eq!(virtual_path(&shown).unwrap(), shown, "{raw:?}");
+            assert_eq!(resolve(&shown), resolve(raw), "{raw:?} → {shown:?}");
+        }
+    }
+
     #[test]
     fn traversal_is_clamped_at_the_root() {
         for raw in [
