@@ -223,6 +223,20 @@ fn rclone_copy(s: &Setup, rclone: &Path, local: &Path, name: &str) -> Out {
     )
 }
 
+/// rclone probes the remote shell (`exec echo`, `md5sum`, ...): the
+/// server refused it and rclone went on over sftp.
+#[track_caller]
+fn assert_exec_was_refused(s: &Setup) {
+    assert!(
+        s.server
+            .stderr()
+            .lines()
+            .any(|l| l.contains("refused: this server offers sftp only") && l.contains("exec")),
+        "rclone's exec probe reached the server and was refused:\n{}",
+        s.server.context()
+    );
+}
+
 #[test]
 fn packaged_rclone_uploads_in_place_and_the_file_is_imported() {
     require(
@@ -234,6 +248,7 @@ fn packaged_rclone_uploads_in_place_and_the_file_is_imported() {
     let out = rclone_copy(&s, Path::new(PACKAGED_RCLONE), &local, "rc-deb.csv");
     assert_client_ok(&out, "Debian's rclone copyto", &s.server);
     assert_imported(&s, "rc-deb.csv", 21);
+    assert_exec_was_refused(&s);
 }
 
 #[test]
@@ -261,6 +276,7 @@ fn current_rclone_uploads_to_a_partial_name_renames_it_and_the_final_name_is_imp
         "rclone {version:?} uploaded to a .partial name first:\n{}",
         s.server.context()
     );
+    assert_exec_was_refused(&s);
 }
 
 // ---------------------------------------------------------------------------
