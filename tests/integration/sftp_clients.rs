@@ -13,6 +13,9 @@
 //!   subprocess on a pipe): flagsync must leave the same bytes;
 //! - Node `ssh2-sftp-client`;
 //! - phpseclib 3: a refused `exec`, then uploads on the same connection.
+//! - Go's x/crypto/ssh sending raw requests (env, pty, x11, agent, exec,
+//!   shell, another subsystem, an unknown one, a port forward), each
+//!   refused, then sftp on the same channel.
 //!
 //! Client programs are in `clients/`; `./scripts/test` installs them. A
 //! missing client is a failure that says what to install, never a skip.
@@ -332,33 +335,49 @@ fn asyncssh_append_mode_writes_at_the_end_and_the_whole_file_is_imported() {
     );
 }
 
-/// The Go client (`clients/go_append`), built once per test run in GOPATH
-/// mode from Debian's packages (no module proxy needed).
+/// The Go client `clients/go_append`, built once per test run.
 fn go_append() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        require_tool("go");
-        let gopath = Path::new("/usr/share/gocode");
-        require(
-            "test -d /usr/share/gocode/src/github.com/pkg/sftp && test -d /usr/share/gocode/src/golang.org/x/crypto/ssh",
-            "Go pkg/sftp and x/crypto (apt-get install golang-github-pkg-sftp-dev golang-golang-x-crypto-dev)",
-        );
-        let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-clients");
-        fs::create_dir_all(&out_dir).expect("go output folder");
-        let binary = out_dir.join("go_append");
-        let mut cmd = Command::new("go");
-        cmd.arg("build")
-            .arg("-o")
-            .arg(&binary)
-            .arg(clients_dir().join("go_append/main.go"))
-            .env("GO111MODULE", "off")
-            .env("GOPATH", gopath)
-            .env("GOCACHE", out_dir.join("cache"))
-            .env("GOFLAGS", "");
-        let out = run_tool(cmd, "go build go_append", None, std::time::Duration::from_secs(300));
-        assert_eq!(out.code, 0, "building the Go client failed: {out:#?}");
-        binary
-    })
+    BUILT.get_or_init(|| build_go_client("go_append"))
+}
+
+/// The Go client `clients/go_refusals`, built once per test run.
+fn go_refusals() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_go_client("go_refusals"))
+}
+
+/// Builds `clients/NAME/main.go` in GOPATH mode from Debian's packages
+/// (no module proxy needed) into the target folder.
+fn build_go_client(name: &str) -> PathBuf {
+    require_tool("go");
+    require(
+        "test -d /usr/share/gocode/src/github.com/pkg/sftp && test -d /usr/share/gocode/src/golang.org/x/crypto/ssh",
+        "Go pkg/sftp and x/crypto (apt-get install golang-github-pkg-sftp-dev golang-golang-x-crypto-dev)",
+    );
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-clients");
+    fs::create_dir_all(&out_dir).expect("go output folder");
+    let binary = out_dir.join(name);
+    let mut cmd = Command::new("go");
+    cmd.arg("build")
+        .arg("-o")
+        .arg(&binary)
+        .arg(clients_dir().join(name).join("main.go"))
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", out_dir.join("cache"))
+        .env("GOFLAGS", "");
+    let out = run_tool(
+        cmd,
+        &format!("go build {name}"),
+        None,
+        std::time::Duration::from_secs(300),
+    );
+    assert_eq!(
+        out.code, 0,
+        "building the Go client {name} failed: {out:#?}"
+    );
+    binary
 }
 
 #[test]
@@ -413,6 +432,46 @@ fn go_pkg_sftp_o_append_leaves_what_openssh_sftp_server_leaves_and_it_is_importe
         archived_content(&s.env, "go.csv") == reference,
         "flagsync left other bytes than OpenSSH's sftp-server for the same calls"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Refused requests keep the channel
+// ---------------------------------------------------------------------------
+
+/// env, pty, x11, agent, exec, shell, another subsystem, an unknown
+/// request and a remote port forward: each refused with a failure reply,
+/// and sftp then runs on the very channel they were sent on.
+#[test]
+fn refused_requests_leave_the_channel_and_connection_usable_for_sftp() {
+    let client = go_refusals();
+    let s = Setup::standard();
+    let local = s.env.input("after-refusals.csv", hr_file(1..=9));
+    let mut cmd = tool(&s.env, client.to_str().expect("utf-8 path"));
+    cmd.arg(HOST)
+        .arg(s.server.port.to_string())
+        .arg(USER)
+        .arg(PASSWORD)
+        .arg(&local)
+        .arg("after-refusals.csv");
+    let out = run_tool(cmd, "go_refusals", None, TOOL_TIMEOUT);
+    assert_client_ok(&out, "Go x/crypto/ssh raw requests, then sftp", &s.server);
+    for request in [
+        "tcpip-forward",
+        "env",
+        "pty-req",
+        "x11-req",
+        "auth-agent-req@openssh.com",
+        "exec",
+        "shell",
+        "subsystem",
+        "unknown-request@example.com",
+    ] {
+        assert!(
+            out.stdout.contains(&format!("{request}: refused")),
+            "{request}: {out:#?}"
+        );
+    }
+    assert_imported(&s, "after-refusals.csv", 9);
 }
 
 // ---------------------------------------------------------------------------
