@@ -100,6 +100,10 @@ fn psftp(s: &Setup, auth: &[&str], batch: &str) -> Out {
 
 #[test]
 fn psftp_with_a_password_and_with_a_key_uploads_and_the_files_are_imported() {
+    require(
+        "command -v psftp && command -v puttygen",
+        "PuTTY's psftp and puttygen (apt-get install putty-tools)",
+    );
     let s = Setup::standard();
     let first = s.env.input("psftp-pw.csv", hr_file(1..=11));
     let out = psftp(
@@ -350,7 +354,7 @@ fn go_refusals() -> &'static Path {
 /// Builds `clients/NAME/main.go` in GOPATH mode from Debian's packages
 /// (no module proxy needed) into the target folder.
 fn build_go_client(name: &str) -> PathBuf {
-    require_tool("go");
+    require("command -v go", "Go (apt-get install golang-go)");
     require(
         "test -d /usr/share/gocode/src/github.com/pkg/sftp && test -d /usr/share/gocode/src/golang.org/x/crypto/ssh",
         "Go pkg/sftp and x/crypto (apt-get install golang-github-pkg-sftp-dev golang-golang-x-crypto-dev)",
@@ -480,7 +484,7 @@ fn refused_requests_leave_the_channel_and_connection_usable_for_sftp() {
 
 #[test]
 fn node_ssh2_sftp_client_uploads_to_the_start_folder_and_the_file_is_imported() {
-    require_tool("node");
+    require("command -v node", "Node.js (apt-get install nodejs npm)");
     let node_dir = clients_dir().join("node");
     require(
         &format!(
@@ -511,7 +515,7 @@ fn node_ssh2_sftp_client_uploads_to_the_start_folder_and_the_file_is_imported() 
 
 #[test]
 fn phpseclib_uploads_on_the_connection_of_a_refused_exec_and_the_refusal_is_logged_once() {
-    require_tool("php");
+    require("command -v php", "PHP (apt-get install php-cli)");
     require(
         "test -f /usr/share/php/phpseclib3/autoload.php",
         "phpseclib 3 (apt-get install php-cli php-phpseclib3)",
