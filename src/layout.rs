@@ -51,15 +51,16 @@ impl FeedFolders {
     }
 }
 
-/// Whether a file in `upload/` is meant to be imported. Clients such as
-/// WinSCP upload to a temporary name (`.filepart`) and rename it; hidden
-/// names are never data.
-pub fn is_pickable(name: &str) -> bool {
+/// Whether a file in `upload/` is meant to be imported. Clients upload to
+/// a temporary name and rename it when done: names ending in one of
+/// `temporary_suffixes` (lower case; names compare in any case) wait for
+/// that rename. Hidden names are never data.
+pub fn is_pickable(name: &str, temporary_suffixes: &[String]) -> bool {
     let lower = name.to_ascii_lowercase();
     !name.starts_with('.')
-        && ![".part", ".filepart", ".tmp"]
+        && !temporary_suffixes
             .iter()
-            .any(|s| lower.ends_with(s))
+            .any(|s| lower.ends_with(s.as_str()))
 }
 
 /// `<stamp>-<name>`: a claimed upload's name in `processing/` and
@@ -209,16 +210,29 @@ mod tests {
 
     #[test]
     fn temporary_client_names_are_not_picked_up() {
-        assert!(is_pickable("hr.csv"));
-        assert!(is_pickable("HR 2026-11-25.CSV"));
+        let defaults: Vec<String> = crate::config::DEFAULT_TEMPORARY_SUFFIXES
+            .map(String::from)
+            .to_vec();
+        assert!(is_pickable("hr.csv", &defaults));
+        assert!(is_pickable("HR 2026-11-25.CSV", &defaults));
         for name in [
             "hr.csv.part",
             "hr.csv.filepart",
             "hr.csv.TMP",
+            "hr.csv.Ab3xQ9zK.partial",
             ".hr.csv",
             ".flagsync-upload-1",
         ] {
-            assert!(!is_pickable(name), "{name}");
+            assert!(!is_pickable(name, &defaults), "{name}");
         }
+    }
+
+    #[test]
+    fn the_temporary_suffixes_are_a_setting_and_hidden_names_always_wait() {
+        let only_upload = vec![".upload".to_string()];
+        assert!(!is_pickable("hr.csv.UPLOAD", &only_upload));
+        assert!(is_pickable("hr.csv.part", &only_upload));
+        assert!(!is_pickable(".hr.csv", &[]));
+        assert!(is_pickable("hr.csv.tmp", &[]));
     }
 }

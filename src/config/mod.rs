@@ -22,6 +22,9 @@ pub use size::parse_size;
 pub const MAX_FIELDS: usize = 33;
 /// At most this many group fields per feed.
 pub const MAX_GROUP_FIELDS: usize = 3;
+/// `[sftp] temporary_suffixes` by default: WinSCP's `.filepart`, rclone's
+/// `NAME.<random>.partial`, and the usual `.part` and `.tmp`.
+pub const DEFAULT_TEMPORARY_SUFFIXES: [&str; 4] = [".part", ".filepart", ".tmp", ".partial"];
 
 const EMBEDDED_DEFAULT: &str = include_str!("../../assets/default.toml");
 
@@ -99,6 +102,9 @@ pub struct SftpSettings {
     pub login_timeout: Duration,
     /// A session with no traffic for this long is closed.
     pub idle_timeout: Duration,
+    /// Uploads whose names end in one of these (lower case) wait for a
+    /// rename to a final name; hidden names always wait.
+    pub temporary_suffixes: Vec<String>,
 }
 
 impl Default for SftpSettings {
@@ -114,6 +120,7 @@ impl Default for SftpSettings {
             lockout_duration: Duration::from_secs(900),
             login_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(900),
+            temporary_suffixes: DEFAULT_TEMPORARY_SUFFIXES.map(String::from).to_vec(),
         }
     }
 }

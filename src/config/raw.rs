@@ -72,6 +72,7 @@ struct RawSftp {
     lockout_duration: Option<Spanned<String>>,
     login_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
+    temporary_suffixes: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -306,7 +307,12 @@ fn validate_sftp(raw: Option<RawSftp>, problems: &mut Problems) -> SftpSettings 
             defaults.max_upload_size
         }),
     };
+    let temporary_suffixes = match &raw.temporary_suffixes {
+        None => defaults.temporary_suffixes.clone(),
+        Some(list) => validate_temporary_suffixes(list, problems),
+    };
     SftpSettings {
+        temporary_suffixes,
         listen: raw.listen.unwrap_or(defaults.listen),
         max_upload_size,
         max_sessions: count(
@@ -358,6 +364,27 @@ fn validate_sftp(raw: Option<RawSftp>, problems: &mut Problems) -> SftpSettings 
             problems,
         ),
     }
+}
+
+/// Lower-cased (names compare in any case); each one an ending of a file
+/// name, never a path or an empty string that would hold back every file.
+fn validate_temporary_suffixes(list: &[Spanned<String>], problems: &mut Problems) -> Vec<String> {
+    let mut out = Vec::new();
+    for suffix in list {
+        let text = suffix.get_ref();
+        if text.is_empty() || text.contains(['/', '\\', '\0']) {
+            problems.at(
+                suffix,
+                format!(
+                    "sftp.temporary_suffixes: {text:?} is not the ending of a file name; \
+                     write endings such as \".part\" or \".tmp\""
+                ),
+            );
+        } else {
+            out.push(text.to_ascii_lowercase());
+        }
+    }
+    out
 }
 
 fn positive_size(v: &NumberOrText) -> Option<u64> {

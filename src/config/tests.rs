@@ -164,3 +164,25 @@ fn the_configuration_reference_names_every_key_in_its_table() {
         }
     }
 }
+
+#[test]
+fn temporary_suffixes_default_to_the_clients_names_and_can_be_set() {
+    let feed = feed_with_fields(1);
+    let c = Config::parse(&feed, Source::Embedded).expect("no [sftp] table");
+    assert_eq!(
+        c.sftp.temporary_suffixes,
+        [".part", ".filepart", ".tmp", ".partial"]
+    );
+    let text = format!("[sftp]\ntemporary_suffixes = [\".UPLOADING\"]\n{feed}");
+    let c = Config::parse(&text, Source::Embedded).expect("one suffix");
+    assert_eq!(c.sftp.temporary_suffixes, [".uploading"]);
+    let msg = problems("[sftp]\ntemporary_suffixes = [\".part\", \"\", \"a/b\"]\n");
+    assert!(msg.contains("line 2"), "{msg}");
+    assert!(
+        msg.contains("\"\" is not the ending of a file name"),
+        "{msg}"
+    );
+    assert!(msg.contains("\"a/b\""), "{msg}");
+    let msg = problems("[sftp]\ntemporary_suffix = [\".part\"]\n");
+    assert!(msg.contains("temporary_suffix"), "{msg}");
+}

@@ -16,6 +16,11 @@
 //! 2. Uploads go only to `upload/`; `errors/` and `archive/` are read-only.
 //! 3. A file counts as arrived (and is handed to the worker) when its CLOSE
 //!    succeeds under a pickable name, or when it is renamed to one.
+//! 4. As in OpenSSH's sftp-server, a file opened with APPEND takes every
+//!    WRITE at its end, whatever offset the client sends (asyncssh's `'a'`
+//!    and Go's `O_APPEND` send 0). An upload that does not truncate an
+//!    existing file starts from a copy of it, so appending and resuming
+//!    work on the temporary file too.
 
 use std::collections::HashMap;
 use std::fs::File as FsFile;
@@ -63,6 +68,8 @@ struct Upload {
     file: FsFile,
     temp: PathBuf,
     name: String,
+    /// Opened with APPEND: writes go to the end (invariant 4).
+    append: bool,
     /// Why the upload can no longer succeed (too big, a write failed).
     failed: Option<String>,
 }
@@ -78,6 +85,9 @@ pub struct SftpSession {
     jail: Jail,
     feed: String,
     max_upload: u64,
+    /// Names with these endings wait for a rename (`[sftp]
+    /// temporary_suffixes`).
+    temporary_suffixes: Vec<String>,
     arrivals: ArrivalSink,
     handles: HashMap<String, OpenHandle>,
     next_handle: u64,
@@ -147,11 +157,18 @@ fn visible(name: &str) -> bool {
 }
 
 impl SftpSession {
-    pub fn new(jail: Jail, feed: String, max_upload: u64, arrivals: ArrivalSink) -> SftpSession {
+    pub fn new(
+        jail: Jail,
+        feed: String,
+        max_upload: u64,
+        temporary_suffixes: Vec<String>,
+        arrivals: ArrivalSink,
+    ) -> SftpSession {
         SftpSession {
             jail,
             feed,
             max_upload,
+            temporary_suffixes,
             arrivals,
             handles: HashMap::new(),
             next_handle: 1,
@@ -373,7 +390,8 @@ impl SftpSession {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&temp)
             .map_err(|e| Refusal::io("creating the upload", e))?;
-        // Resuming (no TRUNCATE on an existing file): continue from its bytes.
+        // Resuming or appending (no TRUNCATE on an existing file): start
+        // from its bytes (invariant 4).
         if exists && !flags.contains(OpenFlags::TRUNCATE) {
             if let Err(e) = std::fs::copy(&target, &temp) {
                 let _ = std::fs::remove_file(&temp);
@@ -384,6 +402,7 @@ impl SftpSession {
             file,
             temp,
             name,
+            append: flags.contains(OpenFlags::APPEND),
             failed: None,
         })
     }
@@ -420,6 +439,15 @@ impl SftpSession {
         if let Some(why) = &upload.failed {
             return Err(Refusal::new(StatusCode::Failure, why.clone()));
         }
+        let offset = if upload.append {
+            upload
+                .file
+                .metadata()
+                .map_err(|e| Refusal::io("appending", e))?
+                .len()
+        } else {
+            offset
+        };
         let end = offset.saturating_add(data.len() as u64);
         if end > max {
             let why = format!("the upload is larger than the maximum of {max} bytes");
@@ -459,7 +487,7 @@ impl SftpSession {
     }
 
     fn arrived(&self, name: &str) {
-        if !is_pickable(name) {
+        if !is_pickable(name, &self.temporary_suffixes) {
             return;
         }
         let folders = FeedFolders::new(self.jail.feed_dir().to_path_buf());
@@ -636,7 +664,7 @@ mod tests {
     #[test]
     fn our_temporary_files_are_hidden_and_never_picked_up() {
         assert!(!visible(&format!("{TEMP_PREFIX}1-2")));
-        assert!(!is_pickable(&format!("{TEMP_PREFIX}1-2")));
+        assert!(!is_pickable(&format!("{TEMP_PREFIX}1-2"), &[]));
         assert!(visible("hr.csv"));
     }
 }

@@ -1,11 +1,18 @@
 //! The jail: every path a client sends is resolved here, and only here,
 //! into a place inside its feed's folder.
 //!
+//! A session starts in `/upload` (as a login starts in its home folder):
+//! REALPATH of `.` answers `/upload` and relative paths resolve from there,
+//! so `put file.csv` works in every client.
+//!
 //! Invariants:
-//! 1. Resolution is lexical: `..` is clamped at `/`, `.` and empty
-//!    components vanish, `~` is `/`, `\` separates like `/`. The result
-//!    never has more than two components, so it can name nothing but the
-//!    three areas and the files directly in them.
+//! 1. Resolution is lexical: a relative path starts at `/upload`, `..` is
+//!    clamped at `/`, `.` and empty components vanish, a leading `~` is
+//!    `/`, `\` separates like `/`. Inside `/upload` the names `upload`,
+//!    `errors` and `archive` lead to those folders, so scripts written when
+//!    sessions started at `/` (`cd upload`, `get errors/x`) keep working.
+//!    The result never has more than two components, so it can name
+//!    nothing but the three areas and the files directly in them.
 //! 2. A path holding a NUL byte is refused.
 //! 3. No symlink is ever followed or created (files are opened with
 //!    `O_NOFOLLOW`; `symlink` is refused).
@@ -54,12 +61,18 @@ pub enum JailError {
     TooLong,
 }
 
-/// The normalised components of a client's path (invariant 1).
+/// The folder a session starts in: relative paths resolve from here.
+pub const START: Area = Area::Upload;
+
+/// The normalised components of a client's path (invariant 1), from `/`.
 pub fn components(raw: &str) -> Result<Vec<String>, JailError> {
     if raw.contains('\0') {
         return Err(JailError::Nul);
     }
     let mut out: Vec<String> = Vec::new();
+    if starts_in_the_start_folder(raw) {
+        out.push(START.name().to_string());
+    }
     for part in raw.split(['/', '\\']) {
         match part {
             "" | "." | "~" => {}
@@ -70,11 +83,28 @@ pub fn components(raw: &str) -> Result<Vec<String>, JailError> {
             name => out.push(name.to_string()),
         }
     }
-    Ok(out)
+    Ok(follow_area_names_in_start(out))
+}
+
+/// Relative paths start in [`START`]; `/…`, `\…` and `~`, `~/…` start at
+/// the jail's root (`~` has always meant `/` here).
+fn starts_in_the_start_folder(raw: &str) -> bool {
+    let first = raw.split(['/', '\\']).next().unwrap_or_default();
+    !(first.is_empty() && !raw.is_empty() || first == "~")
+}
+
+/// `/upload/errors/x` is `/errors/x`: nothing but files can live in
+/// `/upload`, so an area's name there can only mean the area, as it did
+/// for a session that started at `/`.
+fn follow_area_names_in_start(mut parts: Vec<String>) -> Vec<String> {
+    while parts.len() >= 2 && parts[0] == START.name() && Area::from_name(&parts[1]).is_some() {
+        parts.remove(0);
+    }
+    parts
 }
 
 /// The absolute virtual path, as REALPATH answers it: always starts with
-/// `/`; `.` and the empty path are `/`.
+/// `/`; `.` and the empty path are the start folder, `/upload`.
 pub fn virtual_path(raw: &str) -> Result<String, JailError> {
     Ok(format!("/{}", components(raw)?.join("/")))
 }
@@ -125,12 +155,83 @@ mod tests {
     }
 
     #[test]
-    fn dot_and_empty_are_the_root() {
-        assert_eq!(virtual_path(".").unwrap(), "/");
-        assert_eq!(virtual_path("").unwrap(), "/");
+    fn a_session_starts_in_upload() {
+        assert_eq!(virtual_path(".").unwrap(), "/upload");
+        assert_eq!(virtual_path("").unwrap(), "/upload");
+        assert_eq!(virtual_path("./").unwrap(), "/upload");
         assert_eq!(virtual_path("/").unwrap(), "/");
+        assert_eq!(virtual_path("\\").unwrap(), "/");
         assert_eq!(virtual_path("~").unwrap(), "/");
+        assert_eq!(virtual_path("..").unwrap(), "/");
+        assert_eq!(
+            place("file.csv"),
+            Place::File(Area::Upload, "file.csv".into())
+        );
+        assert_eq!(
+            place("./file.csv"),
+            Place::File(Area::Upload, "file.csv".into())
+        );
+        assert_eq!(place("~root/x"), Place::Nowhere);
+    }
+
+    #[test]
+    fn the_other_folders_stay_reachable_from_upload() {
+        assert_eq!(place("../errors"), Place::Area(Area::Errors));
+        assert_eq!(
+            place("/archive/a.csv"),
+            Place::File(Area::Archive, "a.csv".into())
+        );
+        assert_eq!(virtual_path("../archive/").unwrap(), "/archive");
+    }
+
+    /// Scripts written when a session started at `/`.
+    #[test]
+    fn area_names_inside_upload_lead_to_the_areas() {
+        assert_eq!(virtual_path("upload").unwrap(), "/upload");
+        assert_eq!(virtual_path("/upload/upload").unwrap(), "/upload");
         assert_eq!(virtual_path("upload/./x.csv").unwrap(), "/upload/x.csv");
+        assert_eq!(
+            place("errors/r.csv"),
+            Place::File(Area::Errors, "r.csv".into())
+        );
+        assert_eq!(place("/upload/archive"), Place::Area(Area::Archive));
+        assert_eq!(
+            place("/upload/upload/upload/x"),
+            Place::File(Area::Upload, "x".into())
+        );
+        // Only as the first name in /upload: deeper, it is no folder.
+        assert_eq!(
+            place("/errors/upload"),
+            Place::File(Area::Errors, "upload".into())
+        );
+        assert_eq!(place("/upload/x/upload"), Place::Nowhere);
+    }
+
+    /// Clients send REALPATH's answer back: it must name the same place.
+    #[test]
+    fn the_realpath_answer_resolves_to_the_same_place() {
+        for raw in [
+            "",
+            ".",
+            "..",
+            "~",
+            "~/",
+            "~root",
+            "x.csv",
+            "upload",
+            "upload/upload/x",
+            "errors/../x",
+            "/upload/errors/..",
+            "../upload/archive/a",
+            "\\upload\\x",
+            "a/../../errors/r",
+            "./upload/./",
+            "/upload/x/..",
+        ] {
+            let shown = virtual_path(raw).unwrap();
+            assert_eq!(virtual_path(&shown).unwrap(), shown, "{raw:?}");
+            assert_eq!(resolve(&shown), resolve(raw), "{raw:?} → {shown:?}");
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! Invariants:
 //! 1. A connection from an address that no account allows, or that is
 //!    locked out, is closed before the SSH handshake.
-//! 2. Only the `sftp` subsystem is served; everything else is refused.
+//! 2. Only the `sftp` subsystem is served; everything else is refused
+//!    with a failure reply that leaves the channel and connection open.
 //! 3. The accept loop never stops on an accept error (russh's does).
 //! 4. An account sees only its own feed's `upload/`, `errors/`, `archive/`.
 //! 5. Connections not logged in yet are capped in all and per address

@@ -1,6 +1,12 @@
 //! One SSH connection: who the client is (password or key, allow-list,
 //! lockout, session slots) and the one thing it may do: the `sftp`
 //! subsystem. Shell, exec, port and agent forwarding are refused.
+//!
+//! A refused request gets SSH_MSG_CHANNEL_FAILURE (when the client wants a
+//! reply) and nothing else: the channel and the connection stay open, as
+//! RFC 4254 and OpenSSH have it. Clients probe (rclone runs `md5sum` and
+//! `df`) and go on with sftp; phpseclib drops the whole connection when a
+//! refused channel is also closed.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,6 +33,9 @@ pub struct Connection {
     /// Counts the connection among those not logged in; gone at login.
     login_slot: Option<LoginSlot>,
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Set at the first refused request: a client that probes with many
+    /// commands gets one line in the log, not one per probe.
+    refusal_logged: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +62,7 @@ impl Connection {
             authenticated: Arc::new(AtomicBool::new(false)),
             login_slot: Some(login_slot),
             channels: HashMap::new(),
+            refusal_logged: false,
         }
     }
 
@@ -103,6 +113,32 @@ impl Connection {
         self.authenticated.store(true, Ordering::SeqCst);
         self.login_slot = None;
         Auth::Accept
+    }
+
+    /// Answers a channel request with a failure and leaves the channel
+    /// open (see the module doc).
+    fn refuse(
+        &mut self,
+        channel: ChannelId,
+        what: &str,
+        session: &mut Session,
+    ) -> Result<(), ConnectionError> {
+        self.note_refusal(what);
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    fn note_refusal(&mut self, what: &str) {
+        if self.refusal_logged {
+            tracing::debug!(peer = %self.ip, request = what, "refused");
+            return;
+        }
+        self.refusal_logged = true;
+        tracing::warn!(
+            peer = %self.ip,
+            request = what,
+            "refused: this server offers sftp only (further refusals in this session are not logged)"
+        );
     }
 
     fn has_key(account: &Account, key: &russh::keys::PublicKey) -> bool {
@@ -208,9 +244,7 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let (Some(account), true) = (&self.account, name == "sftp") else {
-            tracing::warn!(subsystem = name, peer = %self.ip, "refused: only the sftp subsystem is offered");
-            session.channel_failure(channel_id)?;
-            return Ok(());
+            return self.refuse(channel_id, &format!("subsystem {name}"), session);
         };
         let Some(channel) = self.channels.remove(&channel_id) else {
             session.channel_failure(channel_id)?;
@@ -222,6 +256,7 @@ impl russh::server::Handler for Connection {
             jail,
             account.feed.clone(),
             self.shared.config.sftp.max_upload_size,
+            self.shared.config.sftp.temporary_suffixes.clone(),
             self.shared.arrivals.clone(),
         );
         let span = tracing::Span::current();
@@ -237,22 +272,18 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        tracing::warn!(peer = %self.ip, "refused a shell: this server offers sftp only");
-        session.channel_failure(channel)?;
-        session.close(channel)?;
-        Ok(())
+        self.refuse(channel, "shell", session)
     }
 
     async fn exec_request(
         &mut self,
         channel: ChannelId,
-        _data: &[u8],
+        data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        tracing::warn!(peer = %self.ip, "refused a command: this server offers sftp only");
-        session.channel_failure(channel)?;
-        session.close(channel)?;
-        Ok(())
+        let command = String::from_utf8_lossy(data);
+        let first_word = command.split_whitespace().next().unwrap_or_default();
+        self.refuse(channel, &format!("exec {first_word}"), session)
     }
 
     async fn pty_request(
@@ -266,8 +297,7 @@ impl russh::server::Handler for Connection {
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)?;
-        Ok(())
+        self.refuse(channel, "pty", session)
     }
 
     async fn env_request(
@@ -277,8 +307,7 @@ impl russh::server::Handler for Connection {
         _value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)?;
-        Ok(())
+        self.refuse(channel, "env", session)
     }
 
     async fn x11_request(
@@ -290,7 +319,41 @@ impl russh::server::Handler for Connection {
         _x11_screen_number: u32,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)?;
+        self.refuse(channel, "x11", session)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        // russh answers the failure itself.
+        self.note_refusal("agent forwarding");
+        Ok(false)
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        _address: &str,
+        _port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.note_refusal("remote port forwarding");
+        Ok(false)
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        _reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Dropping the reply refuses the channel.
+        self.note_refusal("local port forwarding");
         Ok(())
     }
 

@@ -364,7 +364,8 @@ impl Intake {
     /// ones are recorded as superseded, all in arrival order.
     fn process_scheduled(&mut self, feed: &Feed) {
         let folders = self.folders(&feed.name);
-        let mut unclaimed = waiting_uploads(&folders.upload(), &feed.name);
+        let suffixes = &self.config().sftp.temporary_suffixes;
+        let mut unclaimed = waiting_uploads(&folders.upload(), &feed.name, suffixes);
         unclaimed.sort();
         for (_, _, name) in unclaimed {
             self.claim(&folders, &name);
@@ -435,7 +436,8 @@ impl Intake {
                 }
             }
             if feed.schedule == Schedule::OnArrival {
-                waiting.extend(waiting_uploads(&folders.upload(), &feed.name));
+                let suffixes = &self.config().sftp.temporary_suffixes;
+                waiting.extend(waiting_uploads(&folders.upload(), &feed.name, suffixes));
             }
             self.sweep(&folders);
         }
@@ -737,10 +739,14 @@ fn sorted_names(dir: &Path) -> Vec<String> {
 }
 
 /// Pickable, unclaimed uploads as (modified, feed, name).
-fn waiting_uploads(dir: &Path, feed: &str) -> Vec<(SystemTime, String, String)> {
+fn waiting_uploads(
+    dir: &Path,
+    feed: &str,
+    temporary_suffixes: &[String],
+) -> Vec<(SystemTime, String, String)> {
     let mut out = Vec::new();
     for name in sorted_names(dir) {
-        if !is_pickable(&name) {
+        if !is_pickable(&name, temporary_suffixes) {
             continue;
         }
         let Ok(meta) = std::fs::symlink_metadata(dir.join(&name)) else {

@@ -223,3 +223,24 @@ fn an_unknown_feed_is_a_usage_error() {
     assert_eq!(out.code, 2, "{out:#?}");
     assert!(out.stderr.contains("nosuch"), "{}", out.stderr);
 }
+
+/// `[sftp] temporary_suffixes`: a list of name endings; `check` names a
+/// bad one with its line, and accepts a good list.
+#[test]
+fn temporary_suffixes_are_validated_by_check() {
+    let with_suffixes = |list: &str| {
+        config(&[Feed::hr("hr")]).replace(
+            "listen = \"127.0.0.1:2222\"\n",
+            &format!("listen = \"127.0.0.1:2222\"\ntemporary_suffixes = {list}\n"),
+        )
+    };
+    let bad = with_suffixes("[\".part\", \"up/load\"]");
+    assert!(bad.contains("temporary_suffixes"), "{bad}");
+    assert_config_error(&bad, &["temporary_suffixes", "up/load", "line 5"], &[]);
+
+    let env = Env::bare();
+    let good = with_suffixes("[\".part\", \".uploading\"]");
+    env.write_config(&good.replace(PLACEHOLDER, &env.data_dir.display().to_string()));
+    let out = env.run(&["check"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+}

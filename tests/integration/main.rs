@@ -24,6 +24,7 @@ mod serve;
 mod server;
 mod sftp;
 mod sftp_attacks;
+mod sftp_clients;
 mod sftp_faults;
 mod store_faults;
 mod util;

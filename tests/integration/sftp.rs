@@ -79,6 +79,53 @@ fn openssh_sftp_with_a_key_uploads_and_the_file_is_imported() {
     assert_eq!(fs::read_to_string(&copy).expect("downloaded copy"), content);
 }
 
+/// A session starts in /upload: `put file.csv` with no `cd` is imported.
+/// Scripts written when sessions started at `/` (`cd upload`) still work,
+/// and `..` leads to the other folders.
+#[test]
+fn openssh_sftp_starts_in_upload_so_a_bare_put_is_imported() {
+    let s = Setup::standard();
+    let content = hr_file(1..=7);
+    let local = s.env.input("bare.csv", &content);
+
+    let batch = format!(
+        "pwd\nput {} bare.csv\ncd upload\npwd\ncd ../errors\npwd\ncd ..\npwd\nls -1\n",
+        local.display()
+    );
+    let out = openssh_sftp_key(&s.env, s.server.port, USER, &s.key, &batch);
+    assert_eq!(
+        out.code,
+        0,
+        "OpenSSH sftp put with no cd: {out:#?}\n{}",
+        s.server.context()
+    );
+    let folders: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("Remote working directory: "))
+        .collect();
+    assert_eq!(
+        folders,
+        ["/upload", "/upload", "/errors", "/"],
+        "pwd after: login, cd upload, cd ../errors, cd ..: {out:#?}"
+    );
+    for area in ["archive", "errors", "upload"] {
+        assert!(
+            out.stdout.lines().any(|l| l.trim() == area),
+            "ls -1 in / lists {area}: {out:#?}"
+        );
+    }
+
+    let runs = s.wait_for_exactly(1);
+    assert_run(&runs[0], "bare.csv", "applied", &[("added", 7)]);
+    assert_eq!(
+        s.env.exported_ids("hr"),
+        (1..=7).map(hr_id).collect::<Vec<_>>()
+    );
+    wait_for_upload_dir(&s.env, "hr", &[]);
+    archived_name(&s.env, "hr", "bare.csv");
+}
+
 #[test]
 fn openssh_sftp_with_a_password_uploads_and_renames_into_place() {
     let s = Setup::standard();
@@ -334,6 +381,7 @@ fn temporary_and_hidden_names_are_never_picked_up() {
         "d.csv.filepart",
         "e.tmp",
         "f.csv.tmp",
+        "g.csv.Ab3xQ9zK.partial",
     ];
     let mut steps: Vec<_> = temporary
         .iter()
@@ -435,8 +483,11 @@ fn only_upload_is_writable_and_mkdir_is_refused() {
         json!({"op": "remove", "path": "/upload/keep.tmp"}),
         json!({"op": "listdir", "path": "/upload"}),
     ]);
-    assert_eq!(ok(&results[0], "realpath ."), json!("/"));
-    assert_eq!(ok(&results[1], "realpath of the empty path"), json!("/"));
+    assert_eq!(ok(&results[0], "realpath ."), json!("/upload"));
+    assert_eq!(
+        ok(&results[1], "realpath of the empty path"),
+        json!("/upload")
+    );
     assert_eq!(
         name_set(&ok(&results[2], "listdir /")),
         BTreeSet::from(["archive", "errors", "upload"].map(String::from)),

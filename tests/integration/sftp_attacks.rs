@@ -561,7 +561,7 @@ fn curl_and_openssh_traversal_cannot_leave_the_jail() {
     let out = openssh_sftp_key(env, port, USER, &j.s.key, &batch);
     assert_eq!(out.code, 0, "the batch itself runs: {out:#?}");
     assert!(
-        out.stdout.contains("Remote working directory: /"),
+        out.stdout.contains("Remote working directory: /upload"),
         "{out:#?}"
     );
 
