@@ -16,12 +16,17 @@
 //!    ([`MAX_UNAUTHENTICATED`], [`MAX_UNAUTHENTICATED_PER_ADDRESS`]) and
 //!    closed after `login_timeout`; a session once logged in no longer
 //!    counts against those caps.
+//! 6. Lockouts count per address and per account and are never reset by
+//!    a login (see `defender`).
+//! 7. Refusals are logged at most once a minute per address, the rest
+//!    summed up (see `refusals`).
 
 pub mod credentials;
 mod defender;
 pub mod files;
 pub mod host_keys;
 pub mod jail;
+mod refusals;
 mod session;
 
 use std::collections::HashMap;
@@ -43,7 +48,8 @@ pub use defender::LockoutPolicy;
 pub use files::{Arrival, ArrivalSink};
 
 use credentials::{address_allowed, canonical_ip};
-use defender::{Defender, SessionCounts};
+use defender::{Defender, Locked, Refused, SessionCounts};
+use refusals::{RefusalLog, Verdict};
 
 /// argon2id hashes at once (19 MiB each): a flood of logins cannot
 /// exhaust memory. They run on this many long-lived threads of their own:
@@ -71,6 +77,7 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub arrivals: ArrivalSink,
     defender: Mutex<Defender>,
+    refusals: Mutex<RefusalLog>,
     sessions: Mutex<SessionCounts>,
     per_address: Mutex<HashMap<IpAddr, usize>>,
     /// Connections not logged in yet: in all, and per address.
@@ -122,6 +129,7 @@ impl Shared {
         };
         Shared {
             defender: Mutex::new(Defender::new(policy)),
+            refusals: Mutex::new(RefusalLog::default()),
             sessions: Mutex::new(SessionCounts::default()),
             per_address: Mutex::new(HashMap::new()),
             unauthenticated: Mutex::new((0, HashMap::new())),
@@ -146,8 +154,42 @@ impl Shared {
         lock(&self.defender).record_failure(ip, Instant::now())
     }
 
-    fn record_success(&self, ip: IpAddr) {
-        lock(&self.defender).record_success(ip)
+    fn begin_password_check(&self, ip: IpAddr, account: &str) -> Result<(), Refused> {
+        lock(&self.defender).begin_password_check(ip, account, Instant::now())
+    }
+
+    fn end_password_check(&self, ip: IpAddr, account: &str, succeeded: bool) -> Locked {
+        lock(&self.defender).end_password_check(ip, account, succeeded, Instant::now())
+    }
+
+    /// Logs a refused connection or login unless this address already had
+    /// a line within the minute (invariant 7).
+    fn log_refusal(&self, ip: IpAddr, user: Option<&str>, why: &str) {
+        if lock(&self.refusals).refused(ip, Instant::now()) == Verdict::Quiet {
+            return;
+        }
+        match user {
+            Some(user) => tracing::warn!(user, peer = %ip, "login refused: {why}"),
+            None => tracing::warn!(peer = %ip, "connection refused: {why}"),
+        }
+    }
+
+    /// Logs how many refusals each address had beyond its one line.
+    fn log_quiet_refusals(&self) {
+        let due = lock(&self.refusals).due(Instant::now());
+        for summary in due {
+            match summary.address {
+                Some(ip) => tracing::warn!(
+                    peer = %ip,
+                    "{} more refused connections or logins from this address (not logged one by one)",
+                    summary.not_logged
+                ),
+                None => tracing::warn!(
+                    "{} more refused connections or logins from other addresses (not logged one by one)",
+                    summary.not_logged
+                ),
+            }
+        }
     }
 
     fn take_session_slot(&self, account: &str) -> bool {
@@ -292,6 +334,7 @@ pub async fn run(
 ) {
     let sessions = Arc::new(Semaphore::new(shared.config.sftp.max_sessions));
     let tracker = TaskTracker::new();
+    tokio::spawn(summarise_refusals(shared.clone(), shutdown.clone()));
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
@@ -313,21 +356,21 @@ pub async fn run(
         };
         let ip = canonical_ip(peer.ip());
         if let Err(why) = shared.admits(ip) {
-            tracing::warn!(peer = %peer, "connection refused: {why}");
+            shared.log_refusal(ip, None, why);
             continue;
         }
         let Ok(permit) = sessions.clone().try_acquire_owned() else {
-            tracing::warn!(peer = %peer, "connection refused: the server has its maximum of sessions");
+            shared.log_refusal(ip, None, "the server has its maximum of sessions");
             continue;
         };
         if !shared.take_address_slot(ip) {
-            tracing::warn!(peer = %peer, "connection refused: too many connections from this address");
+            shared.log_refusal(ip, None, "too many connections from this address");
             continue;
         }
         let login_slot = match shared.take_login_slot(ip) {
             Ok(slot) => slot,
             Err(why) => {
-                tracing::warn!(peer = %peer, "connection refused: {why}");
+                shared.log_refusal(ip, None, why);
                 shared.give_back_address_slot(ip);
                 continue;
             }
@@ -407,6 +450,18 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// Once a minute, the refusals that were not logged one by one.
+async fn summarise_refusals(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(refusals::QUIET_FOR);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => shared.log_quiet_refusals(),
+        }
+    }
+    shared.log_quiet_refusals();
 }
 
 fn session_id() -> u64 {

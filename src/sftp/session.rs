@@ -11,6 +11,7 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 
 use super::credentials::{address_allowed, parse_public_key};
+use super::defender::{Locked, Refused};
 use super::files::{self, SftpSession};
 use super::jail::Jail;
 use super::{LoginSlot, Shared};
@@ -60,7 +61,8 @@ impl Connection {
     /// for a refusal go to the log, never to the client.
     fn candidate(&self, user: &str) -> Option<Account> {
         if self.shared.is_locked(self.ip) {
-            tracing::warn!(user, peer = %self.ip, "login refused: the address is locked out");
+            self.shared
+                .log_refusal(self.ip, Some(user), Refused::AddressLocked.reason());
             return None;
         }
         let account = match self.shared.store.account(user) {
@@ -85,9 +87,21 @@ impl Connection {
         Some(account)
     }
 
+    /// A failed login that never reached a password check.
     fn failed(&self, user: &str) {
-        if self.shared.record_failure(self.ip) {
+        let locked = Locked {
+            address: self.shared.record_failure(self.ip),
+            account: false,
+        };
+        self.log_lockout(user, locked);
+    }
+
+    fn log_lockout(&self, user: &str, locked: Locked) {
+        if locked.address {
             tracing::warn!(user, peer = %self.ip, "too many failed logins: the address is locked out");
+        }
+        if locked.account {
+            tracing::warn!(user, peer = %self.ip, "too many failed logins: the account is locked for password logins (keys still work)");
         }
     }
 
@@ -97,7 +111,6 @@ impl Connection {
             return Auth::reject();
         }
         tracing::info!(user = %account.name, peer = %self.ip, method, "logged in");
-        self.shared.record_success(self.ip);
         self.shared.note_login(&account.name, self.ip);
         self.account = Some(account);
         self.authenticated.store(true, Ordering::SeqCst);
@@ -139,10 +152,20 @@ impl russh::server::Handler for Connection {
             self.failed(user);
             return Ok(reject());
         };
+        // Admitted and counted in one step, before the slow check: a burst
+        // of guesses at once cannot pass the limit.
+        if let Err(refused) = self.shared.begin_password_check(self.ip, &account.name) {
+            self.shared
+                .log_refusal(self.ip, Some(user), refused.reason());
+            return Ok(reject());
+        }
         let matches = self.shared.check_password(password.to_string(), hash).await;
+        let locked = self
+            .shared
+            .end_password_check(self.ip, &account.name, matches);
         if !matches {
             tracing::warn!(user, peer = %self.ip, "login refused: wrong password");
-            self.failed(user);
+            self.log_lockout(user, locked);
             return Ok(reject());
         }
         Ok(self.succeed(account, "password"))

@@ -1151,3 +1151,91 @@ fn malformed_ssh_and_sftp_packets_do_not_stop_the_server() {
     let stderr = server.stop();
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Lines of the server's log that hold all of `words`.
+fn log_lines_with(server: &Server, words: &[&str]) -> usize {
+    server
+        .stderr()
+        .lines()
+        .filter(|line| words.iter().all(|w| line.contains(w)))
+        .count()
+}
+
+#[test]
+fn a_login_to_ones_own_account_between_guesses_does_not_reset_the_lockout() {
+    let s = Setup::new(&[], &["lockout_failures = 3", "lockout_duration = \"60s\""]);
+    let port = s.server.port;
+    add_account(&s.env, "own", "hr", Some("own-Pass-1"), &[], &[]);
+    let own = Client::password(port, "own", "own-Pass-1");
+    for i in 1..=3 {
+        let r = Client::password(port, USER, &format!("guess-{i}")).try_login();
+        refused(&r, &format!("guess {i} at another feed's account"));
+        if i < 3 {
+            ok(
+                &own.try_login(),
+                "a login to one's own account between guesses",
+            );
+        }
+    }
+    refused(
+        &own.try_login(),
+        "one's own account from an address locked out after three guesses",
+    );
+    refused(
+        &s.password_client().try_login(),
+        "the right password of the guessed account from the locked address",
+    );
+}
+
+#[test]
+fn an_account_guessed_at_from_many_addresses_locks_for_passwords_but_not_keys() {
+    let s = Setup::new(&[], &["lockout_failures = 3", "lockout_duration = \"60s\""]);
+    let port = s.server.port;
+    for i in 1..=3 {
+        let r = Client::password(port, USER, &format!("guess-{i}"))
+            .bind(&format!("127.0.0.{}", 20 + i))
+            .try_login();
+        refused(&r, &format!("guess {i}, each from another address"));
+    }
+    refused(
+        &s.password_client().bind("127.0.0.30").try_login(),
+        "the right password of an account locked after guesses from many addresses",
+    );
+    let out = openssh_sftp_password(&s.env, port, USER, PASSWORD, "ls /\n");
+    assert_ne!(out.code, 0, "OpenSSH with the right password: {out:#?}");
+    let results = s
+        .key_client()
+        .bind("127.0.0.30")
+        .session(vec![put("/upload/by-key.csv", &hr_file(1..=2))]);
+    ok(
+        &results[0],
+        "an upload with the account's key while its password is locked",
+    );
+    let runs = s.wait_for_exactly(1);
+    assert_run(&runs[0], "by-key.csv", "applied", &[("added", 2)]);
+}
+
+#[test]
+fn a_burst_of_concurrent_guesses_is_checked_no_more_than_the_limit() {
+    let s = Setup::new(&[], &["lockout_failures = 3", "lockout_duration = \"60s\""]);
+    let port = s.server.port;
+    let guesses: Vec<_> = (0..8)
+        .map(|i| {
+            let client = Client::password(port, USER, &format!("burst-{i}")).bind("127.0.0.3");
+            thread::spawn(move || client.try_login())
+        })
+        .collect();
+    for guess in guesses {
+        refused(&guess.join().expect("guess thread"), "a guess in the burst");
+    }
+    let checked = log_lines_with(&s.server, &["wrong password", "127.0.0.3"]);
+    assert!(
+        (1..=3).contains(&checked),
+        "{checked} of 8 concurrent guesses had their password checked (lockout_failures = 3):\n{}",
+        s.server.stderr()
+    );
+    refused(
+        &s.password_client().bind("127.0.0.3").try_login(),
+        "the right password from the address after the burst",
+    );
+}
