@@ -16,6 +16,10 @@
 //! 2. Uploads go only to `upload/`; `errors/` and `archive/` are read-only.
 //! 3. A file counts as arrived (and is handed to the worker) when its CLOSE
 //!    succeeds under a pickable name, or when it is renamed to one.
+//! 4. Open handles (files and folders) are capped per session
+//!    ([`MAX_HANDLES_PER_SESSION`]) and per account over all its sessions
+//!    ([`MAX_HANDLES_PER_ACCOUNT`]): one client cannot take the process's
+//!    file descriptors from the web page and the other feeds.
 
 use std::collections::HashMap;
 use std::fs::File as FsFile;
@@ -44,6 +48,51 @@ const MAX_READ: u32 = 256 * 1024;
 /// Replies waiting for the writer task.
 const REPLY_QUEUE: usize = 1024;
 const READDIR_BATCH: usize = 100;
+/// Open handles per session. Clients keep one or two open (OpenSSH's
+/// `put -R` a few dozen at most); 64 leaves room for parallel transfers.
+pub const MAX_HANDLES_PER_SESSION: usize = 64;
+/// Open handles per account over all its sessions: four sessions' worth,
+/// so that an account's sessions (10 by default) cannot hold more than a
+/// small share of the server's file descriptors.
+pub const MAX_HANDLES_PER_ACCOUNT: usize = 256;
+
+/// Open handles per account, shared by all sessions.
+#[derive(Debug, Default)]
+pub struct OpenHandleCounts(std::sync::Mutex<HashMap<String, usize>>);
+
+impl OpenHandleCounts {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn try_take(&self, account: &str) -> bool {
+        let mut counts = self.counts();
+        let n = counts.entry(account.to_string()).or_default();
+        if *n >= MAX_HANDLES_PER_ACCOUNT {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn give_back(&self, account: &str, handles: usize) {
+        let mut counts = self.counts();
+        if let Some(n) = counts.get_mut(account) {
+            *n = n.saturating_sub(handles);
+            if *n == 0 {
+                counts.remove(account);
+            }
+        }
+    }
+}
+
+/// The account a session belongs to, for the per-account handle cap.
+struct AccountHandles {
+    account: String,
+    counts: Arc<OpenHandleCounts>,
+}
 
 /// A file that has arrived in an account's `upload/` folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +131,7 @@ pub struct SftpSession {
     handles: HashMap<String, OpenHandle>,
     next_handle: u64,
     initialised: bool,
+    account_handles: Option<AccountHandles>,
 }
 
 /// A failed request: the status code and a message for the client.
@@ -156,6 +206,46 @@ impl SftpSession {
             handles: HashMap::new(),
             next_handle: 1,
             initialised: false,
+            account_handles: None,
+        }
+    }
+
+    /// Counts this session's open handles against `account`'s cap.
+    pub fn count_handles_for(mut self, account: &str, counts: Arc<OpenHandleCounts>) -> Self {
+        self.account_handles = Some(AccountHandles {
+            account: account.to_string(),
+            counts,
+        });
+        self
+    }
+
+    /// Runs an OPEN or OPENDIR if there is room for one more handle
+    /// (invariant 4); a refused one takes no room.
+    fn with_handle_room(&mut self, open: impl FnOnce(&mut Self) -> Reply) -> Reply {
+        if self.handles.len() >= MAX_HANDLES_PER_SESSION {
+            return Err(Refusal::new(
+                StatusCode::Failure,
+                format!("too many open files in this session (at most {MAX_HANDLES_PER_SESSION}): close some first"),
+            ));
+        }
+        if let Some(a) = &self.account_handles {
+            if !a.counts.try_take(&a.account) {
+                return Err(Refusal::new(
+                    StatusCode::Failure,
+                    format!("too many open files in this account's sessions (at most {MAX_HANDLES_PER_ACCOUNT}): close some first"),
+                ));
+            }
+        }
+        let reply = open(self);
+        if reply.is_err() {
+            self.give_back_handles(1);
+        }
+        reply
+    }
+
+    fn give_back_handles(&self, handles: usize) {
+        if let Some(a) = &self.account_handles {
+            a.counts.give_back(&a.account, handles);
         }
     }
 
@@ -211,9 +301,9 @@ impl SftpSession {
             Packet::Fstat(p) => self.fstat(id, &p.handle),
             Packet::SetStat(p) => self.stat(id, &p.path).map(|_| ok(id)),
             Packet::FSetStat(p) => self.fstat(id, &p.handle).map(|_| ok(id)),
-            Packet::OpenDir(p) => self.opendir(id, &p.path),
+            Packet::OpenDir(p) => self.with_handle_room(|s| s.opendir(id, &p.path)),
             Packet::ReadDir(p) => self.readdir(id, &p.handle),
-            Packet::Open(p) => self.open(id, &p.filename, p.pflags),
+            Packet::Open(p) => self.with_handle_room(|s| s.open(id, &p.filename, p.pflags)),
             Packet::Read(p) => self.read(id, &p.handle, p.offset, p.len),
             Packet::Write(p) => self.write(id, &p.handle, p.offset, &p.data),
             Packet::Close(p) => self.close(id, &p.handle).await,
@@ -439,7 +529,11 @@ impl SftpSession {
     }
 
     async fn close(&mut self, id: u32, handle: &str) -> Reply {
-        match self.handles.remove(handle) {
+        let closed = self.handles.remove(handle);
+        if closed.is_some() {
+            self.give_back_handles(1);
+        }
+        match closed {
             Some(OpenHandle::Write(upload)) => self.finish_upload(id, upload).await,
             Some(_) => Ok(ok(id)),
             None => Err(Refusal::new(StatusCode::Failure, "unknown handle")),
@@ -502,6 +596,7 @@ impl SftpSession {
 
     /// The session has ended: uploads still open were never finished.
     fn discard_open_uploads(&mut self) {
+        self.give_back_handles(self.handles.len());
         for (_, h) in self.handles.drain() {
             if let OpenHandle::Write(u) = h {
                 tracing::warn!(file = %u.name, "upload discarded: the connection ended before the file was closed");

@@ -76,6 +76,8 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<Store>,
     pub arrivals: ArrivalSink,
+    /// Open SFTP handles per account (see `files`, invariant 4).
+    open_handles: Arc<files::OpenHandleCounts>,
     defender: Mutex<Defender>,
     refusals: Mutex<RefusalLog>,
     sessions: Mutex<SessionCounts>,
@@ -131,6 +133,7 @@ impl Shared {
             defender: Mutex::new(Defender::new(policy)),
             refusals: Mutex::new(RefusalLog::default()),
             sessions: Mutex::new(SessionCounts::default()),
+            open_handles: Arc::default(),
             per_address: Mutex::new(HashMap::new()),
             unauthenticated: Mutex::new((0, HashMap::new())),
             logins: Mutex::new(start_login_recorder(store.clone())),

@@ -246,7 +246,8 @@ impl russh::server::Handler for Connection {
             account.feed.clone(),
             self.shared.config.sftp.max_upload_size,
             self.shared.arrivals.clone(),
-        );
+        )
+        .count_handles_for(&account.name, self.shared.open_handles.clone());
         let span = tracing::Span::current();
         tokio::spawn(tracing::Instrument::instrument(
             files::serve(channel.into_stream(), sftp),

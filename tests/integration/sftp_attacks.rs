@@ -1239,3 +1239,131 @@ fn a_burst_of_concurrent_guesses_is_checked_no_more_than_the_limit() {
         "the right password from the address after the burst",
     );
 }
+
+/// `open_many`'s result: handles opened and the error messages.
+fn opened_and_errors(result: &Value, what: &str) -> (u64, Vec<String>) {
+    let value = ok(result, what);
+    let opened = value["opened"].as_u64().expect("opened");
+    let errors = value["errors"]
+        .as_object()
+        .expect("errors")
+        .keys()
+        .cloned()
+        .collect();
+    (opened, errors)
+}
+
+#[test]
+fn one_session_cannot_take_every_file_handle_from_the_others() {
+    let env = sftp_env_with(&[Feed::hr("hr"), Feed::hr("pay")], &[], &[]);
+    let key = keygen(&env, "hr-key");
+    add_account(&env, USER, "hr", None, &[&pub_of(&key)], &[]);
+    add_account(&env, "pay-up", "pay", Some("pay-Pass-1"), &[], &[]);
+    let server = Server::start(&env);
+    let port = server.port;
+    let marker = env.root.join("home").join("handles-taken");
+    fs::create_dir_all(env.root.join("home")).expect("home");
+
+    let hog = Client::key(port, USER, &key);
+    let mut steps = vec![
+        json!({"op": "connect"}),
+        json!({"op": "open_many", "path": "/upload/hog-{i}.csv", "count": 1500, "mode": "w"}),
+        json!({"op": "open_many", "path": "/upload", "count": 500, "mode": "dir"}),
+    ];
+    // Three more sessions of the same account fill its cap; a fifth
+    // finds it full.
+    for conn in ["c2", "c3", "c4", "c5"] {
+        steps.push(json!({"op": "connect", "conn": conn}));
+        steps.push(json!({"op": "open_many", "conn": conn,
+            "path": format!("/upload/{conn}-{{i}}.csv"), "count": 100, "mode": "w"}));
+    }
+    steps.push(json!({"op": "mark", "local": marker.display().to_string()}));
+    steps.push(json!({"op": "sleep", "seconds": 8.0}));
+    steps.push(json!({"op": "stat", "path": "/upload"}));
+    let hogging = thread::spawn(move || hog.run(steps));
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !marker.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the handles were not taken within 90 s"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    // While the handles are held: another feed's upload lands, and the
+    // web page answers.
+    let results = Client::password(port, "pay-up", "pay-Pass-1")
+        .session(vec![put("/upload/pay.csv", &hr_file(1..=3))]);
+    ok(
+        &results[0],
+        "another feed's upload while one session holds its handles",
+    );
+    let runs = server.wait_for_exactly(&env, 1, RUN_TIMEOUT);
+    assert_eq!(runs[0]["feed"], "pay", "{:#}", runs[0]);
+    assert_eq!(runs[0]["state"], "applied", "{:#}", runs[0]);
+    let web = server
+        .stdout_lines()
+        .iter()
+        .find_map(|l| l.strip_prefix("web: listening on ").map(str::to_string))
+        .expect("the web address");
+    let mut cmd = tool(&env, "curl");
+    cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{web}/healthz"));
+    let out = run_tool(cmd, "curl /healthz", None, TOOL_TIMEOUT);
+    assert_eq!(
+        out.stdout, "200",
+        "/healthz while handles are held: {out:#?}"
+    );
+
+    let results = hogging.join().expect("the hogging client");
+    let all = format!("{results:#?}");
+    ok(&results[0], "connect");
+    let (files, file_errors) = opened_and_errors(&results[1], "open 1500 files");
+    let (dirs, dir_errors) = opened_and_errors(&results[2], "open 500 folders");
+    assert_eq!(files + dirs, 64, "handles open in one session: {all}");
+    for message in file_errors.iter().chain(&dir_errors) {
+        assert!(
+            message.contains("too many open files in this session")
+                && message.contains("close some first"),
+            "a clear failure for one handle too many: {message:?}\n{all}"
+        );
+    }
+    let mut in_all = files;
+    for i in 0..4 {
+        ok(&results[3 + 2 * i], "another session of the account");
+        let (n, errors) = opened_and_errors(&results[4 + 2 * i], "open files");
+        in_all += n;
+        if i == 3 {
+            assert_eq!(
+                n, 0,
+                "the fifth session finds the account's cap full: {all}"
+            );
+            assert!(
+                errors
+                    .iter()
+                    .all(|m| m.contains("too many open files in this account")),
+                "{errors:?}"
+            );
+        }
+    }
+    assert_eq!(in_all, 256, "handles open in the account's sessions: {all}");
+    ok(
+        &results[results.len() - 1],
+        "the session still answers at its cap",
+    );
+
+    // Once the sessions have ended, their handles are free again.
+    let results =
+        Client::key(port, USER, &key).session(vec![put("/upload/after.csv", &hr_file(1..=2))]);
+    ok(&results[0], "an upload after the handles were given back");
+    let runs = server.wait_for_exactly(&env, 2, RUN_TIMEOUT);
+    assert!(runs.iter().any(|r| r["file"] == "after.csv"), "{runs:#?}");
+    assert_eq!(
+        names_in(&upload_dir(&env, "hr"))
+            .iter()
+            .filter(|n| n.starts_with("hog"))
+            .count(),
+        0,
+        "handles never closed left no upload behind"
+    );
+}
