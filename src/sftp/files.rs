@@ -37,7 +37,8 @@ use tokio::sync::mpsc;
 
 use super::jail::{self, Area, Jail, Place};
 use crate::layout::{
-    claim_upload, is_pickable, sync_dir, FeedFolders, UPLOAD_TEMP_PREFIX as TEMP_PREFIX,
+    claim_upload, is_pickable, sync_dir, FeedFolders, MAX_FILE_NAME, MAX_UPLOAD_NAME,
+    UPLOAD_TEMP_PREFIX as TEMP_PREFIX,
 };
 
 /// Requests larger than this end the session. OpenSSH writes 32 KiB (up
@@ -191,6 +192,28 @@ fn file_attrs(meta: &std::fs::Metadata, writable: bool) -> FileAttributes {
     a
 }
 
+/// A name to be imported must leave room for the stamps the worker adds
+/// (`layout::MAX_UPLOAD_NAME`): refused here rather than accepted and
+/// never processed. Temporary names (`.part`, ...) are never stamped, so
+/// only the file system's limit applies to them.
+fn importable_length(name: String) -> Result<String, Refusal> {
+    let limit = if is_pickable(&name) {
+        MAX_UPLOAD_NAME
+    } else {
+        MAX_FILE_NAME
+    };
+    if name.len() > limit {
+        return Err(Refusal::new(
+            StatusCode::Failure,
+            format!(
+                "file name too long: at most {limit} bytes (this one has {}); use a shorter name",
+                name.len()
+            ),
+        ));
+    }
+    Ok(name)
+}
+
 /// The name a client may use: our temporary files are not theirs.
 fn visible(name: &str) -> bool {
     !name.starts_with(TEMP_PREFIX)
@@ -277,7 +300,7 @@ impl SftpSession {
 
     fn upload_target(&self, raw: &str) -> Result<String, Refusal> {
         match jail::resolve(raw)? {
-            Place::File(Area::Upload, name) if visible(&name) => Ok(name),
+            Place::File(Area::Upload, name) if visible(&name) => importable_length(name),
             Place::File(area, _) | Place::Area(area) => Err(read_only(area)),
             _ => Err(Refusal::new(
                 StatusCode::PermissionDenied,

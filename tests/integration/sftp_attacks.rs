@@ -1367,3 +1367,58 @@ fn one_session_cannot_take_every_file_handle_from_the_others() {
         "handles never closed left no upload behind"
     );
 }
+
+#[test]
+fn names_too_long_to_be_processed_are_refused_at_open_and_rename() {
+    // The longest name an upload may have: 255 bytes less what the
+    // error report adds (`<stamp>-run<u64 run id>-` and `.errors.csv`).
+    const LONGEST: usize = 203;
+    let s = Setup::standard();
+    let name = |len: usize| format!("{}.csv", "n".repeat(len - 4));
+    let longest = name(LONGEST);
+    let file = hr_file(1..=2);
+    let mut steps = vec![put(&format!("/upload/{longest}"), &file)];
+    for len in [LONGEST + 1, 234, 235, 250, 255] {
+        steps.push(put(&format!("/upload/{}", name(len)), &file));
+    }
+    steps.push(put("/upload/legit.tmp", &file));
+    steps.push(json!({"op": "rename", "src": "/upload/legit.tmp", "dst": format!("/upload/{}", name(240))}));
+    steps.push(json!({"op": "listdir", "path": "/upload"}));
+    let results = s.key_client().session(steps);
+    ok(&results[0], "an upload with the longest name allowed");
+    for (i, len) in [LONGEST + 1, 234, 235, 250, 255].iter().enumerate() {
+        let r = &results[1 + i];
+        refused(r, &format!("an upload with a {len}-byte name"));
+        let error = r["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!("file name too long: at most {LONGEST} bytes")),
+            "the reason is given: {r:#}"
+        );
+    }
+    ok(&results[6], "put legit.tmp");
+    refused(&results[7], "a rename into a name too long to be processed");
+    let listed = ok(&results[8], "listdir /upload");
+    assert!(
+        !name_set(&listed).iter().any(|n| n.len() > LONGEST),
+        "a name too long is in /upload: {listed:#}"
+    );
+
+    // OpenSSH says so too.
+    let local = s.env.input("short.csv", &file);
+    let out = openssh_sftp_key(
+        &s.env,
+        s.server.port,
+        USER,
+        &s.key,
+        &format!("put {} /upload/{}\n", local.display(), name(240)),
+    );
+    assert_ne!(out.code, 0, "OpenSSH put of a 240-byte name: {out:#?}");
+
+    // The longest name is imported and archived.
+    let runs = s.wait_for_exactly(1);
+    assert_run(&runs[0], &longest, "applied", &[("added", 2)]);
+    let archived = archived_name(&s.env, "hr", &longest);
+    assert!(archived.len() <= 255, "{archived}");
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.env.runs_list().len(), 1, "nothing else was imported");
+}
