@@ -468,7 +468,11 @@ impl SftpSession {
 
     fn start_upload(&mut self, name: String, flags: OpenFlags) -> Result<Upload, Refusal> {
         let target = self.jail.file_path(Area::Upload, &name);
-        let exists = std::fs::symlink_metadata(&target).is_ok();
+        let exists = match std::fs::symlink_metadata(&target) {
+            Ok(meta) if meta.file_type().is_file() => true,
+            Ok(_) => return Err(not_a_file(&name)),
+            Err(_) => false,
+        };
         if exists && flags.contains(OpenFlags::EXCLUDE) {
             return Err(Refusal::new(StatusCode::Failure, "the file already exists"));
         }
@@ -488,7 +492,7 @@ impl SftpSession {
             .map_err(|e| Refusal::io("creating the upload", e))?;
         // Resuming (no TRUNCATE on an existing file): continue from its bytes.
         if exists && !flags.contains(OpenFlags::TRUNCATE) {
-            if let Err(e) = std::fs::copy(&target, &temp) {
+            if let Err(e) = copy_without_following(&target, &file) {
                 let _ = std::fs::remove_file(&temp);
                 return Err(Refusal::io("resuming the upload", e));
             }
@@ -611,6 +615,9 @@ impl SftpSession {
         }
         let name = self.upload_target(to)?;
         let to_path = self.jail.file_path(Area::Upload, &name);
+        if std::fs::symlink_metadata(&to_path).is_ok_and(|m| !m.file_type().is_file()) {
+            return Err(not_a_file(&name));
+        }
         std::fs::rename(&from_path, &to_path).map_err(|e| Refusal::io("rename", e))?;
         sync_dir(&self.jail.area_dir(Area::Upload));
         self.arrived(&name);
@@ -633,6 +640,30 @@ impl Drop for SftpSession {
     fn drop(&mut self) {
         self.discard_open_uploads();
     }
+}
+
+/// Something other than a regular file (a symlink planted in the data
+/// folder, a folder) holds the name: never written through or replaced.
+fn not_a_file(name: &str) -> Refusal {
+    tracing::warn!(
+        file = name,
+        "refused: the name in upload/ is not a regular file"
+    );
+    Refusal::new(
+        StatusCode::PermissionDenied,
+        format!("{name} in /upload is not a regular file; choose another name"),
+    )
+}
+
+/// Copies an upload being resumed into its temporary file; a symlink put
+/// in its place since it was checked is refused (O_NOFOLLOW), never
+/// followed out of the data folder.
+fn copy_without_following(from: &Path, to: &FsFile) -> std::io::Result<u64> {
+    let mut source = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(from)?;
+    std::io::copy(&mut source, &mut &*to)
 }
 
 /// fsync, then rename into place (invariant 1). On failure the temporary

@@ -1422,3 +1422,55 @@ fn names_too_long_to_be_processed_are_refused_at_open_and_rename() {
     thread::sleep(Duration::from_millis(500));
     assert_eq!(s.env.runs_list().len(), 1, "nothing else was imported");
 }
+
+#[test]
+fn a_symlink_planted_in_the_upload_folder_is_never_followed() {
+    let s = Setup::standard();
+    ok(
+        &s.key_client()
+            .session(vec![json!({"op": "listdir", "path": "/upload"})])[0],
+        "a first login creates the folders",
+    );
+    let outside = s.env.root.join("outside.csv");
+    let original = format!("{SECRET}\n");
+    fs::write(&outside, &original).expect("write the outside file");
+    let upload = upload_dir(&s.env, "hr");
+    for name in ["resume.csv", "append.csv", "write.csv", "renamed.csv"] {
+        std::os::unix::fs::symlink(&outside, upload.join(name)).expect("plant a symlink");
+    }
+    let row = hr_row(9) + "\n";
+    let results = s.key_client().session(vec![
+        json!({"op": "open_mode", "path": "/upload/resume.csv", "mode": "r+", "data": row}),
+        json!({"op": "open_mode", "path": "/upload/append.csv", "mode": "a", "data": row}),
+        json!({"op": "open_mode", "path": "/upload/write.csv", "mode": "w", "data": hr_file(1..=2)}),
+        put("/upload/legit.tmp", &hr_file(1..=2)),
+        json!({"op": "rename", "src": "/upload/legit.tmp", "dst": "/upload/renamed.csv"}),
+        json!({"op": "get", "path": "/upload/resume.csv"}),
+    ]);
+    for (i, what) in [
+        "resuming through a symlink",
+        "appending through a symlink",
+        "writing over a symlink",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_no_leak(&results[i], what);
+        refused(&results[i], what);
+    }
+    ok(&results[3], "put legit.tmp");
+    refused(&results[4], "renaming over a symlink");
+    assert_no_leak(&results[5], "reading through a symlink");
+    refused(&results[5], "reading through a symlink");
+    assert_eq!(
+        fs::read_to_string(&outside).expect("the outside file"),
+        original,
+        "the file outside the data folder changed"
+    );
+    for name in ["resume.csv", "append.csv", "write.csv", "renamed.csv"] {
+        let meta = fs::symlink_metadata(upload.join(name)).expect("the planted link");
+        assert!(meta.file_type().is_symlink(), "{name} was replaced");
+    }
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(s.env.runs_list().len(), 0, "nothing was imported");
+}
