@@ -96,6 +96,9 @@ pub struct SftpSettings {
     pub login_timeout: Duration,
     /// A session with no traffic for this long is closed.
     pub idle_timeout: Duration,
+    /// Also offer the SHA-1 algorithms old clients need (JSch 0.1.55:
+    /// `ssh-rsa` signatures, `diffie-hellman-group14-sha1`).
+    pub legacy_algorithms: bool,
 }
 
 impl Default for SftpSettings {
@@ -111,6 +114,7 @@ impl Default for SftpSettings {
             lockout_duration: Duration::from_secs(900),
             login_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(900),
+            legacy_algorithms: false,
         }
     }
 }

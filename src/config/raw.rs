@@ -58,6 +58,7 @@ struct RawSftp {
     lockout_duration: Option<Spanned<String>>,
     login_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
+    legacy_algorithms: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -335,6 +336,7 @@ fn validate_sftp(raw: Option<RawSftp>, problems: &mut Problems) -> SftpSettings 
             defaults.idle_timeout,
             problems,
         ),
+        legacy_algorithms: raw.legacy_algorithms.unwrap_or(defaults.legacy_algorithms),
     }
 }
 

@@ -34,8 +34,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use russh::keys::PrivateKey;
-use russh::{MethodKind, MethodSet, SshId};
+use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
+use russh::{compression, kex, MethodKind, MethodSet, Preferred, SshId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -323,8 +323,60 @@ pub fn ssh_config(config: &Config, keys: Vec<PrivateKey>) -> russh::server::Conf
         keepalive_interval: Some(Duration::from_secs(30)),
         keepalive_max: 3,
         nodelay: true,
+        preferred: preferred_algorithms(config.sftp.legacy_algorithms),
         ..Default::default()
     }
+}
+
+/// What current OpenSSH offers: no SHA-1 anywhere, compression only
+/// after login. SHA-1 signatures can be forged at a cost within reach
+/// (SHA-1 is a shambles, 2020), so `ssh-rsa` and the SHA-1 key exchanges
+/// come only with `legacy_algorithms`, for clients such as JSch 0.1.55
+/// that know nothing newer.
+fn preferred_algorithms(legacy: bool) -> Preferred {
+    let mut kex = vec![
+        kex::MLKEM768X25519_SHA256,
+        kex::CURVE25519,
+        kex::CURVE25519_PRE_RFC_8731,
+        kex::DH_GEX_SHA256,
+        kex::DH_G18_SHA512,
+        kex::DH_G16_SHA512,
+        kex::DH_G14_SHA256,
+    ];
+    let mut key = vec![
+        Algorithm::Ed25519,
+        Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP256,
+        },
+        Algorithm::Rsa {
+            hash: Some(HashAlg::Sha512),
+        },
+        Algorithm::Rsa {
+            hash: Some(HashAlg::Sha256),
+        },
+    ];
+    if legacy {
+        kex.push(kex::DH_G14_SHA1);
+        key.push(Algorithm::Rsa { hash: None });
+    }
+    // russh reads its extensions (RFC 8308, strict key exchange) from the
+    // same list.
+    kex.extend([
+        kex::EXTENSION_SUPPORT_AS_SERVER,
+        kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+    ]);
+    Preferred {
+        kex: kex.into(),
+        key: key.into(),
+        compression: (&[compression::NONE, compression::ZLIB_LEGACY][..]).into(),
+        ..Preferred::DEFAULT
+    }
+}
+
+/// `ssh-rsa`: an RSA signature over SHA-1, refused unless
+/// `legacy_algorithms` is on (see [`preferred_algorithms`]).
+pub(crate) fn is_sha1_signature(algorithm: &Algorithm) -> bool {
+    *algorithm == Algorithm::Rsa { hash: None }
 }
 
 /// Accepts connections until `shutdown`, then gives sessions a short grace
@@ -412,6 +464,7 @@ async fn serve_connection(
     let span = tracing::info_span!("session", id, peer = %peer);
     let _ = socket.set_nodelay(true);
     let login_timeout = shared.config.sftp.login_timeout;
+    let legacy = shared.config.sftp.legacy_algorithms;
     let handler = session::Connection::new(shared, canonical_ip(peer.ip()), login_slot);
     let authenticated = handler.authenticated.clone();
     let start = russh::server::run_stream(ssh, socket, handler);
@@ -435,7 +488,7 @@ async fn serve_connection(
         tokio::select! {
             result = &mut running => {
                 if let Err(e) = result {
-                    span.in_scope(|| tracing::info!(error = %e, "session ended with an error"));
+                    span.in_scope(|| log_session_error(&e, legacy));
                 }
                 break;
             }
@@ -452,6 +505,20 @@ async fn serve_connection(
                 break;
             }
         }
+    }
+}
+
+/// A client that shares no algorithm with us is told nothing by russh
+/// (it closes the connection): the log says why, and what may help.
+fn log_session_error(e: &session::ConnectionError, legacy: bool) {
+    let session::ConnectionError::Ssh(russh::Error::NoCommonAlgo { .. }) = e else {
+        tracing::info!(error = %e, "session ended with an error");
+        return;
+    };
+    if legacy {
+        tracing::warn!(error = %e, "refused: the client offers no algorithm the server has");
+    } else {
+        tracing::warn!(error = %e, "refused: the client offers no algorithm the server has; if it is an old client that needs SHA-1 (ssh-rsa, diffie-hellman-group14-sha1), set [sftp] legacy_algorithms = true");
     }
 }
 

@@ -118,6 +118,16 @@ impl Connection {
         Auth::Accept
     }
 
+    /// SHA-1 signatures (`ssh-rsa`) only with `legacy_algorithms`; the
+    /// client may offer the same key again as `rsa-sha2-*`.
+    fn signature_allowed(&self, algorithm: &russh::keys::Algorithm) -> bool {
+        if self.shared.config.sftp.legacy_algorithms || !super::is_sha1_signature(algorithm) {
+            return true;
+        }
+        tracing::info!(peer = %self.ip, "refused an ssh-rsa (SHA-1) signature; set [sftp] legacy_algorithms = true for clients that know nothing newer");
+        false
+    }
+
     fn has_key(account: &Account, key: &russh::keys::PublicKey) -> bool {
         account
             .keys
@@ -178,6 +188,9 @@ impl russh::server::Handler for Connection {
     ) -> Result<Auth, Self::Error> {
         // Clients offer every key they have: an unknown one is not a
         // failed login.
+        if !self.signature_allowed(offer.algorithm) {
+            return Ok(reject());
+        }
         let known = self
             .candidate(user)
             .is_some_and(|a| Self::has_key(&a, offer.public_key));
@@ -189,6 +202,9 @@ impl russh::server::Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        if !self.signature_allowed(key.algorithm) {
+            return Ok(reject());
+        }
         match self.candidate(user) {
             Some(account) if Self::has_key(&account, key.public_key) => {
                 Ok(self.succeed(account, "publickey"))

@@ -223,3 +223,25 @@ fn an_unknown_feed_is_a_usage_error() {
     assert_eq!(out.code, 2, "{out:#?}");
     assert!(out.stderr.contains("nosuch"), "{}", out.stderr);
 }
+
+#[test]
+fn legacy_algorithms_is_a_switch_checked_with_the_rest() {
+    let with =
+        |line: &str| config(&[Feed::hr("hr")]).replace("[sftp]\n", &format!("[sftp]\n{line}\n"));
+    assert_config_error(
+        &with("legacy_algorithms = \"yes\""),
+        &["line", "boolean"],
+        &[],
+    );
+    assert_config_error(
+        &with("legacy_algorithm = true"),
+        &["legacy_algorithm", "spelling"],
+        &[],
+    );
+    let env = Env::bare();
+    env.write_config(
+        &with("legacy_algorithms = true").replace(PLACEHOLDER, &env.data_dir.display().to_string()),
+    );
+    let out = env.run(&["check"]);
+    assert_eq!(out.code, 0, "legacy_algorithms = true: {out:#?}");
+}

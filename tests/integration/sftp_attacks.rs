@@ -1474,3 +1474,202 @@ fn a_symlink_planted_in_the_upload_folder_is_never_followed() {
     thread::sleep(Duration::from_millis(1500));
     assert_eq!(s.env.runs_list().len(), 0, "nothing was imported");
 }
+
+/// Debian's JSch (libjsch-java).
+const JSCH_JAR: &str = "/usr/share/java/jsch.jar";
+
+/// `clients/JschUpload.java` compiled into the test dir; returns the
+/// class path to run it with.
+fn compile_jsch_client(env: &Env) -> String {
+    assert!(
+        Path::new(JSCH_JAR).is_file(),
+        "{JSCH_JAR} is missing: this test needs JSch (./scripts/test installs \
+         default-jdk-headless and libjsch-java)"
+    );
+    let classes = env.root.join("jsch-classes");
+    fs::create_dir_all(&classes).expect("classes dir");
+    let source =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/clients/JschUpload.java");
+    let mut cmd = tool(env, "javac");
+    cmd.args(["-cp", JSCH_JAR, "-d"]).arg(&classes).arg(&source);
+    let out = run_tool(cmd, "javac JschUpload.java", None, Duration::from_secs(120));
+    assert_eq!(out.code, 0, "javac: {out:#?}");
+    format!("{}:{JSCH_JAR}", classes.display())
+}
+
+/// JSch uploads `local` as `remote`, by password, or by `key` when given.
+fn jsch_upload(
+    env: &Env,
+    classpath: &str,
+    port: u16,
+    local: &Path,
+    remote: &str,
+    key: Option<&Path>,
+) -> Out {
+    let mut cmd = tool(env, "java");
+    cmd.args(["-cp", classpath, "JschUpload", HOST])
+        .arg(port.to_string())
+        .arg(USER)
+        .arg(if key.is_some() { "" } else { PASSWORD })
+        .arg(local)
+        .arg(remote);
+    if let Some(key) = key {
+        cmd.arg(key);
+    }
+    run_tool(cmd, "JSch upload", None, TOOL_TIMEOUT)
+}
+
+/// OpenSSH asked to use only `option=value` for one algorithm kind.
+fn openssh_with_only(s: &Setup, option: &str, value: &str) -> Out {
+    let batch = s.env.root.join(format!("batch-only-{}.txt", unique()));
+    fs::write(&batch, "ls /\n").expect("batch");
+    let mut cmd = tool(&s.env, "sftp");
+    cmd.args(ssh_options(s.server.port))
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            &format!("{option}={value}"),
+            "-i",
+        ])
+        .arg(&s.key)
+        .arg("-b")
+        .arg(&batch)
+        .arg(format!("{USER}@{HOST}"));
+    run_tool(
+        cmd,
+        &format!("sftp -o {option}={value}"),
+        None,
+        TOOL_TIMEOUT,
+    )
+}
+
+#[test]
+fn sha1_algorithms_are_offered_only_with_legacy_algorithms() {
+    for legacy in [false, true] {
+        let sftp: &[&str] = if legacy {
+            &["legacy_algorithms = true"]
+        } else {
+            &[]
+        };
+        let env = sftp_env_with(&[Feed::hr("hr")], &[], sftp);
+        let key = keygen(&env, "hr-up-key");
+        let rsa = keygen_with(&env, "jsch-rsa", &["-t", "rsa", "-b", "2048", "-m", "PEM"]);
+        add_account(
+            &env,
+            USER,
+            "hr",
+            Some(PASSWORD),
+            &[&pub_of(&key), &pub_of(&rsa)],
+            &[],
+        );
+        let s = Setup {
+            server: Server::start(&env),
+            env,
+            key,
+        };
+        let rsa_key = |option: &str| {
+            let mut cmd = tool(&s.env, "sftp");
+            let batch = s.env.root.join(format!("batch-rsa-{}.txt", unique()));
+            fs::write(&batch, "ls /\n").expect("batch");
+            cmd.args(ssh_options(s.server.port))
+                .args(["-o", "BatchMode=yes", "-o", option, "-i"])
+                .arg(&rsa)
+                .arg("-b")
+                .arg(&batch)
+                .arg(format!("{USER}@{HOST}"));
+            run_tool(cmd, option, None, TOOL_TIMEOUT)
+        };
+
+        // OpenSSH told to use SHA-1 only: the host key, the key exchange,
+        // the client's signature.
+        let host_key = openssh_with_only(&s, "HostKeyAlgorithms", "ssh-rsa");
+        let kex = openssh_with_only(&s, "KexAlgorithms", "diffie-hellman-group14-sha1");
+        let signature = rsa_key("PubkeyAcceptedAlgorithms=ssh-rsa");
+        let modern = rsa_key("PubkeyAcceptedAlgorithms=rsa-sha2-512");
+        assert_eq!(
+            modern.code, 0,
+            "an RSA key with rsa-sha2-512 (legacy {legacy}): {modern:#?}"
+        );
+
+        let classpath = compile_jsch_client(&s.env);
+        let local = s.env.input("jsch.csv", hr_file(1..=3));
+        let by_password = jsch_upload(
+            &s.env,
+            &classpath,
+            s.server.port,
+            &local,
+            "/upload/jsch.csv",
+            None,
+        );
+        let by_key = jsch_upload(
+            &s.env,
+            &classpath,
+            s.server.port,
+            &local,
+            "/upload/jsch-key.csv",
+            Some(&rsa),
+        );
+
+        if legacy {
+            for (out, what) in [
+                (&host_key, "an ssh-rsa host key"),
+                (&kex, "diffie-hellman-group14-sha1"),
+                (&signature, "an ssh-rsa signature"),
+                (&by_password, "JSch by password"),
+                (&by_key, "JSch by RSA key"),
+            ] {
+                assert_eq!(
+                    out.code, 0,
+                    "{what} with legacy_algorithms = true: {out:#?}"
+                );
+            }
+            let runs = s.wait_for_exactly(2);
+            let mut files = run_files(&runs);
+            files.sort();
+            assert_eq!(files, ["jsch-key.csv", "jsch.csv"], "{runs:#?}");
+        } else {
+            // russh closes the connection without telling the client why;
+            // the server's log says it, with what to do.
+            let log = s.server.stderr();
+            for (out, what, kind) in [
+                (&host_key, "an ssh-rsa host key", "No common Key algorithm"),
+                (
+                    &kex,
+                    "diffie-hellman-group14-sha1",
+                    "No common Kex algorithm",
+                ),
+            ] {
+                assert_ne!(out.code, 0, "{what} is not offered by default: {out:#?}");
+                assert!(
+                    log.lines()
+                        .any(|l| l.contains(kind) && l.contains("legacy_algorithms = true")),
+                    "the log says why {what} failed and what to do:\n{log}"
+                );
+            }
+            assert!(
+                signature.code != 0 && signature.stderr.contains("Permission denied"),
+                "an ssh-rsa signature is refused by default: {signature:#?}"
+            );
+            // JSch 0.1.55 finds ecdsa-sha2-nistp256 and
+            // diffie-hellman-group-exchange-sha256 by default: only its
+            // RSA key signatures (ssh-rsa) need the switch.
+            assert_eq!(
+                by_password.code, 0,
+                "JSch by password by default: {by_password:#?}"
+            );
+            assert!(
+                by_key.code != 0 && by_key.stderr.contains("Auth fail"),
+                "JSch with an RSA key without legacy_algorithms: {by_key:#?}"
+            );
+            assert!(
+                log.contains(
+                    "refused an ssh-rsa (SHA-1) signature; set [sftp] legacy_algorithms = true"
+                ),
+                "the log says why JSch's key was refused:\n{log}"
+            );
+            let runs = s.wait_for_exactly(1);
+            assert_run(&runs[0], "jsch.csv", "applied", &[("added", 3)]);
+        }
+    }
+}
