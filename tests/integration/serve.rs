@@ -838,3 +838,30 @@ fn idle_command_line_connections_cannot_block_the_control_socket() {
     );
     drop(idle);
 }
+
+#[test]
+fn serve_raises_its_open_file_limit_to_the_hard_limit() {
+    require_tool("prlimit");
+    let env = sftp_env();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args(["--nofile=1024:4096", "--"])
+        .arg(BIN)
+        .arg("--config")
+        .arg(&env.config)
+        .arg("serve")
+        .current_dir(&env.root)
+        .env_remove("FLAGSYNC_CONFIG")
+        .env_remove("RUST_LOG");
+    let server = Server::spawn(cmd, "prlimit --nofile=1024:4096 flagsync serve");
+    let limits = fs::read_to_string(format!("/proc/{}/limits", server.pid())).expect("limits");
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open-file limit in {limits}"));
+    let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(
+        numbers,
+        ["4096", "4096"],
+        "soft and hard limit: {open_files}"
+    );
+}
