@@ -157,12 +157,20 @@ impl Shared {
         lock(&self.defender).record_failure(ip, Instant::now())
     }
 
-    fn begin_password_check(&self, ip: IpAddr, account: &str) -> Result<(), Refused> {
-        lock(&self.defender).begin_password_check(ip, account, Instant::now())
-    }
-
-    fn end_password_check(&self, ip: IpAddr, account: &str, succeeded: bool) -> Locked {
-        lock(&self.defender).end_password_check(ip, account, succeeded, Instant::now())
+    /// Admits a password check and counts it as under way until
+    /// [`PasswordCheck::finish`] (or its drop) ends it.
+    fn begin_password_check(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        account: &str,
+    ) -> Result<PasswordCheck, Refused> {
+        lock(&self.defender).begin_password_check(ip, account, Instant::now())?;
+        Ok(PasswordCheck {
+            shared: self.clone(),
+            ip,
+            account: account.to_string(),
+            finished: false,
+        })
     }
 
     /// Logs a refused connection or login unless this address already had
@@ -278,6 +286,41 @@ impl Shared {
             if *n == 0 {
                 map.remove(&ip);
             }
+        }
+    }
+}
+
+/// A password check under way. One whose connection went away before the
+/// answer (its future dropped) ends as a failure: the guess was made, and
+/// a check left under way for ever would lower the limit for good.
+pub(crate) struct PasswordCheck {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+    account: String,
+    finished: bool,
+}
+
+impl PasswordCheck {
+    /// Ends the check; what a failure locked.
+    fn finish(mut self, succeeded: bool) -> Locked {
+        self.finished = true;
+        self.end(succeeded)
+    }
+
+    fn end(&self, succeeded: bool) -> Locked {
+        lock(&self.shared.defender).end_password_check(
+            self.ip,
+            &self.account,
+            succeeded,
+            Instant::now(),
+        )
+    }
+}
+
+impl Drop for PasswordCheck {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.end(false);
         }
     }
 }

@@ -164,15 +164,16 @@ impl russh::server::Handler for Connection {
         };
         // Admitted and counted in one step, before the slow check: a burst
         // of guesses at once cannot pass the limit.
-        if let Err(refused) = self.shared.begin_password_check(self.ip, &account.name) {
-            self.shared
-                .log_refusal(self.ip, Some(user), refused.reason());
-            return Ok(reject());
-        }
+        let check = match self.shared.begin_password_check(self.ip, &account.name) {
+            Ok(check) => check,
+            Err(refused) => {
+                self.shared
+                    .log_refusal(self.ip, Some(user), refused.reason());
+                return Ok(reject());
+            }
+        };
         let matches = self.shared.check_password(password.to_string(), hash).await;
-        let locked = self
-            .shared
-            .end_password_check(self.ip, &account.name, matches);
+        let locked = check.finish(matches);
         if !matches {
             tracing::warn!(user, peer = %self.ip, "login refused: wrong password");
             self.log_lockout(user, locked);
