@@ -12,7 +12,8 @@
 //!    one's own account between guesses at another does not reset them.
 //! 3. A password check is admitted and counted in one step
 //!    ([`Defender::begin_password_check`]): checks under way count
-//!    against the limit, so a burst of concurrent guesses cannot pass it.
+//!    against the limit, so a burst of concurrent guesses cannot pass it
+//!    (the caller makes the ones not admitted yet wait their turn).
 //! 4. Memory stays bounded: entries older than the window are pruned
 //!    whenever a table grows past [`PRUNE_AT`].
 

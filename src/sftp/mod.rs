@@ -56,6 +56,9 @@ use refusals::{RefusalLog, Verdict};
 /// on short-lived blocking threads each 19 MiB block stayed in a separate
 /// malloc arena (50 logins left the server at 800 MB).
 const CONCURRENT_HASHES: usize = 4;
+/// How often a password check waiting for its turn looks again (see
+/// `Shared::begin_password_check`); a check takes about 20 ms.
+const CHECK_QUEUE_POLL: Duration = Duration::from_millis(10);
 /// How long sessions get to finish when the server stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Connections not yet logged in, at once, in all: over it a new
@@ -158,19 +161,31 @@ impl Shared {
     }
 
     /// Admits a password check and counts it as under way until
-    /// [`PasswordCheck::finish`] (or its drop) ends it.
-    fn begin_password_check(
+    /// [`PasswordCheck::finish`] (or its drop) ends it. While as many
+    /// checks are under way as failures could still lock, it waits for
+    /// one to end rather than refuse: a burst of guesses is then checked
+    /// no more than the limit allows, and a burst of real logins (a
+    /// customer's parallel sessions) only queues for a few milliseconds.
+    async fn begin_password_check(
         self: &Arc<Self>,
         ip: IpAddr,
         account: &str,
     ) -> Result<PasswordCheck, Refused> {
-        lock(&self.defender).begin_password_check(ip, account, Instant::now())?;
-        Ok(PasswordCheck {
-            shared: self.clone(),
-            ip,
-            account: account.to_string(),
-            finished: false,
-        })
+        loop {
+            let admitted = lock(&self.defender).begin_password_check(ip, account, Instant::now());
+            match admitted {
+                Ok(()) => {
+                    return Ok(PasswordCheck {
+                        shared: self.clone(),
+                        ip,
+                        account: account.to_string(),
+                        finished: false,
+                    })
+                }
+                Err(Refused::TooManyAtOnce) => tokio::time::sleep(CHECK_QUEUE_POLL).await,
+                Err(refused) => return Err(refused),
+            }
+        }
     }
 
     /// Logs a refused connection or login unless this address already had

@@ -164,7 +164,11 @@ impl russh::server::Handler for Connection {
         };
         // Admitted and counted in one step, before the slow check: a burst
         // of guesses at once cannot pass the limit.
-        let check = match self.shared.begin_password_check(self.ip, &account.name) {
+        let check = match self
+            .shared
+            .begin_password_check(self.ip, &account.name)
+            .await
+        {
             Ok(check) => check,
             Err(refused) => {
                 self.shared

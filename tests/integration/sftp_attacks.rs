@@ -1673,3 +1673,20 @@ fn sha1_algorithms_are_offered_only_with_legacy_algorithms() {
         }
     }
 }
+
+#[test]
+fn a_burst_of_real_logins_is_queued_not_refused_by_the_lockout_count() {
+    let s = Setup::new(&[], &["lockout_failures = 3"]);
+    let logins: Vec<_> = (0..8)
+        .map(|_| {
+            let client = s.password_client();
+            thread::spawn(move || client.try_login())
+        })
+        .collect();
+    for login in logins {
+        ok(
+            &login.join().expect("login thread"),
+            "one of 8 logins at once with the right password",
+        );
+    }
+}
