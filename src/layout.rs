@@ -16,6 +16,32 @@ use std::path::{Path, PathBuf};
 /// hidden from clients, never picked up, removed at start.
 pub const UPLOAD_TEMP_PREFIX: &str = ".flagsync-upload-";
 
+/// Longest file name the usual file systems take (bytes).
+pub const MAX_FILE_NAME: usize = 255;
+/// What `processing/` and `archive/` add to an upload's name:
+/// `<arrival stamp>-` ([`claim_name`]).
+const CLAIM_EXTRA: usize = "20261125T134501.123Z-".len();
+/// What `errors/` adds: `<UTC start>-run<run id>-` and `.errors.csv`
+/// (`report::report_name`), with the longest run ID (a u64).
+const REPORT_EXTRA: usize =
+    "20261204T020000Z-run".len() + "18446744073709551615".len() + "-.errors.csv".len();
+/// What `held/` adds: `<run id>-`.
+const HELD_EXTRA: usize = "18446744073709551615-".len();
+
+/// Longest name an upload to be imported may have (bytes): it must still
+/// fit in [`MAX_FILE_NAME`] once stamped for `processing/`, `archive/`,
+/// `errors/` and `held/`. A longer one would be accepted and then never
+/// processed, so the sFTP server refuses it.
+pub const MAX_UPLOAD_NAME: usize = MAX_FILE_NAME - max(max(CLAIM_EXTRA, REPORT_EXTRA), HELD_EXTRA);
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
 /// One feed's folders.
 #[derive(Debug, Clone)]
 pub struct FeedFolders {
@@ -160,6 +186,19 @@ mod tests {
         assert_eq!(c, "20251125T134501.123Z-hr-2026.csv");
         assert_eq!(claimed_file_name(&c), "hr-2026.csv");
         assert!(claim_name(t + Duration::from_millis(1), "a") > claim_name(t, "b"));
+    }
+
+    #[test]
+    fn the_longest_upload_name_fits_every_stamped_name() {
+        use std::time::{Duration, SystemTime};
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_000);
+        let name = "é".repeat(MAX_UPLOAD_NAME / 2) + "x";
+        assert_eq!(name.len(), MAX_UPLOAD_NAME);
+        assert!(claim_name(far, &name).len() <= MAX_FILE_NAME);
+        let report = crate::report::report_name(far, Some(u64::MAX), &name);
+        assert!(report.len() <= MAX_FILE_NAME);
+        assert!(report.contains(&name), "not shortened: {report}");
+        assert!(format!("{}-{name}", u64::MAX).len() <= MAX_FILE_NAME);
     }
 
     #[test]

@@ -12,13 +12,22 @@
 //!
 //! The socket is mode 0600: only the server's user (and root) may use it,
 //! as only they may open the store.
+//!
+//! Invariants:
+//! 1. At most [`MAX_CLIENTS`] clients are served at once, each on its own
+//!    thread; one more gets a "busy" answer at once, from the listening
+//!    thread, and is not queued.
+//! 2. A client that sends no whole request within [`REQUEST_TIMEOUT`] is
+//!    dropped: an idle connection cannot hold a slot.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +39,14 @@ use crate::worker::intake::Engine;
 const SOCKET: &str = "flagsync.sock";
 /// A request line longer than this is refused.
 const MAX_REQUEST: u64 = 16 << 20;
+/// Clients served at once. Commands are run by administrators and
+/// scripts; a few at once is plenty, and each holds a thread.
+pub const MAX_CLIENTS: usize = 8;
+/// How long a client may take to send its request: the command line
+/// sends it at once.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the listening thread may spend telling a client it is busy.
+const BUSY_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub fn socket_path(config: &Config) -> PathBuf {
     config.data_dir.join(SOCKET)
@@ -111,13 +128,36 @@ fn prepare(mut command: Command) -> Result<Request, Failure> {
 fn exchange(mut stream: UnixStream, request: &Request) -> std::io::Result<u8> {
     let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    stream.write_all(&line)?;
+    // A busy server answers and closes without reading the request: its
+    // answer is still there to read.
+    let sent = stream.write_all(&line);
     let mut reader = BufReader::new(stream);
+    if let Err(e) = sent {
+        let mut head = [0u8; 5];
+        if reader.read_exact(&mut head).is_err() {
+            return Err(e);
+        }
+        return read_frames(reader, Some(head));
+    }
+    read_frames(reader, None)
+}
+
+/// The server's answer: output, errors, and the exit code last.
+fn read_frames(
+    mut reader: BufReader<UnixStream>,
+    mut first: Option<[u8; 5]>,
+) -> std::io::Result<u8> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     loop {
-        let mut head = [0u8; 5];
-        reader.read_exact(&mut head)?;
+        let head = match first.take() {
+            Some(head) => head,
+            None => {
+                let mut head = [0u8; 5];
+                reader.read_exact(&mut head)?;
+                head
+            }
+        };
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
         let mut body = vec![0u8; len];
         reader.read_exact(&mut body)?;
@@ -176,7 +216,8 @@ impl Write for FrameWriter<'_> {
     }
 }
 
-/// Listens on the control socket; each client is served on its own thread.
+/// Listens on the control socket; each client is served on its own
+/// thread, at most [`MAX_CLIENTS`] at once (invariant 1).
 pub fn listen(engine: Arc<Engine>) -> std::io::Result<()> {
     let path = socket_path(&engine.config);
     // Only the data lock's holder gets here: a socket file is stale.
@@ -186,12 +227,20 @@ pub fn listen(engine: Arc<Engine>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
+            let busy = Arc::new(AtomicUsize::new(0));
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
+                let Some(slot) = ClientSlot::take(&busy) else {
+                    answer_busy(&stream);
+                    continue;
+                };
                 let engine = engine.clone();
                 let spawned = std::thread::Builder::new()
                     .name("control-client".into())
-                    .spawn(move || serve_client(&engine, stream));
+                    .spawn(move || {
+                        serve_client(&engine, stream);
+                        drop(slot);
+                    });
                 if let Err(e) = spawned {
                     tracing::warn!(error = %e, "cannot serve a command-line client");
                 }
@@ -200,13 +249,59 @@ pub fn listen(engine: Arc<Engine>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A client's place among the [`MAX_CLIENTS`]; given back when dropped.
+struct ClientSlot(Arc<AtomicUsize>);
+
+impl ClientSlot {
+    fn take(busy: &Arc<AtomicUsize>) -> Option<ClientSlot> {
+        busy.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < MAX_CLIENTS).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| ClientSlot(busy.clone()))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Tells one client too many to come back; never waits long for it.
+fn answer_busy(stream: &UnixStream) {
+    tracing::warn!("a command-line client was turned away: {MAX_CLIENTS} are being served");
+    let _ = stream.set_write_timeout(Some(BUSY_ANSWER_TIMEOUT));
+    let message = format!(
+        "flagsync: the server is busy with {MAX_CLIENTS} other command-line clients; try again in a moment\n"
+    );
+    let _ = write_frame(stream, b'e', message.as_bytes());
+    let _ = write_frame(stream, b'x', &[1]);
+}
+
 pub fn remove_socket(config: &Config) {
     let _ = std::fs::remove_file(socket_path(config));
 }
 
 fn serve_client(engine: &Engine, stream: UnixStream) {
+    // Invariant 2: the command line sends its request at once.
+    if let Err(e) = stream.set_read_timeout(Some(REQUEST_TIMEOUT)) {
+        tracing::warn!(error = %e, "cannot set a timeout on a command-line client");
+        return;
+    }
     let mut line = String::new();
     let read = BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line);
+    if let Err(e) = &read {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            tracing::info!(
+                "a command-line client sent no command within {REQUEST_TIMEOUT:?}; closed"
+            );
+            return;
+        }
+    }
     let request: Request = match read
         .map_err(|e| e.to_string())
         .and_then(|_| serde_json::from_str(&line).map_err(|e| e.to_string()))

@@ -105,6 +105,9 @@ pub struct SftpSettings {
     /// Uploads whose names end in one of these (lower case) wait for a
     /// rename to a final name; hidden names always wait.
     pub temporary_suffixes: Vec<String>,
+    /// Also offer the SHA-1 algorithms old clients need (JSch 0.1.55:
+    /// `ssh-rsa` signatures, `diffie-hellman-group14-sha1`).
+    pub legacy_algorithms: bool,
 }
 
 impl Default for SftpSettings {
@@ -121,6 +124,7 @@ impl Default for SftpSettings {
             login_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(900),
             temporary_suffixes: DEFAULT_TEMPORARY_SUFFIXES.map(String::from).to_vec(),
+            legacy_algorithms: false,
         }
     }
 }

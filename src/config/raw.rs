@@ -73,6 +73,7 @@ struct RawSftp {
     login_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
     temporary_suffixes: Option<Vec<Spanned<String>>>,
+    legacy_algorithms: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -363,6 +364,7 @@ fn validate_sftp(raw: Option<RawSftp>, problems: &mut Problems) -> SftpSettings 
             defaults.idle_timeout,
             problems,
         ),
+        legacy_algorithms: raw.legacy_algorithms.unwrap_or(defaults.legacy_algorithms),
     }
 }
 

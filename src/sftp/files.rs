@@ -21,6 +21,10 @@
 //!    and Go's `O_APPEND` send 0). An upload that does not truncate an
 //!    existing file starts from a copy of it, so appending and resuming
 //!    work on the temporary file too.
+//! 5. Open handles (files and folders) are capped per session
+//!    ([`MAX_HANDLES_PER_SESSION`]) and per account over all its sessions
+//!    ([`MAX_HANDLES_PER_ACCOUNT`]): one client cannot take the process's
+//!    file descriptors from the web page and the other feeds.
 
 use std::collections::HashMap;
 use std::fs::File as FsFile;
@@ -38,7 +42,8 @@ use tokio::sync::mpsc;
 
 use super::jail::{self, Area, Jail, Place};
 use crate::layout::{
-    claim_upload, is_pickable, sync_dir, FeedFolders, UPLOAD_TEMP_PREFIX as TEMP_PREFIX,
+    claim_upload, is_pickable, sync_dir, FeedFolders, MAX_FILE_NAME, MAX_UPLOAD_NAME,
+    UPLOAD_TEMP_PREFIX as TEMP_PREFIX,
 };
 
 /// Requests larger than this end the session. OpenSSH writes 32 KiB (up
@@ -49,6 +54,51 @@ const MAX_READ: u32 = 256 * 1024;
 /// Replies waiting for the writer task.
 const REPLY_QUEUE: usize = 1024;
 const READDIR_BATCH: usize = 100;
+/// Open handles per session. Clients keep one or two open (OpenSSH's
+/// `put -R` a few dozen at most); 64 leaves room for parallel transfers.
+pub const MAX_HANDLES_PER_SESSION: usize = 64;
+/// Open handles per account over all its sessions: four sessions' worth,
+/// so that an account's sessions (10 by default) cannot hold more than a
+/// small share of the server's file descriptors.
+pub const MAX_HANDLES_PER_ACCOUNT: usize = 256;
+
+/// Open handles per account, shared by all sessions.
+#[derive(Debug, Default)]
+pub struct OpenHandleCounts(std::sync::Mutex<HashMap<String, usize>>);
+
+impl OpenHandleCounts {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn try_take(&self, account: &str) -> bool {
+        let mut counts = self.counts();
+        let n = counts.entry(account.to_string()).or_default();
+        if *n >= MAX_HANDLES_PER_ACCOUNT {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn give_back(&self, account: &str, handles: usize) {
+        let mut counts = self.counts();
+        if let Some(n) = counts.get_mut(account) {
+            *n = n.saturating_sub(handles);
+            if *n == 0 {
+                counts.remove(account);
+            }
+        }
+    }
+}
+
+/// The account a session belongs to, for the per-account handle cap.
+struct AccountHandles {
+    account: String,
+    counts: Arc<OpenHandleCounts>,
+}
 
 /// A file that has arrived in an account's `upload/` folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +142,7 @@ pub struct SftpSession {
     handles: HashMap<String, OpenHandle>,
     next_handle: u64,
     initialised: bool,
+    account_handles: Option<AccountHandles>,
 }
 
 /// A failed request: the status code and a message for the client.
@@ -151,6 +202,28 @@ fn file_attrs(meta: &std::fs::Metadata, writable: bool) -> FileAttributes {
     a
 }
 
+/// A name to be imported must leave room for the stamps the worker adds
+/// (`layout::MAX_UPLOAD_NAME`): refused here rather than accepted and
+/// never processed. Temporary names (`.part`, ...) are never stamped, so
+/// only the file system's limit applies to them.
+fn importable_length(name: String, temporary_suffixes: &[String]) -> Result<String, Refusal> {
+    let limit = if is_pickable(&name, temporary_suffixes) {
+        MAX_UPLOAD_NAME
+    } else {
+        MAX_FILE_NAME
+    };
+    if name.len() > limit {
+        return Err(Refusal::new(
+            StatusCode::Failure,
+            format!(
+                "file name too long: at most {limit} bytes (this one has {}); use a shorter name",
+                name.len()
+            ),
+        ));
+    }
+    Ok(name)
+}
+
 /// The name a client may use: our temporary files are not theirs.
 fn visible(name: &str) -> bool {
     !name.starts_with(TEMP_PREFIX)
@@ -173,6 +246,46 @@ impl SftpSession {
             handles: HashMap::new(),
             next_handle: 1,
             initialised: false,
+            account_handles: None,
+        }
+    }
+
+    /// Counts this session's open handles against `account`'s cap.
+    pub fn count_handles_for(mut self, account: &str, counts: Arc<OpenHandleCounts>) -> Self {
+        self.account_handles = Some(AccountHandles {
+            account: account.to_string(),
+            counts,
+        });
+        self
+    }
+
+    /// Runs an OPEN or OPENDIR if there is room for one more handle
+    /// (invariant 4); a refused one takes no room.
+    fn with_handle_room(&mut self, open: impl FnOnce(&mut Self) -> Reply) -> Reply {
+        if self.handles.len() >= MAX_HANDLES_PER_SESSION {
+            return Err(Refusal::new(
+                StatusCode::Failure,
+                format!("too many open files in this session (at most {MAX_HANDLES_PER_SESSION}): close some first"),
+            ));
+        }
+        if let Some(a) = &self.account_handles {
+            if !a.counts.try_take(&a.account) {
+                return Err(Refusal::new(
+                    StatusCode::Failure,
+                    format!("too many open files in this account's sessions (at most {MAX_HANDLES_PER_ACCOUNT}): close some first"),
+                ));
+            }
+        }
+        let reply = open(self);
+        if reply.is_err() {
+            self.give_back_handles(1);
+        }
+        reply
+    }
+
+    fn give_back_handles(&self, handles: usize) {
+        if let Some(a) = &self.account_handles {
+            a.counts.give_back(&a.account, handles);
         }
     }
 
@@ -204,7 +317,9 @@ impl SftpSession {
 
     fn upload_target(&self, raw: &str) -> Result<String, Refusal> {
         match jail::resolve(raw)? {
-            Place::File(Area::Upload, name) if visible(&name) => Ok(name),
+            Place::File(Area::Upload, name) if visible(&name) => {
+                importable_length(name, &self.temporary_suffixes)
+            }
             Place::File(area, _) | Place::Area(area) => Err(read_only(area)),
             _ => Err(Refusal::new(
                 StatusCode::PermissionDenied,
@@ -228,9 +343,9 @@ impl SftpSession {
             Packet::Fstat(p) => self.fstat(id, &p.handle),
             Packet::SetStat(p) => self.stat(id, &p.path).map(|_| ok(id)),
             Packet::FSetStat(p) => self.fstat(id, &p.handle).map(|_| ok(id)),
-            Packet::OpenDir(p) => self.opendir(id, &p.path),
+            Packet::OpenDir(p) => self.with_handle_room(|s| s.opendir(id, &p.path)),
             Packet::ReadDir(p) => self.readdir(id, &p.handle),
-            Packet::Open(p) => self.open(id, &p.filename, p.pflags),
+            Packet::Open(p) => self.with_handle_room(|s| s.open(id, &p.filename, p.pflags)),
             Packet::Read(p) => self.read(id, &p.handle, p.offset, p.len),
             Packet::Write(p) => self.write(id, &p.handle, p.offset, &p.data),
             Packet::Close(p) => self.close(id, &p.handle).await,
@@ -372,7 +487,11 @@ impl SftpSession {
 
     fn start_upload(&mut self, name: String, flags: OpenFlags) -> Result<Upload, Refusal> {
         let target = self.jail.file_path(Area::Upload, &name);
-        let exists = std::fs::symlink_metadata(&target).is_ok();
+        let exists = match std::fs::symlink_metadata(&target) {
+            Ok(meta) if meta.file_type().is_file() => true,
+            Ok(_) => return Err(not_a_file(&name)),
+            Err(_) => false,
+        };
         if exists && flags.contains(OpenFlags::EXCLUDE) {
             return Err(Refusal::new(StatusCode::Failure, "the file already exists"));
         }
@@ -393,7 +512,7 @@ impl SftpSession {
         // Resuming or appending (no TRUNCATE on an existing file): start
         // from its bytes (invariant 4).
         if exists && !flags.contains(OpenFlags::TRUNCATE) {
-            if let Err(e) = std::fs::copy(&target, &temp) {
+            if let Err(e) = copy_without_following(&target, &file) {
                 let _ = std::fs::remove_file(&temp);
                 return Err(Refusal::io("resuming the upload", e));
             }
@@ -467,7 +586,11 @@ impl SftpSession {
     }
 
     async fn close(&mut self, id: u32, handle: &str) -> Reply {
-        match self.handles.remove(handle) {
+        let closed = self.handles.remove(handle);
+        if closed.is_some() {
+            self.give_back_handles(1);
+        }
+        match closed {
             Some(OpenHandle::Write(upload)) => self.finish_upload(id, upload).await,
             Some(_) => Ok(ok(id)),
             None => Err(Refusal::new(StatusCode::Failure, "unknown handle")),
@@ -522,6 +645,9 @@ impl SftpSession {
         }
         let name = self.upload_target(to)?;
         let to_path = self.jail.file_path(Area::Upload, &name);
+        if std::fs::symlink_metadata(&to_path).is_ok_and(|m| !m.file_type().is_file()) {
+            return Err(not_a_file(&name));
+        }
         std::fs::rename(&from_path, &to_path).map_err(|e| Refusal::io("rename", e))?;
         sync_dir(&self.jail.area_dir(Area::Upload));
         self.arrived(&name);
@@ -530,6 +656,7 @@ impl SftpSession {
 
     /// The session has ended: uploads still open were never finished.
     fn discard_open_uploads(&mut self) {
+        self.give_back_handles(self.handles.len());
         for (_, h) in self.handles.drain() {
             if let OpenHandle::Write(u) = h {
                 tracing::warn!(file = %u.name, "upload discarded: the connection ended before the file was closed");
@@ -543,6 +670,30 @@ impl Drop for SftpSession {
     fn drop(&mut self) {
         self.discard_open_uploads();
     }
+}
+
+/// Something other than a regular file (a symlink planted in the data
+/// folder, a folder) holds the name: never written through or replaced.
+fn not_a_file(name: &str) -> Refusal {
+    tracing::warn!(
+        file = name,
+        "refused: the name in upload/ is not a regular file"
+    );
+    Refusal::new(
+        StatusCode::PermissionDenied,
+        format!("{name} in /upload is not a regular file; choose another name"),
+    )
+}
+
+/// Copies an upload being resumed into its temporary file; a symlink put
+/// in its place since it was checked is refused (O_NOFOLLOW), never
+/// followed out of the data folder.
+fn copy_without_following(from: &Path, to: &FsFile) -> std::io::Result<u64> {
+    let mut source = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(from)?;
+    std::io::copy(&mut source, &mut &*to)
 }
 
 /// fsync, then rename into place (invariant 1). On failure the temporary

@@ -17,12 +17,17 @@
 //!    ([`MAX_UNAUTHENTICATED`], [`MAX_UNAUTHENTICATED_PER_ADDRESS`]) and
 //!    closed after `login_timeout`; a session once logged in no longer
 //!    counts against those caps.
+//! 6. Lockouts count per address and per account and are never reset by
+//!    a login (see `defender`).
+//! 7. Refusals are logged at most once a minute per address, the rest
+//!    summed up (see `refusals`).
 
 pub mod credentials;
 mod defender;
 pub mod files;
 pub mod host_keys;
 pub mod jail;
+mod refusals;
 mod session;
 
 use std::collections::HashMap;
@@ -30,8 +35,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use russh::keys::PrivateKey;
-use russh::{MethodKind, MethodSet, SshId};
+use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
+use russh::{compression, kex, MethodKind, MethodSet, Preferred, SshId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -44,13 +49,17 @@ pub use defender::LockoutPolicy;
 pub use files::{Arrival, ArrivalSink};
 
 use credentials::{address_allowed, canonical_ip};
-use defender::{Defender, SessionCounts};
+use defender::{Defender, Locked, Refused, SessionCounts};
+use refusals::{RefusalLog, Verdict};
 
 /// argon2id hashes at once (19 MiB each): a flood of logins cannot
 /// exhaust memory. They run on this many long-lived threads of their own:
 /// on short-lived blocking threads each 19 MiB block stayed in a separate
 /// malloc arena (50 logins left the server at 800 MB).
 const CONCURRENT_HASHES: usize = 4;
+/// How often a password check waiting for its turn looks again (see
+/// `Shared::begin_password_check`); a check takes about 20 ms.
+const CHECK_QUEUE_POLL: Duration = Duration::from_millis(10);
 /// How long sessions get to finish when the server stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Connections not yet logged in, at once, in all: over it a new
@@ -71,7 +80,10 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<Store>,
     pub arrivals: ArrivalSink,
+    /// Open SFTP handles per account (see `files`, invariant 4).
+    open_handles: Arc<files::OpenHandleCounts>,
     defender: Mutex<Defender>,
+    refusals: Mutex<RefusalLog>,
     sessions: Mutex<SessionCounts>,
     per_address: Mutex<HashMap<IpAddr, usize>>,
     /// Connections not logged in yet: in all, and per address.
@@ -123,7 +135,9 @@ impl Shared {
         };
         Shared {
             defender: Mutex::new(Defender::new(policy)),
+            refusals: Mutex::new(RefusalLog::default()),
             sessions: Mutex::new(SessionCounts::default()),
+            open_handles: Arc::default(),
             per_address: Mutex::new(HashMap::new()),
             unauthenticated: Mutex::new((0, HashMap::new())),
             logins: Mutex::new(start_login_recorder(store.clone())),
@@ -147,8 +161,62 @@ impl Shared {
         lock(&self.defender).record_failure(ip, Instant::now())
     }
 
-    fn record_success(&self, ip: IpAddr) {
-        lock(&self.defender).record_success(ip)
+    /// Admits a password check and counts it as under way until
+    /// [`PasswordCheck::finish`] (or its drop) ends it. While as many
+    /// checks are under way as failures could still lock, it waits for
+    /// one to end rather than refuse: a burst of guesses is then checked
+    /// no more than the limit allows, and a burst of real logins (a
+    /// customer's parallel sessions) only queues for a few milliseconds.
+    async fn begin_password_check(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        account: &str,
+    ) -> Result<PasswordCheck, Refused> {
+        loop {
+            let admitted = lock(&self.defender).begin_password_check(ip, account, Instant::now());
+            match admitted {
+                Ok(()) => {
+                    return Ok(PasswordCheck {
+                        shared: self.clone(),
+                        ip,
+                        account: account.to_string(),
+                        finished: false,
+                    })
+                }
+                Err(Refused::TooManyAtOnce) => tokio::time::sleep(CHECK_QUEUE_POLL).await,
+                Err(refused) => return Err(refused),
+            }
+        }
+    }
+
+    /// Logs a refused connection or login unless this address already had
+    /// a line within the minute (invariant 7).
+    fn log_refusal(&self, ip: IpAddr, user: Option<&str>, why: &str) {
+        if lock(&self.refusals).refused(ip, Instant::now()) == Verdict::Quiet {
+            return;
+        }
+        match user {
+            Some(user) => tracing::warn!(user, peer = %ip, "login refused: {why}"),
+            None => tracing::warn!(peer = %ip, "connection refused: {why}"),
+        }
+    }
+
+    /// Logs how many refusals each address had beyond its one line.
+    fn log_quiet_refusals(&self) {
+        let due = lock(&self.refusals).due(Instant::now());
+        for summary in due {
+            match summary.address {
+                Some(ip) => tracing::warn!(
+                    peer = %ip,
+                    "{} more refused connections or logins from this address (not logged one by one)",
+                    summary.not_logged
+                ),
+                None => tracing::warn!(
+                    "{} more refused connections or logins from other addresses (not logged one by one)",
+                    summary.not_logged
+                ),
+            }
+        }
     }
 
     fn take_session_slot(&self, account: &str) -> bool {
@@ -238,6 +306,41 @@ impl Shared {
     }
 }
 
+/// A password check under way. One whose connection went away before the
+/// answer (its future dropped) ends as a failure: the guess was made, and
+/// a check left under way for ever would lower the limit for good.
+pub(crate) struct PasswordCheck {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+    account: String,
+    finished: bool,
+}
+
+impl PasswordCheck {
+    /// Ends the check; what a failure locked.
+    fn finish(mut self, succeeded: bool) -> Locked {
+        self.finished = true;
+        self.end(succeeded)
+    }
+
+    fn end(&self, succeeded: bool) -> Locked {
+        lock(&self.shared.defender).end_password_check(
+            self.ip,
+            &self.account,
+            succeeded,
+            Instant::now(),
+        )
+    }
+}
+
+impl Drop for PasswordCheck {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.end(false);
+        }
+    }
+}
+
 /// A connection's place among those not logged in yet; dropped at login
 /// or when the connection ends.
 pub(crate) struct LoginSlot {
@@ -279,8 +382,60 @@ pub fn ssh_config(config: &Config, keys: Vec<PrivateKey>) -> russh::server::Conf
         keepalive_interval: Some(Duration::from_secs(30)),
         keepalive_max: 3,
         nodelay: true,
+        preferred: preferred_algorithms(config.sftp.legacy_algorithms),
         ..Default::default()
     }
+}
+
+/// What current OpenSSH offers: no SHA-1 anywhere, compression only
+/// after login. SHA-1 signatures can be forged at a cost within reach
+/// (SHA-1 is a shambles, 2020), so `ssh-rsa` and the SHA-1 key exchanges
+/// come only with `legacy_algorithms`, for clients such as JSch 0.1.55
+/// that know nothing newer.
+fn preferred_algorithms(legacy: bool) -> Preferred {
+    let mut kex = vec![
+        kex::MLKEM768X25519_SHA256,
+        kex::CURVE25519,
+        kex::CURVE25519_PRE_RFC_8731,
+        kex::DH_GEX_SHA256,
+        kex::DH_G18_SHA512,
+        kex::DH_G16_SHA512,
+        kex::DH_G14_SHA256,
+    ];
+    let mut key = vec![
+        Algorithm::Ed25519,
+        Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP256,
+        },
+        Algorithm::Rsa {
+            hash: Some(HashAlg::Sha512),
+        },
+        Algorithm::Rsa {
+            hash: Some(HashAlg::Sha256),
+        },
+    ];
+    if legacy {
+        kex.push(kex::DH_G14_SHA1);
+        key.push(Algorithm::Rsa { hash: None });
+    }
+    // russh reads its extensions (RFC 8308, strict key exchange) from the
+    // same list.
+    kex.extend([
+        kex::EXTENSION_SUPPORT_AS_SERVER,
+        kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+    ]);
+    Preferred {
+        kex: kex.into(),
+        key: key.into(),
+        compression: (&[compression::NONE, compression::ZLIB_LEGACY][..]).into(),
+        ..Preferred::DEFAULT
+    }
+}
+
+/// `ssh-rsa`: an RSA signature over SHA-1, refused unless
+/// `legacy_algorithms` is on (see [`preferred_algorithms`]).
+pub(crate) fn is_sha1_signature(algorithm: &Algorithm) -> bool {
+    *algorithm == Algorithm::Rsa { hash: None }
 }
 
 /// Accepts connections until `shutdown`, then gives sessions a short grace
@@ -293,6 +448,7 @@ pub async fn run(
 ) {
     let sessions = Arc::new(Semaphore::new(shared.config.sftp.max_sessions));
     let tracker = TaskTracker::new();
+    tokio::spawn(summarise_refusals(shared.clone(), shutdown.clone()));
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
@@ -314,21 +470,21 @@ pub async fn run(
         };
         let ip = canonical_ip(peer.ip());
         if let Err(why) = shared.admits(ip) {
-            tracing::warn!(peer = %peer, "connection refused: {why}");
+            shared.log_refusal(ip, None, why);
             continue;
         }
         let Ok(permit) = sessions.clone().try_acquire_owned() else {
-            tracing::warn!(peer = %peer, "connection refused: the server has its maximum of sessions");
+            shared.log_refusal(ip, None, "the server has its maximum of sessions");
             continue;
         };
         if !shared.take_address_slot(ip) {
-            tracing::warn!(peer = %peer, "connection refused: too many connections from this address");
+            shared.log_refusal(ip, None, "too many connections from this address");
             continue;
         }
         let login_slot = match shared.take_login_slot(ip) {
             Ok(slot) => slot,
             Err(why) => {
-                tracing::warn!(peer = %peer, "connection refused: {why}");
+                shared.log_refusal(ip, None, why);
                 shared.give_back_address_slot(ip);
                 continue;
             }
@@ -367,6 +523,7 @@ async fn serve_connection(
     let span = tracing::info_span!("session", id, peer = %peer);
     let _ = socket.set_nodelay(true);
     let login_timeout = shared.config.sftp.login_timeout;
+    let legacy = shared.config.sftp.legacy_algorithms;
     let handler = session::Connection::new(shared, canonical_ip(peer.ip()), login_slot);
     let authenticated = handler.authenticated.clone();
     let start = russh::server::run_stream(ssh, socket, handler);
@@ -390,7 +547,7 @@ async fn serve_connection(
         tokio::select! {
             result = &mut running => {
                 if let Err(e) = result {
-                    span.in_scope(|| tracing::info!(error = %e, "session ended with an error"));
+                    span.in_scope(|| log_session_error(&e, legacy));
                 }
                 break;
             }
@@ -408,6 +565,32 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// A client that shares no algorithm with us is told nothing by russh
+/// (it closes the connection): the log says why, and what may help.
+fn log_session_error(e: &session::ConnectionError, legacy: bool) {
+    let session::ConnectionError::Ssh(russh::Error::NoCommonAlgo { .. }) = e else {
+        tracing::info!(error = %e, "session ended with an error");
+        return;
+    };
+    if legacy {
+        tracing::warn!(error = %e, "refused: the client offers no algorithm the server has");
+    } else {
+        tracing::warn!(error = %e, "refused: the client offers no algorithm the server has; if it is an old client that needs SHA-1 (ssh-rsa, diffie-hellman-group14-sha1), set [sftp] legacy_algorithms = true");
+    }
+}
+
+/// Once a minute, the refusals that were not logged one by one.
+async fn summarise_refusals(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(refusals::QUIET_FOR);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => shared.log_quiet_refusals(),
+        }
+    }
+    shared.log_quiet_refusals();
 }
 
 fn session_id() -> u64 {

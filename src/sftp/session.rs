@@ -17,6 +17,7 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 
 use super::credentials::{address_allowed, parse_public_key};
+use super::defender::{Locked, Refused};
 use super::files::{self, SftpSession};
 use super::jail::Jail;
 use super::{LoginSlot, Shared};
@@ -70,7 +71,8 @@ impl Connection {
     /// for a refusal go to the log, never to the client.
     fn candidate(&self, user: &str) -> Option<Account> {
         if self.shared.is_locked(self.ip) {
-            tracing::warn!(user, peer = %self.ip, "login refused: the address is locked out");
+            self.shared
+                .log_refusal(self.ip, Some(user), Refused::AddressLocked.reason());
             return None;
         }
         let account = match self.shared.store.account(user) {
@@ -95,9 +97,21 @@ impl Connection {
         Some(account)
     }
 
+    /// A failed login that never reached a password check.
     fn failed(&self, user: &str) {
-        if self.shared.record_failure(self.ip) {
+        let locked = Locked {
+            address: self.shared.record_failure(self.ip),
+            account: false,
+        };
+        self.log_lockout(user, locked);
+    }
+
+    fn log_lockout(&self, user: &str, locked: Locked) {
+        if locked.address {
             tracing::warn!(user, peer = %self.ip, "too many failed logins: the address is locked out");
+        }
+        if locked.account {
+            tracing::warn!(user, peer = %self.ip, "too many failed logins: the account is locked for password logins (keys still work)");
         }
     }
 
@@ -107,7 +121,6 @@ impl Connection {
             return Auth::reject();
         }
         tracing::info!(user = %account.name, peer = %self.ip, method, "logged in");
-        self.shared.record_success(self.ip);
         self.shared.note_login(&account.name, self.ip);
         self.account = Some(account);
         self.authenticated.store(true, Ordering::SeqCst);
@@ -139,6 +152,16 @@ impl Connection {
             request = what,
             "refused: this server offers sftp only (further refusals in this session are not logged)"
         );
+    }
+
+    /// SHA-1 signatures (`ssh-rsa`) only with `legacy_algorithms`; the
+    /// client may offer the same key again as `rsa-sha2-*`.
+    fn signature_allowed(&self, algorithm: &russh::keys::Algorithm) -> bool {
+        if self.shared.config.sftp.legacy_algorithms || !super::is_sha1_signature(algorithm) {
+            return true;
+        }
+        tracing::info!(peer = %self.ip, "refused an ssh-rsa (SHA-1) signature; set [sftp] legacy_algorithms = true for clients that know nothing newer");
+        false
     }
 
     fn has_key(account: &Account, key: &russh::keys::PublicKey) -> bool {
@@ -175,10 +198,25 @@ impl russh::server::Handler for Connection {
             self.failed(user);
             return Ok(reject());
         };
+        // Admitted and counted in one step, before the slow check: a burst
+        // of guesses at once cannot pass the limit.
+        let check = match self
+            .shared
+            .begin_password_check(self.ip, &account.name)
+            .await
+        {
+            Ok(check) => check,
+            Err(refused) => {
+                self.shared
+                    .log_refusal(self.ip, Some(user), refused.reason());
+                return Ok(reject());
+            }
+        };
         let matches = self.shared.check_password(password.to_string(), hash).await;
+        let locked = check.finish(matches);
         if !matches {
             tracing::warn!(user, peer = %self.ip, "login refused: wrong password");
-            self.failed(user);
+            self.log_lockout(user, locked);
             return Ok(reject());
         }
         Ok(self.succeed(account, "password"))
@@ -191,6 +229,9 @@ impl russh::server::Handler for Connection {
     ) -> Result<Auth, Self::Error> {
         // Clients offer every key they have: an unknown one is not a
         // failed login.
+        if !self.signature_allowed(offer.algorithm) {
+            return Ok(reject());
+        }
         let known = self
             .candidate(user)
             .is_some_and(|a| Self::has_key(&a, offer.public_key));
@@ -202,6 +243,9 @@ impl russh::server::Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        if !self.signature_allowed(key.algorithm) {
+            return Ok(reject());
+        }
         match self.candidate(user) {
             Some(account) if Self::has_key(&account, key.public_key) => {
                 Ok(self.succeed(account, "publickey"))
@@ -258,7 +302,8 @@ impl russh::server::Handler for Connection {
             self.shared.config.sftp.max_upload_size,
             self.shared.config.sftp.temporary_suffixes.clone(),
             self.shared.arrivals.clone(),
-        );
+        )
+        .count_handles_for(&account.name, self.shared.open_handles.clone());
         let span = tracing::Span::current();
         tokio::spawn(tracing::Instrument::instrument(
             files::serve(channel.into_stream(), sftp),

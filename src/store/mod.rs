@@ -113,6 +113,10 @@ pub enum StoreError {
     Access { path: PathBuf, detail: String },
     #[error("{path} is in use by another flagsync process (an import or the server); wait for it or stop it, and try again")]
     InUse { path: PathBuf },
+    #[error(
+        "cannot read the data folder {folder}: {detail}; run as the flagsync user or with sudo"
+    )]
+    Unreadable { folder: PathBuf, detail: String },
     #[error("the store {path} was written by a newer flagsync (schema {found}, this build knows {SCHEMA_VERSION}); upgrade flagsync or restore a backup")]
     NewerSchema { path: PathBuf, found: u32 },
     #[error("store error: {0}{hint}", hint = damage_hint(.0))]
@@ -274,8 +278,12 @@ impl Store {
     /// Opens an existing store for reading only; `None` when there is none
     /// yet (an empty store, to a reader).
     pub fn open_read_only(path: &Path) -> Result<Option<Store>, StoreError> {
-        if !path.exists() {
-            return Ok(None);
+        // Not `exists()`: a folder the user may not read would look empty,
+        // and the command line would report "no runs yet".
+        match path.try_exists() {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => return Err(unreadable(path, &e)),
         }
         // A small cache: readers (the command line, `check`'s full read)
         // read most pages once; redb's default would keep up to 1 GiB.
@@ -709,6 +717,18 @@ fn open_or_create(path: &Path, cache: usize) -> Result<Database, StoreError> {
 
 /// A file that cannot be opened: no access is the folder's owner or
 /// mode, anything else may be damage.
+/// The store's folder cannot be looked into (it is the server's).
+fn unreadable(store: &Path, e: &std::io::Error) -> StoreError {
+    let detail = match e.kind() {
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
+    };
+    StoreError::Unreadable {
+        folder: store.parent().unwrap_or(store).to_owned(),
+        detail,
+    }
+}
+
 fn io_error(path: &Path, detail: String, e: &std::io::Error) -> StoreError {
     if e.kind() == std::io::ErrorKind::PermissionDenied {
         StoreError::Access {

@@ -244,3 +244,25 @@ fn temporary_suffixes_are_validated_by_check() {
     let out = env.run(&["check"]);
     assert_eq!(out.code, 0, "{out:#?}");
 }
+
+#[test]
+fn legacy_algorithms_is_a_switch_checked_with_the_rest() {
+    let with =
+        |line: &str| config(&[Feed::hr("hr")]).replace("[sftp]\n", &format!("[sftp]\n{line}\n"));
+    assert_config_error(
+        &with("legacy_algorithms = \"yes\""),
+        &["line", "boolean"],
+        &[],
+    );
+    assert_config_error(
+        &with("legacy_algorithm = true"),
+        &["legacy_algorithm", "spelling"],
+        &[],
+    );
+    let env = Env::bare();
+    env.write_config(
+        &with("legacy_algorithms = true").replace(PLACEHOLDER, &env.data_dir.display().to_string()),
+    );
+    let out = env.run(&["check"]);
+    assert_eq!(out.code, 0, "legacy_algorithms = true: {out:#?}");
+}

@@ -784,3 +784,93 @@ fn sigterm_stops_accepting_and_exits_cleanly_with_a_client_connected() {
     ok(&results[0], "the client had logged in");
     refused(&results[2], "the idle session after the server stopped");
 }
+
+/// Threads of process `pid` whose name starts with `prefix`.
+fn threads_named(pid: u32, prefix: &str) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the server's threads")
+        .flatten()
+        .filter(|t| {
+            fs::read_to_string(t.path().join("comm")).is_ok_and(|name| name.starts_with(prefix))
+        })
+        .count()
+}
+
+#[test]
+fn idle_command_line_connections_cannot_block_the_control_socket() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let env = sftp_env();
+    let server = Server::start(&env);
+    let socket = env.data_dir.join("flagsync.sock");
+    let connect = || UnixStream::connect(&socket).expect("connect to the control socket");
+
+    // A client that connects and sends nothing does not hold up others.
+    let _idle = connect();
+    let out = env.run(&["runs", "list", "--json"]);
+    assert_eq!(out.code, 0, "a command beside an idle client: {out:#?}");
+
+    // 100 more: at most 8 are served at once, each on a thread; the rest
+    // are told at once that the server is busy.
+    let started = Instant::now();
+    let idle: Vec<UnixStream> = (0..100).map(|_| connect()).collect();
+    thread::sleep(Duration::from_millis(500));
+    let threads = threads_named(server.pid(), "control-client");
+    assert!(
+        threads <= 8,
+        "{threads} threads for idle command-line clients"
+    );
+    let mut answer = String::new();
+    let mut turned_away = &idle[99];
+    turned_away
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = turned_away.read_to_string(&mut answer);
+    assert!(
+        answer.contains("busy"),
+        "the answer to one too many: {answer:?}"
+    );
+    let out = env.run(&["runs", "list", "--json"]);
+    assert_eq!(out.code, 1, "a command while the socket is full: {out:#?}");
+    assert!(
+        out.stderr.contains("the server is busy") && out.stderr.contains("try again"),
+        "{out:#?}"
+    );
+
+    // Clients that send nothing are dropped after 30 s: the socket serves
+    // again though they never closed.
+    thread::sleep(Duration::from_secs(32).saturating_sub(started.elapsed()));
+    let out = env.run(&["runs", "list", "--json"]);
+    assert_eq!(
+        out.code, 0,
+        "a command once the idle clients timed out: {out:#?}"
+    );
+    drop(idle);
+}
+
+#[test]
+fn serve_raises_its_open_file_limit_to_the_hard_limit() {
+    require_tool("prlimit");
+    let env = sftp_env();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args(["--nofile=1024:4096", "--"])
+        .arg(BIN)
+        .arg("--config")
+        .arg(&env.config)
+        .arg("serve")
+        .current_dir(&env.root)
+        .env_remove("FLAGSYNC_CONFIG")
+        .env_remove("RUST_LOG");
+    let server = Server::spawn(cmd, "prlimit --nofile=1024:4096 flagsync serve");
+    let limits = fs::read_to_string(format!("/proc/{}/limits", server.pid())).expect("limits");
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open-file limit in {limits}"));
+    let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(
+        numbers,
+        ["4096", "4096"],
+        "soft and hard limit: {open_files}"
+    );
+}

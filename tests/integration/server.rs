@@ -286,7 +286,7 @@ impl Server {
             })
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server running").id()
     }
 

@@ -1151,3 +1151,542 @@ fn malformed_ssh_and_sftp_packets_do_not_stop_the_server() {
     let stderr = server.stop();
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Lines of the server's log that hold all of `words`.
+fn log_lines_with(server: &Server, words: &[&str]) -> usize {
+    server
+        .stderr()
+        .lines()
+        .filter(|line| words.iter().all(|w| line.contains(w)))
+        .count()
+}
+
+#[test]
+fn a_login_to_ones_own_account_between_guesses_does_not_reset_the_lockout() {
+    let s = Setup::new(&[], &["lockout_failures = 3", "lockout_duration = \"60s\""]);
+    let port = s.server.port;
+    add_account(&s.env, "own", "hr", Some("own-Pass-1"), &[], &[]);
+    let own = Client::password(port, "own", "own-Pass-1");
+    for i in 1..=3 {
+        let r = Client::password(port, USER, &format!("guess-{i}")).try_login();
+        refused(&r, &format!("guess {i} at another feed's account"));
+        if i < 3 {
+            ok(
+                &own.try_login(),
+                "a login to one's own account between guesses",
+            );
+        }
+    }
+    refused(
+        &own.try_login(),
+        "one's own account from an address locked out after three guesses",
+    );
+    refused(
+        &s.password_client().try_login(),
+        "the right password of the guessed account from the locked address",
+    );
+}
+
+#[test]
+fn an_account_guessed_at_from_many_addresses_locks_for_passwords_but_not_keys() {
+    let s = Setup::new(&[], &["lockout_failures = 3", "lockout_duration = \"60s\""]);
+    let port = s.server.port;
+    for i in 1..=3 {
+        let r = Client::password(port, USER, &format!("guess-{i}"))
+            .bind(&format!("127.0.0.{}", 20 + i))
+            .try_login();
+        refused(&r, &format!("guess {i}, each from another address"));
+    }
+    refused(
+        &s.password_client().bind("127.0.0.30").try_login(),
+        "the right password of an account locked after guesses from many addresses",
+    );
+    let out = openssh_sftp_password(&s.env, port, USER, PASSWORD, "ls /\n");
+    assert_ne!(out.code, 0, "OpenSSH with the right password: {out:#?}");
+    let results = s
+        .key_client()
+        .bind("127.0.0.30")
+        .session(vec![put("/upload/by-key.csv", &hr_file(1..=2))]);
+    ok(
+        &results[0],
+        "an upload with the account's key while its password is locked",
+    );
+    let runs = s.wait_for_exactly(1);
+    assert_run(&runs[0], "by-key.csv", "applied", &[("added", 2)]);
+}
+
+#[test]
+fn a_burst_of_concurrent_guesses_is_checked_no_more_than_the_limit() {
+    let s = Setup::new(&[], &["lockout_failures = 3", "lockout_duration = \"60s\""]);
+    let port = s.server.port;
+    let guesses: Vec<_> = (0..8)
+        .map(|i| {
+            let client = Client::password(port, USER, &format!("burst-{i}")).bind("127.0.0.3");
+            thread::spawn(move || client.try_login())
+        })
+        .collect();
+    for guess in guesses {
+        refused(&guess.join().expect("guess thread"), "a guess in the burst");
+    }
+    let checked = log_lines_with(&s.server, &["wrong password", "127.0.0.3"]);
+    assert!(
+        (1..=3).contains(&checked),
+        "{checked} of 8 concurrent guesses had their password checked (lockout_failures = 3):\n{}",
+        s.server.stderr()
+    );
+    refused(
+        &s.password_client().bind("127.0.0.3").try_login(),
+        "the right password from the address after the burst",
+    );
+}
+
+/// `open_many`'s result: handles opened and the error messages.
+fn opened_and_errors(result: &Value, what: &str) -> (u64, Vec<String>) {
+    let value = ok(result, what);
+    let opened = value["opened"].as_u64().expect("opened");
+    let errors = value["errors"]
+        .as_object()
+        .expect("errors")
+        .keys()
+        .cloned()
+        .collect();
+    (opened, errors)
+}
+
+#[test]
+fn one_session_cannot_take_every_file_handle_from_the_others() {
+    let env = sftp_env_with(&[Feed::hr("hr"), Feed::hr("pay")], &[], &[]);
+    let key = keygen(&env, "hr-key");
+    add_account(&env, USER, "hr", None, &[&pub_of(&key)], &[]);
+    add_account(&env, "pay-up", "pay", Some("pay-Pass-1"), &[], &[]);
+    let server = Server::start(&env);
+    let port = server.port;
+    let marker = env.root.join("home").join("handles-taken");
+    fs::create_dir_all(env.root.join("home")).expect("home");
+
+    let hog = Client::key(port, USER, &key);
+    let mut steps = vec![
+        json!({"op": "connect"}),
+        json!({"op": "open_many", "path": "/upload/hog-{i}.csv", "count": 1500, "mode": "w"}),
+        json!({"op": "open_many", "path": "/upload", "count": 500, "mode": "dir"}),
+    ];
+    // Three more sessions of the same account fill its cap; a fifth
+    // finds it full.
+    for conn in ["c2", "c3", "c4", "c5"] {
+        steps.push(json!({"op": "connect", "conn": conn}));
+        steps.push(json!({"op": "open_many", "conn": conn,
+            "path": format!("/upload/{conn}-{{i}}.csv"), "count": 100, "mode": "w"}));
+    }
+    steps.push(json!({"op": "mark", "local": marker.display().to_string()}));
+    steps.push(json!({"op": "sleep", "seconds": 8.0}));
+    steps.push(json!({"op": "stat", "path": "/upload"}));
+    let hogging = thread::spawn(move || hog.run(steps));
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !marker.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the handles were not taken within 90 s"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    // While the handles are held: another feed's upload lands, and the
+    // web page answers.
+    let results = Client::password(port, "pay-up", "pay-Pass-1")
+        .session(vec![put("/upload/pay.csv", &hr_file(1..=3))]);
+    ok(
+        &results[0],
+        "another feed's upload while one session holds its handles",
+    );
+    let runs = server.wait_for_exactly(&env, 1, RUN_TIMEOUT);
+    assert_eq!(runs[0]["feed"], "pay", "{:#}", runs[0]);
+    assert_eq!(runs[0]["state"], "applied", "{:#}", runs[0]);
+    let web = server
+        .stdout_lines()
+        .iter()
+        .find_map(|l| l.strip_prefix("web: listening on ").map(str::to_string))
+        .expect("the web address");
+    let mut cmd = tool(&env, "curl");
+    cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{web}/healthz"));
+    let out = run_tool(cmd, "curl /healthz", None, TOOL_TIMEOUT);
+    assert_eq!(
+        out.stdout, "200",
+        "/healthz while handles are held: {out:#?}"
+    );
+
+    let results = hogging.join().expect("the hogging client");
+    let all = format!("{results:#?}");
+    ok(&results[0], "connect");
+    let (files, file_errors) = opened_and_errors(&results[1], "open 1500 files");
+    let (dirs, dir_errors) = opened_and_errors(&results[2], "open 500 folders");
+    assert_eq!(files + dirs, 64, "handles open in one session: {all}");
+    for message in file_errors.iter().chain(&dir_errors) {
+        assert!(
+            message.contains("too many open files in this session")
+                && message.contains("close some first"),
+            "a clear failure for one handle too many: {message:?}\n{all}"
+        );
+    }
+    let mut in_all = files;
+    for i in 0..4 {
+        ok(&results[3 + 2 * i], "another session of the account");
+        let (n, errors) = opened_and_errors(&results[4 + 2 * i], "open files");
+        in_all += n;
+        if i == 3 {
+            assert_eq!(
+                n, 0,
+                "the fifth session finds the account's cap full: {all}"
+            );
+            assert!(
+                errors
+                    .iter()
+                    .all(|m| m.contains("too many open files in this account")),
+                "{errors:?}"
+            );
+        }
+    }
+    assert_eq!(in_all, 256, "handles open in the account's sessions: {all}");
+    ok(
+        &results[results.len() - 1],
+        "the session still answers at its cap",
+    );
+
+    // Once the sessions have ended, their handles are free again.
+    let results =
+        Client::key(port, USER, &key).session(vec![put("/upload/after.csv", &hr_file(1..=2))]);
+    ok(&results[0], "an upload after the handles were given back");
+    let runs = server.wait_for_exactly(&env, 2, RUN_TIMEOUT);
+    assert!(runs.iter().any(|r| r["file"] == "after.csv"), "{runs:#?}");
+    assert_eq!(
+        names_in(&upload_dir(&env, "hr"))
+            .iter()
+            .filter(|n| n.starts_with("hog"))
+            .count(),
+        0,
+        "handles never closed left no upload behind"
+    );
+}
+
+#[test]
+fn names_too_long_to_be_processed_are_refused_at_open_and_rename() {
+    // The longest name an upload may have: 255 bytes less what the
+    // error report adds (`<stamp>-run<u64 run id>-` and `.errors.csv`).
+    const LONGEST: usize = 203;
+    let s = Setup::standard();
+    let name = |len: usize| format!("{}.csv", "n".repeat(len - 4));
+    let longest = name(LONGEST);
+    let file = hr_file(1..=2);
+    let mut steps = vec![put(&format!("/upload/{longest}"), &file)];
+    for len in [LONGEST + 1, 234, 235, 250, 255] {
+        steps.push(put(&format!("/upload/{}", name(len)), &file));
+    }
+    steps.push(put("/upload/legit.tmp", &file));
+    steps.push(json!({"op": "rename", "src": "/upload/legit.tmp", "dst": format!("/upload/{}", name(240))}));
+    steps.push(json!({"op": "listdir", "path": "/upload"}));
+    let results = s.key_client().session(steps);
+    ok(&results[0], "an upload with the longest name allowed");
+    for (i, len) in [LONGEST + 1, 234, 235, 250, 255].iter().enumerate() {
+        let r = &results[1 + i];
+        refused(r, &format!("an upload with a {len}-byte name"));
+        let error = r["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!("file name too long: at most {LONGEST} bytes")),
+            "the reason is given: {r:#}"
+        );
+    }
+    ok(&results[6], "put legit.tmp");
+    refused(&results[7], "a rename into a name too long to be processed");
+    let listed = ok(&results[8], "listdir /upload");
+    assert!(
+        !name_set(&listed).iter().any(|n| n.len() > LONGEST),
+        "a name too long is in /upload: {listed:#}"
+    );
+
+    // OpenSSH says so too.
+    let local = s.env.input("short.csv", &file);
+    let out = openssh_sftp_key(
+        &s.env,
+        s.server.port,
+        USER,
+        &s.key,
+        &format!("put {} /upload/{}\n", local.display(), name(240)),
+    );
+    assert_ne!(out.code, 0, "OpenSSH put of a 240-byte name: {out:#?}");
+
+    // The longest name is imported and archived.
+    let runs = s.wait_for_exactly(1);
+    assert_run(&runs[0], &longest, "applied", &[("added", 2)]);
+    let archived = archived_name(&s.env, "hr", &longest);
+    assert!(archived.len() <= 255, "{archived}");
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.env.runs_list().len(), 1, "nothing else was imported");
+}
+
+#[test]
+fn a_symlink_planted_in_the_upload_folder_is_never_followed() {
+    let s = Setup::standard();
+    ok(
+        &s.key_client()
+            .session(vec![json!({"op": "listdir", "path": "/upload"})])[0],
+        "a first login creates the folders",
+    );
+    let outside = s.env.root.join("outside.csv");
+    let original = format!("{SECRET}\n");
+    fs::write(&outside, &original).expect("write the outside file");
+    let upload = upload_dir(&s.env, "hr");
+    for name in ["resume.csv", "append.csv", "write.csv", "renamed.csv"] {
+        std::os::unix::fs::symlink(&outside, upload.join(name)).expect("plant a symlink");
+    }
+    let row = hr_row(9) + "\n";
+    let results = s.key_client().session(vec![
+        json!({"op": "open_mode", "path": "/upload/resume.csv", "mode": "r+", "data": row}),
+        json!({"op": "open_mode", "path": "/upload/append.csv", "mode": "a", "data": row}),
+        json!({"op": "open_mode", "path": "/upload/write.csv", "mode": "w", "data": hr_file(1..=2)}),
+        put("/upload/legit.tmp", &hr_file(1..=2)),
+        json!({"op": "rename", "src": "/upload/legit.tmp", "dst": "/upload/renamed.csv"}),
+        json!({"op": "get", "path": "/upload/resume.csv"}),
+    ]);
+    for (i, what) in [
+        "resuming through a symlink",
+        "appending through a symlink",
+        "writing over a symlink",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_no_leak(&results[i], what);
+        refused(&results[i], what);
+    }
+    ok(&results[3], "put legit.tmp");
+    refused(&results[4], "renaming over a symlink");
+    assert_no_leak(&results[5], "reading through a symlink");
+    refused(&results[5], "reading through a symlink");
+    assert_eq!(
+        fs::read_to_string(&outside).expect("the outside file"),
+        original,
+        "the file outside the data folder changed"
+    );
+    for name in ["resume.csv", "append.csv", "write.csv", "renamed.csv"] {
+        let meta = fs::symlink_metadata(upload.join(name)).expect("the planted link");
+        assert!(meta.file_type().is_symlink(), "{name} was replaced");
+    }
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(s.env.runs_list().len(), 0, "nothing was imported");
+}
+
+/// Debian's JSch (libjsch-java).
+const JSCH_JAR: &str = "/usr/share/java/jsch.jar";
+
+/// `clients/JschUpload.java` compiled into the test dir; returns the
+/// class path to run it with.
+fn compile_jsch_client(env: &Env) -> String {
+    assert!(
+        Path::new(JSCH_JAR).is_file(),
+        "{JSCH_JAR} is missing: this test needs JSch (./scripts/test installs \
+         default-jdk-headless and libjsch-java)"
+    );
+    let classes = env.root.join("jsch-classes");
+    fs::create_dir_all(&classes).expect("classes dir");
+    let source =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/clients/JschUpload.java");
+    let mut cmd = tool(env, "javac");
+    cmd.args(["-cp", JSCH_JAR, "-d"]).arg(&classes).arg(&source);
+    let out = run_tool(cmd, "javac JschUpload.java", None, Duration::from_secs(120));
+    assert_eq!(out.code, 0, "javac: {out:#?}");
+    format!("{}:{JSCH_JAR}", classes.display())
+}
+
+/// JSch uploads `local` as `remote`, by password, or by `key` when given.
+fn jsch_upload(
+    env: &Env,
+    classpath: &str,
+    port: u16,
+    local: &Path,
+    remote: &str,
+    key: Option<&Path>,
+) -> Out {
+    let mut cmd = tool(env, "java");
+    cmd.args(["-cp", classpath, "JschUpload", HOST])
+        .arg(port.to_string())
+        .arg(USER)
+        .arg(if key.is_some() { "" } else { PASSWORD })
+        .arg(local)
+        .arg(remote);
+    if let Some(key) = key {
+        cmd.arg(key);
+    }
+    run_tool(cmd, "JSch upload", None, TOOL_TIMEOUT)
+}
+
+/// OpenSSH asked to use only `option=value` for one algorithm kind.
+fn openssh_with_only(s: &Setup, option: &str, value: &str) -> Out {
+    let batch = s.env.root.join(format!("batch-only-{}.txt", unique()));
+    fs::write(&batch, "ls /\n").expect("batch");
+    let mut cmd = tool(&s.env, "sftp");
+    cmd.args(ssh_options(s.server.port))
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            &format!("{option}={value}"),
+            "-i",
+        ])
+        .arg(&s.key)
+        .arg("-b")
+        .arg(&batch)
+        .arg(format!("{USER}@{HOST}"));
+    run_tool(
+        cmd,
+        &format!("sftp -o {option}={value}"),
+        None,
+        TOOL_TIMEOUT,
+    )
+}
+
+#[test]
+fn sha1_algorithms_are_offered_only_with_legacy_algorithms() {
+    for legacy in [false, true] {
+        let sftp: &[&str] = if legacy {
+            &["legacy_algorithms = true"]
+        } else {
+            &[]
+        };
+        let env = sftp_env_with(&[Feed::hr("hr")], &[], sftp);
+        let key = keygen(&env, "hr-up-key");
+        let rsa = keygen_with(&env, "jsch-rsa", &["-t", "rsa", "-b", "2048", "-m", "PEM"]);
+        add_account(
+            &env,
+            USER,
+            "hr",
+            Some(PASSWORD),
+            &[&pub_of(&key), &pub_of(&rsa)],
+            &[],
+        );
+        let s = Setup {
+            server: Server::start(&env),
+            env,
+            key,
+        };
+        let rsa_key = |option: &str| {
+            let mut cmd = tool(&s.env, "sftp");
+            let batch = s.env.root.join(format!("batch-rsa-{}.txt", unique()));
+            fs::write(&batch, "ls /\n").expect("batch");
+            cmd.args(ssh_options(s.server.port))
+                .args(["-o", "BatchMode=yes", "-o", option, "-i"])
+                .arg(&rsa)
+                .arg("-b")
+                .arg(&batch)
+                .arg(format!("{USER}@{HOST}"));
+            run_tool(cmd, option, None, TOOL_TIMEOUT)
+        };
+
+        // OpenSSH told to use SHA-1 only: the host key, the key exchange,
+        // the client's signature.
+        let host_key = openssh_with_only(&s, "HostKeyAlgorithms", "ssh-rsa");
+        let kex = openssh_with_only(&s, "KexAlgorithms", "diffie-hellman-group14-sha1");
+        let signature = rsa_key("PubkeyAcceptedAlgorithms=ssh-rsa");
+        let modern = rsa_key("PubkeyAcceptedAlgorithms=rsa-sha2-512");
+        assert_eq!(
+            modern.code, 0,
+            "an RSA key with rsa-sha2-512 (legacy {legacy}): {modern:#?}"
+        );
+
+        let classpath = compile_jsch_client(&s.env);
+        let local = s.env.input("jsch.csv", hr_file(1..=3));
+        let by_password = jsch_upload(
+            &s.env,
+            &classpath,
+            s.server.port,
+            &local,
+            "/upload/jsch.csv",
+            None,
+        );
+        let by_key = jsch_upload(
+            &s.env,
+            &classpath,
+            s.server.port,
+            &local,
+            "/upload/jsch-key.csv",
+            Some(&rsa),
+        );
+
+        if legacy {
+            for (out, what) in [
+                (&host_key, "an ssh-rsa host key"),
+                (&kex, "diffie-hellman-group14-sha1"),
+                (&signature, "an ssh-rsa signature"),
+                (&by_password, "JSch by password"),
+                (&by_key, "JSch by RSA key"),
+            ] {
+                assert_eq!(
+                    out.code, 0,
+                    "{what} with legacy_algorithms = true: {out:#?}"
+                );
+            }
+            let runs = s.wait_for_exactly(2);
+            let mut files = run_files(&runs);
+            files.sort();
+            assert_eq!(files, ["jsch-key.csv", "jsch.csv"], "{runs:#?}");
+        } else {
+            // russh closes the connection without telling the client why;
+            // the server's log says it, with what to do.
+            let log = s.server.stderr();
+            for (out, what, kind) in [
+                (&host_key, "an ssh-rsa host key", "No common Key algorithm"),
+                (
+                    &kex,
+                    "diffie-hellman-group14-sha1",
+                    "No common Kex algorithm",
+                ),
+            ] {
+                assert_ne!(out.code, 0, "{what} is not offered by default: {out:#?}");
+                assert!(
+                    log.lines()
+                        .any(|l| l.contains(kind) && l.contains("legacy_algorithms = true")),
+                    "the log says why {what} failed and what to do:\n{log}"
+                );
+            }
+            assert!(
+                signature.code != 0 && signature.stderr.contains("Permission denied"),
+                "an ssh-rsa signature is refused by default: {signature:#?}"
+            );
+            // JSch 0.1.55 finds ecdsa-sha2-nistp256 and
+            // diffie-hellman-group-exchange-sha256 by default: only its
+            // RSA key signatures (ssh-rsa) need the switch.
+            assert_eq!(
+                by_password.code, 0,
+                "JSch by password by default: {by_password:#?}"
+            );
+            assert!(
+                by_key.code != 0 && by_key.stderr.contains("Auth fail"),
+                "JSch with an RSA key without legacy_algorithms: {by_key:#?}"
+            );
+            assert!(
+                log.contains(
+                    "refused an ssh-rsa (SHA-1) signature; set [sftp] legacy_algorithms = true"
+                ),
+                "the log says why JSch's key was refused:\n{log}"
+            );
+            let runs = s.wait_for_exactly(1);
+            assert_run(&runs[0], "jsch.csv", "applied", &[("added", 3)]);
+        }
+    }
+}
+
+#[test]
+fn a_burst_of_real_logins_is_queued_not_refused_by_the_lockout_count() {
+    let s = Setup::new(&[], &["lockout_failures = 3"]);
+    let logins: Vec<_> = (0..8)
+        .map(|_| {
+            let client = s.password_client();
+            thread::spawn(move || client.try_login())
+        })
+        .collect();
+    for login in logins {
+        ok(
+            &login.join().expect("login thread"),
+            "one of 8 logins at once with the right password",
+        );
+    }
+}

@@ -232,3 +232,58 @@ fn a_damaged_store_stops_serve_and_check_with_what_to_do_and_restore_repairs_it(
     assert_eq!(env.export("hr"), before);
     assert_eq!(env.run(&["check"]).code, 0);
 }
+
+/// `flagsync --config CONFIG ARGS...` run as `nobody` (setpriv): the
+/// tests run as root, which reads every folder.
+fn run_as_nobody(env: &Env, args: &[&str]) -> Out {
+    require_tool("setpriv");
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(BIN)
+        .arg("--config")
+        .arg(&env.config)
+        .args(args)
+        .current_dir(&env.root)
+        .env("HOME", &env.root)
+        .env_remove("FLAGSYNC_CONFIG")
+        .env_remove("RUST_LOG");
+    run_command(cmd, &args.join(" "))
+}
+
+#[test]
+fn a_user_who_cannot_read_the_data_folder_gets_an_error_not_an_empty_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::hr();
+    let run = env.import_text("hr", "hr.csv", hr_file(1..=3));
+    assert_eq!(run.state(), "applied");
+    // The configuration is readable by all, the data folder by root only.
+    for (path, mode) in [
+        (&env.root, 0o755),
+        (&env.config, 0o644),
+        (&env.data_dir, 0o700),
+    ] {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let folder = env.data_dir.display().to_string();
+    for args in [
+        &["runs", "list"][..],
+        &["runs", "list", "--json"],
+        &["recipients", "export", "--feed", "hr"],
+    ] {
+        let out = run_as_nobody(&env, args);
+        let what = args.join(" ");
+        assert_eq!(
+            out.code, 1,
+            "{what} by a user who cannot read the store: {out:#?}"
+        );
+        assert!(
+            out.stderr.contains(&format!(
+                "cannot read the data folder {folder}: permission denied"
+            )) && out.stderr.contains("run as the flagsync user or with sudo"),
+            "{what}: the reason and what to do: {out:#?}"
+        );
+        assert!(out.stdout.is_empty(), "{what} printed output: {out:#?}");
+    }
+    // Root still reads it.
+    assert_eq!(env.runs_list().len(), 1);
+}

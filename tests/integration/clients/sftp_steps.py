@@ -58,6 +58,14 @@ Operations (parameters besides "op" and "conn"):
   raw_sftp     data_hex, random: opens a new channel on the connection,
                starts the sftp subsystem and sends the bytes as they are;
                value: how many bytes came back within 2 s
+  open_many    path (with "{i}" for the handle's number), count, mode ("w":
+               files for writing, "dir": folders): opens that many handles
+               and leaves them open; value: {"opened": N, "errors":
+               {message: how many}}
+  open_mode    path, mode (paramiko's: "r+", "a", "w", ...), data: opens
+               with that mode, reads what is there (unless the mode is
+               "w" or "a"), writes data, closes; value: what was read
+  mark         local: writes that local file (tells the test a step is done)
   sleep        seconds
 """
 
@@ -210,6 +218,10 @@ def run_step(host, port, defaults, conns, step):
     if op == "sleep":
         time.sleep(step["seconds"])
         return None
+    if op == "mark":
+        with open(step["local"], "w") as f:
+            f.write("done\n")
+        return None
     if op == "garbage_tcp":
         sock = socket.create_connection((host, port), timeout=TIMEOUT)
         sock.settimeout(5.0)
@@ -268,6 +280,28 @@ def run_step(host, port, defaults, conns, step):
             f.utime((1_600_000_000, 1_600_000_000))
         conn.handles[step.get("handle", "h")] = f
         return len(data)
+    if op == "open_mode":
+        mode = step["mode"]
+        with sftp.open(step["path"], mode) as f:
+            before = b"" if mode[0] in "wa" else f.read()
+            f.write(data_of(step))
+        return before.decode("utf-8", errors="replace")
+    if op == "open_many":
+        opened, errors = 0, {}
+        kept = conn.handles.setdefault("open_many", [])
+        for i in range(step["count"]):
+            path = step["path"].replace("{i}", str(i))
+            try:
+                if step.get("mode") == "dir":
+                    handle = sftp._request(paramiko.sftp.CMD_OPENDIR, path)
+                else:
+                    handle = sftp.open(path, "wb")
+                kept.append(handle)
+                opened += 1
+            except Exception as e:  # noqa: BLE001 - every failure is counted
+                message = f"{type(e).__name__}: {e}"
+                errors[message] = errors.get(message, 0) + 1
+        return {"opened": opened, "errors": errors}
     if op == "write_more":
         f = conn.handles[step.get("handle", "h")]
         f.write(data_of(step))
