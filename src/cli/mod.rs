@@ -2,7 +2,7 @@
 //! people (summaries) and for scripts (`--json`), and exit codes.
 //!
 //! Owns: nothing of the domain; every command calls `worker` or `store`.
-//! Exit codes (SPEC.md, Machine-readable output): 0 applied/unchanged or
+//! Exit codes (README, Command line): 0 applied/unchanged or
 //! success, 1 failed run or operational error, 2 usage or configuration
 //! error, 3 held.
 

@@ -1,6 +1,6 @@
 //! The configuration file: reading, validating, and the embedded default.
 //!
-//! Owns: the TOML shape of SPEC.md (serde, unknown keys rejected) and its
+//! Owns: the TOML shape (docs/CONFIGURATION.md; serde, unknown keys rejected) and its
 //! translation into a checked [`Config`]. Never touches the store or files
 //! other than the configuration itself.
 //!

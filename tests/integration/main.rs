@@ -10,6 +10,7 @@ mod config;
 mod crash;
 mod crash_loop;
 mod diff;
+mod docs;
 mod feeds;
 mod file_format;
 mod load;

@@ -396,7 +396,7 @@ pub fn assert_count_invariant(run: &Value) {
     );
 }
 
-/// The exit code SPEC.md gives for a run state.
+/// The exit code flagsync gives for a run state (README, Command line).
 pub fn exit_code_for(state: &str) -> i32 {
     match state {
         "applied" | "unchanged" => 0,

@@ -177,7 +177,10 @@ fn health_headers_and_login_with_csrf() {
 
     let (code, headers, body) = web.curl(&[&web.url("/")]);
     assert_eq!(code, 200);
-    assert!(body.contains("<h2>hr</h2>"), "{body}");
+    assert!(
+        body.contains("<h2>hr <span class=\"badge badge-new\">New</span></h2>"),
+        "{body}"
+    );
     assert_eq!(
         header_line(&headers, "cache-control"),
         ["cache-control: no-store"]
