@@ -22,6 +22,7 @@ pub mod config;
 pub mod import;
 pub mod layout;
 pub mod mail;
+pub mod metrics;
 pub mod report;
 pub mod search;
 pub mod sftp;

@@ -221,10 +221,15 @@ impl Shared {
 
     fn take_session_slot(&self, account: &str) -> bool {
         let limit = self.config.sftp.max_sessions_per_account;
-        lock(&self.sessions).try_take(account, limit)
+        let taken = lock(&self.sessions).try_take(account, limit);
+        if taken {
+            crate::metrics::add(&crate::metrics::SFTP_SESSIONS, 1);
+        }
+        taken
     }
 
     fn give_back_session_slot(&self, account: &str) {
+        crate::metrics::add(&crate::metrics::SFTP_SESSIONS, -1);
         lock(&self.sessions).give_back(account)
     }
 

@@ -99,6 +99,7 @@ impl Connection {
 
     /// A failed login that never reached a password check.
     fn failed(&self, user: &str) {
+        crate::metrics::count(&crate::metrics::SFTP_FAILED_LOGINS);
         let locked = Locked {
             address: self.shared.record_failure(self.ip),
             account: false,
@@ -215,6 +216,7 @@ impl russh::server::Handler for Connection {
         let matches = self.shared.check_password(password.to_string(), hash).await;
         let locked = check.finish(matches);
         if !matches {
+            crate::metrics::count(&crate::metrics::SFTP_FAILED_LOGINS);
             tracing::warn!(user, peer = %self.ip, "login refused: wrong password");
             self.log_lockout(user, locked);
             return Ok(reject());

@@ -21,7 +21,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// The administrator behind the request, by session or API token.
-fn caller(state: &WebState, headers: &HeaderMap) -> Option<String> {
+pub(super) fn caller(state: &WebState, headers: &HeaderMap) -> Option<String> {
     if let Some((admin, _)) = state.session(headers) {
         return Some(admin);
     }

@@ -193,6 +193,9 @@ impl Lockout {
     }
 
     fn settle(&self, attempt: &Attempt, failed: bool) {
+        if failed {
+            crate::metrics::count(&crate::metrics::WEB_FAILED_LOGINS);
+        }
         let now = Instant::now();
         let mut books = super::lock(&self.books);
         if books.addresses.settle(&attempt.address, failed, now) {

@@ -55,6 +55,7 @@ pub mod recipients;
 
 mod limits;
 mod lockout;
+mod metrics;
 mod trend;
 
 const SESSION_COOKIE: &str = "flagsync_session";
@@ -372,6 +373,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/recipients", get(recipients_page))
         .route("/recipients/view", get(recipient_page))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
         .route("/assets/style.css", get(style))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM))

@@ -88,6 +88,7 @@ pub struct IntakeHandle {
 impl IntakeHandle {
     /// `upload/<name>` arrived and is claimed as `processing/<claim>`.
     pub fn arrived(&self, feed: &str, name: &str, claim: &str) {
+        crate::metrics::add(&crate::metrics::INTAKE_QUEUED, 1);
         let _ = self.tx.send(Job::Arrival {
             feed: feed.to_string(),
             name: name.to_string(),
@@ -204,7 +205,10 @@ impl Intake {
                 .unwrap_or(TICK)
                 .min(TICK);
             match rx.recv_timeout(wait) {
-                Ok(Job::Arrival { feed, claim, .. }) => self.take(&feed, &claim),
+                Ok(Job::Arrival { feed, claim, .. }) => {
+                    self.take(&feed, &claim);
+                    crate::metrics::add(&crate::metrics::INTAKE_QUEUED, -1);
+                }
                 Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }

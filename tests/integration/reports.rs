@@ -241,3 +241,56 @@ fn formula_cells_are_neutralised_in_reports_and_exports_unless_raw() {
     assert_eq!(json[0]["first_name"], "=HYPERLINK(\"x\")");
     assert_eq!(json[0]["mobile"], "+14155552671");
 }
+
+#[test]
+fn past_the_retention_reports_and_their_runs_links_go_together_and_no_orphan_is_left() {
+    let s = Setup::new(&["retention = \"2s\""], &[]);
+    let client = s.key_client();
+    ok(
+        &client.session(vec![put("/upload/day1.csv", &daily_with_bad(&[3]))])[0],
+        "day 1",
+    );
+    let first = s.wait_for_exactly(1);
+    let old_report = first[0]["error_report"]
+        .as_str()
+        .expect("a report")
+        .to_string();
+    assert!(Path::new(&old_report).exists());
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    ok(
+        &client.session(vec![put("/upload/day2.csv", &daily_with_bad(&[4]))])[0],
+        "day 2",
+    );
+    let runs = s.wait_for_exactly(2);
+    // The sweep and the pruning run after the run is recorded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let day1 = loop {
+        let day1 = s.env.run_show(&run_id_of(&first[0]));
+        if day1["error_report"].is_null() || std::time::Instant::now() > deadline {
+            break day1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(
+        !Path::new(&old_report).exists(),
+        "the old report is deleted"
+    );
+    assert!(day1["error_report"].is_null(), "{day1:#}");
+    assert_eq!(day1["errors"].as_array().map(Vec::len), Some(0), "{day1:#}");
+    assert_eq!(day1["state"], "applied", "the summary stays: {day1:#}");
+    // Every report left belongs to a run that names it, and every run
+    // that names a report has it.
+    let names = report_names(&s.env);
+    let newest = runs
+        .iter()
+        .find(|r| r["file"] == "day2.csv")
+        .expect("day 2's run");
+    let kept = newest["error_report"].as_str().expect("day 2's report");
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(kept.ends_with(&names[0]), "{kept} {names:?}");
+    for run in s.env.runs_list() {
+        if let Some(report) = run["error_report"].as_str() {
+            assert!(Path::new(report).exists(), "{run:#}");
+        }
+    }
+}

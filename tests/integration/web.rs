@@ -1575,3 +1575,163 @@ fn the_dashboard_says_the_worst_true_thing_about_each_feed_in_chromium() {
         "{list:#?}"
     );
 }
+
+/// `/metrics` read by prometheus_client's own parser.
+fn parsed_metrics(web: &Web, token: &str) -> serde_json::Value {
+    let (code, headers, body) = web.curl(&[
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &web.url("/metrics"),
+    ]);
+    assert_eq!(code, 200, "{headers}{body}");
+    assert!(
+        header_line(&headers, "content-type")
+            .iter()
+            .any(|l| l.contains("text/plain; version=0.0.4")),
+        "{headers}"
+    );
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/clients/metrics_parse.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script);
+    let out = run_tool(
+        cmd,
+        "prometheus_client parser",
+        Some(body.as_bytes()),
+        TOOL_TIMEOUT,
+    );
+    assert_eq!(out.code, 0, "{out:#?}\n{body}");
+    serde_json::from_str(out.stdout.trim()).expect("json")
+}
+
+fn sample(parsed: &serde_json::Value, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    parsed["samples"].as_array()?.iter().find_map(|s| {
+        let matches = s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v);
+        matches.then(|| s["value"].as_f64()).flatten()
+    })
+}
+
+#[test]
+fn metrics_are_prometheus_text_for_a_token_and_refused_without_one() {
+    let web = Web::start();
+    let (code, headers, body) = web.curl(&[&web.url("/metrics")]);
+    assert_eq!(code, 401, "{headers}{body}");
+    assert!(body.contains("admins token create"), "{body}");
+    let (code, _, _) = web.curl(&["-H", "Authorization: Bearer wrong", &web.url("/metrics")]);
+    assert_eq!(code, 401);
+
+    assert_eq!(
+        import_via_cli(&web.env, "a.csv", &hr_file(1..=20))["state"],
+        "applied"
+    );
+    assert_eq!(
+        import_via_cli(&web.env, "b.csv", &hr_file(1..=10))["state"],
+        "held"
+    );
+    // A failed sFTP login and a failed page login are counted.
+    add_account(&web.env, "up", "hr", Some("right-password-1"), &[], &[]);
+    let out = openssh_sftp_password(&web.env, web.server.port, "up", "wrong", "ls\n");
+    assert_ne!(out.code, 0);
+    let (code, _, _) = web.login("not the password");
+    assert_ne!(code, 303);
+
+    let token = web.create_token();
+    let parsed = parsed_metrics(&web, &token);
+    let hr = [("feed", "hr")];
+    assert_eq!(
+        sample(
+            &parsed,
+            "flagsync_runs",
+            &[("feed", "hr"), ("state", "applied")]
+        ),
+        Some(1.0),
+        "{parsed:#}"
+    );
+    assert_eq!(
+        sample(
+            &parsed,
+            "flagsync_runs",
+            &[("feed", "hr"), ("state", "held")]
+        ),
+        Some(1.0),
+        "{parsed:#}"
+    );
+    assert_eq!(
+        sample(
+            &parsed,
+            "flagsync_runs",
+            &[("feed", "hr"), ("state", "failed")]
+        ),
+        Some(0.0),
+        "{parsed:#}"
+    );
+    assert_eq!(
+        sample(&parsed, "flagsync_held_runs", &hr),
+        Some(1.0),
+        "{parsed:#}"
+    );
+    assert_eq!(
+        sample(&parsed, "flagsync_recipients", &hr),
+        Some(20.0),
+        "{parsed:#}"
+    );
+    assert_eq!(
+        sample(&parsed, "flagsync_feed_overdue", &hr),
+        Some(0.0),
+        "{parsed:#}"
+    );
+    assert_eq!(
+        sample(
+            &parsed,
+            "flagsync_last_run_state",
+            &[("feed", "hr"), ("state", "held")]
+        ),
+        Some(1.0),
+        "{parsed:#}"
+    );
+    let last = sample(&parsed, "flagsync_last_run_timestamp_seconds", &hr).expect("last run time");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!((now - last).abs() < 120.0, "{last} vs {now}");
+    assert_eq!(
+        sample(&parsed, "flagsync_intake_queue_length", &[]),
+        Some(0.0),
+        "{parsed:#}"
+    );
+    assert_eq!(
+        sample(&parsed, "flagsync_sftp_sessions", &[]),
+        Some(0.0),
+        "{parsed:#}"
+    );
+    assert!(
+        sample(
+            &parsed,
+            "flagsync_failed_logins_total",
+            &[("service", "sftp")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{parsed:#}"
+    );
+    assert!(
+        sample(
+            &parsed,
+            "flagsync_failed_logins_total",
+            &[("service", "web")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{parsed:#}"
+    );
+    assert_eq!(
+        parsed["types"]["flagsync_failed_logins"], "counter",
+        "{parsed:#}"
+    );
+    assert_eq!(
+        sample(&parsed, "flagsync_outbox_messages", &[("state", "queued")]),
+        Some(0.0),
+        "{parsed:#}"
+    );
+}

@@ -1,0 +1,241 @@
+//! `GET /metrics`: the server's state in the Prometheus text format, for
+//! an API token (`Authorization: Bearer …`, made with `flagsync admins
+//! token create`) or a logged-in session. Without either: 401.
+//!
+//! Why not open: the names of feeds, the counts of recipients and the
+//! failed logins say more about a customer than a probe needs; Prometheus
+//! sends a bearer token with `authorization: credentials_file`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::WebState;
+use crate::metrics::{self as m, Exposition};
+use crate::store::{RunState, StoreError};
+use crate::worker::intake::Engine;
+
+const STATES: [RunState; 6] = [
+    RunState::Applied,
+    RunState::Unchanged,
+    RunState::Held,
+    RunState::Failed,
+    RunState::Rejected,
+    RunState::Superseded,
+];
+
+pub async fn metrics(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {
+    if super::api::caller(&state, &headers).is_none() {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "/metrics needs an API token: send `Authorization: Bearer TOKEN` (make one with `flagsync admins token create NAME`)\n",
+        )
+            .into_response();
+    }
+    let engine = state.engine.clone();
+    match tokio::task::spawn_blocking(move || render(&engine)).await {
+        Ok(Ok(text)) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the metrics cannot be read from the store");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store cannot be read; see the server log\n",
+            )
+                .into_response()
+        }
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "see the server log\n").into_response(),
+    }
+}
+
+/// Per feed, what the store says about it.
+struct FeedFigures {
+    runs: BTreeMap<&'static str, u64>,
+    last_run: Option<(f64, &'static str)>,
+    held: u64,
+    overdue: bool,
+    recipients: u64,
+    search_current: bool,
+}
+
+fn feed_figures(engine: &Engine, feed: &crate::config::Feed) -> Result<FeedFigures, StoreError> {
+    let store = &engine.store;
+    let runs = store.list_runs(Some(&feed.name))?;
+    let mut by_state: BTreeMap<&'static str, u64> =
+        STATES.iter().map(|s| (s.as_str(), 0)).collect();
+    for r in &runs {
+        *by_state.entry(r.state.as_str()).or_default() += 1;
+    }
+    let last_run = runs.first().map(|r| {
+        let at = r
+            .finished_at
+            .parse::<jiff::Timestamp>()
+            .map_or(0.0, |t| t.as_second() as f64);
+        (at, r.state.as_str())
+    });
+    let health = crate::worker::status::feed_health(&engine.config, feed, Some(store))?;
+    Ok(FeedFigures {
+        runs: by_state,
+        last_run,
+        held: store.held_runs(&feed.name)?.len() as u64,
+        overdue: health["overdue"] == true,
+        recipients: store.recipient_count(&feed.name)?,
+        search_current: engine.search.status(&feed.name, store).current,
+    })
+}
+
+fn render(engine: &Engine) -> Result<String, StoreError> {
+    let feeds: Vec<(String, FeedFigures)> = engine
+        .config
+        .feeds
+        .iter()
+        .map(|f| Ok((f.name.clone(), feed_figures(engine, f)?)))
+        .collect::<Result<_, StoreError>>()?;
+    let mut e = Exposition::new();
+    e.family(
+        "flagsync_runs",
+        "gauge",
+        "Runs recorded (within the history kept), by feed and state.",
+    );
+    for (feed, f) in &feeds {
+        for (state, n) in &f.runs {
+            e.sample(
+                "flagsync_runs",
+                &[("feed", feed), ("state", state)],
+                *n as f64,
+            );
+        }
+    }
+    e.family(
+        "flagsync_last_run_timestamp_seconds",
+        "gauge",
+        "When the feed's last run finished (Unix seconds).",
+    );
+    for (feed, f) in &feeds {
+        if let Some((at, _)) = f.last_run {
+            e.sample("flagsync_last_run_timestamp_seconds", &[("feed", feed)], at);
+        }
+    }
+    e.family(
+        "flagsync_last_run_state",
+        "gauge",
+        "The feed's last run's state (1 for its state, 0 for the others).",
+    );
+    for (feed, f) in &feeds {
+        if let Some((_, last)) = f.last_run {
+            for state in STATES {
+                let now = f64::from(u8::from(state.as_str() == last));
+                e.sample(
+                    "flagsync_last_run_state",
+                    &[("feed", feed), ("state", state.as_str())],
+                    now,
+                );
+            }
+        }
+    }
+    e.family(
+        "flagsync_held_runs",
+        "gauge",
+        "Held runs waiting for a decision.",
+    );
+    for (feed, f) in &feeds {
+        e.sample("flagsync_held_runs", &[("feed", feed)], f.held as f64);
+    }
+    e.family(
+        "flagsync_feed_overdue",
+        "gauge",
+        "1 when the feed got no file within expect_every.",
+    );
+    for (feed, f) in &feeds {
+        e.sample(
+            "flagsync_feed_overdue",
+            &[("feed", feed)],
+            f64::from(u8::from(f.overdue)),
+        );
+    }
+    e.family(
+        "flagsync_recipients",
+        "gauge",
+        "Recipients stored per feed.",
+    );
+    for (feed, f) in &feeds {
+        e.sample(
+            "flagsync_recipients",
+            &[("feed", feed)],
+            f.recipients as f64,
+        );
+    }
+    e.family(
+        "flagsync_search_index_current",
+        "gauge",
+        "1 when the feed's search index holds its last run.",
+    );
+    for (feed, f) in &feeds {
+        e.sample(
+            "flagsync_search_index_current",
+            &[("feed", feed)],
+            f64::from(u8::from(f.search_current)),
+        );
+    }
+    let mut outbox: BTreeMap<&'static str, u64> = ["queued", "sent", "failing", "gave_up"]
+        .into_iter()
+        .map(|s| (s, 0))
+        .collect();
+    for message in engine.store.messages()? {
+        *outbox.entry(message.state.as_str()).or_default() += 1;
+    }
+    e.family(
+        "flagsync_outbox_messages",
+        "gauge",
+        "Report emails in the outbox, by delivery state.",
+    );
+    for (state, n) in &outbox {
+        e.sample("flagsync_outbox_messages", &[("state", state)], *n as f64);
+    }
+    e.family(
+        "flagsync_intake_queue_length",
+        "gauge",
+        "Files handed to the import worker and not finished yet.",
+    )
+    .sample(
+        "flagsync_intake_queue_length",
+        &[],
+        m::read_gauge(&m::INTAKE_QUEUED) as f64,
+    );
+    e.family(
+        "flagsync_sftp_sessions",
+        "gauge",
+        "sFTP sessions logged in now.",
+    )
+    .sample(
+        "flagsync_sftp_sessions",
+        &[],
+        m::read_gauge(&m::SFTP_SESSIONS) as f64,
+    );
+    e.family(
+        "flagsync_failed_logins_total",
+        "counter",
+        "Failed logins since the server started, by service.",
+    )
+    .sample(
+        "flagsync_failed_logins_total",
+        &[("service", "sftp")],
+        m::read_counter(&m::SFTP_FAILED_LOGINS) as f64,
+    )
+    .sample(
+        "flagsync_failed_logins_total",
+        &[("service", "web")],
+        m::read_counter(&m::WEB_FAILED_LOGINS) as f64,
+    );
+    Ok(e.finish())
+}
