@@ -723,7 +723,7 @@ fn feed_in_words(f: &serde_json::Value) -> String {
     out.push_str(&format!(
         "  schedule: {}{}\n",
         text(&f["schedule"]),
-        f["next_scheduled"]
+        f["next_scheduled_local"]
             .as_str()
             .map(|n| format!(", next {n}"))
             .unwrap_or_default()

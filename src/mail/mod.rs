@@ -235,7 +235,8 @@ fn pause_after(first: Duration, attempts: u32) -> Duration {
     doubled.min(LONGEST_PAUSE)
 }
 
-/// Wakes the sender (a message was queued) or stops it.
+/// Stops the sender. (It finds new messages itself, every [`POLL`]: they
+/// are queued in run transactions, possibly by another process.)
 #[derive(Clone)]
 pub struct OutboxHandle {
     wake: Sender<()>,
@@ -243,10 +244,6 @@ pub struct OutboxHandle {
 }
 
 impl OutboxHandle {
-    pub fn wake(&self) {
-        let _ = self.wake.send(());
-    }
-
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         let _ = self.wake.send(());

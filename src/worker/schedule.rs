@@ -21,6 +21,24 @@ pub fn latest_slot(now: Timestamp, tz: &TimeZone, hour: u8, minute: u8, second: 
     today.yesterday().map(at).unwrap_or(slot)
 }
 
+/// The first `hour:minute:second` (in `tz`) after `now`: the next
+/// calendar day's slot when today's has passed, so a DST change between
+/// them moves it with the clock (not "latest + 24 h").
+pub fn next_slot(now: Timestamp, tz: &TimeZone, hour: u8, minute: u8, second: u8) -> Timestamp {
+    let latest = latest_slot(now, tz, hour, minute, second);
+    let day = latest.to_zoned(tz.clone()).date();
+    day.tomorrow()
+        .ok()
+        .and_then(|next| {
+            next.at(hour as i8, minute as i8, second as i8, 0)
+                .to_zoned(tz.clone())
+                .ok()
+        })
+        .map(|z| z.timestamp())
+        .filter(|&t| t > now)
+        .unwrap_or(latest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +71,16 @@ mod tests {
         assert_eq!(
             latest_slot(ts("2026-11-25T01:30:00Z"), &berlin, 2, 0, 0),
             ts("2026-11-25T01:00:00Z")
+        );
+        // Across the spring change (2026-03-29 in Berlin), the next 04:00
+        // is 23 hours after the latest (03:00Z on the 28th), not 24.
+        assert_eq!(
+            next_slot(ts("2026-03-28T12:00:00Z"), &berlin, 4, 0, 0),
+            ts("2026-03-29T02:00:00Z")
+        );
+        assert_eq!(
+            next_slot(ts("2026-11-25T01:30:00Z"), &berlin, 2, 0, 0),
+            ts("2026-11-26T01:00:00Z")
         );
         // 2026-03-29 02:30 does not exist in Berlin: no panic, a slot.
         let s = latest_slot(ts("2026-03-29T12:00:00Z"), &berlin, 2, 30, 0);

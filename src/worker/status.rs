@@ -116,11 +116,8 @@ pub fn feed_health(
             second,
         } => {
             let tz = config.time_zone();
-            let latest = crate::worker::schedule::latest_slot(now, &tz, hour, minute, second);
-            let next = latest
-                .checked_add(jiff::SignedDuration::from_hours(24))
-                .ok()
-                .map(|t| t.to_string());
+            let next = crate::worker::schedule::next_slot(now, &tz, hour, minute, second);
+            let next = Some(next.to_string());
             (format!("daily {hour:02}:{minute:02}:{second:02}"), next)
         }
     };
@@ -128,6 +125,7 @@ pub fn feed_health(
         "feed": feed.name,
         "schedule": schedule,
         "next_scheduled": next,
+        "next_scheduled_local": next.as_deref().map(|t| local_time(config, t)),
         "expect_every": humantime::format_duration(feed.expect_every).to_string(),
         "last_file_at": state.as_ref().filter(|s| s.file_seen).and_then(|_| unix_text(last_arrival)),
         "last_file_local": local(state.as_ref().filter(|s| s.file_seen).and_then(|_| unix_text(last_arrival))),
