@@ -56,7 +56,10 @@ pub mod recipients;
 mod limits;
 mod lockout;
 mod metrics;
+mod session;
 mod trend;
+
+use session::{CheckedForm, LoggedIn};
 
 const SESSION_COOKIE: &str = "flagsync_session";
 const PRE_LOGIN_COOKIE: &str = "flagsync_login";
@@ -579,10 +582,10 @@ async fn logout(
     response
 }
 
-async fn dashboard(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {
-    let Some((admin, csrf)) = state.session(&headers) else {
-        return Redirect::to("/login").into_response();
-    };
+async fn dashboard(
+    State(state): State<Arc<WebState>>,
+    LoggedIn { admin, csrf }: LoggedIn,
+) -> Response {
     let config = &state.engine.config;
     let feeds: Result<Vec<serde_json::Value>, _> = config
         .feeds
@@ -658,12 +661,9 @@ pub struct RunsQuery {
 
 async fn runs_page(
     State(state): State<Arc<WebState>>,
-    headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<RunsQuery>,
+    LoggedIn { admin, csrf }: LoggedIn,
 ) -> Response {
-    let Some((admin, csrf)) = state.session(&headers) else {
-        return Redirect::to("/login").into_response();
-    };
     if let Some(f) = &q.feed {
         if state.engine.config.feed(f).is_none() {
             return message(StatusCode::NOT_FOUND, format!("there is no feed '{f}'"));
@@ -766,13 +766,10 @@ async fn removals_of(state: &Arc<WebState>, run: crate::store::Run) -> Result<Re
 
 async fn run_page(
     State(state): State<Arc<WebState>>,
-    headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<u64>,
     axum::extract::Query(q): axum::extract::Query<PageQuery>,
+    LoggedIn { admin, csrf }: LoggedIn,
 ) -> Response {
-    let Some((admin, csrf)) = state.session(&headers) else {
-        return Redirect::to("/login").into_response();
-    };
     let run = match get_run(&state, id) {
         Ok(r) => r,
         Err(r) => return refused(r),
@@ -808,22 +805,7 @@ async fn run_page(
     )
 }
 
-async fn decide(
-    state: Arc<WebState>,
-    headers: HeaderMap,
-    id: u64,
-    csrf: String,
-    confirm: bool,
-) -> Response {
-    let Some((admin, session_csrf)) = state.session(&headers) else {
-        return message(StatusCode::UNAUTHORIZED, "log in first");
-    };
-    if !same_token(&session_csrf, &csrf) {
-        return message(
-            StatusCode::FORBIDDEN,
-            "missing or wrong CSRF token; reload the page",
-        );
-    }
+async fn decide(state: Arc<WebState>, admin: String, id: u64, confirm: bool) -> Response {
     let decided = decide_run(state.engine.clone(), id, admin, confirm).await;
     match decided {
         Ok(run) => {
@@ -880,20 +862,18 @@ pub(crate) async fn decide_run(
 
 async fn confirm(
     State(state): State<Arc<WebState>>,
-    headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<u64>,
-    Form(form): Form<CsrfForm>,
+    form: CheckedForm,
 ) -> Response {
-    decide(state, headers, id, form.csrf, true).await
+    decide(state, form.admin, id, true).await
 }
 
 async fn reject(
     State(state): State<Arc<WebState>>,
-    headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<u64>,
-    Form(form): Form<CsrfForm>,
+    form: CheckedForm,
 ) -> Response {
-    decide(state, headers, id, form.csrf, false).await
+    decide(state, form.admin, id, false).await
 }
 
 fn csv_download(name: &str, body: Vec<u8>) -> Response {
@@ -1032,12 +1012,9 @@ pub struct GroupQuery {
 /// The feed's groups; with `group`, also a page of that group's members.
 async fn groups_page(
     State(state): State<Arc<WebState>>,
-    headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<GroupQuery>,
+    LoggedIn { admin, csrf }: LoggedIn,
 ) -> Response {
-    let Some((admin, csrf)) = state.session(&headers) else {
-        return Redirect::to("/login").into_response();
-    };
     let Some(feed) = state.engine.config.feed(&q.feed) else {
         return message(
             StatusCode::NOT_FOUND,
@@ -1147,12 +1124,9 @@ fn table_rows(feed: &crate::config::Feed, found: &crate::store::SearchPage) -> V
 /// Search and filter the recipients of a feed.
 async fn recipients_page(
     State(state): State<Arc<WebState>>,
-    headers: HeaderMap,
     axum::extract::Query(params): axum::extract::Query<HashMap<String, String>>,
+    LoggedIn { admin, csrf }: LoggedIn,
 ) -> Response {
-    let Some((admin, csrf)) = state.session(&headers) else {
-        return Redirect::to("/login").into_response();
-    };
     let config = &state.engine.config;
     let lookup = match recipients::Lookup::from_params(config, &params) {
         Ok(l) => l,
@@ -1194,12 +1168,9 @@ pub struct RecipientQuery {
 /// One recipient: every field and its groups.
 async fn recipient_page(
     State(state): State<Arc<WebState>>,
-    headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<RecipientQuery>,
+    LoggedIn { admin, csrf }: LoggedIn,
 ) -> Response {
-    let Some((admin, csrf)) = state.session(&headers) else {
-        return Redirect::to("/login").into_response();
-    };
     let feed = match recipients::feed_of(&state.engine.config, q.feed.as_deref()) {
         Ok(f) => f,
         Err(r) => return refused(r),
@@ -1228,10 +1199,10 @@ async fn recipient_page(
     }
 }
 
-async fn accounts_page(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {
-    let Some((admin, csrf)) = state.session(&headers) else {
-        return Redirect::to("/login").into_response();
-    };
+async fn accounts_page(
+    State(state): State<Arc<WebState>>,
+    LoggedIn { admin, csrf }: LoggedIn,
+) -> Response {
     match state.engine.store.accounts() {
         Ok(all) => {
             let accounts: Vec<serde_json::Value> = all

@@ -271,6 +271,10 @@ fn legacy_algorithms_is_a_switch_checked_with_the_rest() {
 fn a_time_zone_that_does_not_exist_is_a_clear_error() {
     let text = config(&[Feed::hr("hr")]);
     let at = text.find("[sftp]").expect("an [sftp] table");
-    let bad = format!("{}timezone = \"Mars/Olympus\"\n{}", &text[..at], &text[at..]);
+    let bad = format!(
+        "{}timezone = \"Mars/Olympus\"\n{}",
+        &text[..at],
+        &text[at..]
+    );
     assert_config_error(&bad, &["timezone", "Mars/Olympus", "IANA"], &[]);
 }
