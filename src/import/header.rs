@@ -4,7 +4,7 @@
 use crate::config::{Feed, FieldKind};
 
 use super::input::Input;
-use super::scan::{decode_field, Encoding, Rejection};
+use super::text::{decode_field, Encoding, Rejection};
 use super::text::{count_line_breaks, printable, sniff_not_csv, walk_record_ends, Utf8Evidence};
 
 /// The header can be at most this long; longer means it is not a header.

@@ -3,9 +3,11 @@
 
 use compact_str::CompactString;
 use rayon::prelude::*;
-use serde::Serialize;
 
 use crate::config::Feed;
+
+pub use super::text::{Encoding, Rejection};
+pub(crate) use super::text::decode_field;
 
 use super::header::{read_header, Header};
 use super::input::Input;
@@ -18,68 +20,6 @@ use super::validate::{Cells, RowParser};
 /// Blocks handed to one parser task. Big enough to amortise the task, small
 /// enough that a batch of them stays a few tens of MiB.
 const BLOCK_BYTES: usize = 4 << 20;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub enum Encoding {
-    #[serde(rename = "utf-8")]
-    Utf8,
-    #[serde(rename = "windows-1252")]
-    Windows1252,
-    /// UTF-16 with a byte-order mark (Excel's "Unicode text"): the run
-    /// reads a UTF-8 copy of it, so its cells decode as UTF-8.
-    #[serde(rename = "utf-16le")]
-    Utf16Le,
-    #[serde(rename = "utf-16be")]
-    Utf16Be,
-}
-
-impl Encoding {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Encoding::Utf8 => "utf-8",
-            Encoding::Windows1252 => "windows-1252",
-            Encoding::Utf16Le => "utf-16le",
-            Encoding::Utf16Be => "utf-16be",
-        }
-    }
-
-    /// Whether the bytes being read are UTF-8 (a UTF-16 file is read from
-    /// its UTF-8 copy).
-    pub fn reads_as_utf8(self) -> bool {
-        self != Encoding::Windows1252
-    }
-}
-
-/// Why a whole file is refused (run state `failed`, nothing changed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub reason: String,
-    /// The file's encoding, when it was read far enough to tell.
-    pub encoding: Option<Encoding>,
-    /// The header's cells as written (trimmed), when it was read: the
-    /// report of the refused file shows them.
-    pub header: Option<Vec<String>>,
-}
-
-impl Rejection {
-    pub fn new(reason: impl Into<String>) -> Rejection {
-        Rejection {
-            reason: reason.into(),
-            encoding: None,
-            header: None,
-        }
-    }
-
-    pub fn with_encoding(mut self, encoding: Encoding) -> Rejection {
-        self.encoding = Some(encoding);
-        self
-    }
-
-    pub fn with_header(mut self, columns: &[String]) -> Rejection {
-        self.header = Some(columns.to_vec());
-        self
-    }
-}
 
 /// The header row's cells of a file (trimmed, decoded as the import reads
 /// them), for the report of a file refused as a whole; `None` when no
@@ -909,16 +849,3 @@ pub(crate) fn trim_bytes(b: &[u8]) -> &[u8] {
     &b[start..end]
 }
 
-pub(crate) fn decode_field(bytes: &[u8], encoding: Encoding) -> std::borrow::Cow<'_, str> {
-    match encoding {
-        Encoding::Windows1252 => {
-            encoding_rs::WINDOWS_1252
-                .decode_without_bom_handling(bytes)
-                .0
-        }
-        _ => match std::str::from_utf8(bytes) {
-            Ok(s) => std::borrow::Cow::Borrowed(s),
-            Err(_) => String::from_utf8_lossy(bytes),
-        },
-    }
-}

@@ -2961,3 +2961,41 @@ fn a_refused_file_brings_the_header_it_had() {
         assert_eq!(super::header_columns(&bytes.to_vec(), &feed), None);
     }
 }
+
+/// The import core is pure: it uses `config` and itself only (no store,
+/// no network, no async runtime), and its leaf `text` uses nothing of it.
+#[test]
+fn the_import_core_uses_nothing_but_config_and_itself() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/import");
+    let forbidden = ["tokio", "redb", "axum", "russh", "lettre", "hyper"];
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        // The tests may use anything; this test names what it forbids.
+        if path.extension().is_none_or(|e| e != "rs") || path.ends_with("tests.rs") {
+            continue;
+        }
+        files += 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        for (at, _) in text.match_indices("crate::") {
+            let rest = &text[at + "crate::".len()..];
+            assert!(
+                rest.starts_with("config") || rest.starts_with("import"),
+                "{name} uses crate::{}",
+                rest.chars().take(30).collect::<String>()
+            );
+        }
+        for crate_name in forbidden {
+            assert!(
+                !text.contains(&format!("{crate_name}::")),
+                "{name} uses {crate_name}"
+            );
+        }
+        if name == "text.rs" {
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            assert!(!code.contains("super::"), "the leaf text.rs uses another import module");
+        }
+    }
+    assert!(files > 5, "only {files} files read");
+}

@@ -1,5 +1,8 @@
-//! What a record is, in bytes: line breaks, quotes, and the evidence for a
-//! file's encoding. Every part of the reader (header, pass 1 blocks, the
+//! What a record is, in bytes: line breaks, quotes, the evidence for a
+//! file's encoding, the [`Encoding`] decided and how a cell decodes in it
+//! ([`decode_field`]), and why a whole file is refused ([`Rejection`]).
+//! The leaf of `import`: header, scan and validate all use it, it uses
+//! none of them. Every part of the reader (header, pass 1 blocks, the
 //! fast path, pass 2) finds records with [`walk_record_ends`], so they all
 //! agree on where a record ends.
 //!
@@ -336,6 +339,86 @@ pub fn printable_lines(text: &str) -> std::borrow::Cow<'_, str> {
         .collect::<Vec<_>>()
         .join("\n")
         .into()
+}
+
+/// How a file's bytes are read: what the import decided from its
+/// evidence (or its byte-order mark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Encoding {
+    #[serde(rename = "utf-8")]
+    Utf8,
+    #[serde(rename = "windows-1252")]
+    Windows1252,
+    /// UTF-16 with a byte-order mark (Excel's "Unicode text"): the run
+    /// reads a UTF-8 copy of it, so its cells decode as UTF-8.
+    #[serde(rename = "utf-16le")]
+    Utf16Le,
+    #[serde(rename = "utf-16be")]
+    Utf16Be,
+}
+
+impl Encoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Utf8 => "utf-8",
+            Encoding::Windows1252 => "windows-1252",
+            Encoding::Utf16Le => "utf-16le",
+            Encoding::Utf16Be => "utf-16be",
+        }
+    }
+
+    /// Whether the bytes being read are UTF-8 (a UTF-16 file is read from
+    /// its UTF-8 copy).
+    pub fn reads_as_utf8(self) -> bool {
+        self != Encoding::Windows1252
+    }
+}
+
+/// Why a whole file is refused (run state `failed`, nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: String,
+    /// The file's encoding, when it was read far enough to tell.
+    pub encoding: Option<Encoding>,
+    /// The header's cells as written (trimmed), when it was read: the
+    /// report of the refused file shows them.
+    pub header: Option<Vec<String>>,
+}
+
+impl Rejection {
+    pub fn new(reason: impl Into<String>) -> Rejection {
+        Rejection {
+            reason: reason.into(),
+            encoding: None,
+            header: None,
+        }
+    }
+
+    pub fn with_encoding(mut self, encoding: Encoding) -> Rejection {
+        self.encoding = Some(encoding);
+        self
+    }
+
+    pub fn with_header(mut self, columns: &[String]) -> Rejection {
+        self.header = Some(columns.to_vec());
+        self
+    }
+}
+
+/// A cell's bytes as text, in the file's encoding (invalid UTF-8 is
+/// replaced; validation flags it).
+pub(crate) fn decode_field(bytes: &[u8], encoding: Encoding) -> std::borrow::Cow<'_, str> {
+    match encoding {
+        Encoding::Windows1252 => {
+            encoding_rs::WINDOWS_1252
+                .decode_without_bom_handling(bytes)
+                .0
+        }
+        _ => match std::str::from_utf8(bytes) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(bytes),
+        },
+    }
 }
 
 #[cfg(test)]

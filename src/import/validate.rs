@@ -11,7 +11,7 @@ use crate::config::{Feed, Field, FieldKind};
 
 use super::phone::normalize_phone;
 use super::record::{Record, RecordBuilder};
-use super::scan::{decode_field, Encoding};
+use super::text::{decode_field, Encoding};
 
 /// What validating a row needs besides the row.
 pub struct RowContext<'a> {
