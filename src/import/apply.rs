@@ -12,7 +12,7 @@ use super::diff::{Diff, EarlyFlag, Work, WorkKind};
 use super::header::Header;
 use super::input::Input;
 use super::record::{DecodeError, Record};
-use super::scan::{decode_field, Encoding};
+use super::text::{decode_field, Encoding};
 use super::text::printable;
 use super::validate::{
     filled_fields, keep_stored_values, validate_row, Cells, RowContext, RowParser, ValidRow,
