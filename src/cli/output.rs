@@ -277,11 +277,27 @@ pub fn export_recipients(
         Format::Csv => export_csv(&names, store, &feed.name, raw, &mut out),
         Format::Json => export_json(&names, store, &feed.name, &mut out),
     };
-    match result {
+    let result = match result {
         Err(e) if is_broken_pipe(&e) => Ok(()),
         Err(e) => Err(e),
         Ok(()) => write_result(out.flush()),
-    }
+    };
+    result.map_err(|e| {
+        // A write that failed is the output's trouble, not the store's.
+        let store_error = e.downcast_ref::<crate::store::StoreError>();
+        let output_failed = match store_error {
+            Some(crate::store::StoreError::Output { .. }) => true,
+            Some(_) => false,
+            None => e.downcast_ref::<std::io::Error>().is_some(),
+        };
+        if output_failed {
+            anyhow::anyhow!(
+                "cannot write the recipients to the output: {e}; check that there is room and that it can be written (the store is not affected)"
+            )
+        } else {
+            e
+        }
+    })
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

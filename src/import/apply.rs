@@ -12,8 +12,8 @@ use super::diff::{Diff, EarlyFlag, Work, WorkKind};
 use super::header::Header;
 use super::input::Input;
 use super::record::{DecodeError, Record};
-use super::text::{decode_field, Encoding};
 use super::text::printable;
+use super::text::{decode_field, Encoding};
 use super::validate::{
     filled_fields, keep_stored_values, validate_row, Cells, RowContext, RowParser, ValidRow,
 };

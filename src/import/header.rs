@@ -4,8 +4,8 @@
 use crate::config::{Feed, FieldKind};
 
 use super::input::Input;
-use super::text::{decode_field, Encoding, Rejection};
 use super::text::{count_line_breaks, printable, sniff_not_csv, walk_record_ends, Utf8Evidence};
+use super::text::{decode_field, Encoding, Rejection};
 
 /// The header can be at most this long; longer means it is not a header.
 const MAX_HEADER_BYTES: usize = 1 << 20;

@@ -6,8 +6,8 @@ use rayon::prelude::*;
 
 use crate::config::Feed;
 
-pub use super::text::{Encoding, Rejection};
 pub(crate) use super::text::decode_field;
+pub use super::text::{Encoding, Rejection};
 
 use super::header::{read_header, Header};
 use super::input::Input;
@@ -848,4 +848,3 @@ pub(crate) fn trim_bytes(b: &[u8]) -> &[u8] {
         .map_or(start, |e| e + 1);
     &b[start..end]
 }
-

@@ -2994,7 +2994,10 @@ fn the_import_core_uses_nothing_but_config_and_itself() {
         }
         if name == "text.rs" {
             let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-            assert!(!code.contains("super::"), "the leaf text.rs uses another import module");
+            assert!(
+                !code.contains("super::"),
+                "the leaf text.rs uses another import module"
+            );
         }
     }
     assert!(files > 5, "only {files} files read");

@@ -55,7 +55,7 @@ impl Store {
 
     /// Writes an account, replacing one of the same name.
     pub fn put_account(&self, account: &Account) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(account).map_err(|e| StoreError::Damaged(e.to_string()))?;
+        let json = serde_json::to_vec(account).map_err(|e| StoreError::Internal(e.to_string()))?;
         let txn = self.begin_write()?;
         txn.open_table(ACCOUNTS)?
             .insert(account.name.as_str(), json.as_slice())?;
@@ -78,7 +78,7 @@ impl Store {
                 Some(mut account) => {
                     change(&mut account);
                     let json = serde_json::to_vec(&account)
-                        .map_err(|e| StoreError::Damaged(e.to_string()))?;
+                        .map_err(|e| StoreError::Internal(e.to_string()))?;
                     table.insert(name, json.as_slice())?;
                     true
                 }

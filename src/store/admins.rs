@@ -64,7 +64,7 @@ impl Store {
     }
 
     pub fn put_admin(&self, admin: &Admin) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(admin).map_err(|e| StoreError::Damaged(e.to_string()))?;
+        let json = serde_json::to_vec(admin).map_err(|e| StoreError::Internal(e.to_string()))?;
         let txn = self.begin_write()?;
         txn.open_table(ADMINS)?
             .insert(admin.name.as_str(), json.as_slice())?;
@@ -98,7 +98,7 @@ impl Store {
             id: hash[..12].to_string(),
             created_at: created_at.to_string(),
         };
-        let json = serde_json::to_vec(&record).map_err(|e| StoreError::Damaged(e.to_string()))?;
+        let json = serde_json::to_vec(&record).map_err(|e| StoreError::Internal(e.to_string()))?;
         let txn = self.begin_write()?;
         txn.open_table(API_TOKENS)?
             .insert(hash.as_str(), json.as_slice())?;

@@ -39,7 +39,7 @@ impl Store {
     }
 
     pub fn put_feed_state(&self, feed: &str, state: &FeedState) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(state).map_err(|e| StoreError::Damaged(e.to_string()))?;
+        let json = serde_json::to_vec(state).map_err(|e| StoreError::Internal(e.to_string()))?;
         let txn = self.begin_write()?;
         txn.open_table(FEED_STATE)?.insert(feed, json.as_slice())?;
         txn.commit()?;

@@ -131,6 +131,17 @@ pub enum StoreError {
         "the store is being opened again after an I/O error (a full disk?); try again in a moment"
     )]
     Reopening,
+    /// Writing what was read from the store somewhere else failed (the
+    /// output of `recipients export`, a scratch file): the store is fine.
+    #[error("{what}: {source}; check that there is room and the right to write there")]
+    Output {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bug, not the store's state.
+    #[error("internal error: {0}; please report it with the log")]
+    Internal(String),
 }
 
 impl From<redb::TransactionError> for StoreError {
@@ -349,7 +360,7 @@ impl Store {
     fn writable(&self) -> Result<Arc<Database>, StoreError> {
         match self.db() {
             Db::ReadWrite(db) => Ok(db),
-            Db::ReadOnly(_) => Err(StoreError::Damaged(
+            Db::ReadOnly(_) => Err(StoreError::Internal(
                 "internal: write on a read-only store".into(),
             )),
             Db::Reopening => {
@@ -585,7 +596,10 @@ impl Store {
             let (k, v) = entry?;
             let record =
                 Record::decode(v.value()).map_err(|e| StoreError::Damaged(e.to_string()))?;
-            each(k.value(), record).map_err(|e| StoreError::Damaged(format!("output: {e}")))?;
+            each(k.value(), record).map_err(|source| StoreError::Output {
+                what: "writing the recipients".into(),
+                source,
+            })?;
         }
         Ok(())
     }

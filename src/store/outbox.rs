@@ -104,7 +104,7 @@ fn next_message_id(txn: &WriteTransaction) -> Result<u64, StoreError> {
 }
 
 fn put(txn: &WriteTransaction, message: &Message) -> Result<(), StoreError> {
-    let json = serde_json::to_vec(message).map_err(|e| StoreError::Damaged(e.to_string()))?;
+    let json = serde_json::to_vec(message).map_err(|e| StoreError::Internal(e.to_string()))?;
     txn.open_table(OUTBOX)?
         .insert(message.id, json.as_slice())?;
     let mut pending = txn.open_table(OUTBOX_PENDING)?;

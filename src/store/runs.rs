@@ -117,8 +117,8 @@ impl Run {
 pub(super) fn put_run(txn: &WriteTransaction, run: &Run) -> Result<(), StoreError> {
     let id = run
         .run_id
-        .ok_or_else(|| StoreError::Damaged("internal: run without an ID".into()))?;
-    let json = serde_json::to_vec(run).map_err(|e| StoreError::Damaged(e.to_string()))?;
+        .ok_or_else(|| StoreError::Internal("a run without an ID".into()))?;
+    let json = serde_json::to_vec(run).map_err(|e| StoreError::Internal(e.to_string()))?;
     txn.open_table(RUNS)?.insert(id, json.as_slice())?;
     index_run(txn, id, run)
 }

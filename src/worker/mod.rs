@@ -571,7 +571,7 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
                 });
             }
         }
-        None => return Err(StoreError::Damaged("internal: no store for a real run".into()).into()),
+        None => return Err(StoreError::Internal("no store for a real run".into()).into()),
     }
     // A recorded run was timed just before its record was written.
     if run.finished_at.is_empty() {

@@ -174,3 +174,31 @@ fn odd_files_never_panic() {
     }
     assert!(failures.is_empty(), "odd files not handled: {failures:?}");
 }
+
+#[test]
+fn an_export_to_a_full_disk_says_so_and_never_blames_the_store() {
+    let env = Env::hr();
+    assert_eq!(
+        env.import_text("hr", "a.csv", hr_file(1..=3000)).state(),
+        "applied"
+    );
+    for format in ["csv", "json"] {
+        let mut cmd = env.command();
+        cmd.arg("--config")
+            .arg(&env.config)
+            .args(["recipients", "export", "--feed", "hr", "--format", format])
+            .stdout(std::fs::File::create("/dev/full").expect("/dev/full"));
+        let out = cmd.output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("cannot write the recipients to the output"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("No space left"), "{stderr}");
+        assert!(
+            !stderr.contains("restore"),
+            "not the store's fault: {stderr}"
+        );
+    }
+}
