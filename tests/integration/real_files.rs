@@ -280,6 +280,7 @@ fn phones_must_be_valid_in_their_numbering_plan() {
 }
 
 #[test]
+#[cfg(feature = "e2e")]
 fn an_open_quote_uploaded_over_sftp_fails_and_keeps_everyone() {
     let s = Setup::standard();
     ok(

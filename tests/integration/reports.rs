@@ -97,6 +97,7 @@ fn a_daily_file_of_the_same_name_keeps_each_runs_own_report() {
 }
 
 #[test]
+#[cfg(feature = "e2e")]
 fn a_file_rejected_on_the_server_gets_a_report_with_its_reason() {
     let s = Setup::standard();
     // No ID column; a formula-looking header cell too.
@@ -243,6 +244,7 @@ fn formula_cells_are_neutralised_in_reports_and_exports_unless_raw() {
 }
 
 #[test]
+#[cfg(feature = "e2e")]
 fn past_the_retention_reports_and_their_runs_links_go_together_and_no_orphan_is_left() {
     let s = Setup::new(&["retention = \"2s\""], &[]);
     let client = s.key_client();
