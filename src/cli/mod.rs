@@ -651,7 +651,10 @@ fn feeds(config: &Config, json: bool, backend: &Backend, io: &mut Io) -> Result<
         .map(|f| crate::worker::status::feed_health(config, f, store.get()).map_err(Failure::from))
         .collect::<Result<Vec<_>, _>>()?;
     if json {
-        output::print_value(io.out, &serde_json::Value::Array(all))?;
+        output::print_value(
+            io.out,
+            &serde_json::to_value(&all).map_err(anyhow::Error::from)?,
+        )?;
         return Ok(0);
     }
     let mut text = String::new();
@@ -664,67 +667,57 @@ fn feeds(config: &Config, json: bool, backend: &Backend, io: &mut Io) -> Result<
 
 /// One feed's health as `flagsync feeds` prints it: the same facts as the
 /// page's card, in the same order.
-fn feed_in_words(f: &serde_json::Value) -> String {
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
-    let mut out = format!(
-        "{}: {}\n",
-        text(&f["feed"]),
-        crate::import::printable(&text(&f["health"]["text"]))
-    );
+fn feed_in_words(f: &crate::worker::status::FeedHealth) -> String {
+    use crate::import::printable;
+    let mut out = format!("{}: {}\n", f.feed, printable(&f.health.text));
     out.push_str(&format!(
         "  recipients: {} in {} groups\n",
-        f["recipients"], f["groups"]
+        f.recipients, f.groups
     ));
-    let last = match f["last_run"].as_object() {
+    let last = match &f.last_run {
         None => "none yet".to_string(),
         Some(r) => {
             let counts = format!(
                 "{} added, {} updated, {} removed",
-                r["added"], r["updated"], r["removed"]
+                r.added, r.updated, r.removed
             );
-            let counts = match r["state"].as_str() {
-                Some("applied") => format!(", {counts}"),
-                Some("held" | "rejected" | "superseded") => format!(", would have {counts}"),
+            let counts = match r.state {
+                "applied" => format!(", {counts}"),
+                "held" | "rejected" | "superseded" => format!(", would have {counts}"),
                 _ => String::new(),
             };
             format!(
                 "run {} {}{counts} ({}, {})",
-                r["run_id"],
-                text(&r["state"]),
-                crate::import::printable(&text(&r["file"])),
-                text(&r["finished_local"])
+                r.run_id.unwrap_or_default(),
+                r.state,
+                printable(&r.file),
+                r.finished_local
             )
         }
     };
     out.push_str(&format!("  last run: {last}\n"));
-    if let Some(h) = f["held_runs"].as_array().filter(|h| !h.is_empty()) {
-        let ids: Vec<String> = h.iter().map(|v| v.to_string()).collect();
+    if !f.held_runs.is_empty() {
+        let ids: Vec<String> = f.held_runs.iter().map(u64::to_string).collect();
         out.push_str(&format!(
             "  held runs waiting: {} (`flagsync runs show ID`, then confirm or reject)\n",
             ids.join(", ")
         ));
     }
-    let last_file = f["last_file_local"].as_str().map_or_else(
-        || match f["watched_since_local"].as_str() {
-            Some(since) => format!("none yet (watched since {since})"),
-            None => "none yet".to_string(),
-        },
-        str::to_string,
-    );
+    let last_file = match (&f.last_file_local, &f.watched_since_local) {
+        (Some(at), _) => at.clone(),
+        (None, Some(since)) => format!("none yet (watched since {since})"),
+        (None, None) => "none yet".to_string(),
+    };
     out.push_str(&format!(
         "  last file: {last_file}{}; expected every {}\n",
-        if f["overdue"] == true {
-            " — OVERDUE"
-        } else {
-            ""
-        },
-        text(&f["expect_every"])
+        if f.overdue { " — OVERDUE" } else { "" },
+        f.expect_every
     ));
     out.push_str(&format!(
         "  schedule: {}{}\n",
-        text(&f["schedule"]),
-        f["next_scheduled_local"]
-            .as_str()
+        f.schedule,
+        f.next_scheduled_local
+            .as_deref()
             .map(|n| format!(", next {n}"))
             .unwrap_or_default()
     ));

@@ -288,13 +288,13 @@ async fn recipient(
 async fn feeds(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {
     authenticated!(state, headers);
     let config = &state.engine.config;
-    let all: Result<Vec<Value>, StoreError> = config
+    let all: Result<Vec<_>, StoreError> = config
         .feeds
         .iter()
         .map(|f| crate::worker::status::feed_health(config, f, Some(&state.engine.store)))
         .collect();
     match all {
-        Ok(all) => Json(Value::Array(all)).into_response(),
+        Ok(all) => Json(all).into_response(),
         Err(e) => store_error(e),
     }
 }

@@ -88,7 +88,7 @@ fn feed_figures(engine: &Engine, feed: &crate::config::Feed) -> Result<FeedFigur
         runs: by_state,
         last_run,
         held: store.held_runs(&feed.name)?.len() as u64,
-        overdue: health["overdue"] == true,
+        overdue: health.overdue,
         recipients: store.recipient_count(&feed.name)?,
         search_current: engine.search.status(&feed.name, store).current,
     })

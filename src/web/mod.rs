@@ -582,28 +582,35 @@ async fn logout(
     response
 }
 
+/// A feed's card on the dashboard: its health and what only the page shows.
+#[derive(serde::Serialize)]
+struct FeedCard {
+    #[serde(flatten)]
+    health: crate::worker::status::FeedHealth,
+    trend_svg: Option<String>,
+    search_behind: bool,
+    search_done: u64,
+    search_todo: u64,
+}
+
 async fn dashboard(
     State(state): State<Arc<WebState>>,
     LoggedIn { admin, csrf }: LoggedIn,
 ) -> Response {
     let config = &state.engine.config;
-    let feeds: Result<Vec<serde_json::Value>, _> = config
+    let feeds: Result<Vec<FeedCard>, _> = config
         .feeds
         .iter()
         .map(|f| {
-            let mut health =
-                crate::worker::status::feed_health(config, f, Some(&state.engine.store))?;
+            let health = crate::worker::status::feed_health(config, f, Some(&state.engine.store))?;
             let search = state.engine.search.status(&f.name, &state.engine.store);
-            let svg = health["trend"]
-                .as_array()
-                .and_then(|points| trend::svg(points));
-            if let serde_json::Value::Object(map) = &mut health {
-                map.insert("trend_svg".into(), svg.into());
-                map.insert("search_behind".into(), (!search.current).into());
-                map.insert("search_done".into(), search.done.into());
-                map.insert("search_todo".into(), search.todo.into());
-            }
-            Ok::<_, crate::store::StoreError>(health)
+            Ok::<_, crate::store::StoreError>(FeedCard {
+                trend_svg: trend::svg(&health.trend),
+                search_behind: !search.current,
+                search_done: search.done,
+                search_todo: search.todo,
+                health,
+            })
         })
         .collect();
     match feeds {

@@ -2,23 +2,19 @@
 //! recipients after each of the latest runs as a line, and each applied
 //! run's additions (up, green) and removals (down, red) as bars.
 
-use serde_json::Value;
+use crate::worker::status::TrendPoint;
 
 const WIDTH: f64 = 300.0;
 const LINE_HEIGHT: f64 = 48.0;
 const BAR_HEIGHT: f64 = 16.0;
 
-fn number(point: &Value, key: &str) -> f64 {
-    point[key].as_f64().unwrap_or(0.0)
-}
-
 /// The SVG of `points` (oldest first, as `worker::status::trend` gives
 /// them); `None` with fewer than two runs (nothing to compare yet).
-pub fn svg(points: &[Value]) -> Option<String> {
+pub fn svg(points: &[TrendPoint]) -> Option<String> {
     if points.len() < 2 {
         return None;
     }
-    let counts: Vec<f64> = points.iter().map(|p| number(p, "recipients")).collect();
+    let counts: Vec<f64> = points.iter().map(|p| p.recipients as f64).collect();
     let (low, high) = counts
         .iter()
         .fold((f64::MAX, f64::MIN), |(l, h), &c| (l.min(c), h.max(c)));
@@ -32,14 +28,14 @@ pub fn svg(points: &[Value]) -> Option<String> {
         .collect();
     let biggest = points
         .iter()
-        .map(|p| number(p, "added").max(number(p, "removed")))
+        .map(|p| p.added.max(p.removed) as f64)
         .fold(1.0, f64::max);
     let mid = LINE_HEIGHT + BAR_HEIGHT;
     let mut bars = String::new();
     for (i, p) in points.iter().enumerate() {
         let x = (i as f64 * step - 2.0).clamp(0.0, WIDTH - 4.0);
-        let up = BAR_HEIGHT * number(p, "added") / biggest;
-        let down = BAR_HEIGHT * number(p, "removed") / biggest;
+        let up = BAR_HEIGHT * p.added as f64 / biggest;
+        let down = BAR_HEIGHT * p.removed as f64 / biggest;
         if up > 0.0 {
             bars.push_str(&format!(
                 r##"<rect x="{x:.1}" y="{:.1}" width="4" height="{up:.1}" fill="#1f7a4d"/>"##,
@@ -68,17 +64,21 @@ pub fn svg(points: &[Value]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn point(recipients: u64, added: u64, removed: u64) -> TrendPoint {
+        TrendPoint {
+            run_id: None,
+            state: "applied",
+            recipients,
+            added,
+            removed,
+        }
+    }
 
     #[test]
     fn a_trend_needs_two_runs_and_draws_counts_and_changes() {
-        assert_eq!(svg(&[json!({"recipients": 5})]), None);
-        let drawn = svg(&[
-            json!({"recipients": 100, "added": 100, "removed": 0}),
-            json!({"recipients": 90, "added": 0, "removed": 10}),
-            json!({"recipients": 95, "added": 5, "removed": 0}),
-        ])
-        .expect("an svg");
+        assert_eq!(svg(&[point(5, 5, 0)]), None);
+        let drawn = svg(&[point(100, 100, 0), point(90, 0, 10), point(95, 5, 0)]).expect("an svg");
         assert!(drawn.starts_with("<svg") && drawn.ends_with("</svg>"));
         assert!(
             drawn.contains("from 100 to 95 (lowest 90, highest 100)"),

@@ -51,18 +51,18 @@ pub fn health_level(last: Option<&Run>, overdue: bool, held: bool) -> (&'static 
 
 /// Recipients after each of the feed's latest runs, oldest first, worked
 /// back from the count now (only applied runs change it).
-pub fn trend(runs_newest_first: &[Run], recipients_now: u64) -> Vec<serde_json::Value> {
+pub fn trend(runs_newest_first: &[Run], recipients_now: u64) -> Vec<TrendPoint> {
     let mut after = recipients_now as i64;
     let mut points = Vec::new();
     for r in runs_newest_first {
         let changed = r.state == RunState::Applied;
-        points.push(serde_json::json!({
-            "run_id": r.run_id,
-            "state": r.state.as_str(),
-            "recipients": after.max(0),
-            "added": if changed { r.counts.added } else { 0 },
-            "removed": if changed { r.counts.removed } else { 0 },
-        }));
+        points.push(TrendPoint {
+            run_id: r.run_id,
+            state: r.state.as_str(),
+            recipients: after.max(0) as u64,
+            added: if changed { r.counts.added } else { 0 },
+            removed: if changed { r.counts.removed } else { 0 },
+        });
         if changed {
             after = after - r.counts.added as i64 + r.counts.removed as i64;
         }
@@ -81,11 +81,68 @@ fn unix_text(secs: u64) -> Option<String> {
 }
 
 /// One feed's health, as `flagsync feeds` and the status page show it.
+/// One feed's health, as `flagsync feeds` (and `--json`), the page and
+/// `/api/feeds` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FeedHealth {
+    pub feed: String,
+    pub schedule: String,
+    /// RFC 3339 UTC, and the same in the configured zone.
+    pub next_scheduled: Option<String>,
+    pub next_scheduled_local: Option<String>,
+    pub expect_every: String,
+    pub last_file_at: Option<String>,
+    pub last_file_local: Option<String>,
+    /// No file yet: since when the feed is watched.
+    pub watched_since: Option<String>,
+    pub watched_since_local: Option<String>,
+    pub overdue: bool,
+    pub last_run: Option<LastRun>,
+    pub held_runs: Vec<u64>,
+    pub health: Health,
+    pub recipients: u64,
+    pub groups: usize,
+    pub trend: Vec<TrendPoint>,
+}
+
+/// The feed's badge: see [`health_level`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Health {
+    pub level: &'static str,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastRun {
+    pub run_id: Option<u64>,
+    pub file: String,
+    pub state: &'static str,
+    pub finished_at: String,
+    pub finished_local: String,
+    pub added: u64,
+    pub updated: u64,
+    pub removed: u64,
+    /// Its counts were applied (not what a held, rejected or superseded
+    /// run would have done).
+    pub applied: bool,
+}
+
+/// Recipients after one run, and what it added and removed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TrendPoint {
+    pub run_id: Option<u64>,
+    pub state: &'static str,
+    pub recipients: u64,
+    pub added: u64,
+    pub removed: u64,
+}
+
+/// One feed's health, read from the store (`None`: no store yet).
 pub fn feed_health(
     config: &Config,
     feed: &crate::config::Feed,
     store: Option<&Store>,
-) -> Result<serde_json::Value, StoreError> {
+) -> Result<FeedHealth, StoreError> {
     let now = jiff::Timestamp::now();
     let state = match store {
         Some(s) => s.feed_state(&feed.name)?,
@@ -106,9 +163,9 @@ pub fn feed_health(
             > feed.expect_every.as_secs();
     let last = runs.first();
     let held: Vec<u64> = held.iter().filter_map(|r| r.run_id).collect();
-    let (level, health_text) = health_level(last, overdue, !held.is_empty());
-    let local = |t: Option<String>| t.map(|t| local_time(config, &t));
-    let (schedule, next) = match feed.schedule {
+    let (level, text) = health_level(last, overdue, !held.is_empty());
+    let local = |t: &Option<String>| t.as_deref().map(|t| local_time(config, t));
+    let (schedule, next_scheduled) = match feed.schedule {
         crate::config::Schedule::OnArrival => ("on_arrival".to_string(), None),
         crate::config::Schedule::Daily {
             hour,
@@ -117,36 +174,45 @@ pub fn feed_health(
         } => {
             let tz = config.time_zone();
             let next = crate::worker::schedule::next_slot(now, &tz, hour, minute, second);
-            let next = Some(next.to_string());
-            (format!("daily {hour:02}:{minute:02}:{second:02}"), next)
+            (
+                format!("daily {hour:02}:{minute:02}:{second:02}"),
+                Some(next.to_string()),
+            )
         }
     };
-    Ok(serde_json::json!({
-        "feed": feed.name,
-        "schedule": schedule,
-        "next_scheduled": next,
-        "next_scheduled_local": next.as_deref().map(|t| local_time(config, t)),
-        "expect_every": humantime::format_duration(feed.expect_every).to_string(),
-        "last_file_at": state.as_ref().filter(|s| s.file_seen).and_then(|_| unix_text(last_arrival)),
-        "last_file_local": local(state.as_ref().filter(|s| s.file_seen).and_then(|_| unix_text(last_arrival))),
-        "watched_since": state.as_ref().filter(|s| !s.file_seen).and_then(|_| unix_text(last_arrival)),
-        "watched_since_local": local(state.as_ref().filter(|s| !s.file_seen).and_then(|_| unix_text(last_arrival))),
-        "overdue": overdue,
-        "last_run": last.map(|r| serde_json::json!({
-            "run_id": r.run_id,
-            "file": r.file,
-            "state": r.state.as_str(),
-            "finished_at": r.finished_at,
-            "finished_local": local_time(config, &r.finished_at),
-            "added": r.counts.added,
-            "updated": r.counts.updated,
-            "removed": r.counts.removed,
-            "applied": r.state == RunState::Applied,
-        })),
-        "held_runs": held,
-        "health": {"level": level, "text": health_text},
-        "recipients": recipients,
-        "groups": groups,
-        "trend": trend(&runs, recipients),
-    }))
+    let seen = |file_seen: bool| {
+        state
+            .as_ref()
+            .filter(|s| s.file_seen == file_seen)
+            .and_then(|_| unix_text(last_arrival))
+    };
+    let (last_file_at, watched_since) = (seen(true), seen(false));
+    Ok(FeedHealth {
+        feed: feed.name.clone(),
+        schedule,
+        next_scheduled_local: local(&next_scheduled),
+        next_scheduled,
+        expect_every: humantime::format_duration(feed.expect_every).to_string(),
+        last_file_local: local(&last_file_at),
+        last_file_at,
+        watched_since_local: local(&watched_since),
+        watched_since,
+        overdue,
+        last_run: last.map(|r| LastRun {
+            run_id: r.run_id,
+            file: r.file.clone(),
+            state: r.state.as_str(),
+            finished_at: r.finished_at.clone(),
+            finished_local: local_time(config, &r.finished_at),
+            added: r.counts.added,
+            updated: r.counts.updated,
+            removed: r.counts.removed,
+            applied: r.state == RunState::Applied,
+        }),
+        held_runs: held,
+        health: Health { level, text },
+        recipients,
+        groups,
+        trend: trend(&runs, recipients),
+    })
 }
