@@ -216,3 +216,70 @@ pub fn feed_health(
         trend: trend(&runs, recipients),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::ApplyCounts;
+
+    fn run(id: u64, state: RunState, added: u64, removed: u64) -> Run {
+        Run {
+            run_id: Some(id),
+            feed: "hr".into(),
+            file: "f.csv".into(),
+            state,
+            dry_run: false,
+            reason: Some("a reason".into()),
+            counts: ApplyCounts {
+                added,
+                removed,
+                ..Default::default()
+            },
+            encoding: None,
+            started_at: String::new(),
+            finished_at: String::new(),
+            duration_ms: 0,
+            error_report: None,
+            held_file: None,
+            confirmed_by: None,
+            confirmed_at: None,
+            rejected_by: None,
+            rejected_at: None,
+            superseded_by: None,
+            errors: Vec::new(),
+            upload: None,
+            would_remove: Vec::new(),
+            reminded_at: None,
+        }
+    }
+
+    #[test]
+    fn the_trend_works_back_from_the_count_now_through_applied_runs_only() {
+        // Newest first: a held run (changes nothing), then two applied.
+        let runs = [
+            run(3, RunState::Held, 0, 50),
+            run(2, RunState::Applied, 5, 2),
+            run(1, RunState::Applied, 100, 0),
+        ];
+        let points: Vec<(u64, u64, u64)> = trend(&runs, 103)
+            .iter()
+            .map(|p| (p.recipients, p.added, p.removed))
+            .collect();
+        assert_eq!(points, [(100, 100, 0), (103, 5, 2), (103, 0, 0)]);
+    }
+
+    #[test]
+    fn the_badge_says_the_worst_true_thing() {
+        let level = |last: Option<&Run>, overdue, held| health_level(last, overdue, held).0;
+        let failed = run(1, RunState::Failed, 0, 0);
+        let applied = run(1, RunState::Applied, 1, 0);
+        let rejected = run(1, RunState::Rejected, 0, 0);
+        assert_eq!(level(Some(&failed), true, true), "failed");
+        assert_eq!(level(Some(&applied), true, true), "overdue");
+        assert_eq!(level(Some(&applied), false, true), "held");
+        assert_eq!(level(Some(&rejected), false, false), "rejected");
+        assert_eq!(level(Some(&applied), false, false), "ok");
+        assert_eq!(level(None, false, false), "new");
+        assert_eq!(level(None, true, false), "overdue");
+    }
+}
