@@ -26,7 +26,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{SmtpTransport, Transport};
 
 use crate::config::Smtp;
-use crate::report::mail::ZIP_ABOVE;
+use crate::report::mail::plan_attachment;
 use crate::store::{Delivery, Message, Store};
 
 /// An attachment (zipped) larger than this is left out; the report is
@@ -180,20 +180,20 @@ fn read_secret(path: &Path) -> Result<String, MailError> {
 }
 
 /// The error report as an attachment: as it is when small, zipped when
-/// larger than [`ZIP_ABOVE`], left out when even that is too large.
+/// larger than `report::mail::ZIP_ABOVE` (as `plan_attachment` decides), left out when even that is too large.
 fn attachment_of(path: &Path) -> Option<lettre::message::SinglePart> {
-    let size = std::fs::metadata(path).ok()?.len();
-    let name = path.file_name()?.to_string_lossy().into_owned();
-    if size <= ZIP_ABOVE {
+    let plan = plan_attachment(path)?;
+    if !plan.zipped {
         let bytes = std::fs::read(path).ok()?;
         let kind = ContentType::parse("text/csv; charset=utf-8").ok()?;
-        return Some(Attachment::new(name).body(bytes, kind));
+        return Some(Attachment::new(plan.name).body(bytes, kind));
     }
-    if size > MAX_REPORT_READ {
-        tracing::warn!(path = %path.display(), size, "the error report is too large to attach");
+    if plan.size > MAX_REPORT_READ {
+        tracing::warn!(path = %path.display(), size = plan.size, "the error report is too large to attach");
         return None;
     }
-    let zipped = match zip_one(path, &name) {
+    let inner = path.file_name()?.to_string_lossy().into_owned();
+    let zipped = match zip_one(path, &inner) {
         Ok(z) => z,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "the error report cannot be zipped");
@@ -205,7 +205,7 @@ fn attachment_of(path: &Path) -> Option<lettre::message::SinglePart> {
         return None;
     }
     let kind = ContentType::parse("application/zip").ok()?;
-    Some(Attachment::new(format!("{name}.zip")).body(zipped, kind))
+    Some(Attachment::new(plan.name).body(zipped, kind))
 }
 
 fn zip_one(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {

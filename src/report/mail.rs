@@ -14,15 +14,35 @@ pub const ERRORS_SHOWN: usize = 20;
 /// An error report larger than this is attached zipped.
 pub const ZIP_ABOVE: u64 = 1 << 20;
 
+/// How the error report at `path` is attached: under which name, and
+/// whether zipped (above [`ZIP_ABOVE`]). Decided here only: the mail's
+/// text names the attachment when the run is queued, the sender attaches
+/// it later, and both must agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentPlan {
+    pub name: String,
+    pub zipped: bool,
+    pub size: u64,
+}
+
+pub fn plan_attachment(path: &std::path::Path) -> Option<AttachmentPlan> {
+    let file_name = path.file_name()?.to_string_lossy().into_owned();
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let zipped = size > ZIP_ABOVE;
+    Some(AttachmentPlan {
+        name: if zipped {
+            format!("{file_name}.zip")
+        } else {
+            file_name
+        },
+        zipped,
+        size,
+    })
+}
+
 /// The name the error report at `path` is attached under.
 pub fn attachment_label(path: &std::path::Path) -> Option<String> {
-    let name = path.file_name()?.to_string_lossy().into_owned();
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    Some(if size > ZIP_ABOVE {
-        format!("{name}.zip")
-    } else {
-        name
-    })
+    plan_attachment(path).map(|p| p.name)
 }
 
 /// A message's three parts.

@@ -384,7 +384,14 @@ impl Intake {
             let name = claimed_file_name(claim);
             let recorded = {
                 let _gate = self.engine.exclusive();
-                super::record_superseded(&self.engine.store, feed, name, claim, &newest_name)
+                super::record_superseded(
+                    &self.engine.config,
+                    &self.engine.store,
+                    feed,
+                    name,
+                    claim,
+                    &newest_name,
+                )
             };
             match recorded {
                 Ok(run) => {

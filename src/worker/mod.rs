@@ -620,8 +620,8 @@ fn record_failed_run(
     run: &mut Run,
     header: Option<Vec<String>>,
 ) -> Result<(), WorkerError> {
-    let txn = store.begin_run()?;
-    run.run_id = Some(txn.next_run_id()?);
+    let recording = Recording::begin(config, feed, store)?;
+    recording.assign_id(run)?;
     let errors_dir = config.feed_dir(&feed.name).join("errors");
     let written = crate::report::write_rejection_report(
         &errors_dir,
@@ -636,10 +636,55 @@ fn record_failed_run(
         ))
     })?;
     run.error_report = Some(written.display().to_string());
-    txn.put_run(run)?;
-    queue_report(config, feed, run, &txn)?;
-    txn.commit()?;
-    Ok(())
+    recording.commit(run)
+}
+
+/// A run being recorded: its write transaction, and the steps every run
+/// ends with, in one place — its ID, then its record and its report email
+/// committed with whatever else the transaction holds.
+struct Recording<'a> {
+    txn: crate::store::RunTransaction,
+    config: &'a Config,
+    feed: &'a Feed,
+}
+
+impl<'a> Recording<'a> {
+    fn begin(config: &'a Config, feed: &'a Feed, store: &Store) -> Result<Self, WorkerError> {
+        Ok(Recording {
+            txn: store.begin_run()?,
+            config,
+            feed,
+        })
+    }
+
+    /// Gives the run the next run ID; returns it.
+    fn assign_id(&self, run: &mut Run) -> Result<u64, WorkerError> {
+        let id = self.txn.next_run_id()?;
+        run.run_id = Some(id);
+        Ok(id)
+    }
+
+    /// The transaction, for what a run writes besides its record.
+    fn txn(&self) -> &crate::store::RunTransaction {
+        &self.txn
+    }
+
+    /// Writes the run record and queues its report email (as `report_on`
+    /// says), then commits everything at once.
+    fn commit(self, run: &Run) -> Result<(), WorkerError> {
+        self.txn.put_run(run)?;
+        queue_report(self.config, self.feed, run, &self.txn)?;
+        self.txn.commit()?;
+        Ok(())
+    }
+
+    /// As [`Recording::commit`], without a report email: a file skipped
+    /// for a newer one is told of by the newer one's report.
+    fn commit_quietly(self, run: &Run) -> Result<(), WorkerError> {
+        self.txn.put_run(run)?;
+        self.txn.commit()?;
+        Ok(())
+    }
 }
 
 /// Queues the run's report email in the run's transaction, when SMTP is
@@ -711,6 +756,7 @@ pub fn new_message(
 /// Records a file that a newer one replaced before its scheduled time: a
 /// run in state `superseded`, nothing applied.
 pub fn record_superseded(
+    config: &Config,
     store: &Store,
     feed: &Feed,
     file_name: &str,
@@ -725,10 +771,9 @@ pub fn record_superseded(
     ));
     run.finished_at = now;
     run.upload = Some(upload.to_string());
-    let txn = store.begin_run()?;
-    run.run_id = Some(txn.next_run_id()?);
-    txn.put_run(&run)?;
-    txn.commit()?;
+    let recording = Recording::begin(config, feed, store)?;
+    recording.assign_id(&mut run)?;
+    recording.commit_quietly(&run)?;
     Ok(run)
 }
 
@@ -873,20 +918,17 @@ fn hold_run(
     run.reason = Some(reasons.join("; "));
     run.counts = applied.counts;
     run.state = RunState::Held;
-    let txn = store.begin_run()?;
-    let id = txn.next_run_id()?;
-    run.run_id = Some(id);
+    let recording = Recording::begin(config, file.feed, store)?;
+    let id = recording.assign_id(run)?;
     let held_dir = config.feed_dir(&file.feed.name).join("held");
     let held_path = held_dir.join(format!("{id}-{}", run.file));
     copy_held_file(path, &held_dir, &held_path)?;
     run.held_file = Some(held_path.display().to_string());
     run.errors = std::mem::take(&mut errors.first);
     run.error_report = finish_report(errors, run)?;
-    let superseded = txn.supersede_held(&file.feed.name, id)?;
+    let superseded = recording.txn().supersede_held(&file.feed.name, id)?;
     finish_timing(run, t0);
-    txn.put_run(run)?;
-    queue_report(config, file.feed, run, &txn)?;
-    txn.commit()?;
+    recording.commit(run)?;
     delete_held_files(&superseded);
     Ok(())
 }
@@ -962,13 +1004,14 @@ fn apply_run(
     // Taken before the write transaction: the state the writer starts from
     // (the data lock keeps other writers out).
     let snapshot = store.snapshot(&file.feed.name)?;
-    let txn = store.begin_run()?;
+    let recording = Recording::begin(config, file.feed, store)?;
+    let txn = recording.txn();
     let applied = txn.with_feed(&file.feed.name, |w| {
         apply_diff_with_snapshot(file, diff, w, &mut errors, Some(&snapshot))
     })??;
     if guarded && !clearing_reasons_in(file, &applied.cleared, &snapshot)?.is_empty() {
         // Dropping the transaction undoes everything it wrote.
-        drop(txn);
+        drop(recording);
         return Ok(Applying::Undone);
     }
     drop(snapshot);
@@ -988,7 +1031,7 @@ fn apply_run(
             (c.held.held_file, c.held.error_report)
         }
         None => {
-            run.run_id = Some(txn.next_run_id()?);
+            recording.assign_id(run)?;
             (None, None)
         }
     };
@@ -1002,9 +1045,7 @@ fn apply_run(
     run.errors = std::mem::take(&mut errors.first);
     run.error_report = finish_report(errors, run)?;
     finish_timing(run, t0);
-    txn.put_run(run)?;
-    queue_report(config, file.feed, run, &txn)?;
-    txn.commit()?;
+    recording.commit(run)?;
     tracing::debug!("committed");
     delete_held_files(&superseded);
     if let Some(f) = held_file {
