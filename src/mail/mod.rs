@@ -383,6 +383,21 @@ mod tests {
     }
 
     #[test]
+    fn the_mail_text_and_the_attachment_agree_on_zipping() {
+        let dir = tempfile::tempdir().unwrap();
+        for (rows, zipped) in [(10, false), (200_000, true)] {
+            let path = dir.path().join(format!("{rows}.errors.csv"));
+            std::fs::write(&path, "7,bad email,E1\n".repeat(rows)).unwrap();
+            let label = crate::report::mail::attachment_label(&path).unwrap();
+            assert_eq!(label.ends_with(".zip"), zipped, "{label}");
+            let part = attachment_of(&path).expect("attached");
+            let headers = String::from_utf8_lossy(&part.formatted()).to_string();
+            assert!(headers.contains(&label), "{label} in {}", &headers[..300.min(headers.len())]);
+            assert_eq!(headers.contains("application/zip"), zipped);
+        }
+    }
+
+    #[test]
     fn pauses_grow_to_an_hour() {
         let first = Duration::from_secs(30);
         assert_eq!(pause_after(first, 1), Duration::from_secs(30));
