@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::accounts::{AccountsCommand, KeysCommand};
 use super::{error_text, execute, Backend, Command, Failure, Io};
 use crate::config::Config;
-use crate::worker::intake::Engine;
+use crate::worker::engine::Engine;
 
 const SOCKET: &str = "flagsync.sock";
 /// A request line longer than this is refused.

@@ -365,7 +365,7 @@ pub enum Backend<'a> {
     /// This process opens it (and takes the data lock to write).
     Local,
     /// The server's open store; writers pass its gate.
-    Server(&'a worker::intake::Engine),
+    Server(&'a worker::engine::Engine),
 }
 
 /// A command's input and output, so that it can run in this process or,

@@ -12,7 +12,8 @@ use crate::layout::FeedFolders;
 use crate::sftp::credentials::{fingerprint, generate_password, hash_password};
 use crate::sftp::{self, host_keys, ArrivalSink, Shared};
 use crate::store::{Account, DataLock, Store, StoreError};
-use crate::worker::intake::{self, Engine};
+use crate::worker::engine::Engine;
+use crate::worker::intake;
 
 /// The embedded default's account, for its demo feed.
 const DEMO_ACCOUNT: &str = "demo";

@@ -392,7 +392,11 @@ mod tests {
             assert_eq!(label.ends_with(".zip"), zipped, "{label}");
             let part = attachment_of(&path).expect("attached");
             let headers = String::from_utf8_lossy(&part.formatted()).to_string();
-            assert!(headers.contains(&label), "{label} in {}", &headers[..300.min(headers.len())]);
+            assert!(
+                headers.contains(&label),
+                "{label} in {}",
+                &headers[..300.min(headers.len())]
+            );
             assert_eq!(headers.contains("application/zip"), zipped);
         }
     }

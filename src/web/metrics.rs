@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use super::WebState;
 use crate::metrics::{self as m, Exposition};
 use crate::store::{RunState, StoreError};
-use crate::worker::intake::Engine;
+use crate::worker::engine::Engine;
 
 const STATES: [RunState; 6] = [
     RunState::Applied,

@@ -43,7 +43,7 @@ use axum::Router;
 use minijinja::{context, Environment};
 use serde::Deserialize;
 
-use crate::worker::intake::Engine;
+use crate::worker::engine::Engine;
 
 // Public, with the forms and queries below and `whole_number`, for the
 // fuzzer (fuzz/fuzz_targets/web_params.rs): it runs the handlers' own

@@ -21,8 +21,8 @@ use super::Refused;
 use crate::config::{Config, Feed};
 use crate::search::SearchLayout;
 use crate::store::{SearchPage, SearchQuery};
+use crate::worker::engine::Engine;
 use crate::worker::indexer::IndexStatus;
-use crate::worker::intake::Engine;
 
 /// Matches a search collects at most: a query that finds more asks to be
 /// refined rather than paged through.

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::intake::Engine;
+use super::engine::Engine;
 use crate::search::SearchLayout;
 use crate::store::PassOutcome;
 

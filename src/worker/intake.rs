@@ -21,15 +21,16 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{Config, Feed, Schedule};
 use crate::layout::{
     claim_upload, claimed_file_name, is_pickable, remove_stale_temps, sync_dir, FeedFolders,
 };
-use crate::store::{FeedState, RunState, Store, StoreError};
+use crate::store::{FeedState, RunState, StoreError};
 
+use super::engine::Engine;
 use super::{import_upload, WorkerError};
 
 /// How long a claimed upload keeps its name in `upload/`.
@@ -99,38 +100,6 @@ impl IntakeHandle {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         let _ = self.tx.send(Job::Stop);
-    }
-}
-
-/// What the intake and the control socket share: the open store and the
-/// gate every writer passes (one run at a time in this process).
-pub struct Engine {
-    pub config: Arc<Config>,
-    pub store: Arc<Store>,
-    pub gate: Mutex<()>,
-    /// Set while the intake thread runs (for `/healthz`).
-    pub intake_alive: AtomicBool,
-    /// The recipient search index's progress (`worker::indexer`).
-    pub search: super::indexer::SearchIndex,
-}
-
-impl Engine {
-    pub fn new(config: Arc<Config>, store: Arc<Store>) -> Engine {
-        Engine {
-            config,
-            store,
-            gate: Mutex::new(()),
-            intake_alive: AtomicBool::new(false),
-            search: Default::default(),
-        }
-    }
-
-    pub fn intake_running(&self) -> bool {
-        self.intake_alive.load(Ordering::SeqCst)
-    }
-
-    pub fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -29,6 +29,7 @@ use crate::import::{
 use crate::report::ErrorCollector;
 use crate::store::{DataLock, ReadFeed, Run, RunState, Store, StoreError};
 
+pub mod engine;
 pub mod indexer;
 pub mod intake;
 pub mod schedule;
