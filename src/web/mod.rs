@@ -166,7 +166,7 @@ impl WebState {
     /// (`tls_cert`) or by a proxy in front of it (`public_url` https).
     pub fn new(engine: Arc<Engine>, secure: bool) -> Result<WebState, minijinja::Error> {
         let mut templates = Environment::new();
-        templates.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        templates.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         templates.add_template("base.html", BASE_HTML)?;
         templates.add_template("login.html", LOGIN_HTML)?;
         templates.add_template("dashboard.html", DASHBOARD_HTML)?;
