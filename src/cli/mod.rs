@@ -297,10 +297,7 @@ impl From<crate::store::StoreError> for Failure {
 pub fn run(cli: Cli) -> Result<u8, Failure> {
     // Everything flagsync writes (the store, host keys, uploads, reports)
     // is its own user's alone, whatever umask it was started with.
-    // SAFETY: umask only sets the process's file creation mask.
-    unsafe {
-        libc::umask(0o077);
-    }
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     install_panic_hook();
     let config = load_config(cli.config.as_deref()).map_err(Failure::Usage)?;
     match cli.command {

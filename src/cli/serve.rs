@@ -163,44 +163,34 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
 /// Highest soft limit asked for: Linux refuses more than `nr_open`
 /// (1,048,576 by default), and an unlimited hard limit cannot be the soft
 /// one.
-const MOST_OPEN_FILES: libc::rlim_t = 1 << 20;
+const MOST_OPEN_FILES: u64 = 1 << 20;
 
 /// Every sFTP connection, handle and web request holds a file descriptor,
 /// and the usual soft limit (1,024) is reached long before the caps on
 /// them are: raises the soft limit to the hard one, which the
 /// administrator sets (the systemd unit's `LimitNOFILE`).
 fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own; nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is "unlimited".
+    let soft = limit.current.unwrap_or(u64::MAX);
+    let wanted = limit.maximum.unwrap_or(u64::MAX).min(MOST_OPEN_FILES);
+    if soft >= wanted {
         return;
     }
-    let wanted = limit.rlim_max.min(MOST_OPEN_FILES);
-    if limit.rlim_cur >= wanted {
-        return;
-    }
-    let raised = libc::rlimit {
-        rlim_cur: wanted,
-        rlim_max: limit.rlim_max,
+    let raised = Rlimit {
+        current: Some(wanted),
+        maximum: limit.maximum,
     };
-    // SAFETY: setrlimit reads the struct we own; nothing else.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-        tracing::warn!(
-            soft = limit.rlim_cur,
-            hard = limit.rlim_max,
-            error = %std::io::Error::last_os_error(),
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(from = soft, to = wanted, "raised the open-file limit"),
+        Err(e) => tracing::warn!(
+            soft,
+            hard = limit.maximum,
+            error = %e,
             "cannot raise the open-file limit; raise LimitNOFILE (systemd) or `ulimit -n` for many sessions"
-        );
-        return;
+        ),
     }
-    tracing::info!(
-        from = limit.rlim_cur,
-        to = wanted,
-        "raised the open-file limit"
-    );
 }
 
 /// SIGTERM and SIGINT, taken over before the server says it listens: a

@@ -232,15 +232,8 @@ const REOPEN_MIN_FREE: u64 = 1 << 20;
 
 /// Free bytes on the file system holding `path` (`None` when unknown).
 fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs only writes into the struct we pass, which is plain
-    // data and valid when zeroed.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
+    let st = rustix::fs::statvfs(dir).ok()?;
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
