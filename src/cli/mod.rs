@@ -279,7 +279,7 @@ impl From<anyhow::Error> for Failure {
 impl From<WorkerError> for Failure {
     fn from(e: WorkerError) -> Self {
         match e {
-            WorkerError::Usage(_) => Failure::Usage(e.into()),
+            e if e.is_usage() => Failure::Usage(e.into()),
             other => Failure::Runtime(other.into()),
         }
     }

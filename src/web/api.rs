@@ -113,7 +113,7 @@ async fn decide(state: Arc<WebState>, headers: HeaderMap, id: u64, confirm: bool
     let decided = super::decide_run(state.engine.clone(), id, admin, confirm).await;
     match decided {
         Ok(run) => Json(run.to_json(false)).into_response(),
-        Err(crate::worker::WorkerError::Usage(m)) => error(StatusCode::CONFLICT, m),
+        Err(e) if e.is_usage() => error(StatusCode::CONFLICT, e.to_string()),
         Err(crate::worker::WorkerError::Store(e)) => store_error(e),
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -825,7 +825,7 @@ async fn decide(state: Arc<WebState>, admin: String, id: u64, confirm: bool) -> 
             *response.status_mut() = StatusCode::SEE_OTHER;
             response
         }
-        Err(crate::worker::WorkerError::Usage(m)) => message(StatusCode::CONFLICT, m),
+        Err(e) if e.is_usage() => message(StatusCode::CONFLICT, e.to_string()),
         Err(e) => {
             tracing::error!(run_id = id, error = %e, "a decision failed");
             message(
@@ -861,7 +861,7 @@ pub(crate) async fn decide_run(
     })
     .await
     .unwrap_or_else(|_| {
-        Err(crate::worker::WorkerError::Output(
+        Err(crate::worker::WorkerError::Internal(
             "the decision was interrupted; see the server log".into(),
         ))
     })

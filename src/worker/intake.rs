@@ -49,7 +49,7 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 /// is tried again.
 fn is_transient(e: &WorkerError) -> bool {
     match e {
-        WorkerError::Output(_) => true,
+        WorkerError::Output { .. } => true,
         WorkerError::Store(s) => s.is_transient(),
         _ => false,
     }

@@ -44,14 +44,55 @@ pub enum WorkerError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Output(String),
-    /// The request itself is wrong (a run that is not held, say).
-    #[error("{0}")]
-    Usage(String),
+    /// Writing a run's own files (its error report, a held copy) failed:
+    /// the disk, not the file, and it may pass.
+    #[error(
+        "{what}: {source}; check the data folder's free space and that flagsync may write there"
+    )]
+    Output {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A held run's kept file no longer reads as it did.
+    #[error("the held file cannot be read as it was: {0}")]
+    HeldFile(String),
+    /// The request names no run.
+    #[error("run {0} does not exist; `flagsync runs list` shows the runs")]
+    UnknownRun(u64),
+    /// Only held runs can be decided.
+    #[error("run {id} is {state}, not held; only held runs can be {verb}")]
+    NotHeld {
+        id: u64,
+        state: &'static str,
+        verb: &'static str,
+    },
+    /// The run's feed left the configuration.
+    #[error(
+        "feed '{feed}' (of run {id}) is no longer configured; add it back to decide on the run"
+    )]
+    FeedGone { id: u64, feed: String },
     /// A bug met while running a file (a panic, caught).
     #[error("{0}")]
     Internal(String),
+}
+
+impl WorkerError {
+    /// The request itself is wrong (exit 2 on the command line, 409 on the
+    /// page), not the server or the file.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            WorkerError::UnknownRun(_) | WorkerError::NotHeld { .. } | WorkerError::FeedGone { .. }
+        )
+    }
+
+    fn output(what: impl Into<String>, source: std::io::Error) -> WorkerError {
+        WorkerError::Output {
+            what: what.into(),
+            source,
+        }
+    }
 }
 
 impl<E: Into<WorkerError>> From<ApplyError<E>> for WorkerError {
@@ -60,12 +101,8 @@ impl<E: Into<WorkerError>> From<ApplyError<E>> for WorkerError {
             ApplyError::Writer(w) => w.into(),
             ApplyError::Damaged(d) => StoreError::Damaged(d.to_string()).into(),
             ApplyError::Snapshot(s) => StoreError::Damaged(s).into(),
-            ApplyError::Read(e) => {
-                WorkerError::Output(format!("the file cannot be read again: {e}"))
-            }
-            ApplyError::ErrorReport(e) => {
-                WorkerError::Output(format!("the error report cannot be written: {e}"))
-            }
+            ApplyError::Read(e) => WorkerError::output("reading the file again", e),
+            ApplyError::ErrorReport(e) => WorkerError::output("writing the error report", e),
         }
     }
 }
@@ -258,12 +295,12 @@ pub fn confirm_run_in(
     options: ImportOptions,
 ) -> Result<Run, WorkerError> {
     let held = held_run(store, run_id, "confirmed")?;
-    let feed = config.feed(&held.feed).ok_or_else(|| {
-        WorkerError::Usage(format!(
-            "run {run_id} belongs to feed '{}', which is no longer configured",
-            held.feed
-        ))
-    })?;
+    let feed = config
+        .feed(&held.feed)
+        .ok_or_else(|| WorkerError::FeedGone {
+            id: run_id,
+            feed: held.feed.clone(),
+        })?;
     let path = PathBuf::from(held.held_file.clone().unwrap_or_default());
     let file = held.file.clone();
     let confirmation = Confirmation {
@@ -304,20 +341,17 @@ pub fn reject_run_in(store: &Store, run_id: u64, by: &str) -> Result<Run, Worker
     Ok(run)
 }
 
-fn held_run(store: &Store, run_id: u64, verb: &str) -> Result<Run, WorkerError> {
+fn held_run(store: &Store, run_id: u64, verb: &'static str) -> Result<Run, WorkerError> {
     let run = match store.get_run(run_id) {
-        Err(StoreError::UnknownRun(id)) => {
-            return Err(WorkerError::Usage(format!(
-                "run {id} does not exist; `flagsync runs list` shows the runs"
-            )))
-        }
+        Err(StoreError::UnknownRun(id)) => return Err(WorkerError::UnknownRun(id)),
         other => other?,
     };
     if run.state != RunState::Held {
-        return Err(WorkerError::Usage(format!(
-            "run {run_id} is {}, not held; only held runs can be {verb}",
-            run.state.as_str()
-        )));
+        return Err(WorkerError::NotHeld {
+            id: run_id,
+            state: run.state.as_str(),
+            verb,
+        });
     }
     Ok(run)
 }
@@ -631,10 +665,10 @@ fn record_failed_run(
         header.as_deref(),
     )
     .map_err(|e| {
-        WorkerError::Output(format!(
-            "cannot write the error report in {}: {e}",
-            errors_dir.display()
-        ))
+        WorkerError::output(
+            format!("cannot write the error report in {}", errors_dir.display()),
+            e,
+        )
     })?;
     run.error_report = Some(written.display().to_string());
     recording.commit(run)
@@ -785,13 +819,16 @@ pub fn held_removals(
     store: &Store,
     run: &Run,
 ) -> Result<Vec<(String, String)>, WorkerError> {
-    let feed = config.feed(&run.feed).ok_or_else(|| {
-        WorkerError::Usage(format!("feed '{}' is no longer configured", run.feed))
-    })?;
+    let feed = config
+        .feed(&run.feed)
+        .ok_or_else(|| WorkerError::FeedGone {
+            id: run.run_id.unwrap_or_default(),
+            feed: run.feed.clone(),
+        })?;
     let path = PathBuf::from(run.held_file.clone().unwrap_or_default());
     let input = RunInput::open(&path)?;
     let (scan, index) = scan_and_index(&input.file, feed, Some(store), false)?;
-    let scan = scan.map_err(|r| WorkerError::Output(r.reason))?;
+    let scan = scan.map_err(|r| WorkerError::HeldFile(r.reason))?;
     let fingerprint = run_fingerprint(feed, scan.encoding);
     let diff = diff_scan(scan, index, fingerprint);
     Ok(describe_removed(store, feed, &diff.removed)
@@ -936,19 +973,16 @@ fn hold_run(
 
 fn open_error_report(errors_dir: &Path, file: &FileContext) -> Result<ErrorCollector, WorkerError> {
     ErrorCollector::with_report(errors_dir, &file.header.columns).map_err(|e| {
-        WorkerError::Output(format!(
-            "cannot write the error report in {}: {e}",
-            errors_dir.display()
-        ))
+        WorkerError::output(
+            format!("cannot write the error report in {}", errors_dir.display()),
+            e,
+        )
     })
 }
 
 fn copy_held_file(from: &Path, dir: &Path, to: &Path) -> Result<(), WorkerError> {
     let fail = |e: std::io::Error| {
-        WorkerError::Output(format!(
-            "cannot keep the held file in {}: {e}",
-            dir.display()
-        ))
+        WorkerError::output(format!("cannot keep the held file in {}", dir.display()), e)
     };
     std::fs::create_dir_all(dir).map_err(fail)?;
     std::fs::copy(from, to).map_err(fail)?;
@@ -969,7 +1003,7 @@ fn finish_report(errors: ErrorCollector, run: &Run) -> Result<Option<String>, Wo
     errors
         .finish(&report_name(run))
         .map(|p| p.map(|p| p.display().to_string()))
-        .map_err(|e| WorkerError::Output(format!("cannot write the error report: {e}")))
+        .map_err(|e| WorkerError::output("cannot write the error report", e))
 }
 
 fn delete_held_files(runs: &[Run]) {
