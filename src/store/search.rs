@@ -14,9 +14,15 @@
 //! - `search_meta`: feed → index state (u64: the feed's mapping
 //!   fingerprint and the search layout) and the feed generation indexed.
 //!
-//! A pass is one write transaction: a few changed recipients are patched
-//! into the blocks they fall in; when more changed than that would pay
-//! for, the index is built anew, one slot at a time in key order.
+//! - `search_build/F`, `search_ids_build/F`: staging tables of a build.
+//!
+//! A pass patches a few changed recipients into the blocks they fall in,
+//! in one short write transaction; when more changed than that would pay
+//! for, the index is built anew *aside*: from a read snapshot into scratch
+//! files, then into the staging tables in small write transactions, then
+//! swapped in with `rename_table` (see [`Store::build_aside`]). The
+//! store's only writer is never held for long, so a run waits for it at
+//! most one small transaction.
 //!
 //! Invariants:
 //! 1. `search/F` holds exactly the keys listed in `search_ids/F`.
@@ -374,6 +380,10 @@ impl Store {
         }
         record_indexed(&txn, feed, snap)?;
         txn.commit()?;
+        // redb reuses the pages a commit freed (the old index) only after
+        // another commit (redb#829): an empty one now, so that the next
+        // run neither grows the file by them nor waits for this.
+        self.begin_write()?.commit()?;
         Ok(built.recipients)
     }
 

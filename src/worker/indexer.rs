@@ -4,7 +4,10 @@
 //! It looks at the feeds' generations every second and indexes again what
 //! a run changed. Outside the runs on purpose: a run's transaction and its
 //! speed stay as they were, and the page says while the index catches up
-//! (seconds for a daily change, about a minute for a first million).
+//! (seconds for a daily change, 5–15 s for a first million). A pass
+//! holds the store's writer only for short transactions and waits while a
+//! run holds the engine's gate, so an upload right after a big one is not
+//! slowed by the index of the first.
 //!
 //! Invariant: a feed's [`IndexStatus::current`] is true only while the
 //! generation the index caught up with is the store's generation now.
@@ -83,7 +86,7 @@ impl SearchIndex {
 }
 
 /// Starts the indexer thread; [`SearchIndex::stop`] ends it after the pass
-/// under way (a pass is one transaction).
+/// under way (a build of a million recipients takes seconds).
 pub fn start(engine: Arc<Engine>) -> std::io::Result<std::thread::JoinHandle<()>> {
     // Alive from here: `/healthz` may be asked before the thread runs.
     engine.search.alive.store(true, Ordering::SeqCst);
