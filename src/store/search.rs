@@ -59,8 +59,10 @@ pub struct PassHooks<'a> {
     pub progress: &'a mut dyn FnMut(u64, u64),
     /// Called between steps of a build, outside any write transaction:
     /// returns once no run waits (the server's indexer waits while a run
-    /// is under way, so the run has the cores).
-    pub yield_to_runs: &'a mut dyn FnMut(),
+    /// is under way, so the run has the cores), true when it waited: the
+    /// snapshot being read is then likely out of date, and a build still
+    /// reading it gives up (see [`PassOutcome::Overtaken`]).
+    pub yield_to_runs: &'a mut dyn FnMut() -> bool,
 }
 
 /// Keys a changed recipient is assumed to touch, when choosing between
@@ -108,6 +110,11 @@ pub enum PassOutcome {
     /// The index was brought up to date; this many recipients were indexed
     /// again.
     Updated(u64),
+    /// A run went by while the index was being built from an older
+    /// snapshot: the build was dropped, the next pass starts from the
+    /// store as it is now (one build instead of an outdated one and then
+    /// another).
+    Overtaken,
 }
 
 /// Index state: the feed's mapping fingerprint and the search layout.
@@ -325,8 +332,12 @@ impl Store {
                 Strategy::Rebuild => true,
             };
         if rebuild {
-            let indexed = self.build_aside(snapshot, feed, layout, &snap, hooks)?;
-            return Ok(PassOutcome::Updated(indexed));
+            return Ok(
+                match self.build_aside(snapshot, feed, layout, &snap, hooks)? {
+                    Some(indexed) => PassOutcome::Updated(indexed),
+                    None => PassOutcome::Overtaken,
+                },
+            );
         }
         // The patch reads the records as they are now, perhaps newer than
         // the snapshot: the next pass then indexes those again (a patch
@@ -348,7 +359,8 @@ impl Store {
     /// swaps the staging tables in with `rename_table` and records the
     /// snapshot's generation and hash list. A run that committed during
     /// the build moved the generation: the next pass patches the
-    /// difference. Returns the recipients indexed.
+    /// difference. Returns the recipients indexed, or `None` when a run
+    /// went by while the snapshot was being read (the build is dropped).
     fn build_aside(
         &self,
         snapshot: ReadTransaction,
@@ -356,16 +368,26 @@ impl Store {
         layout: &SearchLayout,
         snap: &Snapshot,
         mut hooks: PassHooks,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Option<u64>, StoreError> {
         let staged = Staged::of(feed);
         self.clear_staging(&staged)?;
         let scratch = Spills::create(
             &self.path.with_extension("search-build"),
             layout.slots().len(),
         )?;
-        let built = build_blocks(&snapshot, feed, layout, &scratch, &mut hooks)?;
+        let overtaken = Overtaken {
+            store: self,
+            feed,
+            generation: snap.generation,
+        };
+        let built = build_blocks(&snapshot, feed, layout, &scratch, &mut hooks, &overtaken)?;
         // The snapshot's pages may be reused once it is dropped.
         drop(snapshot);
+        let Some(built) = built else {
+            return Ok(None);
+        };
+        // From here the build is written whatever runs go by: the next
+        // pass patches what they changed.
         (hooks.yield_to_runs)();
         self.stage_blocks(&staged.ids, &built.ids, &mut hooks)?;
         self.stage_blocks(&staged.keys, &built.keys, &mut hooks)?;
@@ -384,7 +406,7 @@ impl Store {
         // another commit (redb#829): an empty one now, so that the next
         // run neither grows the file by them nor waits for this.
         self.begin_write()?.commit()?;
-        Ok(built.recipients)
+        Ok(Some(built.recipients))
     }
 
     /// Empties the staging tables (a build stopped by a crash may have
@@ -553,6 +575,22 @@ struct BuiltBlocks {
     recipients: u64,
 }
 
+/// Whether a run changed the feed since the snapshot a build reads.
+struct Overtaken<'s> {
+    store: &'s Store,
+    feed: &'s str,
+    generation: u64,
+}
+
+impl Overtaken<'_> {
+    /// Waits while a run is under way; true when one went by and changed
+    /// this feed (a run of another feed, or a reminder, leaves the
+    /// snapshot as good as it was).
+    fn after_runs(&self, hooks: &mut PassHooks) -> Result<bool, StoreError> {
+        Ok((hooks.yield_to_runs)() && self.store.feed_generation(self.feed)? != self.generation)
+    }
+}
+
 /// How often (in records) a build looks whether a run waits.
 const YIELD_EVERY: usize = 4096;
 
@@ -561,13 +599,16 @@ const YIELD_EVERY: usize = 4096;
 /// (in ID order), each slot's keys to a scratch file of its own; then slot
 /// by slot (slots are in key order) the keys are sorted in memory and cut
 /// into blocks. Memory stays at one slot's keys; the store is only read.
+/// `None` when a run changed the feed meanwhile (see
+/// [`PassHooks::yield_to_runs`]).
 fn build_blocks(
     snapshot: &ReadTransaction,
     feed: &str,
     layout: &SearchLayout,
     spills: &Spills,
     hooks: &mut PassHooks,
-) -> Result<BuiltBlocks, StoreError> {
+    overtaken: &Overtaken,
+) -> Result<Option<BuiltBlocks>, StoreError> {
     let built = BuiltBlocks {
         ids: spills.dir.join("ids.blocks"),
         keys: spills.dir.join("keys.blocks"),
@@ -581,7 +622,7 @@ fn build_blocks(
     else {
         flush_block_file(ids_out)?;
         flush_block_file(keys_out)?;
-        return Ok(built);
+        return Ok(Some(built));
     };
     let total = records.len()?;
     let slots = layout.slots();
@@ -608,8 +649,8 @@ fn build_blocks(
                 prefixes.extend(encode_prefixes(&keys, id));
             }
             builder.push(id.as_bytes(), &prefixes)?;
-            if n % YIELD_EVERY == 0 {
-                (hooks.yield_to_runs)();
+            if n % YIELD_EVERY == 0 && overtaken.after_runs(hooks)? {
+                return Ok(None);
             }
             if n % 100_000 == 0 {
                 (hooks.progress)(n as u64 / 2, total);
@@ -623,7 +664,9 @@ fn build_blocks(
     let mut builder = blocks::Builder::new(|k: &[u8], b: &[u8]| spill_block(&mut keys_out, k, b));
     let mut key_count = 0usize;
     for n in 0..slots.len() {
-        (hooks.yield_to_runs)();
+        if overtaken.after_runs(hooks)? {
+            return Ok(None);
+        }
         let bytes = spills.read(n)?;
         let mut spans = spans_of(&bytes)?;
         spans.par_sort_unstable_by(|a, b| bytes[a.clone()].cmp(&bytes[b.clone()]));
@@ -640,10 +683,10 @@ fn build_blocks(
     let bytes = builder.finish()?;
     flush_block_file(keys_out)?;
     tracing::debug!(feed, keys = key_count, bytes, "search index: keys built");
-    Ok(BuiltBlocks {
+    Ok(Some(BuiltBlocks {
         recipients: total,
         ..built
-    })
+    }))
 }
 
 fn block_file(path: &Path) -> Result<BufWriter<File>, StoreError> {
