@@ -393,6 +393,7 @@ impl Store {
         self.stage_blocks(&staged.keys, &built.keys, &mut hooks)?;
         (hooks.yield_to_runs)();
         let txn = self.begin_write()?;
+        let started = std::time::Instant::now();
         for (live, staging) in [
             (table_name("search_ids", feed), &staged.ids),
             (table_name("search", feed), &staged.keys),
@@ -402,6 +403,11 @@ impl Store {
         }
         record_indexed(&txn, feed, snap)?;
         txn.commit()?;
+        tracing::debug!(
+            feed,
+            ms = started.elapsed().as_millis() as u64,
+            "search index: swapped in"
+        );
         // redb reuses the pages a commit freed (the old index) only after
         // another commit (redb#829): an empty one now, so that the next
         // run neither grows the file by them nor waits for this.
@@ -433,13 +439,21 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut reader =
             BufReader::with_capacity(256 * 1024, File::open(file).map_err(scratch_error)?);
+        // The longest the writer was held, for the debug log.
+        let mut longest = std::time::Duration::ZERO;
         loop {
             let batch = read_block_batch(&mut reader, STAGE_TXN_BYTES)?;
             if batch.is_empty() {
+                tracing::debug!(
+                    table,
+                    longest_ms = longest.as_millis() as u64,
+                    "search index: staged"
+                );
                 return Ok(());
             }
             (hooks.yield_to_runs)();
             let txn = self.begin_write()?;
+            let started = std::time::Instant::now();
             {
                 let mut t = txn.open_table(blocks_def(table))?;
                 for (key, block) in &batch {
@@ -447,6 +461,7 @@ impl Store {
                 }
             }
             txn.commit()?;
+            longest = longest.max(started.elapsed());
         }
     }
 
