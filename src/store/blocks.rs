@@ -84,9 +84,9 @@ impl BlockWriter {
         self.bytes.len() >= BLOCK_BYTES
     }
 
-    fn flush(&mut self, table: &mut Table<&[u8], &[u8]>) -> Result<(), StoreError> {
+    fn flush(&mut self, sink: &mut impl BlockSink) -> Result<(), StoreError> {
         if !self.bytes.is_empty() {
-            table.insert(self.first.as_slice(), self.bytes.as_slice())?;
+            sink(self.first.as_slice(), self.bytes.as_slice())?;
         }
         self.bytes.clear();
         self.last.clear();
@@ -130,18 +130,33 @@ fn decode_block(bytes: &[u8]) -> Result<Vec<Entry>, StoreError> {
     Ok(out)
 }
 
-/// Fills an empty table from entries in key order.
-pub(super) struct Builder<'a, 't> {
+/// Where finished blocks go: `(redb key, block bytes)`, in key order.
+pub(super) trait BlockSink: FnMut(&[u8], &[u8]) -> Result<(), StoreError> {}
+impl<S: FnMut(&[u8], &[u8]) -> Result<(), StoreError>> BlockSink for S {}
+
+/// A sink that inserts the blocks into a table.
+pub(super) fn into_table<'a, 't>(
     table: &'a mut Table<'t, &'static [u8], &'static [u8]>,
+) -> impl BlockSink + use<'a, 't> {
+    move |key: &[u8], block: &[u8]| {
+        table.insert(key, block)?;
+        Ok(())
+    }
+}
+
+/// Cuts entries pushed in key order into blocks for a sink (an empty
+/// table, or a scratch file the blocks are copied from later).
+pub(super) struct Builder<S: BlockSink> {
+    sink: S,
     block: BlockWriter,
     /// Bytes written so far.
     pub bytes: u64,
 }
 
-impl<'a, 't> Builder<'a, 't> {
-    pub fn new(table: &'a mut Table<'t, &'static [u8], &'static [u8]>) -> Self {
+impl<S: BlockSink> Builder<S> {
+    pub fn new(sink: S) -> Self {
         Builder {
-            table,
+            sink,
             block: BlockWriter::default(),
             bytes: 0,
         }
@@ -151,7 +166,7 @@ impl<'a, 't> Builder<'a, 't> {
     pub fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         if self.block.full() {
             self.bytes += self.block.bytes.len() as u64;
-            self.block.flush(self.table)?;
+            self.block.flush(&mut self.sink)?;
         }
         self.block.push(key, value);
         Ok(())
@@ -160,7 +175,7 @@ impl<'a, 't> Builder<'a, 't> {
     /// Returns the bytes written.
     pub fn finish(mut self) -> Result<u64, StoreError> {
         self.bytes += self.block.bytes.len() as u64;
-        self.block.flush(self.table)?;
+        self.block.flush(&mut self.sink)?;
         Ok(self.bytes)
     }
 }
@@ -326,13 +341,14 @@ pub(super) fn apply(
             table.remove(k.as_slice())?;
         }
         let mut block = BlockWriter::default();
+        let mut sink = into_table(table);
         for (k, v) in &merged {
             if block.full() {
-                block.flush(table)?;
+                block.flush(&mut sink)?;
             }
             block.push(k, v);
         }
-        block.flush(table)?;
+        block.flush(&mut sink)?;
         i = j;
     }
     Ok(())
@@ -389,7 +405,7 @@ mod tests {
         let txn = db.begin_write().unwrap();
         {
             let mut t = txn.open_table(T).unwrap();
-            let mut b = Builder::new(&mut t);
+            let mut b = Builder::new(into_table(&mut t));
             for (k, v) in &model {
                 b.push(k, v).unwrap();
             }

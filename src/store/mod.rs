@@ -68,7 +68,7 @@ pub use outbox::{Delivery, Message};
 pub use runs::{Pruned, Run, RunState};
 #[cfg(test)]
 pub(crate) use search::Strategy;
-pub use search::{PassOutcome, SearchPage, SearchQuery};
+pub use search::{PassHooks, PassOutcome, SearchPage, SearchQuery};
 pub use writer::{ReadFeed, Snapshot, WriteFeed};
 
 /// The schema this build writes. A store with a higher version was written
@@ -178,6 +178,7 @@ impl StoreError {
                     | redb::Error::WouldBlock
             ) | StoreError::Reopening
                 | StoreError::InUse { .. }
+                | StoreError::Output { .. }
         )
     }
 }

@@ -14,9 +14,15 @@
 //! - `search_meta`: feed → index state (u64: the feed's mapping
 //!   fingerprint and the search layout) and the feed generation indexed.
 //!
-//! A pass is one write transaction: a few changed recipients are patched
-//! into the blocks they fall in; when more changed than that would pay
-//! for, the index is built anew, one slot at a time in key order.
+//! - `search_build/F`, `search_ids_build/F`: staging tables of a build.
+//!
+//! A pass patches a few changed recipients into the blocks they fall in,
+//! in one short write transaction; when more changed than that would pay
+//! for, the index is built anew *aside*: from a read snapshot into scratch
+//! files, then into the staging tables in small write transactions, then
+//! swapped in with `rename_table` (see [`Store::build_aside`]). The
+//! store's only writer is never held for long, so a run waits for it at
+//! most one small transaction.
 //!
 //! Invariants:
 //! 1. `search/F` holds exactly the keys listed in `search_ids/F`.
@@ -24,12 +30,14 @@
 //!    the index holds exactly the keys of the stored recipients.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use compact_str::CompactString;
 use rayon::slice::ParallelSliceMut;
-use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
+use redb::{
+    ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
+};
 
 use super::{blocks, hashlist, optional, table_name, Store, StoreError, META};
 use crate::import::record::Record;
@@ -39,6 +47,23 @@ const SEARCH_META: TableDefinition<&str, &[u8]> = TableDefinition::new("search_m
 /// With a filter, a search gathers this many times its cap before
 /// filtering.
 const FILTER_GATHER: usize = 10;
+
+/// A build writes its blocks into the staging tables this many bytes a
+/// write transaction: a few milliseconds of inserts and one commit, so a
+/// run waits well under 200 ms for the writer.
+const STAGE_TXN_BYTES: usize = 4 << 20;
+
+/// What a pass calls back.
+pub struct PassHooks<'a> {
+    /// `(done, todo)` recipients, for the page.
+    pub progress: &'a mut dyn FnMut(u64, u64),
+    /// Called between steps of a build, outside any write transaction:
+    /// returns once no run waits (the server's indexer waits while a run
+    /// is under way, so the run has the cores), true when it waited: the
+    /// snapshot being read is then likely out of date, and a build still
+    /// reading it gives up (see [`PassOutcome::Overtaken`]).
+    pub yield_to_runs: &'a mut dyn FnMut() -> bool,
+}
 
 /// Keys a changed recipient is assumed to touch, when choosing between
 /// patching blocks and building anew.
@@ -85,6 +110,11 @@ pub enum PassOutcome {
     /// The index was brought up to date; this many recipients were indexed
     /// again.
     Updated(u64),
+    /// A run went by while the index was being built from an older
+    /// snapshot: the build was dropped, the next pass starts from the
+    /// store as it is now (one build instead of an outdated one and then
+    /// another).
+    Overtaken,
 }
 
 /// Index state: the feed's mapping fingerprint and the search layout.
@@ -206,11 +236,10 @@ impl Store {
     /// What a pass works from, read in one transaction; `Err(generation)`
     /// when the index is current.
     fn search_snapshot(
-        &self,
+        txn: &ReadTransaction,
         feed: &str,
         layout: &SearchLayout,
     ) -> Result<Result<Snapshot, u64>, StoreError> {
-        let txn = self.begin_read()?;
         let generation = match optional(txn.open_table(META))? {
             Some(meta) => meta
                 .get(generation_key(feed).as_str())?
@@ -260,27 +289,30 @@ impl Store {
         }))
     }
 
-    /// One pass of the indexer over a feed, in one write transaction:
-    /// indexes again every recipient added, changed or removed since the
-    /// last pass, or builds the index anew when the mapping or the layout
-    /// changed or too many did. `progress(done, todo)` reports recipients.
+    /// One pass of the indexer over a feed: indexes again every recipient
+    /// added, changed or removed since the last pass, or builds the index
+    /// anew when the mapping or the layout changed or too many did.
+    /// A patch is one short write transaction; a build reads a snapshot
+    /// and writes the store only in short transactions (see
+    /// [`Store::build_aside`]), so a run never waits long for the writer.
     pub fn update_search_index(
         &self,
         feed: &str,
         layout: &SearchLayout,
-        progress: &mut dyn FnMut(u64, u64),
+        hooks: PassHooks,
     ) -> Result<PassOutcome, StoreError> {
-        self.index_pass(feed, layout, progress, Strategy::Cheapest)
+        self.index_pass(feed, layout, hooks, Strategy::Cheapest)
     }
 
     pub(crate) fn index_pass(
         &self,
         feed: &str,
         layout: &SearchLayout,
-        progress: &mut dyn FnMut(u64, u64),
+        hooks: PassHooks,
         strategy: Strategy,
     ) -> Result<PassOutcome, StoreError> {
-        let snap = match self.search_snapshot(feed, layout)? {
+        let snapshot = self.begin_read()?;
+        let snap = match Store::search_snapshot(&snapshot, feed, layout)? {
             Ok(snap) => snap,
             Err(generation) => return Ok(PassOutcome::Current { generation }),
         };
@@ -299,26 +331,138 @@ impl Store {
                 Strategy::Patch => false,
                 Strategy::Rebuild => true,
             };
+        if rebuild {
+            return Ok(
+                match self.build_aside(snapshot, feed, layout, &snap, hooks)? {
+                    Some(indexed) => PassOutcome::Updated(indexed),
+                    None => PassOutcome::Overtaken,
+                },
+            );
+        }
+        // The patch reads the records as they are now, perhaps newer than
+        // the snapshot: the next pass then indexes those again (a patch
+        // of the same recipient twice ends the same).
+        drop(snapshot);
         let txn = self.begin_write()?;
-        let indexed = if rebuild {
-            let scratch = self.path.with_extension("search-build");
-            build_anew(&txn, feed, layout, &scratch, progress)?
-        } else {
-            patch(&txn, feed, layout, &changed)?;
-            progress(changed.len() as u64, changed.len() as u64);
-            changed.len() as u64
+        patch(&txn, feed, layout, &changed)?;
+        record_indexed(&txn, feed, &snap)?;
+        txn.commit()?;
+        (hooks.progress)(changed.len() as u64, changed.len() as u64);
+        Ok(PassOutcome::Updated(changed.len() as u64))
+    }
+
+    /// Builds the feed's index anew from the snapshot `snapshot` without
+    /// the writer: the blocks go to scratch files first
+    /// ([`build_blocks`]), then into staging tables in write transactions
+    /// of at most [`STAGE_TXN_BYTES`] each, the writer released between
+    /// them (a run waiting for it gets it next); a last short transaction
+    /// swaps the staging tables in with `rename_table` and records the
+    /// snapshot's generation and hash list. A run that committed during
+    /// the build moved the generation: the next pass patches the
+    /// difference. Returns the recipients indexed, or `None` when a run
+    /// went by while the snapshot was being read (the build is dropped).
+    fn build_aside(
+        &self,
+        snapshot: ReadTransaction,
+        feed: &str,
+        layout: &SearchLayout,
+        snap: &Snapshot,
+        mut hooks: PassHooks,
+    ) -> Result<Option<u64>, StoreError> {
+        let staged = Staged::of(feed);
+        self.clear_staging(&staged)?;
+        let scratch = Spills::create(
+            &self.path.with_extension("search-build"),
+            layout.slots().len(),
+        )?;
+        let overtaken = Overtaken {
+            store: self,
+            feed,
+            generation: snap.generation,
         };
-        {
-            let name = table_name("search_hashes", feed);
-            let mut hashes = txn.open_table(TableDefinition::<u32, &[u8]>::new(&name))?;
-            hashlist::write_list(&mut hashes, &snap.hashes)?;
-            let mut meta = txn.open_table(SEARCH_META)?;
-            let mut value = snap.state.to_le_bytes().to_vec();
-            value.extend_from_slice(&snap.generation.to_le_bytes());
-            meta.insert(feed, value.as_slice())?;
+        let built = build_blocks(&snapshot, feed, layout, &scratch, &mut hooks, &overtaken)?;
+        // The snapshot's pages may be reused once it is dropped.
+        drop(snapshot);
+        let Some(built) = built else {
+            return Ok(None);
+        };
+        // From here the build is written whatever runs go by: the next
+        // pass patches what they changed.
+        (hooks.yield_to_runs)();
+        self.stage_blocks(&staged.ids, &built.ids, &mut hooks)?;
+        self.stage_blocks(&staged.keys, &built.keys, &mut hooks)?;
+        (hooks.yield_to_runs)();
+        let txn = self.begin_write()?;
+        let started = std::time::Instant::now();
+        for (live, staging) in [
+            (table_name("search_ids", feed), &staged.ids),
+            (table_name("search", feed), &staged.keys),
+        ] {
+            txn.delete_table(blocks_def(&live))?;
+            txn.rename_table(blocks_def(staging), blocks_def(&live))?;
+        }
+        record_indexed(&txn, feed, snap)?;
+        txn.commit()?;
+        tracing::debug!(
+            feed,
+            ms = started.elapsed().as_millis() as u64,
+            "search index: swapped in"
+        );
+        // redb reuses the pages a commit freed (the old index) only after
+        // another commit (redb#829): an empty one now, so that the next
+        // run neither grows the file by them nor waits for this.
+        self.begin_write()?.commit()?;
+        Ok(Some(built.recipients))
+    }
+
+    /// Empties the staging tables (a build stopped by a crash may have
+    /// left blocks in them).
+    fn clear_staging(&self, staged: &Staged) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        for name in [&staged.ids, &staged.keys] {
+            txn.delete_table(blocks_def(name))?;
+            txn.open_table(blocks_def(name))?;
         }
         txn.commit()?;
-        Ok(PassOutcome::Updated(indexed))
+        Ok(())
+    }
+
+    /// Copies the blocks of a scratch file into the staging table `table`,
+    /// [`STAGE_TXN_BYTES`] a transaction: each batch is read before the
+    /// writer is taken, so the writer is held only for the inserts and
+    /// the commit.
+    fn stage_blocks(
+        &self,
+        table: &str,
+        file: &Path,
+        hooks: &mut PassHooks,
+    ) -> Result<(), StoreError> {
+        let mut reader =
+            BufReader::with_capacity(256 * 1024, File::open(file).map_err(scratch_error)?);
+        // The longest the writer was held, for the debug log.
+        let mut longest = std::time::Duration::ZERO;
+        loop {
+            let batch = read_block_batch(&mut reader, STAGE_TXN_BYTES)?;
+            if batch.is_empty() {
+                tracing::debug!(
+                    table,
+                    longest_ms = longest.as_millis() as u64,
+                    "search index: staged"
+                );
+                return Ok(());
+            }
+            (hooks.yield_to_runs)();
+            let txn = self.begin_write()?;
+            let started = std::time::Instant::now();
+            {
+                let mut t = txn.open_table(blocks_def(table))?;
+                for (key, block) in &batch {
+                    t.insert(key.as_slice(), block.as_slice())?;
+                }
+            }
+            txn.commit()?;
+            longest = longest.max(started.elapsed());
+        }
     }
 
     /// One page of the recipients a query finds, with their records.
@@ -411,35 +555,96 @@ impl Store {
     }
 }
 
-/// Builds the feed's index from its records in one pass: the reverse map
-/// goes straight into its blocks (records come in ID order), each slot's
-/// keys to a scratch file; then slot by slot (slots are in key order) the
-/// keys are sorted in memory and written. Memory stays at one slot's keys.
-/// Returns the recipients indexed.
-fn build_anew(
-    txn: &WriteTransaction,
+/// Writes the index state, generation and hash list of the snapshot a
+/// pass indexed.
+fn record_indexed(txn: &WriteTransaction, feed: &str, snap: &Snapshot) -> Result<(), StoreError> {
+    let name = table_name("search_hashes", feed);
+    let mut hashes = txn.open_table(TableDefinition::<u32, &[u8]>::new(&name))?;
+    hashlist::write_list(&mut hashes, &snap.hashes)?;
+    let mut meta = txn.open_table(SEARCH_META)?;
+    let mut value = snap.state.to_le_bytes().to_vec();
+    value.extend_from_slice(&snap.generation.to_le_bytes());
+    meta.insert(feed, value.as_slice())?;
+    Ok(())
+}
+
+/// The staging tables a build writes before they replace the index.
+struct Staged {
+    ids: String,
+    keys: String,
+}
+
+impl Staged {
+    fn of(feed: &str) -> Staged {
+        Staged {
+            ids: table_name("search_ids_build", feed),
+            keys: table_name("search_build", feed),
+        }
+    }
+}
+
+/// A built index in scratch files of blocks (see [`spill_block`]).
+struct BuiltBlocks {
+    ids: PathBuf,
+    keys: PathBuf,
+    recipients: u64,
+}
+
+/// Whether a run changed the feed since the snapshot a build reads.
+struct Overtaken<'s> {
+    store: &'s Store,
+    feed: &'s str,
+    generation: u64,
+}
+
+impl Overtaken<'_> {
+    /// Waits while a run is under way; true when one went by and changed
+    /// this feed (a run of another feed, or a reminder, leaves the
+    /// snapshot as good as it was).
+    fn after_runs(&self, hooks: &mut PassHooks) -> Result<bool, StoreError> {
+        Ok((hooks.yield_to_runs)() && self.store.feed_generation(self.feed)? != self.generation)
+    }
+}
+
+/// How often (in records) a build looks whether a run waits.
+const YIELD_EVERY: usize = 4096;
+
+/// Builds the feed's index from the records of a snapshot into two scratch
+/// files of finished blocks: the reverse map's blocks as the records come
+/// (in ID order), each slot's keys to a scratch file of its own; then slot
+/// by slot (slots are in key order) the keys are sorted in memory and cut
+/// into blocks. Memory stays at one slot's keys; the store is only read.
+/// `None` when a run changed the feed meanwhile (see
+/// [`PassHooks::yield_to_runs`]).
+fn build_blocks(
+    snapshot: &ReadTransaction,
     feed: &str,
     layout: &SearchLayout,
-    scratch: &Path,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<u64, StoreError> {
-    let ids_name = table_name("search_ids", feed);
-    let keys_name = table_name("search", feed);
-    txn.delete_table(blocks_def(&ids_name))?;
-    txn.delete_table(blocks_def(&keys_name))?;
+    spills: &Spills,
+    hooks: &mut PassHooks,
+    overtaken: &Overtaken,
+) -> Result<Option<BuiltBlocks>, StoreError> {
+    let built = BuiltBlocks {
+        ids: spills.dir.join("ids.blocks"),
+        keys: spills.dir.join("keys.blocks"),
+        recipients: 0,
+    };
+    let mut ids_out = block_file(&built.ids)?;
+    let mut keys_out = block_file(&built.keys)?;
     let records_name = table_name("recipients", feed);
     let Some(records) =
-        optional(txn.open_table(TableDefinition::<&str, &[u8]>::new(&records_name)))?
+        optional(snapshot.open_table(TableDefinition::<&str, &[u8]>::new(&records_name)))?
     else {
-        return Ok(0);
+        flush_block_file(ids_out)?;
+        flush_block_file(keys_out)?;
+        return Ok(Some(built));
     };
     let total = records.len()?;
     let slots = layout.slots();
-    let spills = Spills::create(scratch, slots.len())?;
     let mut writers = spills.writers()?;
     {
-        let mut by_id = txn.open_table(blocks_def(&ids_name))?;
-        let mut builder = blocks::Builder::new(&mut by_id);
+        let mut builder =
+            blocks::Builder::new(|k: &[u8], b: &[u8]| spill_block(&mut ids_out, k, b));
         let mut keys = Vec::new();
         let mut prefixes = Vec::new();
         for (n, entry) in records.iter()?.enumerate() {
@@ -459,18 +664,24 @@ fn build_anew(
                 prefixes.extend(encode_prefixes(&keys, id));
             }
             builder.push(id.as_bytes(), &prefixes)?;
+            if n % YIELD_EVERY == 0 && overtaken.after_runs(hooks)? {
+                return Ok(None);
+            }
             if n % 100_000 == 0 {
-                progress(n as u64 / 2, total);
+                (hooks.progress)(n as u64 / 2, total);
             }
         }
         let bytes = builder.finish()?;
-        tracing::debug!(feed, bytes, "search index: reverse map written");
+        tracing::debug!(feed, bytes, "search index: reverse map built");
     }
     drop(writers);
-    let mut search = txn.open_table(blocks_def(&keys_name))?;
-    let mut builder = blocks::Builder::new(&mut search);
+    flush_block_file(ids_out)?;
+    let mut builder = blocks::Builder::new(|k: &[u8], b: &[u8]| spill_block(&mut keys_out, k, b));
     let mut key_count = 0usize;
     for n in 0..slots.len() {
+        if overtaken.after_runs(hooks)? {
+            return Ok(None);
+        }
         let bytes = spills.read(n)?;
         let mut spans = spans_of(&bytes)?;
         spans.par_sort_unstable_by(|a, b| bytes[a.clone()].cmp(&bytes[b.clone()]));
@@ -479,14 +690,74 @@ fn build_anew(
         for span in spans {
             builder.push(&bytes[span], &[])?;
         }
-        progress(
+        (hooks.progress)(
             total / 2 + total * (n as u64 + 1) / (2 * slots.len() as u64),
             total,
         );
     }
     let bytes = builder.finish()?;
-    tracing::debug!(feed, keys = key_count, bytes, "search index: keys written");
-    Ok(total)
+    flush_block_file(keys_out)?;
+    tracing::debug!(feed, keys = key_count, bytes, "search index: keys built");
+    Ok(Some(BuiltBlocks {
+        recipients: total,
+        ..built
+    }))
+}
+
+fn block_file(path: &Path) -> Result<BufWriter<File>, StoreError> {
+    File::create(path)
+        .map(|f| BufWriter::with_capacity(256 * 1024, f))
+        .map_err(scratch_error)
+}
+
+fn flush_block_file(mut out: BufWriter<File>) -> Result<(), StoreError> {
+    out.flush().map_err(scratch_error)
+}
+
+/// One block in a scratch file of blocks: its redb key, then its bytes,
+/// each as [`spill`] writes a key.
+fn spill_block(out: &mut BufWriter<File>, key: &[u8], block: &[u8]) -> Result<(), StoreError> {
+    spill(out, key)?;
+    spill(out, block)
+}
+
+/// The next blocks of a scratch file of blocks, about `max_bytes` of them
+/// (at least one); empty at its end.
+fn read_block_batch(
+    reader: &mut impl Read,
+    max_bytes: usize,
+) -> Result<Vec<blocks::Entry>, StoreError> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    while bytes < max_bytes {
+        let Some(key) = read_spilled(reader)? else {
+            break;
+        };
+        let block = read_spilled(reader)?.ok_or_else(truncated_scratch)?;
+        bytes += key.len() + block.len();
+        batch.push((key, block));
+    }
+    Ok(batch)
+}
+
+fn truncated_scratch() -> StoreError {
+    StoreError::Damaged("a search index scratch file is truncated".into())
+}
+
+/// One entry as [`spill`] wrote it; `None` at the end of the file.
+fn read_spilled(reader: &mut impl Read) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(scratch_error(e)),
+    }
+    let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
+    reader.read_exact(&mut bytes).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => truncated_scratch(),
+        _ => scratch_error(e),
+    })?;
+    Ok(Some(bytes))
 }
 
 /// Scratch files, one per slot, removed when dropped.
@@ -495,10 +766,11 @@ struct Spills {
     count: usize,
 }
 
-fn scratch_error(e: std::io::Error) -> StoreError {
-    StoreError::Damaged(format!(
-        "the search index cannot use its scratch folder: {e}; check the data folder's free space"
-    ))
+fn scratch_error(source: std::io::Error) -> StoreError {
+    StoreError::Output {
+        what: "the search index cannot use its scratch folder".into(),
+        source,
+    }
 }
 
 impl Spills {
