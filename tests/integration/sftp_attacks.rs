@@ -1781,3 +1781,57 @@ fn ecdsa_p384_and_p521_keys_log_in_and_are_named_in_server_sig_algs() {
         );
     }
 }
+
+/// OpenSSH `sftp` from `bind` trying `prompts` passwords on one
+/// connection, each `password` (typed by an askpass script).
+fn openssh_password_prompts(s: &Setup, bind: &str, password: &str, prompts: u32) -> Out {
+    let askpass = s.env.root.join(format!("askpass-{}.sh", unique()));
+    fs::write(&askpass, format!("#!/bin/sh\necho '{password}'\n")).expect("askpass");
+    fs::set_permissions(
+        &askpass,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod askpass");
+    let batch = s.env.root.join(format!("batch-prompts-{}.txt", unique()));
+    fs::write(&batch, "ls /\n").expect("batch");
+    let mut cmd = tool(&s.env, "sftp");
+    cmd.args(ssh_options(s.server.port))
+        .args(["-o", "BatchMode=no", "-o", "PubkeyAuthentication=no"])
+        .args(["-o", "PreferredAuthentications=password"])
+        .arg("-o")
+        .arg(format!("NumberOfPasswordPrompts={prompts}"))
+        .arg("-o")
+        .arg(format!("BindAddress={bind}"))
+        .arg("-b")
+        .arg(&batch)
+        .arg(format!("{USER}@{HOST}"))
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .stdin(std::process::Stdio::null());
+    run_tool(cmd, "sftp with askpass", None, TOOL_TIMEOUT)
+}
+
+#[test]
+fn after_a_lockout_ends_the_right_password_logs_in_at_once() {
+    let s = Setup::new(&[], &["lockout_failures = 2", "lockout_duration = \"8s\""]);
+    // Guesses on one connection (russh takes five): the second locks the
+    // address and the account; the ones after it are refused unchecked
+    // and must not count.
+    let out = openssh_password_prompts(&s, "127.0.0.5", "wrong", 6);
+    assert_ne!(out.code, 0, "{out:#?}");
+    thread::sleep(Duration::from_secs(7));
+    let started = std::time::Instant::now();
+    let out = openssh_password_prompts(&s, "127.0.0.5", PASSWORD, 1);
+    assert_eq!(
+        out.code,
+        0,
+        "the right password once the lockout is over: {out:#?}\n{}",
+        s.server.stderr()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the login waited {:?}",
+        started.elapsed()
+    );
+}
