@@ -1149,7 +1149,7 @@ fn a_burst_of_wrong_logins_gets_at_most_the_lockout_limit_of_password_checks() {
         post_login(to, "127.0.0.8", &form, "evil%0Aname%1B", "x").0,
         401
     );
-    let log = web.server.stderr();
+    let log = web.server.stderr_once_it_has("evil\\u{A}name\\u{1B}");
     assert!(log.contains("evil\\u{A}name\\u{1B}"), "{log}");
     assert!(!log.contains("evil\nname"), "{log}");
     drop(web.server);
@@ -1167,7 +1167,7 @@ fn a_locked_out_address_cannot_flood_the_log() {
         .collect();
     assert_eq!(statuses.iter().filter(|&&s| s == 401).count(), 5);
     assert_eq!(statuses.iter().filter(|&&s| s == 429).count(), 35);
-    let log = web.server.stderr();
+    let log = web.server.stderr_once_it_has("web login refused");
     let refusals: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("web login refused") && l.contains(from))
