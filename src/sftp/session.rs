@@ -451,7 +451,7 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let command = String::from_utf8_lossy(data);
-        let first_word = command.split_whitespace().next().unwrap_or_default();
+        let first_word = shown_name(command.split_whitespace().next().unwrap_or_default());
         self.refuse(channel, &format!("exec {first_word}"), session)
     }
 
