@@ -1835,3 +1835,35 @@ fn after_a_lockout_ends_the_right_password_logs_in_at_once() {
         started.elapsed()
     );
 }
+
+#[test]
+fn logins_the_server_cannot_check_do_not_lock_the_address() {
+    let sftp = ["lockout_failures = 2"];
+    let env = sftp_env_with(&[Feed::hr("hr"), Feed::hr("payroll")], &[], &sftp);
+    add_account(&env, "pay-up", "payroll", Some("pay-Pass-1"), &[], &[]);
+    add_account(&env, USER, "hr", Some(PASSWORD), &[], &[]);
+    // The payroll feed is taken out of the configuration: its account's
+    // logins cannot be served, which is the server's fault, not theirs.
+    env.write_config(&sftp_config_text(
+        &env.data_dir,
+        &[Feed::hr("hr")],
+        &[],
+        &sftp,
+    ));
+    let server = Server::start(&env);
+    for i in 1..=4 {
+        refused(
+            &Client::password(server.port, "pay-up", "pay-Pass-1").try_login(),
+            &format!("login {i} to the account whose feed is gone"),
+        );
+    }
+    ok(
+        &Client::password(server.port, USER, PASSWORD).try_login(),
+        "another account from the same address",
+    );
+    let log = server.stderr();
+    assert!(
+        log.contains("is not configured (not counted as a failed login)"),
+        "{log}"
+    );
+}
