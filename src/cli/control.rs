@@ -418,7 +418,14 @@ mod tests {
         stop.store(true, Ordering::SeqCst);
         trickler.join().expect("trickler");
         let e = read.expect_err("no whole request arrived");
-        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        // The last read's own timeout may end it first (EAGAIN).
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ),
+            "{e}"
+        );
         assert!(took < Duration::from_secs(2), "took {took:?}");
     }
 
