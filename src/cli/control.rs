@@ -18,7 +18,11 @@
 //!    thread; one more gets a "busy" answer at once, from the listening
 //!    thread, and is not queued.
 //! 2. A client that sends no whole request within [`REQUEST_TIMEOUT`] is
-//!    dropped: an idle connection cannot hold a slot.
+//!    dropped: an idle connection cannot hold a slot, nor can one that
+//!    trickles its request a byte at a time (the timeout is for the
+//!    whole request, not for each read).
+//! 3. A write to a client that stops reading fails after
+//!    [`WRITE_TIMEOUT`] without progress, ending its command's output.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,7 +31,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +49,9 @@ pub const MAX_CLIENTS: usize = 8;
 /// How long a client may take to send its request: the command line
 /// sends it at once.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a write to a client may make no progress: the command line
+/// reads its answer as it comes.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the listening thread may spend telling a client it is busy.
 const BUSY_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -283,14 +290,47 @@ pub fn remove_socket(config: &Config) {
     let _ = std::fs::remove_file(socket_path(config));
 }
 
+/// Reads from the stream until `deadline` in all (invariant 2): each read
+/// waits only for what is left.
+struct DeadlineReader<'a> {
+    stream: &'a UnixStream,
+    deadline: Instant,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the request did not arrive in time",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        let mut stream = self.stream;
+        stream.read(buf)
+    }
+}
+
+/// The request line, which must arrive whole within `within`.
+fn read_request(stream: &UnixStream, within: Duration) -> std::io::Result<String> {
+    let reader = DeadlineReader {
+        stream,
+        deadline: Instant::now() + within,
+    };
+    let mut line = String::new();
+    BufReader::new(reader.take(MAX_REQUEST)).read_line(&mut line)?;
+    Ok(line)
+}
+
 fn serve_client(engine: &Engine, stream: UnixStream) {
-    // Invariant 2: the command line sends its request at once.
-    if let Err(e) = stream.set_read_timeout(Some(REQUEST_TIMEOUT)) {
+    // Invariant 3: a client that stops reading cannot hold its slot.
+    if let Err(e) = stream.set_write_timeout(Some(WRITE_TIMEOUT)) {
         tracing::warn!(error = %e, "cannot set a timeout on a command-line client");
         return;
     }
-    let mut line = String::new();
-    let read = BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line);
+    // Invariant 2: the command line sends its request at once.
+    let read = read_request(&stream, REQUEST_TIMEOUT);
     if let Err(e) = &read {
         if matches!(
             e.kind(),
@@ -304,7 +344,7 @@ fn serve_client(engine: &Engine, stream: UnixStream) {
     }
     let request: Request = match read
         .map_err(|e| e.to_string())
-        .and_then(|_| serde_json::from_str(&line).map_err(|e| e.to_string()))
+        .and_then(|line| serde_json::from_str(&line).map_err(|e| e.to_string()))
     {
         Ok(r) => r,
         Err(e) => {
@@ -354,4 +394,46 @@ fn serve_client(engine: &Engine, stream: UnixStream) {
     };
     let _ = out.flush();
     let _ = write_frame(&stream, b'x', &[code]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_trickled_a_byte_at_a_time_is_cut_off_at_the_deadline() {
+        let (server, mut client) = UnixStream::pair().expect("a socket pair");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let trickler = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) && client.write_all(b"{").is_ok() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        let started = Instant::now();
+        let read = read_request(&server, Duration::from_millis(300));
+        let took = started.elapsed();
+        stop.store(true, Ordering::SeqCst);
+        trickler.join().expect("trickler");
+        let e = read.expect_err("no whole request arrived");
+        // The last read's own timeout may end it first (EAGAIN).
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ),
+            "{e}"
+        );
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+    }
+
+    #[test]
+    fn a_request_sent_at_once_is_read() {
+        let (server, mut client) = UnixStream::pair().expect("a socket pair");
+        client.write_all(b"{\"x\":1}\nmore").expect("write");
+        let line = read_request(&server, Duration::from_secs(5)).expect("the request");
+        assert_eq!(line, "{\"x\":1}\n");
+    }
 }

@@ -119,6 +119,20 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// What a client counts against in lockouts and per-address caps (sFTP
+/// and web alike): its IPv4 address (an IPv4-mapped one as IPv4), or for
+/// IPv6 its /64 (one host usually has a whole /64 to pick addresses
+/// from).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match canonical_ip(ip) {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
+
 /// An account as `accounts list --json` and the status page show it:
 /// never the password hash, keys as fingerprints.
 pub fn account_summary(a: &crate::store::Account) -> serde_json::Value {

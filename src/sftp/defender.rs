@@ -16,11 +16,20 @@
 //!    (the caller makes the ones not admitted yet wait their turn).
 //! 4. Memory stays bounded: entries older than the window are pruned
 //!    whenever a table grows past [`PRUNE_AT`].
+//! 5. Addresses count by `credentials::address_key`: an IPv6 client by
+//!    its /64 (one host can pick any address in it), IPv4 by address.
+//! 6. A check waits its turn ([`Refused::TooManyAtOnce`]) only while
+//!    checks under way could still reach the limit; failures alone at the
+//!    limit (they can pile up while a lockout runs, from checks that were
+//!    under way) lock again, so a caller never waits for a turn that
+//!    cannot come.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use super::credentials::address_key;
 
 const PRUNE_AT: usize = 10_000;
 
@@ -71,6 +80,16 @@ impl Record {
         false
     }
 
+    /// Locks the record again when its failures alone reach the limit
+    /// (invariant 6); `true` when it is locked.
+    fn lock_if_at_limit(&mut self, now: Instant, policy: &LockoutPolicy) -> bool {
+        if !self.is_locked(now) && self.failures.len() >= policy.failures {
+            self.failures.clear();
+            self.locked_until = Some(now + policy.duration);
+        }
+        self.is_locked(now)
+    }
+
     fn is_stale(&self, now: Instant, window: Duration) -> bool {
         self.in_flight == 0
             && !self.is_locked(now)
@@ -119,7 +138,8 @@ impl<K: Hash + Eq + Clone> Records<K> {
 pub enum Refused {
     AddressLocked,
     AccountLocked,
-    /// Enough checks are under way to reach the limit if they all fail.
+    /// Enough checks are under way to reach the limit if they all fail:
+    /// the caller may wait for one of them to end.
     TooManyAtOnce,
 }
 
@@ -161,7 +181,7 @@ impl Defender {
     }
 
     pub fn is_locked(&self, ip: IpAddr, now: Instant) -> bool {
-        self.by_address.is_locked(&ip, now)
+        self.by_address.is_locked(&address_key(ip), now)
     }
 
     /// Admits a password check for `account` from `ip` and counts it as
@@ -174,15 +194,15 @@ impl Defender {
         now: Instant,
     ) -> Result<(), Refused> {
         let (policy, window) = (self.policy, self.policy.window);
-        let address = self.by_address.entry(&ip, now, window);
-        if address.is_locked(now) {
+        let address = self.by_address.entry(&address_key(ip), now, window);
+        if address.lock_if_at_limit(now, &policy) {
             return Err(Refused::AddressLocked);
         }
         if address.attempts() >= policy.failures {
             return Err(Refused::TooManyAtOnce);
         }
         let account_record = self.by_account.entry(&account.to_string(), now, window);
-        if account_record.is_locked(now) {
+        if account_record.lock_if_at_limit(now, &policy) {
             return Err(Refused::AccountLocked);
         }
         if account_record.attempts() >= policy.failures {
@@ -204,6 +224,7 @@ impl Defender {
         now: Instant,
     ) -> Locked {
         let account = account.to_string();
+        let ip = address_key(ip);
         self.by_address.finish(&ip);
         self.by_account.finish(&account);
         if succeeded {
@@ -222,10 +243,15 @@ impl Defender {
     /// Records a failed login that never reached a password check (no
     /// such account, an address the account does not allow, a wrong
     /// key): it counts against the address only. `true` when this failure
-    /// locked the address.
+    /// locked the address. An attempt from an address already locked is
+    /// not counted: it was refused before anything was checked.
     pub fn record_failure(&mut self, ip: IpAddr, now: Instant) -> bool {
         let (policy, window) = (self.policy, self.policy.window);
-        self.by_address.entry(&ip, now, window).fail(now, &policy)
+        let record = self.by_address.entry(&address_key(ip), now, window);
+        if record.is_locked(now) {
+            return false;
+        }
+        record.fail(now, &policy)
     }
 
     #[cfg(test)]
@@ -373,6 +399,70 @@ mod tests {
         }
         assert!(d.is_locked(ip(1), t0));
         assert!(!d.is_account_locked(A, t0));
+    }
+
+    #[test]
+    fn failures_left_from_a_lockout_lock_again_instead_of_waiting_for_ever() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut d = Defender::new(policy());
+        for _ in 0..3 {
+            d.begin_password_check(ip(1), A, t0).expect("admitted");
+        }
+        for _ in 0..3 {
+            d.record_failure(ip(1), t0);
+        }
+        assert!(d.is_locked(ip(1), t0));
+        // The checks under way end as failures while the lockout runs.
+        for _ in 0..3 {
+            d.end_password_check(ip(1), A, false, at(800));
+        }
+        // The lockout is over, the failures still within the window and
+        // nothing is under way: waiting for a turn would never end.
+        assert!(!d.is_locked(ip(1), at(901)));
+        assert_eq!(
+            d.begin_password_check(ip(1), B, at(901)),
+            Err(Refused::AddressLocked)
+        );
+        assert!(d.is_locked(ip(1), at(902)));
+        // The account's failures alone lock it the same way.
+        assert_eq!(
+            d.begin_password_check(ip(2), A, at(901)),
+            Err(Refused::AccountLocked)
+        );
+    }
+
+    #[test]
+    fn attempts_from_a_locked_address_are_not_counted() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut d = Defender::new(policy());
+        for _ in 0..3 {
+            d.record_failure(ip(1), t0);
+        }
+        for s in 1..100 {
+            assert!(!d.record_failure(ip(1), at(s)));
+        }
+        // After the lockout the address starts afresh.
+        assert!(!d.is_locked(ip(1), at(901)));
+        assert_eq!(d.begin_password_check(ip(1), A, at(901)), Ok(()));
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64_and_ipv4_by_address() {
+        let t0 = Instant::now();
+        let mut d = Defender::new(policy());
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        for i in 1..=3 {
+            d.record_failure(v6(&format!("2001:db8:1:2::{i}")), t0);
+        }
+        assert!(d.is_locked(v6("2001:db8:1:2:ffff::9"), t0));
+        assert!(!d.is_locked(v6("2001:db8:1:3::1"), t0));
+        for _ in 0..3 {
+            d.record_failure(ip(7), t0);
+        }
+        assert!(d.is_locked(v6("::ffff:192.0.2.7"), t0), "IPv4-mapped");
+        assert!(!d.is_locked(ip(8), t0));
     }
 
     #[test]

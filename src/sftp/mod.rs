@@ -27,7 +27,7 @@ mod defender;
 pub mod files;
 pub mod host_keys;
 pub mod jail;
-mod refusals;
+pub(crate) mod refusals;
 mod session;
 
 use std::collections::HashMap;
@@ -48,7 +48,7 @@ use crate::store::Store;
 pub use defender::LockoutPolicy;
 pub use files::{Arrival, ArrivalSink};
 
-use credentials::{address_allowed, canonical_ip};
+use credentials::{address_allowed, address_key, canonical_ip};
 use defender::{Defender, Locked, Refused, SessionCounts};
 use refusals::{RefusalLog, Verdict};
 
@@ -60,6 +60,10 @@ const CONCURRENT_HASHES: usize = 4;
 /// How often a password check waiting for its turn looks again (see
 /// `Shared::begin_password_check`); a check takes about 20 ms.
 const CHECK_QUEUE_POLL: Duration = Duration::from_millis(10);
+/// How long a password check waits at most for its turn (less when the
+/// login timeout comes sooner); then the login is refused. Real logins
+/// wait milliseconds; only a burst of guesses waits this long.
+const CHECK_QUEUE_MAX_WAIT: Duration = Duration::from_secs(5);
 /// How long sessions get to finish when the server stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Connections not yet logged in, at once, in all: over it a new
@@ -167,11 +171,15 @@ impl Shared {
     /// one to end rather than refuse: a burst of guesses is then checked
     /// no more than the limit allows, and a burst of real logins (a
     /// customer's parallel sessions) only queues for a few milliseconds.
+    /// It waits until `deadline` at most (a few seconds, or what is left
+    /// of the login timeout), then is refused.
     async fn begin_password_check(
         self: &Arc<Self>,
         ip: IpAddr,
         account: &str,
+        deadline: Instant,
     ) -> Result<PasswordCheck, Refused> {
+        let deadline = deadline.min(Instant::now() + CHECK_QUEUE_MAX_WAIT);
         loop {
             let admitted = lock(&self.defender).begin_password_check(ip, account, Instant::now());
             match admitted {
@@ -183,7 +191,9 @@ impl Shared {
                         finished: false,
                     })
                 }
-                Err(Refused::TooManyAtOnce) => tokio::time::sleep(CHECK_QUEUE_POLL).await,
+                Err(Refused::TooManyAtOnce) if Instant::now() < deadline => {
+                    tokio::time::sleep(CHECK_QUEUE_POLL).await
+                }
                 Err(refused) => return Err(refused),
             }
         }
@@ -191,12 +201,17 @@ impl Shared {
 
     /// Logs a refused connection or login unless this address already had
     /// a line within the minute (invariant 7).
+    /// Counted by `address_key`, so an IPv6 client cannot get a line per
+    /// address of its /64; a user name is cut to [`refusals::shown_name`].
     fn log_refusal(&self, ip: IpAddr, user: Option<&str>, why: &str) {
-        if lock(&self.refusals).refused(ip, Instant::now()) == Verdict::Quiet {
+        if lock(&self.refusals).refused(address_key(ip), Instant::now()) == Verdict::Quiet {
             return;
         }
         match user {
-            Some(user) => tracing::warn!(user, peer = %ip, "login refused: {why}"),
+            Some(user) => {
+                let user = refusals::shown_name(user);
+                tracing::warn!(user, peer = %ip, "login refused: {why}")
+            }
             None => tracing::warn!(peer = %ip, "connection refused: {why}"),
         }
     }
@@ -233,15 +248,19 @@ impl Shared {
         lock(&self.sessions).give_back(account)
     }
 
-    async fn check_password(&self, password: String, hash: String) -> bool {
+    /// Whether the password matches; `None` when the server could not
+    /// check it (no threads for password checks, a check that panicked):
+    /// that is not the client's failure.
+    async fn check_password(&self, password: String, hash: String) -> Option<bool> {
         let Some(pool) = &self.hashing else {
-            return false;
+            tracing::error!("a password cannot be checked: no threads for password checks");
+            return None;
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         pool.spawn(move || {
             let _ = tx.send(credentials::password_matches(&password, &hash));
         });
-        rx.await.unwrap_or(false)
+        rx.await.ok()
     }
 
     /// Records the login on the account, without holding up the session.
@@ -270,9 +289,10 @@ impl Shared {
         }
     }
 
+    /// Counted by `address_key` (an IPv6 client by its /64).
     fn take_address_slot(&self, ip: IpAddr) -> bool {
         let mut map = lock(&self.per_address);
-        let n = map.entry(ip).or_default();
+        let n = map.entry(address_key(ip)).or_default();
         if *n >= self.config.sftp.max_connections_per_address {
             return false;
         }
@@ -288,6 +308,7 @@ impl Shared {
         if *total >= MAX_UNAUTHENTICATED {
             return Err("too many connections not logged in");
         }
+        let ip = address_key(ip);
         let n = per_address.entry(ip).or_default();
         if *n >= MAX_UNAUTHENTICATED_PER_ADDRESS {
             return Err("too many connections not logged in from this address");
@@ -301,6 +322,7 @@ impl Shared {
     }
 
     fn give_back_address_slot(&self, ip: IpAddr) {
+        let ip = address_key(ip);
         let mut map = lock(&self.per_address);
         if let Some(n) = map.get_mut(&ip) {
             *n = n.saturating_sub(1);
@@ -313,7 +335,9 @@ impl Shared {
 
 /// A password check under way. One whose connection went away before the
 /// answer (its future dropped) ends as a failure: the guess was made, and
-/// a check left under way for ever would lower the limit for good.
+/// a check left under way for ever would lower the limit for good. One
+/// the server could not make ends with [`PasswordCheck::withdraw`]: no
+/// failure.
 pub(crate) struct PasswordCheck {
     shared: Arc<Shared>,
     ip: IpAddr,
@@ -326,6 +350,12 @@ impl PasswordCheck {
     fn finish(mut self, succeeded: bool) -> Locked {
         self.finished = true;
         self.end(succeeded)
+    }
+
+    /// Ends a check the server could not make: it counts as no failure.
+    fn withdraw(mut self) {
+        self.finished = true;
+        self.end(true);
     }
 
     fn end(&self, succeeded: bool) -> Locked {
@@ -411,6 +441,12 @@ fn preferred_algorithms(legacy: bool) -> Preferred {
         Algorithm::Ed25519,
         Algorithm::Ecdsa {
             curve: EcdsaCurve::NistP256,
+        },
+        Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP384,
+        },
+        Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP521,
         },
         Algorithm::Rsa {
             hash: Some(HashAlg::Sha512),
@@ -529,7 +565,12 @@ async fn serve_connection(
     let _ = socket.set_nodelay(true);
     let login_timeout = shared.config.sftp.login_timeout;
     let legacy = shared.config.sftp.legacy_algorithms;
-    let handler = session::Connection::new(shared, canonical_ip(peer.ip()), login_slot);
+    let handler = session::Connection::new(
+        shared,
+        canonical_ip(peer.ip()),
+        login_slot,
+        Instant::now() + login_timeout,
+    );
     let authenticated = handler.authenticated.clone();
     let start = russh::server::run_stream(ssh, socket, handler);
     let running = match tokio::time::timeout(login_timeout, start).await {

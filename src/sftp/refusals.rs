@@ -11,6 +11,12 @@
 //! 2. Memory stays bounded: at most [`MAX_ADDRESSES`] addresses are
 //!    tracked; refusals from others, while the table is full, are only
 //!    counted, in one summary line for all of them.
+//! 3. A name a client sent is logged cut to [`SHOWN_NAME_CHARS`]
+//!    characters ([`shown_name`]): no account or administrator name is
+//!    longer, and a line stays short whatever was sent.
+//!
+//! The sFTP server and the web login each keep one, keyed by
+//! `credentials::address_key` (an IPv6 client by its /64).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -20,6 +26,16 @@ use std::time::{Duration, Instant};
 pub const QUIET_FOR: Duration = Duration::from_secs(60);
 /// Addresses tracked at once.
 const MAX_ADDRESSES: usize = 10_000;
+/// Characters of a client's user name that a log line shows.
+pub const SHOWN_NAME_CHARS: usize = 64;
+
+/// `name` cut to its first [`SHOWN_NAME_CHARS`] characters (invariant 3).
+pub fn shown_name(name: &str) -> &str {
+    match name.char_indices().nth(SHOWN_NAME_CHARS) {
+        Some((end, _)) => &name[..end],
+        None => name,
+    }
+}
 
 #[derive(Debug)]
 struct Entry {
@@ -46,6 +62,8 @@ pub struct Summary {
 pub struct RefusalLog {
     by_address: HashMap<IpAddr, Entry>,
     untracked: u64,
+    /// When [`RefusalLog::due_at_most_once_a_minute`] last summed up.
+    summed_up_at: Option<Instant>,
 }
 
 impl RefusalLog {
@@ -94,6 +112,19 @@ impl RefusalLog {
         summaries.sort_by_key(|s| s.address);
         summaries
     }
+
+    /// [`RefusalLog::due`] when it was not called within [`QUIET_FOR`],
+    /// else nothing: for a caller with no timer of its own, which asks
+    /// at each refusal.
+    pub fn due_at_most_once_a_minute(&mut self, now: Instant) -> Vec<Summary> {
+        match self.summed_up_at {
+            Some(at) if now.duration_since(at) < QUIET_FOR => Vec::new(),
+            _ => {
+                self.summed_up_at = Some(now);
+                self.due(now)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +172,36 @@ mod tests {
             Verdict::Log
         );
         assert_eq!(log.due(t0 + Duration::from_secs(200)), Vec::new());
+    }
+
+    #[test]
+    fn names_are_shown_cut_to_64_characters() {
+        assert_eq!(shown_name("hr-up"), "hr-up");
+        let long = "é".repeat(16 * 1024);
+        assert_eq!(shown_name(&long).chars().count(), SHOWN_NAME_CHARS);
+        assert_eq!(shown_name(&"x".repeat(64)).len(), 64);
+    }
+
+    #[test]
+    fn summaries_asked_for_at_each_refusal_come_once_a_minute() {
+        let t0 = Instant::now();
+        let mut log = RefusalLog::default();
+        assert_eq!(log.refused(ip(1), t0), Verdict::Log);
+        assert_eq!(log.due_at_most_once_a_minute(t0), Vec::new());
+        for s in 1..=30 {
+            let at = t0 + Duration::from_secs(s);
+            assert_eq!(log.refused(ip(1), at), Verdict::Quiet);
+            assert_eq!(log.due_at_most_once_a_minute(at), Vec::new());
+        }
+        let at = t0 + QUIET_FOR;
+        assert_eq!(
+            log.due_at_most_once_a_minute(at),
+            vec![Summary {
+                address: Some(ip(1)),
+                not_logged: 30
+            }]
+        );
+        assert_eq!(log.due_at_most_once_a_minute(at), Vec::new());
     }
 
     #[test]

@@ -7,11 +7,17 @@
 //! RFC 4254 and OpenSSH have it. Clients probe (rclone runs `md5sum` and
 //! `df`) and go on with sftp; phpseclib drops the whole connection when a
 //! refused channel is also closed.
+//!
+//! A connection holds at most [`MAX_CHANNELS`] session channels at once
+//! (a further open is refused; a closed channel gives its place back) and
+//! runs one `sftp` subsystem at a time: its caps (64 open handles) are
+//! the connection's.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
@@ -20,8 +26,28 @@ use super::credentials::{address_allowed, parse_public_key};
 use super::defender::{Locked, Refused};
 use super::files::{self, SftpSession};
 use super::jail::Jail;
+use super::refusals::shown_name;
 use super::{LoginSlot, Shared};
 use crate::store::Account;
+
+/// Session channels open at once on one connection. Clients use one (the
+/// sftp subsystem) and sometimes a probe beside it (rclone's `md5sum`);
+/// phpseclib keeps a refused `exec` channel open.
+pub(crate) const MAX_CHANNELS: usize = 4;
+/// How long a new sftp subsystem waits for the connection's previous one,
+/// which the client closed, to end (its loop ends at once).
+const SFTP_END_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Why there is no account to try: either the client's failure, or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoCandidate {
+    /// No such account, an address it does not allow: a failed login.
+    Refused,
+    /// Refused before anything was checked (the address is locked out),
+    /// or the server could not check (the store cannot be read, the
+    /// account's feed is not configured): not the client's failure.
+    NotCounted,
+}
 
 /// The per-connection handler russh drives.
 pub struct Connection {
@@ -33,7 +59,15 @@ pub struct Connection {
     pub authenticated: Arc<AtomicBool>,
     /// Counts the connection among those not logged in; gone at login.
     login_slot: Option<LoginSlot>,
+    /// A password check waiting for its turn gives up at this time.
+    login_deadline: Instant,
+    /// Session channels open and not running the sftp subsystem.
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// The channel running the sftp subsystem, until the client closes it.
+    sftp_channel: Option<ChannelId>,
+    /// Set while the connection's sftp loop runs (one at a time); the
+    /// loop clears it when it ends, however it ends.
+    sftp_running: Arc<AtomicBool>,
     /// Set at the first refused request: a client that probes with many
     /// commands gets one line in the log, not one per probe.
     refusal_logged: bool,
@@ -55,46 +89,79 @@ fn reject() -> Auth {
 }
 
 impl Connection {
-    pub fn new(shared: Arc<Shared>, ip: IpAddr, login_slot: LoginSlot) -> Connection {
+    /// `login_deadline`: when the login timeout closes the connection.
+    pub fn new(
+        shared: Arc<Shared>,
+        ip: IpAddr,
+        login_slot: LoginSlot,
+        login_deadline: Instant,
+    ) -> Connection {
         Connection {
             shared,
             ip,
             account: None,
             authenticated: Arc::new(AtomicBool::new(false)),
             login_slot: Some(login_slot),
+            login_deadline,
             channels: HashMap::new(),
+            sftp_channel: None,
+            sftp_running: Arc::new(AtomicBool::new(false)),
             refusal_logged: false,
         }
     }
 
     /// The account `user` may log in to from this address, if any. Reasons
-    /// for a refusal go to the log, never to the client.
-    fn candidate(&self, user: &str) -> Option<Account> {
+    /// for a refusal go to the log (rate-limited per address, the name
+    /// cut: clients offer keys for any name they like), never to the
+    /// client.
+    fn candidate(&self, user: &str) -> Result<Account, NoCandidate> {
         if self.shared.is_locked(self.ip) {
             self.shared
                 .log_refusal(self.ip, Some(user), Refused::AddressLocked.reason());
-            return None;
+            return Err(NoCandidate::NotCounted);
         }
         let account = match self.shared.store.account(user) {
             Ok(Some(a)) => a,
             Ok(None) => {
-                tracing::warn!(user, peer = %self.ip, "login refused: no such account");
-                return None;
+                self.shared
+                    .log_refusal(self.ip, Some(user), "no such account");
+                return Err(NoCandidate::Refused);
             }
             Err(e) => {
-                tracing::error!(user, peer = %self.ip, error = %e, "login refused: the store cannot be read");
-                return None;
+                let user = shown_name(user);
+                tracing::error!(user, peer = %self.ip, error = %e, "login refused: the store cannot be read (not counted as a failed login)");
+                return Err(NoCandidate::NotCounted);
             }
         };
         if !address_allowed(&account.allow, self.ip) {
-            tracing::warn!(user, peer = %self.ip, "login refused: the address is not in the account's allow-list");
-            return None;
+            self.shared.log_refusal(
+                self.ip,
+                Some(user),
+                "the address is not in the account's allow-list",
+            );
+            return Err(NoCandidate::Refused);
         }
         if self.shared.config.feed(&account.feed).is_none() {
-            tracing::warn!(user, peer = %self.ip, feed = %account.feed, "login refused: the account's feed is not configured");
-            return None;
+            self.shared.log_refusal(
+                self.ip,
+                Some(user),
+                &format!(
+                    "the account's feed '{}' is not configured (not counted as a failed login)",
+                    crate::import::printable(&account.feed)
+                ),
+            );
+            return Err(NoCandidate::NotCounted);
         }
-        Some(account)
+        Ok(account)
+    }
+
+    /// Counts a login without a candidate as failed when it was the
+    /// client's failure.
+    fn no_candidate(&self, user: &str, why: NoCandidate) -> Auth {
+        if why == NoCandidate::Refused {
+            self.failed(user);
+        }
+        reject()
     }
 
     /// A failed login that never reached a password check.
@@ -108,6 +175,7 @@ impl Connection {
     }
 
     fn log_lockout(&self, user: &str, locked: Locked) {
+        let user = shown_name(user);
         if locked.address {
             tracing::warn!(user, peer = %self.ip, "too many failed logins: the address is locked out");
         }
@@ -161,8 +229,16 @@ impl Connection {
         if self.shared.config.sftp.legacy_algorithms || !super::is_sha1_signature(algorithm) {
             return true;
         }
-        tracing::info!(peer = %self.ip, "refused an ssh-rsa (SHA-1) signature; set [sftp] legacy_algorithms = true for clients that know nothing newer");
+        self.shared.log_refusal(self.ip, None, "refused an ssh-rsa (SHA-1) signature; set [sftp] legacy_algorithms = true for clients that know nothing newer");
         false
+    }
+
+    /// A channel the client ended gives its place back.
+    fn forget_channel(&mut self, channel: ChannelId) {
+        self.channels.remove(&channel);
+        if self.sftp_channel == Some(channel) {
+            self.sftp_channel = None;
+        }
     }
 
     fn has_key(account: &Account, key: &russh::keys::PublicKey) -> bool {
@@ -171,6 +247,16 @@ impl Connection {
             .iter()
             .filter_map(|k| parse_public_key(k).ok())
             .any(|k| k.key_data() == key.key_data())
+    }
+}
+
+/// Clears [`Connection::sftp_running`] when the sftp loop's task ends,
+/// even by a panic.
+struct SftpRunning(Arc<AtomicBool>);
+
+impl Drop for SftpRunning {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
@@ -190,20 +276,25 @@ impl russh::server::Handler for Connection {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        let Some(account) = self.candidate(user) else {
-            self.failed(user);
-            return Ok(reject());
+        let account = match self.candidate(user) {
+            Ok(account) => account,
+            Err(why) => return Ok(self.no_candidate(user, why)),
         };
         let Some(hash) = account.password_hash.clone() else {
-            tracing::warn!(user, peer = %self.ip, "login refused: the account has no password (keys only)");
+            self.shared.log_refusal(
+                self.ip,
+                Some(user),
+                "the account has no password (keys only)",
+            );
             self.failed(user);
             return Ok(reject());
         };
         // Admitted and counted in one step, before the slow check: a burst
-        // of guesses at once cannot pass the limit.
+        // of guesses at once cannot pass the limit. A check that cannot
+        // have its turn before the deadline is refused.
         let check = match self
             .shared
-            .begin_password_check(self.ip, &account.name)
+            .begin_password_check(self.ip, &account.name, self.login_deadline)
             .await
         {
             Ok(check) => check,
@@ -213,10 +304,15 @@ impl russh::server::Handler for Connection {
                 return Ok(reject());
             }
         };
-        let matches = self.shared.check_password(password.to_string(), hash).await;
+        let Some(matches) = self.shared.check_password(password.to_string(), hash).await else {
+            // The server could not check: not the client's failure.
+            check.withdraw();
+            return Ok(reject());
+        };
         let locked = check.finish(matches);
         if !matches {
             crate::metrics::count(&crate::metrics::SFTP_FAILED_LOGINS);
+            let user = shown_name(user);
             tracing::warn!(user, peer = %self.ip, "login refused: wrong password");
             self.log_lockout(user, locked);
             return Ok(reject());
@@ -236,7 +332,7 @@ impl russh::server::Handler for Connection {
         }
         let known = self
             .candidate(user)
-            .is_some_and(|a| Self::has_key(&a, offer.public_key));
+            .is_ok_and(|a| Self::has_key(&a, offer.public_key));
         Ok(if known { Auth::Accept } else { reject() })
     }
 
@@ -249,14 +345,16 @@ impl russh::server::Handler for Connection {
             return Ok(reject());
         }
         match self.candidate(user) {
-            Some(account) if Self::has_key(&account, key.public_key) => {
+            Ok(account) if Self::has_key(&account, key.public_key) => {
                 Ok(self.succeed(account, "publickey"))
             }
-            _ => {
-                tracing::warn!(user, peer = %self.ip, "login refused: the key is not the account's");
+            Ok(_) => {
+                self.shared
+                    .log_refusal(self.ip, Some(user), "the key is not the account's");
                 self.failed(user);
                 Ok(reject())
             }
+            Err(why) => Ok(self.no_candidate(user, why)),
         }
     }
 
@@ -278,6 +376,12 @@ impl russh::server::Handler for Connection {
         if self.account.is_none() {
             return Ok(());
         }
+        let open = self.channels.len() + usize::from(self.sftp_running.load(Ordering::SeqCst));
+        if open >= MAX_CHANNELS {
+            // Dropping the reply refuses the channel; the others go on.
+            self.note_refusal(&format!("a channel beyond {MAX_CHANNELS} open at once"));
+            return Ok(());
+        }
         self.channels.insert(channel.id(), channel);
         reply.accept().await;
         Ok(())
@@ -290,12 +394,25 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let (Some(account), true) = (&self.account, name == "sftp") else {
+            let name = shown_name(name);
             return self.refuse(channel_id, &format!("subsystem {name}"), session);
         };
+        if self.sftp_channel.is_some() && self.sftp_running.load(Ordering::SeqCst) {
+            return self.refuse(channel_id, "a second sftp subsystem at once", session);
+        }
+        // The client closed the previous one: its loop is ending.
+        let until = Instant::now() + SFTP_END_WAIT;
+        while self.sftp_running.load(Ordering::SeqCst) && Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if self.sftp_running.load(Ordering::SeqCst) {
+            return self.refuse(channel_id, "a second sftp subsystem at once", session);
+        }
         let Some(channel) = self.channels.remove(&channel_id) else {
             session.channel_failure(channel_id)?;
             return Ok(());
         };
+        self.sftp_channel = Some(channel_id);
         session.channel_success(channel_id)?;
         let jail = Jail::new(self.shared.config.feed_dir(&account.feed));
         let sftp = SftpSession::new(
@@ -307,8 +424,13 @@ impl russh::server::Handler for Connection {
         )
         .count_handles_for(&account.name, self.shared.open_handles.clone());
         let span = tracing::Span::current();
+        self.sftp_running.store(true, Ordering::SeqCst);
+        let running = SftpRunning(self.sftp_running.clone());
         tokio::spawn(tracing::Instrument::instrument(
-            files::serve(channel.into_stream(), sftp),
+            async move {
+                files::serve(channel.into_stream(), sftp).await;
+                drop(running);
+            },
             span,
         ));
         Ok(())
@@ -329,7 +451,7 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let command = String::from_utf8_lossy(data);
-        let first_word = command.split_whitespace().next().unwrap_or_default();
+        let first_word = shown_name(command.split_whitespace().next().unwrap_or_default());
         self.refuse(channel, &format!("exec {first_word}"), session)
     }
 
@@ -409,7 +531,17 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.forget_channel(channel);
         session.close(channel)?;
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.forget_channel(channel);
         Ok(())
     }
 }

@@ -70,15 +70,9 @@ pub(super) fn max_connections() -> usize {
 }
 
 /// What a connection counts against: its address, or for IPv6 its /64
-/// (one host usually has a whole /64 to pick addresses from).
+/// (shared with the sFTP side: `sftp::credentials::address_key`).
 pub(super) fn address_key(ip: IpAddr) -> IpAddr {
-    match crate::sftp::credentials::canonical_ip(ip) {
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(bits.into())
-        }
-        v4 => v4,
-    }
+    crate::sftp::credentials::address_key(ip)
 }
 
 /// Why a connection was refused.

@@ -17,7 +17,11 @@
 //!   many addresses, while one address cannot lock an administrator out
 //!   alone.
 //! - Memory is bounded: at most [`MAX_TRACKED`] addresses and as many
-//!   names are kept; idle entries go first, then the longest quiet one.
+//!   names are kept. When a table is full, idle entries (nothing failed
+//!   within the window, nothing under way, not locked) are dropped; if
+//!   none is idle, a new address or name is refused as if locked out
+//!   (fail closed) until one is: evicting a live record would let an
+//!   attacker with many addresses reset a name's failure count.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -34,9 +38,6 @@ pub(super) const LOGIN_WINDOW: Duration = Duration::from_secs(600);
 pub(super) const LOGIN_LOCKOUT: Duration = Duration::from_secs(900);
 /// Addresses (and names) tracked at once: a few hundred KiB.
 const MAX_TRACKED: usize = 10_000;
-/// Administrator names are at most 64 characters; a longer name cannot
-/// exist, and its key need not be longer.
-const NAME_KEY_CHARS: usize = 64;
 
 #[derive(Default)]
 struct Record {
@@ -60,10 +61,6 @@ impl Record {
 
     fn is_idle(&self) -> bool {
         self.in_flight == 0 && self.failures.is_empty() && self.locked_until.is_none()
-    }
-
-    fn last_seen(&self) -> Option<Instant> {
-        self.failures.last().copied().or(self.locked_until)
     }
 }
 
@@ -89,10 +86,13 @@ impl<K: Hash + Eq + Clone> Tracked<K> {
         })
     }
 
-    fn reserve(&mut self, key: &K, now: Instant) {
-        if !self.records.contains_key(key) {
-            self.make_room(now);
-        }
+    /// Whether `key` has a record or room for one (invariant: memory
+    /// bounded, failing closed).
+    fn has_room_for(&mut self, key: &K, now: Instant) -> bool {
+        self.records.contains_key(key) || self.make_room(now)
+    }
+
+    fn reserve(&mut self, key: &K) {
         self.records.entry(key.clone()).or_default().in_flight += 1;
     }
 
@@ -115,26 +115,17 @@ impl<K: Hash + Eq + Clone> Tracked<K> {
         false
     }
 
-    fn make_room(&mut self, now: Instant) {
+    /// Room for one more record: idle ones are dropped; live ones never
+    /// (`false` when all are live).
+    fn make_room(&mut self, now: Instant) -> bool {
         if self.records.len() < MAX_TRACKED {
-            return;
+            return true;
         }
         self.records.retain(|_, r| {
             r.forget_old(now);
             !r.is_idle()
         });
-        if self.records.len() < MAX_TRACKED {
-            return;
-        }
-        let quietest = self
-            .records
-            .iter()
-            .filter(|(_, r)| r.in_flight == 0)
-            .min_by_key(|(_, r)| r.last_seen())
-            .map(|(k, _)| k.clone());
-        if let Some(k) = quietest {
-            self.records.remove(&k);
-        }
+        self.records.len() < MAX_TRACKED
     }
 }
 
@@ -157,8 +148,10 @@ pub(super) struct Attempt {
     settled: bool,
 }
 
+/// Administrator names are at most 64 characters: a longer name cannot
+/// exist, and its key need not be longer.
 fn name_key(name: &str) -> String {
-    name.chars().take(NAME_KEY_CHARS).collect()
+    crate::sftp::refusals::shown_name(name).to_string()
 }
 
 impl Lockout {
@@ -173,7 +166,7 @@ impl Lockout {
 
     /// An attempt to log in as `name` from `ip`, or `None` while either is
     /// locked out or has as many attempts failed and in flight as its
-    /// limit.
+    /// limit, or is new while its table is full of live records.
     pub(super) fn try_attempt(self: &Arc<Self>, ip: IpAddr, name: &str) -> Option<Attempt> {
         let address = super::limits::address_key(ip);
         let name = name_key(name);
@@ -182,8 +175,12 @@ impl Lockout {
         if books.addresses.refuses(&address, now) || books.names.refuses(&name, now) {
             return None;
         }
-        books.addresses.reserve(&address, now);
-        books.names.reserve(&name, now);
+        if !books.addresses.has_room_for(&address, now) || !books.names.has_room_for(&name, now) {
+            tracing::warn!("the web login's lockout table is full of recent failures: logins from new addresses or for new names are refused for a while");
+            return None;
+        }
+        books.addresses.reserve(&address);
+        books.names.reserve(&name);
         Some(Attempt {
             lockout: self.clone(),
             address,
@@ -300,18 +297,50 @@ mod tests {
         assert!(lockout.try_attempt(ip("10.9.9.9"), "other").is_some());
     }
 
+    fn v4(i: u32) -> IpAddr {
+        IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i))
+    }
+
     #[test]
-    fn the_books_stay_bounded() {
+    fn the_books_stay_bounded_and_fail_closed_when_full_of_live_records() {
         let lockout = Lockout::new();
+        let mut refused = 0;
         for i in 0..(MAX_TRACKED + 50) as u32 {
-            let from = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            lockout
-                .try_attempt(from, &format!("name{i}"))
-                .unwrap()
-                .failed();
+            match lockout.try_attempt(v4(i), &format!("name{i}")) {
+                Some(attempt) => attempt.failed(),
+                None => refused += 1,
+            }
         }
-        let books = super::super::lock(&lockout.books);
-        assert!(books.addresses.records.len() <= MAX_TRACKED);
-        assert!(books.names.records.len() <= MAX_TRACKED);
+        assert_eq!(refused, 50, "new keys are refused while all are live");
+        {
+            let books = super::super::lock(&lockout.books);
+            assert!(books.addresses.records.len() <= MAX_TRACKED);
+            assert!(books.names.records.len() <= MAX_TRACKED);
+        }
+        // Keys already tracked still get their attempts.
+        assert!(lockout.try_attempt(v4(1), "name1").is_some());
+    }
+
+    #[test]
+    fn many_addresses_cannot_reset_a_names_failures_by_filling_the_books() {
+        let lockout = Lockout::new();
+        let boss_from = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + i));
+        for i in 0..ACCOUNT_FAILURES as u32 - 1 {
+            lockout.try_attempt(boss_from(i), "boss").unwrap().failed();
+        }
+        // Fill the names' table with live records from other addresses.
+        for i in 0..MAX_TRACKED as u32 {
+            if let Some(attempt) = lockout.try_attempt(v4(i), &format!("filler{i}")) {
+                attempt.failed();
+            }
+        }
+        lockout
+            .try_attempt(boss_from(0), "boss")
+            .expect("the address and the name are still tracked")
+            .failed();
+        assert!(
+            lockout.try_attempt(boss_from(1), "boss").is_none(),
+            "the name's failures were kept: it is locked out"
+        );
     }
 }

@@ -30,7 +30,7 @@
 //!    `import::printable` (control characters escaped).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,7 @@ use axum::Router;
 use minijinja::{context, Environment};
 use serde::Deserialize;
 
+use crate::sftp::refusals::{shown_name, RefusalLog, Verdict};
 use crate::worker::engine::Engine;
 
 // Public, with the forms and queries below and `whole_number`, for the
@@ -121,6 +122,9 @@ pub struct WebState {
     templates: Environment<'static>,
     sessions: Mutex<HashMap<String, Session>>,
     lockout: Arc<lockout::Lockout>,
+    /// Refused logins, logged at most once a minute per address (an IPv6
+    /// /64), the rest summed up: a locked-out address cannot flood the log.
+    refusals: Mutex<RefusalLog>,
     /// Who held runs would remove, by (run, feed generation): the list is
     /// a whole diff of the held file, worked out once per state of the
     /// store, not on every view or page.
@@ -181,9 +185,40 @@ impl WebState {
             templates,
             sessions: Mutex::new(HashMap::new()),
             lockout: lockout::Lockout::new(),
+            refusals: Mutex::new(RefusalLog::default()),
             removals: Mutex::new(HashMap::new()),
             secure,
         })
+    }
+
+    /// Logs a refused login unless its address (`limits::address_key`)
+    /// had a line within the minute; the name cut to 64 characters (no
+    /// administrator's is longer). Refusals not logged are summed up once
+    /// a minute, at the next refusal.
+    fn log_login_refusal(&self, ip: IpAddr, name: &str, why: &str) {
+        let now = Instant::now();
+        let (verdict, due) = {
+            let mut log = lock(&self.refusals);
+            let verdict = log.refused(limits::address_key(ip), now);
+            (verdict, log.due_at_most_once_a_minute(now))
+        };
+        for summary in due {
+            match summary.address {
+                Some(address) => tracing::warn!(
+                    %address,
+                    "{} more refused web logins from this address (not logged one by one)",
+                    summary.not_logged
+                ),
+                None => tracing::warn!(
+                    "{} more refused web logins from other addresses (not logged one by one)",
+                    summary.not_logged
+                ),
+            }
+        }
+        if verdict == Verdict::Log {
+            let user = crate::import::printable(shown_name(name));
+            tracing::warn!(%user, %ip, "web login refused: {why} (further refusals from this address within a minute are summed up)");
+        }
     }
 
     /// A cookie's name as sent: `__Host-` prefixed over TLS.
@@ -483,10 +518,9 @@ async fn login(
         )
             .into_response();
     }
-    let user = crate::import::printable(&form.name).into_owned();
     // Reserved before the password is checked (invariant 6).
     let Some(attempt) = state.lockout.try_attempt(ip, &form.name) else {
-        tracing::warn!(%user, %ip, "web login refused: locked out");
+        state.log_login_refusal(ip, &form.name, "locked out");
         return login_form(
             &state,
             Some("Too many failed logins from this address or for this name; try again later."),
@@ -518,7 +552,7 @@ async fn login(
             .unwrap_or(false);
     let Some(fingerprint) = fingerprint.filter(|_| matches) else {
         attempt.failed();
-        tracing::warn!(%user, %ip, "web login refused");
+        state.log_login_refusal(ip, &form.name, "wrong name or password");
         return login_form(
             &state,
             Some("Wrong name or password."),
@@ -538,6 +572,7 @@ async fn login(
             last_used: now,
         },
     );
+    let user = crate::import::printable(&form.name);
     tracing::info!(%user, %ip, "web login");
     let mut response = Redirect::to("/").into_response();
     *response.status_mut() = StatusCode::SEE_OTHER;

@@ -272,6 +272,19 @@ impl Server {
             .clone()
     }
 
+    /// The log once it holds `text` (its reader thread may lag behind the
+    /// server), or as it is after 5 s.
+    pub fn stderr_once_it_has(&self, text: &str) -> String {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let log = self.stderr();
+            if log.contains(text) || std::time::Instant::now() >= until {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// The fingerprint printed for `algorithm`.
     pub fn fingerprint(&self, algorithm: &str) -> String {
         self.host_keys

@@ -855,6 +855,60 @@ fn exec_shell_subsystems_and_port_forwarding_are_refused() {
     assert_eq!(s.env.runs_list().len(), 0);
 }
 
+#[test]
+fn a_connection_holds_a_few_channels_and_one_sftp_subsystem_at_a_time() {
+    let mut s = Setup::standard();
+    let init_realpath = "000000050100000003 0000000a1000000009000000012e".replace(' ', "");
+    let results = s.key_client().run(vec![
+        json!({"op": "connect"}),
+        // Channels opened and closed give their places back.
+        json!({"op": "churn_channels", "count": 200}),
+        // 2: beside the sftp channel, three more at once, no more.
+        json!({"op": "open_channels", "count": 10}),
+        json!({"op": "close_channels"}),
+        // 4: a second sftp subsystem while the first runs is refused ...
+        json!({"op": "raw_sftp", "data_hex": init_realpath}),
+        // ... and the first still serves.
+        json!({"op": "listdir", "path": "/"}),
+        json!({"op": "close"}),
+        // 7: one sftp subsystem after another on one connection.
+        json!({"op": "connect", "conn": "d", "sftp": false}),
+        json!({"op": "raw_sftp", "conn": "d", "data_hex": init_realpath}),
+        json!({"op": "raw_sftp", "conn": "d", "data_hex": init_realpath}),
+        json!({"op": "close", "conn": "d"}),
+    ]);
+    ok(&results[0], "login");
+    assert_eq!(ok(&results[1], "200 channels opened and closed"), 200);
+    assert_eq!(
+        ok(&results[2], "channels held open at once"),
+        3,
+        "the sftp channel and three more: {:#}",
+        results[2]
+    );
+    refused(&results[4], "a second sftp subsystem at once");
+    assert_eq!(
+        name_set(&ok(&results[5], "sftp after the refusals")),
+        ["archive", "errors", "upload"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    for i in [8, 9] {
+        assert!(
+            ok(&results[i], "an sftp subsystem after the last one closed").as_u64() > Some(20),
+            "no VERSION and NAME came back: {:#}",
+            results[i]
+        );
+    }
+    s.server.assert_running();
+    assert_eq!(
+        log_lines_with(&s.server, &["refused: this server offers sftp only"]),
+        1,
+        "one line for the connection's refusals:\n{}",
+        s.server.stderr()
+    );
+}
+
 /// A valid `hr` file of exactly `size` bytes and the number of people in
 /// it (the last row's last name padded, within its 255-character limit).
 fn hr_file_of_size(size: usize) -> (String, u64) {
@@ -1115,7 +1169,8 @@ fn malformed_ssh_and_sftp_packets_do_not_stop_the_server() {
         json!({"op": "garbage_tcp", "data_hex": banner, "random": 65536}),
         json!({"op": "garbage_tcp", "data_hex": format!("{banner}fffffff0"), "random": 64}),
         // 3: SFTP level, each on a new channel of one logged-in connection
-        json!({"op": "connect"}),
+        // (one sftp subsystem at a time: the connection starts none)
+        json!({"op": "connect", "sftp": false}),
         json!({"op": "raw_sftp", "data_hex": "ffffffff01", "random": 100}),
         json!({"op": "raw_sftp", "data_hex": format!("{init}00000005c800000001")}),
         json!({"op": "raw_sftp", "data_hex": format!("{init}000000200300000002")}),
@@ -1689,4 +1744,126 @@ fn a_burst_of_real_logins_is_queued_not_refused_by_the_lockout_count() {
             "one of 8 logins at once with the right password",
         );
     }
+}
+
+#[test]
+fn ecdsa_p384_and_p521_keys_log_in_and_are_named_in_server_sig_algs() {
+    let s = Setup::standard();
+    for bits in ["384", "521"] {
+        let name = format!("p{bits}");
+        let key = keygen_with(&s.env, &name, &["-t", "ecdsa", "-b", bits]);
+        let out = add_account(&s.env, &name, "hr", None, &[&pub_of(&key)], &[]);
+        assert_eq!(out.code, 0, "{out:#?}");
+        let batch = s.env.root.join(format!("batch-{name}.txt"));
+        fs::write(&batch, "ls /\n").expect("batch");
+        let mut cmd = tool(&s.env, "sftp");
+        // The first value of an option wins: DEBUG1 over ssh_options' ERROR.
+        cmd.args(["-o", "LogLevel=DEBUG1"])
+            .args(ssh_options(s.server.port))
+            .args(["-o", "BatchMode=yes", "-i"])
+            .arg(&key)
+            .arg("-b")
+            .arg(&batch)
+            .arg(format!("{name}@{HOST}"));
+        let out = run_tool(cmd, "sftp with an ECDSA key", None, TOOL_TIMEOUT);
+        assert_eq!(out.code, 0, "an ecdsa-sha2-nistp{bits} key: {out:#?}");
+        let sig_algs = out
+            .stderr
+            .lines()
+            .find(|l| l.contains("server-sig-algs="))
+            .unwrap_or_else(|| panic!("no server-sig-algs in {out:#?}"));
+        for algorithm in ["ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"] {
+            assert!(sig_algs.contains(algorithm), "{sig_algs}");
+        }
+        assert!(
+            !sig_algs.contains("ssh-rsa,") && !sig_algs.ends_with("ssh-rsa>"),
+            "{sig_algs}"
+        );
+    }
+}
+
+/// OpenSSH `sftp` from `bind` trying `prompts` passwords on one
+/// connection, each `password` (typed by an askpass script).
+fn openssh_password_prompts(s: &Setup, bind: &str, password: &str, prompts: u32) -> Out {
+    let askpass = s.env.root.join(format!("askpass-{}.sh", unique()));
+    fs::write(&askpass, format!("#!/bin/sh\necho '{password}'\n")).expect("askpass");
+    fs::set_permissions(
+        &askpass,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod askpass");
+    let batch = s.env.root.join(format!("batch-prompts-{}.txt", unique()));
+    fs::write(&batch, "ls /\n").expect("batch");
+    let mut cmd = tool(&s.env, "sftp");
+    cmd.args(ssh_options(s.server.port))
+        .args(["-o", "BatchMode=no", "-o", "PubkeyAuthentication=no"])
+        .args(["-o", "PreferredAuthentications=password"])
+        .arg("-o")
+        .arg(format!("NumberOfPasswordPrompts={prompts}"))
+        .arg("-o")
+        .arg(format!("BindAddress={bind}"))
+        .arg("-b")
+        .arg(&batch)
+        .arg(format!("{USER}@{HOST}"))
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .stdin(std::process::Stdio::null());
+    run_tool(cmd, "sftp with askpass", None, TOOL_TIMEOUT)
+}
+
+#[test]
+fn after_a_lockout_ends_the_right_password_logs_in_at_once() {
+    let s = Setup::new(&[], &["lockout_failures = 2", "lockout_duration = \"8s\""]);
+    // Guesses on one connection (russh takes five): the second locks the
+    // address and the account; the ones after it are refused unchecked
+    // and must not count.
+    let out = openssh_password_prompts(&s, "127.0.0.5", "wrong", 6);
+    assert_ne!(out.code, 0, "{out:#?}");
+    thread::sleep(Duration::from_secs(7));
+    let started = std::time::Instant::now();
+    let out = openssh_password_prompts(&s, "127.0.0.5", PASSWORD, 1);
+    assert_eq!(
+        out.code,
+        0,
+        "the right password once the lockout is over: {out:#?}\n{}",
+        s.server.stderr()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the login waited {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn logins_the_server_cannot_check_do_not_lock_the_address() {
+    let sftp = ["lockout_failures = 2"];
+    let env = sftp_env_with(&[Feed::hr("hr"), Feed::hr("payroll")], &[], &sftp);
+    add_account(&env, "pay-up", "payroll", Some("pay-Pass-1"), &[], &[]);
+    add_account(&env, USER, "hr", Some(PASSWORD), &[], &[]);
+    // The payroll feed is taken out of the configuration: its account's
+    // logins cannot be served, which is the server's fault, not theirs.
+    env.write_config(&sftp_config_text(
+        &env.data_dir,
+        &[Feed::hr("hr")],
+        &[],
+        &sftp,
+    ));
+    let server = Server::start(&env);
+    for i in 1..=4 {
+        refused(
+            &Client::password(server.port, "pay-up", "pay-Pass-1").try_login(),
+            &format!("login {i} to the account whose feed is gone"),
+        );
+    }
+    ok(
+        &Client::password(server.port, USER, PASSWORD).try_login(),
+        "another account from the same address",
+    );
+    let log = server.stderr();
+    assert!(
+        log.contains("is not configured (not counted as a failed login)"),
+        "{log}"
+    );
 }

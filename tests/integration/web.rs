@@ -1149,9 +1149,39 @@ fn a_burst_of_wrong_logins_gets_at_most_the_lockout_limit_of_password_checks() {
         post_login(to, "127.0.0.8", &form, "evil%0Aname%1B", "x").0,
         401
     );
-    let log = web.server.stderr();
+    let log = web.server.stderr_once_it_has("evil\\u{A}name\\u{1B}");
     assert!(log.contains("evil\\u{A}name\\u{1B}"), "{log}");
     assert!(!log.contains("evil\nname"), "{log}");
+    drop(web.server);
+}
+
+#[test]
+fn a_locked_out_address_cannot_flood_the_log() {
+    let web = Web::start();
+    let to = address_of(&web);
+    let from = "127.0.0.9";
+    let long_name = "x".repeat(5000);
+    let form = login_form_from(to, from);
+    let statuses: Vec<u16> = (0..40)
+        .map(|_| post_login(to, from, &form, &long_name, "wrong").0)
+        .collect();
+    assert_eq!(statuses.iter().filter(|&&s| s == 401).count(), 5);
+    assert_eq!(statuses.iter().filter(|&&s| s == 429).count(), 35);
+    let log = web.server.stderr_once_it_has("web login refused");
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("web login refused") && l.contains(from))
+        .collect();
+    assert_eq!(
+        refusals.len(),
+        1,
+        "one line a minute per address, the rest summed up:\n{log}"
+    );
+    assert!(refusals[0].contains(&"x".repeat(64)), "{log}");
+    assert!(
+        !log.contains(&"x".repeat(65)),
+        "a name is logged cut to 64 characters:\n{log}"
+    );
     drop(web.server);
 }
 

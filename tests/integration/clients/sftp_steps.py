@@ -16,7 +16,8 @@ that needs a connection uses the one named by its "conn" (default "c");
 "close" / "abort" end it.
 
 Operations (parameters besides "op" and "conn"):
-  connect      user, password, key, bind (override "defaults"); value: the
+  connect      user, password, key, bind (override "defaults"), sftp
+               (default true; false: log in only, start no subsystem); value: the
                server's host key {"algorithm", "fingerprint"}; on failure
                "stage" says where: tcp, ssh, auth or sftp
   close        clean close of the connection
@@ -65,6 +66,11 @@ Operations (parameters besides "op" and "conn"):
   open_mode    path, mode (paramiko's: "r+", "a", "w", ...), data: opens
                with that mode, reads what is there (unless the mode is
                "w" or "a"), writes data, closes; value: what was read
+  open_channels count: opens that many session channels and leaves them
+               open; value: how many opened before the first refusal
+  close_channels closes the channels open_channels left open
+  churn_channels count: opens and closes a session channel that many
+               times; value: how many opened
   mark         local: writes that local file (tells the test a step is done)
   sleep        seconds
 """
@@ -128,6 +134,7 @@ class Conn:
         self.transport = transport
         self.sftp = sftp
         self.handles = {}
+        self.channels = []
 
 
 def connect(host, port, params):
@@ -156,6 +163,11 @@ def connect(host, port, params):
         if not transport.is_authenticated():
             raise RuntimeError("not authenticated")
         stage = "sftp"
+        if params.get("sftp", True) is False:
+            return Conn(sock, transport, None), {
+                "algorithm": host_key.get_name(),
+                "fingerprint": fingerprint(host_key),
+            }
         sftp = paramiko.SFTPClient.from_transport(transport)
         sftp.get_channel().settimeout(TIMEOUT)
         return Conn(sock, transport, sftp), {
@@ -209,7 +221,7 @@ def run_step(host, port, defaults, conns, step):
     name = step.get("conn", "c")
     if op == "connect":
         params = dict(defaults)
-        for k in ("user", "password", "key", "bind"):
+        for k in ("user", "password", "key", "bind", "sftp"):
             if k in step:
                 params[k] = step[k]
         conn, host_key = connect(host, port, params)
@@ -415,6 +427,27 @@ def run_step(host, port, defaults, conns, step):
             pass
         chan.close()
         return got
+    if op == "open_channels":
+        opened = 0
+        for _ in range(step["count"]):
+            try:
+                conn.channels.append(conn.transport.open_session(timeout=TIMEOUT))
+            except paramiko.ChannelException:
+                break
+            opened += 1
+        return opened
+    if op == "close_channels":
+        for chan in conn.channels:
+            chan.close()
+        conn.channels = []
+        return None
+    if op == "churn_channels":
+        opened = 0
+        for _ in range(step["count"]):
+            chan = conn.transport.open_session(timeout=TIMEOUT)
+            opened += 1
+            chan.close()
+        return opened
     if op == "direct_tcpip":
         chan = conn.transport.open_channel(
             "direct-tcpip", (step["host"], step["port"]), ("127.0.0.1", 40000),
