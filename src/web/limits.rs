@@ -56,16 +56,12 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// lower: the web page must never take the file descriptors the sFTP
 /// server and the store need.
 pub(super) fn max_connections() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own; nothing else.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    if !ok || limit.rlim_cur == libc::RLIM_INFINITY {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    // `None` is "unlimited".
+    let Some(soft) = limit.current else {
         return MAX_CONNECTIONS;
-    }
-    let half = usize::try_from(limit.rlim_cur / 2).unwrap_or(MAX_CONNECTIONS);
+    };
+    let half = usize::try_from(soft / 2).unwrap_or(MAX_CONNECTIONS);
     MAX_CONNECTIONS.min(half).max(MAX_CONNECTIONS_PER_ADDRESS)
 }
 
