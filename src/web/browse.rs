@@ -1,0 +1,212 @@
+//! Browsing what a feed holds: groups and their members, the recipients
+//! search, one recipient, and the sFTP accounts.
+
+use super::*;
+
+#[doc(hidden)]
+#[derive(Deserialize)]
+pub struct GroupQuery {
+    pub feed: String,
+    pub group: Option<String>,
+    pub page: Option<String>,
+}
+
+/// The feed's groups; with `group`, also a page of that group's members.
+pub(super) async fn groups_page(
+    State(state): State<Arc<WebState>>,
+    axum::extract::Query(q): axum::extract::Query<GroupQuery>,
+    LoggedIn { admin, csrf }: LoggedIn,
+) -> Response {
+    let Some(feed) = state.engine.config.feed(&q.feed) else {
+        return message(
+            StatusCode::NOT_FOUND,
+            format!("there is no feed '{}'", q.feed),
+        );
+    };
+    let groups = match state.engine.store.groups(&q.feed) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %e, "the groups cannot be read");
+            return message(StatusCode::SERVICE_UNAVAILABLE, "the store cannot be read");
+        }
+    };
+    let mut members = None;
+    if let Some(group) = &q.group {
+        if !groups.iter().any(|(g, _)| g == group) {
+            return message(
+                StatusCode::NOT_FOUND,
+                format!("there is no group '{group}' in feed '{}'", q.feed),
+            );
+        }
+        let page = match whole_number("page", q.page.as_deref(), 1) {
+            Ok(p) => p,
+            Err(r) => return refused(r),
+        };
+        let lookup = match recipients::Lookup::group_members(
+            &state.engine.config,
+            &q.feed,
+            group,
+            page,
+            recipients::DEFAULT_PER_PAGE,
+        ) {
+            Ok(l) => l,
+            Err(r) => return refused(r),
+        };
+        let (lookup, found) = match lookup.run(&state.engine).await {
+            Ok(found) => found,
+            Err(r) => return refused(r),
+        };
+        let count = groups
+            .iter()
+            .find(|(g, _)| g == group)
+            .map_or(0, |(_, n)| *n);
+        members = Some(context! {
+            rows => table_rows(feed, &found),
+            total => count,
+            page => lookup.page,
+            pages => lookup.last_page(&found),
+        });
+    }
+    state.render(
+        "groups.html",
+        context! {
+            admin => admin, csrf => csrf, feed => q.feed, groups => groups, group => q.group,
+            members => members,
+            columns => table_columns(feed).iter().map(|&i| feed.fields[i].name.clone()).collect::<Vec<_>>(),
+            index => state.engine.search.status(&feed.name, &state.engine.store),
+        },
+    )
+}
+
+/// Columns of the recipients tables: the ID, the searched fields, the group
+/// fields; eight at most (the record page shows them all).
+pub(super) fn table_columns(feed: &crate::config::Feed) -> Vec<usize> {
+    let mut columns = vec![feed.id_field];
+    let searched = feed.fields.iter().enumerate().filter(|(_, f)| f.search);
+    for i in searched
+        .map(|(i, _)| i)
+        .chain(feed.group_fields.iter().copied())
+    {
+        if !columns.contains(&i) && columns.len() < 8 {
+            columns.push(i);
+        }
+    }
+    columns
+}
+
+pub(super) fn table_rows(
+    feed: &crate::config::Feed,
+    found: &crate::store::SearchPage,
+) -> Vec<Vec<String>> {
+    let columns = table_columns(feed);
+    found
+        .recipients
+        .iter()
+        .map(|(_, r)| {
+            columns
+                .iter()
+                .map(|&i| r.values.get(i).cloned().unwrap_or_default())
+                .collect()
+        })
+        .collect()
+}
+
+/// Search and filter the recipients of a feed.
+pub(super) async fn recipients_page(
+    State(state): State<Arc<WebState>>,
+    axum::extract::Query(params): axum::extract::Query<HashMap<String, String>>,
+    LoggedIn { admin, csrf }: LoggedIn,
+) -> Response {
+    let config = &state.engine.config;
+    let lookup = match recipients::Lookup::from_params(config, &params) {
+        Ok(l) => l,
+        Err(r) => return refused(r),
+    };
+    let Some(feed) = config.feed(&lookup.feed) else {
+        return message(StatusCode::NOT_FOUND, "there is no such feed");
+    };
+    let (lookup, found) = match lookup.run(&state.engine).await {
+        Ok(found) => found,
+        Err(r) => return refused(r),
+    };
+    let columns: Vec<String> = table_columns(feed)
+        .iter()
+        .map(|&i| feed.fields[i].name.clone())
+        .collect();
+    let feeds: Vec<String> = config.feeds.iter().map(|f| f.name.clone()).collect();
+    state.render(
+        "recipients.html",
+        context! {
+            admin => admin, csrf => csrf, feed => lookup.feed, feeds => feeds,
+            q => lookup.q, field => lookup.field, value => lookup.value,
+            filterable => recipients::filterable_fields(feed),
+            columns => columns, rows => table_rows(feed, &found),
+            total => found.total, more => found.capped,
+            page => lookup.page, pages => lookup.last_page(&found),
+            index => state.engine.search.status(&feed.name, &state.engine.store),
+        },
+    )
+}
+
+#[doc(hidden)]
+#[derive(Deserialize)]
+pub struct RecipientQuery {
+    pub feed: Option<String>,
+    pub id: String,
+}
+
+/// One recipient: every field and its groups.
+pub(super) async fn recipient_page(
+    State(state): State<Arc<WebState>>,
+    axum::extract::Query(q): axum::extract::Query<RecipientQuery>,
+    LoggedIn { admin, csrf }: LoggedIn,
+) -> Response {
+    let feed = match recipients::feed_of(&state.engine.config, q.feed.as_deref()) {
+        Ok(f) => f,
+        Err(r) => return refused(r),
+    };
+    match state.engine.store.recipient(&feed.name, &q.id) {
+        Ok(Some(record)) => {
+            let fields: Vec<(String, String)> = feed
+                .fields
+                .iter()
+                .zip(record.values)
+                .map(|(f, v)| (f.name.clone(), v))
+                .collect();
+            state.render(
+                "recipient.html",
+                context! { admin => admin, csrf => csrf, feed => feed.name, id => q.id, fields => fields, groups => record.groups },
+            )
+        }
+        Ok(None) => message(
+            StatusCode::NOT_FOUND,
+            format!("feed '{}' has no recipient '{}'", feed.name, q.id),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "a recipient cannot be read");
+            message(StatusCode::SERVICE_UNAVAILABLE, "the store cannot be read")
+        }
+    }
+}
+
+pub(super) async fn accounts_page(
+    State(state): State<Arc<WebState>>,
+    LoggedIn { admin, csrf }: LoggedIn,
+) -> Response {
+    match state.engine.store.accounts() {
+        Ok(all) => {
+            let accounts: Vec<serde_json::Value> = all
+                .iter()
+                .map(crate::sftp::credentials::account_summary)
+                .collect();
+            state.render(
+                "accounts.html",
+                context! { admin => admin, csrf => csrf, accounts => accounts },
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the accounts cannot be read");
+            message(StatusCode::SERVICE_UNAVAILABLE, "the store cannot be read")
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! Runs: the history, one run's page, a held run's removal list (worked
+//! out once per store state), confirm and reject, and the downloads (the
+//! error report, the removals CSV).
+
+use super::*;
+
+/// A run as the templates use it: its record, its times in the configured
+/// time zone, and whether its counts are what it *would* have done (held,
+/// rejected, superseded: nothing of it was applied).
+pub(super) fn run_value(
+    config: &crate::config::Config,
+    run: &crate::store::Run,
+) -> serde_json::Value {
+    use crate::store::RunState;
+    let mut value = serde_json::to_value(run).unwrap_or_default();
+    if let serde_json::Value::Object(map) = &mut value {
+        let local = |t: &str| crate::worker::status::local_time(config, t);
+        map.insert("started_local".into(), local(&run.started_at).into());
+        for (key, at) in [
+            ("confirmed_local", &run.confirmed_at),
+            ("rejected_local", &run.rejected_at),
+        ] {
+            if let Some(at) = at {
+                map.insert(key.into(), local(at).into());
+            }
+        }
+        let would = matches!(
+            run.state,
+            RunState::Held | RunState::Rejected | RunState::Superseded
+        );
+        map.insert("would".into(), would.into());
+    }
+    value
+}
+
+#[doc(hidden)]
+#[derive(Deserialize)]
+pub struct RunsQuery {
+    pub feed: Option<String>,
+}
+
+pub(super) async fn runs_page(
+    State(state): State<Arc<WebState>>,
+    axum::extract::Query(q): axum::extract::Query<RunsQuery>,
+    LoggedIn { admin, csrf }: LoggedIn,
+) -> Response {
+    if let Some(f) = &q.feed {
+        if state.engine.config.feed(f).is_none() {
+            return message(StatusCode::NOT_FOUND, format!("there is no feed '{f}'"));
+        }
+    }
+    match state
+        .engine
+        .store
+        .latest_runs(q.feed.as_deref(), RUNS_SHOWN)
+    {
+        Ok(runs) => {
+            let config = &state.engine.config;
+            let runs: Vec<serde_json::Value> = runs.iter().map(|r| run_value(config, r)).collect();
+            state.render(
+                "runs.html",
+                context! { admin => admin, csrf => csrf, runs => runs, feed => q.feed },
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the runs cannot be read");
+            message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store cannot be read; see the server log",
+            )
+        }
+    }
+}
+
+#[doc(hidden)]
+#[derive(Deserialize)]
+pub struct PageQuery {
+    pub page: Option<usize>,
+}
+
+pub(super) fn get_run(state: &WebState, id: u64) -> Result<crate::store::Run, Refused> {
+    match state.engine.store.get_run(id) {
+        Ok(run) => Ok(run),
+        Err(crate::store::StoreError::UnknownRun(_)) => {
+            Err((StatusCode::NOT_FOUND, format!("there is no run {id}")))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a run cannot be read");
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store cannot be read; see the server log".into(),
+            ))
+        }
+    }
+}
+
+/// Who a held run would remove, computed from its kept file on a
+/// blocking thread.
+pub(super) async fn removals_of(
+    state: &Arc<WebState>,
+    run: crate::store::Run,
+) -> Result<Removals, Refused> {
+    let engine = state.engine.clone();
+    let generation = engine.store.feed_generation(&run.feed).ok();
+    let key = generation.zip(run.run_id);
+    if let Some(key) = key {
+        if let Some(known) = lock(&state.removals).get(&(key.1, key.0)) {
+            return Ok(known.clone());
+        }
+    }
+    let computed = tokio::task::spawn_blocking(move || {
+        crate::worker::held_removals(&engine.config, &engine.store, &run)
+    })
+    .await;
+    match computed {
+        Ok(Ok(all)) => {
+            let all = Arc::new(all);
+            if let Some((generation, id)) = key {
+                let mut cache = lock(&state.removals);
+                // Held runs are few; older states of the store are stale.
+                cache.retain(|&(run, _), _| run != id);
+                if cache.len() >= REMOVAL_LISTS_KEPT {
+                    cache.clear();
+                }
+                cache.insert((id, generation), all.clone());
+            }
+            Ok(all)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the removal list cannot be computed");
+            Err((
+                StatusCode::CONFLICT,
+                format!("the removal list cannot be computed: {e}"),
+            ))
+        }
+        Err(_) => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the removal list failed; see the server log".into(),
+        )),
+    }
+}
+
+pub(super) async fn run_page(
+    State(state): State<Arc<WebState>>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+    axum::extract::Query(q): axum::extract::Query<PageQuery>,
+    LoggedIn { admin, csrf }: LoggedIn,
+) -> Response {
+    let run = match get_run(&state, id) {
+        Ok(r) => r,
+        Err(r) => return refused(r),
+    };
+    let (mut removals, mut total, mut page, mut pages) = (Vec::new(), 0usize, 1usize, 1usize);
+    if run.state == crate::store::RunState::Held {
+        let all = match removals_of(&state, run.clone()).await {
+            Ok(all) => all,
+            Err(r) => return refused(r),
+        };
+        total = all.len();
+        pages = total.div_ceil(REMOVALS_PAGE).max(1);
+        page = q.page.unwrap_or(1);
+        if page == 0 || page > pages {
+            return message(
+                StatusCode::NOT_FOUND,
+                format!("there is no page {page} of removals (pages 1 to {pages})"),
+            );
+        }
+        removals = all
+            .iter()
+            .skip((page - 1) * REMOVALS_PAGE)
+            .take(REMOVALS_PAGE)
+            .cloned()
+            .collect();
+    }
+    state.render(
+        "run.html",
+        context! {
+            admin => admin, csrf => csrf, run => run_value(&state.engine.config, &run),
+            removals => removals, removals_total => total, page => page, pages => pages,
+        },
+    )
+}
+
+pub(super) async fn decide(
+    state: Arc<WebState>,
+    admin: String,
+    id: u64,
+    confirm: bool,
+) -> Response {
+    let decided = decide_run(state.engine.clone(), id, admin, confirm).await;
+    match decided {
+        Ok(run) => {
+            tracing::info!(
+                run_id = id,
+                state = run.state.as_str(),
+                "decided on the status page"
+            );
+            let mut response = Redirect::to(&format!("/runs/{id}")).into_response();
+            *response.status_mut() = StatusCode::SEE_OTHER;
+            response
+        }
+        Err(e) if e.is_usage() => message(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => {
+            tracing::error!(run_id = id, error = %e, "a decision failed");
+            message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the decision failed: {e}"),
+            )
+        }
+    }
+}
+
+/// Confirms or rejects a held run as `admin` on a blocking thread, under
+/// the engine's gate: the same worker functions as `flagsync runs
+/// confirm|reject`, for the page and the API alike.
+pub(crate) async fn decide_run(
+    engine: Arc<Engine>,
+    id: u64,
+    admin: String,
+    confirm: bool,
+) -> Result<crate::store::Run, crate::worker::WorkerError> {
+    tokio::task::spawn_blocking(move || {
+        let _gate = engine.exclusive();
+        if confirm {
+            crate::worker::confirm_run_in(
+                &engine.config,
+                &engine.store,
+                id,
+                &admin,
+                crate::worker::ImportOptions::default(),
+            )
+        } else {
+            crate::worker::reject_run_in(&engine.store, id, &admin)
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(crate::worker::WorkerError::Internal(
+            "the decision was interrupted; see the server log".into(),
+        ))
+    })
+}
+
+pub(super) async fn confirm(
+    State(state): State<Arc<WebState>>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+    form: CheckedForm,
+) -> Response {
+    decide(state, form.admin, id, true).await
+}
+
+pub(super) async fn reject(
+    State(state): State<Arc<WebState>>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+    form: CheckedForm,
+) -> Response {
+    decide(state, form.admin, id, false).await
+}
+
+pub(super) fn csv_download(name: &str, body: Vec<u8>) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            ),
+            (header::CONTENT_DISPOSITION, attachment(name)),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `Content-Disposition: attachment` for any file name (RFC 6266): an
+/// ASCII `filename` every client reads (other characters as `_`, quotes
+/// and backslashes escaped) and the exact name as `filename*`, UTF-8
+/// percent-encoded, which current browsers prefer.
+pub(super) fn attachment(name: &str) -> HeaderValue {
+    let mut ascii = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '"' | '\\' => {
+                ascii.push('\\');
+                ascii.push(c);
+            }
+            c if c.is_ascii() && !c.is_ascii_control() => ascii.push(c),
+            _ => ascii.push('_'),
+        }
+    }
+    let mut encoded = String::with_capacity(name.len() * 3);
+    for b in name.bytes() {
+        // RFC 8187's attr-char.
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+/// The run a download is for: 401 without a session (a download is no
+/// page to redirect from), 404 for an unknown run.
+pub(super) fn download_run(
+    state: &WebState,
+    headers: &HeaderMap,
+    id: u64,
+) -> Result<crate::store::Run, Refused> {
+    if state.session(headers).is_none() {
+        return Err((StatusCode::UNAUTHORIZED, "log in first".into()));
+    }
+    get_run(state, id)
+}
+
+pub(super) async fn error_report(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Response {
+    let run = match download_run(&state, &headers, id) {
+        Ok(r) => r,
+        Err(r) => return refused(r),
+    };
+    let Some(path) = run.error_report else {
+        return message(
+            StatusCode::NOT_FOUND,
+            format!("run {id} has no error report"),
+        );
+    };
+    match tokio::fs::read(&path).await {
+        Ok(mut bytes) => {
+            // Reports written before they started with a BOM get one.
+            if !bytes.starts_with(crate::report::BOM) {
+                bytes.splice(0..0, crate::report::BOM.iter().copied());
+            }
+            let name = std::path::Path::new(&path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("{}.errors.csv", run.file));
+            csv_download(&name, bytes)
+        }
+        Err(_) => message(
+            StatusCode::NOT_FOUND,
+            format!("the error report of run {id} is gone (older than the retention period?)"),
+        ),
+    }
+}
+
+pub(super) async fn removals_csv(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Response {
+    let run = match download_run(&state, &headers, id) {
+        Ok(r) => r,
+        Err(r) => return refused(r),
+    };
+    if run.state != crate::store::RunState::Held {
+        return message(
+            StatusCode::CONFLICT,
+            format!("run {id} is {}, not held", run.state.as_str()),
+        );
+    }
+    let all = match removals_of(&state, run).await {
+        Ok(all) => all,
+        Err(r) => return refused(r),
+    };
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let _ = w.write_record(["id", "name"]);
+    for (id, name) in all.iter() {
+        let _ = w.write_record([
+            crate::report::neutralize(id).as_bytes(),
+            crate::report::neutralize(name).as_bytes(),
+        ]);
+    }
+    csv_download(
+        &format!("run-{id}-would-remove.csv"),
+        w.into_inner().unwrap_or_default(),
+    )
+}
