@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::{feed_of, output, Backend, Failure, Io};
+use crate::auth::{generate_password, hash_password};
 use crate::config::Config;
-use crate::sftp::credentials::{
-    fingerprint, generate_password, hash_password, parse_allow, parse_public_key, parse_public_keys,
-};
+use crate::sftp::credentials::{fingerprint, parse_allow, parse_public_key, parse_public_keys};
 use crate::store::{Account, DataLock, Store};
 
 /// A password shorter than this gets a warning (the customer's system

@@ -116,8 +116,7 @@ pub fn run(
             Ok(0)
         }
         AdminsCommand::Token(TokenCommand::Create { name }) => {
-            let token =
-                crate::sftp::credentials::random_token().map_err(|e| Failure::Runtime(e.into()))?;
+            let token = crate::auth::random_token().map_err(|e| Failure::Runtime(e.into()))?;
             let record = with_store(config, backend, |store| {
                 if store.admin(&name)?.is_none() {
                     return Err(no_such_admin(&name));

@@ -741,7 +741,7 @@ fn mail_test(config: &Config, to: &str) -> Result<u8, Failure> {
         .send(
             &format!(
                 "flagsync.test.{}",
-                crate::sftp::credentials::random_token().map_err(|e| Failure::Runtime(e.into()))?
+                crate::auth::random_token().map_err(|e| Failure::Runtime(e.into()))?
             ),
             &[to.to_string()],
             "[flagsync] test message",

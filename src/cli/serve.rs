@@ -7,9 +7,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{control, Failure};
+use crate::auth::{generate_password, hash_password};
 use crate::config::{Config, Source};
 use crate::layout::FeedFolders;
-use crate::sftp::credentials::{fingerprint, generate_password, hash_password};
+use crate::sftp::credentials::fingerprint;
 use crate::sftp::{self, host_keys, ArrivalSink, Shared};
 use crate::store::{Account, DataLock, Store, StoreError};
 use crate::worker::engine::Engine;

@@ -1,69 +1,22 @@
-//! Passwords, public keys and address allow-lists: what an account is made
-//! of, checked. Used by the server at login and by `flagsync accounts`.
+//! Public keys and address allow-lists: what an sFTP account is made of,
+//! checked (passwords are `crate::auth`'s). Used by the server at login
+//! and by `flagsync accounts`.
+
+pub use crate::auth::{address_key, canonical_ip};
 
 use std::net::IpAddr;
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::Argon2;
 use ipnet::IpNet;
 use russh::keys::{HashAlg, PublicKey};
 
-/// Letters and digits that cannot be mistaken for each other when read out
-/// or typed from a printout (no 0/O, 1/l/I).
-const PASSWORD_ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-const GENERATED_PASSWORD_LEN: usize = 24;
-
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    #[error("the password cannot be hashed: {0}")]
-    Hash(String),
-    #[error("the system's random number generator failed: {0}")]
-    Random(String),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     #[error("'{0}' is not an OpenSSH public key (expected a line such as 'ssh-ed25519 AAAA... comment')")]
     Key(String),
     #[error("'{0}' is not an IP address or CIDR range (such as 192.0.2.10, 192.0.2.0/24 or 2001:db8::/32)")]
     Address(String),
-}
-
-/// An argon2id PHC string with a fresh salt and the crate's recommended
-/// parameters (19 MiB, t=2, p=1).
-pub fn hash_password(password: &str) -> Result<String, CredentialError> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| CredentialError::Hash(e.to_string()))
-}
-
-/// Checks a password against a stored PHC string, with the parameters the
-/// string names. A damaged hash never matches.
-pub fn password_matches(password: &str, phc: &str) -> bool {
-    Argon2::default()
-        .verify_password(password.as_bytes(), phc)
-        .is_ok()
-}
-
-pub fn generate_password() -> Result<String, CredentialError> {
-    let mut bytes = [0u8; GENERATED_PASSWORD_LEN * 2];
-    getrandom::fill(&mut bytes).map_err(|e| CredentialError::Random(e.to_string()))?;
-    // Rejection sampling keeps every character equally likely.
-    let limit = 256 - 256 % PASSWORD_ALPHABET.len();
-    let password: String = bytes
-        .iter()
-        .filter(|&&b| (b as usize) < limit)
-        .take(GENERATED_PASSWORD_LEN)
-        .map(|&b| PASSWORD_ALPHABET[b as usize % PASSWORD_ALPHABET.len()] as char)
-        .collect();
-    if password.len() < GENERATED_PASSWORD_LEN {
-        return generate_password();
-    }
-    Ok(password)
-}
-
-/// 256 random bits as 64 hex digits: session, CSRF and API tokens.
-pub fn random_token() -> Result<String, CredentialError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| CredentialError::Random(e.to_string()))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// One public key line of an `authorized_keys`-style file.
@@ -109,30 +62,6 @@ pub fn address_allowed(allow: &[String], ip: IpAddr) -> bool {
         .any(|net| net.contains(&ip))
 }
 
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    }
-}
-
-/// What a client counts against in lockouts and per-address caps (sFTP
-/// and web alike): its IPv4 address (an IPv4-mapped one as IPv4), or for
-/// IPv6 its /64 (one host usually has a whole /64 to pick addresses
-/// from).
-pub fn address_key(ip: IpAddr) -> IpAddr {
-    match canonical_ip(ip) {
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(bits.into())
-        }
-        v4 => v4,
-    }
-}
-
 /// An account as `accounts list --json` and the status page show it:
 /// never the password hash, keys as fingerprints.
 pub fn account_summary(a: &crate::store::Account) -> serde_json::Value {
@@ -162,24 +91,6 @@ pub fn account_summary(a: &crate::store::Account) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_password_matches_its_hash_only() {
-        let phc = hash_password("correct horse").unwrap();
-        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
-        assert!(password_matches("correct horse", &phc));
-        assert!(!password_matches("correct horse ", &phc));
-        assert!(!password_matches("correct horse", "not a hash"));
-    }
-
-    #[test]
-    fn generated_passwords_are_long_and_differ() {
-        let a = generate_password().unwrap();
-        let b = generate_password().unwrap();
-        assert_eq!(a.len(), GENERATED_PASSWORD_LEN);
-        assert_ne!(a, b);
-        assert!(a.bytes().all(|c| PASSWORD_ALPHABET.contains(&c)));
-    }
 
     #[test]
     fn allow_lists_match_addresses_and_ranges() {

@@ -16,7 +16,7 @@
 //!    (the caller makes the ones not admitted yet wait their turn).
 //! 4. Memory stays bounded: entries older than the window are pruned
 //!    whenever a table grows past [`PRUNE_AT`].
-//! 5. Addresses count by `credentials::address_key`: an IPv6 client by
+//! 5. Addresses count by `auth::address_key`: an IPv6 client by
 //!    its /64 (one host can pick any address in it), IPv4 by address.
 //! 6. A check waits its turn ([`Refused::TooManyAtOnce`]) only while
 //!    checks under way could still reach the limit; failures alone at the
@@ -29,7 +29,7 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::credentials::address_key;
+use crate::auth::address_key;
 
 const PRUNE_AT: usize = 10_000;
 

@@ -258,7 +258,7 @@ impl Shared {
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         pool.spawn(move || {
-            let _ = tx.send(credentials::password_matches(&password, &hash));
+            let _ = tx.send(crate::auth::password_matches(&password, &hash));
         });
         rx.await.ok()
     }

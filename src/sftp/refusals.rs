@@ -16,7 +16,7 @@
 //!    longer, and a line stays short whatever was sent.
 //!
 //! The sFTP server and the web login each keep one, keyed by
-//! `credentials::address_key` (an IPv6 client by its /64).
+//! `auth::address_key` (an IPv6 client by its /64).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

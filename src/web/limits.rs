@@ -66,9 +66,9 @@ pub(super) fn max_connections() -> usize {
 }
 
 /// What a connection counts against: its address, or for IPv6 its /64
-/// (shared with the sFTP side: `sftp::credentials::address_key`).
+/// (shared with the sFTP side: `auth::address_key`).
 pub(super) fn address_key(ip: IpAddr) -> IpAddr {
-    crate::sftp::credentials::address_key(ip)
+    crate::auth::address_key(ip)
 }
 
 /// Why a connection was refused.

@@ -28,12 +28,12 @@ pub(super) fn login_form(state: &WebState, error: Option<&str>, status: StatusCo
 /// tell which names exist.
 pub(super) fn password_is_right(password: &str, hash: Option<&str>) -> bool {
     static DUMMY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        crate::sftp::credentials::hash_password("no such administrator").unwrap_or_default()
+        crate::auth::hash_password("no such administrator").unwrap_or_default()
     });
     match hash {
-        Some(h) => crate::sftp::credentials::password_matches(password, h),
+        Some(h) => crate::auth::password_matches(password, h),
         None => {
-            let _ = crate::sftp::credentials::password_matches(password, &DUMMY);
+            let _ = crate::auth::password_matches(password, &DUMMY);
             false
         }
     }

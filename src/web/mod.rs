@@ -159,7 +159,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn random_token() -> String {
     // Without randomness no session can be safe: an empty token is never
     // accepted (see `same_token`).
-    crate::sftp::credentials::random_token().unwrap_or_default()
+    crate::auth::random_token().unwrap_or_default()
 }
 
 /// Constant-time comparison of two tokens.
