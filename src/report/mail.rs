@@ -235,11 +235,7 @@ mod tests {
     fn run(state: RunState) -> Run {
         Run {
             run_id: Some(7),
-            feed: "hr".into(),
-            file: "hr.csv".into(),
             state,
-            dry_run: false,
-            reason: None,
             counts: ApplyCounts {
                 rows: 100,
                 added: 12,
@@ -247,21 +243,9 @@ mod tests {
                 unchanged: 85,
                 ..Default::default()
             },
-            encoding: None,
-            started_at: "2026-11-25T10:00:00Z".into(),
             finished_at: "2026-11-25T10:00:01Z".into(),
             duration_ms: 1234,
-            error_report: None,
-            held_file: None,
-            confirmed_by: None,
-            confirmed_at: None,
-            rejected_by: None,
-            rejected_at: None,
-            superseded_by: None,
-            errors: Vec::new(),
-            upload: None,
-            would_remove: Vec::new(),
-            reminded_at: None,
+            ..Run::new("hr", "hr.csv", "2026-11-25T10:00:00Z".into())
         }
     }
 

@@ -99,6 +99,35 @@ pub struct Run {
 impl Run {
     pub const KEPT_ERRORS: usize = 100;
 
+    /// A run of `file` for `feed` that has just started: no ID yet, state
+    /// `failed` until it ends otherwise, nothing counted.
+    pub fn new(feed: &str, file: &str, started_at: String) -> Run {
+        Run {
+            run_id: None,
+            feed: feed.to_string(),
+            file: file.to_string(),
+            state: RunState::Failed,
+            dry_run: false,
+            reason: None,
+            counts: ApplyCounts::default(),
+            encoding: None,
+            started_at,
+            finished_at: String::new(),
+            duration_ms: 0,
+            error_report: None,
+            held_file: None,
+            confirmed_by: None,
+            confirmed_at: None,
+            rejected_by: None,
+            rejected_at: None,
+            superseded_by: None,
+            errors: Vec::new(),
+            upload: None,
+            would_remove: Vec::new(),
+            reminded_at: None,
+        }
+    }
+
     /// The run as `--json` and the API give it; without its error list
     /// unless `with_errors` (only `runs show` and the run's own API entry
     /// list them).

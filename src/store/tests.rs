@@ -207,24 +207,10 @@ fn run_of(feed: &str, state: RunState, days_ago: u64, upload: Option<&str>) -> R
     let started = std::time::SystemTime::now() - std::time::Duration::from_secs(days_ago * 86_400);
     let at = humantime::format_rfc3339_seconds(started).to_string();
     Run {
-        run_id: None,
-        feed: feed.into(),
-        file: format!("{feed}-{days_ago}.csv"),
         state,
-        dry_run: false,
-        reason: None,
-        counts: Default::default(),
-        encoding: None,
-        started_at: at.clone(),
-        finished_at: at,
+        finished_at: at.clone(),
         duration_ms: 1,
         error_report: Some("/errors/report.csv".into()),
-        held_file: None,
-        confirmed_by: None,
-        confirmed_at: None,
-        rejected_by: None,
-        rejected_at: None,
-        superseded_by: None,
         errors: vec![crate::import::RowError {
             line: 2,
             id: None,
@@ -233,8 +219,7 @@ fn run_of(feed: &str, state: RunState, days_ago: u64, upload: Option<&str>) -> R
             cells: Vec::new(),
         }],
         upload: upload.map(str::to_string),
-        would_remove: Vec::new(),
-        reminded_at: None,
+        ..Run::new(feed, &format!("{feed}-{days_ago}.csv"), at)
     }
 }
 

@@ -140,28 +140,8 @@ fn file_name_of(path: &Path) -> String {
 /// The skeleton of a run record before its outcome is known.
 fn new_run(feed: &Feed, file: &str, dry_run: bool, started_at: String) -> Run {
     Run {
-        run_id: None,
-        feed: feed.name.clone(),
-        file: file.to_string(),
-        state: RunState::Failed,
         dry_run,
-        reason: None,
-        counts: ApplyCounts::default(),
-        encoding: None,
-        started_at,
-        finished_at: String::new(),
-        duration_ms: 0,
-        error_report: None,
-        held_file: None,
-        confirmed_by: None,
-        confirmed_at: None,
-        rejected_by: None,
-        rejected_at: None,
-        superseded_by: None,
-        errors: Vec::new(),
-        upload: None,
-        would_remove: Vec::new(),
-        reminded_at: None,
+        ..Run::new(&feed.name, file, started_at)
     }
 }
 

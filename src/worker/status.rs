@@ -225,31 +225,14 @@ mod tests {
     fn run(id: u64, state: RunState, added: u64, removed: u64) -> Run {
         Run {
             run_id: Some(id),
-            feed: "hr".into(),
-            file: "f.csv".into(),
             state,
-            dry_run: false,
             reason: Some("a reason".into()),
             counts: ApplyCounts {
                 added,
                 removed,
                 ..Default::default()
             },
-            encoding: None,
-            started_at: String::new(),
-            finished_at: String::new(),
-            duration_ms: 0,
-            error_report: None,
-            held_file: None,
-            confirmed_by: None,
-            confirmed_at: None,
-            rejected_by: None,
-            rejected_at: None,
-            superseded_by: None,
-            errors: Vec::new(),
-            upload: None,
-            would_remove: Vec::new(),
-            reminded_at: None,
+            ..Run::new("hr", "f.csv", String::new())
         }
     }
 
