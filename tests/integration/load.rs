@@ -262,14 +262,7 @@ fn slowloris_connections_are_closed_while_a_logged_in_user_is_served() {
 fn try_web_login(from: &str, to: SocketAddr, password: &str) -> u16 {
     let (status, headers, body) = request(from, to, "GET /login HTTP/1.1", "");
     assert_eq!(status, 200, "{headers}");
-    let cookie = headers
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
-        .filter_map(|(_, v)| v.trim().split(';').next())
-        .find(|kv| kv.starts_with("flagsync_login="))
-        .expect("the pre-login cookie")
-        .to_string();
+    let cookie = pre_login_cookie(&headers);
     let at = body.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
     let csrf = &body[at..at + 64];
     let form = format!("csrf={csrf}&name={ADMIN}&password={password}");

@@ -917,3 +917,15 @@ pub fn assert_error_report(
         );
     }
 }
+
+/// The pre-login cookie (`flagsync_login=…`) a login page's response head
+/// sets, as a `Cookie:` value.
+pub fn pre_login_cookie(head: &str) -> String {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .filter_map(|(_, v)| v.trim().split(';').next())
+        .find(|kv| kv.starts_with("flagsync_login="))
+        .expect("the pre-login cookie")
+        .to_string()
+}

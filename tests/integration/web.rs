@@ -1057,14 +1057,7 @@ fn split_response(response: &[u8]) -> (u16, String, String) {
 fn login_form_from(to: std::net::SocketAddr, from: &str) -> (String, String) {
     let (status, head, body) = raw_request(to, from, "GET /login HTTP/1.1", "");
     assert_eq!(status, 200, "{head}");
-    let cookie = head
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
-        .filter_map(|(_, v)| v.trim().split(';').next())
-        .find(|kv| kv.starts_with("flagsync_login="))
-        .expect("the pre-login cookie")
-        .to_string();
+    let cookie = pre_login_cookie(&head);
     (cookie, csrf_in(&body))
 }
 
