@@ -439,6 +439,9 @@ fn scan_and_index(
     Ok((scan, index))
 }
 
+/// One run, in the steps of ARCHITECTURE.md's "path of a file": read the
+/// file (pass 1), diff it against the store, judge the guards, then apply
+/// it (pass 2), hold it, or for a dry run only count what it would do.
 fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
     let RunRequest {
         config,
@@ -459,15 +462,10 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
     run.upload = upload;
     let input = RunInput::open(path)?;
     let _span = tracing::info_span!("run", feed = %feed.name, file = %file_name).entered();
-    let reader = match access {
-        Access::ReadOnly | Access::Upgrade => Store::open_read_only(&config.store_path())?,
-        Access::Open(_) => None,
-    };
-    let read_from = match access {
-        Access::Open(store) => Some(store),
-        _ => reader.as_ref(),
-    };
-    let (scan, index) = scan_and_index(&input.file, feed, read_from, options.progress)?;
+    let mut store = RunStore::open(config, access)?;
+
+    // Read.
+    let (scan, index) = scan_and_index(&input.file, feed, store.get(), options.progress)?;
     tracing::debug!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         "scanned file and read index"
@@ -475,26 +473,16 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
     let scan = match scan {
         Ok(scan) => scan,
         Err(rejection) => {
-            let header = rejection
-                .header
-                .or_else(|| header_columns(&input.file, feed));
-            run.reason = Some(rejection.reason);
-            run.encoding = input.utf16.or(rejection.encoding);
-            finish_timing(&mut run, t0);
-            tracing::warn!(
-                reason = run.reason.as_deref().unwrap_or(""),
-                "file rejected"
-            );
-            if let (true, Access::Open(store)) = (options.record_failure, &access) {
-                record_failed_run(config, feed, store, &mut run, header)?;
-            }
-            return Ok(run);
+            let failures = store.for_failures().filter(|_| options.record_failure);
+            return reject_file(config, feed, &input, rejection, failures, run, t0);
         }
     };
     run.encoding = Some(input.utf16.unwrap_or(scan.encoding));
     let header = scan.header.clone();
     let encoding = scan.encoding;
     let fingerprint = run_fingerprint(feed, encoding);
+
+    // Diff.
     let diff = diff_scan(scan, index, fingerprint);
     tracing::debug!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
@@ -502,8 +490,9 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         removed = diff.removed.len(),
         "diffed"
     );
-    // A confirmed run applies what an administrator saw; the first file of
-    // an empty feed is never held.
+
+    // Guards. A confirmed run applies what an administrator saw; the
+    // first file of an empty feed is never held.
     let guarded = confirmation.is_none() && diff.stored_count > 0;
     let mut hold_reasons = Vec::new();
     if let (true, Verdict::Hold { reason }) =
@@ -513,6 +502,9 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
     }
     // Held whatever pass 2 finds; its reason says how many values go.
     let hold_first = guarded && (!header.missing_fields.is_empty() || force_hold);
+    let hold = !hold_reasons.is_empty() || hold_first;
+
+    // Apply, hold, or count.
     let file = FileContext {
         input: &input.file,
         feed,
@@ -520,23 +512,11 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         encoding,
     };
     let errors_dir = config.feed_dir(&feed.name).join("errors");
-    let writer = match access {
-        Access::Upgrade => {
-            drop(reader);
-            Some(Store::open_for_run(&config.store_path(), diff.work.len())?)
-        }
-        Access::ReadOnly => reader,
-        Access::Open(_) => None,
-    };
-    let store = match access {
-        Access::Open(store) => Some(store),
-        _ => writer.as_ref(),
-    };
-    let hold = !hold_reasons.is_empty() || hold_first;
-    match store {
+    store.make_writable(config, diff.work.len())?;
+    match store.get() {
         _ if options.dry_run => {
-            let cleared = dry_run(&file, diff, store, &mut run)?;
-            if let (true, Some(store)) = (guarded, store) {
+            let cleared = dry_run(&file, diff, store.get(), &mut run)?;
+            if let (true, Some(store)) = (guarded, store.get()) {
                 hold_reasons.extend(clearing_reasons(&file, &cleared, store)?);
             }
             if !hold_reasons.is_empty() {
@@ -597,6 +577,78 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         outcome = run.state.as_str(),
         "run finished"
     );
+    Ok(run)
+}
+
+/// The store as one run reaches it (see [`Access`]).
+struct RunStore<'s> {
+    access: Access<'s>,
+    /// What the run opened itself: read-only, then for writing.
+    opened: Option<Store>,
+}
+
+impl<'s> RunStore<'s> {
+    fn open(config: &Config, access: Access<'s>) -> Result<Self, WorkerError> {
+        let opened = match access {
+            Access::ReadOnly | Access::Upgrade => Store::open_read_only(&config.store_path())?,
+            Access::Open(_) => None,
+        };
+        Ok(RunStore { access, opened })
+    }
+
+    /// The store; none for a dry run before the first import.
+    fn get(&self) -> Option<&Store> {
+        match self.access {
+            Access::Open(store) => Some(store),
+            _ => self.opened.as_ref(),
+        }
+    }
+
+    /// Once pass 1 found the file readable: an [`Access::Upgrade`] store
+    /// is opened again for writing, its cache sized for `work` rows.
+    fn make_writable(&mut self, config: &Config, work: usize) -> Result<(), WorkerError> {
+        if let Access::Upgrade = self.access {
+            self.opened = None;
+            self.opened = Some(Store::open_for_run(&config.store_path(), work)?);
+        }
+        Ok(())
+    }
+
+    /// Where a rejected file's failed run is recorded: only a store open
+    /// for writing from the start (the server, a confirmation). The
+    /// command line leaves the store untouched by a file it cannot read.
+    fn for_failures(&self) -> Option<&'s Store> {
+        match self.access {
+            Access::Open(store) => Some(store),
+            _ => None,
+        }
+    }
+}
+
+/// A file pass 1 could not read: its run fails with the reason (and is
+/// recorded when `store` is given), nothing else changes.
+fn reject_file(
+    config: &Config,
+    feed: &Feed,
+    input: &RunInput,
+    rejection: crate::import::Rejection,
+    store: Option<&Store>,
+    mut run: Run,
+    t0: Instant,
+) -> Result<Run, WorkerError> {
+    let header = rejection
+        .header
+        .or_else(|| header_columns(&input.file, feed));
+    run.reason = Some(rejection.reason);
+    run.encoding = input.utf16.or(rejection.encoding);
+    finish_timing(&mut run, t0);
+    tracing::warn!(
+        reason = run.reason.as_deref().unwrap_or(""),
+        "file rejected"
+    );
+    if let Some(store) = store {
+        record_failed_run(config, feed, store, &mut run, header)?;
+    }
     Ok(run)
 }
 
