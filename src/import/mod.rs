@@ -42,6 +42,8 @@ mod guard;
 mod header;
 mod input;
 pub mod phone;
+#[cfg(test)]
+mod phone_tables_gen;
 pub mod record;
 mod scan;
 mod text;

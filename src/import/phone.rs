@@ -14,8 +14,8 @@
 //! *default* country off international numbers (`+44 1…` under US loses its
 //! `1`) and matches patterns as prefixes rather than whole numbers.
 //!
-//! So `build.rs` copies the crate's metadata (patterns, prefixes, lengths)
-//! into static tables, and this module parses as libphonenumber's
+//! So `phone_tables.rs` (written by `phone_tables_gen`) holds the crate's
+//! metadata (patterns, prefixes, lengths) as static tables, and this module parses as libphonenumber's
 //! `parseHelper` does and validates as its `isValidNumber` does, compiling a
 //! region's patterns once, on the first number of that region (a `OnceLock`
 //! per region), and giving each thread its own copy of them (see
@@ -44,7 +44,7 @@ use std::sync::OnceLock;
 use phonenumber::country::Id;
 use regex::{Regex, RegexBuilder};
 
-/// One region's numbering plan, as the metadata writes it (`build.rs`).
+/// One region's numbering plan, as the metadata writes it (`phone_tables.rs`).
 struct RegionTable {
     /// The region's name (`GB`, `001` for non-geographic codes): the tests
     /// look regions up by it.
@@ -69,7 +69,7 @@ struct RegionTable {
 
 mod tables {
     use super::RegionTable;
-    include!(concat!(env!("OUT_DIR"), "/phone_tables.rs"));
+    include!("phone_tables.rs");
 }
 
 /// A stored phone number.
