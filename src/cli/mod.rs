@@ -177,12 +177,44 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Who a run added, updated (which fields, old and new) and removed.
+    Changes {
+        /// The run ID (from `runs list`).
+        id: u64,
+        /// Only changes of this kind.
+        #[arg(long, value_enum)]
+        kind: Option<ChangeKind>,
+        /// Print a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply a held run.
     ///
     /// Applies exactly the held file, diffed against the store as it is now.
     Confirm(DecideArgs),
     /// Reject a held run: nothing is applied.
     Reject(DecideArgs),
+}
+
+/// A kind of change in a run's change log.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Added,
+    Updated,
+    Removed,
+}
+
+impl ChangeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Removed => "removed",
+        }
+    }
 }
 
 #[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
@@ -540,6 +572,25 @@ fn import(
     Ok(exit_code_of(run.state))
 }
 
+/// The store and its run `id`; a usage error when there is no such run.
+fn find_run<'s>(
+    config: &Config,
+    store: Option<&'s Store>,
+    id: u64,
+) -> Result<(&'s Store, crate::store::Run), Failure> {
+    let store = store.ok_or_else(|| {
+        Failure::Usage(anyhow::anyhow!(
+            "run {id} does not exist: the store {} has no runs yet",
+            config.store_path().display()
+        ))
+    })?;
+    let run = store.get_run(id).map_err(|e| match e {
+        crate::store::StoreError::UnknownRun(_) => Failure::Usage(e.into()),
+        other => other.into(),
+    })?;
+    Ok((store, run))
+}
+
 fn decided_by(by: Option<String>) -> String {
     by.or_else(|| std::env::var("USER").ok())
         .or_else(|| std::env::var("LOGNAME").ok())
@@ -562,18 +613,19 @@ fn runs(config: &Config, cmd: RunsCommand, backend: &Backend, io: &mut Io) -> Re
         }
         RunsCommand::Show { id, json } => {
             let store = read_store(config, backend)?;
-            let store = store.get().ok_or_else(|| {
-                Failure::Usage(anyhow::anyhow!(
-                    "run {id} does not exist: the store {} has no runs yet",
-                    config.store_path().display()
-                ))
-            })?;
-            let run = store.get_run(id).map_err(|e| match e {
-                crate::store::StoreError::UnknownRun(_) => Failure::Usage(e.into()),
-                other => other.into(),
-            })?;
+            let (store, run) = find_run(config, store.get(), id)?;
             let emails = store.messages_of_run(id)?;
             output::print_run_detail(io.out, &run, &emails, json)?;
+            Ok(0)
+        }
+        RunsCommand::Changes { id, kind, json } => {
+            let store = read_store(config, backend)?;
+            let (store, run) = find_run(config, store.get(), id)?;
+            let mut changes = store.run_changes(&run.feed, id)?;
+            if let Some(kind) = kind {
+                changes.retain(|c| c.kind() == kind.as_str());
+            }
+            output::print_run_changes(io.out, &run, &changes, json)?;
             Ok(0)
         }
         RunsCommand::Confirm(args) => {

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::config::Feed;
 use crate::import::{printable, thousands};
-use crate::store::{Delivery, Message, Run, RunState, Store};
+use crate::store::{Delivery, LoggedChange, Message, Run, RunState, Store};
 
 use super::Format;
 
@@ -377,4 +377,64 @@ pub fn print_text(w: &mut dyn Write, text: &str) -> anyhow::Result<()> {
 /// Any serialisable value as pretty JSON.
 pub fn print_value(w: &mut dyn Write, v: &Value) -> anyhow::Result<()> {
     print_json(w, v)
+}
+
+/// A run's change log: one line per person, or a JSON object.
+pub fn print_run_changes(
+    w: &mut dyn Write,
+    run: &Run,
+    changes: &[LoggedChange],
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let v = serde_json::json!({
+            "run_id": run.run_id,
+            "feed": run.feed,
+            "state": run.state.as_str(),
+            "changes": changes,
+        });
+        writeln!(w, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    if changes.is_empty() {
+        writeln!(w, "run {}: no changes", run.run_id.unwrap_or_default())?;
+        return Ok(());
+    }
+    for change in changes {
+        let id = printable(change.id());
+        match change {
+            LoggedChange::Added { .. } => writeln!(w, "added    {id}")?,
+            LoggedChange::Updated { fields, .. } => {
+                let what: Vec<String> = fields
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "{}: {} → {}",
+                            f.field,
+                            shown_value(&f.old),
+                            shown_value(&f.new)
+                        )
+                    })
+                    .collect();
+                writeln!(w, "updated  {id}  {}", what.join("; "))?
+            }
+            LoggedChange::Removed { values, .. } => {
+                let what: Vec<String> = values
+                    .iter()
+                    .map(|v| format!("{}={}", v.field, printable(&v.value)))
+                    .collect();
+                writeln!(w, "removed  {id}  ({})", what.join(", "))?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A value in a change line: quoted when empty, so that "cleared" shows.
+fn shown_value(value: &str) -> String {
+    if value.is_empty() {
+        "(empty)".to_string()
+    } else {
+        printable(value).to_string()
+    }
 }

@@ -54,6 +54,78 @@ pub trait FeedWriter {
     fn group_count(&mut self, group: &str) -> Result<u64, Self::Error>;
     /// Sets a group's member count; 0 removes the group.
     fn set_group_count(&mut self, group: &str, count: u64) -> Result<(), Self::Error>;
+    /// Notes one person's change for the change log. A writer that keeps
+    /// no log (a dry or held run) ignores it.
+    fn log_change(&mut self, change: Change<'_>) -> Result<(), Self::Error> {
+        let _ = change;
+        Ok(())
+    }
+}
+
+/// One person's change in a run, as the change log keeps it. Fields are
+/// named (not numbered), so that the log reads the same after the feed's
+/// mapping changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// New: the stored record is the rest of the story.
+    Added { id: &'a str },
+    /// The fields whose values differ, old and new.
+    Updated {
+        id: &'a str,
+        fields: Vec<FieldChange<'a>>,
+    },
+    /// Gone: the whole record as it was (its non-empty values).
+    Removed {
+        id: &'a str,
+        values: Vec<(&'a str, &'a str)>,
+    },
+}
+
+/// One field's value before and after a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldChange<'a> {
+    pub field: &'a str,
+    pub old: &'a str,
+    pub new: &'a str,
+}
+
+/// The fields whose values differ between two records of `feed`, by
+/// position. A record from before a mapping change may hold fewer or other
+/// fields; a value it lacks reads as empty.
+fn field_changes<'a>(
+    old: &'a [u8],
+    new: &'a [u8],
+    feed: &'a Feed,
+) -> Result<Vec<FieldChange<'a>>, DecodeError> {
+    let old = Record::borrowed_values(old)?;
+    let new = Record::borrowed_values(new)?;
+    let value = |values: &[&'a str], i: usize| values.get(i).copied().unwrap_or("");
+    Ok(feed
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| value(&old, *i) != value(&new, *i))
+        .map(|(i, f)| FieldChange {
+            field: f.name.as_str(),
+            old: value(&old, i),
+            new: value(&new, i),
+        })
+        .collect())
+}
+
+/// A removed record's non-empty values, named by the feed's fields.
+fn named_values<'a>(
+    record: &'a [u8],
+    feed: &'a Feed,
+) -> Result<Vec<(&'a str, &'a str)>, DecodeError> {
+    let values = Record::borrowed_values(record)?;
+    Ok(feed
+        .fields
+        .iter()
+        .zip(values)
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(f, v)| (f.name.as_str(), v))
+        .collect())
 }
 
 /// The feed's records as they were when the run began, readable from any
@@ -269,6 +341,10 @@ pub fn apply_diff_with_snapshot<W: FeedWriter>(
             for g in Record::decode_groups(&old)? {
                 *group_delta.entry(g).or_default() -= 1;
             }
+            let values = named_values(&old, file.feed)?;
+            writer
+                .log_change(Change::Removed { id, values })
+                .map_err(ApplyError::Writer)?;
         }
     }
     tracing::debug!("removed");
@@ -353,10 +429,17 @@ fn count_upsert<W: FeedWriter>(
         Some(old) => {
             tally.counts.updated += 1;
             count_cleared(old, &u.valid.encoded, tally.cleared)?;
+            let fields = field_changes(old, &u.valid.encoded, feed)?;
+            writer
+                .log_change(Change::Updated { id: &u.id, fields })
+                .map_err(ApplyError::Writer)?;
             Record::decode_groups(old)?
         }
         None => {
             tally.counts.added += 1;
+            writer
+                .log_change(Change::Added { id: &u.id })
+                .map_err(ApplyError::Writer)?;
             Vec::new()
         }
     };

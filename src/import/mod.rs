@@ -50,8 +50,8 @@ mod text;
 mod validate;
 
 pub use apply::{
-    apply_diff, apply_diff_with_snapshot, Applied, ApplyCounts, ApplyError, ErrorSink, FeedWriter,
-    FileContext, RowError, StoredRecords,
+    apply_diff, apply_diff_with_snapshot, Applied, ApplyCounts, ApplyError, Change, ErrorSink,
+    FeedWriter, FieldChange, FileContext, RowError, StoredRecords,
 };
 pub use diff::{diff_scan, Diff, StoredIndex};
 pub use guard::{judge_clearing, judge_delete_guard, thousands, Verdict};

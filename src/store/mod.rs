@@ -38,6 +38,7 @@ mod accounts;
 mod admins;
 mod backup;
 mod blocks;
+mod changes;
 mod feed_state;
 mod hashlist;
 mod outbox;
@@ -63,6 +64,7 @@ use crate::import::StoredIndex;
 pub use accounts::Account;
 pub use admins::{Admin, ApiToken};
 pub use backup::{guard_damage, panic_text, restore, verifying, BackupSummary};
+pub use changes::{LoggedChange, LoggedField, LoggedValue};
 pub use feed_state::FeedState;
 pub use outbox::{Delivery, Message};
 pub use runs::{Pruned, Run, RunState};
@@ -774,14 +776,18 @@ pub struct RunTransaction {
 }
 
 impl RunTransaction {
-    /// Runs `f` with a writer over the feed's tables.
+    /// Runs `f` with a writer over the feed's tables; with `run`, what it
+    /// changes goes to that run's change log.
     pub fn with_feed<T>(
         &self,
         feed: &str,
+        run: Option<u64>,
         f: impl FnOnce(&mut WriteFeed) -> T,
     ) -> Result<T, StoreError> {
-        let mut writer = WriteFeed::open(&self.txn, feed)?;
-        Ok(f(&mut writer))
+        let mut writer = WriteFeed::open(&self.txn, feed, run)?;
+        let out = f(&mut writer);
+        writer.finish(&self.txn, feed)?;
+        Ok(out)
     }
 
     /// Reserves the next run ID.

@@ -60,7 +60,7 @@ fn a_damaged_file_gives_an_error_not_a_panic() {
 fn store_with_one_record(path: &Path) {
     let store = Store::open(path).unwrap();
     let txn = store.begin_run().unwrap();
-    txn.with_feed("hr", |w| w.put_record("E1", b"\x01\x00\x00\x00\x00"))
+    txn.with_feed("hr", None, |w| w.put_record("E1", b"\x01\x00\x00\x00\x00"))
         .unwrap()
         .unwrap();
     txn.commit().unwrap();
@@ -110,7 +110,7 @@ fn nothing_of_an_uncommitted_run_is_visible() {
         let txn = store.begin_run().unwrap();
         let id = txn.next_run_id().unwrap();
         assert_eq!(id, 1);
-        txn.with_feed("hr", |w| w.put_record("E1", b"x"))
+        txn.with_feed("hr", None, |w| w.put_record("E1", b"x"))
             .unwrap()
             .unwrap();
         txn.put_hash_list("hr", &[(CompactString::from("E1"), 7)])
@@ -130,7 +130,7 @@ fn sorted_records_are_stored_like_single_puts_before_among_and_past_the_stored_i
     let store = Store::open(&path).unwrap();
     let put = |records: &[(&str, &[u8])]| {
         let txn = store.begin_run().unwrap();
-        txn.with_feed("hr", |w| w.put_sorted_records(records))
+        txn.with_feed("hr", None, |w| w.put_sorted_records(records))
             .unwrap()
             .unwrap();
         txn.commit().unwrap();

@@ -7,8 +7,9 @@ use redb::{
     ReadOnlyTable, ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction,
 };
 
-use crate::import::FeedWriter;
+use crate::import::{Change, FeedWriter};
 
+use super::changes::ChangeLog;
 use super::{optional, table_name, StoreError};
 
 /// The table names of one feed.
@@ -30,15 +31,30 @@ impl Names {
 pub struct WriteFeed<'txn> {
     recipients: Table<'txn, &'static str, &'static [u8]>,
     groups: Table<'txn, &'static str, u64>,
+    /// The change log of run `run`, when the writer keeps one.
+    log: Option<ChangeLog<'txn>>,
 }
 
 impl<'txn> WriteFeed<'txn> {
-    pub(super) fn open(txn: &'txn WriteTransaction, feed: &str) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        txn: &'txn WriteTransaction,
+        feed: &str,
+        run: Option<u64>,
+    ) -> Result<Self, StoreError> {
         let n = Names::of(feed);
         Ok(WriteFeed {
             recipients: txn.open_table(TableDefinition::new(&n.recipients))?,
             groups: txn.open_table(TableDefinition::new(&n.groups))?,
+            log: run.map(|run| ChangeLog::open(txn, feed, run)).transpose()?,
         })
+    }
+
+    /// Writes what the log gathered (a run's additions).
+    pub(super) fn finish(self, txn: &WriteTransaction, feed: &str) -> Result<(), StoreError> {
+        match self.log {
+            Some(log) => log.finish(txn, feed),
+            None => Ok(()),
+        }
     }
 }
 
@@ -96,6 +112,13 @@ impl FeedWriter for WriteFeed<'_> {
             self.groups.insert(group, count)?;
         }
         Ok(())
+    }
+
+    fn log_change(&mut self, change: Change<'_>) -> Result<(), StoreError> {
+        match &mut self.log {
+            Some(log) => log.log(change),
+            None => Ok(()),
+        }
     }
 }
 

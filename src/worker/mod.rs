@@ -1073,7 +1073,13 @@ fn apply_run(
     let snapshot = store.snapshot(&file.feed.name)?;
     let recording = Recording::begin(config, file.feed, store)?;
     let txn = recording.txn();
-    let applied = txn.with_feed(&file.feed.name, |w| {
+    // The ID first: the change log is the run's. A confirmed run keeps the
+    // held run's ID; an undone transaction gives its reserved ID back.
+    let id = match &confirmation {
+        Some(c) => c.held.run_id.unwrap_or_default(),
+        None => recording.assign_id(run)?,
+    };
+    let applied = txn.with_feed(&file.feed.name, Some(id), |w| {
         apply_diff_with_snapshot(file, diff, w, &mut errors, Some(&snapshot))
     })??;
     if guarded && !clearing_reasons_in(file, &applied.cleared, &snapshot)?.is_empty() {
@@ -1097,12 +1103,8 @@ fn apply_run(
             run.confirmed_at = Some(now_text());
             (c.held.held_file, c.held.error_report)
         }
-        None => {
-            recording.assign_id(run)?;
-            (None, None)
-        }
+        None => (None, None),
     };
-    let id = run.run_id.unwrap_or_default();
     let superseded = txn.supersede_held(&file.feed.name, id)?;
     txn.set_fingerprint(
         &file.feed.name,

@@ -16,6 +16,7 @@
 #![cfg_attr(not(feature = "e2e"), allow(dead_code, unused_imports))]
 
 mod bad_input;
+mod changes;
 mod config;
 mod crash;
 mod diff;

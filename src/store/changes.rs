@@ -1,0 +1,309 @@
+//! The change log: what each run did to each person, written in the run's
+//! own write transaction (so a run and its log commit together or not at
+//! all).
+//!
+//! Tables, per feed:
+//! - `changes/F`: key run ID (8 bytes, big-endian) + recipient ID → the
+//!   change (updates and removals): a run's changes are one range, in ID
+//!   order.
+//! - `change_ids/F`: (recipient ID, run ID) → (): a person's runs, for
+//!   their history.
+//! - `change_added/F`: run ID (big-endian) + chunk number → a chunk of the
+//!   IDs the run added, sorted. An addition keeps no copy of the record
+//!   (the store has it), and a million of them cost a few MiB of chunks
+//!   instead of two million B-tree entries.
+//!
+//! A change's value: one byte of kind, then strings as LEB128 length +
+//! UTF-8: an update's (field, old, new) triples, a removal's (field,
+//! value) pairs.
+
+use compact_str::CompactString;
+use redb::{Table, TableDefinition, WriteTransaction};
+
+use super::{table_name, StoreError};
+use crate::import::Change;
+
+pub(super) type ChangeTable<'txn> = Table<'txn, &'static [u8], &'static [u8]>;
+pub(super) type ChangeIdTable<'txn> = Table<'txn, (&'static str, u64), ()>;
+
+const UPDATED: u8 = 1;
+const REMOVED: u8 = 2;
+/// IDs per chunk of a run's additions.
+const ADDED_CHUNK: usize = 4096;
+
+/// One logged change, as read back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum LoggedChange {
+    Added {
+        id: String,
+    },
+    Updated {
+        id: String,
+        fields: Vec<LoggedField>,
+    },
+    Removed {
+        id: String,
+        values: Vec<LoggedValue>,
+    },
+}
+
+impl LoggedChange {
+    pub fn id(&self) -> &str {
+        match self {
+            LoggedChange::Added { id }
+            | LoggedChange::Updated { id, .. }
+            | LoggedChange::Removed { id, .. } => id,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LoggedChange::Added { .. } => "added",
+            LoggedChange::Updated { .. } => "updated",
+            LoggedChange::Removed { .. } => "removed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LoggedField {
+    pub field: String,
+    pub old: String,
+    pub new: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LoggedValue {
+    pub field: String,
+    pub value: String,
+}
+
+pub(super) fn changes_def(feed: &str) -> String {
+    table_name("changes", feed)
+}
+
+pub(super) fn change_ids_def(feed: &str) -> String {
+    table_name("change_ids", feed)
+}
+
+fn added_def(feed: &str) -> String {
+    table_name("change_added", feed)
+}
+
+/// What a run's writer logs: updates and removals go to their tables at
+/// once, additions are gathered and written as chunks at the end.
+pub(super) struct ChangeLog<'txn> {
+    run: u64,
+    changes: ChangeTable<'txn>,
+    ids: ChangeIdTable<'txn>,
+    added: Vec<CompactString>,
+}
+
+impl<'txn> ChangeLog<'txn> {
+    pub(super) fn open(
+        txn: &'txn WriteTransaction,
+        feed: &str,
+        run: u64,
+    ) -> Result<Self, StoreError> {
+        Ok(ChangeLog {
+            run,
+            changes: txn.open_table(TableDefinition::new(&changes_def(feed)))?,
+            ids: txn.open_table(TableDefinition::new(&change_ids_def(feed)))?,
+            added: Vec::new(),
+        })
+    }
+
+    pub(super) fn log(&mut self, change: Change<'_>) -> Result<(), StoreError> {
+        let (id, value) = match change {
+            Change::Added { id } => {
+                self.added.push(CompactString::from(id));
+                return Ok(());
+            }
+            Change::Updated { id, fields } => {
+                let mut value = vec![UPDATED];
+                for f in fields {
+                    put_str(&mut value, f.field);
+                    put_str(&mut value, f.old);
+                    put_str(&mut value, f.new);
+                }
+                (id, value)
+            }
+            Change::Removed { id, values } => {
+                let mut value = vec![REMOVED];
+                for (field, v) in values {
+                    put_str(&mut value, field);
+                    put_str(&mut value, v);
+                }
+                (id, value)
+            }
+        };
+        self.changes.insert(
+            run_key(self.run, id.as_bytes()).as_slice(),
+            value.as_slice(),
+        )?;
+        self.ids.insert((id, self.run), ())?;
+        Ok(())
+    }
+
+    /// Writes the gathered additions; the log is complete after this.
+    pub(super) fn finish(mut self, txn: &WriteTransaction, feed: &str) -> Result<(), StoreError> {
+        if self.added.is_empty() {
+            return Ok(());
+        }
+        self.added.sort_unstable();
+        let mut table: ChangeTable = txn.open_table(TableDefinition::new(&added_def(feed)))?;
+        for (n, chunk) in self.added.chunks(ADDED_CHUNK).enumerate() {
+            let mut value = Vec::with_capacity(chunk.len() * 10);
+            for id in chunk {
+                put_str(&mut value, id);
+            }
+            let key = run_key(self.run, &(n as u32).to_be_bytes());
+            table.insert(key.as_slice(), value.as_slice())?;
+        }
+        Ok(())
+    }
+}
+
+/// The run ID first, big-endian: a run's entries sort together, runs in
+/// the order they committed.
+fn run_key(run: u64, rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + rest.len());
+    key.extend_from_slice(&run.to_be_bytes());
+    key.extend_from_slice(rest);
+    key
+}
+
+impl super::Store {
+    /// What run `run` changed in `feed` (empty for a run that changed
+    /// nothing, or one recorded before the change log existed).
+    pub fn run_changes(&self, feed: &str, run: u64) -> Result<Vec<LoggedChange>, StoreError> {
+        run_changes(&self.begin_read()?, feed, run)
+    }
+}
+
+/// The changes `run` made to `feed`: additions, then updates and removals,
+/// each in ID order.
+fn run_changes(
+    txn: &redb::ReadTransaction,
+    feed: &str,
+    run: u64,
+) -> Result<Vec<LoggedChange>, StoreError> {
+    let mut out = Vec::new();
+    let from = run.to_be_bytes();
+    let to = (run + 1).to_be_bytes();
+    if let Some(added) =
+        super::optional(txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&added_def(feed))))?
+    {
+        for entry in added.range(from.as_slice()..to.as_slice())? {
+            let (_, chunk) = entry?;
+            let mut cursor = chunk.value();
+            while !cursor.is_empty() {
+                out.push(LoggedChange::Added {
+                    id: take_str(&mut cursor)?.to_string(),
+                });
+            }
+        }
+    }
+    if let Some(changes) =
+        super::optional(txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&changes_def(feed))))?
+    {
+        for entry in changes.range(from.as_slice()..to.as_slice())? {
+            let (key, value) = entry?;
+            let id = std::str::from_utf8(&key.value()[8..])
+                .map_err(|_| damaged("a change's ID is not UTF-8"))?;
+            out.push(decode_change(id, value.value())?);
+        }
+    }
+    Ok(out)
+}
+
+fn decode_change(id: &str, value: &[u8]) -> Result<LoggedChange, StoreError> {
+    let (&kind, mut rest) = value
+        .split_first()
+        .ok_or_else(|| damaged("an empty change"))?;
+    let id = id.to_string();
+    match kind {
+        UPDATED => {
+            let mut fields = Vec::new();
+            while !rest.is_empty() {
+                fields.push(LoggedField {
+                    field: take_str(&mut rest)?.to_string(),
+                    old: take_str(&mut rest)?.to_string(),
+                    new: take_str(&mut rest)?.to_string(),
+                });
+            }
+            Ok(LoggedChange::Updated { id, fields })
+        }
+        REMOVED => {
+            let mut values = Vec::new();
+            while !rest.is_empty() {
+                values.push(LoggedValue {
+                    field: take_str(&mut rest)?.to_string(),
+                    value: take_str(&mut rest)?.to_string(),
+                });
+            }
+            Ok(LoggedChange::Removed { id, values })
+        }
+        _ => Err(damaged("a change of an unknown kind")),
+    }
+}
+
+fn damaged(what: &str) -> StoreError {
+    StoreError::Damaged(format!("the change log is damaged ({what})"))
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let mut len = s.len();
+    while len >= 0x80 {
+        out.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn take_str<'a>(cursor: &mut &'a [u8]) -> Result<&'a str, StoreError> {
+    let mut len = 0usize;
+    let mut shift = 0;
+    loop {
+        let (&byte, rest) = cursor
+            .split_first()
+            .ok_or_else(|| damaged("a length runs past the end"))?;
+        *cursor = rest;
+        if shift > 56 {
+            return Err(damaged("a length is too long"));
+        }
+        len |= ((byte & 0x7f) as usize) << shift;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    if cursor.len() < len {
+        return Err(damaged("a string runs past the end"));
+    }
+    let (s, rest) = cursor.split_at(len);
+    *cursor = rest;
+    std::str::from_utf8(s).map_err(|_| damaged("a string is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_round_trip_whatever_their_length() {
+        let mut out = Vec::new();
+        let long = "x".repeat(300);
+        for s in ["", "a", long.as_str(), "José"] {
+            put_str(&mut out, s);
+        }
+        let mut cursor = out.as_slice();
+        for s in ["", "a", long.as_str(), "José"] {
+            assert_eq!(take_str(&mut cursor).unwrap(), s);
+        }
+        assert!(cursor.is_empty());
+        assert!(take_str(&mut &[0x05, b'a'][..]).is_err());
+    }
+}

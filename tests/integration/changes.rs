@@ -1,0 +1,147 @@
+//! The change log: each run's changes, checked against a model made from
+//! the exports before and after the run (not from the import's own code).
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+type Export = BTreeMap<String, BTreeMap<String, String>>;
+
+fn export_by_id(env: &Env) -> Export {
+    env.export_records("hr")
+        .into_iter()
+        .map(|r| (r["employee_id"].clone(), r))
+        .collect()
+}
+
+/// What a run that turned `before` into `after` changed, as `runs changes
+/// --json` lists it: additions, then updates and removals, each in ID
+/// order; fields in configuration order.
+fn model_changes(before: &Export, after: &Export) -> Vec<Value> {
+    let fields: Vec<&str> = HR_FIELDS.split(',').collect();
+    let mut added = Vec::new();
+    let mut others: BTreeMap<&String, Value> = BTreeMap::new();
+    for (id, now) in after {
+        match before.get(id) {
+            None => added.push(json!({"kind": "added", "id": id})),
+            Some(was) if was != now => {
+                let changed: Vec<Value> = fields
+                    .iter()
+                    .filter(|f| was[**f] != now[**f])
+                    .map(|f| json!({"field": f, "old": was[*f], "new": now[*f]}))
+                    .collect();
+                others.insert(id, json!({"kind": "updated", "id": id, "fields": changed}));
+            }
+            Some(_) => {}
+        }
+    }
+    for (id, was) in before.iter().filter(|(id, _)| !after.contains_key(*id)) {
+        let values: Vec<Value> = fields
+            .iter()
+            .filter(|f| !was[**f].is_empty())
+            .map(|f| json!({"field": f, "value": was[*f]}))
+            .collect();
+        others.insert(id, json!({"kind": "removed", "id": id, "values": values}));
+    }
+    added.extend(others.into_values());
+    added
+}
+
+fn logged_changes(env: &Env, id: &str, kind: Option<&str>) -> Vec<Value> {
+    let mut args = vec!["runs", "changes", id, "--json"];
+    if let Some(kind) = kind {
+        args.extend(["--kind", kind]);
+    }
+    let out = env.run(&args);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let v = out.json("runs changes");
+    assert_eq!(run_id_of(&v), id);
+    v["changes"].as_array().cloned().unwrap_or_default()
+}
+
+/// A row of person `i` with the email and department given.
+fn row(i: usize, email: &str, department: &str) -> String {
+    format!("E{i:05},First{i},Last{i},{email},,,{department},Active")
+}
+
+#[test]
+fn each_runs_changes_match_the_exports_before_and_after_it() {
+    let env = Env::new(&[Feed::hr("hr")]);
+    let mut before = Export::new();
+    let check = |env: &Env, run: &Run, before: &mut Export| {
+        let after = export_by_id(env);
+        let logged = logged_changes(env, &run.id(), None);
+        assert_eq!(logged, model_changes(before, &after), "run {}", run.id());
+        *before = after;
+    };
+
+    let first = env.import_text("hr", "base.csv", hr_file(1..=100));
+    assert_eq!(first.state(), "applied");
+    check(&env, &first, &mut before);
+
+    // New emails, a department move (a group change), a cleared email,
+    // five new people and three gone.
+    let mut text = hr_file((4..=100).filter(|i| ![10, 20, 30].contains(i)));
+    text += &format!("{}\n", row(10, "new10@example.com", "Sales"));
+    text += &format!("{}\n", row(20, "user20@example.com", "Finance"));
+    text += "E00030,First30,Last30,,+12015550123,,Support,Active\n";
+    for i in 101..=105 {
+        text += &format!("{}\n", hr_row(i));
+    }
+    let second = env.import_text("hr", "day2.csv", text);
+    assert_eq!(second.state(), "applied", "{:#}", second.json);
+    check(&env, &second, &mut before);
+    assert_eq!(logged_changes(&env, &second.id(), Some("removed")).len(), 3);
+    assert_eq!(logged_changes(&env, &second.id(), Some("added")).len(), 5);
+
+    // Held (15 of 102 go), nothing logged; then confirmed, logged under
+    // the held run's ID.
+    let cut: Vec<usize> = (19..=105).filter(|i| ![10, 20, 30].contains(i)).collect();
+    let held = env.import_text("hr", "cut.csv", hr_file(cut));
+    assert_eq!(held.state(), "held", "{:#}", held.json);
+    assert!(logged_changes(&env, &held.id(), None).is_empty());
+    let out = env.run(&["runs", "confirm", &held.id(), "--by", "alice", "--json"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let after = export_by_id(&env);
+    assert_eq!(
+        logged_changes(&env, &held.id(), None),
+        model_changes(&before, &after)
+    );
+    before = after;
+
+    // Rejected: nothing logged, nothing changed.
+    let rejected = env.import_text("hr", "empty.csv", hr_file(1..=2));
+    assert_eq!(rejected.state(), "held");
+    let out = env.run(&["runs", "reject", &rejected.id(), "--by", "bob"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(logged_changes(&env, &rejected.id(), None).is_empty());
+    assert_eq!(export_by_id(&env), before);
+
+    // The same file again: unchanged, nothing logged.
+    let same: Vec<usize> = (19..=105).filter(|i| ![10, 20, 30].contains(i)).collect();
+    let again = env.import_text("hr", "again.csv", hr_file(same));
+    assert_eq!(again.state(), "unchanged", "{:#}", again.json);
+    assert!(logged_changes(&env, &again.id(), None).is_empty());
+}
+
+#[test]
+fn changes_of_an_unknown_run_or_kind_are_refused() {
+    let env = Env::new(&[Feed::hr("hr")]);
+    let out = env.run(&["runs", "changes", "1"]);
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert!(out.stderr.contains("no runs yet"), "{out:#?}");
+    env.import_text("hr", "base.csv", hr_file(1..=3));
+    let out = env.run(&["runs", "changes", "9"]);
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert!(out.stderr.contains("run 9 does not exist"), "{out:#?}");
+    let out = env.run(&["runs", "changes", "1", "--kind", "moved"]);
+    assert_eq!(out.code, 2, "{out:#?}");
+    let out = env.run(&["runs", "changes", "1"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(
+        out.stdout,
+        "added    E00001\nadded    E00002\nadded    E00003\n"
+    );
+}
