@@ -37,7 +37,8 @@
 //!    window, nothing under way, not locked); when none is idle, a new
 //!    address or account has no password checked ([`Refused::Full`]) until
 //!    one is: evicting a live record would let an attacker with many
-//!    addresses reset an account's failures.
+//!    addresses reset an account's failures. The log says so at most once
+//!    a minute.
 //! 8. Addresses count by [`address_key`]: an IPv6 client by its /64 (one
 //!    host can pick any address in it), IPv4 by address.
 
@@ -52,6 +53,9 @@ use super::address_key;
 
 /// Addresses (and accounts) tracked at once: a few hundred KiB.
 pub const MAX_TRACKED: usize = 10_000;
+/// A full table is said in the log at most this often: every refusal it
+/// causes is an attacker's to make.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy)]
 pub struct LockoutPolicy {
@@ -246,7 +250,7 @@ impl Refused {
                 "too many password checks at once for this address or account"
             }
             Refused::Full => {
-                "the lockout's table is full of recent failures: new addresses and accounts wait until entries age out"
+                "the lockout's table is full of recent failures: new addresses and accounts have no password checked until entries age out"
             }
         }
     }
@@ -339,6 +343,7 @@ pub struct Service {
 pub struct Lockout {
     book: Mutex<Book>,
     service: Service,
+    full_warned_at: Mutex<Option<Instant>>,
 }
 
 /// A password check admitted by [`Lockout::begin`]. Dropped unsettled,
@@ -356,11 +361,27 @@ impl Lockout {
         Arc::new(Lockout {
             book: Mutex::new(Book::new(policy)),
             service,
+            full_warned_at: Mutex::new(None),
         })
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn warn_full(&self, now: Instant) {
+        let mut warned_at = self
+            .full_warned_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if warned_at.is_some_and(|at| now.duration_since(at) < FULL_WARNING_EVERY) {
+            return;
+        }
+        *warned_at = Some(now);
+        tracing::warn!(
+            service = self.service.name,
+            "the lockout's table is full of recent failures: password logins from new addresses or for new accounts are refused for a while"
+        );
     }
 
     pub fn is_locked(&self, ip: IpAddr) -> bool {
@@ -370,12 +391,10 @@ impl Lockout {
     /// A password check for `account` from `ip`, counted as under way
     /// until it is settled.
     pub fn begin(self: &Arc<Self>, ip: IpAddr, account: &str) -> Result<PasswordCheck, Refused> {
-        let begun = self.book().begin(ip, account, Instant::now());
+        let now = Instant::now();
+        let begun = self.book().begin(ip, account, now);
         if begun == Err(Refused::Full) {
-            tracing::warn!(
-                service = self.service.name,
-                "the lockout's table is full of recent failures: password logins from new addresses or for new accounts are refused for a while"
-            );
+            self.warn_full(now);
         }
         begun.map(|()| PasswordCheck {
             lockout: self.clone(),
