@@ -18,17 +18,17 @@
 //!    closed after `login_timeout`; a session once logged in no longer
 //!    counts against those caps.
 //! 6. Lockouts count per address and per account and are never reset by
-//!    a login (see `defender`).
+//!    a login; a locked account still logs in by key (`auth::lockout`).
 //! 7. Refusals are logged at most once a minute per address, the rest
 //!    summed up (see `refusals`).
 
 pub mod credentials;
-mod defender;
 pub mod files;
 pub mod host_keys;
 pub mod jail;
 pub(crate) mod refusals;
 mod session;
+mod session_counts;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -42,15 +42,15 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Lockout, LockoutPolicy, PasswordCheck, Refused, Service};
 use crate::config::Config;
 use crate::store::Store;
 
-pub use defender::LockoutPolicy;
 pub use files::{Arrival, ArrivalSink};
 
 use credentials::{address_allowed, address_key, canonical_ip};
-use defender::{Defender, Locked, Refused, SessionCounts};
 use refusals::{RefusalLog, Verdict};
+use session_counts::SessionCounts;
 
 /// argon2id hashes at once (19 MiB each): a flood of logins cannot
 /// exhaust memory. They run on this many long-lived threads of their own:
@@ -86,7 +86,7 @@ pub struct Shared {
     pub arrivals: ArrivalSink,
     /// Open SFTP handles per account (see `files`, invariant 4).
     open_handles: Arc<files::OpenHandleCounts>,
-    defender: Mutex<Defender>,
+    lockout: Arc<Lockout>,
     refusals: Mutex<RefusalLog>,
     sessions: Mutex<SessionCounts>,
     per_address: Mutex<HashMap<IpAddr, usize>>,
@@ -125,20 +125,31 @@ fn start_login_recorder(store: Arc<Store>) -> std::sync::mpsc::Sender<Login> {
     tx
 }
 
+/// Password logins only count against an account: its keys still work.
+const LOCKOUT_SERVICE: Service = Service {
+    name: "sftp",
+    failed_logins: &crate::metrics::SFTP_FAILED_LOGINS,
+    account_locked: "the account is locked for password logins (keys still work)",
+};
+
+fn lockout_policy(config: &Config) -> LockoutPolicy {
+    let s = &config.sftp;
+    LockoutPolicy {
+        address_failures: s.lockout_failures,
+        account_failures: s.lockout_failures,
+        window: s.lockout_window,
+        duration: s.lockout_duration,
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {
     pub fn new(config: Arc<Config>, store: Arc<Store>, arrivals: ArrivalSink) -> Shared {
-        let s = &config.sftp;
-        let policy = LockoutPolicy {
-            failures: s.lockout_failures,
-            window: s.lockout_window,
-            duration: s.lockout_duration,
-        };
         Shared {
-            defender: Mutex::new(Defender::new(policy)),
+            lockout: Lockout::new(lockout_policy(&config), LOCKOUT_SERVICE),
             refusals: Mutex::new(RefusalLog::default()),
             sessions: Mutex::new(SessionCounts::default()),
             open_handles: Arc::default(),
@@ -157,40 +168,24 @@ impl Shared {
         }
     }
 
-    fn is_locked(&self, ip: IpAddr) -> bool {
-        lock(&self.defender).is_locked(ip, Instant::now())
-    }
-
-    fn record_failure(&self, ip: IpAddr) -> bool {
-        lock(&self.defender).record_failure(ip, Instant::now())
-    }
-
-    /// Admits a password check and counts it as under way until
-    /// [`PasswordCheck::finish`] (or its drop) ends it. While as many
-    /// checks are under way as failures could still lock, it waits for
-    /// one to end rather than refuse: a burst of guesses is then checked
-    /// no more than the limit allows, and a burst of real logins (a
-    /// customer's parallel sessions) only queues for a few milliseconds.
+    /// Admits a password check and counts it as under way until it is
+    /// settled (or dropped: a failure). While as many checks are under
+    /// way as failures could still lock, it waits for one to end rather
+    /// than refuse: a burst of guesses is then checked no more than the
+    /// limit allows, and a burst of real logins (a customer's parallel
+    /// sessions) only queues for a few milliseconds.
     /// It waits until `deadline` at most (a few seconds, or what is left
     /// of the login timeout), then is refused.
     async fn begin_password_check(
-        self: &Arc<Self>,
+        &self,
         ip: IpAddr,
         account: &str,
         deadline: Instant,
     ) -> Result<PasswordCheck, Refused> {
         let deadline = deadline.min(Instant::now() + CHECK_QUEUE_MAX_WAIT);
         loop {
-            let admitted = lock(&self.defender).begin_password_check(ip, account, Instant::now());
-            match admitted {
-                Ok(()) => {
-                    return Ok(PasswordCheck {
-                        shared: self.clone(),
-                        ip,
-                        account: account.to_string(),
-                        finished: false,
-                    })
-                }
+            match self.lockout.begin(ip, account) {
+                Ok(check) => return Ok(check),
                 Err(Refused::TooManyAtOnce) if Instant::now() < deadline => {
                     tokio::time::sleep(CHECK_QUEUE_POLL).await
                 }
@@ -275,8 +270,8 @@ impl Shared {
 
     /// Invariant 1: some account allows the address and it is not locked.
     fn admits(&self, ip: IpAddr) -> Result<(), &'static str> {
-        if self.is_locked(ip) {
-            return Err("the address is locked out after failed logins");
+        if self.lockout.is_locked(ip) {
+            return Err(Refused::AddressLocked.reason());
         }
         let accounts = self.store.accounts().map_err(|e| {
             tracing::error!(error = %e, "the accounts cannot be read");
@@ -329,49 +324,6 @@ impl Shared {
             if *n == 0 {
                 map.remove(&ip);
             }
-        }
-    }
-}
-
-/// A password check under way. One whose connection went away before the
-/// answer (its future dropped) ends as a failure: the guess was made, and
-/// a check left under way for ever would lower the limit for good. One
-/// the server could not make ends with [`PasswordCheck::withdraw`]: no
-/// failure.
-pub(crate) struct PasswordCheck {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-    account: String,
-    finished: bool,
-}
-
-impl PasswordCheck {
-    /// Ends the check; what a failure locked.
-    fn finish(mut self, succeeded: bool) -> Locked {
-        self.finished = true;
-        self.end(succeeded)
-    }
-
-    /// Ends a check the server could not make: it counts as no failure.
-    fn withdraw(mut self) {
-        self.finished = true;
-        self.end(true);
-    }
-
-    fn end(&self, succeeded: bool) -> Locked {
-        lock(&self.shared.defender).end_password_check(
-            self.ip,
-            &self.account,
-            succeeded,
-            Instant::now(),
-        )
-    }
-}
-
-impl Drop for PasswordCheck {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.end(false);
         }
     }
 }

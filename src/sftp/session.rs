@@ -23,11 +23,11 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 
 use super::credentials::{address_allowed, parse_public_key};
-use super::defender::{Locked, Refused};
 use super::files::{self, SftpSession};
 use super::jail::Jail;
 use super::refusals::shown_name;
 use super::{LoginSlot, Shared};
+use crate::auth::Refused;
 use crate::store::Account;
 
 /// Session channels open at once on one connection. Clients use one (the
@@ -115,7 +115,7 @@ impl Connection {
     /// cut: clients offer keys for any name they like), never to the
     /// client.
     fn candidate(&self, user: &str) -> Result<Account, NoCandidate> {
-        if self.shared.is_locked(self.ip) {
+        if self.shared.lockout.is_locked(self.ip) {
             self.shared
                 .log_refusal(self.ip, Some(user), Refused::AddressLocked.reason());
             return Err(NoCandidate::NotCounted);
@@ -166,22 +166,9 @@ impl Connection {
 
     /// A failed login that never reached a password check.
     fn failed(&self, user: &str) {
-        crate::metrics::count(&crate::metrics::SFTP_FAILED_LOGINS);
-        let locked = Locked {
-            address: self.shared.record_failure(self.ip),
-            account: false,
-        };
-        self.log_lockout(user, locked);
-    }
-
-    fn log_lockout(&self, user: &str, locked: Locked) {
-        let user = shown_name(user);
-        if locked.address {
-            tracing::warn!(user, peer = %self.ip, "too many failed logins: the address is locked out");
-        }
-        if locked.account {
-            tracing::warn!(user, peer = %self.ip, "too many failed logins: the account is locked for password logins (keys still work)");
-        }
+        self.shared
+            .lockout
+            .record_failure(self.ip, shown_name(user));
     }
 
     fn succeed(&mut self, account: Account, method: &str) -> Auth {
@@ -309,12 +296,10 @@ impl russh::server::Handler for Connection {
             check.withdraw();
             return Ok(reject());
         };
-        let locked = check.finish(matches);
+        check.settle(matches);
         if !matches {
-            crate::metrics::count(&crate::metrics::SFTP_FAILED_LOGINS);
             let user = shown_name(user);
             tracing::warn!(user, peer = %self.ip, "login refused: wrong password");
-            self.log_lockout(user, locked);
             return Ok(reject());
         }
         Ok(self.succeed(account, "password"))

@@ -14,7 +14,7 @@
 //!   per-address cap keeps one address from taking the total.
 //! - At most [`CONCURRENT_PASSWORD_CHECKS`] login password checks at once;
 //!   the login lockout (failures per address and per name) is in
-//!   `super::lockout`.
+//!   `crate::auth::lockout`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

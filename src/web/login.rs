@@ -3,6 +3,31 @@
 //! lockout, and the session cookie.
 
 use super::*;
+use crate::auth::{LockoutPolicy, Service};
+
+/// 5 failed logins from one address, or 20 for one administrator name
+/// from anywhere, within 10 minutes lock it out for 15, even with the
+/// right password. The name's limit is higher: it slows guessing from
+/// many addresses, while one address cannot lock an administrator out
+/// alone.
+pub(super) const LOCKOUT_POLICY: LockoutPolicy = LockoutPolicy {
+    address_failures: 5,
+    account_failures: 20,
+    window: Duration::from_secs(600),
+    duration: Duration::from_secs(900),
+};
+
+pub(super) const LOCKOUT_SERVICE: Service = Service {
+    name: "web",
+    failed_logins: &crate::metrics::WEB_FAILED_LOGINS,
+    account_locked: "web logins as this administrator are locked out for a while",
+};
+
+/// Administrator names are at most 64 characters: a longer name cannot
+/// exist, and its lockout key need not be longer.
+fn name_key(name: &str) -> &str {
+    shown_name(name)
+}
 
 pub(super) async fn login_page(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {
     if state.session(&headers).is_some() {
@@ -64,7 +89,7 @@ pub(super) async fn login(
             .into_response();
     }
     // Reserved before the password is checked (invariant 6).
-    let Some(attempt) = state.lockout.try_attempt(ip, &form.name) else {
+    let Ok(attempt) = state.lockout.begin(ip, name_key(&form.name)) else {
         state.log_login_refusal(ip, &form.name, "locked out");
         return login_form(
             &state,
@@ -76,7 +101,7 @@ pub(super) async fn login(
         Ok(admin) => admin.map(|a| a.password_hash),
         Err(e) => {
             tracing::error!(error = %e, "a web login cannot read the administrators");
-            attempt.withdrawn();
+            attempt.withdraw();
             return message(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the store cannot be read; try again later",
@@ -96,7 +121,7 @@ pub(super) async fn login(
             .await
             .unwrap_or(false);
     let Some(fingerprint) = fingerprint.filter(|_| matches) else {
-        attempt.failed();
+        attempt.settle(false);
         state.log_login_refusal(ip, &form.name, "wrong name or password");
         return login_form(
             &state,
@@ -104,7 +129,7 @@ pub(super) async fn login(
             StatusCode::UNAUTHORIZED,
         );
     };
-    attempt.succeeded();
+    attempt.settle(true);
     let token = random_token();
     let now = Instant::now();
     lock(&state.sessions).insert(

@@ -31,7 +31,8 @@
 //!    body must arrive whole within [`BODY_TIMEOUT`].
 //! 6. A login checks one password (argon2id) whether the name exists or
 //!    not, and only after reserving its place under the lockout
-//!    (`lockout`): concurrent attempts cannot pass its limits.
+//!    (`auth::lockout`, with `login`'s policy): concurrent attempts cannot
+//!    pass its limits.
 //! 7. Names, file names and header values from outside are logged through
 //!    `import::printable` (control characters escaped).
 
@@ -65,7 +66,6 @@ mod dashboard;
 mod layers;
 mod limits;
 mod listen;
-mod lockout;
 mod login;
 mod metrics;
 mod runs;
@@ -139,7 +139,7 @@ pub struct WebState {
     engine: Arc<Engine>,
     templates: Environment<'static>,
     sessions: Mutex<HashMap<String, Session>>,
-    lockout: Arc<lockout::Lockout>,
+    lockout: Arc<crate::auth::Lockout>,
     /// Refused logins, logged at most once a minute per address (an IPv6
     /// /64), the rest summed up: a locked-out address cannot flood the log.
     refusals: Mutex<RefusalLog>,
@@ -202,7 +202,7 @@ impl WebState {
             engine,
             templates,
             sessions: Mutex::new(HashMap::new()),
-            lockout: lockout::Lockout::new(),
+            lockout: crate::auth::Lockout::new(login::LOCKOUT_POLICY, login::LOCKOUT_SERVICE),
             refusals: Mutex::new(RefusalLog::default()),
             removals: Mutex::new(HashMap::new()),
             secure,

@@ -1,11 +1,16 @@
 //! What sFTP, the web page and the command line share about who may log
-//! in: argon2id password hashes, generated passwords and tokens, and the
-//! key an address counts under in lockouts and per-address caps.
+//! in: argon2id password hashes, generated passwords and tokens, the key
+//! an address counts under in lockouts and per-address caps, and the
+//! lockouts themselves (`lockout`).
+
+pub mod lockout;
 
 use std::net::IpAddr;
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
+
+pub use lockout::{Lockout, LockoutPolicy, PasswordCheck, Refused, Service};
 
 /// Letters and digits that cannot be mistaken for each other when read out
 /// or typed from a printout (no 0/O, 1/l/I).
