@@ -65,6 +65,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// How long archived files and error reports are kept.
     pub retention: Duration,
+    /// Runs' records and the change log are kept this long (never less
+    /// than `retention`).
+    pub history_retention: Duration,
     /// IANA time zone of `daily` schedules; `None`: the server's.
     pub timezone: Option<String>,
     /// A held run still waiting after this long gets one reminder email.

@@ -20,6 +20,7 @@ const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(48 * 3600);
 const DEFAULT_RETRY_PAUSE: Duration = Duration::from_secs(30);
 const DEFAULT_HELD_REMINDER: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(400 * 24 * 3600);
 /// The run states a report can be mailed for (`report_on`).
 const REPORT_STATES: [&str; 6] = [
     "applied",
@@ -39,6 +40,7 @@ const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 struct RawConfig {
     data_dir: Option<String>,
     retention: Option<Spanned<String>>,
+    history_retention: Option<Spanned<String>>,
     timezone: Option<Spanned<String>>,
     held_reminder: Option<Spanned<String>>,
     sftp: Option<RawSftp>,
@@ -230,6 +232,14 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Config {
         DEFAULT_RETENTION,
         problems,
     );
+    // The history outlives the files it tells of.
+    let history_retention = duration_or(
+        "history_retention",
+        raw.history_retention.as_ref(),
+        DEFAULT_HISTORY_RETENTION,
+        problems,
+    )
+    .max(retention);
     let timezone = raw.timezone.as_ref().map(|tz| {
         let name = tz.get_ref().trim().to_string();
         if jiff::tz::TimeZone::get(&name).is_err() {
@@ -258,6 +268,7 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Config {
         held_reminder,
         data_dir: PathBuf::from(raw.data_dir.unwrap_or_else(|| "./flagsync-data".into())),
         retention,
+        history_retention,
         sftp: validate_sftp(raw.sftp, problems),
         web_listen: raw
             .web

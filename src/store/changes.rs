@@ -174,11 +174,50 @@ fn run_key(run: u64, rest: &[u8]) -> Vec<u8> {
     key
 }
 
+/// Deletes what run `run` logged for `feed` (its record goes with it).
+pub(super) fn delete_run_changes(
+    txn: &WriteTransaction,
+    feed: &str,
+    run: u64,
+) -> Result<(), StoreError> {
+    let from = run.to_be_bytes();
+    let to = (run + 1).to_be_bytes();
+    let range = from.as_slice()..to.as_slice();
+    let mut changes: ChangeTable = txn.open_table(TableDefinition::new(&changes_def(feed)))?;
+    let mut ids: ChangeIdTable = txn.open_table(TableDefinition::new(&change_ids_def(feed)))?;
+    for entry in changes.extract_from_if(range.clone(), |_, _| true)? {
+        let (key, _) = entry?;
+        if let Ok(id) = std::str::from_utf8(&key.value()[8..]) {
+            ids.remove((id, run))?;
+        }
+    }
+    let mut added: ChangeTable = txn.open_table(TableDefinition::new(&added_def(feed)))?;
+    added.retain_in(range, |_, _| false)?;
+    Ok(())
+}
+
 impl super::Store {
     /// What run `run` changed in `feed` (empty for a run that changed
     /// nothing, or one recorded before the change log existed).
     pub fn run_changes(&self, feed: &str, run: u64) -> Result<Vec<LoggedChange>, StoreError> {
         run_changes(&self.begin_read()?, feed, run)
+    }
+
+    /// The runs that updated or removed recipient `id` of `feed`, oldest
+    /// first.
+    pub fn runs_that_changed(&self, feed: &str, id: &str) -> Result<Vec<u64>, StoreError> {
+        let txn = self.begin_read()?;
+        let Some(ids) = super::optional(txn.open_table(TableDefinition::<(&str, u64), ()>::new(
+            &change_ids_def(feed),
+        )))?
+        else {
+            return Ok(Vec::new());
+        };
+        let mut runs = Vec::new();
+        for entry in ids.range((id, 0)..=(id, u64::MAX))? {
+            runs.push(entry?.0.value().1);
+        }
+        Ok(runs)
     }
 }
 

@@ -197,7 +197,7 @@ fn delete_run(txn: &WriteTransaction, run: &Run) -> Result<(), StoreError> {
     if let Some(upload) = &run.upload {
         txn.open_table(RUN_UPLOADS)?.remove(upload.as_str())?;
     }
-    Ok(())
+    super::changes::delete_run_changes(txn, &run.feed, id)
 }
 
 pub(super) fn decode_run(bytes: &[u8]) -> Result<Run, StoreError> {

@@ -223,10 +223,27 @@ fn run_of(feed: &str, state: RunState, days_ago: u64, upload: Option<&str>) -> R
     }
 }
 
+/// Records `run` with a change log: it added N1, updated E1's email and
+/// removed E2.
 fn record(store: &Store, mut run: Run) -> u64 {
+    use crate::import::{Change, FieldChange};
     let txn = store.begin_run().unwrap();
     let id = txn.next_run_id().unwrap();
     run.run_id = Some(id);
+    let feed = run.feed.clone();
+    txn.with_feed(&feed, Some(id), |w| {
+        w.log_change(Change::Added { id: "N1" })?;
+        let fields = vec![FieldChange {
+            field: "email",
+            old: "a@example.com",
+            new: "b@example.com",
+        }];
+        w.log_change(Change::Updated { id: "E1", fields })?;
+        let values = vec![("employee_id", "E2")];
+        w.log_change(Change::Removed { id: "E2", values })
+    })
+    .unwrap()
+    .unwrap();
     txn.put_run(&run).unwrap();
     txn.commit().unwrap();
     id
@@ -272,8 +289,16 @@ fn history_past_the_retention_keeps_summaries_then_goes_and_held_runs_stay() {
         .unwrap()
         .as_secs();
     let days = |d: u64| now - d * 86_400;
+    assert_eq!(store.run_changes("a", ancient).unwrap().len(), 3);
     let pruned = store.prune_history(days(30), days(400)).unwrap();
     assert_eq!((pruned.deleted, pruned.summarised), (1, 1), "{pruned:?}");
+    // The change log goes with the run record, and only with it.
+    assert!(store.run_changes("a", ancient).unwrap().is_empty());
+    assert_eq!(store.run_changes("a", old).unwrap().len(), 3);
+    assert_eq!(
+        store.runs_that_changed("a", "E1").unwrap(),
+        [held, old, recent]
+    );
     assert!(matches!(
         store.get_run(ancient),
         Err(StoreError::UnknownRun(_))

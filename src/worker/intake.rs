@@ -37,9 +37,6 @@ use super::{import_upload, WorkerError};
 const LINGER: Duration = Duration::from_secs(3);
 /// How often schedules and overdue feeds are looked at.
 const TICK: Duration = Duration::from_secs(1);
-/// How long a run's summary stays in the store (at least the retention):
-/// "what happened to last year's files" keeps an answer.
-const RUN_HISTORY: Duration = Duration::from_secs(400 * 24 * 3600);
 /// A file whose run met a store or disk error is tried again after this,
 /// then twice as long each time, up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(2);
@@ -625,7 +622,7 @@ impl Intake {
 
     /// Keeps the store's history bounded like the folders: past the
     /// retention a run keeps only its summary and delivered emails go;
-    /// past [`RUN_HISTORY`] the run record goes too.
+    /// past `history_retention` the run record and its change log go too.
     fn prune_history(&self) {
         let now = SystemTime::now();
         let unix = |t: Option<SystemTime>| {
@@ -633,7 +630,7 @@ impl Intake {
                 .map_or(0, |d| d.as_secs())
         };
         let summary_before = unix(now.checked_sub(self.config().retention));
-        let delete_before = unix(now.checked_sub(RUN_HISTORY.max(self.config().retention)));
+        let delete_before = unix(now.checked_sub(self.config().history_retention));
         match self
             .engine
             .store
