@@ -58,24 +58,7 @@ pub(crate) async fn accept_loop<T, A, S, F>(
     F: Future<Output = ()> + Send + 'static,
 {
     let tracker = TaskTracker::new();
-    let mut backoff = FIRST_BACKOFF;
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => {
-                backoff = FIRST_BACKOFF;
-                a
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "{}", settings.accept_failed);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = accept(&listener, &shutdown, settings.accept_failed).await {
         // Not admitted: the stream is dropped here, closed unread.
         if let Some(ticket) = admit(peer) {
             tracker.spawn(serve(stream, peer, ticket));
@@ -89,6 +72,32 @@ pub(crate) async fn accept_loop<T, A, S, F>(
         .is_err()
     {
         tracing::warn!("{}", settings.still_open);
+    }
+}
+
+/// The next connection, or `None` at `shutdown`. An accept error (EMFILE
+/// and friends) is logged and waited out, never the end of listening: a
+/// burst of them must not stop the server, and the growing wait keeps a
+/// lasting one from filling the log.
+async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    failed: &str,
+) -> Option<(TcpStream, SocketAddr)> {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok(a) => return Some(a),
+            Err(e) => {
+                tracing::warn!(error = %e, "{failed}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
     }
 }
 

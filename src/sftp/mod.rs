@@ -464,17 +464,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     tokio::spawn(summarise_refusals(shared.clone(), shutdown.clone()));
-    let connections = listen::Connections::new(
-        shared.config.sftp.max_sessions,
-        shared.config.sftp.max_connections_per_address,
-        listen::Wording {
-            label: "sFTP",
-            total: "the server has its maximum of sessions",
-            address: "too many connections from this address",
-            // Invariant 7: through `Shared::log_refusal`.
-            logged_here: false,
-        },
-    );
+    let connections = connections(&shared.config);
     let settings = listen::Settings {
         // Logged, then retried: never stops listening (invariant 3).
         accept_failed: "accept failed; retrying",
@@ -490,10 +480,27 @@ pub async fn run(
         let stop = stop.clone();
         async move {
             serve_connection(socket, peer, shared, ssh, stop, login_slot).await;
+            // Its place in all and per address, held for the whole session.
             drop(slot);
         }
     };
     listen::accept_loop(listener, shutdown, settings, admit, serve).await
+}
+
+/// The sessions in all (`max_sessions`) and per address
+/// (`max_connections_per_address`), logged in or not.
+fn connections(config: &Config) -> Arc<listen::Connections> {
+    listen::Connections::new(
+        config.sftp.max_sessions,
+        config.sftp.max_connections_per_address,
+        listen::Wording {
+            label: "sFTP",
+            total: "the server has its maximum of sessions",
+            address: "too many connections from this address",
+            // Through `Shared::log_refusal` (invariant 7) by `admit`.
+            logged_here: false,
+        },
+    )
 }
 
 /// Whether a new connection may go on to the SSH handshake, checked in

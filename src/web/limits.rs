@@ -62,6 +62,21 @@ pub(super) fn max_connections() -> usize {
     MAX_CONNECTIONS.min(half).max(MAX_CONNECTIONS_PER_ADDRESS)
 }
 
+/// The connection caps above, for the accept loop; a refusal is logged
+/// there, at most every few seconds with a count.
+pub(super) fn connections() -> std::sync::Arc<crate::listen::Connections> {
+    crate::listen::Connections::new(
+        max_connections(),
+        MAX_CONNECTIONS_PER_ADDRESS,
+        crate::listen::Wording {
+            label: "web",
+            total: "the server has its maximum of connections",
+            address: "too many connections from this address",
+            logged_here: true,
+        },
+    )
+}
+
 /// What a connection or a login counts against: its address, or for IPv6
 /// its /64 (shared with the sFTP side: `auth::address_key`).
 pub(super) fn address_key(ip: IpAddr) -> IpAddr {

@@ -65,16 +65,7 @@ pub(super) async fn serve(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let app = router(state);
-    let connections = crate::listen::Connections::new(
-        limits::max_connections(),
-        limits::MAX_CONNECTIONS_PER_ADDRESS,
-        crate::listen::Wording {
-            label: "web",
-            total: "the server has its maximum of connections",
-            address: "too many connections from this address",
-            logged_here: true,
-        },
-    );
+    let connections = limits::connections();
     let settings = crate::listen::Settings {
         accept_failed: "web accept failed; retrying",
         grace: limits::SHUTDOWN_GRACE,
@@ -89,6 +80,7 @@ pub(super) async fn serve(
         let tls = tls.clone();
         let stop = stop.clone();
         async move {
+            // Counted until the connection ends.
             let _slot = slot;
             serve_connection(tcp, peer, app, tls, stop).await
         }
