@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod import;
 pub mod layout;
+mod listen;
 pub mod mail;
 pub mod metrics;
 pub mod report;

@@ -11,7 +11,8 @@
 //!    locked out, is closed before the SSH handshake.
 //! 2. Only the `sftp` subsystem is served; everything else is refused
 //!    with a failure reply that leaves the channel and connection open.
-//! 3. The accept loop never stops on an accept error (russh's does).
+//! 3. The accept loop never stops on an accept error (russh's does; ours
+//!    is `crate::listen`, shared with the web page).
 //! 4. An account sees only its own feed's `upload/`, `errors/`, `archive/`.
 //! 5. Connections not logged in yet are capped in all and per address
 //!    ([`MAX_UNAUTHENTICATED`], [`MAX_UNAUTHENTICATED_PER_ADDRESS`]) and
@@ -38,12 +39,11 @@ use std::time::{Duration, Instant};
 use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
 use russh::{compression, kex, MethodKind, MethodSet, Preferred, SshId};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::auth::{Lockout, LockoutPolicy, PasswordCheck, Refused, Service};
 use crate::config::Config;
+use crate::listen;
 use crate::store::Store;
 
 pub use files::{Arrival, ArrivalSink};
@@ -89,7 +89,6 @@ pub struct Shared {
     lockout: Arc<Lockout>,
     refusals: Mutex<RefusalLog>,
     sessions: Mutex<SessionCounts>,
-    per_address: Mutex<HashMap<IpAddr, usize>>,
     /// Connections not logged in yet: in all, and per address.
     unauthenticated: Mutex<(usize, HashMap<IpAddr, usize>)>,
     hashing: Option<rayon::ThreadPool>,
@@ -153,7 +152,6 @@ impl Shared {
             refusals: Mutex::new(RefusalLog::default()),
             sessions: Mutex::new(SessionCounts::default()),
             open_handles: Arc::default(),
-            per_address: Mutex::new(HashMap::new()),
             unauthenticated: Mutex::new((0, HashMap::new())),
             logins: Mutex::new(start_login_recorder(store.clone())),
             hashing: rayon::ThreadPoolBuilder::new()
@@ -284,17 +282,6 @@ impl Shared {
         }
     }
 
-    /// Counted by `address_key` (an IPv6 client by its /64).
-    fn take_address_slot(&self, ip: IpAddr) -> bool {
-        let mut map = lock(&self.per_address);
-        let n = map.entry(address_key(ip)).or_default();
-        if *n >= self.config.sftp.max_connections_per_address {
-            return false;
-        }
-        *n += 1;
-        true
-    }
-
     /// A slot among the connections not logged in yet; the connection
     /// gives it back when it logs in or ends.
     fn take_login_slot(self: &Arc<Self>, ip: IpAddr) -> Result<LoginSlot, &'static str> {
@@ -314,17 +301,6 @@ impl Shared {
             shared: self.clone(),
             ip,
         })
-    }
-
-    fn give_back_address_slot(&self, ip: IpAddr) {
-        let ip = address_key(ip);
-        let mut map = lock(&self.per_address);
-        if let Some(n) = map.get_mut(&ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&ip);
-            }
-        }
     }
 }
 
@@ -431,77 +407,73 @@ pub(crate) fn is_sha1_signature(algorithm: &Algorithm) -> bool {
     *algorithm == Algorithm::Rsa { hash: None }
 }
 
-/// Accepts connections until `shutdown`, then gives sessions a short grace
-/// to finish.
+/// Accepts connections until `shutdown` (`crate::listen`), then gives
+/// sessions a short grace to finish.
 pub async fn run(
     listener: TcpListener,
     shared: Arc<Shared>,
     ssh: Arc<russh::server::Config>,
     shutdown: CancellationToken,
 ) {
-    let sessions = Arc::new(Semaphore::new(shared.config.sftp.max_sessions));
-    let tracker = TaskTracker::new();
     tokio::spawn(summarise_refusals(shared.clone(), shutdown.clone()));
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (socket, peer) = match accepted {
-            Ok(a) => {
-                backoff = Duration::from_millis(10);
-                a
-            }
-            Err(e) => {
-                // EMFILE and friends pass; never stop listening (invariant 3).
-                tracing::warn!(error = %e, "accept failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let ip = canonical_ip(peer.ip());
-        if let Err(why) = shared.admits(ip) {
-            shared.log_refusal(ip, None, why);
-            continue;
-        }
-        let Ok(permit) = sessions.clone().try_acquire_owned() else {
-            shared.log_refusal(ip, None, "the server has its maximum of sessions");
-            continue;
-        };
-        if !shared.take_address_slot(ip) {
-            shared.log_refusal(ip, None, "too many connections from this address");
-            continue;
-        }
-        let login_slot = match shared.take_login_slot(ip) {
-            Ok(slot) => slot,
-            Err(why) => {
-                shared.log_refusal(ip, None, why);
-                shared.give_back_address_slot(ip);
-                continue;
-            }
-        };
+    let connections = connections(&shared.config);
+    let settings = listen::Settings {
+        // Logged, then retried: never stops listening (invariant 3).
+        accept_failed: "accept failed; retrying",
+        grace: SHUTDOWN_GRACE,
+        still_open:
+            "sessions still open at shutdown were closed; their unfinished uploads are discarded",
+    };
+    let admit = |peer: SocketAddr| admit(&shared, &connections, peer);
+    let stop = shutdown.clone();
+    let serve = |socket, peer, (slot, login_slot): (listen::Slot, LoginSlot)| {
         let shared = shared.clone();
         let ssh = ssh.clone();
-        let stop = shutdown.clone();
-        tracker.spawn(async move {
-            serve_connection(socket, peer, shared.clone(), ssh, stop, login_slot).await;
-            shared.give_back_address_slot(ip);
-            drop(permit);
-        });
-    }
-    // New clients are refused from now on, not left waiting.
-    drop(listener);
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "sessions still open at shutdown were closed; their unfinished uploads are discarded"
-        );
-    }
+        let stop = stop.clone();
+        async move {
+            serve_connection(socket, peer, shared, ssh, stop, login_slot).await;
+            // Its place in all and per address, held for the whole session.
+            drop(slot);
+        }
+    };
+    listen::accept_loop(listener, shutdown, settings, admit, serve).await
+}
+
+/// The sessions in all (`max_sessions`) and per address
+/// (`max_connections_per_address`), logged in or not.
+fn connections(config: &Config) -> Arc<listen::Connections> {
+    listen::Connections::new(
+        config.sftp.max_sessions,
+        config.sftp.max_connections_per_address,
+        listen::Wording {
+            label: "sFTP",
+            total: "the server has its maximum of sessions",
+            address: "too many connections from this address",
+            // Through `Shared::log_refusal` (invariant 7) by `admit`.
+            logged_here: false,
+        },
+    )
+}
+
+/// Whether a new connection may go on to the SSH handshake, checked in
+/// this order: some account allows the address and it is not locked out
+/// (invariant 1), a session slot in all and per address, a slot among the
+/// connections not logged in yet (invariant 5). Each refusal is logged
+/// (invariant 7); slots already taken go back when the refusal drops them.
+fn admit(
+    shared: &Arc<Shared>,
+    connections: &Arc<listen::Connections>,
+    peer: SocketAddr,
+) -> Option<(listen::Slot, LoginSlot)> {
+    let ip = canonical_ip(peer.ip());
+    let refuse = |why| shared.log_refusal(ip, None, why);
+    shared.admits(ip).map_err(refuse).ok()?;
+    let slot = connections
+        .try_take(ip)
+        .map_err(|why| refuse(connections.reason(why)))
+        .ok()?;
+    let login_slot = shared.take_login_slot(ip).map_err(refuse).ok()?;
+    Some((slot, login_slot))
 }
 
 async fn serve_connection(

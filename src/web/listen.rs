@@ -51,12 +51,13 @@ pub async fn run(
     serve(listener, state, None, shutdown).await
 }
 
-/// Our own accept loop, plain or TLS: connection caps per address and in
-/// all (over them a connection is closed at once), the TLS handshake's
-/// deadline, then hyper's HTTP/1.1 with the request head's deadline, which
-/// also ends idle kept-alive connections (`limits`). At `shutdown` the
-/// listener closes, each connection finishes its request in flight and
-/// closes; after [`limits::SHUTDOWN_GRACE`] the rest are dropped.
+/// Our own accept loop (`crate::listen`), plain or TLS: connection caps
+/// per address and in all (over them a connection is closed at once), the
+/// TLS handshake's deadline, then hyper's HTTP/1.1 with the request head's
+/// deadline, which also ends idle kept-alive connections (`limits`). At
+/// `shutdown` the listener closes, each connection finishes its request in
+/// flight and closes; after [`limits::SHUTDOWN_GRACE`] the rest are
+/// dropped.
 pub(super) async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<WebState>,
@@ -64,64 +65,45 @@ pub(super) async fn serve(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let app = router(state);
-    let connections = limits::Connections::new(
-        limits::max_connections(),
-        limits::MAX_CONNECTIONS_PER_ADDRESS,
-    );
-    let tracker = tokio_util::task::TaskTracker::new();
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => {
-                backoff = Duration::from_millis(10);
-                a
-            }
-            Err(e) => {
-                // EMFILE and friends pass; never stop listening.
-                tracing::warn!(error = %e, "web accept failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let Ok(slot) = connections.try_take(peer.ip()) else {
-            // Closed before anything is read (the refusal is logged, at
-            // most every few seconds, by `try_take`).
-            drop(tcp);
-            continue;
-        };
+    let connections = limits::connections();
+    let settings = crate::listen::Settings {
+        accept_failed: "web accept failed; retrying",
+        grace: limits::SHUTDOWN_GRACE,
+        still_open: "web connections still open at shutdown were closed",
+    };
+    // A refusal is logged, at most every few seconds, by `try_take`.
+    let admit = |peer: SocketAddr| connections.try_take(peer.ip()).ok();
+    let stop = shutdown.clone();
+    let serve = |tcp: tokio::net::TcpStream, peer: SocketAddr, slot| {
         let _ = tcp.set_nodelay(true);
         let app = app.clone().layer(axum::Extension(ConnectInfo(peer)));
         let tls = tls.clone();
-        let stop = shutdown.clone();
-        tracker.spawn(async move {
+        let stop = stop.clone();
+        async move {
+            // Counted until the connection ends.
             let _slot = slot;
-            match tls {
-                None => serve_http(tcp, peer, app, stop).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(limits::TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-                        .await
-                    {
-                        Ok(Ok(tls)) => serve_http(tls, peer, app, stop).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-            }
-        });
-    }
-    // New clients are refused from now on, not left waiting.
-    drop(listener);
-    tracker.close();
-    if tokio::time::timeout(limits::SHUTDOWN_GRACE, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("web connections still open at shutdown were closed");
+            serve_connection(tcp, peer, app, tls, stop).await
+        }
+    };
+    crate::listen::accept_loop(listener, shutdown, settings, admit, serve).await
+}
+
+/// One connection: the TLS handshake within its deadline if there is TLS,
+/// then HTTP/1.1.
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let Some(acceptor) = tls else {
+        return serve_http(tcp, peer, app, stop).await;
+    };
+    match tokio::time::timeout(limits::TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => serve_http(tls, peer, app, stop).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 

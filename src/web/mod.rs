@@ -7,8 +7,9 @@
 //! This file holds the shared state (sessions, templates, cookies) and the
 //! router; the pages are one file each group: `login`, `dashboard`, `runs`,
 //! `browse` (groups, recipients, accounts); `session` has the extractors
-//! every page uses, `layers` what wraps every response, `listen` the
-//! accept loop.
+//! every page uses, `layers` what wraps every response, `listen` how a
+//! connection is served (TLS, HTTP/1.1) from the shared accept loop
+//! (`crate::listen`).
 //!
 //! Invariants:
 //! 1. Every page but `/login`, `/healthz` and the stylesheet needs a
