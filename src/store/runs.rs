@@ -216,7 +216,8 @@ pub(super) fn get_run_in(
 }
 
 /// The run IDs of a feed in an index table, newest first, at most `limit`.
-fn feed_run_ids(
+/// The feed's run IDs in `table`, newest first, at most `limit`.
+pub(super) fn feed_run_ids(
     table: &impl ReadableTable<(&'static str, u64), ()>,
     feed: &str,
     limit: usize,

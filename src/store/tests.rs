@@ -362,3 +362,44 @@ fn a_store_of_schema_1_gets_its_run_indexes_when_opened() {
     assert_eq!(store.held_runs("a").unwrap().len(), 1);
     assert_eq!(store.run_of_upload("c1").unwrap(), Some(a));
 }
+
+#[test]
+fn a_persons_runs_are_found_across_chunks_of_additions() {
+    use crate::import::Change;
+    let (_dir, path) = temp_store();
+    let store = Store::open(&path).unwrap();
+    let txn = store.begin_run().unwrap();
+    let id = txn.next_run_id().unwrap();
+    let ids: Vec<String> = (0..10_000).map(|i| format!("P{:05}", i * 2)).collect();
+    txn.with_feed("a", Some(id), |w| {
+        for i in ids.iter().rev() {
+            w.log_change(Change::Added { id: i }).unwrap();
+        }
+    })
+    .unwrap();
+    let mut run = run_of("a", RunState::Applied, 0, None);
+    run.run_id = Some(id);
+    txn.put_run(&run).unwrap();
+    txn.commit().unwrap();
+    let logged = store.run_changes("a", id).unwrap();
+    assert_eq!(logged.len(), ids.len());
+    assert!(logged
+        .iter()
+        .map(|c| c.id())
+        .eq(ids.iter().map(String::as_str)));
+    // First, last, around a chunk's edge (4096 a chunk), and odd IDs that
+    // fall between two added ones or past the end.
+    for present in ["P00000", "P08190", "P08192", "P19998"] {
+        assert_eq!(
+            store.runs_that_changed("a", present).unwrap(),
+            [id],
+            "{present}"
+        );
+    }
+    for absent in ["P00001", "P08191", "P19999", "A", "Z"] {
+        assert!(
+            store.runs_that_changed("a", absent).unwrap().is_empty(),
+            "{absent}"
+        );
+    }
+}

@@ -31,8 +31,8 @@ impl Names {
 pub struct WriteFeed<'txn> {
     recipients: Table<'txn, &'static str, &'static [u8]>,
     groups: Table<'txn, &'static str, u64>,
-    /// The change log of run `run`, when the writer keeps one.
-    log: Option<ChangeLog<'txn>>,
+    /// The change log of the run, when the writer keeps one.
+    log: Option<ChangeLog>,
 }
 
 impl<'txn> WriteFeed<'txn> {
@@ -45,14 +45,14 @@ impl<'txn> WriteFeed<'txn> {
         Ok(WriteFeed {
             recipients: txn.open_table(TableDefinition::new(&n.recipients))?,
             groups: txn.open_table(TableDefinition::new(&n.groups))?,
-            log: run.map(|run| ChangeLog::open(txn, feed, run)).transpose()?,
+            log: run.map(ChangeLog::new),
         })
     }
 
     /// Writes what the log gathered (a run's additions).
     pub(super) fn finish(self, txn: &WriteTransaction, feed: &str) -> Result<(), StoreError> {
         match self.log {
-            Some(log) => log.finish(txn, feed),
+            Some(log) => log.write(txn, feed),
             None => Ok(()),
         }
     }
@@ -115,10 +115,10 @@ impl FeedWriter for WriteFeed<'_> {
     }
 
     fn log_change(&mut self, change: Change<'_>) -> Result<(), StoreError> {
-        match &mut self.log {
-            Some(log) => log.log(change),
-            None => Ok(()),
+        if let Some(log) = &mut self.log {
+            log.log(change);
         }
+        Ok(())
     }
 }
 
