@@ -257,6 +257,17 @@ pub enum RecipientsCommand {
         #[serde(default)]
         raw: bool,
     },
+    /// What each run did to one person, oldest first (also after they
+    /// were removed, while the runs are kept: `history_retention`).
+    History {
+        #[arg(long, value_name = "NAME")]
+        feed: String,
+        /// The person's ID, as the feed's ID column holds it.
+        id: String,
+        /// Print a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -440,6 +451,9 @@ pub fn execute(
         Command::Runs(cmd) => runs(config, cmd, &backend, io),
         Command::Recipients(RecipientsCommand::Export { feed, format, raw }) => {
             export(config, &feed, format, raw, &backend, io)
+        }
+        Command::Recipients(RecipientsCommand::History { feed, id, json }) => {
+            history(config, &feed, &id, json, &backend, io)
         }
         Command::Groups(GroupsCommand::List { feed, json }) => {
             groups(config, &feed, json, &backend, io)
@@ -673,6 +687,26 @@ fn export(
     let feed = feed_of(config, feed_name)?;
     let store = read_store(config, backend)?;
     output::export_recipients(io.out, feed, store.get(), format, raw)?;
+    Ok(0)
+}
+
+fn history(
+    config: &Config,
+    feed_name: &str,
+    id: &str,
+    json: bool,
+    backend: &Backend,
+    io: &mut Io,
+) -> Result<u8, Failure> {
+    feed_of(config, feed_name)?;
+    let store = read_store(config, backend)?;
+    let mut entries = Vec::new();
+    if let Some(store) = store.get() {
+        for (run_id, change) in store.recipient_history(feed_name, id)? {
+            entries.push((store.get_run(run_id)?, change));
+        }
+    }
+    output::print_history(io.out, feed_name, id, &entries, json)?;
     Ok(0)
 }
 

@@ -430,6 +430,78 @@ pub fn print_run_changes(
     Ok(())
 }
 
+/// A person's history: one line per run, or a JSON object.
+pub fn print_history(
+    w: &mut dyn Write,
+    feed: &str,
+    id: &str,
+    entries: &[(Run, LoggedChange)],
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let history: Vec<Value> = entries
+            .iter()
+            .map(|(run, change)| {
+                serde_json::json!({
+                    "run_id": run.run_id,
+                    "started_at": run.started_at,
+                    "file": run.file,
+                    "state": run.state.as_str(),
+                    "confirmed_by": run.confirmed_by,
+                    "change": change,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({"feed": feed, "id": id, "history": history});
+        writeln!(w, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    if entries.is_empty() {
+        writeln!(
+            w,
+            "{}: no run changed {} (or its runs are past history_retention)",
+            feed,
+            printable(id)
+        )?;
+        return Ok(());
+    }
+    for (run, change) in entries {
+        let what = match change {
+            LoggedChange::Added { .. } => "added".to_string(),
+            LoggedChange::Updated { fields, .. } => {
+                let fields: Vec<String> = fields
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "{}: {} → {}",
+                            f.field,
+                            shown_value(&f.old),
+                            shown_value(&f.new)
+                        )
+                    })
+                    .collect();
+                format!("updated  {}", fields.join("; "))
+            }
+            LoggedChange::Removed { .. } => "removed".to_string(),
+        };
+        let confirmed = run
+            .confirmed_by
+            .as_deref()
+            .map(|by| format!(" (confirmed by {})", printable(by)))
+            .unwrap_or_default();
+        writeln!(
+            w,
+            "run {:>5}  {}  {}{}  {}",
+            run.run_id.unwrap_or_default(),
+            run.started_at,
+            printable(&run.file),
+            confirmed,
+            what
+        )?;
+    }
+    Ok(())
+}
+
 /// A value in a change line: quoted when empty, so that "cleared" shows.
 fn shown_value(value: &str) -> String {
     if value.is_empty() {

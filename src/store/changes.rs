@@ -245,9 +245,14 @@ impl super::Store {
         run_changes(&self.begin_read()?, feed, run)
     }
 
-    /// The runs that added, updated or removed recipient `id` of `feed`,
-    /// oldest first.
-    pub fn runs_that_changed(&self, feed: &str, id: &str) -> Result<Vec<u64>, StoreError> {
+    /// What each run did to recipient `id` of `feed`, oldest first: the
+    /// person's history while the runs are kept (also after their
+    /// removal).
+    pub fn recipient_history(
+        &self,
+        feed: &str,
+        id: &str,
+    ) -> Result<Vec<(u64, LoggedChange)>, StoreError> {
         let txn = self.begin_read()?;
         let open = |name: String| {
             super::optional(txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)))
@@ -257,25 +262,25 @@ impl super::Store {
         let Some(index) = super::optional(txn.open_table(super::runs::RUNS_BY_FEED))? else {
             return Ok(Vec::new());
         };
-        let mut runs = Vec::new();
+        let mut history = Vec::new();
         for run in super::runs::feed_run_ids(&index, feed, usize::MAX)?
             .into_iter()
             .rev()
         {
             let key = run_key(run, id.as_bytes());
-            let changed = match &changes {
-                Some(t) => t.get(key.as_slice())?.is_some(),
-                None => false,
-            };
-            let added = match &added {
-                Some(t) => was_added(t, run, &key)?,
-                None => false,
-            };
-            if changed || added {
-                runs.push(run);
+            if let Some(t) = &changes {
+                if let Some(value) = t.get(key.as_slice())? {
+                    history.push((run, decode_change(id, value.value())?));
+                    continue;
+                }
+            }
+            if let Some(t) = &added {
+                if was_added(t, run, &key)? {
+                    history.push((run, LoggedChange::Added { id: id.to_string() }));
+                }
             }
         }
-        Ok(runs)
+        Ok(history)
     }
 }
 

@@ -66,14 +66,43 @@ fn row(i: usize, email: &str, department: &str) -> String {
     format!("E{i:05},First{i},Last{i},{email},,,{department},Active")
 }
 
+/// Each person's history in the model: (run ID, change), oldest first.
+type Histories = BTreeMap<String, Vec<(String, Value)>>;
+
+fn add_to_histories(histories: &mut Histories, run: &str, changes: &[Value]) {
+    for change in changes {
+        let id = change["id"].as_str().unwrap().to_string();
+        histories
+            .entry(id)
+            .or_default()
+            .push((run.to_string(), change.clone()));
+    }
+}
+
+fn logged_history(env: &Env, id: &str) -> Vec<(String, Value)> {
+    let out = env.run(&["recipients", "history", "--feed", "hr", id, "--json"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let v = out.json("recipients history");
+    assert_eq!(v["id"], id);
+    v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (run_id_of(e), e["change"].clone()))
+        .collect()
+}
+
 #[test]
 fn each_runs_changes_match_the_exports_before_and_after_it() {
     let env = Env::new(&[Feed::hr("hr")]);
     let mut before = Export::new();
-    let check = |env: &Env, run: &Run, before: &mut Export| {
+    let mut histories = Histories::new();
+    let mut check = |env: &Env, run: &Run, before: &mut Export| {
         let after = export_by_id(env);
         let logged = logged_changes(env, &run.id(), None);
-        assert_eq!(logged, model_changes(before, &after), "run {}", run.id());
+        let model = model_changes(before, &after);
+        assert_eq!(logged, model, "run {}", run.id());
+        add_to_histories(&mut histories, &run.id(), &model);
         *before = after;
     };
 
@@ -105,10 +134,9 @@ fn each_runs_changes_match_the_exports_before_and_after_it() {
     let out = env.run(&["runs", "confirm", &held.id(), "--by", "alice", "--json"]);
     assert_eq!(out.code, 0, "{out:#?}");
     let after = export_by_id(&env);
-    assert_eq!(
-        logged_changes(&env, &held.id(), None),
-        model_changes(&before, &after)
-    );
+    let model = model_changes(&before, &after);
+    assert_eq!(logged_changes(&env, &held.id(), None), model);
+    add_to_histories(&mut histories, &held.id(), &model);
     before = after;
 
     // Rejected: nothing logged, nothing changed.
@@ -124,6 +152,28 @@ fn each_runs_changes_match_the_exports_before_and_after_it() {
     let again = env.import_text("hr", "again.csv", hr_file(same));
     assert_eq!(again.state(), "unchanged", "{:#}", again.json);
     assert!(logged_changes(&env, &again.id(), None).is_empty());
+
+    // Each person's history, removed people included, and one never
+    // seen; E00005 went with the confirmed run.
+    assert!(histories.len() > 100, "{}", histories.len());
+    for (id, history) in &histories {
+        assert_eq!(&logged_history(&env, id), history, "{id}");
+    }
+    assert!(logged_history(&env, "E99999").is_empty());
+    let out = env.run(&["recipients", "history", "--feed", "hr", "E00005", "--json"]);
+    let v = out.json("recipients history");
+    let last = v["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["change"]["kind"], "removed", "{v:#}");
+    assert_eq!(last["confirmed_by"], "alice", "{v:#}");
+    assert_eq!(last["file"], "cut.csv", "{v:#}");
+    let out = env.run(&["recipients", "history", "--feed", "hr", "E00010"]);
+    assert!(
+        out.stdout
+            .contains("email: user10@example.com → new10@example.com"),
+        "{out:#?}"
+    );
+    let out = env.run(&["recipients", "history", "--feed", "nope", "E00010"]);
+    assert_eq!(out.code, 2, "{out:#?}");
 }
 
 #[test]
