@@ -441,16 +441,7 @@ pub fn print_history(
     if json {
         let history: Vec<Value> = entries
             .iter()
-            .map(|(run, change)| {
-                serde_json::json!({
-                    "run_id": run.run_id,
-                    "started_at": run.started_at,
-                    "file": run.file,
-                    "state": run.state.as_str(),
-                    "confirmed_by": run.confirmed_by,
-                    "change": change,
-                })
-            })
+            .map(|(run, change)| change.history_json(run))
             .collect();
         let v = serde_json::json!({"feed": feed, "id": id, "history": history});
         writeln!(w, "{}", serde_json::to_string_pretty(&v)?)?;

@@ -59,6 +59,18 @@ impl LoggedChange {
         }
     }
 
+    /// One entry of a person's history, for the command line and the API.
+    pub fn history_json(&self, run: &super::Run) -> serde_json::Value {
+        serde_json::json!({
+            "run_id": run.run_id,
+            "started_at": run.started_at,
+            "file": run.file,
+            "state": run.state.as_str(),
+            "confirmed_by": run.confirmed_by,
+            "change": self,
+        })
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             LoggedChange::Added { .. } => "added",

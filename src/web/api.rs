@@ -69,11 +69,13 @@ pub fn routes() -> Router<Arc<WebState>> {
         .route("/api/runs", get(runs))
         .route("/api/runs/{id}", get(run))
         .route("/api/runs/{id}/errors", get(run_errors))
+        .route("/api/runs/{id}/changes", get(run_changes))
         .route("/api/runs/{id}/confirm", axum::routing::post(confirm))
         .route("/api/runs/{id}/reject", axum::routing::post(reject))
         .route("/api/groups", get(groups))
         .route("/api/recipients", get(recipients))
         .route("/api/recipients/{id}", get(recipient))
+        .route("/api/recipients/{id}/history", get(recipient_history))
 }
 
 /// A POST's caller: a bearer token, or a session whose CSRF token is in
@@ -388,4 +390,90 @@ async fn run_errors(
         .into_response(),
         Err(e) => store_error(e),
     }
+}
+
+#[derive(Deserialize)]
+pub struct ChangesQuery {
+    kind: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// Changes a page holds at most.
+const MAX_CHANGES: usize = 1000;
+
+/// Who run `id` added, updated and removed (as `flagsync runs changes
+/// --json`), `limit` at a time from `offset`.
+async fn run_changes(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+    Query(q): Query<ChangesQuery>,
+) -> Response {
+    authenticated!(state, headers);
+    let kind = q.kind.as_deref();
+    if kind.is_some_and(|k| !["added", "updated", "removed"].contains(&k)) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "kind is one of added, updated, removed",
+        );
+    }
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_CHANGES {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit is 1 to {MAX_CHANGES}"),
+        );
+    }
+    let offset = q.offset.unwrap_or(0);
+    let run = match state.engine.store.get_run(id) {
+        Ok(run) => run,
+        Err(e) => return store_error(e),
+    };
+    let changes = match state.engine.store.run_changes(&run.feed, id) {
+        Ok(c) => c,
+        Err(e) => return store_error(e),
+    };
+    let matching: Vec<_> = changes
+        .iter()
+        .filter(|c| kind.is_none_or(|k| c.kind() == k))
+        .collect();
+    let page: Vec<_> = matching.iter().skip(offset).take(limit).collect();
+    Json(json!({
+        "run_id": id,
+        "feed": run.feed,
+        "state": run.state.as_str(),
+        "total": matching.len(),
+        "offset": offset,
+        "changes": page,
+    }))
+    .into_response()
+}
+
+/// What each run did to one person (as `flagsync recipients history
+/// --json`), removed people included.
+async fn recipient_history(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<FeedParam>,
+) -> Response {
+    authenticated!(state, headers);
+    let feed = match recipients::feed_of(&state.engine.config, q.feed.as_deref()) {
+        Ok(f) => f,
+        Err((status, text)) => return error(status, text),
+    };
+    let store = &state.engine.store;
+    let history = match store.recipient_history(&feed.name, &id) {
+        Ok(h) => h,
+        Err(e) => return store_error(e),
+    };
+    let mut entries = Vec::new();
+    for (run_id, change) in history {
+        match store.get_run(run_id) {
+            Ok(run) => entries.push(change.history_json(&run)),
+            Err(e) => return store_error(e),
+        }
+    }
+    Json(json!({"feed": feed.name, "id": id, "history": entries})).into_response()
 }

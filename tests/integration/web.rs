@@ -862,14 +862,15 @@ fn recipients_are_searched_filtered_and_paged_through_the_index() {
     let special =
         "E90001,Anne-Marie,van der Berg,Anne.Berg@Example.com,+1 212 555 0199,,Support,Active\n";
     let day1 = hr_file(1..=120) + special;
-    assert_eq!(
-        import_via_cli(&web.env, "day1.csv", &day1)["state"],
-        "applied"
-    );
+    let first = import_via_cli(&web.env, "day1.csv", &day1);
+    assert_eq!(first["state"], "applied");
+    let first = run_id_of(&first);
     for path in [
         "/api/recipients?feed=hr",
         "/api/recipients/E00001?feed=hr",
         "/api/groups?feed=hr",
+        &format!("/api/runs/{first}/changes"),
+        "/api/recipients/E00001/history?feed=hr",
     ] {
         assert_eq!(web.curl(&[&web.url(path)]).0, 401, "{path}");
     }
@@ -920,6 +921,33 @@ fn recipients_are_searched_filtered_and_paged_through_the_index() {
     assert_eq!(ids_of(&page), ["E90001"], "{page:#}");
     assert_eq!(page["total"], 121);
 
+    // A run's changes a page at a time, and one person's history.
+    let (code, changes) = api(&format!(
+        "/api/runs/{first}/changes?kind=added&limit=2&offset=1"
+    ));
+    assert_eq!(code, 200, "{changes:#}");
+    assert_eq!(changes["total"], 121, "{changes:#}");
+    let added: Vec<&str> = changes["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(added, ["E00002", "E00003"], "{changes:#}");
+    let (_, none) = api(&format!("/api/runs/{first}/changes?kind=removed"));
+    assert_eq!(none["total"], 0, "{none:#}");
+    let (code, history) = api("/api/recipients/E90001/history?feed=hr");
+    assert_eq!(code, 200, "{history:#}");
+    assert_eq!(
+        history["history"][0]["change"]["kind"], "added",
+        "{history:#}"
+    );
+    assert_eq!(history["history"][0]["file"], "day1.csv", "{history:#}");
+    assert_eq!(run_id_of(&history["history"][0]), first);
+    let (code, history) = api("/api/recipients/NOPE/history?feed=hr");
+    assert_eq!(code, 200);
+    assert_eq!(history["history"], serde_json::json!([]));
+
     // One recipient, and a group's members a page at a time.
     let (code, one) = api("/api/recipients/E90001?feed=hr");
     assert_eq!(code, 200);
@@ -948,6 +976,11 @@ fn recipients_are_searched_filtered_and_paged_through_the_index() {
         ("/api/groups", 400),
         ("/api/groups?feed=hr&feed", 400),
         ("/api/recipients/NOPE?feed=hr", 404),
+        ("/api/runs/999/changes", 404),
+        ("/api/runs/1/changes?kind=moved", 400),
+        ("/api/runs/1/changes?limit=0", 400),
+        ("/api/runs/1/changes?limit=1001", 400),
+        ("/api/recipients/E00001/history?feed=nope", 404),
         ("/api/groups?feed=hr&group=Department%3A%20Nope", 404),
         (
             "/api/groups?feed=hr&group=Department%3A%20Sales&page=x",
