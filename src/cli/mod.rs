@@ -700,12 +700,10 @@ fn history(
 ) -> Result<u8, Failure> {
     feed_of(config, feed_name)?;
     let store = read_store(config, backend)?;
-    let mut entries = Vec::new();
-    if let Some(store) = store.get() {
-        for (run_id, change) in store.recipient_history(feed_name, id)? {
-            entries.push((store.get_run(run_id)?, change));
-        }
-    }
+    let entries = match store.get() {
+        Some(store) => store.recipient_history(feed_name, id)?,
+        None => Vec::new(),
+    };
     output::print_history(io.out, feed_name, id, &entries, json)?;
     Ok(0)
 }

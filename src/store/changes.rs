@@ -104,22 +104,15 @@ fn added_def(feed: &str) -> String {
 /// What a run's writer logs, gathered and written at the end in key
 /// order: a run's entries then append to its tables instead of each
 /// descending the B-tree (a daily run's twenty thousand changes cost
-/// milliseconds).
-pub(super) struct ChangeLog {
-    run: u64,
+/// milliseconds). A held run's log is gathered from a read transaction and
+/// written with its record: what it would change.
+#[derive(Default)]
+pub struct ChangeLog {
     changes: Vec<(CompactString, Vec<u8>)>,
     added: Vec<CompactString>,
 }
 
 impl ChangeLog {
-    pub(super) fn new(run: u64) -> Self {
-        ChangeLog {
-            run,
-            changes: Vec::new(),
-            added: Vec::new(),
-        }
-    }
-
     pub(super) fn log(&mut self, change: Change<'_>) {
         let (id, value) = match change {
             Change::Added { id } => {
@@ -147,12 +140,17 @@ impl ChangeLog {
         self.changes.push((CompactString::from(id), value));
     }
 
-    /// Writes the log into the run's transaction.
-    pub(super) fn write(mut self, txn: &WriteTransaction, feed: &str) -> Result<(), StoreError> {
+    /// Writes the log of run `run` into its transaction.
+    pub(super) fn write(
+        mut self,
+        txn: &WriteTransaction,
+        feed: &str,
+        run: u64,
+    ) -> Result<(), StoreError> {
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(self.changes.len());
         self.changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (id, value) in self.changes {
-            entries.push((run_key(self.run, id.as_bytes()), value));
+            entries.push((run_key(run, id.as_bytes()), value));
         }
         if !entries.is_empty() {
             let mut table: ChangeTable =
@@ -166,7 +164,7 @@ impl ChangeLog {
                 for id in chunk {
                     put_str(&mut value, id);
                 }
-                (run_key(self.run, chunk[0].as_bytes()), value)
+                (run_key(run, chunk[0].as_bytes()), value)
             });
             let entries: Vec<(Vec<u8>, Vec<u8>)> = chunks.collect();
             let mut table: ChangeTable = txn.open_table(TableDefinition::new(&added_def(feed)))?;
@@ -257,21 +255,25 @@ impl super::Store {
         run_changes(&self.begin_read()?, feed, run)
     }
 
-    /// What each run did to recipient `id` of `feed`, oldest first: the
-    /// person's history while the runs are kept (also after their
-    /// removal).
+    /// What each applied run did to recipient `id` of `feed`, oldest
+    /// first, with the run: the person's history while the runs are kept
+    /// (also after their removal). What a held or rejected run would have
+    /// done is that run's, not the person's.
     pub fn recipient_history(
         &self,
         feed: &str,
         id: &str,
-    ) -> Result<Vec<(u64, LoggedChange)>, StoreError> {
+    ) -> Result<Vec<(super::Run, LoggedChange)>, StoreError> {
         let txn = self.begin_read()?;
         let open = |name: String| {
             super::optional(txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)))
         };
         let changes = open(changes_def(feed))?;
         let added = open(added_def(feed))?;
-        let Some(index) = super::optional(txn.open_table(super::runs::RUNS_BY_FEED))? else {
+        let (Some(index), Some(runs)) = (
+            super::optional(txn.open_table(super::runs::RUNS_BY_FEED))?,
+            super::optional(txn.open_table(super::RUNS))?,
+        ) else {
             return Ok(Vec::new());
         };
         let mut history = Vec::new();
@@ -280,16 +282,21 @@ impl super::Store {
             .rev()
         {
             let key = run_key(run, id.as_bytes());
+            let mut change = None;
             if let Some(t) = &changes {
                 if let Some(value) = t.get(key.as_slice())? {
-                    history.push((run, decode_change(id, value.value())?));
-                    continue;
+                    change = Some(decode_change(id, value.value())?);
                 }
             }
-            if let Some(t) = &added {
+            if let (None, Some(t)) = (&change, &added) {
                 if was_added(t, run, &key)? {
-                    history.push((run, LoggedChange::Added { id: id.to_string() }));
+                    change = Some(LoggedChange::Added { id: id.to_string() });
                 }
+            }
+            let Some(change) = change else { continue };
+            let record = super::runs::get_run_in(&runs, run)?;
+            if record.state == super::RunState::Applied {
+                history.push((record, change));
             }
         }
         Ok(history)

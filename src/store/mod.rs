@@ -64,7 +64,7 @@ use crate::import::StoredIndex;
 pub use accounts::Account;
 pub use admins::{Admin, ApiToken};
 pub use backup::{guard_damage, panic_text, restore, verifying, BackupSummary};
-pub use changes::{LoggedChange, LoggedField, LoggedValue};
+pub use changes::{ChangeLog, LoggedChange, LoggedField, LoggedValue};
 pub use feed_state::FeedState;
 pub use outbox::{Delivery, Message};
 pub use runs::{Pruned, Run, RunState};
@@ -559,6 +559,20 @@ impl Store {
         Ok(f(&mut reader))
     }
 
+    /// As [`Store::with_read_feed`], gathering what `f` would change (a
+    /// held run's log, written with its record).
+    pub fn with_read_feed_logged<T>(
+        &self,
+        feed: &str,
+        f: impl FnOnce(&mut ReadFeed) -> T,
+    ) -> Result<(T, ChangeLog), StoreError> {
+        let txn = self.begin_read()?;
+        let mut reader = ReadFeed::open(&txn, feed)?;
+        reader.log = Some(ChangeLog::default());
+        let out = f(&mut reader);
+        Ok((out, reader.log.take().unwrap_or_default()))
+    }
+
     /// The feed's records as committed now, readable from many threads.
     pub fn snapshot(&self, feed: &str) -> Result<Snapshot, StoreError> {
         let txn = self.begin_read()?;
@@ -788,6 +802,17 @@ impl RunTransaction {
         let out = f(&mut writer);
         writer.finish(&self.txn, feed)?;
         Ok(out)
+    }
+
+    /// Writes what run `run` changed (or, held, would change).
+    pub fn put_change_log(&self, feed: &str, run: u64, log: ChangeLog) -> Result<(), StoreError> {
+        log.write(&self.txn, feed, run)
+    }
+
+    /// Deletes run `run`'s log: a confirmed held run logs again what it
+    /// changes against the store as it is now.
+    pub fn forget_changes(&self, feed: &str, run: u64) -> Result<(), StoreError> {
+        changes::delete_run_changes(&self.txn, feed, run)
     }
 
     /// Reserves the next run ID.

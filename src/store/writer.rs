@@ -31,8 +31,8 @@ impl Names {
 pub struct WriteFeed<'txn> {
     recipients: Table<'txn, &'static str, &'static [u8]>,
     groups: Table<'txn, &'static str, u64>,
-    /// The change log of the run, when the writer keeps one.
-    log: Option<ChangeLog>,
+    /// The run's ID and change log, when the writer keeps one.
+    log: Option<(u64, ChangeLog)>,
 }
 
 impl<'txn> WriteFeed<'txn> {
@@ -45,14 +45,14 @@ impl<'txn> WriteFeed<'txn> {
         Ok(WriteFeed {
             recipients: txn.open_table(TableDefinition::new(&n.recipients))?,
             groups: txn.open_table(TableDefinition::new(&n.groups))?,
-            log: run.map(ChangeLog::new),
+            log: run.map(|run| (run, ChangeLog::default())),
         })
     }
 
     /// Writes what the log gathered (a run's additions).
     pub(super) fn finish(self, txn: &WriteTransaction, feed: &str) -> Result<(), StoreError> {
         match self.log {
-            Some(log) => log.write(txn, feed),
+            Some((run, log)) => log.write(txn, feed, run),
             None => Ok(()),
         }
     }
@@ -115,7 +115,7 @@ impl FeedWriter for WriteFeed<'_> {
     }
 
     fn log_change(&mut self, change: Change<'_>) -> Result<(), StoreError> {
-        if let Some(log) = &mut self.log {
+        if let Some((_, log)) = &mut self.log {
             log.log(change);
         }
         Ok(())
@@ -127,6 +127,8 @@ impl FeedWriter for WriteFeed<'_> {
 pub struct ReadFeed {
     recipients: Option<ReadOnlyTable<&'static str, &'static [u8]>>,
     groups: Option<ReadOnlyTable<&'static str, u64>>,
+    /// What a held run would change, when it is gathered.
+    pub(super) log: Option<ChangeLog>,
 }
 
 impl ReadFeed {
@@ -135,6 +137,7 @@ impl ReadFeed {
         Ok(ReadFeed {
             recipients: optional(txn.open_table(TableDefinition::new(&n.recipients)))?,
             groups: optional(txn.open_table(TableDefinition::new(&n.groups)))?,
+            log: None,
         })
     }
 
@@ -143,6 +146,7 @@ impl ReadFeed {
         ReadFeed {
             recipients: None,
             groups: None,
+            log: None,
         }
     }
 }
@@ -170,6 +174,13 @@ impl FeedWriter for ReadFeed {
             Some(t) => Ok(t.get(group)?.map_or(0, |v| v.value())),
             None => Ok(0),
         }
+    }
+
+    fn log_change(&mut self, change: Change<'_>) -> Result<(), StoreError> {
+        if let Some(log) = &mut self.log {
+            log.log(change);
+        }
+        Ok(())
     }
 
     fn set_group_count(&mut self, _: &str, _: u64) -> Result<(), StoreError> {

@@ -463,17 +463,13 @@ async fn recipient_history(
         Ok(f) => f,
         Err((status, text)) => return error(status, text),
     };
-    let store = &state.engine.store;
-    let history = match store.recipient_history(&feed.name, &id) {
+    let history = match state.engine.store.recipient_history(&feed.name, &id) {
         Ok(h) => h,
         Err(e) => return store_error(e),
     };
-    let mut entries = Vec::new();
-    for (run_id, change) in history {
-        match store.get_run(run_id) {
-            Ok(run) => entries.push(change.history_json(&run)),
-            Err(e) => return store_error(e),
-        }
-    }
+    let entries: Vec<Value> = history
+        .iter()
+        .map(|(run, change)| change.history_json(run))
+        .collect();
     Json(json!({"feed": feed.name, "id": id, "history": entries})).into_response()
 }

@@ -982,8 +982,9 @@ fn hold_run(
         .collect();
     run.would_remove = describe_removed(store, file.feed, &first_removed);
     let mut errors = open_error_report(errors_dir, file)?;
-    let applied =
-        store.with_read_feed(&file.feed.name, |r| apply_diff(file, diff, r, &mut errors))??;
+    let (applied, would_change) =
+        store.with_read_feed_logged(&file.feed.name, |r| apply_diff(file, diff, r, &mut errors))?;
+    let applied = applied?;
     reasons.extend(clearing_reasons(file, &applied.cleared, store)?);
     run.reason = Some(reasons.join("; "));
     run.counts = applied.counts;
@@ -997,6 +998,9 @@ fn hold_run(
     run.errors = std::mem::take(&mut errors.first);
     run.error_report = finish_report(errors, run)?;
     let superseded = recording.txn().supersede_held(&file.feed.name, id)?;
+    recording
+        .txn()
+        .put_change_log(&file.feed.name, id, would_change)?;
     finish_timing(run, t0);
     recording.commit(run)?;
     delete_held_files(&superseded);
@@ -1076,7 +1080,12 @@ fn apply_run(
     // The ID first: the change log is the run's. A confirmed run keeps the
     // held run's ID; an undone transaction gives its reserved ID back.
     let id = match &confirmation {
-        Some(c) => c.held.run_id.unwrap_or_default(),
+        Some(c) => {
+            // What it would change when held gives way to what it does.
+            let id = c.held.run_id.unwrap_or_default();
+            txn.forget_changes(&file.feed.name, id)?;
+            id
+        }
         None => recording.assign_id(run)?,
     };
     let applied = txn.with_feed(&file.feed.name, Some(id), |w| {

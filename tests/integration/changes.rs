@@ -125,26 +125,39 @@ fn each_runs_changes_match_the_exports_before_and_after_it() {
     assert_eq!(logged_changes(&env, &second.id(), Some("removed")).len(), 3);
     assert_eq!(logged_changes(&env, &second.id(), Some("added")).len(), 5);
 
-    // Held (15 of 102 go), nothing logged; then confirmed, logged under
-    // the held run's ID.
+    // Held (15 of 102 go): it lists what it would change and changes
+    // nobody; confirmed, what it did (the same here), under its own ID.
     let cut: Vec<usize> = (19..=105).filter(|i| ![10, 20, 30].contains(i)).collect();
     let held = env.import_text("hr", "cut.csv", hr_file(cut));
     assert_eq!(held.state(), "held", "{:#}", held.json);
-    assert!(logged_changes(&env, &held.id(), None).is_empty());
+    let would = logged_changes(&env, &held.id(), None);
+    assert_eq!(export_by_id(&env), before);
     let out = env.run(&["runs", "confirm", &held.id(), "--by", "alice", "--json"]);
     assert_eq!(out.code, 0, "{out:#?}");
     let after = export_by_id(&env);
     let model = model_changes(&before, &after);
+    assert_eq!(would, model);
     assert_eq!(logged_changes(&env, &held.id(), None), model);
     add_to_histories(&mut histories, &held.id(), &model);
     before = after;
 
-    // Rejected: nothing logged, nothing changed.
+    // Rejected: what it would have done stays with the run (as many
+    // changes of each kind as its counts), nobody's history gets it, and
+    // nothing changed.
     let rejected = env.import_text("hr", "empty.csv", hr_file(1..=2));
     assert_eq!(rejected.state(), "held");
     let out = env.run(&["runs", "reject", &rejected.id(), "--by", "bob"]);
     assert_eq!(out.code, 0, "{out:#?}");
-    assert!(logged_changes(&env, &rejected.id(), None).is_empty());
+    for kind in ["added", "updated", "removed"] {
+        let logged = logged_changes(&env, &rejected.id(), Some(kind)).len() as u64;
+        assert_eq!(Some(logged), rejected.json[kind].as_u64(), "{kind}");
+    }
+    assert_eq!(
+        rejected.json["removed"],
+        before.len() as u64,
+        "{:#}",
+        rejected.json
+    );
     assert_eq!(export_by_id(&env), before);
 
     // The same file again: unchanged, nothing logged.
