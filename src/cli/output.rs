@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::config::Feed;
 use crate::import::{printable, thousands};
-use crate::store::{Delivery, LoggedChange, Message, Run, RunState, Store};
+use crate::store::{Delivery, LoggedChange, LoggedField, Message, Run, RunState, Store};
 
 use super::Format;
 
@@ -405,18 +405,7 @@ pub fn print_run_changes(
         match change {
             LoggedChange::Added { .. } => writeln!(w, "added    {id}")?,
             LoggedChange::Updated { fields, .. } => {
-                let what: Vec<String> = fields
-                    .iter()
-                    .map(|f| {
-                        format!(
-                            "{}: {} → {}",
-                            f.field,
-                            shown_value(&f.old),
-                            shown_value(&f.new)
-                        )
-                    })
-                    .collect();
-                writeln!(w, "updated  {id}  {}", what.join("; "))?
+                writeln!(w, "updated  {id}  {}", field_changes_text(fields))?
             }
             LoggedChange::Removed { values, .. } => {
                 let what: Vec<String> = values
@@ -460,18 +449,7 @@ pub fn print_history(
         let what = match change {
             LoggedChange::Added { .. } => "added".to_string(),
             LoggedChange::Updated { fields, .. } => {
-                let fields: Vec<String> = fields
-                    .iter()
-                    .map(|f| {
-                        format!(
-                            "{}: {} → {}",
-                            f.field,
-                            shown_value(&f.old),
-                            shown_value(&f.new)
-                        )
-                    })
-                    .collect();
-                format!("updated  {}", fields.join("; "))
+                format!("updated  {}", field_changes_text(fields))
             }
             LoggedChange::Removed { .. } => "removed".to_string(),
         };
@@ -491,6 +469,22 @@ pub fn print_history(
         )?;
     }
     Ok(())
+}
+
+/// An update's fields as one line: `email: a → b; mobile: +1… → (empty)`.
+fn field_changes_text(fields: &[LoggedField]) -> String {
+    let each: Vec<String> = fields
+        .iter()
+        .map(|f| {
+            format!(
+                "{}: {} → {}",
+                f.field,
+                shown_value(&f.old),
+                shown_value(&f.new)
+            )
+        })
+        .collect();
+    each.join("; ")
 }
 
 /// A value in a change line: quoted when empty, so that "cleared" shows.
