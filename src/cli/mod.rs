@@ -194,6 +194,27 @@ pub enum RunsCommand {
     Confirm(DecideArgs),
     /// Reject a held run: nothing is applied.
     Reject(DecideArgs),
+    /// Put back what an applied run changed, as a new run.
+    ///
+    /// For every person the run added, updated or removed, the values from
+    /// before it come back, unless a later run changed that person again:
+    /// then the person is left as is and listed as a conflict. An undo that
+    /// would remove more than the feed's delete threshold is held like a
+    /// file (exit 3). The next file from the source system applies its
+    /// contents again: correct the source first.
+    Undo(UndoArgs),
+}
+
+#[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
+pub struct UndoArgs {
+    /// The applied run's ID.
+    pub id: u64,
+    /// Who asks for the undo (recorded with the run). Default: the OS user.
+    #[arg(long, value_name = "NAME")]
+    pub by: Option<String>,
+    /// Print a JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A kind of change in a run's change log.
@@ -264,6 +285,21 @@ pub enum RecipientsCommand {
         feed: String,
         /// The person's ID, as the feed's ID column holds it.
         id: String,
+        /// Print a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put back one removed person with the values they had when a run
+    /// removed them (the latest removal in the kept history), as a new
+    /// run.
+    Restore {
+        #[arg(long, value_name = "NAME")]
+        feed: String,
+        /// The person's ID, as the feed's ID column holds it.
+        id: String,
+        /// Who asks for it (recorded with the run). Default: the OS user.
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
         /// Print a JSON object.
         #[arg(long)]
         json: bool,
@@ -454,6 +490,19 @@ pub fn execute(
         }
         Command::Recipients(RecipientsCommand::History { feed, id, json }) => {
             history(config, &feed, &id, json, &backend, io)
+        }
+        Command::Recipients(RecipientsCommand::Restore { feed, id, by, json }) => {
+            feed_of(config, &feed)?;
+            let by = decided_by(by);
+            let run = match &backend {
+                Backend::Local => worker::restore_recipient(config, &feed, &id, &by)?,
+                Backend::Server(engine) => {
+                    let _gate = engine.exclusive();
+                    worker::restore_recipient_in(config, &engine.store, &feed, &id, &by)?
+                }
+            };
+            output::print_run_outcome(io.out, &run, json)?;
+            Ok(exit_code_of(run.state))
         }
         Command::Groups(GroupsCommand::List { feed, json }) => {
             groups(config, &feed, json, &backend, io)
@@ -672,6 +721,18 @@ fn runs(config: &Config, cmd: RunsCommand, backend: &Backend, io: &mut Io) -> Re
             };
             output::print_run_outcome(io.out, &run, args.json)?;
             Ok(0)
+        }
+        RunsCommand::Undo(args) => {
+            let by = decided_by(args.by);
+            let run = match backend {
+                Backend::Local => worker::undo_run(config, args.id, &by)?,
+                Backend::Server(engine) => {
+                    let _gate = engine.exclusive();
+                    worker::undo_run_in(config, &engine.store, args.id, &by)?
+                }
+            };
+            output::print_run_outcome(io.out, &run, args.json)?;
+            Ok(exit_code_of(run.state))
         }
     }
 }

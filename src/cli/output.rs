@@ -89,6 +89,7 @@ pub fn print_run_outcome(w: &mut dyn Write, run: &Run, json: bool) -> anyhow::Re
             run.rejected_at.as_deref().unwrap_or("")
         ));
     }
+    push_undo_lines(&mut out, run);
     if let Some(report) = &run.error_report {
         out.push_str(&format!("  error report: {}\n", printable(report)));
     }
@@ -101,6 +102,30 @@ pub fn print_run_outcome(w: &mut dyn Write, run: &Run, json: bool) -> anyhow::Re
         }
     }
     write_result(w.write_all(out.as_bytes()))
+}
+
+/// What an undo or restore put back, or that a run was undone.
+fn push_undo_lines(out: &mut String, run: &Run) {
+    match (&run.restored_id, run.undo_of) {
+        (Some(id), Some(of)) => out.push_str(&format!(
+            "  restores {} as run {of} removed them\n",
+            printable(id)
+        )),
+        (None, Some(of)) => out.push_str(&format!("  undoes run {of}\n")),
+        _ => {}
+    }
+    if let Some(by) = &run.requested_by {
+        out.push_str(&format!("  requested by {}\n", printable(by)));
+    }
+    if run.conflicts > 0 {
+        out.push_str(&format!(
+            "  {} conflicts: people changed again since, left as they are (listed below and in the error report)\n",
+            thousands(run.conflicts)
+        ));
+    }
+    if let Some(undo) = run.undone_by {
+        out.push_str(&format!("  undone by run {undo}\n"));
+    }
 }
 
 fn push_first_errors(out: &mut String, run: &Run, limit: usize) {

@@ -21,7 +21,7 @@ use super::validate::{
 /// Membership changes per group name. The writer thread counts three per
 /// row on a big run: a fast non-cryptographic hash (names come from the
 /// customer's own file, so flooding it only slows that customer's run).
-type GroupDeltas = HashMap<String, i64, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+pub(super) type GroupDeltas = HashMap<String, i64, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
 
 /// Rows validated per chunk: small enough that the writer starts early and
 /// overlaps the validation of the next chunk (a typical daily delta is a few
@@ -92,7 +92,7 @@ pub struct FieldChange<'a> {
 /// The fields whose values differ between two records of `feed`, by
 /// position. A record from before a mapping change may hold fewer or other
 /// fields; a value it lacks reads as empty.
-fn field_changes<'a>(
+pub(super) fn field_changes<'a>(
     old: &'a [u8],
     new: &'a [u8],
     feed: &'a Feed,
@@ -114,7 +114,7 @@ fn field_changes<'a>(
 }
 
 /// A removed record's non-empty values, named by the feed's fields.
-fn named_values<'a>(
+pub(super) fn named_values<'a>(
     record: &'a [u8],
     feed: &'a Feed,
 ) -> Result<Vec<(&'a str, &'a str)>, DecodeError> {
@@ -468,7 +468,7 @@ fn count_cleared(old: &[u8], new: &[u8], cleared: &mut [u64]) -> Result<(), Deco
 
 /// Counts a membership change without copying the group's name when the
 /// group is already counted (the writer thread does this for every row).
-fn add_to_group(group_delta: &mut GroupDeltas, group: &str, delta: i64) {
+pub(super) fn add_to_group(group_delta: &mut GroupDeltas, group: &str, delta: i64) {
     match group_delta.get_mut(group) {
         Some(d) => *d += delta,
         None => {
@@ -479,7 +479,7 @@ fn add_to_group(group_delta: &mut GroupDeltas, group: &str, delta: i64) {
 
 /// Writes the groups' new member counts; counts groups that appear and
 /// groups left empty (which are removed).
-fn settle_groups<W: FeedWriter>(
+pub(super) fn settle_groups<W: FeedWriter>(
     group_delta: GroupDeltas,
     writer: &mut W,
     counts: &mut ApplyCounts,

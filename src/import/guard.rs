@@ -29,7 +29,15 @@ pub fn judge_delete_guard(diff: &Diff, threshold: Threshold) -> Verdict {
             ),
         };
     }
-    let removed = diff.removed.len() as u64;
+    judge_removals(diff.removed.len() as u64, current, threshold)
+}
+
+/// Holds a run that would remove `removed` of the feed's `current`
+/// recipients when that is over the threshold.
+pub fn judge_removals(removed: u64, current: u64, threshold: Threshold) -> Verdict {
+    if current == 0 {
+        return Verdict::Proceed;
+    }
     let share = removed as f64 * 100.0 / current as f64;
     let over = match threshold {
         Threshold::Percent(p) => share > p,

@@ -47,6 +47,7 @@ mod phone_tables_gen;
 pub mod record;
 mod scan;
 mod text;
+mod undo;
 mod validate;
 
 pub use apply::{
@@ -54,10 +55,14 @@ pub use apply::{
     FeedWriter, FieldChange, FileContext, RowError, StoredRecords,
 };
 pub use diff::{diff_scan, Diff, StoredIndex};
-pub use guard::{judge_clearing, judge_delete_guard, thousands, Verdict};
+pub use guard::{judge_clearing, judge_delete_guard, judge_removals, thousands, Verdict};
 pub use input::{transcode_utf16, utf16_byte_order, FileInput, Input};
 pub use scan::{header_columns, scan_file, scan_file_against, Encoding, Known, Rejection, Scan};
 pub use text::{printable, printable_lines};
+pub use undo::{
+    apply_undo, edit_hash_list, plan_undo, LoggedChange, LoggedField, LoggedValue, UndoApplied,
+    UndoConflict, UndoError, UndoPlan, UndoTarget,
+};
 
 /// The version of the reading and validation rules. It is part of the
 /// fingerprint that lets rows whose raw text is as stored skip validation,

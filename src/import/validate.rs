@@ -342,26 +342,38 @@ pub fn keep_stored_values(
 ) -> Result<ValidRow, super::record::DecodeError> {
     let new = Record::borrowed_values(&valid.encoded)?;
     let old = Record::borrowed_values(old)?;
-    let mut builder = RecordBuilder::with_capacity(valid.encoded.len() + 64);
+    let values: Vec<&str> = new
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            if valid.kept & (1 << i) != 0 {
+                old.get(i).copied().unwrap_or("")
+            } else {
+                value
+            }
+        })
+        .collect();
+    let encoded = encode_values(&values, feed);
+    Ok(ValidRow {
+        groups: Record::decode_groups(&encoded)?,
+        encoded,
+        warnings: valid.warnings.clone(),
+        kept: 0,
+    })
+}
+
+/// The stored record of `values` (in field order), with the groups they
+/// make.
+pub fn encode_values(values: &[&str], feed: &Feed) -> Vec<u8> {
+    let mut builder = RecordBuilder::with_capacity(values.iter().map(|v| v.len() + 4).sum());
     let mut group_values: Vec<(usize, Cow<str>)> = Vec::new();
-    for (i, value) in new.iter().enumerate() {
-        let value = if valid.kept & (1 << i) != 0 {
-            old.get(i).copied().unwrap_or("")
-        } else {
-            value
-        };
+    for (i, value) in values.iter().enumerate() {
         builder.push_value(value);
         if !value.is_empty() && feed.group_fields.contains(&i) {
             group_values.push((i, Cow::Borrowed(value)));
         }
     }
-    let groups = groups_of(&group_values, feed);
-    Ok(ValidRow {
-        encoded: builder.finish(&groups),
-        groups,
-        warnings: valid.warnings.clone(),
-        kept: 0,
-    })
+    builder.finish(&groups_of(&group_values, feed))
 }
 
 /// Bit per field position whose value in the encoded record is not empty.

@@ -33,32 +33,9 @@ const REMOVED: u8 = 2;
 /// IDs per chunk of a run's additions.
 const ADDED_CHUNK: usize = 4096;
 
-/// One logged change, as read back.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum LoggedChange {
-    Added {
-        id: String,
-    },
-    Updated {
-        id: String,
-        fields: Vec<LoggedField>,
-    },
-    Removed {
-        id: String,
-        values: Vec<LoggedValue>,
-    },
-}
+pub use crate::import::{LoggedChange, LoggedField, LoggedValue};
 
 impl LoggedChange {
-    pub fn id(&self) -> &str {
-        match self {
-            LoggedChange::Added { id }
-            | LoggedChange::Updated { id, .. }
-            | LoggedChange::Removed { id, .. } => id,
-        }
-    }
-
     /// One entry of a person's history, for the command line and the API.
     pub fn history_json(&self, run: &super::Run) -> serde_json::Value {
         serde_json::json!({
@@ -70,34 +47,13 @@ impl LoggedChange {
             "change": self,
         })
     }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            LoggedChange::Added { .. } => "added",
-            LoggedChange::Updated { .. } => "updated",
-            LoggedChange::Removed { .. } => "removed",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct LoggedField {
-    pub field: String,
-    pub old: String,
-    pub new: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct LoggedValue {
-    pub field: String,
-    pub value: String,
 }
 
 pub(super) fn changes_def(feed: &str) -> String {
     table_name("changes", feed)
 }
 
-fn added_def(feed: &str) -> String {
+pub(super) fn added_def(feed: &str) -> String {
     table_name("change_added", feed)
 }
 
@@ -384,7 +340,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn take_str<'a>(cursor: &mut &'a [u8]) -> Result<&'a str, StoreError> {
+pub(super) fn take_str<'a>(cursor: &mut &'a [u8]) -> Result<&'a str, StoreError> {
     let mut len = 0usize;
     let mut shift = 0;
     loop {

@@ -44,6 +44,7 @@ mod hashlist;
 mod outbox;
 mod runs;
 mod search;
+mod undo;
 mod writeback;
 mod writer;
 

@@ -94,6 +94,27 @@ pub struct Run {
     /// A held run: when its one reminder email was queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminded_at: Option<String>,
+    /// An undo: the run whose changes it puts back (`runs undo`), or for
+    /// a restore the run that removed the person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_of: Option<u64>,
+    /// A restore (`recipients restore`): the one person put back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_id: Option<String>,
+    /// An undone run: the undo that put its changes back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undone_by: Option<u64>,
+    /// Who asked for a run that no file started (an undo or a restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// An undo: people left as they are because they changed since (each
+    /// listed in `errors` and the error report).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub conflicts: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Run {
@@ -125,6 +146,11 @@ impl Run {
             upload: None,
             would_remove: Vec::new(),
             reminded_at: None,
+            undo_of: None,
+            restored_id: None,
+            undone_by: None,
+            requested_by: None,
+            conflicts: 0,
         }
     }
 

@@ -34,6 +34,9 @@ pub mod indexer;
 pub mod intake;
 pub mod schedule;
 pub mod status;
+mod undo;
+
+pub use undo::{restore_recipient, restore_recipient_in, undo_run, undo_run_in};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -72,6 +75,17 @@ pub enum WorkerError {
         "feed '{feed}' (of run {id}) is no longer configured; add it back to decide on the run"
     )]
     FeedGone { id: u64, feed: String },
+    /// The run cannot be undone.
+    #[error("run {id} cannot be undone: {why}")]
+    NotUndoable { id: u64, why: String },
+    /// An undo or restore waits for the feed's held run to be decided.
+    #[error(
+        "feed '{feed}' has a held run ({held}); confirm or reject it first (`flagsync runs confirm {held}` or `flagsync runs reject {held}`), then try again"
+    )]
+    FeedHasHeldRun { feed: String, held: u64 },
+    /// A restore that has nothing to put back.
+    #[error("nothing restored: {0}")]
+    NothingToRestore(String),
     /// A bug met while running a file (a panic, caught).
     #[error("{0}")]
     Internal(String),
@@ -83,7 +97,12 @@ impl WorkerError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            WorkerError::UnknownRun(_) | WorkerError::NotHeld { .. } | WorkerError::FeedGone { .. }
+            WorkerError::UnknownRun(_)
+                | WorkerError::NotHeld { .. }
+                | WorkerError::FeedGone { .. }
+                | WorkerError::NotUndoable { .. }
+                | WorkerError::FeedHasHeldRun { .. }
+                | WorkerError::NothingToRestore(_)
         )
     }
 
@@ -275,6 +294,9 @@ pub fn confirm_run_in(
     options: ImportOptions,
 ) -> Result<Run, WorkerError> {
     let held = held_run(store, run_id, "confirmed")?;
+    if held.undo_of.is_some() {
+        return undo::confirm_undo(config, store, held, by);
+    }
     let feed = config
         .feed(&held.feed)
         .ok_or_else(|| WorkerError::FeedGone {

@@ -28,6 +28,7 @@ mod reports;
 mod row_errors;
 mod runs;
 mod server;
+mod undo;
 mod util;
 
 #[cfg(feature = "e2e")]
