@@ -416,13 +416,20 @@ pub fn print_run_changes(
             "run_id": run.run_id,
             "feed": run.feed,
             "state": run.state.as_str(),
+            "decision": run.decision(),
+            "undo_of": run.undo_of,
+            "requested_by": run.requested_by,
             "changes": changes,
         });
         writeln!(w, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
+    let run_id = run.run_id.unwrap_or_default();
+    if let Some(line) = decision_line(run) {
+        writeln!(w, "run {run_id}: {line}")?;
+    }
     if changes.is_empty() {
-        writeln!(w, "run {}: no changes", run.run_id.unwrap_or_default())?;
+        writeln!(w, "run {run_id}: no changes")?;
         return Ok(());
     }
     for change in changes {
@@ -442,6 +449,34 @@ pub fn print_run_changes(
         }
     }
     Ok(())
+}
+
+/// Whether a run's changes are done or would be, and who decided.
+fn decision_line(run: &Run) -> Option<String> {
+    let by = |who: &Option<String>, at: &Option<String>| {
+        format!(
+            "{} at {}",
+            printable(who.as_deref().unwrap_or("")),
+            at.as_deref().unwrap_or("")
+        )
+    };
+    match run.state {
+        RunState::Held => Some("held; what it would change if confirmed".into()),
+        RunState::Rejected => Some(format!(
+            "rejected by {}; what it would have changed",
+            by(&run.rejected_by, &run.rejected_at)
+        )),
+        RunState::Superseded => Some(format!(
+            "superseded by run {}; what it would have changed",
+            run.superseded_by.unwrap_or_default()
+        )),
+        _ => run.confirmed_by.as_ref().map(|_| {
+            format!(
+                "held, then confirmed by {}",
+                by(&run.confirmed_by, &run.confirmed_at)
+            )
+        }),
+    }
 }
 
 /// A person's history: one line per run, or a JSON object.

@@ -44,6 +44,9 @@ impl LoggedChange {
             "file": run.file,
             "state": run.state.as_str(),
             "confirmed_by": run.confirmed_by,
+            "decision": run.decision(),
+            "requested_by": run.requested_by,
+            "undo_of": run.undo_of,
             "change": self,
         })
     }

@@ -154,6 +154,22 @@ impl Run {
         }
     }
 
+    /// The decision on a run that was held: who confirmed or rejected it
+    /// and when, or which run superseded it; none for a run never held
+    /// (or still held).
+    pub fn decision(&self) -> Option<serde_json::Value> {
+        let decided = |action: &str, by: &Option<String>, at: &Option<String>| serde_json::json!({"action": action, "by": by, "at": at});
+        if self.confirmed_by.is_some() {
+            return Some(decided("confirmed", &self.confirmed_by, &self.confirmed_at));
+        }
+        if self.rejected_by.is_some() {
+            return Some(decided("rejected", &self.rejected_by, &self.rejected_at));
+        }
+        self.superseded_by.map(
+            |by| serde_json::json!({"action": "superseded", "by_run": by, "at": self.finished_at}),
+        )
+    }
+
     /// The run as `--json` and the API give it; without its error list
     /// unless `with_errors` (only `runs show` and the run's own API entry
     /// list them).

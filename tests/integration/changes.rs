@@ -148,6 +148,26 @@ fn each_runs_changes_match_the_exports_before_and_after_it() {
     assert_eq!(rejected.state(), "held");
     let out = env.run(&["runs", "reject", &rejected.id(), "--by", "bob"]);
     assert_eq!(out.code, 0, "{out:#?}");
+    // The decisions are in the log: who, what, when.
+    for (run, action, by) in [
+        (&held, "confirmed", "alice"),
+        (&rejected, "rejected", "bob"),
+    ] {
+        let out = env.run(&["runs", "changes", &run.id(), "--json"]);
+        let decision = out.json("runs changes")["decision"].clone();
+        assert_eq!(decision["action"], action, "{decision:#}");
+        assert_eq!(decision["by"], by, "{decision:#}");
+        assert!(
+            decision["at"].as_str().is_some_and(|t| t.starts_with("20")),
+            "{decision:#}"
+        );
+    }
+    let out = env.run(&["runs", "changes", &rejected.id()]);
+    assert!(
+        out.stdout
+            .starts_with(&format!("run {}: rejected by bob at 20", rejected.id())),
+        "{out:#?}"
+    );
     for kind in ["added", "updated", "removed"] {
         let logged = logged_changes(&env, &rejected.id(), Some(kind)).len() as u64;
         assert_eq!(Some(logged), rejected.json[kind].as_u64(), "{kind}");
