@@ -10,7 +10,10 @@ use super::{optional, runs, RunState, StoreError, RUNS};
 
 impl super::Store {
     /// For each of `ids`, the first applied run of `feed` after `run` that
-    /// changed it (added, updated or removed it).
+    /// changed it (added, updated or removed it). The undos in `run`'s own
+    /// chain (an undo of it, the undo of that undo, ...) do not count: after
+    /// them the people are as `run` left them, which the undo plan checks
+    /// value by value anyway.
     pub fn changed_after(
         &self,
         feed: &str,
@@ -29,8 +32,16 @@ impl super::Store {
         let mut later = runs::feed_run_ids(&index, feed, usize::MAX)?;
         later.retain(|&id| id > run);
         later.sort_unstable();
+        let mut chain = vec![run];
         for id in later {
-            if runs::get_run_in(&records, id)?.state != RunState::Applied {
+            let record = runs::get_run_in(&records, id)?;
+            if record.state != RunState::Applied {
+                continue;
+            }
+            let undoes_chain = record.restored_id.is_none()
+                && record.undo_of.is_some_and(|of| chain.contains(&of));
+            if undoes_chain {
+                chain.push(id);
                 continue;
             }
             let (from, to) = (id.to_be_bytes(), (id + 1).to_be_bytes());

@@ -72,6 +72,7 @@ pub fn routes() -> Router<Arc<WebState>> {
         .route("/api/runs/{id}/changes", get(run_changes))
         .route("/api/runs/{id}/confirm", axum::routing::post(confirm))
         .route("/api/runs/{id}/reject", axum::routing::post(reject))
+        .route("/api/runs/{id}/undo", axum::routing::post(undo))
         .route("/api/groups", get(groups))
         .route("/api/recipients", get(recipients))
         .route("/api/recipients/{id}", get(recipient))
@@ -107,12 +108,17 @@ fn deciding_caller(
     }
 }
 
-async fn decide(state: Arc<WebState>, headers: HeaderMap, id: u64, confirm: bool) -> Response {
+async fn decide(
+    state: Arc<WebState>,
+    headers: HeaderMap,
+    id: u64,
+    action: super::RunAction,
+) -> Response {
     let admin = match deciding_caller(&state, &headers) {
         Ok(a) => a,
         Err((status, text)) => return error(status, text),
     };
-    let decided = super::decide_run(state.engine.clone(), id, admin, confirm).await;
+    let decided = super::decide_run(state.engine.clone(), id, admin, action).await;
     match decided {
         Ok(run) => Json(run.to_json(false)).into_response(),
         Err(e) if e.is_usage() => error(StatusCode::CONFLICT, e.to_string()),
@@ -129,7 +135,7 @@ async fn confirm(
     headers: HeaderMap,
     Path(id): Path<u64>,
 ) -> Response {
-    decide(state, headers, id, true).await
+    decide(state, headers, id, super::RunAction::Confirm).await
 }
 
 async fn reject(
@@ -137,7 +143,15 @@ async fn reject(
     headers: HeaderMap,
     Path(id): Path<u64>,
 ) -> Response {
-    decide(state, headers, id, false).await
+    decide(state, headers, id, super::RunAction::Reject).await
+}
+
+async fn undo(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Response {
+    decide(state, headers, id, super::RunAction::Undo).await
 }
 
 #[doc(hidden)]

@@ -76,7 +76,7 @@ mod trend;
 pub use browse::{GroupQuery, RecipientQuery};
 pub use listen::{run, run_tls, tls_acceptor};
 pub use login::{CsrfForm, LoginForm};
-pub(crate) use runs::decide_run;
+pub(crate) use runs::{decide_run, RunAction};
 pub use runs::{PageQuery, RunsQuery};
 
 use session::{CheckedForm, LoggedIn};
@@ -338,6 +338,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/runs/{id}", get(runs::run_page))
         .route("/runs/{id}/confirm", post(runs::confirm))
         .route("/runs/{id}/reject", post(runs::reject))
+        .route("/runs/{id}/undo", post(runs::undo))
         .route("/runs/{id}/errors.csv", get(runs::error_report))
         .route("/runs/{id}/removals.csv", get(runs::removals_csv))
         .route("/groups", get(browse::groups_page))

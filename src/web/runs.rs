@@ -29,6 +29,16 @@ pub(super) fn run_value(
             RunState::Held | RunState::Rejected | RunState::Superseded
         );
         map.insert("would".into(), would.into());
+        // Left out of the stored JSON when empty; the template asks.
+        for key in [
+            "undo_of",
+            "undone_by",
+            "restored_id",
+            "requested_by",
+            "conflicts",
+        ] {
+            map.entry(key).or_insert(serde_json::Value::Null);
+        }
     }
     value
 }
@@ -185,17 +195,23 @@ pub(super) async fn decide(
     state: Arc<WebState>,
     admin: String,
     id: u64,
-    confirm: bool,
+    action: RunAction,
 ) -> Response {
-    let decided = decide_run(state.engine.clone(), id, admin, confirm).await;
+    let decided = decide_run(state.engine.clone(), id, admin, action).await;
     match decided {
         Ok(run) => {
             tracing::info!(
                 run_id = id,
+                action = action.as_str(),
                 state = run.state.as_str(),
-                "decided on the status page"
+                "run decided on the status page"
             );
-            let mut response = Redirect::to(&format!("/runs/{id}")).into_response();
+            // An undo is a run of its own: its page says what it did.
+            let shown = run
+                .run_id
+                .filter(|_| action == RunAction::Undo)
+                .unwrap_or(id);
+            let mut response = Redirect::to(&format!("/runs/{shown}")).into_response();
             *response.status_mut() = StatusCode::SEE_OTHER;
             response
         }
@@ -210,27 +226,48 @@ pub(super) async fn decide(
     }
 }
 
-/// Confirms or rejects a held run as `admin` on a blocking thread, under
-/// the engine's gate: the same worker functions as `flagsync runs
-/// confirm|reject`, for the page and the API alike.
+/// What an administrator does to a run from the page or the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunAction {
+    Confirm,
+    Reject,
+    /// Put back what an applied run changed (a new run).
+    Undo,
+}
+
+impl RunAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunAction::Confirm => "confirm",
+            RunAction::Reject => "reject",
+            RunAction::Undo => "undo",
+        }
+    }
+}
+
+/// Confirms, rejects or undoes a run as `admin` on a blocking thread,
+/// under the engine's gate: the same worker functions as `flagsync runs
+/// confirm|reject|undo`, for the page and the API alike.
 pub(crate) async fn decide_run(
     engine: Arc<Engine>,
     id: u64,
     admin: String,
-    confirm: bool,
+    action: RunAction,
 ) -> Result<crate::store::Run, crate::worker::WorkerError> {
     tokio::task::spawn_blocking(move || {
         let _gate = engine.exclusive();
-        if confirm {
-            crate::worker::confirm_run_in(
+        match action {
+            RunAction::Confirm => crate::worker::confirm_run_in(
                 &engine.config,
                 &engine.store,
                 id,
                 &admin,
                 crate::worker::ImportOptions::default(),
-            )
-        } else {
-            crate::worker::reject_run_in(&engine.store, id, &admin)
+            ),
+            RunAction::Reject => crate::worker::reject_run_in(&engine.store, id, &admin),
+            RunAction::Undo => {
+                crate::worker::undo_run_in(&engine.config, &engine.store, id, &admin)
+            }
         }
     })
     .await
@@ -246,7 +283,7 @@ pub(super) async fn confirm(
     axum::extract::Path(id): axum::extract::Path<u64>,
     form: CheckedForm,
 ) -> Response {
-    decide(state, form.admin, id, true).await
+    decide(state, form.admin, id, RunAction::Confirm).await
 }
 
 pub(super) async fn reject(
@@ -254,7 +291,15 @@ pub(super) async fn reject(
     axum::extract::Path(id): axum::extract::Path<u64>,
     form: CheckedForm,
 ) -> Response {
-    decide(state, form.admin, id, false).await
+    decide(state, form.admin, id, RunAction::Reject).await
+}
+
+pub(super) async fn undo(
+    State(state): State<Arc<WebState>>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+    form: CheckedForm,
+) -> Response {
+    decide(state, form.admin, id, RunAction::Undo).await
 }
 
 pub(super) fn csv_download(name: &str, body: Vec<u8>) -> Response {

@@ -1791,3 +1791,86 @@ fn metrics_are_prometheus_text_for_a_token_and_refused_without_one() {
         "{parsed:#}"
     );
 }
+
+#[test]
+fn the_undo_button_and_the_api_undo_a_run_as_a_new_run() {
+    let web = Web::start();
+    import_via_cli(&web.env, "a.csv", &hr_file(1..=20));
+    let before = web.env.export("hr");
+    let day = import_via_cli(&web.env, "b.csv", &hr_file(1..=21));
+    assert_eq!(day["state"], "applied");
+    let day_id = run_id_of(&day);
+
+    let undo_url = web.url(&format!("/runs/{day_id}/undo"));
+    let (code, _, _) = web.curl(&["-d", "csrf=x", &undo_url]);
+    assert_eq!(code, 401, "no session");
+    web.login(ADMIN_PASSWORD);
+    let (code, _, _) = web.curl(&["-d", "csrf=x", &undo_url]);
+    assert_eq!(code, 403, "a wrong CSRF token");
+    let (code, _, page) = web.curl(&[&web.url(&format!("/runs/{day_id}"))]);
+    assert_eq!(code, 200);
+    assert!(page.contains("id=\"undo\""), "an applied run offers Undo");
+    let token = csrf_in(&page);
+    let (code, headers, _) = web.curl(&["-d", &format!("csrf={token}"), &undo_url]);
+    assert_eq!(code, 303, "{headers}");
+    let undo_id = (day_id.parse::<u64>().unwrap() + 1).to_string();
+    assert!(
+        headers.contains(&format!("/runs/{undo_id}")),
+        "to the undo's own page: {headers}"
+    );
+    assert_eq!(web.env.export("hr"), before);
+    let shown = web.env.run_show(&undo_id);
+    assert_eq!(
+        (shown["state"].as_str(), shown["requested_by"].as_str()),
+        (Some("applied"), Some(ADMIN))
+    );
+    let (_, _, page) = web.curl(&[&web.url(&format!("/runs/{undo_id}"))]);
+    assert!(
+        page.contains(&format!("href=\"/runs/{day_id}\">run {day_id}</a>")),
+        "{page}"
+    );
+    let (_, _, page) = web.curl(&[&web.url(&format!("/runs/{day_id}"))]);
+    assert!(!page.contains("id=\"undo\""), "undone once: no second Undo");
+    assert!(page.contains(&format!("run {undo_id}</a>")), "{page}");
+    // Twice is a clear conflict and changes nothing.
+    let (code, _, body) = web.curl(&["-d", &format!("csrf={token}"), &undo_url]);
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("already undid it"), "{body}");
+
+    // The API undoes the undo with a token (no session: a session would
+    // want its CSRF header); a held run cannot be undone.
+    std::fs::remove_file(&web.jar).expect("the cookie jar");
+    let bearer = format!("Authorization: Bearer {}", web.create_token());
+    let (code, _, body) = web.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &bearer,
+        &web.url(&format!("/api/runs/{undo_id}/undo")),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let redo: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(redo["undo_of"].as_u64(), undo_id.parse().ok());
+    assert_eq!(web.env.exported_ids("hr").len(), 21);
+    let held = run_id_of(&import_via_cli(&web.env, "c.csv", &hr_file(1..=5)));
+    let (code, _, body) = web.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &bearer,
+        &web.url(&format!("/api/runs/{held}/undo")),
+    ]);
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("only applied runs"), "{body}");
+    // From the command line while the server runs (the control socket).
+    let out = web.env.run(&["runs", "undo", &day_id]);
+    assert_eq!(out.code, 2, "the held run comes first: {out:#?}");
+    assert!(out.stderr.contains("held run"), "{out:#?}");
+    assert_eq!(web.env.run(&["runs", "reject", &held]).code, 0);
+    let out = web.env.run(&["runs", "undo", &day_id, "--json"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.json("undo")["state"], "applied", "{out:#?}");
+    assert_eq!(web.env.export("hr"), before);
+    assert!(!web.server.stderr().contains("panicked"));
+    drop(web.server);
+}
