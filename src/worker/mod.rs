@@ -867,7 +867,8 @@ pub fn record_superseded(
 }
 
 /// Everyone a held run would remove if confirmed now: its kept file
-/// diffed against the store as it is, as (ID, name) sorted by ID.
+/// diffed against the store as it is (a held undo: the removals it
+/// logged), as (ID, name) sorted by ID.
 pub fn held_removals(
     config: &Config,
     store: &Store,
@@ -879,15 +880,20 @@ pub fn held_removals(
             id: run.run_id.unwrap_or_default(),
             feed: run.feed.clone(),
         })?;
-    let path = PathBuf::from(run.held_file.clone().unwrap_or_default());
-    let input = RunInput::open(&path)?;
-    let (scan, index) = scan_and_index(&input.file, feed, Some(store), false)?;
-    let scan = scan.map_err(|r| WorkerError::HeldFile(r.reason))?;
-    let fingerprint = run_fingerprint(feed, scan.encoding);
-    let diff = diff_scan(scan, index, fingerprint);
-    Ok(describe_removed(store, feed, &diff.removed)
+    let removed = match run.undo_of {
+        Some(_) => undo::held_undo_removals(store, run)?,
+        None => {
+            let path = PathBuf::from(run.held_file.clone().unwrap_or_default());
+            let input = RunInput::open(&path)?;
+            let (scan, index) = scan_and_index(&input.file, feed, Some(store), false)?;
+            let scan = scan.map_err(|r| WorkerError::HeldFile(r.reason))?;
+            let fingerprint = run_fingerprint(feed, scan.encoding);
+            diff_scan(scan, index, fingerprint).removed
+        }
+    };
+    Ok(describe_removed(store, feed, &removed)
         .into_iter()
-        .zip(diff.removed.iter())
+        .zip(removed.iter())
         .map(|(shown, id)| {
             let name = shown
                 .strip_prefix(id.as_str())

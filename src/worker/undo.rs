@@ -224,6 +224,18 @@ fn execute(request: UndoRequest) -> Result<Run, WorkerError> {
         by,
         confirmation,
     } = request;
+    let index = store.feed_index(&feed.name)?;
+    if index
+        .mapping
+        .is_some_and(|m| m != feed.mapping_fingerprint())
+    {
+        // Stored records are laid out by the old mapping until a file runs.
+        let why = "the feed's field mapping changed since its last run; import a file with the new mapping first".to_string();
+        return Err(match restored_id {
+            Some(_) => WorkerError::NothingToRestore(why),
+            None => WorkerError::NotUndoable { id: of, why },
+        });
+    }
     let ids: HashSet<&str> = changes.iter().map(LoggedChange::id).collect();
     let changed_later = store.changed_after(&feed.name, of, &ids)?;
     let plan = {
@@ -240,7 +252,6 @@ fn execute(request: UndoRequest) -> Result<Run, WorkerError> {
             UndoError::Damaged(e) => crate::store::StoreError::Damaged(e.to_string()).into(),
         })?
     };
-    let index = store.feed_index(&feed.name)?;
     let started_at = confirmation
         .as_ref()
         .map_or_else(now_text, |held| held.started_at.clone());
@@ -271,6 +282,14 @@ fn execute(request: UndoRequest) -> Result<Run, WorkerError> {
                 store.with_read_feed_logged(&feed.name, |r| apply_undo(feed, id, &plan, r))?;
             run.counts = applied?.counts;
             run.state = RunState::Held;
+            let first_removed: Vec<compact_str::CompactString> = plan
+                .targets
+                .iter()
+                .filter(|(_, t)| *t == crate::import::UndoTarget::Remove)
+                .take(super::WOULD_REMOVE_SHOWN)
+                .map(|(id, _)| id.clone())
+                .collect();
+            run.would_remove = super::describe_removed(store, feed, &first_removed);
             run.reason = Some(format!("{reason}; confirm to apply the undo"));
             run.error_report = finish_report(errors, &run)?;
             recording
@@ -325,6 +344,22 @@ fn execute(request: UndoRequest) -> Result<Run, WorkerError> {
         "undo finished"
     );
     Ok(run)
+}
+
+/// The people a held undo would remove, sorted by ID: those its would-be
+/// change log removes.
+pub(super) fn held_undo_removals(
+    store: &Store,
+    run: &Run,
+) -> Result<Vec<compact_str::CompactString>, WorkerError> {
+    let changes = store.run_changes(&run.feed, run.run_id.unwrap_or_default())?;
+    let mut removed: Vec<compact_str::CompactString> = changes
+        .iter()
+        .filter(|c| matches!(c, LoggedChange::Removed { .. }))
+        .map(|c| c.id().into())
+        .collect();
+    removed.sort_unstable();
+    Ok(removed)
 }
 
 /// The undone run's record names its undo (written with the undo).

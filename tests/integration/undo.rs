@@ -213,6 +213,10 @@ fn an_undo_that_removes_too_many_is_held_until_confirmed() {
         "{u:#}"
     );
     assert_eq!(export_by_id(&env), after, "nothing applied while held");
+    let shown = env.run_show(&run_id_of(&u));
+    let named = shown["would_remove"].as_array().unwrap();
+    assert_eq!(named.len(), 20, "{shown:#}");
+    assert_eq!(named[0], "E00101 First101 Last101");
     // It lists what it would do, like a held file.
     let out = env.run(&[
         "runs",
@@ -333,4 +337,31 @@ fn bad_undo_and_restore_requests_are_refused_and_change_nothing() {
     let out = env.run(&["runs", "undo", &day.id()]);
     assert_eq!(out.code, 2, "{out:#?}");
     assert!(out.stderr.contains("already undid it"), "{out:#?}");
+}
+
+#[test]
+fn an_undo_waits_for_a_file_after_a_mapping_change() {
+    let env = Env::new(&[Feed::hr("hr")]);
+    env.import_text("hr", "base.csv", hr_file(1..=20));
+    let day = env.import_text("hr", "day.csv", hr_file(1..=21));
+    let site = Field::new("site", "Site", "text");
+    env.write_config(&config_text(&env.data_dir, &[Feed::hr("hr").field(site)]));
+    let export = env.export("hr");
+    let out = env.run(&["runs", "undo", &day.id()]);
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert!(out.stderr.contains("mapping changed"), "{out:#?}");
+    assert_eq!(env.export("hr"), export);
+    // A file under the new mapping, then the undo works.
+    let mut text = hr_file(1..=21).replacen("Status\n", "Status,Site\n", 1);
+    text = text.replace("Active\n", "Active,HQ\n");
+    let run = env.import_text("hr", "day-site.csv", text);
+    assert_eq!(run.state(), "applied", "{:#}", run.json);
+    let out = env.run(&["runs", "undo", &day.id(), "--json"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let u = out.json("undo");
+    assert_eq!(
+        (u["removed"].as_u64(), u["conflicts"].as_u64()),
+        (Some(0), Some(1)),
+        "E00021 changed since (its site): {u:#}"
+    );
 }

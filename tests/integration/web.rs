@@ -1871,6 +1871,16 @@ fn the_undo_button_and_the_api_undo_a_run_as_a_new_run() {
     assert_eq!(out.code, 0, "{out:#?}");
     assert_eq!(out.json("undo")["state"], "applied", "{out:#?}");
     assert_eq!(web.env.export("hr"), before);
+    // A held undo's page lists who it would remove, like a held file's.
+    let grow = run_id_of(&import_via_cli(&web.env, "d.csv", &hr_file(1..=30)));
+    let out = web.env.run(&["runs", "undo", &grow, "--json"]);
+    assert_eq!(out.code, 3, "{out:#?}");
+    let held_undo = run_id_of(&out.json("undo"));
+    web.login(ADMIN_PASSWORD);
+    let (code, _, page) = web.curl(&[&web.url(&format!("/runs/{held_undo}"))]);
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("Who would be removed (10)"), "{page}");
+    assert!(page.contains("E00021"), "{page}");
     assert!(!web.server.stderr().contains("panicked"));
     drop(web.server);
 }
