@@ -127,7 +127,7 @@ fn a_runs_page_lists_its_changes_paged_by_kind_and_as_csv_and_held_runs_say_woul
     assert!(removed.contains(&person_link("E00149")), "{removed}");
     assert!(removed.contains("<span class=\"field\">email</span>: user150@example.com"));
     assert!(!removed.contains(&person_link("E00005")), "{removed}");
-    assert!(removed.contains("page 1 of 1 (2 removed)"), "{removed}");
+    assert!(removed.contains("page 1 of 1 (2 of 6 changes)"), "{removed}");
     page(&web, &format!("/runs/{second}?kind=moved"), 400);
 
     // Paged: 150 additions are two pages of 100.
@@ -356,6 +356,10 @@ fn in_chromium_a_runs_changes_and_a_persons_timeline_render() {
     assert_eq!(second["state"], "applied", "{second:#}");
     let second = run_id_of(&second);
 
+    let held = import_via_cli(&web.env, "r3.csv", &hr_file(1..=50));
+    assert_eq!(held["state"], "held", "{held:#}");
+    let held = run_id_of(&held);
+
     let shots = web.env.root.join("shots");
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/clients/changes_shot.py");
@@ -369,7 +373,8 @@ fn in_chromium_a_runs_changes_and_a_persons_timeline_render() {
         .arg(format!("run-added=/runs/{first}"))
         .arg("timeline=/recipients/view?feed=hr&id=E00002")
         .arg("removed-person=/recipients/view?feed=hr&id=E00100")
-        .arg(format!("run-changes-phone=/runs/{second}@phone"));
+        .arg(format!("run-changes-phone=/runs/{second}@phone"))
+        .arg(format!("held-run=/runs/{held}?kind=updated#changes"));
     let out = run_tool(cmd, "selenium + chromium", None, Duration::from_secs(120));
     assert_eq!(out.code, 0, "{out:#?}");
     let seen: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
@@ -413,6 +418,13 @@ fn in_chromium_a_runs_changes_and_a_persons_timeline_render() {
         seen["run-changes-phone"]["fits"], true,
         "the change list fits a phone: {seen:#}"
     );
+    let held_rows = rows("held-run");
+    assert!(
+        held_rows.len() == 2 && held_rows.iter().all(|r| r.starts_with("would update\t")),
+        "E00002 and E00003 would be set back: {held_rows:?}"
+    );
+    let held_text = seen["held-run"]["text"].as_str().unwrap_or("");
+    assert!(held_text.contains("would remove 50"), "{held_text}");
     let shared = shared_shots();
     for shot in [
         "run-changes",
@@ -420,6 +432,7 @@ fn in_chromium_a_runs_changes_and_a_persons_timeline_render() {
         "timeline",
         "removed-person",
         "run-changes-phone",
+        "held-run",
     ] {
         let path = shots.join(format!("{shot}.png"));
         let png = std::fs::read(&path).expect("screenshot");
