@@ -1,5 +1,5 @@
 //! Browsing what a feed holds: groups and their members, the recipients
-//! search, one recipient, and the sFTP accounts.
+//! search, one recipient with their history, and the sFTP accounts.
 
 use super::*;
 

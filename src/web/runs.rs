@@ -1,6 +1,7 @@
-//! Runs: the history, one run's page, a held run's removal list (worked
-//! out once per store state), confirm and reject, and the downloads (the
-//! error report, the removals CSV).
+//! Runs: the history, one run's page with its change list (paged, by
+//! kind), a held run's removal list (worked out once per store state),
+//! confirm and reject, and the downloads (the error report, the removals
+//! CSV, the changes CSV).
 
 use super::*;
 
@@ -281,25 +282,8 @@ pub(super) async fn changes_csv(
     };
     let engine = state.engine.clone();
     let feed = run.feed.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        let mut w = csv::Writer::from_writer(crate::report::BOM.to_vec());
-        let mut row = |cells: [&str; 5]| {
-            let cells = cells.map(crate::report::neutralize);
-            w.write_record(cells.iter().map(|c| c.as_bytes()))
-                .map_err(|e| crate::store::StoreError::Damaged(e.to_string()))
-        };
-        row(["kind", "id", "field", "old", "new"])?;
-        engine.store.for_each_run_change(&feed, id, |change| {
-            for cells in change_rows(&change) {
-                row(cells)?;
-            }
-            Ok(())
-        })?;
-        drop(row);
-        w.into_inner()
-            .map_err(|e| crate::store::StoreError::Damaged(e.to_string()))
-    })
-    .await;
+    let written =
+        tokio::task::spawn_blocking(move || changes_csv_body(&engine.store, &feed, id)).await;
     let body = match written {
         Ok(Ok(body)) => body,
         Ok(Err(e)) => {
@@ -314,6 +298,31 @@ pub(super) async fn changes_csv(
         format!("run-{id}-changes.csv")
     };
     csv_download(&name, body)
+}
+
+/// The changes CSV of run `id`: a BOM (for Excel), the header, then
+/// [`change_rows`] of each change, read one change at a time.
+fn changes_csv_body(
+    store: &crate::store::Store,
+    feed: &str,
+    id: u64,
+) -> Result<Vec<u8>, crate::store::StoreError> {
+    // Writing to memory does not fail; should it, the download says the
+    // store could not be read rather than sending half a file.
+    let unwritable = |e: csv::Error| crate::store::StoreError::Damaged(e.to_string());
+    let mut w = csv::Writer::from_writer(crate::report::BOM.to_vec());
+    w.write_record(["kind", "id", "field", "old", "new"])
+        .map_err(unwritable)?;
+    store.for_each_run_change(feed, id, |change| {
+        for cells in change_rows(&change) {
+            let cells = cells.map(crate::report::neutralize);
+            w.write_record(cells.iter().map(|c| c.as_bytes()))
+                .map_err(unwritable)?;
+        }
+        Ok(())
+    })?;
+    w.into_inner()
+        .map_err(|e| crate::store::StoreError::Damaged(e.to_string()))
 }
 
 /// A change's CSV rows: `kind,id,field,old,new`.

@@ -127,7 +127,10 @@ fn a_runs_page_lists_its_changes_paged_by_kind_and_as_csv_and_held_runs_say_woul
     assert!(removed.contains(&person_link("E00149")), "{removed}");
     assert!(removed.contains("<span class=\"field\">email</span>: user150@example.com"));
     assert!(!removed.contains(&person_link("E00005")), "{removed}");
-    assert!(removed.contains("page 1 of 1 (2 of 6 changes)"), "{removed}");
+    assert!(
+        removed.contains("page 1 of 1 (2 of 6 changes)"),
+        "{removed}"
+    );
     page(&web, &format!("/runs/{second}?kind=moved"), 400);
 
     // Paged: 150 additions are two pages of 100.
