@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::config::Feed;
 use crate::import::{printable, thousands};
-use crate::store::{Delivery, LoggedChange, LoggedField, Message, Run, RunState, Store};
+use crate::store::{fields_text, Delivery, LoggedChange, Message, Run, RunState, Store};
 
 use super::Format;
 
@@ -176,10 +176,7 @@ pub fn print_run_list(w: &mut dyn Write, runs: &[Run], json: bool) -> anyhow::Re
     for r in runs {
         let c = &r.counts;
         // Counts of runs that changed nothing are what they would have done.
-        let would = matches!(
-            r.state,
-            RunState::Held | RunState::Rejected | RunState::Superseded
-        );
+        let would = r.state.nothing_applied();
         out.push_str(&format!(
             "{:>5}  {:<10} {:<10} {:<20}  {:>7} {:>7} {:>7} {:>9} {:>7}  {}{}\n",
             r.run_id.unwrap_or_default(),
@@ -437,7 +434,7 @@ pub fn print_run_changes(
         match change {
             LoggedChange::Added { .. } => writeln!(w, "added    {id}")?,
             LoggedChange::Updated { fields, .. } => {
-                writeln!(w, "updated  {id}  {}", field_changes_text(fields))?
+                writeln!(w, "updated  {id}  {}", fields_text(fields))?
             }
             LoggedChange::Removed { values, .. } => {
                 let what: Vec<String> = values
@@ -509,7 +506,7 @@ pub fn print_history(
         let what = match change {
             LoggedChange::Added { .. } => "added".to_string(),
             LoggedChange::Updated { fields, .. } => {
-                format!("updated  {}", field_changes_text(fields))
+                format!("updated  {}", fields_text(fields))
             }
             LoggedChange::Removed { .. } => "removed".to_string(),
         };
@@ -529,29 +526,4 @@ pub fn print_history(
         )?;
     }
     Ok(())
-}
-
-/// An update's fields as one line: `email: a → b; mobile: +1… → (empty)`.
-fn field_changes_text(fields: &[LoggedField]) -> String {
-    let each: Vec<String> = fields
-        .iter()
-        .map(|f| {
-            format!(
-                "{}: {} → {}",
-                f.field,
-                shown_value(&f.old),
-                shown_value(&f.new)
-            )
-        })
-        .collect();
-    each.join("; ")
-}
-
-/// A value in a change line: quoted when empty, so that "cleared" shows.
-fn shown_value(value: &str) -> String {
-    if value.is_empty() {
-        "(empty)".to_string()
-    } else {
-        printable(value).to_string()
-    }
 }

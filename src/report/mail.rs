@@ -4,13 +4,16 @@
 use minijinja::{context, Environment};
 use serde::Serialize;
 
-use crate::import::thousands;
-use crate::store::{Run, RunState};
+use crate::import::{printable, thousands};
+use crate::store::{fields_text, LoggedChange, Run, RunState};
 
 const RUN_TXT: &str = include_str!("../../assets/mail/run.txt");
 const RUN_HTML: &str = include_str!("../../assets/mail/run.html");
 /// Errors listed in the mail; the rest are in the attachment.
 pub const ERRORS_SHOWN: usize = 20;
+/// Changes listed in the mail (who was added, updated, removed); the rest
+/// are on the run's page and in `flagsync runs changes ID`.
+pub const CHANGES_SHOWN: usize = 20;
 /// An error report larger than this is attached zipped.
 pub const ZIP_ABOVE: u64 = 1 << 20;
 
@@ -118,11 +121,49 @@ fn duration_text(ms: u64) -> String {
     }
 }
 
-/// Renders a run's report. `link` is the run's page on the status site.
+/// The first changes of a run as the mail lists them, one line each:
+/// `added E1`, `updated E2: email: a → b`, `removed E3 (Ann Smith)` (the
+/// name from `name_fields`, the feed's fields called `*name*`), worded
+/// `would add` … for a run of which nothing was applied. No more than the
+/// run's page shows: an update's fields, a removal's name.
+pub fn change_lines(changes: &[LoggedChange], name_fields: &[&str], would: bool) -> Vec<String> {
+    let verb = |done: &'static str, would_do: &'static str| if would { would_do } else { done };
+    changes
+        .iter()
+        .map(|change| {
+            let id = printable(change.id());
+            match change {
+                LoggedChange::Added { .. } => format!("{} {id}", verb("added", "would add")),
+                LoggedChange::Updated { fields, .. } => format!(
+                    "{} {id}: {}",
+                    verb("updated", "would update"),
+                    fields_text(fields)
+                ),
+                LoggedChange::Removed { values, .. } => {
+                    let name: Vec<String> = values
+                        .iter()
+                        .filter(|v| name_fields.contains(&v.field.as_str()) && !v.value.is_empty())
+                        .map(|v| printable(&v.value).into_owned())
+                        .collect();
+                    let removed = verb("removed", "would remove");
+                    if name.is_empty() {
+                        format!("{removed} {id}")
+                    } else {
+                        format!("{removed} {id} ({})", name.join(" "))
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+/// Renders a run's report. `link` is the run's page on the status site;
+/// `changes` the first of the run's changes ([`change_lines`]).
 pub fn render_run(
     run: &Run,
     link: Option<String>,
     attachment: Option<&str>,
+    changes: &[String],
 ) -> Result<Rendered, String> {
     let env = environment().map_err(|e| format!("mail template: {e}"))?;
     let c = &run.counts;
@@ -144,6 +185,7 @@ pub fn render_run(
         _ => None,
     };
     let shown = run.would_remove.len() as u64;
+    let more_changes = c.changes().saturating_sub(changes.len() as u64);
     let ctx = context! {
         feed => run.feed,
         file => run.file,
@@ -166,6 +208,11 @@ pub fn render_run(
         errors => errors,
         would_remove => run.would_remove,
         more_removed => c.removed.saturating_sub(shown),
+        changes => changes,
+        changes_total => thousands(c.changes()),
+        more_changes => more_changes,
+        more_changes_text => thousands(more_changes),
+        would => run.state.nothing_applied(),
         confirmed_by => run.confirmed_by,
         confirmed_at => run.confirmed_at,
         link => link,
@@ -268,7 +315,7 @@ mod tests {
         let mut held = run(RunState::Held);
         held.reason = Some("would remove 3 of 10 recipients, 30.0% > 10%".into());
         held.would_remove = vec!["E1 Ann Smith".into(), "E2 <b>Bob</b>".into()];
-        let r = render_run(&held, Some("http://x/runs/7".into()), None).unwrap();
+        let r = render_run(&held, Some("http://x/runs/7".into()), None, &[]).unwrap();
         assert!(r.text.contains("flagsync runs confirm 7"), "{}", r.text);
         assert!(r.text.contains("flagsync runs reject 7"));
         assert!(r.text.contains("E1 Ann Smith"));
@@ -284,6 +331,83 @@ mod tests {
                 .contains("<a href=\"http:&#x2f;&#x2f;x&#x2f;runs&#x2f;7\">"),
             "{}",
             r.html
+        );
+    }
+
+    #[test]
+    fn the_first_changes_are_listed_and_the_rest_counted() {
+        use crate::store::{LoggedField, LoggedValue};
+        let changes = vec![
+            LoggedChange::Added { id: "E1".into() },
+            LoggedChange::Updated {
+                id: "E2".into(),
+                fields: vec![LoggedField {
+                    field: "email".into(),
+                    old: "a@x".into(),
+                    new: "".into(),
+                }],
+            },
+            LoggedChange::Removed {
+                id: "E3".into(),
+                values: vec![
+                    LoggedValue {
+                        field: "first_name".into(),
+                        value: "<b>Ann</b>".into(),
+                    },
+                    LoggedValue {
+                        field: "email".into(),
+                        value: "ann@x".into(),
+                    },
+                ],
+            },
+        ];
+        let lines = change_lines(&changes, &["first_name"], false);
+        assert_eq!(
+            lines,
+            [
+                "added E1",
+                "updated E2: email: a@x → (empty)",
+                "removed E3 (<b>Ann</b>)"
+            ]
+        );
+        // 12 added and 3 removed: 15 changes, 3 shown.
+        let m = render_run(&run(RunState::Applied), None, None, &lines).unwrap();
+        assert!(
+            m.text.contains("What changed (the first 3 of 15):"),
+            "{}",
+            m.text
+        );
+        assert!(m.text.contains("  updated E2: email: a@x → (empty)"));
+        assert!(
+            m.text
+                .contains("… and 12 more — see flagsync runs changes 7"),
+            "{}",
+            m.text
+        );
+        assert!(
+            m.html.contains("removed E3 (&lt;b&gt;Ann&lt;&#x2f;b&gt;)"),
+            "{}",
+            m.html
+        );
+        assert!(!m.text.contains("ann@x"), "a removal shows only the name");
+        let held = change_lines(&changes, &["first_name"], true);
+        assert_eq!(held[0], "would add E1");
+        let m = render_run(
+            &run(RunState::Held),
+            Some("http://x/runs/7".into()),
+            None,
+            &held,
+        )
+        .unwrap();
+        assert!(
+            m.text.contains("What it would change (the first 3 of 15):"),
+            "{}",
+            m.text
+        );
+        assert!(
+            m.text.contains("the run's page: http://x/runs/7"),
+            "{}",
+            m.text
         );
     }
 
@@ -308,7 +432,7 @@ mod tests {
                 cells: Vec::new(),
             },
         ];
-        let m = render_run(&r, None, Some("hr.csv.errors.csv")).unwrap();
+        let m = render_run(&r, None, Some("hr.csv.errors.csv"), &[]).unwrap();
         assert!(
             m.text
                 .contains("line 15 (E10): warning: invalid email; imported without it"),
@@ -327,7 +451,7 @@ mod tests {
             reason: Some("the ID column 'Employee ID' is missing".into()),
             ..run(RunState::Failed)
         };
-        let m = render_run(&failed, None, None).unwrap();
+        let m = render_run(&failed, None, None, &[]).unwrap();
         assert!(m
             .text
             .contains("Why: the ID column 'Employee ID' is missing"));

@@ -21,7 +21,9 @@
 
 use compact_str::CompactString;
 use rayon::slice::ParallelSliceMut;
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use std::ops::ControlFlow;
+
+use redb::{ReadableTable, Table, TableDefinition, TableHandle, WriteTransaction};
 
 use super::{table_name, StoreError};
 use crate::import::Change;
@@ -49,6 +51,34 @@ impl LoggedChange {
             "undo_of": run.undo_of,
             "change": self,
         })
+    }
+}
+
+/// An update's fields as one line: `email: a → b; mobile: +1… → (empty)`
+/// (control characters escaped), for the command line and the report
+/// email.
+pub fn fields_text(fields: &[LoggedField]) -> String {
+    let each: Vec<String> = fields
+        .iter()
+        .map(|f| {
+            format!(
+                "{}: {} → {}",
+                f.field,
+                shown_value(&f.old),
+                shown_value(&f.new)
+            )
+        })
+        .collect();
+    each.join("; ")
+}
+
+/// A value in a change line: "(empty)" when empty, so that "cleared"
+/// shows.
+pub fn shown_value(value: &str) -> String {
+    if value.is_empty() {
+        "(empty)".to_string()
+    } else {
+        crate::import::printable(value).to_string()
     }
 }
 
@@ -207,11 +237,226 @@ pub(super) fn delete_run_changes(
     Ok(())
 }
 
+/// The kinds of change, as `LoggedChange::kind` names them.
+pub const CHANGE_KINDS: [&str; 3] = ["added", "updated", "removed"];
+
+/// How many changes of each kind a run logged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ChangeCounts {
+    pub added: u64,
+    pub updated: u64,
+    pub removed: u64,
+}
+
+impl ChangeCounts {
+    pub fn total(&self) -> u64 {
+        self.added + self.updated + self.removed
+    }
+
+    /// The count of kind `kind` (one of [`CHANGE_KINDS`]), or all.
+    pub fn of(&self, kind: Option<&str>) -> u64 {
+        match kind {
+            Some("added") => self.added,
+            Some("updated") => self.updated,
+            Some("removed") => self.removed,
+            _ => self.total(),
+        }
+    }
+
+    fn count(&mut self, kind: &str) {
+        match kind {
+            "added" => self.added += 1,
+            "updated" => self.updated += 1,
+            _ => self.removed += 1,
+        }
+    }
+}
+
+/// One page of a run's changes, and how many there are of each kind.
+#[derive(Debug, Clone, Default)]
+pub struct ChangesPage {
+    pub counts: ChangeCounts,
+    pub changes: Vec<LoggedChange>,
+}
+
+/// A logged change as its table holds it: the kind is read from one byte
+/// and the rest decoded only for the changes that are shown, so counting
+/// or skipping a million of them allocates nothing.
+struct StoredChange<'a> {
+    id: &'a str,
+    /// `None` for an addition (kept in `change_added/F`).
+    value: Option<&'a [u8]>,
+}
+
+impl StoredChange<'_> {
+    fn kind(&self) -> &'static str {
+        match self.value.and_then(|v| v.first()) {
+            None => "added",
+            Some(&UPDATED) => "updated",
+            Some(_) => "removed",
+        }
+    }
+
+    fn decode(&self) -> Result<LoggedChange, StoreError> {
+        match self.value {
+            None => Ok(LoggedChange::Added {
+                id: self.id.to_string(),
+            }),
+            Some(value) => decode_change(self.id, value),
+        }
+    }
+}
+
+/// Calls `each` with run `run`'s changes in the order `run_changes` lists
+/// them (additions, then updates and removals, each in ID order) until it
+/// breaks. Works on a read or a write transaction's tables (the report
+/// email reads the run's own, not yet committed, log).
+fn visit_run_changes<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    added: Option<&T>,
+    changes: Option<&T>,
+    run: u64,
+    each: &mut dyn FnMut(StoredChange<'_>) -> Result<ControlFlow<()>, StoreError>,
+) -> Result<(), StoreError> {
+    let from = run.to_be_bytes();
+    let to = (run + 1).to_be_bytes();
+    if let Some(added) = added {
+        for entry in added.range(from.as_slice()..to.as_slice())? {
+            let (_, chunk) = entry?;
+            let mut cursor = chunk.value();
+            while !cursor.is_empty() {
+                let id = take_str(&mut cursor)?;
+                if each(StoredChange { id, value: None })?.is_break() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    if let Some(changes) = changes {
+        for entry in changes.range(from.as_slice()..to.as_slice())? {
+            let (key, value) = entry?;
+            let id = std::str::from_utf8(&key.value()[8..])
+                .map_err(|_| damaged("a change's ID is not UTF-8"))?;
+            let stored = StoredChange {
+                id,
+                value: Some(value.value()),
+            };
+            if each(stored)?.is_break() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first `limit` changes of run `run`, read from `txn`'s tables.
+fn first_changes<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    added: Option<&T>,
+    changes: Option<&T>,
+    run: u64,
+    limit: usize,
+) -> Result<Vec<LoggedChange>, StoreError> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    visit_run_changes(added, changes, run, &mut |change| {
+        out.push(change.decode()?);
+        Ok(if out.len() >= limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    })?;
+    Ok(out)
+}
+
+/// The first `limit` changes run `run` logged in `txn`, the run's own
+/// write transaction (before it commits): the report email's list. A
+/// table the run did not write is not created.
+pub(super) fn first_changes_in_write(
+    txn: &WriteTransaction,
+    feed: &str,
+    run: u64,
+    limit: usize,
+) -> Result<Vec<LoggedChange>, StoreError> {
+    let names: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
+    let open = |name: String| -> Result<Option<ChangeTable>, StoreError> {
+        if names.contains(&name) {
+            Ok(Some(txn.open_table(TableDefinition::new(&name))?))
+        } else {
+            Ok(None)
+        }
+    };
+    let added = open(added_def(feed))?;
+    let changes = open(changes_def(feed))?;
+    first_changes(added.as_ref(), changes.as_ref(), run, limit)
+}
+
+type ReadChangeTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// A feed's two change tables in a read transaction (`None`: never
+/// written).
+fn read_tables(
+    txn: &redb::ReadTransaction,
+    feed: &str,
+) -> Result<(Option<ReadChangeTable>, Option<ReadChangeTable>), StoreError> {
+    let open = |name: String| super::optional(txn.open_table(TableDefinition::new(&name)));
+    Ok((open(added_def(feed))?, open(changes_def(feed))?))
+}
+
 impl super::Store {
     /// What run `run` changed in `feed` (empty for a run that changed
     /// nothing, or one recorded before the change log existed).
     pub fn run_changes(&self, feed: &str, run: u64) -> Result<Vec<LoggedChange>, StoreError> {
-        run_changes(&self.begin_read()?, feed, run)
+        let mut out = Vec::new();
+        self.for_each_run_change(feed, run, |change| {
+            out.push(change);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `each` with every change of run `run`, in `run_changes`'
+    /// order, one at a time (a download of a million changes holds one).
+    pub fn for_each_run_change(
+        &self,
+        feed: &str,
+        run: u64,
+        mut each: impl FnMut(LoggedChange) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let (added, changes) = read_tables(&self.begin_read()?, feed)?;
+        visit_run_changes(added.as_ref(), changes.as_ref(), run, &mut |change| {
+            each(change.decode()?)?;
+            Ok(ControlFlow::Continue(()))
+        })
+    }
+
+    /// `limit` of run `run`'s changes of kind `kind` (all kinds when
+    /// `None`) from `offset`, and the counts of each kind: one pass over
+    /// the run's log that decodes only the changes on the page.
+    pub fn run_changes_page(
+        &self,
+        feed: &str,
+        run: u64,
+        kind: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<ChangesPage, StoreError> {
+        let (added, changes) = read_tables(&self.begin_read()?, feed)?;
+        let mut page = ChangesPage::default();
+        let mut matching = 0usize;
+        visit_run_changes(added.as_ref(), changes.as_ref(), run, &mut |change| {
+            let this = change.kind();
+            page.counts.count(this);
+            if kind.is_none_or(|k| k == this) {
+                if matching >= offset && page.changes.len() < limit {
+                    page.changes.push(change.decode()?);
+                }
+                matching += 1;
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(page)
     }
 
     /// What each applied run did to recipient `id` of `feed`, oldest
@@ -224,11 +469,7 @@ impl super::Store {
         id: &str,
     ) -> Result<Vec<(super::Run, LoggedChange)>, StoreError> {
         let txn = self.begin_read()?;
-        let open = |name: String| {
-            super::optional(txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)))
-        };
-        let changes = open(changes_def(feed))?;
-        let added = open(added_def(feed))?;
+        let (added, changes) = read_tables(&txn, feed)?;
         let (Some(index), Some(runs)) = (
             super::optional(txn.open_table(super::runs::RUNS_BY_FEED))?,
             super::optional(txn.open_table(super::RUNS))?,
@@ -260,42 +501,6 @@ impl super::Store {
         }
         Ok(history)
     }
-}
-
-/// The changes `run` made to `feed`: additions, then updates and removals,
-/// each in ID order.
-fn run_changes(
-    txn: &redb::ReadTransaction,
-    feed: &str,
-    run: u64,
-) -> Result<Vec<LoggedChange>, StoreError> {
-    let mut out = Vec::new();
-    let from = run.to_be_bytes();
-    let to = (run + 1).to_be_bytes();
-    if let Some(added) =
-        super::optional(txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&added_def(feed))))?
-    {
-        for entry in added.range(from.as_slice()..to.as_slice())? {
-            let (_, chunk) = entry?;
-            let mut cursor = chunk.value();
-            while !cursor.is_empty() {
-                out.push(LoggedChange::Added {
-                    id: take_str(&mut cursor)?.to_string(),
-                });
-            }
-        }
-    }
-    if let Some(changes) =
-        super::optional(txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&changes_def(feed))))?
-    {
-        for entry in changes.range(from.as_slice()..to.as_slice())? {
-            let (key, value) = entry?;
-            let id = std::str::from_utf8(&key.value()[8..])
-                .map_err(|_| damaged("a change's ID is not UTF-8"))?;
-            out.push(decode_change(id, value.value())?);
-        }
-    }
-    Ok(out)
 }
 
 fn decode_change(id: &str, value: &[u8]) -> Result<LoggedChange, StoreError> {

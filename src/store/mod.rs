@@ -65,7 +65,10 @@ use crate::import::StoredIndex;
 pub use accounts::Account;
 pub use admins::{Admin, ApiToken};
 pub use backup::{guard_damage, panic_text, restore, verifying, BackupSummary};
-pub use changes::{ChangeLog, LoggedChange, LoggedField, LoggedValue};
+pub use changes::{
+    fields_text, shown_value, ChangeCounts, ChangeLog, ChangesPage, LoggedChange, LoggedField,
+    LoggedValue, CHANGE_KINDS,
+};
 pub use feed_state::FeedState;
 pub use outbox::{Delivery, Message};
 pub use runs::{Pruned, Run, RunState};
@@ -808,6 +811,17 @@ impl RunTransaction {
     /// Writes what run `run` changed (or, held, would change).
     pub fn put_change_log(&self, feed: &str, run: u64, log: ChangeLog) -> Result<(), StoreError> {
         log.write(&self.txn, feed, run)
+    }
+
+    /// The first `limit` changes run `run` logged in this transaction (the
+    /// report email's list: read back from the log, not cloned from it).
+    pub fn first_changes(
+        &self,
+        feed: &str,
+        run: u64,
+        limit: usize,
+    ) -> Result<Vec<LoggedChange>, StoreError> {
+        changes::first_changes_in_write(&self.txn, feed, run, limit)
     }
 
     /// Deletes run `run`'s log: a confirmed held run logs again what it

@@ -42,6 +42,15 @@ impl RunState {
         }
     }
 
+    /// Held, rejected, superseded: nothing of the file was applied, so the
+    /// run's counts and change log are what it would have done.
+    pub fn nothing_applied(self) -> bool {
+        matches!(
+            self,
+            RunState::Held | RunState::Rejected | RunState::Superseded
+        )
+    }
+
     pub fn parse(text: &str) -> Option<RunState> {
         [
             RunState::Applied,

@@ -408,3 +408,62 @@ fn a_persons_runs_are_found_across_chunks_of_additions() {
         assert!(history.is_empty(), "{absent}");
     }
 }
+
+#[test]
+fn a_runs_changes_are_paged_and_counted_by_kind_and_read_back_before_commit() {
+    use crate::import::{Change, FieldChange};
+    let (_dir, path) = temp_store();
+    let store = Store::open(&path).unwrap();
+    let txn = store.begin_run().unwrap();
+    let id = txn.next_run_id().unwrap();
+    let added: Vec<String> = (0..5000).map(|i| format!("A{i:05}")).collect();
+    txn.with_feed("a", Some(id), |w| {
+        for a in &added {
+            w.log_change(Change::Added { id: a }).unwrap();
+        }
+        let fields = vec![FieldChange {
+            field: "email",
+            old: "a@x",
+            new: "b@x",
+        }];
+        w.log_change(Change::Updated { id: "U1", fields }).unwrap();
+        w.log_change(Change::Removed {
+            id: "R1",
+            values: vec![("name", "Ann")],
+        })
+        .unwrap();
+    })
+    .unwrap();
+    // The report's first changes, from the uncommitted log.
+    let first = txn.first_changes("a", id, 3).unwrap();
+    let ids: Vec<&str> = first.iter().map(|c| c.id()).collect();
+    assert_eq!(ids, ["A00000", "A00001", "A00002"]);
+    // A feed the run never wrote: nothing.
+    assert!(txn.first_changes("b", id, 3).unwrap().is_empty());
+    let mut run = run_of("a", RunState::Applied, 0, None);
+    run.run_id = Some(id);
+    txn.put_run(&run).unwrap();
+    txn.commit().unwrap();
+
+    let counts = ChangeCounts {
+        added: 5000,
+        updated: 1,
+        removed: 1,
+    };
+    let page = store.run_changes_page("a", id, None, 4999, 2).unwrap();
+    assert_eq!(page.counts, counts);
+    let ids: Vec<&str> = page.changes.iter().map(|c| c.id()).collect();
+    // Updates and removals follow the additions, in ID order.
+    assert_eq!(ids, ["A04999", "R1"]);
+    let removed = store
+        .run_changes_page("a", id, Some("removed"), 0, 10)
+        .unwrap();
+    assert_eq!(removed.counts.of(Some("removed")), 1);
+    assert_eq!(removed.changes.len(), 1);
+    assert_eq!(removed.changes[0].kind(), "removed");
+    let past = store
+        .run_changes_page("a", id, Some("updated"), 1, 10)
+        .unwrap();
+    assert!(past.changes.is_empty());
+    assert_eq!(past.counts.total(), 5002);
+}

@@ -426,7 +426,7 @@ async fn run_changes(
 ) -> Response {
     authenticated!(state, headers);
     let kind = q.kind.as_deref();
-    if kind.is_some_and(|k| !["added", "updated", "removed"].contains(&k)) {
+    if kind.is_some_and(|k| !crate::store::CHANGE_KINDS.contains(&k)) {
         return error(
             StatusCode::BAD_REQUEST,
             "kind is one of added, updated, removed",
@@ -444,22 +444,21 @@ async fn run_changes(
         Ok(run) => run,
         Err(e) => return store_error(e),
     };
-    let changes = match state.engine.store.run_changes(&run.feed, id) {
-        Ok(c) => c,
+    let page = match state
+        .engine
+        .store
+        .run_changes_page(&run.feed, id, kind, offset, limit)
+    {
+        Ok(p) => p,
         Err(e) => return store_error(e),
     };
-    let matching: Vec<_> = changes
-        .iter()
-        .filter(|c| kind.is_none_or(|k| c.kind() == k))
-        .collect();
-    let page: Vec<_> = matching.iter().skip(offset).take(limit).collect();
     Json(json!({
         "run_id": id,
         "feed": run.feed,
         "state": run.state.as_str(),
-        "total": matching.len(),
+        "total": page.counts.of(kind),
         "offset": offset,
-        "changes": page,
+        "changes": page.changes,
     }))
     .into_response()
 }

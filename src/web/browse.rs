@@ -1,5 +1,5 @@
 //! Browsing what a feed holds: groups and their members, the recipients
-//! search, one recipient, and the sFTP accounts.
+//! search, one recipient with their history, and the sFTP accounts.
 
 use super::*;
 
@@ -155,7 +155,9 @@ pub struct RecipientQuery {
     pub id: String,
 }
 
-/// One recipient: every field and its groups.
+/// One recipient: every field and its groups, and the timeline of what
+/// the applied runs did to them. Someone removed is still found by ID
+/// while their history is kept.
 pub(super) async fn recipient_page(
     State(state): State<Arc<WebState>>,
     axum::extract::Query(q): axum::extract::Query<RecipientQuery>,
@@ -165,28 +167,67 @@ pub(super) async fn recipient_page(
         Ok(f) => f,
         Err(r) => return refused(r),
     };
-    match state.engine.store.recipient(&feed.name, &q.id) {
-        Ok(Some(record)) => {
+    let store = &state.engine.store;
+    let read = store
+        .recipient(&feed.name, &q.id)
+        .and_then(|record| Ok((record, store.recipient_history(&feed.name, &q.id)?)));
+    let (record, history) = match read {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "a recipient cannot be read");
+            return message(StatusCode::SERVICE_UNAVAILABLE, "the store cannot be read");
+        }
+    };
+    if record.is_none() && history.is_empty() {
+        return message(
+            StatusCode::NOT_FOUND,
+            format!(
+                "feed '{}' has no recipient '{}', and no kept run changed one with this ID",
+                feed.name, q.id
+            ),
+        );
+    }
+    let config = &state.engine.config;
+    let removed_by = match (&record, history.last()) {
+        (None, Some((run, crate::store::LoggedChange::Removed { .. }))) => {
+            Some(runs::run_value(config, run))
+        }
+        _ => None,
+    };
+    let (fields, groups) = match record {
+        Some(record) => {
             let fields: Vec<(String, String)> = feed
                 .fields
                 .iter()
                 .zip(record.values)
                 .map(|(f, v)| (f.name.clone(), v))
                 .collect();
-            state.render(
-                "recipient.html",
-                context! { admin => admin, csrf => csrf, feed => feed.name, id => q.id, fields => fields, groups => record.groups },
-            )
+            (Some(fields), record.groups)
         }
-        Ok(None) => message(
-            StatusCode::NOT_FOUND,
-            format!("feed '{}' has no recipient '{}'", feed.name, q.id),
-        ),
-        Err(e) => {
-            tracing::error!(error = %e, "a recipient cannot be read");
-            message(StatusCode::SERVICE_UNAVAILABLE, "the store cannot be read")
-        }
-    }
+        None => (None, Vec::new()),
+    };
+    let timeline: Vec<serde_json::Value> = history
+        .iter()
+        .rev()
+        .map(|(run, change)| timeline_entry(config, run, change))
+        .collect();
+    state.render(
+        "recipient.html",
+        context! {
+            admin => admin, csrf => csrf, feed => feed.name, id => q.id, fields => fields,
+            groups => groups, removed_by => removed_by, timeline => timeline,
+        },
+    )
+}
+
+/// One entry of a person's timeline: the run as the run pages show it and
+/// what it did to them.
+fn timeline_entry(
+    config: &crate::config::Config,
+    run: &crate::store::Run,
+    change: &crate::store::LoggedChange,
+) -> serde_json::Value {
+    serde_json::json!({ "run": runs::run_value(config, run), "change": change })
 }
 
 pub(super) async fn accounts_page(

@@ -115,6 +115,8 @@ type Removals = Arc<Vec<(String, String)>>;
 const REMOVAL_LISTS_KEPT: usize = 16;
 /// People per page in a held run's removal list.
 const REMOVALS_PAGE: usize = 100;
+/// Changes per page in a run's change list.
+const CHANGES_PAGE: usize = 100;
 const STYLE_CSS: &str = include_str!("../../assets/web/style.css");
 
 #[derive(Clone)]
@@ -341,6 +343,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/runs/{id}/undo", post(runs::undo))
         .route("/runs/{id}/errors.csv", get(runs::error_report))
         .route("/runs/{id}/removals.csv", get(runs::removals_csv))
+        .route("/runs/{id}/changes.csv", get(runs::changes_csv))
         .route("/groups", get(browse::groups_page))
         .route("/groups/members", get(browse::groups_page))
         .route("/accounts", get(browse::accounts_page))

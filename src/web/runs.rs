@@ -1,6 +1,7 @@
-//! Runs: the history, one run's page, a held run's removal list (worked
-//! out once per store state), confirm and reject, and the downloads (the
-//! error report, the removals CSV).
+//! Runs: the history, one run's page with its change list (paged, by
+//! kind), a held run's removal list (worked out once per store state),
+//! confirm and reject, and the downloads (the error report, the removals
+//! CSV, the changes CSV).
 
 use super::*;
 
@@ -11,7 +12,6 @@ pub(super) fn run_value(
     config: &crate::config::Config,
     run: &crate::store::Run,
 ) -> serde_json::Value {
-    use crate::store::RunState;
     let mut value = serde_json::to_value(run).unwrap_or_default();
     if let serde_json::Value::Object(map) = &mut value {
         let local = |t: &str| crate::worker::status::local_time(config, t);
@@ -24,11 +24,7 @@ pub(super) fn run_value(
                 map.insert(key.into(), local(at).into());
             }
         }
-        let would = matches!(
-            run.state,
-            RunState::Held | RunState::Rejected | RunState::Superseded
-        );
-        map.insert("would".into(), would.into());
+        map.insert("would".into(), run.state.nothing_applied().into());
         // Left out of the stored JSON when empty; the template asks.
         for key in [
             "undo_of",
@@ -85,7 +81,12 @@ pub(super) async fn runs_page(
 #[doc(hidden)]
 #[derive(Deserialize)]
 pub struct PageQuery {
+    /// The page of a held run's removal list.
     pub page: Option<usize>,
+    /// The page of the run's change list.
+    pub changes_page: Option<usize>,
+    /// Only changes of this kind (added, updated, removed).
+    pub kind: Option<String>,
 }
 
 pub(super) fn get_run(state: &WebState, id: u64) -> Result<crate::store::Run, Refused> {
@@ -160,6 +161,10 @@ pub(super) async fn run_page(
         Ok(r) => r,
         Err(r) => return refused(r),
     };
+    let changes = match changes_view(&state, &run, &q).await {
+        Ok(c) => c,
+        Err(r) => return refused(r),
+    };
     let (mut removals, mut total, mut page, mut pages) = (Vec::new(), 0usize, 1usize, 1usize);
     if run.state == crate::store::RunState::Held {
         let all = match removals_of(&state, run.clone()).await {
@@ -187,8 +192,166 @@ pub(super) async fn run_page(
         context! {
             admin => admin, csrf => csrf, run => run_value(&state.engine.config, &run),
             removals => removals, removals_total => total, page => page, pages => pages,
+            changes => changes,
         },
     )
+}
+
+/// How the change list of a run in `state` is headed: what it changed,
+/// or (nothing of it applied) what it would change.
+fn changes_heading(state: crate::store::RunState) -> &'static str {
+    use crate::store::RunState;
+    match state {
+        RunState::Held => "What this run would change if confirmed",
+        RunState::Rejected => "What this run would have changed (rejected: nothing applied)",
+        RunState::Superseded => "What this run would have changed (superseded: nothing applied)",
+        _ => "What this run changed",
+    }
+}
+
+/// One page of the run's changes for its page (`changes_page`, `kind`),
+/// read on a blocking thread: a run of a million changes is counted, not
+/// loaded.
+async fn changes_view(
+    state: &Arc<WebState>,
+    run: &crate::store::Run,
+    q: &PageQuery,
+) -> Result<serde_json::Value, Refused> {
+    let kind = q.kind.clone().filter(|k| !k.is_empty());
+    if let Some(k) = &kind {
+        if !crate::store::CHANGE_KINDS.contains(&k.as_str()) {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("kind is one of added, updated, removed, not '{k}'"),
+            ));
+        }
+    }
+    let page = q.changes_page.unwrap_or(1);
+    if page == 0 {
+        return Err((StatusCode::BAD_REQUEST, "changes_page starts at 1".into()));
+    }
+    let engine = state.engine.clone();
+    let (feed, id, wanted) = (
+        run.feed.clone(),
+        run.run_id.unwrap_or_default(),
+        kind.clone(),
+    );
+    let offset = (page - 1).saturating_mul(CHANGES_PAGE);
+    let read = tokio::task::spawn_blocking(move || {
+        engine
+            .store
+            .run_changes_page(&feed, id, wanted.as_deref(), offset, CHANGES_PAGE)
+    })
+    .await;
+    let found = match read {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "a run's changes cannot be read");
+            return Err(store_unreadable());
+        }
+        Err(_) => return Err(store_unreadable()),
+    };
+    let total = found.counts.of(kind.as_deref());
+    let pages = (total as usize).div_ceil(CHANGES_PAGE).max(1);
+    if page > pages {
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("there is no page {page} of changes (pages 1 to {pages})"),
+        ));
+    }
+    Ok(serde_json::json!({
+        "heading": changes_heading(run.state),
+        "counts": found.counts,
+        "all": found.counts.total(),
+        "kind": kind,
+        "total": total,
+        "page": page,
+        "pages": pages,
+        "list": found.changes,
+    }))
+}
+
+fn store_unreadable() -> Refused {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the store cannot be read; see the server log".into(),
+    )
+}
+
+/// Every change of run `id` as CSV, one row per changed field of an
+/// update, per added ID and per kept value of a removal; cells
+/// neutralised as in the error report.
+pub(super) async fn changes_csv(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Response {
+    let run = match download_run(&state, &headers, id) {
+        Ok(r) => r,
+        Err(r) => return refused(r),
+    };
+    let engine = state.engine.clone();
+    let feed = run.feed.clone();
+    let written =
+        tokio::task::spawn_blocking(move || changes_csv_body(&engine.store, &feed, id)).await;
+    let body = match written {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "a run's changes cannot be read");
+            return refused(store_unreadable());
+        }
+        Err(_) => return refused(store_unreadable()),
+    };
+    let name = if run.state.nothing_applied() {
+        format!("run-{id}-would-change.csv")
+    } else {
+        format!("run-{id}-changes.csv")
+    };
+    csv_download(&name, body)
+}
+
+/// The changes CSV of run `id`: a BOM (for Excel), the header, then
+/// [`change_rows`] of each change, read one change at a time.
+fn changes_csv_body(
+    store: &crate::store::Store,
+    feed: &str,
+    id: u64,
+) -> Result<Vec<u8>, crate::store::StoreError> {
+    // Writing to memory does not fail; should it, the download says the
+    // store could not be read rather than sending half a file.
+    let unwritable = |e: csv::Error| crate::store::StoreError::Damaged(e.to_string());
+    let mut w = csv::Writer::from_writer(crate::report::BOM.to_vec());
+    w.write_record(["kind", "id", "field", "old", "new"])
+        .map_err(unwritable)?;
+    store.for_each_run_change(feed, id, |change| {
+        for cells in change_rows(&change) {
+            let cells = cells.map(crate::report::neutralize);
+            w.write_record(cells.iter().map(|c| c.as_bytes()))
+                .map_err(unwritable)?;
+        }
+        Ok(())
+    })?;
+    w.into_inner()
+        .map_err(|e| crate::store::StoreError::Damaged(e.to_string()))
+}
+
+/// A change's CSV rows: `kind,id,field,old,new`.
+fn change_rows(change: &crate::store::LoggedChange) -> Vec<[&str; 5]> {
+    use crate::store::LoggedChange;
+    match change {
+        LoggedChange::Added { id } => vec![["added", id, "", "", ""]],
+        LoggedChange::Updated { id, fields } => fields
+            .iter()
+            .map(|f| ["updated", id.as_str(), &f.field, &f.old, &f.new])
+            .collect(),
+        LoggedChange::Removed { id, values } if values.is_empty() => {
+            vec![["removed", id, "", "", ""]]
+        }
+        LoggedChange::Removed { id, values } => values
+            .iter()
+            .map(|v| ["removed", id.as_str(), &v.field, &v.value, ""])
+            .collect(),
+    }
 }
 
 pub(super) async fn decide(

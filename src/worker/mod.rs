@@ -797,15 +797,40 @@ fn queue_report(
     let attachment_name = attachment
         .as_deref()
         .and_then(|p| crate::report::mail::attachment_label(Path::new(p)));
-    let rendered = match crate::report::mail::render_run(run, link, attachment_name.as_deref()) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "the run's report email cannot be written");
-            return Ok(());
-        }
-    };
+    let changes = first_change_lines(feed, run, txn)?;
+    let rendered =
+        match crate::report::mail::render_run(run, link, attachment_name.as_deref(), &changes) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "the run's report email cannot be written");
+                return Ok(());
+            }
+        };
     txn.queue_message(new_message("run", feed, run.run_id, rendered, attachment))?;
     Ok(())
+}
+
+/// The first [`CHANGES_SHOWN`](crate::report::mail::CHANGES_SHOWN) of
+/// the run's changes as the report lists them, read back from the log the
+/// run wrote in `txn`: a million-change run reads twenty entries.
+fn first_change_lines(
+    feed: &Feed,
+    run: &Run,
+    txn: &crate::store::RunTransaction,
+) -> Result<Vec<String>, WorkerError> {
+    let Some(id) = run.run_id.filter(|_| run.counts.changes() > 0) else {
+        return Ok(Vec::new());
+    };
+    let first = txn.first_changes(&feed.name, id, crate::report::mail::CHANGES_SHOWN)?;
+    let names: Vec<&str> = name_fields(feed)
+        .into_iter()
+        .map(|i| feed.fields[i].name.as_str())
+        .collect();
+    Ok(crate::report::mail::change_lines(
+        &first,
+        &names,
+        run.state.nothing_applied(),
+    ))
 }
 
 /// A message for the outbox, due now.
@@ -908,14 +933,7 @@ pub fn held_removals(
 /// The first of those a held run would remove, as "ID Name" for the
 /// report (the name from the fields called `*name*`).
 fn describe_removed(store: &Store, feed: &Feed, ids: &[CompactString]) -> Vec<String> {
-    let name_fields: Vec<usize> = feed
-        .fields
-        .iter()
-        .enumerate()
-        .filter(|(i, f)| *i != feed.id_field && f.name.to_ascii_lowercase().contains("name"))
-        .map(|(i, _)| i)
-        .take(2)
-        .collect();
+    let name_fields = name_fields(feed);
     let all_values = store
         .recipients_values(&feed.name, ids)
         .unwrap_or_else(|_| vec![None; ids.len()]);
@@ -933,6 +951,18 @@ fn describe_removed(store: &Store, feed: &Feed, ids: &[CompactString]) -> Vec<St
                 format!("{id} {}", name.join(" "))
             }
         })
+        .collect()
+}
+
+/// The fields a person's name is shown from in reports: the first two
+/// called `*name*` other than the ID.
+fn name_fields(feed: &Feed) -> Vec<usize> {
+    feed.fields
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| *i != feed.id_field && f.name.to_ascii_lowercase().contains("name"))
+        .map(|(i, _)| i)
+        .take(2)
         .collect()
 }
 

@@ -590,3 +590,81 @@ fn check_warns_when_reports_cannot_link_to_the_page() {
     assert_eq!(out.code, 0, "{out:#?}");
     assert!(!out.stderr.contains("warning"), "{out:#?}");
 }
+
+#[test]
+fn the_report_lists_the_first_changes_and_how_many_more_and_a_held_run_says_would() {
+    let port = free_port();
+    let env = mail_env(&smtp_table(port, "none", ""));
+    let sink = SmtpSink::start(&env.root.join("mail"), port, "plain", None);
+    let server = Server::start(&env);
+
+    // 30 additions: the first 20 listed, the rest counted, with the command
+    // that lists them all (no public_url, so no link).
+    let first = import_cli(&env, "day1.csv", &hr_file(1..=30));
+    assert_eq!(first["state"], "applied");
+    let id = run_id_of(&first);
+    let mail = sink.wait_for(1)[0].clone();
+    let text = mail["text"].as_str().expect("text");
+    assert!(
+        text.contains("What changed (the first 20 of 30):"),
+        "{text}"
+    );
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    assert!(
+        lines.contains(&"  added E00001") && lines.contains(&"  added E00020"),
+        "{text:?}"
+    );
+    assert!(!text.contains("E00021"), "only the first 20: {text}");
+    assert!(
+        text.contains(&format!("  … and 10 more — see flagsync runs changes {id}")),
+        "{text}"
+    );
+    let html = mail["html"].as_str().expect("html");
+    assert!(html.contains("<li>added E00020</li>"), "{html}");
+    assert!(html.contains("… and 10 more"), "{html}");
+
+    // Held: 15 new emails and 10 removals, worded as what it would do;
+    // a removal shows the name, not the other values.
+    let mut day2 = String::from(HR_HEADER);
+    day2.push('\n');
+    for i in 1..=20 {
+        let row = hr_row(i);
+        if i <= 15 {
+            day2 += &row.replace(&format!("user{i}@"), &format!("new{i}@"));
+        } else {
+            day2 += &row;
+        }
+        day2.push('\n');
+    }
+    let held = import_cli(&env, "day2.csv", &day2);
+    assert_eq!(held["state"], "held", "{held:#}");
+    let held_id = run_id_of(&held);
+    let mails = sink.wait_for(2);
+    let held_mail = mails
+        .iter()
+        .find(|m| m["subject"].as_str().unwrap_or("").contains(": held"))
+        .expect("the held run's mail");
+    let text = held_mail["text"].as_str().expect("text");
+    assert!(
+        text.contains("What it would change (the first 20 of 25):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  would update E00001: email: user1@example.com → new1@example.com"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  would remove E00021 (First21 Last21)"),
+        "{text}"
+    );
+    assert!(!text.contains("user21@example.com"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "  … and 5 more — see flagsync runs changes {held_id}"
+        )),
+        "{text}"
+    );
+    let html = held_mail["html"].as_str().expect("html");
+    assert!(html.contains("What it would change"), "{html}");
+    drop(server);
+}

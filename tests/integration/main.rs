@@ -55,3 +55,5 @@ mod sftp_faults;
 mod store_faults;
 #[cfg(feature = "e2e")]
 mod web;
+#[cfg(feature = "e2e")]
+mod web_changes;

@@ -8,19 +8,19 @@ use std::time::Duration;
 use crate::server::*;
 use crate::util::*;
 
-const ADMIN: &str = "boss";
-const ADMIN_PASSWORD: &str = "correct-horse-battery";
+pub(crate) const ADMIN: &str = "boss";
+pub(crate) const ADMIN_PASSWORD: &str = "correct-horse-battery";
 
 /// A server with the `hr` feed and one administrator; its page's base URL.
-struct Web {
-    env: Env,
-    server: Server,
-    base: String,
+pub(crate) struct Web {
+    pub(crate) env: Env,
+    pub(crate) server: Server,
+    pub(crate) base: String,
     jar: PathBuf,
 }
 
 impl Web {
-    fn start() -> Web {
+    pub(crate) fn start() -> Web {
         Web::start_in(sftp_env())
     }
 
@@ -48,7 +48,7 @@ impl Web {
     }
 
     /// curl with the cookie jar; returns (status, headers, body).
-    fn curl(&self, args: &[&str]) -> (u16, String, String) {
+    pub(crate) fn curl(&self, args: &[&str]) -> (u16, String, String) {
         let headers = self.env.root.join(format!("headers-{}.txt", unique()));
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-D"])
@@ -77,7 +77,7 @@ impl Web {
             .to_string()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -88,7 +88,7 @@ impl Web {
         csrf_in(&body)
     }
 
-    fn login(&self, password: &str) -> (u16, String, String) {
+    pub(crate) fn login(&self, password: &str) -> (u16, String, String) {
         let token = self.login_token();
         self.curl(&[
             "--data-urlencode",
@@ -102,7 +102,7 @@ impl Web {
     }
 }
 
-fn csrf_in(html: &str) -> String {
+pub(crate) fn csrf_in(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
     html[at..at + 64].to_string()
 }
@@ -456,7 +456,7 @@ fn confirm_and_reject_need_a_session_and_its_csrf_token() {
     drop(web.server);
 }
 
-fn import_via_cli(env: &Env, name: &str, content: &str) -> serde_json::Value {
+pub(crate) fn import_via_cli(env: &Env, name: &str, content: &str) -> serde_json::Value {
     let path = env.input(name, content);
     env.run(&[
         "import",

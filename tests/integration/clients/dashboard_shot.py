@@ -6,36 +6,17 @@ usage: dashboard_shot.py BASE_URL NAME PASSWORD SCREENSHOT.png
 import json
 import sys
 
-from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+
+from chromium import headless_chromium, log_in
 
 
 def main():
     base, name, password, shot = sys.argv[1:5]
-    options = webdriver.ChromeOptions()
-    for arg in [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1100,1400",
-    ]:
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver = headless_chromium()
     try:
-        driver.get(base + "/login")
-        driver.find_element(By.NAME, "name").send_keys(name)
-        driver.find_element(By.NAME, "password").send_keys(password)
-        old = driver.find_element(By.TAG_NAME, "html")
-        driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
-        WebDriverWait(driver, 20).until(lambda _: gone(old))
+        log_in(driver, base, name, password)
         WebDriverWait(driver, 20).until(
             lambda d: d.find_elements(By.CSS_SELECTOR, ".feeds section")
         )
@@ -55,14 +36,6 @@ def main():
         print(json.dumps(feeds))
     finally:
         driver.quit()
-
-
-def gone(element):
-    try:
-        element.is_enabled()
-        return False
-    except WebDriverException:
-        return True
 
 
 if __name__ == "__main__":
