@@ -50,7 +50,16 @@ pub fn print_run_outcome(w: &mut dyn Write, run: &Run, json: bool) -> anyhow::Re
     if let Some(reason) = &run.reason {
         out.push_str(&format!("  reason: {}\n", printable(reason)));
     }
-    if run.state != RunState::Failed {
+    if run.undo_of.is_some() {
+        let c = &run.counts;
+        out.push_str(&format!(
+            "  people: {} added, {} updated, {} removed, {} conflicts\n",
+            thousands(c.added),
+            thousands(c.updated),
+            thousands(c.removed),
+            thousands(run.conflicts)
+        ));
+    } else if run.state != RunState::Failed {
         let c = &run.counts;
         out.push_str(&format!(
             "  {} rows: {} added, {} updated, {} removed, {} unchanged, {} flagged, {} with warnings, {} filtered\n",

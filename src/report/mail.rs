@@ -157,6 +157,26 @@ pub fn change_lines(changes: &[LoggedChange], name_fields: &[&str], would: bool)
         .collect()
 }
 
+/// What an undo or a restore is, in words (none for a file's run).
+fn undo_note(run: &Run) -> Option<String> {
+    let of = run.undo_of?;
+    let by = run.requested_by.as_deref().unwrap_or("unknown");
+    let mut note = match &run.restored_id {
+        Some(id) => format!(
+            "restores {} as run {of} removed them, asked by {by}",
+            printable(id)
+        ),
+        None => format!("undoes run {of}, asked by {by}"),
+    };
+    if run.conflicts > 0 {
+        note += &format!(
+            "; {} people changed again since were left as they are (listed in the attached report)",
+            thousands(run.conflicts)
+        );
+    }
+    Some(note)
+}
+
 /// Renders a run's report. `link` is the run's page on the status site;
 /// `changes` the first of the run's changes ([`change_lines`]).
 pub fn render_run(
@@ -189,6 +209,7 @@ pub fn render_run(
     let ctx = context! {
         feed => run.feed,
         file => run.file,
+        undo_note => undo_note(run),
         state => run.state.as_str(),
         run_id => run.run_id,
         reason => run.reason.clone().unwrap_or_default(),
@@ -308,6 +329,24 @@ mod tests {
             subject(&held),
             "[flagsync] hr: held — would remove 1,204 of 10,950 recipients, 11.0% > 10%"
         );
+    }
+
+    #[test]
+    fn an_undo_report_says_what_it_undoes_and_its_conflicts() {
+        let mut undo = run(RunState::Applied);
+        undo.undo_of = Some(5);
+        undo.requested_by = Some("carol".into());
+        undo.conflicts = 3;
+        let r = render_run(&undo, None, None, &[]).unwrap();
+        assert!(
+            r.text
+                .contains("Undo:      undoes run 5, asked by carol; 3 people changed again since"),
+            "{}",
+            r.text
+        );
+        assert!(r.html.contains("undoes run 5"));
+        let plain = render_run(&run(RunState::Applied), None, None, &[]).unwrap();
+        assert!(!plain.text.contains("Undo:"));
     }
 
     #[test]

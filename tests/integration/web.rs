@@ -1811,13 +1811,46 @@ fn the_undo_button_and_the_api_undo_a_run_as_a_new_run() {
     assert_eq!(code, 200);
     assert!(page.contains("id=\"undo\""), "an applied run offers Undo");
     let token = csrf_in(&page);
-    let (code, headers, _) = web.curl(&["-d", &format!("csrf={token}"), &undo_url]);
-    assert_eq!(code, 303, "{headers}");
+    // The button, clicked in Chromium, leads to the undo's own page.
     let undo_id = (day_id.parse::<u64>().unwrap() + 1).to_string();
+    let shots = screenshot_dir().join("undo");
+    let mut cmd = Command::new("python3");
+    cmd.arg(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/clients/changes_shot.py"),
+    )
+    .arg(&web.base)
+    .arg(ADMIN)
+    .arg(ADMIN_PASSWORD)
+    .arg(&shots)
+    .arg(format!("undone=/runs/{day_id}!click=undo"));
+    let out = run_tool(cmd, "selenium + chromium", None, Duration::from_secs(120));
+    assert_eq!(out.code, 0, "{out:#?}");
+    let seen: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    let undone = &seen["undone"];
     assert!(
-        headers.contains(&format!("/runs/{undo_id}")),
-        "to the undo's own page: {headers}"
+        undone["url"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with(&format!("/runs/{undo_id}")),
+        "{seen:#}"
     );
+    assert_eq!(
+        undone["title"],
+        format!("Run {undo_id}: applied"),
+        "{seen:#}"
+    );
+    let text = undone["text"].as_str().unwrap_or("");
+    assert!(
+        text.contains(&format!("of run {day_id}, asked by {ADMIN}")),
+        "{text}"
+    );
+    let rows: Vec<&str> = undone["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert_eq!(rows, ["removed\tE00021\temployee_id: E00021\nfirst_name: First21\nlast_name: Last21\nemail: user21@example.com\ndepartment: Engineering\nstatus: Active"], "{seen:#}");
     assert_eq!(web.env.export("hr"), before);
     let shown = web.env.run_show(&undo_id);
     assert_eq!(

@@ -3,8 +3,9 @@ screenshot of each and prints what each shows as JSON: the rows of its
 change list (cells joined by tabs), its history section, its text, and
 whether it fits the window's width.
 
-usage: changes_shot.py BASE_URL NAME PASSWORD SHOT_DIR NAME=PATH[@phone]...
-(@phone: a 390 px wide window instead of 1100 px)
+usage: changes_shot.py BASE_URL NAME PASSWORD SHOT_DIR NAME=PATH[@phone][!click=ID]...
+(@phone: a 390 px wide window instead of 1100 px; !click=ID: click the
+element with that id, e.g. a form's button, and show the page it leads to)
 """
 import json
 import os
@@ -25,11 +26,18 @@ def main():
     try:
         log_in(driver, base, name, password)
         for shot, path in pages:
+            path, _, click = path.partition("!click=")
             phone = path.endswith("@phone")
             path = path.removesuffix("@phone")
             driver.set_window_size(390 if phone else 1100, 844 if phone else 1400)
             driver.get(base + path)
             WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.TAG_NAME, "h1"))
+            if click:
+                before = driver.current_url
+                driver.find_element(By.ID, click).click()
+                WebDriverWait(driver, 20).until(
+                    lambda d: d.current_url != before and d.find_elements(By.TAG_NAME, "h1")
+                )
             driver.save_screenshot(os.path.join(shot_dir, shot + ".png"))
             rows = [
                 "\t".join(td.text for td in tr.find_elements(By.TAG_NAME, "td"))
@@ -37,6 +45,7 @@ def main():
             ]
             history = driver.find_elements(By.ID, "history")
             seen[shot] = {
+                "url": driver.current_url,
                 "title": driver.find_element(By.TAG_NAME, "h1").text,
                 "rows": rows,
                 "section": history[0].text if history else "",
