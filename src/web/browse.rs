@@ -251,3 +251,45 @@ pub(super) async fn accounts_page(
         }
     }
 }
+
+/// Puts back a removed person (the Restore button of their page): the
+/// same worker function as `flagsync recipients restore`, under the
+/// engine's gate; then the restore's own run page.
+pub(super) async fn restore_recipient(
+    State(state): State<Arc<WebState>>,
+    axum::extract::Query(q): axum::extract::Query<RecipientQuery>,
+    form: CheckedForm,
+) -> Response {
+    let feed = match recipients::feed_of(&state.engine.config, q.feed.as_deref()) {
+        Ok(f) => f.name.clone(),
+        Err(r) => return refused(r),
+    };
+    let engine = state.engine.clone();
+    let admin = form.admin;
+    let id = q.id.clone();
+    let restored = tokio::task::spawn_blocking(move || {
+        let _gate = engine.exclusive();
+        crate::worker::restore_recipient_in(&engine.config, &engine.store, &feed, &id, &admin)
+    })
+    .await;
+    match restored {
+        Ok(Ok(run)) => {
+            let to = format!("/runs/{}", run.run_id.unwrap_or_default());
+            let mut response = Redirect::to(&to).into_response();
+            *response.status_mut() = StatusCode::SEE_OTHER;
+            response
+        }
+        Ok(Err(e)) if e.is_usage() => message(StatusCode::CONFLICT, e.to_string()),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "a restore failed");
+            message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the restore failed: {e}"),
+            )
+        }
+        Err(_) => message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the restore was interrupted; see the server log",
+        ),
+    }
+}

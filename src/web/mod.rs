@@ -349,6 +349,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/accounts", get(browse::accounts_page))
         .route("/recipients", get(browse::recipients_page))
         .route("/recipients/view", get(browse::recipient_page))
+        .route("/recipients/restore", post(browse::restore_recipient))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/assets/style.css", get(style))

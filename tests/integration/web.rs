@@ -1917,3 +1917,47 @@ fn the_undo_button_and_the_api_undo_a_run_as_a_new_run() {
     assert!(!web.server.stderr().contains("panicked"));
     drop(web.server);
 }
+
+#[test]
+fn a_removed_persons_page_restores_them() {
+    let web = Web::start();
+    import_via_cli(&web.env, "a.csv", &hr_file(1..=20));
+    let was = web.env.recipient("hr", "E00007").expect("stored");
+    let cut = import_via_cli(&web.env, "b.csv", &hr_file((1..=20).filter(|&i| i != 7)));
+    assert_eq!(cut["state"], "applied");
+    let page_url = web.url("/recipients/view?feed=hr&id=E00007");
+    let restore_url = web.url("/recipients/restore?feed=hr&id=E00007");
+    let (code, _, _) = web.curl(&["-d", "csrf=x", &restore_url]);
+    assert_eq!(code, 401, "no session");
+    web.login(ADMIN_PASSWORD);
+    let (code, _, page) = web.curl(&[&page_url]);
+    assert_eq!(code, 200);
+    assert!(page.contains("id=\"restore\""), "{page}");
+    let token = csrf_in(&page);
+    let (code, _, _) = web.curl(&["-d", "csrf=x", &restore_url]);
+    assert_eq!(code, 403, "a wrong CSRF token");
+    let (code, headers, _) = web.curl(&["-d", &format!("csrf={token}"), &restore_url]);
+    assert_eq!(code, 303, "{headers}");
+    let restore_id = (run_id_of(&cut).parse::<u64>().unwrap() + 1).to_string();
+    assert!(
+        headers.contains(&format!("/runs/{restore_id}")),
+        "{headers}"
+    );
+    assert_eq!(web.env.recipient("hr", "E00007"), Some(was));
+    let shown = web.env.run_show(&restore_id);
+    assert_eq!(shown["restored_id"], "E00007");
+    assert_eq!(shown["requested_by"], ADMIN);
+    let (_, _, page) = web.curl(&[&page_url]);
+    assert!(!page.contains("id=\"restore\""), "stored again: {page}");
+    let (code, _, body) = web.curl(&["-d", &format!("csrf={token}"), &restore_url]);
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("is in feed 'hr' now"), "{body}");
+    let (code, _, _) = web.curl(&[
+        "-d",
+        &format!("csrf={token}"),
+        &web.url("/recipients/restore?feed=nope&id=E00007"),
+    ]);
+    assert_eq!(code, 404);
+    assert!(!web.server.stderr().contains("panicked"));
+    drop(web.server);
+}
