@@ -64,7 +64,9 @@ use crate::import::StoredIndex;
 pub use accounts::Account;
 pub use admins::{Admin, ApiToken};
 pub use backup::{guard_damage, panic_text, restore, verifying, BackupSummary};
-pub use changes::{ChangeLog, LoggedChange, LoggedField, LoggedValue};
+pub use changes::{
+    ChangeLog, FeedChange, FeedCursor, FeedError, FeedPage, LoggedChange, LoggedField, LoggedValue,
+};
 pub use feed_state::FeedState;
 pub use outbox::{Delivery, Message};
 pub use runs::{Pruned, Run, RunState};
