@@ -14,7 +14,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{recipients, WebState};
-use crate::store::{RunState, StoreError};
+use crate::config::Feed;
+use crate::store::{FeedChange, FeedCursor, FeedError, LoggedChange, RunState, StoreError};
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
@@ -76,6 +77,7 @@ pub fn routes() -> Router<Arc<WebState>> {
         .route("/api/recipients", get(recipients))
         .route("/api/recipients/{id}", get(recipient))
         .route("/api/recipients/{id}/history", get(recipient_history))
+        .route("/api/changes", get(change_feed))
 }
 
 /// A POST's caller: a bearer token, or a session whose CSRF token is in
@@ -472,4 +474,97 @@ async fn recipient_history(
         .map(|(run, change)| change.history_json(run))
         .collect();
     Json(json!({"feed": feed.name, "id": id, "history": entries})).into_response()
+}
+
+#[doc(hidden)]
+#[derive(Deserialize)]
+pub struct ChangeFeedQuery {
+    pub feed: Option<String>,
+    pub after: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// The feed's changes after a cursor, for a downstream system that keeps
+/// its copy in step: applied runs only, in commit order, stopping at a
+/// held run (see `Store::changes_after`).
+async fn change_feed(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    Query(q): Query<ChangeFeedQuery>,
+) -> Response {
+    authenticated!(state, headers);
+    let feed = match recipients::feed_of(&state.engine.config, q.feed.as_deref()) {
+        Ok(f) => f,
+        Err((status, text)) => return error(status, text),
+    };
+    let limit = match super::whole_number("limit", q.limit.as_deref(), 100) {
+        Ok(n) if n <= MAX_CHANGES => n,
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("limit is 1 to {MAX_CHANGES}"),
+            )
+        }
+        Err((status, text)) => return error(status, text),
+    };
+    let after = match q.after.as_deref().map(FeedCursor::parse).transpose() {
+        Ok(after) => after,
+        Err(text) => return error(StatusCode::BAD_REQUEST, text),
+    };
+    let page = match state
+        .engine
+        .store
+        .changes_after(&feed.name, after.as_ref(), limit)
+    {
+        Ok(page) => page,
+        Err(e @ FeedError::Gone { .. }) => return error(StatusCode::GONE, e.to_string()),
+        Err(e @ FeedError::NotOfFeed { .. }) => {
+            return error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Err(FeedError::Store(e)) => return store_error(e),
+    };
+    // Nothing new: the reader stays where it was.
+    let next = page
+        .changes
+        .last()
+        .map(FeedChange::cursor)
+        .or(after)
+        .map(|c| c.encode());
+    let changes: Vec<Value> = page
+        .changes
+        .iter()
+        .map(|c| feed_change_json(feed, c))
+        .collect();
+    Json(json!({
+        "feed": feed.name,
+        "changes": changes,
+        "next": next,
+        "more": page.more,
+        "held_run": page.held_run,
+    }))
+    .into_response()
+}
+
+/// One change of the feed: the logged change with its cursor and run; an
+/// addition with the person's values as stored now (`null` once a later
+/// run removed them; that removal follows in the feed).
+fn feed_change_json(feed: &Feed, change: &FeedChange) -> Value {
+    let mut v = json!(change.change);
+    if let Value::Object(map) = &mut v {
+        map.insert("cursor".into(), json!(change.cursor().encode()));
+        map.insert("run_id".into(), json!(change.run));
+        map.insert("committed_at".into(), json!(change.committed_at));
+        if let LoggedChange::Added { .. } = change.change {
+            let values = change.current.as_ref().map(|values| {
+                feed.fields
+                    .iter()
+                    .zip(values)
+                    .filter(|(_, value)| !value.is_empty())
+                    .map(|(field, value)| json!({"field": field.name, "value": value}))
+                    .collect::<Vec<_>>()
+            });
+            map.insert("values".into(), json!(values));
+        }
+    }
+    v
 }

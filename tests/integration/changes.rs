@@ -7,9 +7,9 @@ use serde_json::{json, Value};
 
 use crate::util::*;
 
-type Export = BTreeMap<String, BTreeMap<String, String>>;
+pub(crate) type Export = BTreeMap<String, BTreeMap<String, String>>;
 
-fn export_by_id(env: &Env) -> Export {
+pub(crate) fn export_by_id(env: &Env) -> Export {
     env.export_records("hr")
         .into_iter()
         .map(|r| (r["employee_id"].clone(), r))
@@ -19,7 +19,7 @@ fn export_by_id(env: &Env) -> Export {
 /// What a run that turned `before` into `after` changed, as `runs changes
 /// --json` lists it: additions, then updates and removals, each in ID
 /// order; fields in configuration order.
-fn model_changes(before: &Export, after: &Export) -> Vec<Value> {
+pub(crate) fn model_changes(before: &Export, after: &Export) -> Vec<Value> {
     let fields: Vec<&str> = HR_FIELDS.split(',').collect();
     let mut added = Vec::new();
     let mut others: BTreeMap<&String, Value> = BTreeMap::new();
@@ -62,7 +62,7 @@ fn logged_changes(env: &Env, id: &str, kind: Option<&str>) -> Vec<Value> {
 }
 
 /// A row of person `i` with the email and department given.
-fn row(i: usize, email: &str, department: &str) -> String {
+pub(crate) fn row(i: usize, email: &str, department: &str) -> String {
     format!("E{i:05},First{i},Last{i},{email},,,{department},Active")
 }
 

@@ -31,6 +31,8 @@ mod server;
 mod util;
 
 #[cfg(feature = "e2e")]
+mod change_feed;
+#[cfg(feature = "e2e")]
 mod crash_loop;
 #[cfg(feature = "e2e")]
 mod load;

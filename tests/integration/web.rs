@@ -12,8 +12,8 @@ const ADMIN: &str = "boss";
 const ADMIN_PASSWORD: &str = "correct-horse-battery";
 
 /// A server with the `hr` feed and one administrator; its page's base URL.
-struct Web {
-    env: Env,
+pub(crate) struct Web {
+    pub(crate) env: Env,
     server: Server,
     base: String,
     jar: PathBuf,
@@ -25,13 +25,18 @@ impl Web {
     }
 
     /// A server on `env` with one administrator.
-    fn start_in(env: Env) -> Web {
+    pub(crate) fn start_in(env: Env) -> Web {
         let out = run_with_stdin(
             &env,
             &["admins", "add", ADMIN, "--password-stdin"],
             &format!("{ADMIN_PASSWORD}\n"),
         );
         assert_eq!(out.code, 0, "{out:#?}");
+        Web::serve(env)
+    }
+
+    /// Starts the server on `env` as it is.
+    fn serve(env: Env) -> Web {
         let server = Server::start(&env);
         let base = server
             .stdout_lines()
@@ -47,8 +52,16 @@ impl Web {
         }
     }
 
+    /// Stops the server (SIGTERM, a clean exit) and starts it again on
+    /// the same data folder; the web port may change.
+    pub(crate) fn restart(self) -> Web {
+        let Web { env, server, .. } = self;
+        server.stop();
+        Web::serve(env)
+    }
+
     /// curl with the cookie jar; returns (status, headers, body).
-    fn curl(&self, args: &[&str]) -> (u16, String, String) {
+    pub(crate) fn curl(&self, args: &[&str]) -> (u16, String, String) {
         let headers = self.env.root.join(format!("headers-{}.txt", unique()));
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-D"])
@@ -67,7 +80,7 @@ impl Web {
     }
 
     /// A new API token of the administrator (`flagsync admins token create`).
-    fn create_token(&self) -> String {
+    pub(crate) fn create_token(&self) -> String {
         let out = self.env.run(&["admins", "token", "create", ADMIN]);
         assert_eq!(out.code, 0, "{out:#?}");
         out.stdout
@@ -77,7 +90,7 @@ impl Web {
             .to_string()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -456,7 +469,7 @@ fn confirm_and_reject_need_a_session_and_its_csrf_token() {
     drop(web.server);
 }
 
-fn import_via_cli(env: &Env, name: &str, content: &str) -> serde_json::Value {
+pub(crate) fn import_via_cli(env: &Env, name: &str, content: &str) -> serde_json::Value {
     let path = env.input(name, content);
     env.run(&[
         "import",
