@@ -10,7 +10,12 @@ use crate::util::*;
 pub(crate) type Export = BTreeMap<String, BTreeMap<String, String>>;
 
 pub(crate) fn export_by_id(env: &Env) -> Export {
-    env.export_records("hr")
+    by_id(env.export_records("hr"))
+}
+
+/// Exported records (of the `hr` feed) by their ID.
+pub(crate) fn by_id(records: Vec<BTreeMap<String, String>>) -> Export {
+    records
         .into_iter()
         .map(|r| (r["employee_id"].clone(), r))
         .collect()
