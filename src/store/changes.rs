@@ -265,11 +265,7 @@ impl super::Store {
         id: &str,
     ) -> Result<Vec<(super::Run, LoggedChange)>, StoreError> {
         let txn = self.begin_read()?;
-        let open = |name: String| {
-            super::optional(txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)))
-        };
-        let changes = open(changes_def(feed))?;
-        let added = open(added_def(feed))?;
+        let ChangeTables { changes, added } = ChangeTables::open(&txn, feed)?;
         let (Some(index), Some(runs)) = (
             super::optional(txn.open_table(super::runs::RUNS_BY_FEED))?,
             super::optional(txn.open_table(super::RUNS))?,
@@ -440,13 +436,7 @@ impl super::Store {
         if let Some(cursor) = after {
             check_cursor(&txn, &index, &runs, feed, cursor)?;
         }
-        let open = |name: String| {
-            super::optional(txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)))
-        };
-        let tables = ChangeTables {
-            changes: open(changes_def(feed))?,
-            added: open(added_def(feed))?,
-        };
+        let tables = ChangeTables::open(&txn, feed)?;
         let recipients = super::optional(txn.open_table(TableDefinition::<&str, &[u8]>::new(
             &table_name("recipients", feed),
         )))?;
@@ -581,6 +571,16 @@ struct ChangeTables {
 }
 
 impl ChangeTables {
+    fn open(txn: &redb::ReadTransaction, feed: &str) -> Result<ChangeTables, StoreError> {
+        let open = |name: String| {
+            super::optional(txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)))
+        };
+        Ok(ChangeTables {
+            changes: open(changes_def(feed))?,
+            added: open(added_def(feed))?,
+        })
+    }
+
     /// At most `want` changes of run `run` after recipient `after` (all
     /// without it), in ID order: its additions merged with its updates
     /// and removals (an ID is in one of them only).
@@ -707,31 +707,13 @@ fn run_changes(
     feed: &str,
     run: u64,
 ) -> Result<Vec<LoggedChange>, StoreError> {
-    let mut out = Vec::new();
-    let from = run.to_be_bytes();
-    let to = (run + 1).to_be_bytes();
-    if let Some(added) =
-        super::optional(txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&added_def(feed))))?
-    {
-        for entry in added.range(from.as_slice()..to.as_slice())? {
-            let (_, chunk) = entry?;
-            let mut cursor = chunk.value();
-            while !cursor.is_empty() {
-                out.push(LoggedChange::Added {
-                    id: take_str(&mut cursor)?.to_string(),
-                });
-            }
-        }
-    }
-    if let Some(changes) =
-        super::optional(txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&changes_def(feed))))?
-    {
-        for entry in changes.range(from.as_slice()..to.as_slice())? {
-            let (key, value) = entry?;
-            let id = std::str::from_utf8(&key.value()[8..])
-                .map_err(|_| damaged("a change's ID is not UTF-8"))?;
-            out.push(decode_change(id, value.value())?);
-        }
+    let tables = ChangeTables::open(txn, feed)?;
+    let mut out = match &tables.added {
+        Some(added) => added_after(added, run, None, usize::MAX)?,
+        None => Vec::new(),
+    };
+    if let Some(changes) = &tables.changes {
+        out.extend(others_after(changes, run, None, usize::MAX)?);
     }
     Ok(out)
 }

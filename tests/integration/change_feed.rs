@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::changes::{export_by_id, model_changes, row, Export};
+use crate::changes::{export_by_id, model_changes, second_day, Export};
 use crate::server::*;
 use crate::util::*;
 use crate::web::{import_via_cli, Web};
@@ -151,16 +151,9 @@ fn the_feed_gives_each_applied_change_once_in_order_from_any_cursor_across_a_res
     assert_eq!(first["state"], "applied", "{first:#}");
     model.applied(&web.env, &run_id_of(&first));
 
-    // New emails, department moves (group changes), a cleared email, new
-    // people and three gone.
-    let mut text = hr_file((4..=60).filter(|i| ![10, 20, 30].contains(i)));
-    text += &format!("{}\n", row(10, "new10@example.com", "Sales"));
-    text += &format!("{}\n", row(20, "user20@example.com", "Finance"));
-    text += "E00030,First30,Last30,,+12015550123,,Support,Active\n";
-    for i in 61..=64 {
-        text += &format!("{}\n", hr_row(i));
-    }
-    let second = import_via_cli(&web.env, "day2.csv", &text);
+    // New emails, a department move (a group change), a cleared email,
+    // four new people and three gone.
+    let second = import_via_cli(&web.env, "day2.csv", &second_day(60, 4));
     assert_eq!(second["state"], "applied", "{second:#}");
     model.applied(&web.env, &run_id_of(&second));
     let (read, last) = reader.read_all(&web, None, 3);
@@ -188,7 +181,9 @@ fn the_feed_gives_each_applied_change_once_in_order_from_any_cursor_across_a_res
     let (read, last) = reader.read_all(&web, Some(&caught_up), 7);
     let (_, held_changes) = model.applied.last().unwrap();
     assert_eq!(read.len(), held_changes.len());
-    assert!(read.iter().all(|c| c["run_id"].to_string() == held_id));
+    assert!(read
+        .iter()
+        .all(|c| c["run_id"] == json!(held_id.parse::<u64>().unwrap())));
     let confirmed_at = web.env.run_show(&held_id)["confirmed_at"].clone();
     assert_eq!(read[0]["committed_at"], confirmed_at);
     let caught_up = last["next"].as_str().unwrap().to_string();

@@ -67,8 +67,22 @@ fn logged_changes(env: &Env, id: &str, kind: Option<&str>) -> Vec<Value> {
 }
 
 /// A row of person `i` with the email and department given.
-pub(crate) fn row(i: usize, email: &str, department: &str) -> String {
+fn row(i: usize, email: &str, department: &str) -> String {
     format!("E{i:05},First{i},Last{i},{email},,,{department},Active")
+}
+
+/// The day after a base file of people 1 to `people`: new emails, a
+/// department move (a group change), a cleared email, `new` people and
+/// three gone (1 to 3).
+pub(crate) fn second_day(people: usize, new: usize) -> String {
+    let mut text = hr_file((4..=people).filter(|i| ![10, 20, 30].contains(i)));
+    text += &format!("{}\n", row(10, "new10@example.com", "Sales"));
+    text += &format!("{}\n", row(20, "user20@example.com", "Finance"));
+    text += "E00030,First30,Last30,,+12015550123,,Support,Active\n";
+    for i in people + 1..=people + new {
+        text += &format!("{}\n", hr_row(i));
+    }
+    text
 }
 
 /// Each person's history in the model: (run ID, change), oldest first.
@@ -115,16 +129,7 @@ fn each_runs_changes_match_the_exports_before_and_after_it() {
     assert_eq!(first.state(), "applied");
     check(&env, &first, &mut before);
 
-    // New emails, a department move (a group change), a cleared email,
-    // five new people and three gone.
-    let mut text = hr_file((4..=100).filter(|i| ![10, 20, 30].contains(i)));
-    text += &format!("{}\n", row(10, "new10@example.com", "Sales"));
-    text += &format!("{}\n", row(20, "user20@example.com", "Finance"));
-    text += "E00030,First30,Last30,,+12015550123,,Support,Active\n";
-    for i in 101..=105 {
-        text += &format!("{}\n", hr_row(i));
-    }
-    let second = env.import_text("hr", "day2.csv", text);
+    let second = env.import_text("hr", "day2.csv", second_day(100, 5));
     assert_eq!(second.state(), "applied", "{:#}", second.json);
     check(&env, &second, &mut before);
     assert_eq!(logged_changes(&env, &second.id(), Some("removed")).len(), 3);
