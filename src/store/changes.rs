@@ -375,6 +375,31 @@ impl FeedChange {
             id: self.change.id().to_string(),
         }
     }
+
+    /// The change with its cursor and run; an addition with the person's
+    /// values as stored now (`null` once a later run removed them: that
+    /// removal follows in the feed), named by `fields` (the feed's fields
+    /// in order), the empty ones left out like a removal's.
+    pub fn to_json(&self, fields: &[&str]) -> serde_json::Value {
+        let mut v = serde_json::json!(self.change);
+        if let serde_json::Value::Object(map) = &mut v {
+            map.insert("cursor".into(), self.cursor().encode().into());
+            map.insert("run_id".into(), self.run.into());
+            map.insert("committed_at".into(), self.committed_at.clone().into());
+            if let LoggedChange::Added { .. } = self.change {
+                let values = self.current.as_ref().map(|values| {
+                    fields
+                        .iter()
+                        .zip(values)
+                        .filter(|(_, value)| !value.is_empty())
+                        .map(|(field, value)| serde_json::json!({"field": field, "value": value}))
+                        .collect::<Vec<_>>()
+                });
+                map.insert("values".into(), serde_json::json!(values));
+            }
+        }
+        v
+    }
 }
 
 /// A page of a feed's changes.
@@ -386,6 +411,35 @@ pub struct FeedPage {
     /// The held run the feed stops at: it may still be confirmed, so no
     /// cursor passes it until it is decided.
     pub held_run: Option<u64>,
+}
+
+impl FeedPage {
+    /// The last change's cursor, or `after` when nothing is new (the
+    /// reader stays where it was).
+    pub fn next(&self, after: Option<&FeedCursor>) -> Option<FeedCursor> {
+        self.changes
+            .last()
+            .map(FeedChange::cursor)
+            .or_else(|| after.cloned())
+    }
+
+    /// The page as `/api/changes` and `recipients changes --json` give it.
+    pub fn to_json(
+        &self,
+        feed: &str,
+        fields: &[&str],
+        after: Option<&FeedCursor>,
+    ) -> serde_json::Value {
+        let changes: Vec<serde_json::Value> =
+            self.changes.iter().map(|c| c.to_json(fields)).collect();
+        serde_json::json!({
+            "feed": feed,
+            "changes": changes,
+            "next": self.next(after).map(|c| c.encode()),
+            "more": self.more,
+            "held_run": self.held_run,
+        })
+    }
 }
 
 /// Why a feed cannot be read from a cursor.

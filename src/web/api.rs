@@ -14,8 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{recipients, WebState};
-use crate::config::Feed;
-use crate::store::{FeedChange, FeedCursor, FeedError, LoggedChange, RunState, StoreError};
+use crate::store::{FeedCursor, FeedError, RunState, StoreError};
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
@@ -523,48 +522,6 @@ async fn change_feed(
         }
         Err(FeedError::Store(e)) => return store_error(e),
     };
-    // Nothing new: the reader stays where it was.
-    let next = page
-        .changes
-        .last()
-        .map(FeedChange::cursor)
-        .or(after)
-        .map(|c| c.encode());
-    let changes: Vec<Value> = page
-        .changes
-        .iter()
-        .map(|c| feed_change_json(feed, c))
-        .collect();
-    Json(json!({
-        "feed": feed.name,
-        "changes": changes,
-        "next": next,
-        "more": page.more,
-        "held_run": page.held_run,
-    }))
-    .into_response()
-}
-
-/// One change of the feed: the logged change with its cursor and run; an
-/// addition with the person's values as stored now (`null` once a later
-/// run removed them; that removal follows in the feed).
-fn feed_change_json(feed: &Feed, change: &FeedChange) -> Value {
-    let mut v = json!(change.change);
-    if let Value::Object(map) = &mut v {
-        map.insert("cursor".into(), json!(change.cursor().encode()));
-        map.insert("run_id".into(), json!(change.run));
-        map.insert("committed_at".into(), json!(change.committed_at));
-        if let LoggedChange::Added { .. } = change.change {
-            let values = change.current.as_ref().map(|values| {
-                feed.fields
-                    .iter()
-                    .zip(values)
-                    .filter(|(_, value)| !value.is_empty())
-                    .map(|(field, value)| json!({"field": field.name, "value": value}))
-                    .collect::<Vec<_>>()
-            });
-            map.insert("values".into(), json!(values));
-        }
-    }
-    v
+    let fields: Vec<&str> = feed.fields.iter().map(|f| f.name.as_str()).collect();
+    Json(page.to_json(&feed.name, &fields, after.as_ref())).into_response()
 }

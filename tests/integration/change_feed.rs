@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::changes::{export_by_id, model_changes, second_day, Export};
+use crate::changes::{second_day, without_position, Model};
 use crate::server::*;
 use crate::util::*;
 use crate::web::{import_via_cli, Web};
@@ -59,66 +59,6 @@ impl Reader {
             assert_eq!(page["changes"].as_array().unwrap().len(), limit);
         }
     }
-}
-
-/// The runs applied so far in the model: (run ID, its changes in feed
-/// order, i.e. by ID).
-#[derive(Default)]
-struct Model {
-    before: Export,
-    applied: Vec<(u64, Vec<Value>)>,
-}
-
-impl Model {
-    /// Takes in the state after run `run` (applied).
-    fn applied(&mut self, env: &Env, run: &str) {
-        let after = export_by_id(env);
-        let mut changes = model_changes(&self.before, &after);
-        changes.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-        assert!(!changes.is_empty(), "run {run} changed nothing");
-        self.applied.push((run.parse().unwrap(), changes));
-        self.before = after;
-    }
-
-    /// What the feed should give: each change with its run, an addition
-    /// with the person's values as stored now (`null` once removed).
-    fn feed(&self) -> Vec<Value> {
-        let fields: Vec<&str> = HR_FIELDS.split(',').collect();
-        let mut out = Vec::new();
-        for (run, changes) in &self.applied {
-            for change in changes {
-                let mut entry = change.clone();
-                entry["run_id"] = json!(run);
-                if change["kind"] == "added" {
-                    entry["values"] = match self.before.get(change["id"].as_str().unwrap()) {
-                        Some(now) => fields
-                            .iter()
-                            .filter(|f| !now[**f].is_empty())
-                            .map(|f| json!({"field": f, "value": now[*f]}))
-                            .collect(),
-                        None => Value::Null,
-                    };
-                }
-                out.push(entry);
-            }
-        }
-        out
-    }
-}
-
-/// A feed entry without its cursor and commit time, to compare with the
-/// model.
-fn without_position(changes: &[Value]) -> Vec<Value> {
-    changes
-        .iter()
-        .map(|c| {
-            let mut c = c.clone();
-            let map = c.as_object_mut().expect("an object");
-            assert!(map.remove("cursor").is_some_and(|v| v.is_string()));
-            assert!(map.remove("committed_at").is_some_and(|v| v.is_string()));
-            c
-        })
-        .collect()
 }
 
 fn cursors(changes: &[Value]) -> Vec<String> {
