@@ -528,11 +528,10 @@ impl super::Store {
                 break;
             }
         }
+        // (A page with more never reached a held run.)
         if collected.len() > limit {
             collected.truncate(limit);
             page.more = true;
-            // What stops the feed lies past this page.
-            page.held_run = None;
         }
         for change in &mut collected {
             if let (LoggedChange::Added { id }, Some(table)) = (&change.change, &recipients) {
@@ -595,14 +594,8 @@ fn next_run_id(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
     let Some(meta) = super::optional(txn.open_table(super::META))? else {
         return Ok(1);
     };
-    let Some(value) = meta.get("next_run_id")? else {
-        return Ok(1);
-    };
-    let bytes: [u8; 8] = value
-        .value()
-        .try_into()
-        .map_err(|_| StoreError::Damaged("next_run_id is not 8 bytes".into()))?;
-    Ok(u64::from_le_bytes(bytes))
+    let stored = meta.get("next_run_id")?;
+    super::decode_next_run_id(stored.as_ref().map(|v| v.value()))
 }
 
 fn current_values(
