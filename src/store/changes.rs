@@ -15,6 +15,13 @@
 //! indexed): a point lookup in `changes/F` and one in `change_added/F` per
 //! run, instead of a second index written with every change.
 //!
+//! The change feed (`changes_after`, for `/api/changes`) reads the same
+//! ranges in (run ID, recipient ID) order, merging a run's additions with
+//! its other changes: a cursor is such a pair. Only applied runs are read
+//! (a held run's log is what it would change) and the feed stops at a
+//! held run: it may still be confirmed, and no later run of its feed
+//! applies before it is decided.
+//!
 //! A change's value: one byte of kind, then strings as LEB128 length +
 //! UTF-8: an update's (field, old, new) triples, a removal's (field,
 //! value) pairs.
