@@ -304,6 +304,23 @@ pub enum RecipientsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The change feed (as `GET /api/changes`): the applied runs' changes
+    /// after a cursor, in the order they committed; it stops at a held
+    /// run until that is decided.
+    Changes {
+        #[arg(long, value_name = "NAME")]
+        feed: String,
+        /// A cursor from an earlier answer (a line's first column, or
+        /// `next`); without it, from the oldest change kept.
+        #[arg(long, value_name = "CURSOR")]
+        after: Option<String>,
+        /// At most this many changes (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
+        /// Print the JSON object of `/api/changes`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -504,6 +521,12 @@ pub fn execute(
             output::print_run_outcome(io.out, &run, json)?;
             Ok(exit_code_of(run.state))
         }
+        Command::Recipients(RecipientsCommand::Changes {
+            feed,
+            after,
+            limit,
+            json,
+        }) => change_feed(config, &feed, after.as_deref(), limit, json, &backend, io),
         Command::Groups(GroupsCommand::List { feed, json }) => {
             groups(config, &feed, json, &backend, io)
         }
@@ -766,6 +789,38 @@ fn history(
         None => Vec::new(),
     };
     output::print_history(io.out, feed_name, id, &entries, json)?;
+    Ok(0)
+}
+
+fn change_feed(
+    config: &Config,
+    feed_name: &str,
+    after: Option<&str>,
+    limit: u16,
+    json: bool,
+    backend: &Backend,
+    io: &mut Io,
+) -> Result<u8, Failure> {
+    let feed = feed_of(config, feed_name)?;
+    let after = after
+        .map(crate::store::FeedCursor::parse)
+        .transpose()
+        .map_err(|text| Failure::Usage(anyhow::anyhow!(text)))?;
+    let page = match read_store(config, backend)?.get() {
+        Some(store) => match store.changes_after(feed_name, after.as_ref(), limit.into()) {
+            Ok(page) => page,
+            Err(crate::store::FeedError::Store(e)) => return Err(e.into()),
+            Err(refused) => return Err(Failure::Usage(refused.into())),
+        },
+        // No store yet: no run, so no cursor is one of this feed's.
+        None if after.is_some() => {
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "there are no runs yet, so no cursor; leave out --after"
+            )))
+        }
+        None => Default::default(),
+    };
+    output::print_feed_page(io.out, feed, &page, after.as_ref(), json)?;
     Ok(0)
 }
 

@@ -7,7 +7,10 @@ use serde_json::Value;
 
 use crate::config::Feed;
 use crate::import::{printable, thousands};
-use crate::store::{fields_text, Delivery, LoggedChange, Message, Run, RunState, Store};
+use crate::store::{
+    fields_text, Delivery, FeedCursor, FeedPage, LoggedChange, LoggedValue, Message, Run, RunState,
+    Store,
+};
 
 use super::Format;
 
@@ -446,11 +449,7 @@ pub fn print_run_changes(
                 writeln!(w, "updated  {id}  {}", fields_text(fields))?
             }
             LoggedChange::Removed { values, .. } => {
-                let what: Vec<String> = values
-                    .iter()
-                    .map(|v| format!("{}={}", v.field, printable(&v.value)))
-                    .collect();
-                writeln!(w, "removed  {id}  ({})", what.join(", "))?
+                writeln!(w, "removed  {id}  ({})", removed_values_text(values))?
             }
         }
     }
@@ -483,6 +482,66 @@ fn decision_line(run: &Run) -> Option<String> {
             )
         }),
     }
+}
+
+/// A removed person's values: `field=value, …`.
+fn removed_values_text(values: &[LoggedValue]) -> String {
+    let each: Vec<String> = values
+        .iter()
+        .map(|v| format!("{}={}", v.field, printable(&v.value)))
+        .collect();
+    each.join(", ")
+}
+
+/// A page of the change feed: one line per change with its cursor, then
+/// where to go on from; or the JSON object of `/api/changes`.
+pub fn print_feed_page(
+    w: &mut dyn Write,
+    feed: &Feed,
+    page: &FeedPage,
+    after: Option<&FeedCursor>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let fields: Vec<&str> = feed.fields.iter().map(|f| f.name.as_str()).collect();
+        let v = page.to_json(&feed.name, &fields, after);
+        writeln!(w, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    for change in &page.changes {
+        let id = printable(change.change.id());
+        let what = match &change.change {
+            LoggedChange::Added { .. } => format!("added    {id}"),
+            LoggedChange::Updated { fields, .. } => {
+                format!("updated  {id}  {}", fields_text(fields))
+            }
+            LoggedChange::Removed { values, .. } => {
+                format!("removed  {id}  ({})", removed_values_text(values))
+            }
+        };
+        writeln!(
+            w,
+            "{}  run {:>5}  {what}",
+            change.cursor().encode(),
+            change.run
+        )?;
+    }
+    let next = page.next(after).map(|c| c.encode());
+    match (&next, page.more, page.held_run) {
+        (None, _, None) => writeln!(w, "{}: no changes yet", feed.name)?,
+        (None, _, Some(held)) => writeln!(
+            w,
+            "{}: held run {held} waits for a decision; its changes come first once confirmed",
+            feed.name
+        )?,
+        (Some(next), true, _) => writeln!(w, "more: go on with --after {next}")?,
+        (Some(next), false, None) => writeln!(w, "up to date: next time --after {next}")?,
+        (Some(next), false, Some(held)) => writeln!(
+            w,
+            "up to date until held run {held} is decided: next time --after {next}"
+        )?,
+    }
+    Ok(())
 }
 
 /// A person's history: one line per run, or a JSON object.

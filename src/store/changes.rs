@@ -15,6 +15,13 @@
 //! indexed): a point lookup in `changes/F` and one in `change_added/F` per
 //! run, instead of a second index written with every change.
 //!
+//! The change feed (`changes_after`, for `/api/changes`) reads the same
+//! ranges in (run ID, recipient ID) order, merging a run's additions with
+//! its other changes: a cursor is such a pair. Only applied runs are read
+//! (a held run's log is what it would change) and the feed stops at a
+//! held run: it may still be confirmed, and no later run of its feed
+//! applies before it is decided.
+//!
 //! A change's value: one byte of kind, then strings as LEB128 length +
 //! UTF-8: an update's (field, old, new) triples, a removal's (field,
 //! value) pairs.
@@ -501,6 +508,447 @@ impl super::Store {
         }
         Ok(history)
     }
+}
+
+/// A position in a feed's change feed: just after the change to
+/// recipient `id` in run `run`. Changes are ordered by (run ID, recipient
+/// ID): runs of a feed commit in run-ID order, and a run's changes are
+/// one range of each change table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedCursor {
+    pub run: u64,
+    pub id: String,
+}
+
+impl FeedCursor {
+    /// `<run>.<hex of the ID's bytes>`: only digits, letters and a dot,
+    /// so a client can store it and put it in an address as it is.
+    pub fn encode(&self) -> String {
+        let mut text = format!("{}.", self.run);
+        for byte in self.id.as_bytes() {
+            text.push_str(&format!("{byte:02x}"));
+        }
+        text
+    }
+
+    /// Reads a cursor given by [`FeedCursor::encode`]; the error says
+    /// what is wrong with it. One spelling per cursor: no leading zeros,
+    /// lowercase hex.
+    pub fn parse(text: &str) -> Result<FeedCursor, String> {
+        let unreadable = || {
+            format!(
+                "'{}' is not a cursor of the change feed (one looks like 12.4530303031); \
+                 use the `cursor` or `next` of an answer, or leave out `after` to start \
+                 from the oldest change kept",
+                text.escape_default()
+            )
+        };
+        let (run, hex) = text.split_once('.').ok_or_else(unreadable)?;
+        let canonical_run =
+            !run.is_empty() && run.bytes().all(|b| b.is_ascii_digit()) && !run.starts_with('0');
+        let canonical_hex = hex.len() % 2 == 0
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !canonical_run || !canonical_hex {
+            return Err(unreadable());
+        }
+        let run: u64 = run.parse().map_err(|_| unreadable())?;
+        let bytes: Result<Vec<u8>, _> = (0..hex.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&hex[at..at + 2], 16))
+            .collect();
+        let id = bytes
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(unreadable)?;
+        Ok(FeedCursor { run, id })
+    }
+}
+
+/// One change of the feed, with the run it is part of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedChange {
+    pub run: u64,
+    /// When the run's changes became visible: its confirmation for a
+    /// confirmed held run, else its end.
+    pub committed_at: String,
+    pub change: LoggedChange,
+    /// For an addition: the person's values as stored now (in field
+    /// order), `None` when a later run removed them.
+    pub current: Option<Vec<String>>,
+}
+
+impl FeedChange {
+    pub fn cursor(&self) -> FeedCursor {
+        FeedCursor {
+            run: self.run,
+            id: self.change.id().to_string(),
+        }
+    }
+
+    /// The change with its cursor and run; an addition with the person's
+    /// values as stored now (`null` once a later run removed them: that
+    /// removal follows in the feed), named by `fields` (the feed's fields
+    /// in order), the empty ones left out like a removal's.
+    pub fn to_json(&self, fields: &[&str]) -> serde_json::Value {
+        let mut v = serde_json::json!(self.change);
+        if let serde_json::Value::Object(map) = &mut v {
+            map.insert("cursor".into(), self.cursor().encode().into());
+            map.insert("run_id".into(), self.run.into());
+            map.insert("committed_at".into(), self.committed_at.clone().into());
+            if let LoggedChange::Added { .. } = self.change {
+                let values = self.current.as_ref().map(|values| {
+                    fields
+                        .iter()
+                        .zip(values)
+                        .filter(|(_, value)| !value.is_empty())
+                        .map(|(field, value)| serde_json::json!({"field": field, "value": value}))
+                        .collect::<Vec<_>>()
+                });
+                map.insert("values".into(), serde_json::json!(values));
+            }
+        }
+        v
+    }
+}
+
+/// A page of a feed's changes.
+#[derive(Debug, Default)]
+pub struct FeedPage {
+    pub changes: Vec<FeedChange>,
+    /// More changes follow now (ask again from the last one's cursor).
+    pub more: bool,
+    /// The held run the feed stops at: it may still be confirmed, so no
+    /// cursor passes it until it is decided.
+    pub held_run: Option<u64>,
+}
+
+impl FeedPage {
+    /// The last change's cursor, or `after` when nothing is new (the
+    /// reader stays where it was).
+    pub fn next(&self, after: Option<&FeedCursor>) -> Option<FeedCursor> {
+        self.changes
+            .last()
+            .map(FeedChange::cursor)
+            .or_else(|| after.cloned())
+    }
+
+    /// The page as `/api/changes` and `recipients changes --json` give it.
+    pub fn to_json(
+        &self,
+        feed: &str,
+        fields: &[&str],
+        after: Option<&FeedCursor>,
+    ) -> serde_json::Value {
+        let changes: Vec<serde_json::Value> =
+            self.changes.iter().map(|c| c.to_json(fields)).collect();
+        serde_json::json!({
+            "feed": feed,
+            "changes": changes,
+            "next": self.next(after).map(|c| c.encode()),
+            "more": self.more,
+            "held_run": self.held_run,
+        })
+    }
+}
+
+/// Why a feed cannot be read from a cursor.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// The cursor's run and the runs after it were deleted with the
+    /// history (`history_retention`): changes may be lost to the reader.
+    #[error("the changes after cursor {cursor} are no longer kept (history_retention); re-read the full list from /api/recipients and start again without `after`")]
+    Gone { cursor: String },
+    /// A cursor of another feed, or of a run that never was one of it.
+    #[error("cursor {cursor} is not one of feed '{feed}'; leave out `after` to start from the oldest change kept")]
+    NotOfFeed { cursor: String, feed: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<redb::StorageError> for FeedError {
+    fn from(e: redb::StorageError) -> FeedError {
+        FeedError::Store(e.into())
+    }
+}
+
+impl super::Store {
+    /// At most `limit` of the changes of `feed`'s applied runs after
+    /// `after` (from the oldest kept without it), in (run ID, recipient
+    /// ID) order, read in one read transaction. Held, rejected and
+    /// superseded runs' logs are what they would change, never part of
+    /// the feed; the feed stops at a held run, which may still become
+    /// applied under its own ID.
+    pub fn changes_after(
+        &self,
+        feed: &str,
+        after: Option<&FeedCursor>,
+        limit: usize,
+    ) -> Result<FeedPage, FeedError> {
+        let txn = self.begin_read()?;
+        let (Some(index), Some(runs)) = (
+            super::optional(txn.open_table(super::runs::RUNS_BY_FEED))?,
+            super::optional(txn.open_table(super::RUNS))?,
+        ) else {
+            return match after {
+                Some(cursor) => Err(not_of_feed(cursor, feed)),
+                None => Ok(FeedPage::default()),
+            };
+        };
+        if let Some(cursor) = after {
+            check_cursor(&txn, &index, &runs, feed, cursor)?;
+        }
+        let tables = ChangeTables::open(&txn, feed)?;
+        let recipients = super::optional(txn.open_table(TableDefinition::<&str, &[u8]>::new(
+            &table_name("recipients", feed),
+        )))?;
+        let mut page = FeedPage::default();
+        let first = after.map_or(0, |c| c.run);
+        // One more than asked: whether more follow.
+        let wanted = limit.saturating_add(1);
+        let mut collected: Vec<FeedChange> = Vec::new();
+        for entry in index.range((feed, first)..=(feed, u64::MAX))? {
+            let run_id = entry?.0.value().1;
+            let run = super::runs::get_run_in(&runs, run_id)?;
+            match run.state {
+                super::RunState::Applied => {}
+                super::RunState::Held => {
+                    page.held_run = Some(run_id);
+                    break;
+                }
+                // Final and never applied: nothing of them is the feed's.
+                super::RunState::Unchanged
+                | super::RunState::Failed
+                | super::RunState::Rejected
+                | super::RunState::Superseded => continue,
+            }
+            let from = after.filter(|c| c.run == run_id).map(|c| c.id.as_str());
+            let committed_at = run.confirmed_at.clone().unwrap_or(run.finished_at.clone());
+            for change in tables.run_changes_after(run_id, from, wanted - collected.len())? {
+                collected.push(FeedChange {
+                    run: run_id,
+                    committed_at: committed_at.clone(),
+                    change,
+                    current: None,
+                });
+            }
+            if collected.len() >= wanted {
+                break;
+            }
+        }
+        // (A page with more never reached a held run.)
+        if collected.len() > limit {
+            collected.truncate(limit);
+            page.more = true;
+        }
+        for change in &mut collected {
+            if let (LoggedChange::Added { id }, Some(table)) = (&change.change, &recipients) {
+                change.current = current_values(table, id)?;
+            }
+        }
+        page.changes = collected;
+        Ok(page)
+    }
+}
+
+/// Refuses a cursor whose run is not this feed's, and one whose run went
+/// with the history: the changes between it and the oldest kept run may
+/// be lost to the reader.
+fn check_cursor(
+    txn: &redb::ReadTransaction,
+    index: &redb::ReadOnlyTable<(&'static str, u64), ()>,
+    runs: &redb::ReadOnlyTable<u64, &'static [u8]>,
+    feed: &str,
+    cursor: &FeedCursor,
+) -> Result<(), FeedError> {
+    match runs.get(cursor.run)? {
+        Some(record) => {
+            if super::runs::decode_run(record.value())?.feed == feed {
+                Ok(())
+            } else {
+                Err(not_of_feed(cursor, feed))
+            }
+        }
+        None => {
+            let oldest_kept = match index.range((feed, 0)..=(feed, u64::MAX))?.next() {
+                Some(entry) => Some(entry?.0.value().1),
+                None => None,
+            };
+            let pruned = match oldest_kept {
+                Some(oldest) => cursor.run < oldest,
+                // Every run of the feed went with the history.
+                None => cursor.run < next_run_id(txn)?,
+            };
+            if pruned {
+                Err(FeedError::Gone {
+                    cursor: cursor.encode(),
+                })
+            } else {
+                Err(not_of_feed(cursor, feed))
+            }
+        }
+    }
+}
+
+fn not_of_feed(cursor: &FeedCursor, feed: &str) -> FeedError {
+    FeedError::NotOfFeed {
+        cursor: cursor.encode(),
+        feed: feed.to_string(),
+    }
+}
+
+/// The run ID the next run will get (1 before the first).
+fn next_run_id(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
+    let Some(meta) = super::optional(txn.open_table(super::META))? else {
+        return Ok(1);
+    };
+    let stored = meta.get("next_run_id")?;
+    super::decode_next_run_id(stored.as_ref().map(|v| v.value()))
+}
+
+fn current_values(
+    table: &redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<Vec<String>>, StoreError> {
+    let Some(value) = table.get(id)? else {
+        return Ok(None);
+    };
+    let record = crate::import::record::Record::decode(value.value())
+        .map_err(|e| StoreError::Damaged(e.to_string()))?;
+    Ok(Some(record.values))
+}
+
+/// A feed's two change tables, as a reader sees them (absent before the
+/// first change of their kind).
+struct ChangeTables {
+    changes: Option<ReadChangeTable>,
+    added: Option<ReadChangeTable>,
+}
+
+impl ChangeTables {
+    fn open(txn: &redb::ReadTransaction, feed: &str) -> Result<ChangeTables, StoreError> {
+        let (added, changes) = read_tables(txn, feed)?;
+        Ok(ChangeTables { changes, added })
+    }
+
+    /// At most `want` changes of run `run` after recipient `after` (all
+    /// without it), in ID order: its additions merged with its updates
+    /// and removals (an ID is in one of them only).
+    fn run_changes_after(
+        &self,
+        run: u64,
+        after: Option<&str>,
+        want: usize,
+    ) -> Result<Vec<LoggedChange>, StoreError> {
+        let added = match &self.added {
+            Some(table) => added_after(table, run, after, want)?,
+            None => Vec::new(),
+        };
+        let others = match &self.changes {
+            Some(table) => others_after(table, run, after, want)?,
+            None => Vec::new(),
+        };
+        let mut merged = Vec::with_capacity(want.min(added.len() + others.len()));
+        let (mut added, mut others) = (added.into_iter().peekable(), others.into_iter().peekable());
+        while merged.len() < want {
+            let take_added = match (added.peek(), others.peek()) {
+                (Some(a), Some(o)) => a.id() < o.id(),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let next = if take_added {
+                added.next()
+            } else {
+                others.next()
+            };
+            merged.extend(next);
+        }
+        Ok(merged)
+    }
+}
+
+/// The bounds of run `run`'s keys after recipient `after`.
+fn run_bounds(
+    run: u64,
+    after: Option<&str>,
+) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
+    use std::ops::Bound;
+    let start = match after {
+        Some(id) => Bound::Excluded(run_key(run, id.as_bytes())),
+        None => Bound::Included(run.to_be_bytes().to_vec()),
+    };
+    let end = match run.checked_add(1) {
+        Some(next) => Bound::Excluded(next.to_be_bytes().to_vec()),
+        None => Bound::Unbounded,
+    };
+    (start, end)
+}
+
+fn as_slices(
+    (start, end): &(std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>),
+) -> (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>) {
+    (
+        start.as_ref().map(Vec::as_slice),
+        end.as_ref().map(Vec::as_slice),
+    )
+}
+
+/// At most `want` of the IDs run `run` added after `after`, as changes.
+fn added_after(
+    table: &ReadChangeTable,
+    run: u64,
+    after: Option<&str>,
+    want: usize,
+) -> Result<Vec<LoggedChange>, StoreError> {
+    // The chunk holding `after` starts at or before it.
+    let mut first_chunk = run.to_be_bytes().to_vec();
+    if let Some(id) = after {
+        let key = run_key(run, id.as_bytes());
+        if let Some(entry) = table
+            .range(first_chunk.as_slice()..=key.as_slice())?
+            .next_back()
+        {
+            first_chunk = entry?.0.value().to_vec();
+        }
+    }
+    let (_, end) = run_bounds(run, None);
+    let bounds = (std::ops::Bound::Included(first_chunk), end);
+    let mut out = Vec::new();
+    for entry in table.range::<&[u8]>(as_slices(&bounds))? {
+        let (_, chunk) = entry?;
+        let mut cursor = chunk.value();
+        while !cursor.is_empty() {
+            let id = take_str(&mut cursor)?;
+            if after.is_some_and(|after| id <= after) {
+                continue;
+            }
+            out.push(LoggedChange::Added { id: id.to_string() });
+            if out.len() == want {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// At most `want` of run `run`'s updates and removals after `after`.
+fn others_after(
+    table: &ReadChangeTable,
+    run: u64,
+    after: Option<&str>,
+    want: usize,
+) -> Result<Vec<LoggedChange>, StoreError> {
+    let bounds = run_bounds(run, after);
+    let mut out = Vec::new();
+    for entry in table.range::<&[u8]>(as_slices(&bounds))?.take(want) {
+        let (key, value) = entry?;
+        let id = std::str::from_utf8(&key.value()[8..])
+            .map_err(|_| damaged("a change's ID is not UTF-8"))?;
+        out.push(decode_change(id, value.value())?);
+    }
+    Ok(out)
 }
 
 fn decode_change(id: &str, value: &[u8]) -> Result<LoggedChange, StoreError> {

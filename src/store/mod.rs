@@ -66,8 +66,8 @@ pub use accounts::Account;
 pub use admins::{Admin, ApiToken};
 pub use backup::{guard_damage, panic_text, restore, verifying, BackupSummary};
 pub use changes::{
-    fields_text, shown_value, ChangeCounts, ChangeLog, ChangesPage, LoggedChange, LoggedField,
-    LoggedValue, CHANGE_KINDS,
+    fields_text, shown_value, ChangeCounts, ChangeLog, ChangesPage, FeedChange, FeedCursor,
+    FeedError, FeedPage, LoggedChange, LoggedField, LoggedValue, CHANGE_KINDS,
 };
 pub use feed_state::FeedState;
 pub use outbox::{Delivery, Message};
@@ -197,6 +197,17 @@ fn damage_hint(e: &redb::Error) -> &'static str {
         }
         _ => "",
     }
+}
+
+/// `meta.next_run_id` (u64 LE); 1 before the first run.
+fn decode_next_run_id(stored: Option<&[u8]>) -> Result<u64, StoreError> {
+    let Some(bytes) = stored else {
+        return Ok(1);
+    };
+    let bytes: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Damaged("next_run_id is not 8 bytes".into()))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 /// A table that does not exist yet (nothing written to it so far) reads as
@@ -833,16 +844,9 @@ impl RunTransaction {
     /// Reserves the next run ID.
     pub fn next_run_id(&self) -> Result<u64, StoreError> {
         let mut meta = self.txn.open_table(META)?;
-        let next = match meta.get("next_run_id")? {
-            Some(v) => {
-                let bytes: [u8; 8] = v
-                    .value()
-                    .try_into()
-                    .map_err(|_| StoreError::Damaged("next_run_id is not 8 bytes".into()))?;
-                u64::from_le_bytes(bytes)
-            }
-            None => 1,
-        };
+        let stored = meta.get("next_run_id")?;
+        let next = decode_next_run_id(stored.as_ref().map(|v| v.value()))?;
+        drop(stored);
         meta.insert("next_run_id", (next + 1).to_le_bytes().as_slice())?;
         Ok(next)
     }

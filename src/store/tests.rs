@@ -467,3 +467,263 @@ fn a_runs_changes_are_paged_and_counted_by_kind_and_read_back_before_commit() {
     assert!(past.changes.is_empty());
     assert_eq!(past.counts.total(), 5002);
 }
+
+/// Records `run` with a change log of the IDs given: each added, updated
+/// (its email) or removed.
+fn record_changes(
+    store: &Store,
+    mut run: Run,
+    added: &[String],
+    updated: &[&str],
+    removed: &[&str],
+) -> u64 {
+    use crate::import::{Change, FieldChange};
+    let txn = store.begin_run().unwrap();
+    let id = txn.next_run_id().unwrap();
+    run.run_id = Some(id);
+    let feed = run.feed.clone();
+    txn.with_feed(&feed, Some(id), |w| -> Result<(), StoreError> {
+        for a in added {
+            w.log_change(Change::Added { id: a })?;
+        }
+        for u in updated {
+            let fields = vec![FieldChange {
+                field: "email",
+                old: "old@example.com",
+                new: "new@example.com",
+            }];
+            w.log_change(Change::Updated { id: u, fields })?;
+        }
+        for r in removed {
+            w.log_change(Change::Removed {
+                id: r,
+                values: vec![("employee_id", r)],
+            })?;
+        }
+        Ok(())
+    })
+    .unwrap()
+    .unwrap();
+    txn.put_run(&run).unwrap();
+    txn.commit().unwrap();
+    id
+}
+
+/// The whole feed read `limit` changes at a time from `after`: (run, ID,
+/// kind) of each, and the cursor of the last.
+fn read_feed(
+    store: &Store,
+    feed: &str,
+    mut after: Option<FeedCursor>,
+    limit: usize,
+) -> Vec<(u64, String, &'static str)> {
+    let mut out = Vec::new();
+    loop {
+        let page = store.changes_after(feed, after.as_ref(), limit).unwrap();
+        assert!(page.changes.len() <= limit);
+        for c in &page.changes {
+            let cursor = c.cursor();
+            assert!(after.as_ref().is_none_or(|a| *a < cursor), "in order");
+            out.push((c.run, c.change.id().to_string(), c.change.kind()));
+            after = Some(cursor);
+        }
+        if !page.more {
+            return out;
+        }
+        assert_eq!(page.changes.len(), limit, "a page with more is full");
+    }
+}
+
+#[test]
+fn the_change_feed_gives_applied_runs_in_run_then_id_order_and_stops_at_a_held_run() {
+    let (_dir, path) = temp_store();
+    let store = Store::open(&path).unwrap();
+    let strings = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // Additions and other changes interleave by ID.
+    let first = record_changes(
+        &store,
+        run_of("a", RunState::Applied, 3, None),
+        &strings(&["B", "D"]),
+        &["A", "C"],
+        &["E"],
+    );
+    let other_feed = record_changes(
+        &store,
+        run_of("b", RunState::Applied, 3, None),
+        &strings(&["A0"]),
+        &[],
+        &[],
+    );
+    let rejected = record_changes(
+        &store,
+        run_of("a", RunState::Rejected, 2, None),
+        &strings(&["R"]),
+        &["A"],
+        &[],
+    );
+    // More additions than one chunk holds, around an update.
+    let many: Vec<String> = (0..5000).map(|i| format!("N{i:05}")).collect();
+    let big = record_changes(
+        &store,
+        run_of("a", RunState::Applied, 2, None),
+        &many,
+        &["N02500x"],
+        &[],
+    );
+    let held = record_changes(
+        &store,
+        run_of("a", RunState::Held, 1, None),
+        &strings(&["H"]),
+        &[],
+        &[],
+    );
+    let mut expected: Vec<(u64, String, &str)> = vec![
+        (first, "A".into(), "updated"),
+        (first, "B".into(), "added"),
+        (first, "C".into(), "updated"),
+        (first, "D".into(), "added"),
+        (first, "E".into(), "removed"),
+    ];
+    for id in &many {
+        expected.push((big, id.clone(), "added"));
+        if id == "N02500" {
+            expected.push((big, "N02500x".into(), "updated"));
+        }
+    }
+    assert!(expected.iter().all(|(run, ..)| *run != rejected));
+    for limit in [1, 3, 7, 1000] {
+        assert_eq!(read_feed(&store, "a", None, limit), expected, "{limit}");
+    }
+    // From any cursor: the rest, neither skipped nor repeated.
+    for at in [0, 4, 5, 4100, expected.len() - 1] {
+        let (run, id, _) = &expected[at];
+        let cursor = FeedCursor {
+            run: *run,
+            id: id.clone(),
+        };
+        assert_eq!(
+            read_feed(&store, "a", Some(cursor), 7),
+            expected[at + 1..],
+            "{at}"
+        );
+    }
+    // The held run stops the feed; confirmed, it follows.
+    let last = expected.last().unwrap();
+    let cursor = FeedCursor {
+        run: last.0,
+        id: last.1.clone(),
+    };
+    let page = store.changes_after("a", Some(&cursor), 10).unwrap();
+    assert!(page.changes.is_empty() && !page.more);
+    assert_eq!(page.held_run, Some(held));
+    let mut confirmed = store.get_run(held).unwrap();
+    confirmed.state = RunState::Applied;
+    confirmed.confirmed_at = Some("2026-01-01T00:00:00Z".into());
+    store.update_run(&confirmed).unwrap();
+    let page = store.changes_after("a", Some(&cursor), 10).unwrap();
+    assert_eq!(page.held_run, None);
+    assert_eq!(page.changes.len(), 1);
+    assert_eq!(page.changes[0].run, held);
+    assert_eq!(page.changes[0].committed_at, "2026-01-01T00:00:00Z");
+
+    // The other feed's changes are its own.
+    assert_eq!(
+        read_feed(&store, "b", None, 3),
+        [(other_feed, "A0".to_string(), "added")]
+    );
+    assert!(store
+        .changes_after("c", None, 3)
+        .unwrap()
+        .changes
+        .is_empty());
+}
+
+#[test]
+fn a_cursor_of_another_feed_or_past_the_retention_is_refused() {
+    let (_dir, path) = temp_store();
+    let store = Store::open(&path).unwrap();
+    let ids = vec!["A".to_string()];
+    let ancient = record_changes(
+        &store,
+        run_of("a", RunState::Applied, 500, None),
+        &ids,
+        &[],
+        &[],
+    );
+    let of_b = record_changes(
+        &store,
+        run_of("b", RunState::Applied, 5, None),
+        &ids,
+        &[],
+        &[],
+    );
+    let kept = record_changes(
+        &store,
+        run_of("a", RunState::Applied, 5, None),
+        &ids,
+        &[],
+        &[],
+    );
+    let at = |run: u64| FeedCursor {
+        run,
+        id: "A".into(),
+    };
+    assert_eq!(
+        store
+            .changes_after("a", Some(&at(ancient)), 5)
+            .unwrap()
+            .changes
+            .len(),
+        1
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    store
+        .prune_history(now - 30 * 86_400, now - 400 * 86_400)
+        .unwrap();
+    let refused = |run: u64| store.changes_after("a", Some(&at(run)), 5).unwrap_err();
+    assert!(matches!(refused(ancient), FeedError::Gone { .. }));
+    assert!(matches!(refused(of_b), FeedError::NotOfFeed { .. }));
+    assert!(matches!(refused(kept + 10), FeedError::NotOfFeed { .. }));
+    let from_start = store.changes_after("a", None, 5).unwrap();
+    assert_eq!(from_start.changes.len(), 1);
+    assert_eq!(from_start.changes[0].run, kept);
+}
+
+#[test]
+fn a_feed_cursor_has_one_spelling_and_garbage_is_refused() {
+    for id in ["E00001", "", "José", "a.b"] {
+        let cursor = FeedCursor {
+            run: 42,
+            id: id.into(),
+        };
+        assert_eq!(FeedCursor::parse(&cursor.encode()), Ok(cursor));
+    }
+    assert_eq!(
+        FeedCursor {
+            run: 12,
+            id: "E001".into()
+        }
+        .encode(),
+        "12.45303031"
+    );
+    for garbage in [
+        "",
+        "12",
+        ".45",
+        "012.45",
+        "-1.45",
+        "+1.45",
+        "0.45",
+        "12.4",
+        "12.4G",
+        "12.4A",
+        "12.ff",
+        "99999999999999999999999.45",
+        "12.45 ",
+    ] {
+        assert!(FeedCursor::parse(garbage).is_err(), "{garbage:?}");
+    }
+}

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{recipients, WebState};
-use crate::store::{RunState, StoreError};
+use crate::store::{FeedCursor, FeedError, RunState, StoreError};
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
@@ -77,6 +77,7 @@ pub fn routes() -> Router<Arc<WebState>> {
         .route("/api/recipients", get(recipients))
         .route("/api/recipients/{id}", get(recipient))
         .route("/api/recipients/{id}/history", get(recipient_history))
+        .route("/api/changes", get(change_feed))
 }
 
 /// A POST's caller: a bearer token, or a session whose CSRF token is in
@@ -485,4 +486,55 @@ async fn recipient_history(
         .map(|(run, change)| change.history_json(run))
         .collect();
     Json(json!({"feed": feed.name, "id": id, "history": entries})).into_response()
+}
+
+#[doc(hidden)]
+#[derive(Deserialize)]
+pub struct ChangeFeedQuery {
+    pub feed: Option<String>,
+    pub after: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// The feed's changes after a cursor, for a downstream system that keeps
+/// its copy in step: applied runs only, in commit order, stopping at a
+/// held run (see `Store::changes_after`).
+async fn change_feed(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    Query(q): Query<ChangeFeedQuery>,
+) -> Response {
+    authenticated!(state, headers);
+    let feed = match recipients::feed_of(&state.engine.config, q.feed.as_deref()) {
+        Ok(f) => f,
+        Err((status, text)) => return error(status, text),
+    };
+    let limit = match super::whole_number("limit", q.limit.as_deref(), 100) {
+        Ok(n) if n <= MAX_CHANGES => n,
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("limit is 1 to {MAX_CHANGES}"),
+            )
+        }
+        Err((status, text)) => return error(status, text),
+    };
+    let after = match q.after.as_deref().map(FeedCursor::parse).transpose() {
+        Ok(after) => after,
+        Err(text) => return error(StatusCode::BAD_REQUEST, text),
+    };
+    let page = match state
+        .engine
+        .store
+        .changes_after(&feed.name, after.as_ref(), limit)
+    {
+        Ok(page) => page,
+        Err(e @ FeedError::Gone { .. }) => return error(StatusCode::GONE, e.to_string()),
+        Err(e @ FeedError::NotOfFeed { .. }) => {
+            return error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Err(FeedError::Store(e)) => return store_error(e),
+    };
+    let fields: Vec<&str> = feed.fields.iter().map(|f| f.name.as_str()).collect();
+    Json(page.to_json(&feed.name, &fields, after.as_ref())).into_response()
 }

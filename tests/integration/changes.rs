@@ -7,10 +7,15 @@ use serde_json::{json, Value};
 
 use crate::util::*;
 
-type Export = BTreeMap<String, BTreeMap<String, String>>;
+pub(crate) type Export = BTreeMap<String, BTreeMap<String, String>>;
 
-fn export_by_id(env: &Env) -> Export {
-    env.export_records("hr")
+pub(crate) fn export_by_id(env: &Env) -> Export {
+    by_id(env.export_records("hr"))
+}
+
+/// Exported records (of the `hr` feed) by their ID.
+pub(crate) fn by_id(records: Vec<BTreeMap<String, String>>) -> Export {
+    records
         .into_iter()
         .map(|r| (r["employee_id"].clone(), r))
         .collect()
@@ -19,7 +24,7 @@ fn export_by_id(env: &Env) -> Export {
 /// What a run that turned `before` into `after` changed, as `runs changes
 /// --json` lists it: additions, then updates and removals, each in ID
 /// order; fields in configuration order.
-fn model_changes(before: &Export, after: &Export) -> Vec<Value> {
+pub(crate) fn model_changes(before: &Export, after: &Export) -> Vec<Value> {
     let fields: Vec<&str> = HR_FIELDS.split(',').collect();
     let mut added = Vec::new();
     let mut others: BTreeMap<&String, Value> = BTreeMap::new();
@@ -66,6 +71,80 @@ fn row(i: usize, email: &str, department: &str) -> String {
     format!("E{i:05},First{i},Last{i},{email},,,{department},Active")
 }
 
+/// The day after a base file of people 1 to `people`: new emails, a
+/// department move (a group change), a cleared email, `new` people and
+/// three gone (1 to 3).
+pub(crate) fn second_day(people: usize, new: usize) -> String {
+    let mut text = hr_file((4..=people).filter(|i| ![10, 20, 30].contains(i)));
+    text += &format!("{}\n", row(10, "new10@example.com", "Sales"));
+    text += &format!("{}\n", row(20, "user20@example.com", "Finance"));
+    text += "E00030,First30,Last30,,+12015550123,,Support,Active\n";
+    for i in people + 1..=people + new {
+        text += &format!("{}\n", hr_row(i));
+    }
+    text
+}
+
+/// The runs applied so far in the model: (run ID, its changes in feed
+/// order, i.e. by ID).
+#[derive(Default)]
+pub(crate) struct Model {
+    before: Export,
+    pub(crate) applied: Vec<(u64, Vec<Value>)>,
+}
+
+impl Model {
+    /// Takes in the state after run `run` (applied).
+    pub(crate) fn applied(&mut self, env: &Env, run: &str) {
+        let after = export_by_id(env);
+        let mut changes = model_changes(&self.before, &after);
+        changes.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        assert!(!changes.is_empty(), "run {run} changed nothing");
+        self.applied.push((run.parse().unwrap(), changes));
+        self.before = after;
+    }
+
+    /// What the feed should give: each change with its run, an addition
+    /// with the person's values as stored now (`null` once removed).
+    pub(crate) fn feed(&self) -> Vec<Value> {
+        let fields: Vec<&str> = HR_FIELDS.split(',').collect();
+        let mut out = Vec::new();
+        for (run, changes) in &self.applied {
+            for change in changes {
+                let mut entry = change.clone();
+                entry["run_id"] = json!(run);
+                if change["kind"] == "added" {
+                    entry["values"] = match self.before.get(change["id"].as_str().unwrap()) {
+                        Some(now) => fields
+                            .iter()
+                            .filter(|f| !now[**f].is_empty())
+                            .map(|f| json!({"field": f, "value": now[*f]}))
+                            .collect(),
+                        None => Value::Null,
+                    };
+                }
+                out.push(entry);
+            }
+        }
+        out
+    }
+}
+
+/// A feed entry without its cursor and commit time, to compare with the
+/// model.
+pub(crate) fn without_position(changes: &[Value]) -> Vec<Value> {
+    changes
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            let map = c.as_object_mut().expect("an object");
+            assert!(map.remove("cursor").is_some_and(|v| v.is_string()));
+            assert!(map.remove("committed_at").is_some_and(|v| v.is_string()));
+            c
+        })
+        .collect()
+}
+
 /// Each person's history in the model: (run ID, change), oldest first.
 type Histories = BTreeMap<String, Vec<(String, Value)>>;
 
@@ -110,16 +189,7 @@ fn each_runs_changes_match_the_exports_before_and_after_it() {
     assert_eq!(first.state(), "applied");
     check(&env, &first, &mut before);
 
-    // New emails, a department move (a group change), a cleared email,
-    // five new people and three gone.
-    let mut text = hr_file((4..=100).filter(|i| ![10, 20, 30].contains(i)));
-    text += &format!("{}\n", row(10, "new10@example.com", "Sales"));
-    text += &format!("{}\n", row(20, "user20@example.com", "Finance"));
-    text += "E00030,First30,Last30,,+12015550123,,Support,Active\n";
-    for i in 101..=105 {
-        text += &format!("{}\n", hr_row(i));
-    }
-    let second = env.import_text("hr", "day2.csv", text);
+    let second = env.import_text("hr", "day2.csv", second_day(100, 5));
     assert_eq!(second.state(), "applied", "{:#}", second.json);
     check(&env, &second, &mut before);
     assert_eq!(logged_changes(&env, &second.id(), Some("removed")).len(), 3);
@@ -227,4 +297,77 @@ fn changes_of_an_unknown_run_or_kind_are_refused() {
         out.stdout,
         "added    E00001\nadded    E00002\nadded    E00003\n"
     );
+}
+
+/// The change feed from the command line (`recipients changes`), read
+/// `limit` at a time: every change and the last answer.
+fn read_feed_cli(env: &Env, limit: usize) -> (Vec<Value>, Value) {
+    let mut after: Option<String> = None;
+    let mut all = Vec::new();
+    loop {
+        let limit = limit.to_string();
+        let mut args = vec![
+            "recipients",
+            "changes",
+            "--feed",
+            "hr",
+            "--json",
+            "--limit",
+            &limit,
+        ];
+        if let Some(after) = &after {
+            args.extend(["--after", after]);
+        }
+        let out = env.run(&args);
+        assert_eq!(out.code, 0, "{out:#?}");
+        let page = out.json("recipients changes");
+        all.extend(page["changes"].as_array().unwrap().iter().cloned());
+        after = page["next"].as_str().map(str::to_string);
+        if page["more"] != true {
+            return (all, page);
+        }
+    }
+}
+
+#[test]
+fn the_change_feed_from_the_command_line_gives_applied_changes_and_stops_at_a_held_run() {
+    let env = Env::new(&[Feed::hr("hr")]);
+    let mut model = Model::default();
+    let first = env.import_text("hr", "base.csv", hr_file(1..=100));
+    model.applied(&env, &first.id());
+    let second = env.import_text("hr", "day2.csv", second_day(100, 5));
+    model.applied(&env, &second.id());
+    let held = env.import_text("hr", "cut.csv", hr_file(30..=105));
+    assert_eq!(held.state(), "held", "{:#}", held.json);
+
+    let (read, last) = read_feed_cli(&env, 7);
+    assert_eq!(without_position(&read), model.feed());
+    assert_eq!(last["held_run"].to_string(), held.id(), "{last:#}");
+    let out = env.run(&["runs", "confirm", &held.id(), "--by", "alice"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    model.applied(&env, &held.id());
+    let (read, last) = read_feed_cli(&env, 1000);
+    assert_eq!(without_position(&read), model.feed());
+    assert_eq!(last["held_run"], Value::Null);
+
+    // Lines for people, and where to go on from.
+    let out = env.run(&["recipients", "changes", "--feed", "hr", "--limit", "2"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{out:#?}");
+    assert!(lines[0].ends_with("added    E00001"), "{out:#?}");
+    assert!(
+        lines[2].starts_with("more: go on with --after "),
+        "{out:#?}"
+    );
+    let out = env.run(&[
+        "recipients",
+        "changes",
+        "--feed",
+        "hr",
+        "--after",
+        "nonsense",
+    ]);
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert!(out.stderr.contains("is not a cursor"), "{out:#?}");
 }

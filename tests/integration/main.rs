@@ -32,6 +32,8 @@ mod undo;
 mod util;
 
 #[cfg(feature = "e2e")]
+mod change_feed;
+#[cfg(feature = "e2e")]
 mod crash_loop;
 #[cfg(feature = "e2e")]
 mod load;

@@ -30,18 +30,6 @@ fn second_file() -> String {
     s
 }
 
-/// `check`'s entry count: every entry of every table.
-fn store_entries(env: &Env) -> String {
-    let out = env.run(&["check"]);
-    assert_eq!(out.code, 0, "check: {out:#?}");
-    let line = out
-        .stdout
-        .lines()
-        .find(|l| l.contains("entries"))
-        .unwrap_or_else(|| panic!("check names no entry count: {out:#?}"));
-    line.split('(').nth(1).unwrap_or(line).to_string()
-}
-
 #[test]
 fn a_backup_taken_while_the_server_imports_is_one_run_or_the_next() {
     let env = sftp_env();
@@ -83,7 +71,7 @@ fn a_backup_taken_while_the_server_imports_is_one_run_or_the_next() {
     let out = env.run(&["backup", "--out", quiet.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{out:#?}");
     server.stop();
-    let entries_served = store_entries(&env);
+    let entries_served = env.store_entries();
     let runs_served = env.runs_list();
 
     // The backup taken during the import holds the store before it or
@@ -106,7 +94,7 @@ fn a_backup_taken_while_the_server_imports_is_one_run_or_the_next() {
     assert_eq!(out.code, 0, "{out:#?}");
     assert_eq!(env.export("hr"), after_second);
     assert_eq!(env.runs_list(), runs_served);
-    assert_eq!(store_entries(&env), entries_served);
+    assert_eq!(env.store_entries(), entries_served);
 
     // The restored store serves: the next file applies against it.
     let server = Server::start(&env);

@@ -597,6 +597,23 @@ impl Env {
     }
 
     /// `runs show ID --json`.
+    /// `check`'s entry count (every entry of every table), as it prints
+    /// it; the output when `check` fails.
+    pub fn try_store_entries(&self) -> Result<String, Out> {
+        let out = self.run(&["check"]);
+        let line = out.stdout.lines().find(|l| l.contains("entries"));
+        match (out.code, line) {
+            (0, Some(line)) => Ok(line.split('(').nth(1).unwrap_or(line).to_string()),
+            _ => Err(out),
+        }
+    }
+
+    /// [`Env::try_store_entries`], which must succeed.
+    pub fn store_entries(&self) -> String {
+        self.try_store_entries()
+            .unwrap_or_else(|out| panic!("check names no entry count: {out:#?}"))
+    }
+
     pub fn run_show(&self, id: &str) -> Value {
         let out = self.run(&["runs", "show", id, "--json"]);
         assert_eq!(out.code, 0, "runs show {id} failed: {out:#?}");

@@ -25,13 +25,18 @@ impl Web {
     }
 
     /// A server on `env` with one administrator.
-    fn start_in(env: Env) -> Web {
+    pub(crate) fn start_in(env: Env) -> Web {
         let out = run_with_stdin(
             &env,
             &["admins", "add", ADMIN, "--password-stdin"],
             &format!("{ADMIN_PASSWORD}\n"),
         );
         assert_eq!(out.code, 0, "{out:#?}");
+        Web::serve(env)
+    }
+
+    /// Starts the server on `env` as it is.
+    fn serve(env: Env) -> Web {
         let server = Server::start(&env);
         let base = server
             .stdout_lines()
@@ -45,6 +50,14 @@ impl Web {
             base,
             jar,
         }
+    }
+
+    /// Stops the server (SIGTERM, a clean exit) and starts it again on
+    /// the same data folder; the web port may change.
+    pub(crate) fn restart(self) -> Web {
+        let Web { env, server, .. } = self;
+        server.stop();
+        Web::serve(env)
     }
 
     /// curl with the cookie jar; returns (status, headers, body).
@@ -67,7 +80,7 @@ impl Web {
     }
 
     /// A new API token of the administrator (`flagsync admins token create`).
-    fn create_token(&self) -> String {
+    pub(crate) fn create_token(&self) -> String {
         let out = self.env.run(&["admins", "token", "create", ADMIN]);
         assert_eq!(out.code, 0, "{out:#?}");
         out.stdout
