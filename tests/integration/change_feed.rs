@@ -149,6 +149,16 @@ fn the_feed_gives_each_applied_change_once_in_order_from_any_cursor_across_a_res
     model.applied(&web.env, &run_id_of(&later));
     let again = import_via_cli(&web.env, "again.csv", &text);
     assert_eq!(again["state"], "unchanged", "{again:#}");
+    // An undo (of day 2, people changed since left as they are) is a run
+    // like the others in the feed.
+    let out = web
+        .env
+        .run(&["runs", "undo", &run_id_of(&second), "--json"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let undo = out.json("undo");
+    assert_eq!(undo["state"], "applied", "{undo:#}");
+    assert!(undo["conflicts"].as_u64().unwrap_or(0) > 0, "{undo:#}");
+    model.applied(&web.env, &run_id_of(&undo));
 
     // The whole feed, whatever the page size, and from any cursor: the
     // model's changes, none skipped or repeated.
