@@ -29,5 +29,6 @@ pub mod report;
 pub mod search;
 pub mod sftp;
 pub mod store;
+pub mod support;
 pub mod web;
 pub mod worker;

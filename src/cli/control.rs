@@ -102,6 +102,7 @@ fn prepare(mut command: Command) -> Result<Request, Failure> {
     match &mut command {
         Command::Import(args) => args.file = cwd.join(&args.file),
         Command::Backup { out } => *out = cwd.join(&*out),
+        Command::Support(super::SupportCommand::Bundle { out, .. }) => *out = cwd.join(&*out),
         Command::Accounts(AccountsCommand::Add(args)) => {
             for k in &args.keys {
                 read(k)?;

@@ -10,6 +10,7 @@ mod accounts;
 mod admins;
 mod backup;
 mod health;
+mod support;
 
 /// `0.1.0 (git 1a2b3c4)`: the crate's version and the revision it was built
 /// from (`unknown` outside a git checkout; `FLAGSYNC_GIT_REV` overrides).
@@ -99,6 +100,25 @@ pub enum Command {
     /// Exits 0 when everything is in order, 2 with every problem listed
     /// otherwise.
     Check,
+    /// What support asks for: `support bundle --run ID --out FILE`.
+    #[command(subcommand)]
+    Support(SupportCommand),
+    /// Run a support bundle's file again, here, and compare the outcome.
+    ///
+    /// Restores the bundle's state before the run into a temporary folder
+    /// (no data folder or configuration of this machine is used), runs the
+    /// file exactly as the server did (confirming it again if it was
+    /// confirmed) and prints the original and the replayed outcome side by
+    /// side. Exit 0 when identical, 1 when not, 2 for a bundle that cannot
+    /// be read.
+    Replay {
+        /// A file written by `flagsync support bundle`.
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+        /// Print a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a consistent copy of the whole store to a new file.
     ///
     /// Works while the server runs (the server writes the file, as its own
@@ -330,6 +350,24 @@ pub enum Format {
 }
 
 #[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
+pub enum SupportCommand {
+    /// One file for support to reproduce a run: the run's file, the feed's
+    /// people just before it, its record, report and emails, and the
+    /// feed's configuration without secrets.
+    ///
+    /// Works while the server runs (the server writes the file, as its
+    /// own user). The bundle holds personal data.
+    Bundle {
+        /// The run (from `runs list`).
+        #[arg(long, value_name = "ID")]
+        run: u64,
+        /// The file to write; it must not exist yet.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum FeedsCommand {
     /// A feed's mapping: its columns (and aliases), types, required
     /// fields, groups and filters.
@@ -395,6 +433,10 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     // is its own user's alone, whatever umask it was started with.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     install_panic_hook();
+    // A replay needs no configuration and no data folder (a laptop).
+    if let Command::Replay { bundle, json } = &cli.command {
+        return support::replay_bundle(bundle, *json, &mut std::io::stdout().lock());
+    }
     let config = load_config(cli.config.as_deref()).map_err(Failure::Usage)?;
     match cli.command {
         Command::Serve => return serve::serve(config),
@@ -545,6 +587,10 @@ pub fn execute(
         Command::Mail(MailCommand::Test { to }) => mail_test(config, &to),
         Command::Health { url } => health::check(config, url.as_deref()),
         Command::Backup { out } => backup::backup(config, &out, &backend, io),
+        Command::Support(SupportCommand::Bundle { run, out }) => {
+            support::bundle(config, run, &out, &backend, io)
+        }
+        Command::Replay { bundle, json } => support::replay_bundle(&bundle, json, io.out),
         Command::Restore { file } => backup::restore(config, &file, &backend, io),
         Command::Serve => Err(Failure::Usage(anyhow::anyhow!(
             "a server is already running on this data folder"

@@ -331,6 +331,15 @@ impl Config {
             })
     }
 
+    /// The configuration's text: its file as it is now, or the embedded
+    /// default.
+    pub fn source_text(&self) -> std::io::Result<String> {
+        match &self.source {
+            Source::File(path) => std::fs::read_to_string(path),
+            Source::Embedded => Ok(EMBEDDED_DEFAULT.to_string()),
+        }
+    }
+
     pub fn feed(&self, name: &str) -> Option<&Feed> {
         self.feeds.iter().find(|f| f.name == name)
     }

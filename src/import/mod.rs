@@ -60,9 +60,10 @@ pub use input::{transcode_utf16, utf16_byte_order, FileInput, Input};
 pub use scan::{header_columns, scan_file, scan_file_against, Encoding, Known, Rejection, Scan};
 pub use text::{printable, printable_lines};
 pub use undo::{
-    apply_undo, edit_hash_list, plan_undo, LoggedChange, LoggedField, LoggedValue, UndoApplied,
-    UndoConflict, UndoError, UndoPlan, UndoTarget,
+    apply_undo, edit_hash_list, plan_undo, revert_change, LoggedChange, LoggedField, LoggedValue,
+    UndoApplied, UndoConflict, UndoError, UndoPlan, UndoTarget,
 };
+pub use validate::encode_values;
 
 /// The version of the reading and validation rules. It is part of the
 /// fingerprint that lets rows whose raw text is as stored skip validation,

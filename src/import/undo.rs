@@ -198,6 +198,42 @@ fn restored(feed: &Feed, kept: &[LoggedValue], run_id: u64) -> Result<Vec<u8>, S
     Ok(encode_values(&values, feed))
 }
 
+/// Puts back, in `people` (ID → values in the feed's field order), what
+/// one logged change did: run over a run's changes and every later one's,
+/// newest first, it gives the feed as it was before that run. Fields the
+/// feed no longer has are skipped.
+pub fn revert_change(
+    people: &mut std::collections::BTreeMap<String, Vec<String>>,
+    feed: &Feed,
+    change: &LoggedChange,
+) {
+    let position = |field: &str| feed.fields.iter().position(|f| f.name == field);
+    match change {
+        LoggedChange::Added { id } => {
+            people.remove(id);
+        }
+        LoggedChange::Updated { id, fields } => {
+            if let Some(values) = people.get_mut(id) {
+                values.resize(feed.fields.len(), String::new());
+                for f in fields {
+                    if let Some(i) = position(&f.field) {
+                        values[i] = f.old.clone();
+                    }
+                }
+            }
+        }
+        LoggedChange::Removed { id, values: kept } => {
+            let mut values = vec![String::new(); feed.fields.len()];
+            for v in kept {
+                if let Some(i) = position(&v.field) {
+                    values[i] = v.value.clone();
+                }
+            }
+            people.insert(id.clone(), values);
+        }
+    }
+}
+
 /// What applying an undo did.
 #[derive(Debug, Default)]
 pub struct UndoApplied {

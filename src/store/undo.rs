@@ -9,6 +9,44 @@ use super::changes::{added_def, changes_def, take_str};
 use super::{optional, runs, RunState, StoreError, RUNS};
 
 impl super::Store {
+    /// Fills feed `feed` of a new store with `people` (ID-sorted encoded
+    /// records) and their group counts, the hash list `hashes` (ID-sorted)
+    /// and the fingerprints, in one transaction: the state a replay starts
+    /// from.
+    pub fn seed_feed(
+        &self,
+        feed: &str,
+        people: &[(String, Vec<u8>)],
+        hashes: &[(compact_str::CompactString, u64)],
+        fingerprint: u64,
+        mapping: u64,
+    ) -> Result<(), StoreError> {
+        use crate::import::FeedWriter;
+        let txn = self.begin_run()?;
+        txn.with_feed(feed, None, |w| -> Result<(), StoreError> {
+            let records: Vec<(&str, &[u8])> = people
+                .iter()
+                .map(|(id, r)| (id.as_str(), r.as_slice()))
+                .collect();
+            w.put_sorted_records(&records)?;
+            let mut groups: HashMap<String, u64> = HashMap::new();
+            for (_, record) in people {
+                let decoded = crate::import::record::Record::decode_groups(record)
+                    .map_err(|e| StoreError::Damaged(e.to_string()))?;
+                for g in decoded {
+                    *groups.entry(g).or_default() += 1;
+                }
+            }
+            for (group, count) in groups {
+                w.set_group_count(&group, count)?;
+            }
+            Ok(())
+        })??;
+        txn.put_hash_list(feed, hashes)?;
+        txn.set_fingerprint(feed, fingerprint, mapping)?;
+        txn.commit()
+    }
+
     /// For each of `ids`, the first applied run of `feed` after `run` that
     /// changed it (added, updated or removed it). The undos in `run`'s own
     /// chain (an undo of it, the undo of that undo, ...) do not count: after

@@ -305,6 +305,8 @@ pub fn confirm_run_in(
         })?;
     let path = PathBuf::from(held.held_file.clone().unwrap_or_default());
     let file = held.file.clone();
+    // The server's claim stays the run's: its archived copy is the file.
+    let upload = held.upload.clone();
     let confirmation = Confirmation {
         held,
         by: by.to_string(),
@@ -317,7 +319,7 @@ pub fn confirm_run_in(
         access: Access::Open(store),
         options,
         confirmation: Some(confirmation),
-        upload: None,
+        upload,
         force_hold: false,
     })
 }

@@ -56,6 +56,8 @@ mod sftp_faults;
 #[cfg(feature = "e2e")]
 mod store_faults;
 #[cfg(feature = "e2e")]
+mod support;
+#[cfg(feature = "e2e")]
 mod web;
 #[cfg(feature = "e2e")]
 mod web_changes;

@@ -1,0 +1,491 @@
+//! Support bundles: one file that lets support reproduce a customer's run
+//! on a laptop (`flagsync support bundle`, then `flagsync replay`).
+//!
+//! A bundle is a zip of:
+//! - `manifest.json`: format and version, the flagsync that made it, when,
+//!   the run, what the state before it is worth, warnings, and the SHA-256
+//!   of every other entry;
+//! - `config.toml`: the run's feed and the settings a run reads, nothing
+//!   else (no `[sftp]`, `[web]`, `[smtp]`, no data folder, no key named
+//!   like a secret);
+//! - `file/<name>`: the run's file as it arrived;
+//! - `before/people.jsonl`: the feed's people just before the run, one
+//!   JSON object a line (`id`, `values` in field order, `hash`: the row
+//!   hash the store held, when the log proves it was the same then);
+//!   rebuilt from the store as it is now by putting back, newest first,
+//!   what the run and every later applied run changed (the change log);
+//! - `before/fingerprints.json`: the run and mapping fingerprints the
+//!   hashes were made under;
+//! - `run.json`, `emails.json` (the run's report mails: state, attempts,
+//!   last error) and `error-report.csv` when the run has one.
+//!
+//! A replay seeds a store in a temporary folder with that state, runs the
+//! file through the same worker as the server, and compares outcomes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::config::{Config, Feed};
+use crate::import::revert_change;
+use crate::store::{Run, RunState, Store, StoreError};
+
+mod replay;
+
+pub use replay::{replay, Replayed};
+
+/// What `manifest.json` says a bundle is.
+pub const FORMAT: &str = "flagsync-support-bundle";
+/// The newest bundle format this build reads and the one it writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    pub flagsync_version: String,
+    pub created_at: String,
+    pub run_id: u64,
+    pub feed: String,
+    /// The run's file, as it arrived.
+    pub file_name: String,
+    /// People in the state before the run.
+    pub people_before: u64,
+    /// What the bundle could not do exactly, in words.
+    pub warnings: Vec<String>,
+    /// SHA-256 (hex) of every other entry.
+    pub checksums: BTreeMap<String, String>,
+}
+
+/// One person of the state before the run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PersonBefore {
+    pub id: String,
+    pub values: Vec<String>,
+    /// The raw row hash the store held for them before the run, as hex;
+    /// none when a run since changed them (the replay reads their row
+    /// again instead of trusting it).
+    pub hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Fingerprints {
+    pub run: Option<u64>,
+    pub mapping: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupportError {
+    /// The request or the bundle is wrong (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Run(#[from] crate::worker::WorkerError),
+}
+
+impl SupportError {
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SupportError {
+        let what = what.into();
+        move |source| SupportError::Io { what, source }
+    }
+}
+
+/// Writes the bundle of run `run_id` to `out` (a new file); returns its
+/// manifest. Nothing is left at `out` when it fails.
+pub fn make_bundle(
+    config: &Config,
+    store: &Store,
+    run_id: u64,
+    out: &Path,
+    version: &str,
+) -> Result<Manifest, SupportError> {
+    if out.exists() {
+        return Err(SupportError::Usage(format!(
+            "{} exists already; choose a new file name",
+            out.display()
+        )));
+    }
+    let run = match store.get_run(run_id) {
+        Err(StoreError::UnknownRun(id)) => {
+            return Err(SupportError::Usage(format!(
+                "run {id} does not exist (or went with the history); `flagsync runs list` shows the runs"
+            )))
+        }
+        other => other?,
+    };
+    let feed = config.feed(&run.feed).ok_or_else(|| {
+        SupportError::Usage(format!(
+            "feed '{}' of run {run_id} is no longer configured",
+            run.feed
+        ))
+    })?;
+    let file = run_file(config, &run)?;
+    let file_bytes = std::fs::read(&file).map_err(SupportError::io(format!(
+        "cannot read the run's file {}",
+        file.display()
+    )))?;
+    let mut warnings = Vec::new();
+    let (people, fingerprints) = state_before(store, feed, &run, &mut warnings)?;
+    let mut entries: Vec<(String, Vec<u8>)> = vec![
+        (
+            "config.toml".into(),
+            bundled_config(config, feed)?.into_bytes(),
+        ),
+        (format!("file/{}", run.file), file_bytes),
+        ("before/people.jsonl".into(), people_lines(&people)?),
+        ("before/fingerprints.json".into(), to_json(&fingerprints)?),
+        ("run.json".into(), to_json(&run)?),
+        ("emails.json".into(), emails_json(store, run_id)?),
+    ];
+    if let Some(report) = run.error_report.as_deref().map(Path::new) {
+        if let Ok(bytes) = std::fs::read(report) {
+            entries.push(("error-report.csv".into(), bytes));
+        }
+    }
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        flagsync_version: version.into(),
+        created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        run_id,
+        feed: feed.name.clone(),
+        file_name: run.file.clone(),
+        people_before: people.len() as u64,
+        warnings,
+        checksums: entries
+            .iter()
+            .map(|(name, bytes)| (name.clone(), sha256_hex(bytes)))
+            .collect(),
+    };
+    write_zip(out, &manifest, &entries)?;
+    Ok(manifest)
+}
+
+/// Where the run's file is kept: `held/` while held, `archive/` once the
+/// server processed it.
+fn run_file(config: &Config, run: &Run) -> Result<PathBuf, SupportError> {
+    let folders = crate::layout::FeedFolders::new(config.feed_dir(&run.feed));
+    let candidates = [
+        run.held_file.as_ref().map(PathBuf::from),
+        run.upload
+            .as_ref()
+            .map(|claim| folders.archive().join(claim)),
+    ];
+    if let Some(found) = candidates.into_iter().flatten().find(|p| p.is_file()) {
+        return Ok(found);
+    }
+    let why = match (&run.upload, &run.undo_of) {
+        (_, Some(of)) => format!("it is an undo or a restore of run {of}, which no file started"),
+        (Some(claim), _) => format!(
+            "archive/{claim} is gone (archived files are kept for `retention`)"
+        ),
+        (None, _) => "it was imported from the command line, which keeps no copy (the server keeps every file in archive/ for `retention`)".into(),
+    };
+    Err(SupportError::Usage(format!(
+        "run {} has no file to bundle: {why}",
+        run.run_id.unwrap_or_default()
+    )))
+}
+
+/// The feed's people just before `run` (ID order), and the fingerprints
+/// their hashes were made under.
+fn state_before(
+    store: &Store,
+    feed: &Feed,
+    run: &Run,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<PersonBefore>, Fingerprints), SupportError> {
+    let run_id = run.run_id.unwrap_or_default();
+    let mut people: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    store.for_each_recipient(&feed.name, |id, record| {
+        people.insert(id.to_string(), record.values);
+        Ok(())
+    })?;
+    let mut touched: HashSet<String> = HashSet::new();
+    let mut since: Vec<Run> = store
+        .list_runs(Some(&feed.name))?
+        .into_iter()
+        .filter(|r| r.run_id.is_some_and(|id| id >= run_id) && r.state == RunState::Applied)
+        .collect();
+    since.sort_by_key(|r| std::cmp::Reverse(r.run_id));
+    for later in &since {
+        let id = later.run_id.unwrap_or_default();
+        let changes = store.run_changes(&feed.name, id)?;
+        if changes.is_empty() && later.counts.changes() > 0 {
+            warnings.push(format!(
+                "run {id} changed {} people but logged nothing (recorded before the change log existed): the state before run {run_id} is the state after it for them",
+                later.counts.changes()
+            ));
+        }
+        for change in changes.iter().rev() {
+            revert_change(&mut people, feed, change);
+            touched.insert(change.id().to_string());
+        }
+    }
+    let index = store.feed_index(&feed.name)?;
+    let hashes: BTreeMap<&str, u64> = index
+        .hashes
+        .iter()
+        .map(|(id, h)| (id.as_str(), *h))
+        .collect();
+    let people = people
+        .into_iter()
+        .map(|(id, values)| PersonBefore {
+            hash: (!touched.contains(&id))
+                .then(|| hashes.get(id.as_str()))
+                .flatten()
+                .map(|h| format!("{h:016x}")),
+            id,
+            values,
+        })
+        .collect();
+    let fingerprints = Fingerprints {
+        run: index.fingerprint,
+        mapping: index.mapping,
+    };
+    Ok((people, fingerprints))
+}
+
+/// The configuration a replay needs: the top-level settings a run reads
+/// and the run's feed. Sections with addresses, paths and secrets are left
+/// out, and so is any key whose name looks like a secret.
+fn bundled_config(config: &Config, feed: &Feed) -> Result<String, SupportError> {
+    let text = config
+        .source_text()
+        .map_err(SupportError::io("cannot read the configuration"))?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| SupportError::Usage(format!("the configuration cannot be read again: {e}")))?;
+    let mut kept = toml::Table::new();
+    for key in [
+        "timezone",
+        "retention",
+        "history_retention",
+        "held_reminder",
+    ] {
+        if let Some(v) = table.get(key) {
+            kept.insert(key.into(), v.clone());
+        }
+    }
+    let feeds: Vec<toml::Value> = table
+        .get("feed")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|f| f.get("name").and_then(toml::Value::as_str) == Some(feed.name.as_str()))
+        .cloned()
+        .map(without_secrets)
+        .collect();
+    kept.insert("feed".into(), toml::Value::Array(feeds));
+    toml::to_string(&kept)
+        .map_err(|e| SupportError::Usage(format!("the configuration cannot be written: {e}")))
+}
+
+/// Whether a configuration key names a secret or a file that holds one.
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "key_file",
+        "private",
+        "credential",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
+fn without_secrets(value: toml::Value) -> toml::Value {
+    match value {
+        toml::Value::Table(t) => toml::Value::Table(
+            t.into_iter()
+                .filter(|(k, _)| !is_secret_key(k))
+                .map(|(k, v)| (k, without_secrets(v)))
+                .collect(),
+        ),
+        toml::Value::Array(a) => toml::Value::Array(a.into_iter().map(without_secrets).collect()),
+        other => other,
+    }
+}
+
+fn people_lines(people: &[PersonBefore]) -> Result<Vec<u8>, SupportError> {
+    let mut out = Vec::new();
+    for p in people {
+        serde_json::to_writer(&mut out, p)
+            .map_err(|e| SupportError::Usage(format!("cannot write the people: {e}")))?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+fn emails_json(store: &Store, run_id: u64) -> Result<Vec<u8>, SupportError> {
+    let emails: Vec<serde_json::Value> = store
+        .messages_of_run(run_id)?
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "kind": m.kind, "state": m.state, "attempts": m.attempts,
+                "last_error": m.last_error, "queued_at": m.queued_at, "sent_at": m.sent_at,
+                "subject": m.subject,
+            })
+        })
+        .collect();
+    to_json(&emails)
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, SupportError> {
+    serde_json::to_vec_pretty(value)
+        .map_err(|e| SupportError::Usage(format!("cannot write JSON: {e}")))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Writes the zip to a temporary name beside `out`, then renames it.
+fn write_zip(
+    out: &Path,
+    manifest: &Manifest,
+    entries: &[(String, Vec<u8>)],
+) -> Result<(), SupportError> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temp = dir.join(format!(".flagsync-bundle-{}.tmp", std::process::id()));
+    let written = (|| -> Result<(), SupportError> {
+        let fail = SupportError::io(format!("cannot write {}", temp.display()));
+        let file = std::fs::File::create(&temp).map_err(fail)?;
+        let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        let zipped = |e: zip::result::ZipError| SupportError::Io {
+            what: format!("cannot write {}", temp.display()),
+            source: std::io::Error::other(e),
+        };
+        zip.start_file("manifest.json", options).map_err(zipped)?;
+        zip.write_all(&to_json(manifest)?)
+            .map_err(SupportError::io("cannot write the bundle"))?;
+        for (name, bytes) in entries {
+            zip.start_file(name.as_str(), options).map_err(zipped)?;
+            zip.write_all(bytes)
+                .map_err(SupportError::io("cannot write the bundle"))?;
+        }
+        let inner = zip.finish().map_err(zipped)?;
+        let file = inner
+            .into_inner()
+            .map_err(|e| SupportError::io("cannot write the bundle")(e.into_error()))?;
+        file.sync_all()
+            .map_err(SupportError::io("cannot write the bundle"))?;
+        std::fs::rename(&temp, out).map_err(SupportError::io(format!(
+            "cannot move the bundle to {}",
+            out.display()
+        )))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
+/// A bundle read back: its manifest and entries, checksums verified.
+pub struct Bundle {
+    pub manifest: Manifest,
+    entries: BTreeMap<String, Vec<u8>>,
+}
+
+impl Bundle {
+    /// Reads and checks `path`: a zip with a manifest of this format, of a
+    /// version this build reads, whose entries match their checksums.
+    pub fn read(path: &Path) -> Result<Bundle, SupportError> {
+        let not_a_bundle = |why: String| {
+            SupportError::Usage(format!(
+                "{} is not a flagsync support bundle ({why}); make one with `flagsync support bundle --run ID --out FILE`",
+                path.display()
+            ))
+        };
+        let file = std::fs::File::open(path)
+            .map_err(|e| SupportError::Usage(format!("cannot open {}: {e}", path.display())))?;
+        let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+            .map_err(|e| not_a_bundle(format!("not a readable zip: {e}")))?;
+        let mut entries = BTreeMap::new();
+        for i in 0..zip.len() {
+            let mut entry = zip
+                .by_index(i)
+                .map_err(|e| not_a_bundle(format!("entry {i} cannot be read: {e}")))?;
+            let name = entry
+                .name()
+                .map_err(|e| not_a_bundle(format!("entry {i} has no readable name: {e}")))?
+                .to_string();
+            let mut bytes = Vec::new();
+            entry
+                .read_to_end(&mut bytes)
+                .map_err(|e| not_a_bundle(format!("{name} cannot be read: {e}")))?;
+            entries.insert(name, bytes);
+        }
+        let manifest: Manifest = entries
+            .get("manifest.json")
+            .ok_or_else(|| not_a_bundle("no manifest.json".into()))
+            .and_then(|m| {
+                serde_json::from_slice(m).map_err(|e| not_a_bundle(format!("manifest.json: {e}")))
+            })?;
+        if manifest.format != FORMAT {
+            return Err(not_a_bundle(format!("its format is '{}'", manifest.format)));
+        }
+        if manifest.format_version > FORMAT_VERSION {
+            return Err(SupportError::Usage(format!(
+                "{} was made by a newer flagsync ({}, bundle format {}); this build ({}) reads format {FORMAT_VERSION}: replay it with that version or newer",
+                path.display(),
+                manifest.flagsync_version,
+                manifest.format_version,
+                crate::cli::VERSION
+            )));
+        }
+        for (name, sum) in &manifest.checksums {
+            match entries.get(name) {
+                Some(bytes) if sha256_hex(bytes) == *sum => {}
+                Some(_) => {
+                    return Err(not_a_bundle(format!(
+                        "{name} does not match its checksum: the bundle is damaged"
+                    )))
+                }
+                None => {
+                    return Err(not_a_bundle(format!(
+                        "{name} is missing: the bundle is damaged"
+                    )))
+                }
+            }
+        }
+        Ok(Bundle { manifest, entries })
+    }
+
+    fn entry(&self, name: &str) -> Result<&[u8], SupportError> {
+        self.entries
+            .get(name)
+            .map(Vec::as_slice)
+            .ok_or_else(|| SupportError::Usage(format!("the bundle has no {name}: it is damaged")))
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, SupportError> {
+        serde_json::from_slice(self.entry(name)?)
+            .map_err(|e| SupportError::Usage(format!("the bundle's {name} cannot be read: {e}")))
+    }
+
+    pub fn run(&self) -> Result<Run, SupportError> {
+        self.json("run.json")
+    }
+}
