@@ -343,6 +343,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/runs/{id}/undo", post(runs::undo))
         .route("/runs/{id}/errors.csv", get(runs::error_report))
         .route("/runs/{id}/removals.csv", get(runs::removals_csv))
+        .route("/runs/{id}/bundle.zip", get(runs::support_bundle))
         .route("/runs/{id}/changes.csv", get(runs::changes_csv))
         .route("/groups", get(browse::groups_page))
         .route("/groups/members", get(browse::groups_page))

@@ -32,6 +32,7 @@ pub(super) fn run_value(
             "restored_id",
             "requested_by",
             "conflicts",
+            "upload",
         ] {
             map.entry(key).or_insert(serde_json::Value::Null);
         }
@@ -588,4 +589,72 @@ pub(super) async fn removals_csv(
         &format!("run-{id}-would-remove.csv"),
         w.into_inner().unwrap_or_default(),
     )
+}
+
+/// The run's support bundle (`flagsync support bundle`), made under the
+/// engine's gate into a temporary file and sent as a download.
+pub(super) async fn support_bundle(
+    State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Response {
+    if let Err(r) = download_run(&state, &headers, id) {
+        return refused(r);
+    }
+    let engine = state.engine.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        let _gate = engine.exclusive();
+        let dir = engine.config.data_dir.join(".support");
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            crate::support::SupportError::Usage(format!("cannot make {}: {e}", dir.display()))
+        })?;
+        let out = dir.join(format!("run-{id}-{}.zip", std::process::id()));
+        let _ = std::fs::remove_file(&out);
+        let made = crate::support::make_bundle(
+            &engine.config,
+            &engine.store,
+            id,
+            &out,
+            crate::cli::VERSION,
+        )
+        .map(|_| std::fs::read(&out));
+        let _ = std::fs::remove_file(&out);
+        made
+    })
+    .await;
+    match made {
+        Ok(Ok(Ok(bytes))) => {
+            tracing::info!(run_id = id, "support bundle downloaded");
+            (
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/zip"),
+                    ),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        attachment(&format!("flagsync-run-{id}.bundle.zip")),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
+        Ok(Ok(Err(e))) => message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the bundle was written but cannot be read back: {e}"),
+        ),
+        Ok(Err(crate::support::SupportError::Usage(why))) => message(StatusCode::CONFLICT, why),
+        Ok(Err(e)) => {
+            tracing::error!(run_id = id, error = %e, "a support bundle failed");
+            message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the bundle failed: {e}"),
+            )
+        }
+        Err(_) => message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the bundle was interrupted; see the server log",
+        ),
+    }
 }

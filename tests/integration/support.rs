@@ -357,3 +357,59 @@ fn a_bundle_never_holds_a_secret() {
         }
     }
 }
+
+#[test]
+fn an_admin_downloads_a_runs_bundle_from_its_page() {
+    use crate::web::{Web, ADMIN_PASSWORD};
+    let env = sftp_env();
+    let runs = serve_files(&env, &[("base.csv", hr_file(1..=12))]);
+    let id = run_id_of(&runs[0]);
+    let web = Web::start_in(env);
+    let url = web.url(&format!("/runs/{id}/bundle.zip"));
+    let (code, _, _) = web.curl(&[&url]);
+    assert_eq!(code, 401, "logged out");
+    web.login(ADMIN_PASSWORD);
+    let (code, _, page) = web.curl(&[&web.url(&format!("/runs/{id}"))]);
+    assert_eq!(code, 200);
+    assert!(page.contains("id=\"bundle\""), "{page}");
+    let saved = web.env.root.join("downloaded.zip");
+    let headers_file = web.env.root.join("bundle-headers.txt");
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "-f", "-o"])
+        .arg(&saved)
+        .arg("-D")
+        .arg(&headers_file)
+        .arg("-b")
+        .arg(&web.jar)
+        .arg(&url);
+    let out = run_tool(cmd, "curl (bundle)", None, TOOL_TIMEOUT);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let headers = std::fs::read_to_string(&headers_file).unwrap();
+    assert!(
+        headers
+            .to_lowercase()
+            .contains("content-type: application/zip"),
+        "{headers}"
+    );
+    assert!(
+        headers.contains(&format!("flagsync-run-{id}.bundle.zip")),
+        "{headers}"
+    );
+    let (code, replayed) = replay(&web.env, &saved);
+    assert_eq!(code, 0, "{replayed:#}");
+    // A run without its file, and one that does not exist.
+    let by_hand = run_id_of(&import_via_cli_of(&web.env));
+    let (code, _, body) = web.curl(&[&web.url(&format!("/runs/{by_hand}/bundle.zip"))]);
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("keeps no copy"), "{body}");
+    let (code, _, _) = web.curl(&[&web.url("/runs/999/bundle.zip")]);
+    assert_eq!(code, 404);
+    let leftovers = all_names(&web.env.data_dir.join(".support"));
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(!web.server.stderr().contains("panicked"));
+}
+
+/// A run from the command line while the server runs (no file kept).
+fn import_via_cli_of(env: &Env) -> Value {
+    crate::web::import_via_cli(env, "by-hand.csv", &hr_file(1..=13))
+}

@@ -16,7 +16,7 @@ pub(crate) struct Web {
     pub(crate) env: Env,
     pub(crate) server: Server,
     pub(crate) base: String,
-    jar: PathBuf,
+    pub(crate) jar: PathBuf,
 }
 
 impl Web {
