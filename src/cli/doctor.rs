@@ -144,17 +144,31 @@ fn print(out: &mut dyn std::io::Write, checks: &[Check], json: bool) -> anyhow::
     super::output::print_text(out, &text)
 }
 
-/// 1. It loaded (or the command would not be here): where from.
+/// 1. It loaded (or the command would not be here): where from, and what
+/// `flagsync check` refuses or warns about.
 fn configuration(config: &Config) -> Check {
-    let feeds = format!(
-        "{} feed(s): {}",
-        config.feeds.len(),
-        config.feed_names()
-    );
+    const NAME: &str = "configuration";
+    let feeds = format!("{} feed(s): {}", config.feeds.len(), config.feed_names());
+    let problems = super::smtp_problems(config);
+    if !problems.is_empty() {
+        return fail(
+            NAME,
+            format!("{}: {}", config.source, problems.join("; ")),
+            format!("correct {} (flagsync check lists the same)", config.source),
+        );
+    }
+    let warnings = super::config_warnings(config);
+    if !warnings.is_empty() {
+        return warn(
+            NAME,
+            format!("{} loads; {feeds}; {}", config.source, warnings.join("; ")),
+            format!("edit {}: each warning says what to set", config.source),
+        );
+    }
     match &config.source {
-        Source::File(p) => ok("configuration", format!("{} is valid; {feeds}", p.display())),
+        Source::File(p) => ok(NAME, format!("{} is valid; {feeds}", p.display())),
         Source::Embedded => warn(
-            "configuration",
+            NAME,
             format!("the embedded default (no configuration file found); {feeds}"),
             "write your configuration to /etc/flagsync/flagsync.toml (installed) or ./flagsync.toml, or pass --config FILE",
         ),
@@ -261,8 +275,8 @@ fn who(uid: u32) -> String {
     }
 }
 
-/// 3a. The data folder exists, belongs to this user (or the service user;
-/// root may look at anyone's), and others cannot read it.
+/// 3a. The data folder exists, belongs to this user (or the packages'
+/// service user), and others cannot read it (WARN) or write it (FAIL).
 fn data_folder(config: &Config) -> Check {
     const NAME: &str = "data folder";
     let dir = &config.data_dir;
@@ -302,12 +316,12 @@ fn data_folder(config: &Config) -> Check {
             format!("chmod 700 {}", dir.display()),
         );
     }
-    if owner != me && me != 0 && Some(owner) != service {
+    if owner != me && Some(owner) != service {
         return warn(
             NAME,
             format!("{found}, but flagsync runs here as {}", who(me)),
             format!(
-                "run flagsync as the folder's owner, or chown -R {} {}",
+                "run flagsync (serve and the other commands) as the folder's owner, or make it this user's: chown -R {} {}",
                 user_name(me).unwrap_or_else(|| me.to_string()),
                 dir.display()
             ),
@@ -404,11 +418,7 @@ fn free_space(config: &Config) -> Check {
     } else if free < WARN_BELOW {
         warn(NAME, format!("{found}: under {}", mib(WARN_BELOW)), fix)
     } else if free < largest.saturating_mul(2) {
-        warn(
-            NAME,
-            format!("{found}: under twice the largest file"),
-            fix,
-        )
+        warn(NAME, format!("{found}: under twice the largest file"), fix)
     } else {
         ok(NAME, found)
     }
@@ -573,7 +583,14 @@ fn smtp(config: &Config) -> Check {
     match mailer.test_connection() {
         Ok(()) => ok(
             NAME,
-            format!("{server} answered{}; no mail was sent", if smtp.username.is_some() { " and accepted the login" } else { "" }),
+            format!(
+                "{server} answered{}; no mail was sent",
+                if smtp.username.is_some() {
+                    " and accepted the login"
+                } else {
+                    ""
+                }
+            ),
         ),
         Err(e) => fail(NAME, format!("{server}: {e}"), fix),
     }
@@ -630,7 +647,11 @@ fn feeds(config: &Config, store: Option<&ReadStore>) -> Vec<Check> {
         let health = match crate::worker::status::feed_health(config, feed, store.get()) {
             Ok(h) => h,
             Err(e) => {
-                checks.push(fail(format!("feed {}", feed.name), e.to_string(), store_fix(&e)));
+                checks.push(fail(
+                    format!("feed {}", feed.name),
+                    e.to_string(),
+                    store_fix(&e),
+                ));
                 continue;
             }
         };
@@ -703,9 +724,15 @@ fn emails(feed: &str, messages: &[crate::store::Message]) -> Check {
         .collect();
     let Some(last) = failed.iter().max_by_key(|m| m.id) else {
         let sent = of_feed.iter().filter(|m| m.state == Delivery::Sent).count();
-        return ok(name, format!("{} kept, {sent} sent, none failed", of_feed.len()));
+        return ok(
+            name,
+            format!("{} kept, {sent} sent, none failed", of_feed.len()),
+        );
     };
-    let gave_up = failed.iter().filter(|m| m.state == Delivery::GaveUp).count();
+    let gave_up = failed
+        .iter()
+        .filter(|m| m.state == Delivery::GaveUp)
+        .count();
     warn(
         name,
         format!(

@@ -66,7 +66,7 @@ impl SmtpSink {
         }
     }
 
-    fn ca(&self) -> PathBuf {
+    pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
 
