@@ -144,7 +144,7 @@ fn print(out: &mut dyn std::io::Write, checks: &[Check], json: bool) -> anyhow::
     super::output::print_text(out, &text)
 }
 
-/// 1. It loaded (or the command would not be here): where from, and what
+/// Check 1: It loaded (or the command would not be here): where from, and what
 /// `flagsync check` refuses or warns about.
 fn configuration(config: &Config) -> Check {
     const NAME: &str = "configuration";
@@ -175,7 +175,7 @@ fn configuration(config: &Config) -> Check {
     }
 }
 
-/// 2. The store opens and every entry reads (the server's open store when
+/// Check 2: The store opens and every entry reads (the server's open store when
 /// sent to it).
 fn store<'a>(config: &Config, backend: &Backend<'a>) -> (Check, Option<ReadStore<'a>>) {
     const NAME: &str = "store";
@@ -275,7 +275,7 @@ fn who(uid: u32) -> String {
     }
 }
 
-/// 3a. The data folder exists, belongs to this user (or the packages'
+/// Check 3a: The data folder exists, belongs to this user (or the packages'
 /// service user), and others cannot read it (WARN) or write it (FAIL).
 fn data_folder(config: &Config) -> Check {
     const NAME: &str = "data folder";
@@ -337,7 +337,7 @@ fn data_folder(config: &Config) -> Check {
     ok(NAME, found)
 }
 
-/// 3b. A file can be written and deleted in the data folder.
+/// Check 3b: A file can be written and deleted in the data folder.
 fn writable(config: &Config) -> Check {
     const NAME: &str = "data folder writable";
     let dir = &config.data_dir;
@@ -387,7 +387,7 @@ fn mib(bytes: u64) -> String {
     }
 }
 
-/// 3c. Free space: FAIL under [`FAIL_BELOW`], WARN under [`WARN_BELOW`]
+/// Check 3c: Free space: FAIL under [`FAIL_BELOW`], WARN under [`WARN_BELOW`]
 /// or under twice the largest archived file.
 fn free_space(config: &Config) -> Check {
     const NAME: &str = "free space";
@@ -435,7 +435,7 @@ fn reachable(address: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, address.port())
 }
 
-/// 4. Something accepts connections on the sFTP and web addresses (those
+/// Check 4: Something accepts connections on the sFTP and web addresses (those
 /// the server bound, when sent to it).
 fn ports(config: &Config, backend: &Backend) -> Vec<Check> {
     let bound = match backend {
@@ -504,7 +504,7 @@ fn port(
     }
 }
 
-/// 5. The host keys' fingerprints, as `ssh-keygen -l` prints them, for
+/// Check 5: The host keys' fingerprints, as `ssh-keygen -l` prints them, for
 /// the customer to compare with what their client shows.
 fn host_keys(config: &Config) -> Check {
     const NAME: &str = "host keys";
@@ -536,7 +536,7 @@ fn host_keys(config: &Config) -> Check {
     ok(NAME, found.join("; "))
 }
 
-/// 6. The SMTP server answers (EHLO, STARTTLS or TLS, the login): nothing
+/// Check 6: The SMTP server answers (EHLO, STARTTLS or TLS, the login): nothing
 /// is sent.
 fn smtp(config: &Config) -> Check {
     const NAME: &str = "smtp";
@@ -596,7 +596,7 @@ fn smtp(config: &Config) -> Check {
     }
 }
 
-/// 7. The system clock is not before the newest run's start, nor absurd.
+/// Check 7: The system clock is not before the newest run's start, nor absurd.
 fn clock(store: Option<&Store>) -> Check {
     const NAME: &str = "clock";
     let now = jiff::Timestamp::now();
@@ -627,7 +627,7 @@ fn clock(store: Option<&Store>) -> Check {
     ok(NAME, format!("{} (UTC)", now.strftime("%Y-%m-%d %H:%M:%S")))
 }
 
-/// 8. Each feed: its last run, held runs, overdue, report emails that
+/// Check 8: Each feed: its last run, held runs, overdue, report emails that
 /// were not delivered. The health is `worker::status`'s, as `flagsync
 /// feeds` and the page show it.
 fn feeds(config: &Config, store: Option<&ReadStore>) -> Vec<Check> {
