@@ -180,14 +180,14 @@ mod server {
 
     const PASSWORD: &str = "doctor-s3cret-pw-417";
 
-    /// An `[smtp]` table with a login whose password is in a file.
+    /// An `[smtp]` table with a login whose password is in a file in `dir`.
     fn smtp_with_login(
-        env_root: &std::path::Path,
+        dir: &std::path::Path,
         port: u16,
         security: &str,
         ca: Option<&std::path::Path>,
     ) -> String {
-        let secret = env_root.join("smtp.pass");
+        let secret = dir.join("smtp.pass");
         std::fs::write(&secret, format!("{PASSWORD}\n")).expect("secret");
         let mut extra = format!(
             "username = \"flagsync\"\npassword_file = {}",
@@ -213,7 +213,7 @@ mod server {
     fn doctor_on_a_healthy_running_server_lists_its_ports_and_host_keys() {
         let env = sftp_env();
         let server = Server::start(&env);
-        let run = import_cli_hr(&env);
+        let run = import_cli(&env, "day1.csv", &hr_file(1..=20));
         assert_eq!(run["state"], "applied");
 
         let (code, report) = doctor(&env);
@@ -274,26 +274,11 @@ mod server {
         drop(server);
     }
 
-    fn import_cli_hr(env: &Env) -> Value {
-        let path = env.input("day1.csv", hr_file(1..=20));
-        env.run(&[
-            "import",
-            "--feed",
-            "hr",
-            path.to_str().expect("path"),
-            "--json",
-        ])
-        .json("import")
-    }
-
     #[test]
     fn doctor_fails_with_smtp_down_and_warns_of_a_held_run_and_an_undelivered_email() {
         let port = free_port();
-        let env = mail_env("");
-        let smtp = smtp_with_login(&env.root, port, "none", None);
-        let env_text = std::fs::read_to_string(&env.config).expect("config");
-        let at = env_text.find("[[feed]]").expect("a feed");
-        env.write_config(&format!("{}{smtp}\n{}", &env_text[..at], &env_text[at..]));
+        let secret_dir = tempfile::tempdir().expect("dir");
+        let env = mail_env(&smtp_with_login(secret_dir.path(), port, "none", None));
         let server = Server::start(&env);
         assert_eq!(
             import_cli(&env, "day1.csv", &hr_file(1..=20))["state"],
@@ -344,11 +329,12 @@ mod server {
             "starttls",
             Some(&format!("flagsync:{PASSWORD}")),
         );
-        let env = mail_env("");
-        let smtp = smtp_with_login(&env.root, port, "starttls", Some(&sink.ca()));
-        let env_text = std::fs::read_to_string(&env.config).expect("config");
-        let at = env_text.find("[[feed]]").expect("a feed");
-        env.write_config(&format!("{}{smtp}\n{}", &env_text[..at], &env_text[at..]));
+        let env = mail_env(&smtp_with_login(
+            mail_dir.path(),
+            port,
+            "starttls",
+            Some(&sink.ca()),
+        ));
 
         let (_, report) = doctor(&env);
         assert_eq!(status(&report, "smtp"), "ok", "{report:#}");
@@ -377,28 +363,26 @@ mod server {
 
     #[test]
     fn doctor_fails_on_a_nearly_full_disk_and_warns_on_a_small_one() {
-        let env = Env::hr();
-        let _disk = Tmpfs::mount(&env.data_dir, "50m");
-        // A tmpfs root is mode 1777; flagsync's own folder would be 0700.
-        chmod(&env.data_dir, 0o700);
-        let (code, report) = doctor(&env);
-        assert_eq!(status(&report, "free space"), "fail", "{report:#}");
-        assert!(
-            detail(&report, "free space").contains("under 100.0 MiB"),
-            "{report:#}"
-        );
-        assert_eq!(code, 1, "{report:#}");
-
-        let env = Env::hr();
-        let _disk = Tmpfs::mount(&env.data_dir, "300m");
-        chmod(&env.data_dir, 0o700);
-        let (code, report) = doctor(&env);
-        assert_eq!(status(&report, "free space"), "warn", "{report:#}");
-        assert!(
-            detail(&report, "free space").contains("under 1.0 GiB"),
-            "{report:#}"
-        );
-        assert_eq!(code, 0, "a warning only: {report:#}");
+        for (size, expected, says, code) in [
+            ("50m", "fail", "under 100.0 MiB", 1),
+            ("300m", "warn", "under 1.0 GiB", 0),
+        ] {
+            let env = Env::hr();
+            let _disk = Tmpfs::mount(&env.data_dir, size);
+            // A tmpfs root is mode 1777; flagsync's own folder is 0700.
+            chmod(&env.data_dir, 0o700);
+            let (exit, report) = doctor(&env);
+            assert_eq!(
+                status(&report, "free space"),
+                expected,
+                "{size}: {report:#}"
+            );
+            assert!(
+                detail(&report, "free space").contains(says),
+                "{size}: {report:#}"
+            );
+            assert_eq!(exit, code, "{size}: {report:#}");
+        }
     }
 
     #[test]
