@@ -174,7 +174,7 @@ mod server {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::mail::{free_port, import_cli, mail_env, smtp_table, SmtpSink};
+    use crate::mail::{free_port, held_run, import_cli, mail_env, smtp_table, SmtpSink};
     use crate::server::*;
     use crate::sftp_faults::Tmpfs;
 
@@ -280,13 +280,7 @@ mod server {
         let secret_dir = tempfile::tempdir().expect("dir");
         let env = mail_env(&smtp_with_login(secret_dir.path(), port, "none", None));
         let server = Server::start(&env);
-        assert_eq!(
-            import_cli(&env, "day1.csv", &hr_file(1..=20))["state"],
-            "applied"
-        );
-        let held = import_cli(&env, "day2.csv", &hr_file(1..=10));
-        assert_eq!(held["state"], "held");
-        let id = run_id_of(&held);
+        let id = held_run(&env);
 
         // The sender tries the report and fails (nothing listens).
         let deadline = Instant::now() + Duration::from_secs(30);
