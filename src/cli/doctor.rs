@@ -715,18 +715,30 @@ fn overdue(f: &crate::worker::status::FeedHealth) -> Check {
     }
 }
 
+/// Messages still retried, and those given up since the feed's last
+/// delivered one (an old outage that mail has recovered from is no
+/// longer news).
 fn emails(feed: &str, messages: &[crate::store::Message]) -> Check {
     let name = format!("feed {feed}: report emails");
     let of_feed: Vec<&crate::store::Message> = messages.iter().filter(|m| m.feed == feed).collect();
+    let last_sent = of_feed
+        .iter()
+        .filter(|m| m.state == Delivery::Sent)
+        .map(|m| m.id)
+        .max();
     let failed: Vec<&&crate::store::Message> = of_feed
         .iter()
-        .filter(|m| matches!(m.state, Delivery::Failing | Delivery::GaveUp))
+        .filter(|m| match m.state {
+            Delivery::Failing => true,
+            Delivery::GaveUp => last_sent.is_none_or(|sent| m.id > sent),
+            Delivery::Queued | Delivery::Sent => false,
+        })
         .collect();
     let Some(last) = failed.iter().max_by_key(|m| m.id) else {
         let sent = of_feed.iter().filter(|m| m.state == Delivery::Sent).count();
         return ok(
             name,
-            format!("{} kept, {sent} sent, none failed", of_feed.len()),
+            format!("{} kept, {sent} sent, none failing", of_feed.len()),
         );
     };
     let gave_up = failed
