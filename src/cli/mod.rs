@@ -9,6 +9,7 @@
 mod accounts;
 mod admins;
 mod backup;
+mod doctor;
 mod health;
 mod support;
 
@@ -139,6 +140,19 @@ pub enum Command {
         /// A file written by `flagsync backup`.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+    },
+    /// Check what support asks first: the configuration, the store, the
+    /// data folder (owner, mode, free space), the ports, the host keys,
+    /// the SMTP server (nothing is sent), the clock and each feed.
+    ///
+    /// Each line is OK, WARN or FAIL, with what to do for WARN and FAIL.
+    /// Sent to the running server like other commands. Exit code: 0
+    /// without a FAIL, 1 with one.
+    Doctor {
+        /// Print {"checks": [{"name", "status", "detail", "fix"}], "ok",
+        /// "version"}.
+        #[arg(long)]
+        json: bool,
     },
     /// Ask a running server's /healthz (for container health checks: the
     /// OCI image has no curl). Exits 0 when it answers 200, 1 otherwise.
@@ -586,6 +600,7 @@ pub fn execute(
         Command::Check => check(config),
         Command::Mail(MailCommand::Test { to }) => mail_test(config, &to),
         Command::Health { url } => health::check(config, url.as_deref()),
+        Command::Doctor { json } => doctor::doctor(config, json, &backend, io),
         Command::Backup { out } => backup::backup(config, &out, &backend, io),
         Command::Support(SupportCommand::Bundle { run, out }) => {
             support::bundle(config, run, &out, &backend, io)

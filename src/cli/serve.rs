@@ -122,6 +122,7 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
         create_demo_account(&config, &engine.store)?;
         create_first_admin(&engine.store)?;
     }
+    let _ = engine.listening.set((address, web_address));
     let signals = stop_signals(&runtime)?;
     let scheme = if web_tls.is_some() { "https" } else { "http" };
     println!("web: listening on {scheme}://{web_address}");

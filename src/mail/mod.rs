@@ -101,6 +101,23 @@ impl Mailer {
         })
     }
 
+    /// Connects, says EHLO (with STARTTLS or TLS as configured, and logs
+    /// in when a username is set) and quits: nothing is sent
+    /// (`flagsync doctor`).
+    pub fn test_connection(&self) -> Result<(), MailError> {
+        match self.transport.test_connection() {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(MailError::Send {
+                message: "the server closed the connection after EHLO".into(),
+                permanent: false,
+            }),
+            Err(e) => Err(MailError::Send {
+                message: e.to_string(),
+                permanent: e.is_permanent(),
+            }),
+        }
+    }
+
     /// Sends one message; the server's answer on success. `id` makes its
     /// `Message-ID` (`<id@the sender's domain>`): the same on every retry,
     /// so a message the server took twice is one message to mail clients.

@@ -62,6 +62,29 @@ pub fn load_or_generate(dir: &Path) -> Result<Vec<PrivateKey>, HostKeyError> {
         .collect()
 }
 
+/// The host keys already in `dir`, without generating any: each file's
+/// name and its public key, or why it cannot be read (`flagsync doctor`).
+pub fn existing(dir: &Path) -> Vec<(&'static str, Result<russh::keys::PublicKey, HostKeyError>)> {
+    KINDS
+        .iter()
+        .filter_map(|kind| {
+            let path = dir.join(kind.file);
+            let read_error = |detail: String| HostKeyError::Read {
+                path: path.clone(),
+                detail,
+            };
+            let key = match std::fs::read_to_string(&path) {
+                Ok(text) => PrivateKey::from_openssh(&text)
+                    .map(|k| k.public_key().clone())
+                    .map_err(|e| read_error(e.to_string())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(e) => Err(read_error(e.to_string())),
+            };
+            Some((kind.file, key))
+        })
+        .collect()
+}
+
 fn load_or_generate_one(
     path: &Path,
     generate: fn() -> Result<PrivateKey, String>,

@@ -20,6 +20,9 @@ pub struct Engine {
     pub intake_alive: AtomicBool,
     /// The recipient search index's progress (`worker::indexer`).
     pub search: super::indexer::SearchIndex,
+    /// The addresses the server bound: sFTP, then the web page (set once
+    /// both listen; `flagsync doctor` connects to them).
+    pub listening: std::sync::OnceLock<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 impl Engine {
@@ -30,6 +33,7 @@ impl Engine {
             gate: Mutex::new(()),
             intake_alive: AtomicBool::new(false),
             search: Default::default(),
+            listening: Default::default(),
         }
     }
 

@@ -66,7 +66,7 @@ impl SmtpSink {
         }
     }
 
-    fn ca(&self) -> PathBuf {
+    pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
 
@@ -138,6 +138,18 @@ pub fn import_cli(env: &Env, name: &str, content: &str) -> Value {
         "--json",
     ]);
     out.json("import")
+}
+
+/// Imports 20 people, then a file with 10 of them, which the delete
+/// threshold holds; the held run's ID.
+pub fn held_run(env: &Env) -> String {
+    assert_eq!(
+        import_cli(env, "day1.csv", &hr_file(1..=20))["state"],
+        "applied"
+    );
+    let held = import_cli(env, "day2.csv", &hr_file(1..=10));
+    assert_eq!(held["state"], "held");
+    run_id_of(&held)
 }
 
 fn email_state(env: &Env, run_id: &str) -> Vec<Value> {
@@ -253,13 +265,7 @@ fn starttls_with_a_private_ca_and_auth_reports_a_held_run_with_how_to_decide() {
     assert_eq!(env.run(&["check"]).code, 0, "check accepts the settings");
     let server = Server::start(&env);
 
-    assert_eq!(
-        import_cli(&env, "day1.csv", &hr_file(1..=20))["state"],
-        "applied"
-    );
-    let held = import_cli(&env, "day2.csv", &hr_file(1..=10));
-    assert_eq!(held["state"], "held");
-    let id = run_id_of(&held);
+    let id = held_run(&env);
 
     let mails = sink.wait_for(2);
     assert!(

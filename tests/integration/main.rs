@@ -21,6 +21,7 @@ mod config;
 mod crash;
 mod diff;
 mod docs;
+mod doctor;
 mod feeds;
 mod file_format;
 mod real_files;

@@ -168,13 +168,7 @@ fn a_held_run_gets_one_reminder() {
     let sink = SmtpSink::start(&env.root.join("mail"), port, "plain", None);
     let server = Server::start(&env);
 
-    assert_eq!(
-        import_cli(&env, "day1.csv", &hr_file(1..=20))["state"],
-        "applied"
-    );
-    let held = import_cli(&env, "day2.csv", &hr_file(1..=10));
-    assert_eq!(held["state"], "held");
-    let id = run_id_of(&held);
+    let id = held_run(&env);
 
     wait_until("a reminder", Duration::from_secs(30), || {
         !messages_with(&sink, "reminder").is_empty()

@@ -12,10 +12,10 @@ use crate::util::*;
 /// A small tmpfs mounted on the data folder for the test's length. The
 /// test suite runs as root (`scripts/test` installs with apt-get); a
 /// refused mount is a failure, not a skip.
-struct Tmpfs(PathBuf);
+pub struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
+    pub fn mount(at: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(at).expect("mount point");
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
