@@ -89,6 +89,25 @@ fn fail(name: impl Into<String>, detail: impl Into<String>, fix: impl Into<Strin
 
 /// Runs every check and prints them; 1 when one failed.
 pub fn doctor(config: &Config, json: bool, backend: &Backend, io: &mut Io) -> Result<u8, Failure> {
+    let checks = all_checks(config, backend);
+    print(io.out, &checks, json)?;
+    Ok(if checks.iter().any(|c| c.status == Status::Fail) {
+        1
+    } else {
+        0
+    })
+}
+
+/// The checks' text as `flagsync doctor` prints it (for a support bundle).
+pub fn report(config: &Config, backend: &Backend) -> String {
+    let mut out = Vec::new();
+    match print(&mut out, &all_checks(config, backend), false) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        Err(e) => format!("flagsync doctor could not print its checks: {e}\n"),
+    }
+}
+
+fn all_checks(config: &Config, backend: &Backend) -> Vec<Check> {
     let mut checks = vec![configuration(config)];
     let (store_check, store) = store(config, backend);
     checks.push(store_check);
@@ -100,12 +119,7 @@ pub fn doctor(config: &Config, json: bool, backend: &Backend, io: &mut Io) -> Re
     checks.push(smtp(config));
     checks.push(clock(store.as_ref().and_then(ReadStore::get)));
     checks.extend(feeds(config, store.as_ref()));
-    print(io.out, &checks, json)?;
-    Ok(if checks.iter().any(|c| c.status == Status::Fail) {
-        1
-    } else {
-        0
-    })
+    checks
 }
 
 fn print(out: &mut dyn std::io::Write, checks: &[Check], json: bool) -> anyhow::Result<()> {

@@ -30,6 +30,8 @@ pub fn bundle(
     backend: &Backend,
     io: &mut Io,
 ) -> Result<u8, Failure> {
+    // Before the gate: the doctor verifies the store, which takes a while.
+    let doctor = super::doctor::report(config, backend);
     let _gate = match backend {
         Backend::Server(engine) => Some(engine.exclusive()),
         Backend::Local => None,
@@ -45,7 +47,7 @@ pub fn bundle(
             config.store_path().display()
         )));
     };
-    let manifest = make_bundle(config, store, run_id, out, super::VERSION)?;
+    let manifest = make_bundle(config, store, run_id, out, super::VERSION, Some(doctor))?;
     let mut text = format!(
         "bundle of run {run_id} (feed {}, file {}) written to {}: {} people before the run\n",
         manifest.feed,

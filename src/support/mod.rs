@@ -17,7 +17,9 @@
 //! - `before/fingerprints.json`: the run and mapping fingerprints the
 //!   hashes were made under;
 //! - `run.json`, `emails.json` (the run's report mails: state, attempts,
-//!   last error) and `error-report.csv` when the run has one.
+//!   last error), `error-report.csv` when the run has one, and
+//!   `doctor.txt` (`flagsync doctor` on the machine that made it) when the
+//!   command line made it.
 //!
 //! A replay seeds a store in a temporary folder with that state, runs the
 //! file through the same worker as the server, and compares outcomes.
@@ -101,14 +103,16 @@ impl SupportError {
     }
 }
 
-/// Writes the bundle of run `run_id` to `out` (a new file); returns its
-/// manifest. Nothing is left at `out` when it fails.
+/// Writes the bundle of run `run_id` to `out` (a new file), with
+/// `doctor`'s text when given; returns its manifest. Nothing is left at
+/// `out` when it fails.
 pub fn make_bundle(
     config: &Config,
     store: &Store,
     run_id: u64,
     out: &Path,
     version: &str,
+    doctor: Option<String>,
 ) -> Result<Manifest, SupportError> {
     if out.exists() {
         return Err(SupportError::Usage(format!(
@@ -152,6 +156,12 @@ pub fn make_bundle(
         if let Ok(bytes) = std::fs::read(report) {
             entries.push(("error-report.csv".into(), bytes));
         }
+    }
+    match doctor {
+        Some(text) => entries.push(("doctor.txt".into(), text.into_bytes())),
+        None => warnings.push(
+            "no doctor.txt: made from the status page; run `flagsync doctor` on the server and send its output along".into(),
+        ),
     }
     let manifest = Manifest {
         format: FORMAT.into(),

@@ -616,6 +616,7 @@ pub(super) async fn support_bundle(
             id,
             &out,
             crate::cli::VERSION,
+            None,
         )
         .map(|_| std::fs::read(&out));
         let _ = std::fs::remove_file(&out);

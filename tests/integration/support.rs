@@ -168,6 +168,11 @@ fn every_kind_of_run_is_bundled_and_replays_identically() {
         let (path, out) = bundle(&env, &id);
         assert_eq!(out.code, 0, "bundle of run {id}: {out:#?}");
         assert!(out.stdout.contains("holds personal data"), "{out:#?}");
+        let doctor = String::from_utf8(entries(&path)["doctor.txt"].clone()).unwrap();
+        assert!(
+            doctor.contains("store") && doctor.contains("checks"),
+            "{doctor}"
+        );
         let (code, replayed) = replay(&env, &path);
         assert_eq!(code, 0, "run {id} ({}): {replayed:#}", run["state"]);
         assert_eq!(replayed["verdict"], "identical");
@@ -328,6 +333,20 @@ fn a_bundle_never_holds_a_secret() {
     );
     env.write_config(&text);
     let runs = serve_files(&env, &[("base.csv", hr_file(1..=5))]);
+    let admin_password = "admin-Pa55word-sentinel";
+    let out = run_with_stdin(
+        &env,
+        &["admins", "add", "boss", "--password-stdin"],
+        &format!("{admin_password}\n"),
+    );
+    assert_eq!(out.code, 0, "{out:#?}");
+    let out = env.run(&["admins", "token", "create", "boss"]);
+    let token = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("a token")
+        .to_string();
     let (path, out) = bundle(&env, &run_id_of(&runs[0]));
     assert_eq!(out.code, 0, "{out:#?}");
     let host_keys: Vec<Vec<u8>> = all_names(&env.data_dir)
@@ -338,14 +357,25 @@ fn a_bundle_never_holds_a_secret() {
     assert!(!host_keys.is_empty());
     for (name, bytes) in entries(&path) {
         let text = String::from_utf8_lossy(&bytes);
-        for secret in [
-            password,
-            "smtp-host-sentinel",
-            "smtp-user-sentinel",
-            "smtp-password",
-            "flagsync.internal.example",
-        ] {
+        for secret in [password, admin_password, token.as_str()] {
             assert!(!text.contains(secret), "{name} holds {secret}");
+        }
+        if name == "config.toml" {
+            for setting in [
+                "smtp-host-sentinel",
+                "smtp-user-sentinel",
+                "smtp-password",
+                "flagsync.internal.example",
+                "[sftp]",
+                "[web]",
+                "[smtp]",
+                "data_dir",
+            ] {
+                assert!(
+                    !text.contains(setting),
+                    "config.toml holds {setting}:\n{text}"
+                );
+            }
         }
         for key in &host_keys {
             assert!(
@@ -397,6 +427,11 @@ fn an_admin_downloads_a_runs_bundle_from_its_page() {
     );
     let (code, replayed) = replay(&web.env, &saved);
     assert_eq!(code, 0, "{replayed:#}");
+    let manifest: Value = serde_json::from_slice(&entries(&saved)["manifest.json"]).unwrap();
+    assert!(
+        manifest["warnings"].to_string().contains("no doctor.txt"),
+        "{manifest:#}"
+    );
     // A run without its file, and one that does not exist.
     let by_hand = run_id_of(&import_via_cli_of(&web.env));
     let (code, _, body) = web.curl(&[&web.url(&format!("/runs/{by_hand}/bundle.zip"))]);
