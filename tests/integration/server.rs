@@ -469,7 +469,10 @@ fn seed_host_keys(data_dir: &Path) {
     if cache.is_empty() || has_host_keys(data_dir) {
         return;
     }
-    fs::create_dir_all(data_dir).expect("create data dir");
+    // As flagsync makes it (umask 077): only the service user's.
+    std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+        .create(data_dir)
+        .expect("create data dir");
     for (name, content) in cache.iter() {
         let mut f = fs::OpenOptions::new()
             .write(true)
