@@ -1926,7 +1926,10 @@ fn the_undo_button_and_the_api_undo_a_run_as_a_new_run() {
     let (code, _, page) = web.curl(&[&web.url(&format!("/runs/{held_undo}"))]);
     assert_eq!(code, 200, "{page}");
     assert!(page.contains("Who would be removed (10)"), "{page}");
-    assert!(page.contains("E00021"), "{page}");
+    assert!(
+        page.contains("href=\"/recipients/view?feed=hr&amp;id=E00021\">E00021</a>"),
+        "each would-be removal links to the person: {page}"
+    );
     assert!(!web.server.stderr().contains("panicked"));
     drop(web.server);
 }
