@@ -134,6 +134,12 @@ pub fn make_bundle(
             run.feed
         ))
     })?;
+    if run.state == RunState::Superseded && run.held_file.is_none() {
+        return Err(SupportError::Usage(format!(
+            "run {run_id} never ran ({}); bundle the run that did",
+            run.reason.as_deref().unwrap_or("a newer file replaced it")
+        )));
+    }
     let file = run_file(config, &run)?;
     let file_bytes = std::fs::read(&file).map_err(SupportError::io(format!(
         "cannot read the run's file {}",

@@ -102,6 +102,19 @@ fn a_daily_feed_processes_only_the_newest_file_at_its_time() {
         "{runs:#?}"
     );
     assert_eq!(runs[2]["added"], 7);
+    // A file that never ran has nothing to reproduce: its bundle is refused.
+    let out_file = env.root.join("day1.bundle.zip");
+    let out = env.run(&[
+        "support",
+        "bundle",
+        "--run",
+        &run_id_of(&runs[0]),
+        "--out",
+        out_file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert!(out.stderr.contains("never ran (a newer file"), "{out:#?}");
+    assert!(!out_file.exists());
     let feeds = env.run(&["feeds", "--json"]).json("feeds");
     assert!(
         feeds[0]["schedule"]
