@@ -97,43 +97,22 @@ fn side_by_side(r: &Replayed) -> String {
             r.this_version
         );
     }
-    let rows: Vec<(&str, String, String)> = vec![
-        (
-            "state",
-            o.state.as_str().into(),
-            r.replayed.state.as_str().into(),
-        ),
-        (
-            "added",
-            o.counts.added.to_string(),
-            r.replayed.counts.added.to_string(),
-        ),
-        (
-            "updated",
-            o.counts.updated.to_string(),
-            r.replayed.counts.updated.to_string(),
-        ),
-        (
-            "removed",
-            o.counts.removed.to_string(),
-            r.replayed.counts.removed.to_string(),
-        ),
-        (
-            "unchanged",
-            o.counts.unchanged.to_string(),
-            r.replayed.counts.unchanged.to_string(),
-        ),
-        (
-            "flagged",
-            o.counts.flagged.to_string(),
-            r.replayed.counts.flagged.to_string(),
-        ),
-        (
-            "warnings",
-            o.counts.warnings.to_string(),
-            r.replayed.counts.warnings.to_string(),
-        ),
-    ];
+    let (oc, rc) = (&o.counts, &r.replayed.counts);
+    let mut rows: Vec<(&str, String, String)> = vec![(
+        "state",
+        o.state.as_str().into(),
+        r.replayed.state.as_str().into(),
+    )];
+    for (what, a, b) in [
+        ("added", oc.added, rc.added),
+        ("updated", oc.updated, rc.updated),
+        ("removed", oc.removed, rc.removed),
+        ("unchanged", oc.unchanged, rc.unchanged),
+        ("flagged", oc.flagged, rc.flagged),
+        ("warnings", oc.warnings, rc.warnings),
+    ] {
+        rows.push((what, a.to_string(), b.to_string()));
+    }
     text += &format!("  {:<12} {:>14} {:>14}\n", "", "original", "replayed");
     for (what, a, b) in rows {
         let mark = if a == b { "" } else { "  <- differs" };
