@@ -33,6 +33,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, Source};
 use crate::store::{RunState, Store};
+use crate::support::Redaction;
 use crate::worker::{self, ImportOptions, WorkerError};
 
 /// Keeps a mass-notification recipient list in step with an HR or property
@@ -370,7 +371,7 @@ pub enum SupportCommand {
     /// feed's configuration without secrets.
     ///
     /// Works while the server runs (the server writes the file, as its
-    /// own user). The bundle holds personal data.
+    /// own user). The bundle holds personal data unless `--redact`.
     Bundle {
         /// The run (from `runs list`).
         #[arg(long, value_name = "ID")]
@@ -378,6 +379,15 @@ pub enum SupportCommand {
         /// The file to write; it must not exist yet.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Replace every personal value (file, people before the run,
+        /// record, report) by a pseudonym that validation treats the same
+        /// way, so the bundle can travel by email or a ticket system.
+        #[arg(long)]
+        redact: bool,
+        /// With --redact (which it implies): the group fields' values
+        /// (departments, sites) become pseudonyms too.
+        #[arg(long)]
+        redact_groups: bool,
     },
 }
 
@@ -602,8 +612,18 @@ pub fn execute(
         Command::Health { url } => health::check(config, url.as_deref()),
         Command::Doctor { json } => doctor::doctor(config, json, &backend, io),
         Command::Backup { out } => backup::backup(config, &out, &backend, io),
-        Command::Support(SupportCommand::Bundle { run, out }) => {
-            support::bundle(config, run, &out, &backend, io)
+        Command::Support(SupportCommand::Bundle {
+            run,
+            out,
+            redact,
+            redact_groups,
+        }) => {
+            let redaction = match (redact, redact_groups) {
+                (_, true) => Redaction::PersonalAndGroups,
+                (true, false) => Redaction::Personal,
+                (false, false) => Redaction::None,
+            };
+            support::bundle(config, run, &out, redaction, &backend, io)
         }
         Command::Replay { bundle, json } => support::replay_bundle(&bundle, json, io.out),
         Command::Restore { file } => backup::restore(config, &file, &backend, io),

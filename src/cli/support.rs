@@ -11,7 +11,7 @@ use std::path::Path;
 use super::{read_store, Backend, Failure, Io};
 use crate::config::Config;
 use crate::import::printable;
-use crate::support::{make_bundle, replay, Replayed, SupportError};
+use crate::support::{make_bundle, replay, Redaction, Replayed, SupportError};
 
 impl From<SupportError> for Failure {
     fn from(e: SupportError) -> Self {
@@ -27,6 +27,7 @@ pub fn bundle(
     config: &Config,
     run_id: u64,
     out: &Path,
+    redaction: Redaction,
     backend: &Backend,
     io: &mut Io,
 ) -> Result<u8, Failure> {
@@ -47,7 +48,15 @@ pub fn bundle(
             config.store_path().display()
         )));
     };
-    let manifest = make_bundle(config, store, run_id, out, super::VERSION, Some(doctor))?;
+    let manifest = make_bundle(
+        config,
+        store,
+        run_id,
+        out,
+        super::VERSION,
+        Some(doctor),
+        redaction,
+    )?;
     let mut text = format!(
         "bundle of run {run_id} (feed {}, file {}) written to {}: {} people before the run\n",
         manifest.feed,
@@ -58,7 +67,11 @@ pub fn bundle(
     for w in &manifest.warnings {
         text += &format!("warning: {w}\n");
     }
-    text += "it holds personal data (the file and the people before the run): send it only where that may go\n";
+    text += if manifest.redacted {
+        "personal values are pseudonyms (the header, and the filter fields' values, are as they were; group fields' values too unless --redact-groups)\n"
+    } else {
+        "it holds personal data (the file and the people before the run): send it only where that may go, or make it with --redact\n"
+    };
     io.out
         .write_all(text.as_bytes())
         .map_err(|e| Failure::Runtime(e.into()))?;

@@ -56,14 +56,16 @@ pub use apply::{
 };
 pub use diff::{diff_scan, Diff, StoredIndex};
 pub use guard::{judge_clearing, judge_delete_guard, judge_removals, thousands, Verdict};
+pub use header::{read_header, Header};
 pub use input::{transcode_utf16, utf16_byte_order, FileInput, Input};
 pub use scan::{header_columns, scan_file, scan_file_against, Encoding, Known, Rejection, Scan};
+pub(crate) use text::decode_field;
 pub use text::{printable, printable_lines};
 pub use undo::{
     apply_undo, edit_hash_list, plan_undo, revert_change, LoggedChange, LoggedField, LoggedValue,
     UndoApplied, UndoConflict, UndoError, UndoPlan, UndoTarget,
 };
-pub use validate::encode_values;
+pub use validate::{check_field_value, encode_values, is_email, RowParser};
 
 /// The version of the reading and validation rules. It is part of the
 /// fingerprint that lets rows whose raw text is as stored skip validation,

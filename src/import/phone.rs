@@ -437,28 +437,55 @@ fn parse_with_crate(
 /// match (or, without leading digits, whose patterns match); the number must
 /// match one of that region's number types.
 fn is_valid(code: u16, nsn: &str) -> bool {
-    let Some(regions) = regions_of(code) else {
-        return false;
-    };
+    valid_region(code, nsn).is_some()
+}
+
+/// The region (index) a number is valid in, chosen as [`is_valid`] says.
+fn valid_region(code: u16, nsn: &str) -> Option<usize> {
+    let regions = regions_of(code)?;
     if regions.len() == 1 {
-        return plan(regions.start).is_valid(nsn);
+        return plan(regions.start).is_valid(nsn).then_some(regions.start);
     }
     for index in regions {
         let region = plan(index);
         match &region.leading_digits {
             Some(leading) => {
                 if leading.is_match(nsn) {
-                    return region.is_valid(nsn);
+                    return region.is_valid(nsn).then_some(index);
                 }
             }
             None => {
                 if region.is_valid(nsn) {
-                    return true;
+                    return Some(index);
                 }
             }
         }
     }
-    false
+    None
+}
+
+/// What kind of number a valid E.164 number is: its region and the set of
+/// its region's number types it matches (mobile, fixed line, toll free…),
+/// a bit each. Two numbers of the same kind give the same pair; an invalid
+/// number gives `None`.
+pub fn number_kind(e164: &str) -> Option<(usize, u32)> {
+    let digits = e164.strip_prefix('+')?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (code, nsn) = split_country_code(digits)?;
+    let index = valid_region(code, nsn)?;
+    let region = plan(index);
+    let len = nsn.len();
+    let types = region
+        .types
+        .iter()
+        .enumerate()
+        .filter(|(_, (pattern, lengths))| {
+            (*lengths == 0 || lengths & (1 << len) != 0) && full_match(pattern, nsn)
+        })
+        .fold(0u32, |mask, (i, _)| mask | 1 << i.min(31));
+    Some((index, types))
 }
 
 /// A possible length for any region of `code`.

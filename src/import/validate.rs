@@ -475,6 +475,19 @@ fn check_value<'v>(
     }
 }
 
+/// What validation makes of one value of `field` (trimmed, as a row's
+/// cell is): the value to store or why it is invalid, and the warnings it
+/// raises. Support's redaction uses it to keep each value's outcome.
+pub fn check_field_value(
+    value: &str,
+    field: &Field,
+    feed: &Feed,
+) -> (Result<String, String>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let outcome = check_value(value, field, feed, true, &mut warnings).map(Cow::into_owned);
+    (outcome, warnings)
+}
+
 /// Splits, trims, drops empty parts and repeats (the first one is kept).
 pub fn split_multi<'v>(value: &'v str, separator: &str) -> Vec<&'v str> {
     let mut out: Vec<&str> = Vec::new();

@@ -35,6 +35,7 @@ use crate::config::{Config, Feed};
 use crate::import::revert_change;
 use crate::store::{Run, RunState, Store, StoreError};
 
+mod redact;
 mod replay;
 
 pub use replay::{replay, Replayed};
@@ -58,6 +59,12 @@ pub struct Manifest {
     pub people_before: u64,
     /// What the bundle could not do exactly, in words.
     pub warnings: Vec<String>,
+    /// Personal values are pseudonyms (`--redact`).
+    #[serde(default)]
+    pub redacted: bool,
+    /// The group fields' values are pseudonyms too (`--redact-groups`).
+    #[serde(default)]
+    pub groups_redacted: bool,
     /// SHA-256 (hex) of every other entry.
     pub checksums: BTreeMap<String, String>,
 }
@@ -103,6 +110,18 @@ impl SupportError {
     }
 }
 
+/// What personal data a bundle carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Redaction {
+    /// The real values.
+    #[default]
+    None,
+    /// Pseudonyms for personal values; group fields' values kept.
+    Personal,
+    /// Pseudonyms for group fields' values too.
+    PersonalAndGroups,
+}
+
 /// Writes the bundle of run `run_id` to `out` (a new file), with
 /// `doctor`'s text when given; returns its manifest. Nothing is left at
 /// `out` when it fails.
@@ -113,6 +132,7 @@ pub fn make_bundle(
     out: &Path,
     version: &str,
     doctor: Option<String>,
+    redaction: Redaction,
 ) -> Result<Manifest, SupportError> {
     if out.exists() {
         return Err(SupportError::Usage(format!(
@@ -147,21 +167,45 @@ pub fn make_bundle(
     )))?;
     let mut warnings = Vec::new();
     let (people, fingerprints) = state_before(store, feed, &run, &mut warnings)?;
-    let mut entries: Vec<(String, Vec<u8>)> = vec![
+    let report = run
+        .error_report
+        .as_deref()
+        .and_then(|report| std::fs::read(report).ok());
+    let mut doctor = doctor;
+    let mut emails = emails_json(store, run_id)?;
+    let mut config_text = bundled_config(config, feed)?;
+    let (file_bytes, people, run, report) = if redaction == Redaction::None {
+        (file_bytes, people, run, report)
+    } else {
+        let redacted = redact::redact(
+            feed,
+            redaction == Redaction::PersonalAndGroups,
+            &file_bytes,
+            &people,
+            &run,
+            report.as_deref(),
+        );
+        warnings.extend(redacted.warnings);
+        doctor = doctor.map(|text| redact::addresses_in(&text));
+        emails = redact::addresses_in(&String::from_utf8_lossy(&emails)).into_bytes();
+        config_text = redact::config_addresses(&config_text);
         (
-            "config.toml".into(),
-            bundled_config(config, feed)?.into_bytes(),
-        ),
+            redacted.file,
+            redacted.people,
+            redacted.run,
+            redacted.report,
+        )
+    };
+    let mut entries: Vec<(String, Vec<u8>)> = vec![
+        ("config.toml".into(), config_text.into_bytes()),
         (format!("file/{}", run.file), file_bytes),
         ("before/people.jsonl".into(), people_lines(&people)?),
         ("before/fingerprints.json".into(), to_json(&fingerprints)?),
         ("run.json".into(), to_json(&run)?),
-        ("emails.json".into(), emails_json(store, run_id)?),
+        ("emails.json".into(), emails),
     ];
-    if let Some(report) = run.error_report.as_deref().map(Path::new) {
-        if let Ok(bytes) = std::fs::read(report) {
-            entries.push(("error-report.csv".into(), bytes));
-        }
+    if let Some(bytes) = report {
+        entries.push(("error-report.csv".into(), bytes));
     }
     match doctor {
         Some(text) => entries.push(("doctor.txt".into(), text.into_bytes())),
@@ -179,6 +223,8 @@ pub fn make_bundle(
         file_name: run.file.clone(),
         people_before: people.len() as u64,
         warnings,
+        redacted: redaction != Redaction::None,
+        groups_redacted: redaction == Redaction::PersonalAndGroups,
         checksums: entries
             .iter()
             .map(|(name, bytes)| (name.clone(), sha256_hex(bytes)))

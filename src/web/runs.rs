@@ -591,13 +591,30 @@ pub(super) async fn removals_csv(
     )
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct BundleQuery {
+    /// `personal` or `groups`: pseudonyms as `--redact` and
+    /// `--redact-groups` make them.
+    #[serde(default)]
+    redact: Option<String>,
+}
+
 /// The run's support bundle (`flagsync support bundle`), made under the
 /// engine's gate into a temporary file and sent as a download.
 pub(super) async fn support_bundle(
     State(state): State<Arc<WebState>>,
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<u64>,
+    axum::extract::Query(query): axum::extract::Query<BundleQuery>,
 ) -> Response {
+    let redaction = match query.redact.as_deref() {
+        None | Some("") => crate::support::Redaction::None,
+        Some("personal") => crate::support::Redaction::Personal,
+        Some("groups") => crate::support::Redaction::PersonalAndGroups,
+        Some(_) => {
+            return (StatusCode::BAD_REQUEST, "redact is 'personal' or 'groups'").into_response()
+        }
+    };
     if let Err(r) = download_run(&state, &headers, id) {
         return refused(r);
     }
@@ -617,6 +634,7 @@ pub(super) async fn support_bundle(
             &out,
             crate::cli::VERSION,
             None,
+            redaction,
         )
         .map(|_| std::fs::read(&out));
         let _ = std::fs::remove_file(&out);

@@ -43,6 +43,8 @@ mod logs;
 #[cfg(feature = "e2e")]
 mod mail;
 #[cfg(feature = "e2e")]
+mod redact;
+#[cfg(feature = "e2e")]
 mod schedule;
 #[cfg(feature = "e2e")]
 mod serve;

@@ -14,7 +14,7 @@ use crate::util::*;
 /// Runs the files one after the other through the server (each written
 /// to `upload/` while it is stopped, picked up at start), as the server
 /// records them.
-fn serve_files(env: &Env, files: &[(&str, String)]) -> Vec<Value> {
+pub(crate) fn serve_files(env: &Env, files: &[(&str, String)]) -> Vec<Value> {
     let mut runs = Vec::new();
     for (name, text) in files {
         let upload = upload_dir(env, "hr");
@@ -29,24 +29,30 @@ fn serve_files(env: &Env, files: &[(&str, String)]) -> Vec<Value> {
 }
 
 fn bundle(env: &Env, run: &str) -> (PathBuf, Out) {
-    let out = env.root.join(format!("run-{run}.bundle.zip"));
-    let result = env.run(&[
+    bundle_with(env, run, &[], "bundle")
+}
+
+/// `support bundle --run RUN` with `flags`, to a new file named by `tag`.
+pub(crate) fn bundle_with(env: &Env, run: &str, flags: &[&str], tag: &str) -> (PathBuf, Out) {
+    let out = env.root.join(format!("run-{run}.{tag}.zip"));
+    let mut args = vec![
         "support",
         "bundle",
         "--run",
         run,
         "--out",
         out.to_str().unwrap(),
-    ]);
-    (out, result)
+    ];
+    args.extend_from_slice(flags);
+    (out.clone(), env.run(&args))
 }
 
-fn replay(env: &Env, bundle: &Path) -> (i32, Value) {
+pub(crate) fn replay(env: &Env, bundle: &Path) -> (i32, Value) {
     let out = env.run(&["replay", bundle.to_str().unwrap(), "--json"]);
     (out.code, out.json("replay"))
 }
 
-fn entries(bundle: &Path) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn entries(bundle: &Path) -> BTreeMap<String, Vec<u8>> {
     let file = std::fs::File::open(bundle).expect("bundle");
     let mut zip = zip::ZipArchive::new(file).expect("a zip");
     (0..zip.len())

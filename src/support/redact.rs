@@ -1,0 +1,1298 @@
+//! `support bundle --redact`: every personal value of a bundle replaced by
+//! a pseudonym that validation treats as it treated the original, so that
+//! the bundle can travel and still replay identically.
+//!
+//! One value becomes one pseudonym everywhere in the bundle: the file, the
+//! people before the run, the run's record and its error report.
+//! - **IDs**: letters by letters of the same case and digits by digits,
+//!   through a random map that keeps the order of the bundle's IDs (the
+//!   sorted list maps to a sorted list), their lengths, repeats and empties.
+//! - **Phones**: a valid number keeps its country, its leading digits and
+//!   its kind (the set of number types it matches: mobile, fixed line…);
+//!   its last digits are drawn again until the number is valid, of the same
+//!   kind and nobody's number in the bundle. The file's way of writing it
+//!   (spaces, brackets, `+`, trunk prefix, extension) is kept. An invalid
+//!   one gets new digits until it is invalid for the same reason.
+//! - **Everything else personal** (names, emails, unmapped columns): each
+//!   word, a run of letters and digits, becomes a word of the same length,
+//!   letters of the same case drawn without vowels (so a pseudonym never
+//!   spells a real name) and digits. Punctuation, spaces, `@` and an
+//!   address's top-level domain stay, so a valid address stays valid, an
+//!   invalid one invalid for the same reason, and lengths stay.
+//! - **Kept**: the header, the values of the feed's filter fields (they
+//!   decide who is imported) and of its group fields unless
+//!   `--redact-groups`, and bytes that are not characters (a bad byte in a
+//!   UTF-8 file: the reason names it).
+//!
+//! The randomness is the operating system's, drawn for each bundle and
+//! never written down.
+
+use std::collections::{HashMap, HashSet};
+
+use rand::rngs::ThreadRng;
+use rand::RngExt;
+
+use super::PersonBefore;
+use crate::config::{Feed, FieldKind};
+use crate::import::{
+    check_field_value, decode_field, is_email, phone, printable, read_header, scan_file,
+    transcode_utf16, utf16_byte_order, Encoding, Header, Input, RowParser,
+};
+use crate::store::Run;
+
+/// A bundle's personal parts, redacted.
+pub struct Redacted {
+    pub file: Vec<u8>,
+    pub people: Vec<PersonBefore>,
+    pub run: Run,
+    pub report: Option<Vec<u8>>,
+    /// What could not be redacted keeping validation's outcome, in words.
+    pub warnings: Vec<String>,
+}
+
+/// Redacts the run's file, the people before it, the run's record and its
+/// error report together (see the module's text).
+pub fn redact(
+    feed: &Feed,
+    redact_groups: bool,
+    file: &[u8],
+    people: &[PersonBefore],
+    run: &Run,
+    report: Option<&[u8]>,
+) -> Redacted {
+    let mut r = Redactor::new(feed, redact_groups, run.encoding.unwrap_or(Encoding::Utf8));
+    let text = Text::of(file);
+    let header = read_header(&text, feed).ok();
+    let lines_wanted: HashSet<u32> = run
+        .errors
+        .iter()
+        .map(|e| e.line)
+        .chain(report.map(report_lines).unwrap_or_default())
+        .collect();
+    if let Some(header) = &header {
+        r.set_header(header);
+        for_each_record(&text.bytes, header, r.encoding, |record| {
+            r.collect_record(&record)
+        });
+    }
+    r.collect_people(people);
+    r.collect_run(run);
+    r.build_id_map();
+    let redacted_text = match &header {
+        Some(header) => r.rewrite_records(&text.bytes, header, &lines_wanted),
+        None => r.rewrite_unreadable(&text.bytes),
+    };
+    let redacted_text = Text {
+        bytes: redacted_text,
+        utf8_copy: text.utf8_copy,
+    };
+    let new_hashes = row_hashes_by_line(&redacted_text, feed);
+    let old_rows = first_rows_by_id(&text, feed);
+    let people = people
+        .iter()
+        .map(|p| r.person(p, &old_rows, &new_hashes))
+        .collect();
+    let run = r.run(run);
+    let report = report.map(|bytes| r.report(bytes));
+    Redacted {
+        file: text.encode_like(file, redacted_text.bytes),
+        people,
+        run,
+        report,
+        warnings: r.finish_warnings(),
+    }
+}
+
+// ------------------------------------------------------------------------
+// The file as the import reads it
+// ------------------------------------------------------------------------
+
+/// The file's bytes as the import reads them: a UTF-16 file as its UTF-8
+/// copy.
+struct Text {
+    bytes: Vec<u8>,
+    utf8_copy: bool,
+}
+
+impl Text {
+    fn of(file: &[u8]) -> Text {
+        let plain = Text {
+            bytes: file.to_vec(),
+            utf8_copy: false,
+        };
+        if let Some(order) = utf16_byte_order(&plain) {
+            let mut bytes = Vec::with_capacity(file.len());
+            if transcode_utf16(&plain, order, &mut bytes).is_ok() {
+                return Text {
+                    bytes,
+                    utf8_copy: true,
+                };
+            }
+        }
+        plain
+    }
+
+    /// `redacted` (in this text's form) in the original file's form.
+    fn encode_like(&self, original: &[u8], redacted: Vec<u8>) -> Vec<u8> {
+        if !self.utf8_copy {
+            return redacted;
+        }
+        let big_endian = original.starts_with(&[0xFE, 0xFF]);
+        let text = String::from_utf8_lossy(&redacted);
+        let mut out = Vec::with_capacity(2 + text.len() * 2);
+        out.extend_from_slice(if big_endian {
+            &[0xFE, 0xFF]
+        } else {
+            &[0xFF, 0xFE]
+        });
+        for unit in text.encode_utf16() {
+            out.extend_from_slice(&if big_endian {
+                unit.to_be_bytes()
+            } else {
+                unit.to_le_bytes()
+            });
+        }
+        out
+    }
+}
+
+impl Input for Text {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn is_utf8_copy(&self) -> bool {
+        self.utf8_copy
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.bytes.as_slice().read_exact_at(offset, buf)
+    }
+}
+
+/// One data record: where it starts, its physical line, its cells as the
+/// import reads them (decoded, not trimmed) and their raw byte ranges.
+struct Record {
+    line: u32,
+    cells: Vec<String>,
+    spans: Vec<(usize, usize)>,
+}
+
+/// Walks the data records the way the import splits them.
+fn for_each_record(text: &[u8], header: &Header, encoding: Encoding, mut f: impl FnMut(Record)) {
+    let mut at = (header.data_start as usize).min(text.len());
+    let mut line = header.lines_before_data as u32 + 1;
+    // The LF of the header's CRLF may be where the data starts.
+    let mut after_cr = at > 0 && text[at - 1] == b'\r';
+    let mut parser = RowParser::new(header.delimiter);
+    let mut count_lines = |bytes: &[u8], line: &mut u32| {
+        for &b in bytes {
+            if b == b'\r' || (b == b'\n' && !after_cr) {
+                *line += 1;
+            }
+            after_cr = b == b'\r';
+        }
+    };
+    while at < text.len() {
+        // Blank lines (and the LF of a CRLF) hold no record; csv-core
+        // would skip them into the next one.
+        let blank = text[at..]
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        count_lines(&text[at..at + blank], &mut line);
+        at += blank;
+        if at >= text.len() {
+            break;
+        }
+        let (cells, used) = parser.parse_record(&text[at..]);
+        if used == 0 {
+            break;
+        }
+        let bytes = &text[at..at + used];
+        let cells: Vec<&[u8]> = cells.iter().collect();
+        if !(cells.len() == 1 && cells[0].is_empty()) {
+            f(Record {
+                line,
+                cells: cells
+                    .iter()
+                    .map(|c| decode_field(c, encoding).into_owned())
+                    .collect(),
+                spans: cell_spans(bytes, header.delimiter)
+                    .into_iter()
+                    .map(|(s, e)| (at + s, at + e))
+                    .collect(),
+            });
+        }
+        count_lines(bytes, &mut line);
+        at += used;
+    }
+}
+
+/// The raw byte ranges of a record's cells (quotes included), read as
+/// csv-core reads them: a quote opens a quoted part only at a cell's start.
+fn cell_spans(record: &[u8], delimiter: u8) -> Vec<(usize, usize)> {
+    #[derive(PartialEq)]
+    enum State {
+        Start,
+        Plain,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let mut spans = Vec::new();
+    let mut start = 0;
+    let mut state = State::Start;
+    for (i, &b) in record.iter().enumerate() {
+        state = match state {
+            State::Start if b == b'"' => State::Quoted,
+            State::Quoted if b == b'"' => State::QuoteInQuoted,
+            State::Quoted => State::Quoted,
+            State::QuoteInQuoted if b == b'"' => State::Quoted,
+            _ if b == delimiter => {
+                spans.push((start, i));
+                start = i + 1;
+                State::Start
+            }
+            _ if b == b'\r' || b == b'\n' => {
+                spans.push((start, i));
+                return spans;
+            }
+            _ => State::Plain,
+        };
+    }
+    spans.push((start, record.len()));
+    spans
+}
+
+/// The lines a report names (its first column).
+fn report_lines(report: &[u8]) -> Vec<u32> {
+    read_report(report)
+        .iter()
+        .skip(1)
+        .filter_map(|row| row.first()?.parse().ok())
+        .collect()
+}
+
+fn read_report(report: &[u8]) -> Vec<Vec<String>> {
+    let body = report.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(report);
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(body)
+        .records()
+        .filter_map(Result::ok)
+        .map(|r| r.iter().map(str::to_string).collect())
+        .collect()
+}
+
+/// Each data row's raw hash, by line, as pass 1 computes it.
+fn row_hashes_by_line(text: &Text, feed: &Feed) -> HashMap<u32, u64> {
+    scan_file(text, feed, &|_| {})
+        .map(|scan| scan.rows.iter().map(|r| (r.line, r.hash)).collect())
+        .unwrap_or_default()
+}
+
+/// Each ID's first row: (its raw hash, its line).
+fn first_rows_by_id(text: &Text, feed: &Feed) -> HashMap<String, (u64, u32)> {
+    let mut out = HashMap::new();
+    if let Ok(scan) = scan_file(text, feed, &|_| {}) {
+        for row in &scan.rows {
+            out.entry(row.id.to_string())
+                .or_insert((row.hash, row.line));
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------------
+// Characters
+// ------------------------------------------------------------------------
+
+/// Where a character's replacement comes from. Characters without one
+/// (punctuation, spaces, symbols, controls) stay as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pool {
+    Digit,
+    Upper,
+    Lower,
+    /// A non-ASCII capital: one of Latin-1's (one byte in Windows-1252,
+    /// two in UTF-8, as most such letters).
+    WideUpper,
+    WideLower,
+    /// A letter of three UTF-8 bytes without case (CJK and the like).
+    Ideograph,
+}
+
+impl Pool {
+    fn of(c: char) -> Option<Pool> {
+        match c {
+            '0'..='9' => Some(Pool::Digit),
+            'A'..='Z' => Some(Pool::Upper),
+            'a'..='z' => Some(Pool::Lower),
+            c if c.is_ascii() || !c.is_alphabetic() => None,
+            c if c.len_utf8() == 2 && c.is_uppercase() => Some(Pool::WideUpper),
+            c if c.len_utf8() == 2 && c.is_lowercase() => Some(Pool::WideLower),
+            c if c.len_utf8() == 3 && !c.is_uppercase() && !c.is_lowercase() => {
+                Some(Pool::Ideograph)
+            }
+            _ => None,
+        }
+    }
+
+    /// The characters a word's letters are drawn from: no vowels, so that
+    /// a pseudonym never spells a real name.
+    fn word_chars(self) -> &'static [char] {
+        const DIGITS: &[char] = &['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'];
+        match self {
+            Pool::Digit => DIGITS,
+            Pool::Upper => &[
+                'B', 'C', 'D', 'F', 'G', 'H', 'J', 'K', 'L', 'M', 'N', 'P', 'Q', 'R', 'S', 'T',
+                'V', 'W', 'X', 'Z',
+            ],
+            Pool::Lower => &[
+                'b', 'c', 'd', 'f', 'g', 'h', 'j', 'k', 'l', 'm', 'n', 'p', 'q', 'r', 's', 't',
+                'v', 'w', 'x', 'z',
+            ],
+            Pool::WideUpper => &['Ç', 'Ð', 'Ñ', 'Þ'],
+            Pool::WideLower => &['ç', 'ð', 'ñ', 'þ', 'ß'],
+            Pool::Ideograph => &['丁', '丂', '七', '丄', '丅', '丆', '万', '丈', '三', '上'],
+        }
+    }
+
+    /// The class's whole alphabet in order (IDs keep their order through
+    /// it; words fall back to it when the vowel-free one is used up).
+    fn alphabet(self) -> Vec<char> {
+        match self {
+            Pool::Digit => ('0'..='9').collect(),
+            Pool::Upper => ('A'..='Z').collect(),
+            Pool::Lower => ('a'..='z').collect(),
+            Pool::WideUpper => ('\u{C0}'..='\u{DE}').filter(|&c| c != '×').collect(),
+            Pool::WideLower => ('\u{DF}'..='\u{FF}').filter(|&c| c != '÷').collect(),
+            Pool::Ideograph => ('\u{4E00}'..='\u{9FA5}').collect(),
+        }
+    }
+}
+
+/// The characters of `value` that have a pool, in order.
+fn pooled_chars(value: &str) -> impl Iterator<Item = char> + '_ {
+    value.chars().filter(|&c| Pool::of(c).is_some())
+}
+
+/// One cell's raw bytes with its pooled characters replaced, in order, by
+/// `to`'s characters at the places where `from` (the cell's value) has its
+/// pooled characters. `None` when the raw bytes do not hold `from`'s pooled
+/// characters (the cell was not read as expected).
+fn overlay(raw: &[u8], encoding: Encoding, from: &str, to: &str) -> Option<Vec<u8>> {
+    let mut expected = pooled_chars(from);
+    let mut replacements = from
+        .chars()
+        .zip(to.chars())
+        .filter(|(f, _)| Pool::of(*f).is_some())
+        .map(|(_, t)| t);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut failed = false;
+    for_each_unit(raw, encoding, |unit, c| {
+        match c.filter(|&c| Pool::of(c).is_some()) {
+            Some(c) if !failed => match (expected.next(), replacements.next()) {
+                (Some(e), Some(r)) if e == c => match encode_char(r, encoding) {
+                    Some(bytes) => out.extend_from_slice(&bytes),
+                    None => out.extend_from_slice(unit),
+                },
+                _ => failed = true,
+            },
+            _ => out.extend_from_slice(unit),
+        }
+    });
+    (!failed && expected.next().is_none()).then_some(out)
+}
+
+/// Calls `f` with each character of `raw` (its bytes, the character) in
+/// `encoding`; a byte that is no character comes with `None`.
+fn for_each_unit(raw: &[u8], encoding: Encoding, mut f: impl FnMut(&[u8], Option<char>)) {
+    if encoding == Encoding::Windows1252 {
+        for i in 0..raw.len() {
+            let c = decode_field(&raw[i..=i], encoding).chars().next();
+            f(&raw[i..=i], c);
+        }
+        return;
+    }
+    for chunk in raw.utf8_chunks() {
+        let valid = chunk.valid();
+        for (i, c) in valid.char_indices() {
+            f(&valid.as_bytes()[i..i + c.len_utf8()], Some(c));
+        }
+        for i in 0..chunk.invalid().len() {
+            f(&chunk.invalid()[i..=i], None);
+        }
+    }
+}
+
+fn encode_char(c: char, encoding: Encoding) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 4];
+    let text = c.encode_utf8(&mut buf);
+    if encoding != Encoding::Windows1252 {
+        return Some(text.as_bytes().to_vec());
+    }
+    let (bytes, _, unmappable) = encoding_rs::WINDOWS_1252.encode(text);
+    (!unmappable).then(|| bytes.into_owned())
+}
+
+// ------------------------------------------------------------------------
+// The redactor
+// ------------------------------------------------------------------------
+
+/// What is done with one column's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Treatment {
+    Keep,
+    Id,
+    Phone,
+    Email,
+    Words,
+}
+
+/// A phone value's pseudonym, with the extension and the stored number it
+/// made (the reasons quote them).
+#[derive(Clone)]
+struct PhoneValue {
+    pseudonym: String,
+    extension: Option<(String, String)>,
+    number: Option<(String, String)>,
+}
+
+/// How many digits of an invalid phone stay as written: what makes it
+/// invalid is mostly at its start (a trunk prefix, a country code).
+const KEPT_LEADING_DIGITS: usize = 3;
+
+struct Redactor<'f> {
+    feed: &'f Feed,
+    redact_groups: bool,
+    encoding: Encoding,
+    rng: ThreadRng,
+    /// The file's columns: column to field.
+    columns: HashMap<usize, usize>,
+    all_ids: HashSet<String>,
+    ids: HashMap<String, String>,
+    words: HashMap<String, String>,
+    used_words: HashSet<String>,
+    original_words: HashSet<String>,
+    /// Valid numbers, E.164 to E.164.
+    numbers: HashMap<String, String>,
+    used_numbers: HashSet<String>,
+    original_numbers: HashSet<String>,
+    phone_values: HashMap<String, PhoneValue>,
+    email_values: HashMap<String, String>,
+    /// For the lines the run's record and report name: each cell's
+    /// (value, pseudonym), trimmed.
+    lines: HashMap<u32, Vec<(String, String)>>,
+    /// Values whose outcome could not be kept: (line, 0 for the people
+    /// before the run).
+    unkept: Vec<u32>,
+}
+
+impl<'f> Redactor<'f> {
+    fn new(feed: &'f Feed, redact_groups: bool, encoding: Encoding) -> Redactor<'f> {
+        Redactor {
+            feed,
+            redact_groups,
+            encoding,
+            rng: rand::rng(),
+            columns: HashMap::new(),
+            all_ids: HashSet::new(),
+            ids: HashMap::new(),
+            words: HashMap::new(),
+            used_words: HashSet::new(),
+            original_words: HashSet::new(),
+            numbers: HashMap::new(),
+            used_numbers: HashSet::new(),
+            original_numbers: HashSet::new(),
+            phone_values: HashMap::new(),
+            email_values: HashMap::new(),
+            lines: HashMap::new(),
+            unkept: Vec::new(),
+        }
+    }
+
+    fn set_header(&mut self, header: &Header) {
+        self.columns = header
+            .field_columns
+            .iter()
+            .enumerate()
+            .filter_map(|(field, col)| col.map(|c| (c, field)))
+            .collect();
+    }
+
+    fn treatment(&self, field: Option<usize>) -> Treatment {
+        let Some(i) = field else {
+            return Treatment::Words;
+        };
+        if self.feed.filters.iter().any(|f| f.field == i)
+            || (!self.redact_groups && self.feed.group_fields.contains(&i))
+        {
+            return Treatment::Keep;
+        }
+        match self.feed.fields[i].kind {
+            FieldKind::Id => Treatment::Id,
+            FieldKind::Sms | FieldKind::Voice => Treatment::Phone,
+            FieldKind::Email => Treatment::Email,
+            FieldKind::Text | FieldKind::Multi => Treatment::Words,
+        }
+    }
+
+    // -- what the bundle holds, before anything is replaced ---------------
+
+    fn collect_value(&mut self, field: Option<usize>, value: &str) {
+        if value.is_empty() {
+            return;
+        }
+        match self.treatment(field) {
+            Treatment::Keep => {}
+            Treatment::Id => {
+                self.all_ids.insert(value.to_string());
+            }
+            Treatment::Phone => {
+                if let Some(i) = field {
+                    if let Ok(e164) = check_field_value(value, &self.feed.fields[i], self.feed).0 {
+                        self.original_numbers.insert(e164);
+                    }
+                }
+            }
+            Treatment::Email | Treatment::Words => {
+                for word in words_of(value) {
+                    if !self.original_words.contains(word) {
+                        self.original_words.insert(word.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    fn collect_record(&mut self, record: &Record) {
+        for (col, cell) in record.cells.iter().enumerate() {
+            let field = self.columns.get(&col).copied();
+            self.collect_value(field, cell.trim());
+        }
+    }
+
+    fn collect_people(&mut self, people: &[PersonBefore]) {
+        for person in people {
+            self.all_ids.insert(person.id.clone());
+            for (i, value) in person.values.iter().enumerate() {
+                match self.treatment(Some(i)) {
+                    Treatment::Phone => {
+                        self.original_numbers.insert(value.clone());
+                    }
+                    _ => self.collect_value(Some(i), value),
+                }
+            }
+        }
+    }
+
+    fn collect_run(&mut self, run: &Run) {
+        let ids = run
+            .errors
+            .iter()
+            .filter_map(|e| e.id.clone())
+            .chain(run.restored_id.clone());
+        self.all_ids.extend(ids);
+    }
+
+    /// IDs keep their order: the sorted list of the bundle's IDs maps to a
+    /// sorted list. At each place where sorted IDs part ways, the letters
+    /// or digits they part on get the same number of new ones of their
+    /// class, drawn at random and kept in order; classes keep their ranges,
+    /// so IDs that part on classes keep their order too.
+    fn build_id_map(&mut self) {
+        let mut ids: Vec<&String> = self.all_ids.iter().filter(|id| !id.is_empty()).collect();
+        ids.sort();
+        let chars: Vec<Vec<char>> = ids.iter().map(|id| id.chars().collect()).collect();
+        let mut mapped = chars.clone();
+        let mut pending = vec![(0, ids.len(), 0)];
+        while let Some((lo, hi, depth)) = pending.pop() {
+            let mut i = lo;
+            while i < hi && chars[i].len() == depth {
+                i += 1;
+            }
+            let mut branches: Vec<(char, usize, usize)> = Vec::new();
+            while i < hi {
+                let c = chars[i][depth];
+                let start = i;
+                while i < hi && chars[i][depth] == c {
+                    i += 1;
+                }
+                branches.push((c, start, i));
+            }
+            let mut to: HashMap<char, char> = HashMap::new();
+            for pool in [Pool::Digit, Pool::Upper, Pool::Lower] {
+                let present: Vec<char> = branches
+                    .iter()
+                    .map(|b| b.0)
+                    .filter(|&c| Pool::of(c) == Some(pool))
+                    .collect();
+                if present.is_empty() {
+                    continue;
+                }
+                let alphabet = pool.alphabet();
+                let mut picks =
+                    rand::seq::index::sample(&mut self.rng, alphabet.len(), present.len())
+                        .into_vec();
+                picks.sort_unstable();
+                to.extend(
+                    present
+                        .into_iter()
+                        .zip(picks.into_iter().map(|k| alphabet[k])),
+                );
+            }
+            for (c, start, end) in branches {
+                let new = to.get(&c).copied().unwrap_or(c);
+                for id in &mut mapped[start..end] {
+                    id[depth] = new;
+                }
+                pending.push((start, end, depth + 1));
+            }
+        }
+        self.ids = ids
+            .into_iter()
+            .zip(mapped)
+            .map(|(id, new)| (id.clone(), new.into_iter().collect()))
+            .collect();
+    }
+
+    // -- pseudonyms -------------------------------------------------------
+
+    fn id(&self, value: &str) -> String {
+        self.ids
+            .get(value)
+            .cloned()
+            .unwrap_or_else(|| value.to_string())
+    }
+
+    /// A word's pseudonym: the same length, each character from its pool;
+    /// never one another word already got, and not one of the bundle's
+    /// words while there is room.
+    fn word(&mut self, word: &str) -> String {
+        if let Some(known) = self.words.get(word) {
+            return known.clone();
+        }
+        let pools: Vec<Option<Pool>> = word.chars().map(Pool::of).collect();
+        let mut chosen = None;
+        for attempt in 0..128 {
+            let candidate: String = word
+                .chars()
+                .zip(&pools)
+                .map(|(c, pool)| match pool {
+                    Some(pool) => {
+                        let set = pool.word_chars();
+                        set[self.rng.random_range(0..set.len())]
+                    }
+                    None => c,
+                })
+                .collect();
+            if self.used_words.contains(&candidate)
+                || (attempt < 64 && self.original_words.contains(&candidate))
+            {
+                continue;
+            }
+            chosen = Some(candidate);
+            break;
+        }
+        let new = chosen.unwrap_or_else(|| self.first_free_word(word));
+        self.used_words.insert(new.clone());
+        self.words.insert(word.to_string(), new.clone());
+        new
+    }
+
+    /// The first word of `word`'s shape (over whole alphabets) no other
+    /// word got: a short word among many of its shape.
+    fn first_free_word(&self, word: &str) -> String {
+        let alphabets: Vec<Vec<char>> = word
+            .chars()
+            .map(|c| Pool::of(c).map_or(vec![c], Pool::alphabet))
+            .collect();
+        let mut index = vec![0usize; alphabets.len()];
+        for _ in 0..(1 << 20) {
+            let candidate: String = index.iter().zip(&alphabets).map(|(&i, a)| a[i]).collect();
+            if !self.used_words.contains(&candidate) {
+                return candidate;
+            }
+            let mut k = alphabets.len();
+            loop {
+                if k == 0 {
+                    return word.to_string();
+                }
+                k -= 1;
+                index[k] += 1;
+                if index[k] < alphabets[k].len() {
+                    break;
+                }
+                index[k] = 0;
+            }
+        }
+        word.to_string()
+    }
+
+    /// `value` with each word replaced, except words starting at or after
+    /// byte `keep_from`.
+    fn words_in(&mut self, value: &str, keep_from: usize) -> String {
+        let mut out = String::with_capacity(value.len());
+        let mut at = 0;
+        while at < value.len() {
+            let rest = &value[at..];
+            let word_len = rest
+                .find(|c: char| Pool::of(c).is_none())
+                .unwrap_or(rest.len());
+            if word_len > 0 {
+                let word = &rest[..word_len];
+                if at >= keep_from {
+                    out.push_str(word);
+                } else {
+                    let new = self.word(word);
+                    out.push_str(&new);
+                }
+            }
+            let gap = &rest[word_len..];
+            let gap_len = gap
+                .find(|c: char| Pool::of(c).is_some())
+                .unwrap_or(gap.len());
+            out.push_str(&gap[..gap_len]);
+            at += word_len + gap_len;
+        }
+        out
+    }
+
+    fn email(&mut self, value: &str, line: u32) -> String {
+        if let Some(known) = self.email_values.get(value) {
+            return known.clone();
+        }
+        let new = self.words_in(value, top_level_domain(value));
+        if is_email(value) != is_email(&new) {
+            self.unkept.push(line);
+        }
+        self.email_values.insert(value.to_string(), new.clone());
+        new
+    }
+
+    /// A valid number's pseudonym: its last digits drawn again until it is
+    /// valid, of the same kind, and nobody's number.
+    fn number(&mut self, e164: &str) -> String {
+        if let Some(known) = self.numbers.get(e164) {
+            return known.clone();
+        }
+        let kind = phone::number_kind(e164);
+        let digits = e164.len().saturating_sub(1);
+        let mut tail = 4.min(digits.saturating_sub(3)).max(1).min(e164.len());
+        let mut new = None;
+        for attempt in 1..=600 {
+            if attempt % 150 == 0 {
+                tail = (tail + 1)
+                    .min(digits.saturating_sub(1))
+                    .max(1)
+                    .min(e164.len());
+            }
+            let mut candidate = e164[..e164.len() - tail].to_string();
+            for _ in 0..tail {
+                candidate.push(char::from(b'0' + self.rng.random_range(0..10u8)));
+            }
+            if candidate == e164
+                || self.used_numbers.contains(&candidate)
+                || self.original_numbers.contains(&candidate)
+                || (kind.is_some() && phone::number_kind(&candidate) != kind)
+            {
+                continue;
+            }
+            new = Some(candidate);
+            break;
+        }
+        let new = new.unwrap_or_else(|| {
+            self.unkept.push(0);
+            self.words_in(e164, usize::MAX)
+        });
+        self.used_numbers.insert(new.clone());
+        self.numbers.insert(e164.to_string(), new.clone());
+        new
+    }
+
+    fn phone(&mut self, value: &str, field: usize, line: u32) -> PhoneValue {
+        if let Some(known) = self.phone_values.get(value) {
+            return known.clone();
+        }
+        let new = match check_field_value(value, &self.feed.fields[field], self.feed).0 {
+            Ok(e164) => self.valid_phone(value, &e164, line),
+            Err(reason) => self.invalid_phone(value, field, &reason, line),
+        };
+        self.phone_values.insert(value.to_string(), new.clone());
+        new
+    }
+
+    /// A valid phone as written, with the digits that differ between its
+    /// number and the number's pseudonym written over its last digits, and
+    /// an extension's digits drawn again.
+    fn valid_phone(&mut self, value: &str, e164: &str, line: u32) -> PhoneValue {
+        let to = self.number(e164);
+        let country = self.feed.default_country;
+        let extension = phone::normalize_phone(value, country)
+            .ok()
+            .and_then(|p| p.extension);
+        let digits: Vec<usize> = value
+            .char_indices()
+            .filter(|(_, c)| c.is_ascii_digit())
+            .map(|(i, _)| i)
+            .collect();
+        let ext_len = extension.as_ref().map_or(0, String::len).min(digits.len());
+        let (number_digits, extension_digits) = digits.split_at(digits.len() - ext_len);
+        let differing = e164.len() - common_prefix_len(e164, &to);
+        let mut bytes = value.as_bytes().to_vec();
+        let mut written = differing <= number_digits.len();
+        if written {
+            for (k, &at) in number_digits.iter().rev().take(differing).enumerate() {
+                bytes[at] = to.as_bytes()[to.len() - 1 - k];
+            }
+        }
+        let mut new_extension = String::new();
+        for &at in extension_digits {
+            let digit = b'0' + self.rng.random_range(0..10u8);
+            bytes[at] = digit;
+            new_extension.push(char::from(digit));
+        }
+        // Only ASCII digits were written over ASCII digits.
+        let pseudonym = String::from_utf8(bytes).unwrap_or_else(|_| to.clone());
+        written &= phone::normalize_phone(&pseudonym, country)
+            .is_ok_and(|p| p.e164 == to && p.extension.is_some() == extension.is_some());
+        if !written {
+            self.unkept.push(line);
+        }
+        PhoneValue {
+            pseudonym,
+            extension: extension.map(|e| (e, new_extension)),
+            number: Some((e164.to_string(), to)),
+        }
+    }
+
+    /// An invalid phone: its words replaced and its digits after the first
+    /// few drawn again until validation refuses it for the same reason.
+    fn invalid_phone(&mut self, value: &str, field: usize, reason: &str, line: u32) -> PhoneValue {
+        let worded = self.words_in(value, usize::MAX);
+        let mut kept = 0;
+        let mut last = worded.clone();
+        for _ in 0..64 {
+            let candidate: String = value
+                .chars()
+                .zip(worded.chars())
+                .map(|(original, worded)| {
+                    if !original.is_ascii_digit() {
+                        return worded;
+                    }
+                    kept += 1;
+                    if kept <= KEPT_LEADING_DIGITS {
+                        original
+                    } else {
+                        char::from(b'0' + self.rng.random_range(0..10u8))
+                    }
+                })
+                .collect();
+            kept = 0;
+            let outcome = check_field_value(&candidate, &self.feed.fields[field], self.feed).0;
+            if outcome == Err(reason.replace(value, &candidate)) {
+                return PhoneValue {
+                    pseudonym: candidate,
+                    extension: None,
+                    number: None,
+                };
+            }
+            last = candidate;
+        }
+        self.unkept.push(line);
+        PhoneValue {
+            pseudonym: last,
+            extension: None,
+            number: None,
+        }
+    }
+
+    /// The pseudonym of one trimmed value of `field` (a column of the file
+    /// no field reads when `None`).
+    fn value(&mut self, field: Option<usize>, value: &str, line: u32) -> String {
+        if value.is_empty() {
+            return String::new();
+        }
+        match (self.treatment(field), field) {
+            (Treatment::Keep, _) => value.to_string(),
+            (Treatment::Id, _) => self.id(value),
+            (Treatment::Phone, Some(i)) => self.phone(value, i, line).pseudonym,
+            (Treatment::Email, _) => self.email(value, line),
+            _ => self.words_in(value, usize::MAX),
+        }
+    }
+
+    /// A stored value (phones in E.164) of field `i`.
+    fn stored_value(&mut self, i: usize, value: &str) -> String {
+        match self.treatment(Some(i)) {
+            Treatment::Phone if value.starts_with('+') => self.number(value),
+            _ => self.value(Some(i), value, 0),
+        }
+    }
+
+    /// Bytes the import cannot read as cells: every word replaced.
+    fn raw_words(&mut self, raw: &[u8], encoding: Encoding) -> Vec<u8> {
+        let mut units: Vec<(Vec<u8>, Option<char>)> = Vec::new();
+        for_each_unit(raw, encoding, |bytes, c| {
+            units.push((bytes.to_vec(), c.filter(|&c| Pool::of(c).is_some())))
+        });
+        let mut out = Vec::with_capacity(raw.len());
+        let mut i = 0;
+        while i < units.len() {
+            if units[i].1.is_none() {
+                out.extend_from_slice(&units[i].0);
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < units.len() && units[i].1.is_some() {
+                i += 1;
+            }
+            let word: String = units[start..i].iter().filter_map(|u| u.1).collect();
+            let new = self.word(&word);
+            for (unit, c) in units[start..i].iter().zip(new.chars()) {
+                match encode_char(c, encoding) {
+                    Some(bytes) => out.extend_from_slice(&bytes),
+                    None => out.extend_from_slice(&unit.0),
+                }
+            }
+        }
+        out
+    }
+
+    // -- the bundle's parts -----------------------------------------------
+
+    fn rewrite_records(&mut self, text: &[u8], header: &Header, wanted: &HashSet<u32>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len());
+        let mut last = 0;
+        let encoding = self.encoding;
+        for_each_record(text, header, encoding, |record| {
+            let keep_values = wanted.contains(&record.line);
+            let mut values = Vec::new();
+            let readable = record.spans.len() == record.cells.len();
+            for (col, &(start, end)) in record.spans.iter().enumerate() {
+                out.extend_from_slice(&text[last..start]);
+                last = end;
+                let raw = &text[start..end];
+                let Some(cell) = record.cells.get(col).filter(|_| readable) else {
+                    let new = self.raw_words(raw, encoding);
+                    out.extend_from_slice(&new);
+                    continue;
+                };
+                let value = cell.trim();
+                let new = self.value(self.columns.get(&col).copied(), value, record.line);
+                let bytes = if new == value {
+                    raw.to_vec()
+                } else {
+                    overlay(raw, encoding, value, &new).unwrap_or_else(|| {
+                        self.unkept.push(record.line);
+                        self.raw_words(raw, encoding)
+                    })
+                };
+                out.extend_from_slice(&bytes);
+                if keep_values {
+                    values.push((value.to_string(), new));
+                }
+            }
+            if keep_values {
+                self.lines.insert(record.line, values);
+            }
+        });
+        out.extend_from_slice(&text[last..]);
+        out
+    }
+
+    /// A file whose header the import refuses (not a CSV, a column missing
+    /// or twice): its first line as it is (the reason is about it), every
+    /// word after it replaced.
+    fn rewrite_unreadable(&mut self, text: &[u8]) -> Vec<u8> {
+        let first_line = memchr::memchr2(b'\r', b'\n', text).unwrap_or(text.len());
+        let mut out = text[..first_line].to_vec();
+        let rest = self.raw_words(&text[first_line..], Encoding::Utf8);
+        out.extend_from_slice(&rest);
+        out
+    }
+
+    fn person(
+        &mut self,
+        person: &PersonBefore,
+        old_rows: &HashMap<String, (u64, u32)>,
+        new_hashes: &HashMap<u32, u64>,
+    ) -> PersonBefore {
+        let values = person
+            .values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| self.stored_value(i, v))
+            .collect();
+        // A row the server trusted by its hash is trusted by its new hash.
+        let hash = person
+            .hash
+            .as_deref()
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .and_then(|h| {
+                let (old, line) = old_rows.get(&person.id)?;
+                (*old == h).then(|| new_hashes.get(line)).flatten()
+            })
+            .map(|h| format!("{h:016x}"));
+        PersonBefore {
+            id: self.id(&person.id),
+            values,
+            hash,
+        }
+    }
+
+    fn run(&mut self, run: &Run) -> Run {
+        let mut new = run.clone();
+        for error in &mut new.errors {
+            error.id = error.id.as_deref().map(|id| self.id(id));
+            error.reasons = error
+                .reasons
+                .iter()
+                .map(|r| self.reason(r, error.line))
+                .collect();
+        }
+        new.would_remove = run
+            .would_remove
+            .iter()
+            .map(|shown| self.removed_person(shown))
+            .collect();
+        new.restored_id = run.restored_id.as_deref().map(|id| self.id(id));
+        for admin in [
+            &mut new.confirmed_by,
+            &mut new.rejected_by,
+            &mut new.requested_by,
+        ] {
+            if admin.is_some() {
+                *admin = Some("admin".into());
+            }
+        }
+        new
+    }
+
+    /// A would-be removal as a held run shows it: the person's ID, then
+    /// their name's values (the longest known ID the text starts with).
+    fn removed_person(&mut self, shown: &str) -> String {
+        let id_end = shown
+            .char_indices()
+            .filter(|&(_, c)| c == ' ')
+            .map(|(i, _)| i)
+            .chain([shown.len()])
+            .rfind(|&end| self.ids.contains_key(&shown[..end]));
+        match id_end {
+            Some(end) => {
+                let name = self.words_in(&shown[end..], usize::MAX);
+                format!("{}{name}", self.id(&shown[..end]))
+            }
+            None => self.words_in(shown, usize::MAX),
+        }
+    }
+
+    /// A reason of `line` with the values it quotes replaced.
+    fn reason(&self, reason: &str, line: u32) -> String {
+        let Some(values) = self.lines.get(&line) else {
+            return reason.to_string();
+        };
+        let mut out = reason.to_string();
+        for (value, new) in values {
+            if value == new {
+                continue;
+            }
+            let (shown, new_shown) = (printable(value), printable(new));
+            for prefix in [": '", "of '", "ID '"] {
+                out = out.replace(
+                    &format!("{prefix}{shown}'"),
+                    &format!("{prefix}{new_shown}'"),
+                );
+            }
+            if let Some(phone) = self.phone_values.get(value) {
+                if let Some((old, new)) = &phone.extension {
+                    out = out.replace(
+                        &format!("extension {old} of '"),
+                        &format!("extension {new} of '"),
+                    );
+                }
+                if let Some((old, new)) = &phone.number {
+                    out = out.replace(
+                        &format!("dropped; {old} is stored"),
+                        &format!("dropped; {new} is stored"),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// The error report with its reasons and records redacted like the
+    /// file (its own header row kept).
+    fn report(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let rows = read_report(bytes);
+        let mut out = b"\xEF\xBB\xBF".to_vec();
+        {
+            let mut writer = csv::WriterBuilder::new()
+                .flexible(true)
+                .from_writer(&mut out);
+            for (n, row) in rows.iter().enumerate() {
+                let line: Option<u32> = row.first().and_then(|l| l.parse().ok());
+                let new_row: Vec<String> = if n == 0 {
+                    row.clone()
+                } else {
+                    row.iter()
+                        .enumerate()
+                        .map(|(j, cell)| self.report_cell(line, j, cell))
+                        .collect()
+                };
+                // Writing to memory does not fail.
+                let _ = writer.write_record(&new_row);
+            }
+            let _ = writer.flush();
+        }
+        out
+    }
+
+    fn report_cell(&mut self, line: Option<u32>, column: usize, cell: &str) -> String {
+        let plain = unneutralize(cell);
+        let new = match (column, line) {
+            (0, _) => return cell.to_string(),
+            (1, Some(line)) => self.reason(plain, line),
+            (1, None) => plain.to_string(),
+            (_, line) => {
+                let pair = line
+                    .and_then(|l| self.lines.get(&l))
+                    .and_then(|values| values.get(column - 2))
+                    .cloned();
+                let overlaid = pair.and_then(|(value, new)| {
+                    overlay(plain.as_bytes(), Encoding::Utf8, &value, &new)
+                        .and_then(|b| String::from_utf8(b).ok())
+                });
+                match overlaid {
+                    Some(text) => text,
+                    None => {
+                        String::from_utf8_lossy(&self.raw_words(plain.as_bytes(), Encoding::Utf8))
+                            .into_owned()
+                    }
+                }
+            }
+        };
+        crate::report::neutralize(&new).into_owned()
+    }
+
+    fn finish_warnings(&mut self) -> Vec<String> {
+        if self.unkept.is_empty() {
+            return Vec::new();
+        }
+        self.unkept.sort_unstable();
+        self.unkept.dedup();
+        let lines: Vec<String> = self
+            .unkept
+            .iter()
+            .filter(|&&l| l > 0)
+            .take(10)
+            .map(u32::to_string)
+            .collect();
+        let where_ = if lines.is_empty() {
+            "in the people before the run".to_string()
+        } else {
+            format!("on lines {}", lines.join(", "))
+        };
+        vec![format!(
+            "{} values could not be redacted keeping what validation makes of them ({where_}): the replay may differ there",
+            self.unkept.len()
+        )]
+    }
+}
+
+/// The words of a value: its runs of pooled characters.
+fn words_of(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split(|c: char| Pool::of(c).is_none())
+        .filter(|w| !w.is_empty())
+}
+
+/// Where an address's top-level domain starts (it stays: a made-up one
+/// would not be valid); past the end when there is none.
+fn top_level_domain(value: &str) -> usize {
+    let Some(at) = value.rfind('@') else {
+        return usize::MAX;
+    };
+    match value[at..].rfind('.') {
+        Some(dot)
+            if value[at + dot + 1..]
+                .chars()
+                .all(|c| c.is_ascii_alphabetic()) =>
+        {
+            at + dot + 1
+        }
+        _ => usize::MAX,
+    }
+}
+
+fn common_prefix_len(a: &str, b: &str) -> usize {
+    a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count()
+}
+
+/// A report cell as written before spreadsheets' formula guard.
+fn unneutralize(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
+        _ => cell,
+    }
+}
+
+/// `text` with every email address (a word holding `@`) replaced: report
+/// recipients and mail server answers in a redacted bundle's emails and
+/// doctor output are people too.
+pub fn addresses_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let is_address = word
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty());
+        out.push_str(if is_address {
+            "someone@example.invalid"
+        } else {
+            word
+        });
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_whitespace() || "<>\"',;()[]{}".contains(c) {
+            flush(&mut word, &mut out);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+/// The bundled configuration with each address (a string holding `@`,
+/// alone or in a list) replaced by a valid made-up one.
+pub fn config_addresses(text: &str) -> String {
+    let Ok(mut table) = toml::from_str::<toml::Table>(text) else {
+        return addresses_in(text);
+    };
+    let mut seen: HashMap<String, String> = HashMap::new();
+    fn walk(value: &mut toml::Value, seen: &mut HashMap<String, String>) {
+        match value {
+            toml::Value::String(s) if s.contains('@') => {
+                let n = seen.len() + 1;
+                *s = seen
+                    .entry(s.clone())
+                    .or_insert_with(|| format!("redacted-{n}@example.com"))
+                    .clone();
+            }
+            toml::Value::Array(items) => items.iter_mut().for_each(|v| walk(v, seen)),
+            toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| walk(v, seen)),
+            _ => {}
+        }
+    }
+    for (_, value) in table.iter_mut() {
+        walk(value, &mut seen);
+    }
+    toml::to_string(&table).unwrap_or_else(|_| addresses_in(text))
+}
