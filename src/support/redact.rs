@@ -29,6 +29,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use compact_str::CompactString;
 use rand::rngs::ThreadRng;
 use rand::RngExt;
 
@@ -474,17 +475,21 @@ struct Redactor<'f> {
     all_ids: HashSet<String>,
     ids: HashMap<String, String>,
     words: HashMap<String, String>,
-    used_words: HashSet<String>,
-    original_words: HashSet<String>,
+    /// Words and numbers as [`key`]s: a million people's worth of them
+    /// would not fit as strings.
+    used_words: HashSet<u64>,
+    original_words: HashSet<u64>,
     /// Valid numbers, E.164 to E.164.
-    numbers: HashMap<String, String>,
-    used_numbers: HashSet<String>,
-    original_numbers: HashSet<String>,
-    phone_values: HashMap<String, PhoneValue>,
-    email_values: HashMap<String, String>,
+    numbers: HashMap<CompactString, CompactString>,
+    used_numbers: HashSet<u64>,
+    original_numbers: HashSet<u64>,
+    /// Invalid phones as written: their pseudonyms are drawn, not derived.
+    invalid_phones: HashMap<String, String>,
     /// For the lines the run's record and report name: each cell's
     /// (value, pseudonym), trimmed.
     lines: HashMap<u32, Vec<(String, String)>>,
+    /// The same lines' phones.
+    line_phones: HashMap<u32, Vec<PhoneValue>>,
     /// Values whose outcome could not be kept: (line, 0 for the people
     /// before the run).
     unkept: Vec<u32>,
@@ -506,9 +511,9 @@ impl<'f> Redactor<'f> {
             numbers: HashMap::new(),
             used_numbers: HashSet::new(),
             original_numbers: HashSet::new(),
-            phone_values: HashMap::new(),
-            email_values: HashMap::new(),
+            invalid_phones: HashMap::new(),
             lines: HashMap::new(),
+            line_phones: HashMap::new(),
             unkept: Vec::new(),
         }
     }
@@ -553,15 +558,13 @@ impl<'f> Redactor<'f> {
             Treatment::Phone => {
                 if let Some(i) = field {
                     if let Ok(e164) = check_field_value(value, &self.feed.fields[i], self.feed).0 {
-                        self.original_numbers.insert(e164);
+                        self.original_numbers.insert(key(&e164));
                     }
                 }
             }
             Treatment::Email | Treatment::Words => {
                 for word in words_of(value) {
-                    if !self.original_words.contains(word) {
-                        self.original_words.insert(word.to_string());
-                    }
+                    self.original_words.insert(key(word));
                 }
             }
         }
@@ -580,7 +583,7 @@ impl<'f> Redactor<'f> {
             for (i, value) in person.values.iter().enumerate() {
                 match self.treatment(Some(i)) {
                     Treatment::Phone => {
-                        self.original_numbers.insert(value.clone());
+                        self.original_numbers.insert(key(value));
                     }
                     _ => self.collect_value(Some(i), value),
                 }
@@ -688,8 +691,8 @@ impl<'f> Redactor<'f> {
                     None => c,
                 })
                 .collect();
-            if self.used_words.contains(&candidate)
-                || (attempt < 64 && self.original_words.contains(&candidate))
+            if self.used_words.contains(&key(&candidate))
+                || (attempt < 64 && self.original_words.contains(&key(&candidate)))
             {
                 continue;
             }
@@ -697,7 +700,7 @@ impl<'f> Redactor<'f> {
             break;
         }
         let new = chosen.unwrap_or_else(|| self.first_free_word(word));
-        self.used_words.insert(new.clone());
+        self.used_words.insert(key(&new));
         self.words.insert(word.to_string(), new.clone());
         new
     }
@@ -712,7 +715,7 @@ impl<'f> Redactor<'f> {
         let mut index = vec![0usize; alphabets.len()];
         for _ in 0..(1 << 20) {
             let candidate: String = index.iter().zip(&alphabets).map(|(&i, a)| a[i]).collect();
-            if !self.used_words.contains(&candidate) {
+            if !self.used_words.contains(&key(&candidate)) {
                 return candidate;
             }
             let mut k = alphabets.len();
@@ -761,14 +764,10 @@ impl<'f> Redactor<'f> {
     }
 
     fn email(&mut self, value: &str, line: u32) -> String {
-        if let Some(known) = self.email_values.get(value) {
-            return known.clone();
-        }
         let new = self.words_in(value, top_level_domain(value));
         if is_email(value) != is_email(&new) {
             self.unkept.push(line);
         }
-        self.email_values.insert(value.to_string(), new.clone());
         new
     }
 
@@ -776,7 +775,7 @@ impl<'f> Redactor<'f> {
     /// valid, of the same kind, and nobody's number.
     fn number(&mut self, e164: &str) -> String {
         if let Some(known) = self.numbers.get(e164) {
-            return known.clone();
+            return known.to_string();
         }
         let kind = phone::number_kind(e164);
         let digits = e164.len().saturating_sub(1);
@@ -794,8 +793,8 @@ impl<'f> Redactor<'f> {
                 candidate.push(char::from(b'0' + self.rng.random_range(0..10u8)));
             }
             if candidate == e164
-                || self.used_numbers.contains(&candidate)
-                || self.original_numbers.contains(&candidate)
+                || self.used_numbers.contains(&key(&candidate))
+                || self.original_numbers.contains(&key(&candidate))
                 || (kind.is_some() && phone::number_kind(&candidate) != kind)
             {
                 continue;
@@ -807,21 +806,28 @@ impl<'f> Redactor<'f> {
             self.unkept.push(0);
             self.words_in(e164, usize::MAX)
         });
-        self.used_numbers.insert(new.clone());
-        self.numbers.insert(e164.to_string(), new.clone());
+        self.used_numbers.insert(key(&new));
+        self.numbers.insert(e164.into(), new.as_str().into());
         new
     }
 
     fn phone(&mut self, value: &str, field: usize, line: u32) -> PhoneValue {
-        if let Some(known) = self.phone_values.get(value) {
-            return known.clone();
+        if let Some(known) = self.invalid_phones.get(value) {
+            return PhoneValue {
+                pseudonym: known.clone(),
+                extension: None,
+                number: None,
+            };
         }
-        let new = match check_field_value(value, &self.feed.fields[field], self.feed).0 {
+        match check_field_value(value, &self.feed.fields[field], self.feed).0 {
             Ok(e164) => self.valid_phone(value, &e164, line),
-            Err(reason) => self.invalid_phone(value, field, &reason, line),
-        };
-        self.phone_values.insert(value.to_string(), new.clone());
-        new
+            Err(reason) => {
+                let new = self.invalid_phone(value, field, &reason, line);
+                self.invalid_phones
+                    .insert(value.to_string(), new.pseudonym.clone());
+                new
+            }
+        }
     }
 
     /// A valid phone as written, with the digits that differ between its
@@ -848,11 +854,15 @@ impl<'f> Redactor<'f> {
                 bytes[at] = to.as_bytes()[to.len() - 1 - k];
             }
         }
-        let mut new_extension = String::new();
-        for &at in extension_digits {
-            let digit = b'0' + self.rng.random_range(0..10u8);
+        // The extension's digits as one word: the same value, the same
+        // pseudonym.
+        let old_extension: String = extension_digits
+            .iter()
+            .map(|&at| char::from(bytes[at]))
+            .collect();
+        let new_extension = self.word(&old_extension);
+        for (&at, digit) in extension_digits.iter().zip(new_extension.bytes()) {
             bytes[at] = digit;
-            new_extension.push(char::from(digit));
         }
         // Only ASCII digits were written over ASCII digits.
         let pseudonym = String::from_utf8(bytes).unwrap_or_else(|_| to.clone());
@@ -912,15 +922,29 @@ impl<'f> Redactor<'f> {
     /// The pseudonym of one trimmed value of `field` (a column of the file
     /// no field reads when `None`).
     fn value(&mut self, field: Option<usize>, value: &str, line: u32) -> String {
+        self.cell_value(field, value, line).0
+    }
+
+    /// [`Redactor::value`], with what a phone's pseudonym made of its
+    /// extension and stored number.
+    fn cell_value(
+        &mut self,
+        field: Option<usize>,
+        value: &str,
+        line: u32,
+    ) -> (String, Option<PhoneValue>) {
         if value.is_empty() {
-            return String::new();
+            return (String::new(), None);
         }
         match (self.treatment(field), field) {
-            (Treatment::Keep, _) => value.to_string(),
-            (Treatment::Id, _) => self.id(value),
-            (Treatment::Phone, Some(i)) => self.phone(value, i, line).pseudonym,
-            (Treatment::Email, _) => self.email(value, line),
-            _ => self.words_in(value, usize::MAX),
+            (Treatment::Keep, _) => (value.to_string(), None),
+            (Treatment::Id, _) => (self.id(value), None),
+            (Treatment::Phone, Some(i)) => {
+                let phone = self.phone(value, i, line);
+                (phone.pseudonym.clone(), Some(phone))
+            }
+            (Treatment::Email, _) => (self.email(value, line), None),
+            _ => (self.words_in(value, usize::MAX), None),
         }
     }
 
@@ -971,6 +995,7 @@ impl<'f> Redactor<'f> {
         for_each_record(text, header, encoding, |record| {
             let keep_values = wanted.contains(&record.line);
             let mut values = Vec::new();
+            let mut phones = Vec::new();
             let readable = record.spans.len() == record.cells.len();
             for (col, &(start, end)) in record.spans.iter().enumerate() {
                 out.extend_from_slice(&text[last..start]);
@@ -982,7 +1007,11 @@ impl<'f> Redactor<'f> {
                     continue;
                 };
                 let value = cell.trim();
-                let new = self.value(self.columns.get(&col).copied(), value, record.line);
+                let field = self.columns.get(&col).copied();
+                let (new, phone) = self.cell_value(field, value, record.line);
+                if let Some(phone) = phone.filter(|_| keep_values) {
+                    phones.push(phone);
+                }
                 let bytes = if new == value {
                     raw.to_vec()
                 } else {
@@ -998,6 +1027,7 @@ impl<'f> Redactor<'f> {
             }
             if keep_values {
                 self.lines.insert(record.line, values);
+                self.line_phones.insert(record.line, phones);
             }
         });
         out.extend_from_slice(&text[last..]);
@@ -1107,19 +1137,19 @@ impl<'f> Redactor<'f> {
                     &format!("{prefix}{new_shown}'"),
                 );
             }
-            if let Some(phone) = self.phone_values.get(value) {
-                if let Some((old, new)) = &phone.extension {
-                    out = out.replace(
-                        &format!("extension {old} of '"),
-                        &format!("extension {new} of '"),
-                    );
-                }
-                if let Some((old, new)) = &phone.number {
-                    out = out.replace(
-                        &format!("dropped; {old} is stored"),
-                        &format!("dropped; {new} is stored"),
-                    );
-                }
+        }
+        for phone in self.line_phones.get(&line).into_iter().flatten() {
+            if let Some((old, new)) = &phone.extension {
+                out = out.replace(
+                    &format!("extension {old} of '"),
+                    &format!("extension {new} of '"),
+                );
+            }
+            if let Some((old, new)) = &phone.number {
+                out = out.replace(
+                    &format!("dropped; {old} is stored"),
+                    &format!("dropped; {new} is stored"),
+                );
             }
         }
         out
@@ -1295,4 +1325,10 @@ pub fn config_addresses(text: &str) -> String {
         walk(value, &mut seen);
     }
     toml::to_string(&table).unwrap_or_else(|_| addresses_in(text))
+}
+
+/// A word's or a number's key in the sets that only need to know whether
+/// it was seen.
+fn key(text: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
