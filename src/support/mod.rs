@@ -24,10 +24,11 @@
 //! A replay seeds a store in a temporary folder with that state, runs the
 //! file through the same worker as the server, and compares outcomes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
@@ -124,7 +125,8 @@ pub enum Redaction {
 
 /// Writes the bundle of run `run_id` to `out` (a new file), with
 /// `doctor`'s text when given; returns its manifest. Nothing is left at
-/// `out` when it fails.
+/// `out` when it fails. The people before the run are streamed from the
+/// store into the zip, never held all at once.
 pub fn make_bundle(
     config: &Config,
     store: &Store,
@@ -161,57 +163,81 @@ pub fn make_bundle(
         )));
     }
     let file = run_file(config, &run)?;
-    let file_bytes = std::fs::read(&file).map_err(SupportError::io(format!(
-        "cannot read the run's file {}",
-        file.display()
-    )))?;
     let mut warnings = Vec::new();
-    let (people, fingerprints) = state_before(store, feed, &run, &mut warnings)?;
+    let before = state_before(store, feed, &run, &mut warnings)?;
     let report = run
         .error_report
         .as_deref()
         .and_then(|report| std::fs::read(report).ok());
-    let mut doctor = doctor;
-    let mut emails = emails_json(store, run_id)?;
-    let mut config_text = bundled_config(config, feed)?;
-    let (file_bytes, people, run, report) = if redaction == Redaction::None {
-        (file_bytes, people, run, report)
-    } else {
-        let redacted = redact::redact(
-            feed,
-            redaction == Redaction::PersonalAndGroups,
-            &file_bytes,
-            &people,
-            &run,
-            report.as_deref(),
-        );
-        warnings.extend(redacted.warnings);
-        doctor = doctor.map(|text| redact::addresses_in(&text));
-        emails = redact::addresses_in(&String::from_utf8_lossy(&emails)).into_bytes();
-        config_text = redact::config_addresses(&config_text);
-        (
-            redacted.file,
-            redacted.people,
-            redacted.run,
-            redacted.report,
-        )
+    let mut zip = BundleWriter::create(out)?;
+    let written = (|| -> Result<u64, SupportError> {
+        let config_text = bundled_config(config, feed)?;
+        let emails = emails_json(store, run_id)?;
+        let file_entry = format!("file/{}", run.file);
+        if redaction == Redaction::None {
+            zip.add("config.toml", config_text.as_bytes())?;
+            zip.add_file(&file_entry, &file)?;
+            let people = zip.add_with("before/people.jsonl", |w| {
+                before.for_each(store, feed, |p| person_line(w, &p))
+            })?;
+            zip.add("before/fingerprints.json", &to_json(&before.fingerprints)?)?;
+            zip.add("run.json", &to_json(&run)?)?;
+            zip.add("emails.json", &emails)?;
+            if let Some(bytes) = &report {
+                zip.add("error-report.csv", bytes)?;
+            }
+            if let Some(text) = &doctor {
+                zip.add("doctor.txt", text.as_bytes())?;
+            }
+            return Ok(people);
+        }
+        let file_bytes = std::fs::read(&file).map_err(SupportError::io(format!(
+            "cannot read the run's file {}",
+            file.display()
+        )))?;
+        let mut r = redact::Redactor::new(feed, redaction == Redaction::PersonalAndGroups, &run);
+        let text = r.collect_file(&file_bytes, report.as_deref());
+        before.for_each(store, feed, |p| {
+            r.collect_person(&p);
+            Ok(())
+        })?;
+        r.collect_run(&run);
+        r.build_id_map();
+        let redacted_file = r.rewrite_file(&text, &file_bytes);
+        drop(file_bytes);
+        zip.add(
+            "config.toml",
+            redact::config_addresses(&config_text).as_bytes(),
+        )?;
+        zip.add(&file_entry, &redacted_file)?;
+        drop(redacted_file);
+        let people = zip.add_with("before/people.jsonl", |w| {
+            before.for_each(store, feed, |p| person_line(w, &r.person(&p)))
+        })?;
+        zip.add("before/fingerprints.json", &to_json(&before.fingerprints)?)?;
+        zip.add("run.json", &to_json(&r.run(&run))?)?;
+        let emails = redact::addresses_in(&String::from_utf8_lossy(&emails));
+        zip.add("emails.json", emails.as_bytes())?;
+        if let Some(bytes) = &report {
+            zip.add("error-report.csv", &r.report(bytes))?;
+        }
+        if let Some(text) = &doctor {
+            zip.add("doctor.txt", redact::addresses_in(text).as_bytes())?;
+        }
+        warnings.extend(r.finish_warnings());
+        Ok(people)
+    })();
+    let people_before = match written {
+        Ok(n) => n,
+        Err(e) => {
+            zip.abandon();
+            return Err(e);
+        }
     };
-    let mut entries: Vec<(String, Vec<u8>)> = vec![
-        ("config.toml".into(), config_text.into_bytes()),
-        (format!("file/{}", run.file), file_bytes),
-        ("before/people.jsonl".into(), people_lines(&people)?),
-        ("before/fingerprints.json".into(), to_json(&fingerprints)?),
-        ("run.json".into(), to_json(&run)?),
-        ("emails.json".into(), emails),
-    ];
-    if let Some(bytes) = report {
-        entries.push(("error-report.csv".into(), bytes));
-    }
-    match doctor {
-        Some(text) => entries.push(("doctor.txt".into(), text.into_bytes())),
-        None => warnings.push(
+    if doctor.is_none() {
+        warnings.push(
             "no doctor.txt: made from the status page; run `flagsync doctor` on the server and send its output along".into(),
-        ),
+        );
     }
     let manifest = Manifest {
         format: FORMAT.into(),
@@ -221,17 +247,18 @@ pub fn make_bundle(
         run_id,
         feed: feed.name.clone(),
         file_name: run.file.clone(),
-        people_before: people.len() as u64,
+        people_before,
         warnings,
         redacted: redaction != Redaction::None,
         groups_redacted: redaction == Redaction::PersonalAndGroups,
-        checksums: entries
-            .iter()
-            .map(|(name, bytes)| (name.clone(), sha256_hex(bytes)))
-            .collect(),
+        checksums: BTreeMap::new(),
     };
-    write_zip(out, &manifest, &entries)?;
-    Ok(manifest)
+    zip.finish(manifest, out)
+}
+
+fn person_line(out: &mut dyn Write, person: &PersonBefore) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, person).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")
 }
 
 /// Where the run's file is kept: `held/` while held, `archive/` once the
@@ -260,63 +287,126 @@ fn run_file(config: &Config, run: &Run) -> Result<PathBuf, SupportError> {
     )))
 }
 
-/// The feed's people just before `run` (ID order), and the fingerprints
-/// their hashes were made under.
+/// The feed's people just before a run, as the store and the change log
+/// say: the people a run since then changed, put back as they were (`None`:
+/// not there then), and the stored row hashes, trusted only for people no
+/// run changed since.
+struct Before {
+    changed: BTreeMap<String, Option<Vec<String>>>,
+    hashes: HashMap<CompactString, u64>,
+    fingerprints: Fingerprints,
+}
+
+impl Before {
+    /// Calls `each` with every person before the run, in ID order, and
+    /// returns how many there were.
+    fn for_each(
+        &self,
+        store: &Store,
+        feed: &Feed,
+        mut each: impl FnMut(PersonBefore) -> std::io::Result<()>,
+    ) -> Result<u64, SupportError> {
+        let mut count = 0u64;
+        let mut changed = self.changed.iter().peekable();
+        let mut emit = |id: &str, values: Vec<String>, count: &mut u64| {
+            *count += 1;
+            let hash = (!self.changed.contains_key(id))
+                .then(|| self.hashes.get(id))
+                .flatten()
+                .map(|h| format!("{h:016x}"));
+            each(PersonBefore {
+                id: id.to_string(),
+                values,
+                hash,
+            })
+        };
+        store.for_each_recipient(&feed.name, |id, record| {
+            // People a later run removed (put back here) come in ID order.
+            while let Some((other, values)) = changed.next_if(|(other, _)| other.as_str() < id) {
+                if let Some(values) = values {
+                    emit(other, values.clone(), &mut count)?;
+                }
+            }
+            match changed.next_if(|(other, _)| other.as_str() == id) {
+                Some((_, Some(values))) => emit(id, values.clone(), &mut count),
+                Some((_, None)) => Ok(()),
+                None => emit(id, record.values, &mut count),
+            }
+        })?;
+        for (other, values) in changed {
+            if let Some(values) = values {
+                emit(other, values.clone(), &mut count)
+                    .map_err(SupportError::io("cannot write the people before the run"))?;
+            }
+        }
+        Ok(count)
+    }
+}
+
+/// What [`Before`] needs: the run's and every later applied run's changes
+/// put back, newest first, on the people they touched.
 fn state_before(
     store: &Store,
     feed: &Feed,
     run: &Run,
     warnings: &mut Vec<String>,
-) -> Result<(Vec<PersonBefore>, Fingerprints), SupportError> {
+) -> Result<Before, SupportError> {
     let run_id = run.run_id.unwrap_or_default();
-    let mut people: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    store.for_each_recipient(&feed.name, |id, record| {
-        people.insert(id.to_string(), record.values);
-        Ok(())
-    })?;
-    let mut touched: HashSet<String> = HashSet::new();
     let mut since: Vec<Run> = store
         .list_runs(Some(&feed.name))?
         .into_iter()
         .filter(|r| r.run_id.is_some_and(|id| id >= run_id) && r.state == RunState::Applied)
         .collect();
     since.sort_by_key(|r| std::cmp::Reverse(r.run_id));
+    let mut logs = Vec::new();
     for later in &since {
         let id = later.run_id.unwrap_or_default();
         let changes = store.run_changes(&feed.name, id)?;
         if changes.is_empty() && later.counts.changes() > 0 {
             warnings.push(format!(
-                "run {id} changed {} people but logged nothing (recorded before the change log existed): the state before run {run_id} is the state after it for them",
+                "run {id} changed {} people but logged nothing (recorded before the change log existed, or its log went with `history_retention`): the state before run {run_id} is the state after it for them",
                 later.counts.changes()
             ));
         }
-        for change in changes.iter().rev() {
-            revert_change(&mut people, feed, change);
-            touched.insert(change.id().to_string());
+        logs.push(changes);
+    }
+    let touched: Vec<String> = logs
+        .iter()
+        .flatten()
+        .map(|c| c.id().to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut people: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, values) in touched
+        .iter()
+        .zip(store.recipients_values(&feed.name, &touched)?)
+    {
+        if let Some(values) = values {
+            people.insert(id.clone(), values);
         }
     }
-    let index = store.feed_index(&feed.name)?;
-    let hashes: BTreeMap<&str, u64> = index
-        .hashes
-        .iter()
-        .map(|(id, h)| (id.as_str(), *h))
-        .collect();
-    let people = people
+    for changes in &logs {
+        for change in changes.iter().rev() {
+            revert_change(&mut people, feed, change);
+        }
+    }
+    let changed = touched
         .into_iter()
-        .map(|(id, values)| PersonBefore {
-            hash: (!touched.contains(&id))
-                .then(|| hashes.get(id.as_str()))
-                .flatten()
-                .map(|h| format!("{h:016x}")),
-            id,
-            values,
+        .map(|id| {
+            let values = people.remove(&id);
+            (id, values)
         })
         .collect();
-    let fingerprints = Fingerprints {
-        run: index.fingerprint,
-        mapping: index.mapping,
-    };
-    Ok((people, fingerprints))
+    let index = store.feed_index(&feed.name)?;
+    Ok(Before {
+        changed,
+        fingerprints: Fingerprints {
+            run: index.fingerprint,
+            mapping: index.mapping,
+        },
+        hashes: index.hashes.into_iter().collect(),
+    })
 }
 
 /// The configuration a replay needs: the top-level settings a run reads
@@ -381,16 +471,6 @@ fn without_secrets(value: toml::Value) -> toml::Value {
     }
 }
 
-fn people_lines(people: &[PersonBefore]) -> Result<Vec<u8>, SupportError> {
-    let mut out = Vec::new();
-    for p in people {
-        serde_json::to_writer(&mut out, p)
-            .map_err(|e| SupportError::Usage(format!("cannot write the people: {e}")))?;
-        out.push(b'\n');
-    }
-    Ok(out)
-}
-
 fn emails_json(store: &Store, run_id: u64) -> Result<Vec<u8>, SupportError> {
     let emails: Vec<serde_json::Value> = store
         .messages_of_run(run_id)?
@@ -418,50 +498,135 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Writes the zip to a temporary name beside `out`, then renames it.
-fn write_zip(
-    out: &Path,
-    manifest: &Manifest,
-    entries: &[(String, Vec<u8>)],
-) -> Result<(), SupportError> {
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let temp = dir.join(format!(".flagsync-bundle-{}.tmp", std::process::id()));
-    let written = (|| -> Result<(), SupportError> {
-        let fail = SupportError::io(format!("cannot write {}", temp.display()));
-        let file = std::fs::File::create(&temp).map_err(fail)?;
-        let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
-        let options = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated);
-        let zipped = |e: zip::result::ZipError| SupportError::Io {
-            what: format!("cannot write {}", temp.display()),
-            source: std::io::Error::other(e),
-        };
-        zip.start_file("manifest.json", options).map_err(zipped)?;
-        zip.write_all(&to_json(manifest)?)
-            .map_err(SupportError::io("cannot write the bundle"))?;
-        for (name, bytes) in entries {
-            zip.start_file(name.as_str(), options).map_err(zipped)?;
-            zip.write_all(bytes)
-                .map_err(SupportError::io("cannot write the bundle"))?;
-        }
-        let inner = zip.finish().map_err(zipped)?;
-        let file = inner
-            .into_inner()
-            .map_err(|e| SupportError::io("cannot write the bundle")(e.into_error()))?;
-        file.sync_all()
-            .map_err(SupportError::io("cannot write the bundle"))?;
-        std::fs::rename(&temp, out).map_err(SupportError::io(format!(
-            "cannot move the bundle to {}",
-            out.display()
-        )))
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
+/// A zip being written under a temporary name beside its final one: each
+/// entry's SHA-256 is taken as it is written, and the manifest, which lists
+/// them, comes last.
+struct BundleWriter {
+    zip: zip::ZipWriter<std::io::BufWriter<std::fs::File>>,
+    temp: PathBuf,
+    checksums: BTreeMap<String, String>,
+}
+
+/// Passes bytes on to the zip and into the entry's checksum.
+struct Summing<'w, W: Write> {
+    inner: &'w mut W,
+    sum: sha2::Sha256,
+}
+
+impl<W: Write> Write for Summing<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sum.update(&buf[..n]);
+        Ok(n)
     }
-    written
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl BundleWriter {
+    fn create(out: &Path) -> Result<BundleWriter, SupportError> {
+        let dir = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let temp = dir.join(format!(".flagsync-bundle-{}.tmp", std::process::id()));
+        let file = std::fs::File::create(&temp)
+            .map_err(SupportError::io(format!("cannot write {}", temp.display())))?;
+        Ok(BundleWriter {
+            zip: zip::ZipWriter::new(std::io::BufWriter::with_capacity(1 << 20, file)),
+            temp,
+            checksums: BTreeMap::new(),
+        })
+    }
+
+    /// Adds an entry whose bytes `write` produces; returns what it returned.
+    fn add_with<T>(
+        &mut self,
+        name: &str,
+        write: impl FnOnce(&mut dyn Write) -> Result<T, SupportError>,
+    ) -> Result<T, SupportError> {
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .large_file(true);
+        self.zip
+            .start_file(name, options)
+            .map_err(|e| SupportError::Io {
+                what: format!("cannot write {}", self.temp.display()),
+                source: std::io::Error::other(e),
+            })?;
+        let mut summing = Summing {
+            inner: &mut self.zip,
+            sum: sha2::Sha256::new(),
+        };
+        let value = write(&mut summing)?;
+        let sum = summing.sum.finalize();
+        self.checksums.insert(
+            name.to_string(),
+            sum.iter().map(|b| format!("{b:02x}")).collect(),
+        );
+        Ok(value)
+    }
+
+    fn add(&mut self, name: &str, bytes: &[u8]) -> Result<(), SupportError> {
+        self.add_with(name, |w| {
+            w.write_all(bytes)
+                .map_err(SupportError::io("cannot write the bundle"))
+        })
+    }
+
+    fn add_file(&mut self, name: &str, path: &Path) -> Result<(), SupportError> {
+        let mut file = std::fs::File::open(path).map_err(SupportError::io(format!(
+            "cannot read the run's file {}",
+            path.display()
+        )))?;
+        self.add_with(name, |w| {
+            std::io::copy(&mut file, w)
+                .map(|_| ())
+                .map_err(SupportError::io("cannot write the bundle"))
+        })
+    }
+
+    /// Writes the manifest (with the checksums), syncs, and renames the
+    /// zip to `out`.
+    fn finish(mut self, mut manifest: Manifest, out: &Path) -> Result<Manifest, SupportError> {
+        manifest.checksums = std::mem::take(&mut self.checksums);
+        let temp = self.temp.clone();
+        let done = (|| -> Result<(), SupportError> {
+            let json = to_json(&manifest)?;
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated);
+            let zipped = |e: zip::result::ZipError| SupportError::Io {
+                what: format!("cannot write {}", temp.display()),
+                source: std::io::Error::other(e),
+            };
+            self.zip
+                .start_file("manifest.json", options)
+                .map_err(zipped)?;
+            self.zip
+                .write_all(&json)
+                .map_err(SupportError::io("cannot write the bundle"))?;
+            let inner = self.zip.finish().map_err(zipped)?;
+            let file = inner
+                .into_inner()
+                .map_err(|e| SupportError::io("cannot write the bundle")(e.into_error()))?;
+            file.sync_all()
+                .map_err(SupportError::io("cannot write the bundle"))?;
+            std::fs::rename(&temp, out).map_err(SupportError::io(format!(
+                "cannot move the bundle to {}",
+                out.display()
+            )))
+        })();
+        if done.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        done.map(|()| manifest)
+    }
+
+    fn abandon(self) {
+        let _ = std::fs::remove_file(&self.temp);
+    }
 }
 
 /// A bundle read back: its manifest and entries, checksums verified.

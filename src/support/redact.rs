@@ -41,67 +41,13 @@ use crate::import::{
 };
 use crate::store::Run;
 
-/// A bundle's personal parts, redacted.
-pub struct Redacted {
-    pub file: Vec<u8>,
-    pub people: Vec<PersonBefore>,
-    pub run: Run,
-    pub report: Option<Vec<u8>>,
-    /// What could not be redacted keeping validation's outcome, in words.
-    pub warnings: Vec<String>,
-}
-
-/// Redacts the run's file, the people before it, the run's record and its
-/// error report together (see the module's text).
-pub fn redact(
-    feed: &Feed,
-    redact_groups: bool,
-    file: &[u8],
-    people: &[PersonBefore],
-    run: &Run,
-    report: Option<&[u8]>,
-) -> Redacted {
-    let mut r = Redactor::new(feed, redact_groups, run.encoding.unwrap_or(Encoding::Utf8));
-    let text = Text::of(file);
-    let header = read_header(&text, feed).ok();
-    let lines_wanted: HashSet<u32> = run
-        .errors
-        .iter()
-        .map(|e| e.line)
-        .chain(report.map(report_lines).unwrap_or_default())
-        .collect();
-    if let Some(header) = &header {
-        r.set_header(header);
-        for_each_record(&text.bytes, header, r.encoding, |record| {
-            r.collect_record(&record)
-        });
-    }
-    r.collect_people(people);
-    r.collect_run(run);
-    r.build_id_map();
-    let redacted_text = match &header {
-        Some(header) => r.rewrite_records(&text.bytes, header, &lines_wanted),
-        None => r.rewrite_unreadable(&text.bytes),
-    };
-    let redacted_text = Text {
-        bytes: redacted_text,
-        utf8_copy: text.utf8_copy,
-    };
-    let new_hashes = row_hashes_by_line(&redacted_text, feed);
-    let old_rows = first_rows_by_id(&text, feed);
-    let people = people
-        .iter()
-        .map(|p| r.person(p, &old_rows, &new_hashes))
-        .collect();
-    let run = r.run(run);
-    let report = report.map(|bytes| r.report(bytes));
-    Redacted {
-        file: text.encode_like(file, redacted_text.bytes),
-        people,
-        run,
-        report,
-        warnings: r.finish_warnings(),
-    }
+/// The run's file as the redactor reads it: its text as the import reads
+/// it, its header when the import can read one, and the lines the run's
+/// record and report name (their values are kept to rewrite the reasons).
+pub(super) struct FileText {
+    text: Text,
+    header: Option<Header>,
+    wanted: HashSet<u32>,
 }
 
 // ------------------------------------------------------------------------
@@ -465,7 +411,10 @@ struct PhoneValue {
 /// invalid is mostly at its start (a trunk prefix, a country code).
 const KEPT_LEADING_DIGITS: usize = 3;
 
-struct Redactor<'f> {
+/// Replaces a bundle's personal values: collect everything first (the
+/// file, the people before the run, the run), then build the ID map, then
+/// rewrite each part (the file first: the reasons quote its values).
+pub(super) struct Redactor<'f> {
     feed: &'f Feed,
     redact_groups: bool,
     encoding: Encoding,
@@ -493,14 +442,20 @@ struct Redactor<'f> {
     /// Values whose outcome could not be kept: (line, 0 for the people
     /// before the run).
     unkept: Vec<u32>,
+    /// The lines of the run's recorded row errors.
+    error_lines: HashSet<u32>,
+    /// Each ID's first row in the original file: (raw hash, line).
+    old_rows: HashMap<String, (u64, u32)>,
+    /// Each line's raw hash in the redacted file.
+    new_hashes: HashMap<u32, u64>,
 }
 
 impl<'f> Redactor<'f> {
-    fn new(feed: &'f Feed, redact_groups: bool, encoding: Encoding) -> Redactor<'f> {
+    pub(super) fn new(feed: &'f Feed, redact_groups: bool, run: &Run) -> Redactor<'f> {
         Redactor {
             feed,
             redact_groups,
-            encoding,
+            encoding: run.encoding.unwrap_or(Encoding::Utf8),
             rng: rand::rng(),
             columns: HashMap::new(),
             all_ids: HashSet::new(),
@@ -515,7 +470,50 @@ impl<'f> Redactor<'f> {
             lines: HashMap::new(),
             line_phones: HashMap::new(),
             unkept: Vec::new(),
+            error_lines: HashSet::new(),
+            old_rows: HashMap::new(),
+            new_hashes: HashMap::new(),
         }
+    }
+
+    /// Reads the run's file (and which lines its report names) and collects
+    /// its values.
+    pub(super) fn collect_file(&mut self, file: &[u8], report: Option<&[u8]>) -> FileText {
+        let text = Text::of(file);
+        let header = read_header(&text, self.feed).ok();
+        let wanted = report
+            .map(report_lines)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        if let Some(header) = &header {
+            self.set_header(header);
+            for_each_record(&text.bytes, header, self.encoding, |record| {
+                self.collect_record(&record)
+            });
+        }
+        self.old_rows = first_rows_by_id(&text, self.feed);
+        FileText {
+            text,
+            header,
+            wanted,
+        }
+    }
+
+    /// The file with its values replaced, in the original's form (UTF-16
+    /// stays UTF-16).
+    pub(super) fn rewrite_file(&mut self, file: &FileText, original: &[u8]) -> Vec<u8> {
+        let wanted: HashSet<u32> = file.wanted.union(&self.error_lines).copied().collect();
+        let bytes = match &file.header {
+            Some(header) => self.rewrite_records(&file.text.bytes, header, &wanted),
+            None => self.rewrite_unreadable(&file.text.bytes),
+        };
+        let redacted = Text {
+            bytes,
+            utf8_copy: file.text.utf8_copy,
+        };
+        self.new_hashes = row_hashes_by_line(&redacted, self.feed);
+        file.text.encode_like(original, redacted.bytes)
     }
 
     fn set_header(&mut self, header: &Header) {
@@ -577,8 +575,8 @@ impl<'f> Redactor<'f> {
         }
     }
 
-    fn collect_people(&mut self, people: &[PersonBefore]) {
-        for person in people {
+    pub(super) fn collect_person(&mut self, person: &PersonBefore) {
+        {
             self.all_ids.insert(person.id.clone());
             for (i, value) in person.values.iter().enumerate() {
                 match self.treatment(Some(i)) {
@@ -591,7 +589,8 @@ impl<'f> Redactor<'f> {
         }
     }
 
-    fn collect_run(&mut self, run: &Run) {
+    pub(super) fn collect_run(&mut self, run: &Run) {
+        self.error_lines.extend(run.errors.iter().map(|e| e.line));
         let ids = run
             .errors
             .iter()
@@ -605,7 +604,7 @@ impl<'f> Redactor<'f> {
     /// or digits they part on get the same number of new ones of their
     /// class, drawn at random and kept in order; classes keep their ranges,
     /// so IDs that part on classes keep their order too.
-    fn build_id_map(&mut self) {
+    pub(super) fn build_id_map(&mut self) {
         let mut ids: Vec<&String> = self.all_ids.iter().filter(|id| !id.is_empty()).collect();
         ids.sort();
         let chars: Vec<Vec<char>> = ids.iter().map(|id| id.chars().collect()).collect();
@@ -1045,12 +1044,7 @@ impl<'f> Redactor<'f> {
         out
     }
 
-    fn person(
-        &mut self,
-        person: &PersonBefore,
-        old_rows: &HashMap<String, (u64, u32)>,
-        new_hashes: &HashMap<u32, u64>,
-    ) -> PersonBefore {
+    pub(super) fn person(&mut self, person: &PersonBefore) -> PersonBefore {
         let values = person
             .values
             .iter()
@@ -1063,8 +1057,8 @@ impl<'f> Redactor<'f> {
             .as_deref()
             .and_then(|h| u64::from_str_radix(h, 16).ok())
             .and_then(|h| {
-                let (old, line) = old_rows.get(&person.id)?;
-                (*old == h).then(|| new_hashes.get(line)).flatten()
+                let (old, line) = self.old_rows.get(&person.id)?;
+                (*old == h).then(|| self.new_hashes.get(line)).flatten()
             })
             .map(|h| format!("{h:016x}"));
         PersonBefore {
@@ -1074,7 +1068,7 @@ impl<'f> Redactor<'f> {
         }
     }
 
-    fn run(&mut self, run: &Run) -> Run {
+    pub(super) fn run(&mut self, run: &Run) -> Run {
         let mut new = run.clone();
         for error in &mut new.errors {
             error.id = error.id.as_deref().map(|id| self.id(id));
@@ -1157,7 +1151,7 @@ impl<'f> Redactor<'f> {
 
     /// The error report with its reasons and records redacted like the
     /// file (its own header row kept).
-    fn report(&mut self, bytes: &[u8]) -> Vec<u8> {
+    pub(super) fn report(&mut self, bytes: &[u8]) -> Vec<u8> {
         let rows = read_report(bytes);
         let mut out = b"\xEF\xBB\xBF".to_vec();
         {
@@ -1209,7 +1203,7 @@ impl<'f> Redactor<'f> {
         crate::report::neutralize(&new).into_owned()
     }
 
-    fn finish_warnings(&mut self) -> Vec<String> {
+    pub(super) fn finish_warnings(&mut self) -> Vec<String> {
         if self.unkept.is_empty() {
             return Vec::new();
         }
