@@ -14,12 +14,12 @@ use crate::util::*;
 /// Runs the files one after the other through the server (each written
 /// to `upload/` while it is stopped, picked up at start), as the server
 /// records them.
-pub(crate) fn serve_files(env: &Env, files: &[(&str, String)]) -> Vec<Value> {
+pub(crate) fn serve_files<T: AsRef<[u8]>>(env: &Env, files: &[(&str, T)]) -> Vec<Value> {
     let mut runs = Vec::new();
     for (name, text) in files {
         let upload = upload_dir(env, "hr");
         std::fs::create_dir_all(&upload).expect("upload folder");
-        std::fs::write(upload.join(name), text).expect("write upload");
+        std::fs::write(upload.join(name), text.as_ref()).expect("write upload");
         let server = Server::start(env);
         let all = server.wait_for_exactly(env, runs.len() + 1, RUN_TIMEOUT);
         runs.push(oldest_first(all).pop().expect("a run"));
