@@ -1351,7 +1351,18 @@ group_fields = ["department"]
         let config = config();
         let mut r = redactor(&config);
         let mut ids: Vec<String> = [
-            "A-1", "A-10", "A-2", "B", "a", "a0", "Z9", "z", "9", "10", "Müller-7", "",
+            "A-1",
+            "A-10",
+            "A-2",
+            "B",
+            "a",
+            "a0",
+            "Z9",
+            "z",
+            "9",
+            "10",
+            "Müller-7",
+            "",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -1428,7 +1439,10 @@ group_fields = ["department"]
 
     #[test]
     fn overlay_writes_over_the_values_characters_only() {
-        let cases: [(&[u8], Encoding, &str, &str, &[u8]); 5] = [
+        /// Raw cell, encoding, the value read in it, its pseudonym, the
+        /// pseudonym's raw cell.
+        type Case<'a> = (&'a [u8], Encoding, &'a str, &'a str, &'a [u8]);
+        let cases: [Case; 5] = [
             (
                 br#""Robert ""Bob""""#,
                 Encoding::Utf8,
@@ -1436,7 +1450,13 @@ group_fields = ["department"]
                 "Bcdfgh \"Jkl\"",
                 br#""Bcdfgh ""Jkl""""#,
             ),
-            (b"  Ana Li  ", Encoding::Utf8, "Ana Li", "Bcd Fg", b"  Bcd Fg  "),
+            (
+                b"  Ana Li  ",
+                Encoding::Utf8,
+                "Ana Li",
+                "Bcd Fg",
+                b"  Bcd Fg  ",
+            ),
             (
                 b"\"Mu\xf1oz, Jos\xe9 \"",
                 Encoding::Windows1252,
@@ -1521,7 +1541,10 @@ group_fields = ["department"]
         }
         assert_eq!(out.matches("someone@example.invalid").count(), 4, "{out}");
         assert!(out.contains("<someone@example.invalid>,"), "{out}");
-        assert!(out.contains("an @ alone, trailing@ and @leading stay"), "{out}");
+        assert!(
+            out.contains("an @ alone, trailing@ and @leading stay"),
+            "{out}"
+        );
         assert!(out.starts_with("To: Jane Doe <"), "{out}");
         assert_eq!(addresses_in("no addresses"), "no addresses");
     }

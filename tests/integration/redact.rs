@@ -500,7 +500,10 @@ fn stored(rows: &[Row]) -> Vec<Row> {
 
 /// Whether `value` is in `bytes` as UTF-8, Windows-1252 or UTF-16 LE.
 fn holds(bytes: &[u8], value: &str) -> bool {
-    let mut needles = vec![value.as_bytes().to_vec(), utf16le_with_bom(value)[2..].to_vec()];
+    let mut needles = vec![
+        value.as_bytes().to_vec(),
+        utf16le_with_bom(value)[2..].to_vec(),
+    ];
     if value.chars().all(|c| u32::from(c) < 0x100) {
         needles.push(windows_1252(value));
     }
