@@ -1,11 +1,14 @@
-//! `flagsync doctor`: what support always asks, checked in one go. Each
-//! check is one line, `OK`, `WARN` or `FAIL`, with what was found and,
-//! for WARN and FAIL, what to do. Exit 0 without a FAIL (warnings
-//! allowed), 1 with one.
+//! `flagsync doctor`'s checks: what support always asks, checked in one
+//! go. Each check is one line, `OK`, `WARN` or `FAIL`, with what was found
+//! and, for WARN and FAIL, what to do. The command (`cli::doctor`) prints
+//! them and exits 1 with a FAIL; a support bundle carries their text as
+//! `doctor.txt`, from the command line and from the run's page alike,
+//! which is why they live here and not in `cli`.
 //!
-//! Like `backup`, it is sent to a running server (see `control`): there it
-//! reads the server's open store and connects to the addresses the server
-//! bound; without a server it opens the store read-only here. It changes
+//! Given the server's engine (the command sent to a running server, see
+//! `cli::control`, or the page's bundle), they read the server's open
+//! store and connect to the addresses the server bound; without one they
+//! open the store read-only here. They change
 //! nothing but a test file it writes and deletes in the data folder, and
 //! it sends no email (the SMTP check says EHLO, logs in if configured,
 //! and quits).
@@ -19,9 +22,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Backend, Failure, Io, ReadStore};
 use crate::config::{Config, Source};
 use crate::store::{Delivery, Store, StoreError};
+use crate::worker::engine::Engine;
 
 /// Free space under this is a FAIL: a run's commit or an upload may not fit.
 pub const FAIL_BELOW: u64 = 100 << 20;
@@ -87,34 +90,16 @@ fn fail(name: impl Into<String>, detail: impl Into<String>, fix: impl Into<Strin
     }
 }
 
-/// Runs every check and prints them; 1 when one failed.
-pub fn doctor(config: &Config, json: bool, backend: &Backend, io: &mut Io) -> Result<u8, Failure> {
-    let checks = all_checks(config, backend);
-    print(io.out, &checks, json)?;
-    Ok(if checks.iter().any(|c| c.status == Status::Fail) {
-        1
-    } else {
-        0
-    })
-}
-
-/// The checks' text as `flagsync doctor` prints it (for a support bundle).
-pub fn report(config: &Config, backend: &Backend) -> String {
-    let mut out = Vec::new();
-    match print(&mut out, &all_checks(config, backend), false) {
-        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
-        Err(e) => format!("flagsync doctor could not print its checks: {e}\n"),
-    }
-}
-
-fn all_checks(config: &Config, backend: &Backend) -> Vec<Check> {
+/// Every check, in order; `server`: the running server's engine when the
+/// checks run in it.
+pub fn all_checks(config: &Config, server: Option<&Engine>) -> Vec<Check> {
     let mut checks = vec![configuration(config)];
-    let (store_check, store) = store(config, backend);
+    let (store_check, store) = store(config, server);
     checks.push(store_check);
     checks.push(data_folder(config));
     checks.push(writable(config));
     checks.push(free_space(config));
-    checks.extend(ports(config, backend));
+    checks.extend(ports(config, server));
     checks.push(host_keys(config));
     checks.push(smtp(config));
     checks.push(clock(store.as_ref().and_then(ReadStore::get)));
@@ -122,15 +107,19 @@ fn all_checks(config: &Config, backend: &Backend) -> Vec<Check> {
     checks
 }
 
-fn print(out: &mut dyn std::io::Write, checks: &[Check], json: bool) -> anyhow::Result<()> {
-    if json {
-        let value = serde_json::json!({
-            "checks": checks,
-            "ok": !checks.iter().any(|c| c.status == Status::Fail),
-            "version": super::VERSION,
-        });
-        return super::output::print_value(out, &value);
-    }
+/// Whether a check failed (`flagsync doctor` exits 1).
+pub fn any_failed(checks: &[Check]) -> bool {
+    checks.iter().any(|c| c.status == Status::Fail)
+}
+
+/// The checks' text as `flagsync doctor` prints it (for a support bundle,
+/// made from the command line or the page).
+pub fn report(config: &Config, server: Option<&Engine>) -> String {
+    text(&all_checks(config, server))
+}
+
+/// The checks as lines, then a count of warnings and failures.
+pub fn text(checks: &[Check]) -> String {
     use crate::import::printable;
     let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
     let mut text = String::new();
@@ -152,10 +141,70 @@ fn print(out: &mut dyn std::io::Write, checks: &[Check], json: bool) -> anyhow::
     });
     text.push_str(&format!(
         "flagsync {}: {} checks, {warns} warning(s), {fails} failure(s)\n",
-        super::VERSION,
+        crate::cli::VERSION,
         checks.len()
     ));
-    super::output::print_text(out, &text)
+    text
+}
+
+/// The store to read: the server's, or opened read-only here (`Empty`
+/// when there is none yet).
+enum ReadStore<'a> {
+    Borrowed(&'a Store),
+    Owned(Store),
+    Empty,
+}
+
+impl ReadStore<'_> {
+    fn get(&self) -> Option<&Store> {
+        match self {
+            ReadStore::Borrowed(s) => Some(s),
+            ReadStore::Owned(s) => Some(s),
+            ReadStore::Empty => None,
+        }
+    }
+}
+
+/// Problems with the [smtp] table and the report addresses, found without
+/// sending anything (`flagsync check` refuses the configuration for them).
+pub fn smtp_problems(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(smtp) = &config.smtp {
+        if let Err(e) = crate::mail::Mailer::new(smtp) {
+            problems.push(e.to_string());
+        }
+    }
+    for feed in &config.feeds {
+        for address in &feed.report_to {
+            if address.parse::<lettre::message::Mailbox>().is_err() {
+                problems.push(format!(
+                    "feed '{}': report_to \"{address}\" is not an email address",
+                    feed.name
+                ));
+            }
+        }
+        if !feed.report_to.is_empty() && config.smtp.is_none() {
+            problems.push(format!(
+                "feed '{}' has report_to addresses but there is no [smtp] table: no report will be sent",
+                feed.name
+            ));
+        }
+    }
+    problems
+}
+
+/// What works but is likely not what the administrator wants.
+pub fn config_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if config.smtp.is_some() && config.web_public_url.is_none() {
+        for feed in config.feeds.iter().filter(|f| !f.report_to.is_empty()) {
+            warnings.push(format!(
+                "feed '{}' mails reports but [web] public_url is not set: the mails cannot link to the run's page, and a held run's mail can only name the `flagsync runs confirm` command; set public_url to the address people open the page at",
+                feed.name
+            ));
+        }
+    }
+    warnings
 }
 
 /// Check 1: It loaded (or the command would not be here): where from, and what
@@ -163,7 +212,7 @@ fn print(out: &mut dyn std::io::Write, checks: &[Check], json: bool) -> anyhow::
 fn configuration(config: &Config) -> Check {
     const NAME: &str = "configuration";
     let feeds = format!("{} feed(s): {}", config.feeds.len(), config.feed_names());
-    let problems = super::smtp_problems(config);
+    let problems = smtp_problems(config);
     if !problems.is_empty() {
         return fail(
             NAME,
@@ -171,7 +220,7 @@ fn configuration(config: &Config) -> Check {
             format!("correct {} (flagsync check lists the same)", config.source),
         );
     }
-    let warnings = super::config_warnings(config);
+    let warnings = config_warnings(config);
     if !warnings.is_empty() {
         return warn(
             NAME,
@@ -191,11 +240,11 @@ fn configuration(config: &Config) -> Check {
 
 /// Check 2: The store opens and every entry reads (the server's open store when
 /// sent to it).
-fn store<'a>(config: &Config, backend: &Backend<'a>) -> (Check, Option<ReadStore<'a>>) {
+fn store<'a>(config: &Config, server: Option<&'a Engine>) -> (Check, Option<ReadStore<'a>>) {
     const NAME: &str = "store";
     let path = config.store_path();
-    match backend {
-        Backend::Server(engine) => match engine.store.verify() {
+    match server {
+        Some(engine) => match engine.store.verify() {
             Ok(n) => (
                 ok(
                     NAME,
@@ -211,7 +260,7 @@ fn store<'a>(config: &Config, backend: &Backend<'a>) -> (Check, Option<ReadStore
                 Some(ReadStore::Borrowed(&engine.store)),
             ),
         },
-        Backend::Local => {
+        None => {
             let opened = crate::store::guard_damage(&path, || {
                 let store = Store::open_read_only(&path)?;
                 let entries = match &store {
@@ -465,12 +514,9 @@ fn reachable(address: SocketAddr) -> SocketAddr {
 
 /// Check 4: Something accepts connections on the sFTP and web addresses (those
 /// the server bound, when sent to it).
-fn ports(config: &Config, backend: &Backend) -> Vec<Check> {
-    let bound = match backend {
-        Backend::Server(engine) => engine.listening.get().copied(),
-        Backend::Local => None,
-    };
-    let serving = matches!(backend, Backend::Server(_));
+fn ports(config: &Config, server: Option<&Engine>) -> Vec<Check> {
+    let bound = server.and_then(|engine| engine.listening.get().copied());
+    let serving = server.is_some();
     vec![
         port(
             "sftp port",

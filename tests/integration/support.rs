@@ -433,11 +433,41 @@ fn an_admin_downloads_a_runs_bundle_from_its_page() {
     );
     let (code, replayed) = replay(&web.env, &saved);
     assert_eq!(code, 0, "{replayed:#}");
-    let manifest: Value = serde_json::from_slice(&entries(&saved)["manifest.json"]).unwrap();
+    let all = entries(&saved);
+    let manifest: Value = serde_json::from_slice(&all["manifest.json"]).unwrap();
     assert!(
-        manifest["warnings"].to_string().contains("no doctor.txt"),
+        !manifest["warnings"].to_string().contains("doctor"),
         "{manifest:#}"
     );
+    assert_eq!(manifest["redacted"], false, "{manifest:#}");
+    // The server's own doctor: its open store and the ports it bound.
+    let doctor = String::from_utf8(all["doctor.txt"].clone()).unwrap();
+    assert!(doctor.contains("open in the running server"), "{doctor}");
+    assert!(doctor.contains("checks,"), "{doctor}");
+    assert!(
+        manifest["checksums"]["doctor.txt"].is_string(),
+        "{manifest:#}"
+    );
+    // Redacted from the page.
+    let redacted = web.env.root.join("redacted.zip");
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "-f", "-o"])
+        .arg(&redacted)
+        .arg("-b")
+        .arg(&web.jar)
+        .arg(format!("{url}?redact=personal"));
+    let out = run_tool(cmd, "curl (redacted bundle)", None, TOOL_TIMEOUT);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let all = entries(&redacted);
+    let manifest: Value = serde_json::from_slice(&all["manifest.json"]).unwrap();
+    assert_eq!(manifest["redacted"], true, "{manifest:#}");
+    assert_eq!(manifest["groups_redacted"], false, "{manifest:#}");
+    assert!(all.contains_key("doctor.txt"), "{:?}", all.keys());
+    let (code, replayed) = replay(&web.env, &redacted);
+    assert_eq!(code, 0, "{replayed:#}");
+    assert_eq!(replayed["verdict"], "identical", "{replayed:#}");
+    let (code, _, body) = web.curl(&[&format!("{url}?redact=nonsense")]);
+    assert_eq!(code, 400, "{body}");
     // A run without its file, and one that does not exist.
     let by_hand = run_id_of(&import_via_cli_of(&web.env));
     let (code, _, body) = web.curl(&[&web.url(&format!("/runs/{by_hand}/bundle.zip"))]);
