@@ -407,7 +407,11 @@ fn writable(config: &Config) -> Check {
     if !dir.is_dir() {
         return ok(NAME, "not checked: the data folder does not exist yet");
     }
-    let probe = dir.join(format!(".flagsync-doctor-{}", std::process::id()));
+    // One name per check: the server may run two at once (a page's bundle
+    // and `flagsync doctor` sent to it).
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".flagsync-doctor-{}-{n}", std::process::id()));
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
