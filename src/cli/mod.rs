@@ -1035,36 +1035,8 @@ fn mail_test(config: &Config, to: &str) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// Problems with the [smtp] table and the report addresses, found without
-/// sending anything.
-fn smtp_problems(config: &Config) -> Vec<String> {
-    let mut problems = Vec::new();
-    if let Some(smtp) = &config.smtp {
-        if let Err(e) = crate::mail::Mailer::new(smtp) {
-            problems.push(e.to_string());
-        }
-    }
-    for feed in &config.feeds {
-        for address in &feed.report_to {
-            if address.parse::<lettre::message::Mailbox>().is_err() {
-                problems.push(format!(
-                    "feed '{}': report_to \"{address}\" is not an email address",
-                    feed.name
-                ));
-            }
-        }
-        if !feed.report_to.is_empty() && config.smtp.is_none() {
-            problems.push(format!(
-                "feed '{}' has report_to addresses but there is no [smtp] table: no report will be sent",
-                feed.name
-            ));
-        }
-    }
-    problems
-}
-
 fn check(config: &Config) -> Result<u8, Failure> {
-    let problems = smtp_problems(config);
+    let problems = crate::support::doctor::smtp_problems(config);
     if !problems.is_empty() {
         return Err(Failure::Usage(anyhow::anyhow!(
             "{}: {}",
@@ -1111,24 +1083,10 @@ fn check(config: &Config) -> Result<u8, Failure> {
         config.feeds.len(),
         config.feed_names()
     );
-    for warning in config_warnings(config) {
+    for warning in crate::support::doctor::config_warnings(config) {
         eprintln!("warning: {warning}");
     }
     Ok(0)
-}
-
-/// What works but is likely not what the administrator wants.
-fn config_warnings(config: &Config) -> Vec<String> {
-    let mut warnings = Vec::new();
-    if config.smtp.is_some() && config.web_public_url.is_none() {
-        for feed in config.feeds.iter().filter(|f| !f.report_to.is_empty()) {
-            warnings.push(format!(
-                "feed '{}' mails reports but [web] public_url is not set: the mails cannot link to the run's page, and a held run's mail can only name the `flagsync runs confirm` command; set public_url to the address people open the page at",
-                feed.name
-            ));
-        }
-    }
-    warnings
 }
 
 /// Prints an error chain once, ripgrep style.

@@ -18,8 +18,19 @@
 //!   hashes were made under;
 //! - `run.json`, `emails.json` (the run's report mails: state, attempts,
 //!   last error), `error-report.csv` when the run has one, and
-//!   `doctor.txt` (`flagsync doctor` on the machine that made it) when the
-//!   command line made it.
+//!   `doctor.txt`: `flagsync doctor`'s checks (`doctor`) where the bundle
+//!   was made, by the command line or by the server for the run page's
+//!   download, computed before the engine's gate is taken.
+//!
+//! With `--redact` (the page's `?redact=personal`) the file, the people
+//! before, `run.json` and the report hold pseudonyms that validation
+//! treats as it treated the real values (see `redact`); email addresses in
+//! `emails.json`, `doctor.txt` and `config.toml` are replaced.
+//! `--redact-groups` (`?redact=groups`) replaces the group fields' values
+//! too.
+//!
+//! Entries are streamed into the zip (the people straight from the store),
+//! each one's SHA-256 taken as it is written; `manifest.json` comes last.
 //!
 //! A replay seeds a store in a temporary folder with that state, runs the
 //! file through the same worker as the server, and compares outcomes.
@@ -36,6 +47,7 @@ use crate::config::{Config, Feed};
 use crate::import::revert_change;
 use crate::store::{Run, RunState, Store, StoreError};
 
+pub mod doctor;
 mod redact;
 mod replay;
 
@@ -236,7 +248,7 @@ pub fn make_bundle(
     };
     if doctor.is_none() {
         warnings.push(
-            "no doctor.txt: made from the status page; run `flagsync doctor` on the server and send its output along".into(),
+            "no doctor.txt: run `flagsync doctor` on the server and send its output along".into(),
         );
     }
     let manifest = Manifest {

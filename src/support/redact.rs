@@ -1326,3 +1326,293 @@ pub fn config_addresses(text: &str) -> String {
 fn key(text: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Source};
+    use phonenumber::country::Id;
+
+    const CONFIG: &str = r#"
+[[feed]]
+name = "hr"
+id_field = "id"
+default_country = "US"
+group_fields = ["department"]
+  [[feed.field]]
+  name = "id"
+  column = "ID"
+  type = "id"
+  [[feed.field]]
+  name = "name"
+  column = "Name"
+  type = "text"
+  [[feed.field]]
+  name = "email"
+  column = "Email"
+  type = "email"
+  [[feed.field]]
+  name = "mobile"
+  column = "Mobile"
+  type = "sms"
+  [[feed.field]]
+  name = "department"
+  column = "Department"
+  type = "text"
+  [[feed.field]]
+  name = "status"
+  column = "Status"
+  type = "text"
+  [[feed.filter]]
+  field = "status"
+  equals = ["Active"]
+"#;
+
+    fn config() -> Config {
+        Config::parse(CONFIG, Source::Embedded).expect("the test configuration is valid")
+    }
+
+    fn redactor(config: &Config) -> Redactor<'_> {
+        Redactor::new(
+            config.feed("hr").unwrap(),
+            false,
+            &Run::new("hr", "f.csv", String::new()),
+        )
+    }
+
+    #[test]
+    fn the_id_map_keeps_order_length_repeats_and_empties_across_classes() {
+        let config = config();
+        let mut r = redactor(&config);
+        let mut ids: Vec<String> = [
+            "A-1",
+            "A-10",
+            "A-2",
+            "B",
+            "a",
+            "a0",
+            "Z9",
+            "z",
+            "9",
+            "10",
+            "Müller-7",
+            "",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let alphabet: Vec<char> = ('0'..='9').chain('A'..='Z').chain('a'..='z').collect();
+        let mut rng = rand::rng();
+        for _ in 0..500 {
+            let len = rng.random_range(1..=6);
+            ids.push(
+                (0..len)
+                    .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                    .collect(),
+            );
+        }
+        r.all_ids.extend(ids.iter().cloned());
+        r.build_id_map();
+        let mapped: Vec<String> = ids.iter().map(|id| r.id(id)).collect();
+        for (id, new) in ids.iter().zip(&mapped) {
+            assert_eq!(id.chars().count(), new.chars().count(), "{id} → {new}");
+            assert_eq!(id.len(), new.len(), "{id} → {new}");
+            assert_eq!(r.id(id), *new, "{id} maps to one pseudonym");
+            for (c, d) in id.chars().zip(new.chars()) {
+                assert_eq!(Pool::of(c), Pool::of(d), "{id} → {new}");
+                if Pool::of(c).is_none() {
+                    assert_eq!(c, d, "{id} → {new}");
+                }
+            }
+        }
+        assert_eq!(r.id(""), "");
+        for i in 0..ids.len() {
+            for j in 0..ids.len() {
+                assert_eq!(
+                    ids[i].cmp(&ids[j]),
+                    mapped[i].cmp(&mapped[j]),
+                    "{} and {} became {} and {}",
+                    ids[i],
+                    ids[j],
+                    mapped[i],
+                    mapped[j]
+                );
+            }
+        }
+        let changed = ids.iter().zip(&mapped).filter(|(a, b)| a != b).count();
+        assert!(changed > ids.len() / 2, "IDs are pseudonyms: {mapped:?}");
+    }
+
+    #[test]
+    fn the_word_map_is_injective_beyond_the_vowel_free_pool() {
+        let config = config();
+        let mut r = redactor(&config);
+        let mut words: Vec<String> = ('a'..='z').chain('A'..='Z').map(String::from).collect();
+        for a in 'a'..='z' {
+            for b in 'a'..='z' {
+                words.push(format!("{a}{b}"));
+            }
+        }
+        words.extend(["é", "ñ", "ü", "É", "Ü", "Jo", "0", "42"].map(String::from));
+        for word in &words {
+            r.original_words.insert(key(word));
+        }
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for word in words.iter().chain(&words) {
+            let new = r.word(word);
+            assert_eq!(word.chars().count(), new.chars().count(), "{word} → {new}");
+            for (c, d) in word.chars().zip(new.chars()) {
+                assert_eq!(Pool::of(c), Pool::of(d), "{word} → {new}");
+            }
+            if let Some(before) = seen.insert(new.clone(), word.clone()) {
+                assert_eq!(&before, word, "{before} and {word} both became {new}");
+            }
+        }
+        assert_eq!(seen.len(), words.len());
+    }
+
+    #[test]
+    fn overlay_writes_over_the_values_characters_only() {
+        /// Raw cell, encoding, the value read in it, its pseudonym, the
+        /// pseudonym's raw cell.
+        type Case<'a> = (&'a [u8], Encoding, &'a str, &'a str, &'a [u8]);
+        let cases: [Case; 5] = [
+            (
+                br#""Robert ""Bob""""#,
+                Encoding::Utf8,
+                "Robert \"Bob\"",
+                "Bcdfgh \"Jkl\"",
+                br#""Bcdfgh ""Jkl""""#,
+            ),
+            (
+                b"  Ana Li  ",
+                Encoding::Utf8,
+                "Ana Li",
+                "Bcd Fg",
+                b"  Bcd Fg  ",
+            ),
+            (
+                b"\"Mu\xf1oz, Jos\xe9 \"",
+                Encoding::Windows1252,
+                "Muñoz, José",
+                "Bcþdf, Ghkð",
+                b"\"Bc\xfedf, Ghk\xf0 \"",
+            ),
+            // A bad byte in a UTF-8 file is no character: kept as it is.
+            (
+                b"Jo\xffs\xc3\xa9",
+                Encoding::Utf8,
+                "Jo\u{FFFD}sé",
+                "Bc\u{FFFD}dñ",
+                b"Bc\xffd\xc3\xb1",
+            ),
+            (b"x@y.com", Encoding::Utf8, "x@y.com", "b@c.com", b"b@c.com"),
+        ];
+        for (raw, encoding, from, to, expected) in cases {
+            // `from` is what the import reads in `raw`.
+            let mut parser = RowParser::new(b';');
+            let (cells, _) = parser.parse_record(raw);
+            let cells: Vec<&[u8]> = cells.iter().collect();
+            assert_eq!(cells.len(), 1);
+            assert_eq!(decode_field(cells[0], encoding).trim(), from);
+            let out = overlay(raw, encoding, from, to);
+            assert_eq!(
+                out.as_deref(),
+                Some(expected),
+                "{:?} → {:?}",
+                String::from_utf8_lossy(raw),
+                out.as_deref().map(String::from_utf8_lossy)
+            );
+        }
+        // Bytes that do not hold the value: refused, not guessed.
+        assert_eq!(overlay(b"Ana", Encoding::Utf8, "Eva", "Bcd"), None);
+        assert_eq!(overlay(b"Ana", Encoding::Utf8, "Ana Li", "Bcd Fg"), None);
+    }
+
+    #[test]
+    fn a_numbers_pseudonym_is_valid_and_of_the_same_kind() {
+        let config = config();
+        let mut r = redactor(&config);
+        for country in [Id::US, Id::GB, Id::FR, Id::DE] {
+            for mobile in [true, false] {
+                let e164 = phone::example_number(country, mobile).unwrap();
+                let kind = phone::number_kind(&e164);
+                assert!(kind.is_some(), "{e164} is valid");
+                r.original_numbers.insert(key(&e164));
+                for _ in 0..20 {
+                    // A fresh redactor each time: new draws.
+                    let mut fresh = redactor(&config);
+                    fresh.original_numbers.insert(key(&e164));
+                    let new = fresh.number(&e164);
+                    assert_ne!(new, e164);
+                    assert_eq!(new.len(), e164.len(), "{e164} → {new}");
+                    assert_eq!(phone::number_kind(&new), kind, "{e164} → {new}");
+                    assert_eq!(
+                        phone::normalize_phone(&new, country).map(|p| p.e164),
+                        Ok(new.clone())
+                    );
+                }
+                let once = r.number(&e164);
+                assert_eq!(r.number(&e164), once, "one number, one pseudonym");
+            }
+        }
+        assert!(r.unkept.is_empty());
+    }
+
+    #[test]
+    fn addresses_in_text_are_replaced() {
+        let text = "To: Jane Doe <jane.doe@acme-corp.com>, bob@x.org; 550 5.1.1 \
+                    'carl+hr@mail.example.com' unknown (see postmaster@acme-corp.com)\n\
+                    an @ alone, trailing@ and @leading stay";
+        let out = addresses_in(text);
+        for address in [
+            "jane.doe@acme-corp.com",
+            "bob@x.org",
+            "carl+hr@mail.example.com",
+            "postmaster@acme-corp.com",
+        ] {
+            assert!(!out.contains(address), "{out}");
+        }
+        assert_eq!(out.matches("someone@example.invalid").count(), 4, "{out}");
+        assert!(out.contains("<someone@example.invalid>,"), "{out}");
+        assert!(
+            out.contains("an @ alone, trailing@ and @leading stay"),
+            "{out}"
+        );
+        assert!(out.starts_with("To: Jane Doe <"), "{out}");
+        assert_eq!(addresses_in("no addresses"), "no addresses");
+    }
+
+    #[test]
+    fn config_addresses_replaces_each_address_by_one_valid_one() {
+        let text = r#"
+data_dir = "/srv/flagsync"
+[[feed]]
+name = "hr"
+report_to = ["ops@acme-corp.com", "hr.lead@acme-corp.com", "ops@acme-corp.com"]
+alert = "ops@acme-corp.com"
+"#;
+        let out = config_addresses(text);
+        assert!(!out.contains("acme-corp"), "{out}");
+        let table: toml::Table = toml::from_str(&out).expect("still TOML");
+        let feed = &table["feed"].as_array().unwrap()[0];
+        let to: Vec<&str> = feed["report_to"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(to[0], to[2], "one address, one replacement");
+        assert_ne!(to[0], to[1]);
+        assert_eq!(feed["alert"].as_str(), Some(to[0]));
+        for address in to {
+            assert!(is_email(address), "{address}");
+        }
+        assert_eq!(table["data_dir"].as_str(), Some("/srv/flagsync"));
+        assert_eq!(feed["name"].as_str(), Some("hr"));
+        // Not TOML: every address in the text replaced all the same.
+        let broken = "report_to = [\"ops@acme-corp.com\"\n";
+        let out = config_addresses(broken);
+        assert!(!out.contains("ops@acme-corp.com"), "{out}");
+    }
+}

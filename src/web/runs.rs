@@ -599,8 +599,9 @@ pub(super) struct BundleQuery {
     redact: Option<String>,
 }
 
-/// The run's support bundle (`flagsync support bundle`), made under the
-/// engine's gate into a temporary file and sent as a download.
+/// The run's support bundle (`flagsync support bundle`, `doctor.txt`
+/// included), made under the engine's gate into a temporary file and sent
+/// as a download.
 pub(super) async fn support_bundle(
     State(state): State<Arc<WebState>>,
     headers: HeaderMap,
@@ -620,6 +621,9 @@ pub(super) async fn support_bundle(
     }
     let engine = state.engine.clone();
     let made = tokio::task::spawn_blocking(move || {
+        // Before the gate, as the command line does: the doctor verifies
+        // the store, which takes a while, and no run should wait for it.
+        let doctor = crate::support::doctor::report(&engine.config, Some(&*engine));
         let _gate = engine.exclusive();
         let dir = engine.config.data_dir.join(".support");
         std::fs::create_dir_all(&dir).map_err(|e| {
@@ -633,7 +637,7 @@ pub(super) async fn support_bundle(
             id,
             &out,
             crate::cli::VERSION,
-            None,
+            Some(doctor),
             redaction,
         )
         .map(|_| std::fs::read(&out));

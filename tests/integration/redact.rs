@@ -2,6 +2,8 @@
 //! of the file's or the store's personal values, and still replay
 //! identically.
 
+use std::path::{Path, PathBuf};
+
 use serde_json::Value;
 
 use crate::server::*;
@@ -307,4 +309,371 @@ fn bundle_text(path: &std::path::Path) -> String {
         .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+// ------------------------------------------------------------------------
+// Files as customers send them
+// ------------------------------------------------------------------------
+
+/// Employee ID, first, last, email, mobile, office, department, status.
+type Row = [&'static str; 8];
+
+const CUSTOMER_HEADER: Row = [
+    "Employee ID",
+    "First Name",
+    "Last Name",
+    "Email",
+    "Mobile Phone",
+    "Office Phone",
+    "Department",
+    "Status",
+];
+
+/// People whose names need more than ASCII (every letter in Latin-1, so
+/// that a Windows-1252 file writes each as one byte).
+const CUSTOMERS: [Row; 6] = [
+    [
+        "100101",
+        "José",
+        "Muñoz",
+        "jose.munoz@acme-corp.com",
+        "(212) 555-0101",
+        "+44 20 7946 0101",
+        "Sales",
+        "Active",
+    ],
+    [
+        "100102",
+        "Zoë",
+        "Müller",
+        "zoe.mueller@acme-corp.com",
+        "+1 646 555 0102",
+        "",
+        "Engineering",
+        "Active",
+    ],
+    [
+        "100103",
+        "Renée",
+        "Peña",
+        "renee.pena@acme-corp.com",
+        "212.555.0103",
+        "",
+        "Finance",
+        "Active",
+    ],
+    [
+        "100104",
+        "Jürgen",
+        "Ibáñez",
+        "jurgen.ibanez@acme-corp.com",
+        "(917) 555-0104",
+        "",
+        "Engineering",
+        "Active",
+    ],
+    [
+        "100105",
+        "Françoise",
+        "Ødegård",
+        "f.odegard@acme-corp.com",
+        "(212) 555-0105",
+        "",
+        "Support",
+        "Active",
+    ],
+    [
+        "100106",
+        "Ñuño",
+        "Sørensen",
+        "nuno.sorensen@acme-corp.com",
+        "(718) 555-0106",
+        "",
+        "Sales",
+        "Inactive",
+    ],
+];
+
+/// The second day: José's email changed, Inés added.
+fn customers_day2() -> Vec<Row> {
+    let mut rows = CUSTOMERS.to_vec();
+    rows[0][3] = "jose.new@acme-corp.com";
+    rows.push([
+        "100107",
+        "Inés",
+        "Castaño",
+        "ines.castano@acme-corp.com",
+        "(212) 555-0107",
+        "",
+        "Finance",
+        "Active",
+    ]);
+    rows
+}
+
+/// One number, three people, three spellings.
+const SHARED_PHONE: [Row; 3] = [
+    [
+        "100201",
+        "Anabel",
+        "Quiñones",
+        "anabel.q@acme-corp.com",
+        "+1 212 555 0134",
+        "",
+        "Sales",
+        "Active",
+    ],
+    [
+        "100202",
+        "Beatriz",
+        "Lindqvist",
+        "beatriz.l@acme-corp.com",
+        "(212) 555-0134",
+        "",
+        "Finance",
+        "Active",
+    ],
+    [
+        "100203",
+        "Cleopatra",
+        "Hartmann",
+        "cleo.h@acme-corp.com",
+        "212.555.0134",
+        "",
+        "Support",
+        "Active",
+    ],
+];
+
+/// The rows as text: cells joined by `delimiter`, lines ended by `end`.
+fn customer_text(rows: &[Row], delimiter: &str, end: &str) -> String {
+    std::iter::once(&CUSTOMER_HEADER)
+        .chain(rows)
+        .map(|row| row.join(delimiter) + end)
+        .collect()
+}
+
+/// Windows-1252 (Latin-1's letters are the same code points).
+fn windows_1252(text: &str) -> Vec<u8> {
+    text.chars()
+        .map(|c| u8::try_from(u32::from(c)).expect("a Latin-1 letter"))
+        .collect()
+}
+
+fn utf16le_with_bom(text: &str) -> Vec<u8> {
+    let mut out = vec![0xFF, 0xFE];
+    out.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+    out
+}
+
+/// A phone as the store holds it (national ones are American).
+fn e164(phone: &str) -> String {
+    let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+    if phone.starts_with('+') {
+        format!("+{digits}")
+    } else {
+        format!("+1{digits}")
+    }
+}
+
+/// Every name, email and phone (as written and in E.164) of the rows.
+fn customer_values(rows: &[Row]) -> Vec<String> {
+    let mut values: Vec<String> = Vec::new();
+    for row in rows {
+        values.extend(row[1..=3].iter().map(|v| v.to_string()));
+        for phone in &row[4..=5] {
+            if !phone.is_empty() {
+                values.push(phone.to_string());
+                values.push(e164(phone));
+            }
+        }
+    }
+    values.sort();
+    values.dedup();
+    values
+}
+
+/// The rows the feed's filter lets in.
+fn stored(rows: &[Row]) -> Vec<Row> {
+    rows.iter().filter(|r| r[7] == "Active").copied().collect()
+}
+
+/// Whether `value` is in `bytes` as UTF-8, Windows-1252 or UTF-16 LE.
+fn holds(bytes: &[u8], value: &str) -> bool {
+    let mut needles = vec![
+        value.as_bytes().to_vec(),
+        utf16le_with_bom(value)[2..].to_vec(),
+    ];
+    if value.chars().all(|c| u32::from(c) < 0x100) {
+        needles.push(windows_1252(value));
+    }
+    needles
+        .iter()
+        .any(|needle| bytes.windows(needle.len()).any(|w| w == needle.as_slice()))
+}
+
+/// Serves `files` (in order), bundles each run with `--redact` and checks
+/// that none of `personal` is left and that it replays identically;
+/// returns the redacted bundles (with the environment they are in).
+/// `before_last`: values the last run's real
+/// bundle holds (its people before), to show the search finds them.
+fn redacts_and_replays(
+    files: &[(&str, Vec<u8>)],
+    personal: &[String],
+    before_last: &[String],
+) -> (Env, Vec<PathBuf>) {
+    let env = sftp_env_with(&[feed()], &[], &[]);
+    let runs = serve_files(&env, files);
+    for run in &runs {
+        assert_eq!(run["state"], "applied", "{runs:#?}");
+        assert_eq!(run["warnings"].as_u64(), Some(0), "{run:#}");
+        assert_eq!(run["flagged"].as_u64(), Some(0), "{run:#}");
+    }
+    // The search below finds the values where they are.
+    let last = run_id_of(runs.last().unwrap());
+    let (plain, out) = bundle_with(&env, &last, &[], "plain");
+    assert_eq!(out.code, 0, "{out:#?}");
+    let plain = entries(&plain);
+    for value in before_last {
+        assert!(
+            plain.values().any(|bytes| holds(bytes, value)),
+            "{value} is not in the real bundle"
+        );
+    }
+    let mut bundles = Vec::new();
+    for run in &runs {
+        let id = run_id_of(run);
+        let (path, out) = bundle_with(&env, &id, &["--redact"], "redacted");
+        assert_eq!(out.code, 0, "bundle --redact of run {id}: {out:#?}");
+        let all = entries(&path);
+        let found: Vec<(&String, &String)> = all
+            .iter()
+            .flat_map(|(name, bytes)| {
+                personal
+                    .iter()
+                    .filter(|v| holds(bytes, v))
+                    .map(move |v| (name, v))
+            })
+            .collect();
+        assert!(
+            found.is_empty(),
+            "run {id}'s redacted bundle holds {found:?}"
+        );
+        let manifest: Value = serde_json::from_slice(&all["manifest.json"]).unwrap();
+        assert_eq!(manifest["redacted"], true);
+        assert_eq!(
+            manifest["warnings"].as_array().map(Vec::len),
+            Some(0),
+            "{manifest:#}"
+        );
+        let (code, replayed) = replay(&env, &path);
+        assert_eq!(code, 0, "run {id}: {replayed:#}");
+        assert_eq!(replayed["verdict"], "identical", "run {id}: {replayed:#}");
+        bundles.push(path);
+    }
+    (env, bundles)
+}
+
+/// The encoding the run read its file in, from a bundle's run record.
+fn encoding_of(bundle: &Path) -> Value {
+    let run: Value = serde_json::from_slice(&entries(bundle)["run.json"]).unwrap();
+    run["encoding"].clone()
+}
+
+/// The run's file in a bundle.
+fn bundled_file(bundle: &Path) -> Vec<u8> {
+    entries(bundle)
+        .into_iter()
+        .find(|(name, _)| name.starts_with("file/"))
+        .expect("the run's file")
+        .1
+}
+
+#[test]
+fn a_windows_1252_file_with_semicolons_is_redacted_and_replays() {
+    let day1 = windows_1252(&customer_text(&CUSTOMERS, ";", "\r\n"));
+    let day2 = windows_1252(&customer_text(&customers_day2(), ";", "\r\n"));
+    let (_env, bundles) = redacts_and_replays(
+        &[("day1.csv", day1), ("day2.csv", day2.clone())],
+        &customer_values(&customers_day2()),
+        &customer_values(&stored(&CUSTOMERS)),
+    );
+    let file = bundled_file(&bundles[1]);
+    assert_eq!(encoding_of(&bundles[1]), "windows-1252");
+    assert!(std::str::from_utf8(&file).is_err(), "still Windows-1252");
+    assert_eq!(file.len(), day2.len(), "one byte a letter still");
+    assert!(file.starts_with(&windows_1252(&CUSTOMER_HEADER.join(";"))));
+}
+
+#[test]
+fn a_utf16_tab_separated_file_is_redacted_and_replays() {
+    let day1 = utf16le_with_bom(&customer_text(&CUSTOMERS, "\t", "\r\n"));
+    let day2 = utf16le_with_bom(&customer_text(&customers_day2(), "\t", "\r\n"));
+    let (_env, bundles) = redacts_and_replays(
+        &[("day1.txt.csv", day1), ("day2.txt.csv", day2.clone())],
+        &customer_values(&customers_day2()),
+        &customer_values(&stored(&CUSTOMERS)),
+    );
+    let file = bundled_file(&bundles[1]);
+    assert_eq!(encoding_of(&bundles[1]), "utf-16le");
+    assert!(file.starts_with(&[0xFF, 0xFE]), "still UTF-16 LE");
+    assert_eq!(file.len(), day2.len());
+}
+
+#[test]
+fn a_file_with_cr_line_ends_is_redacted_and_replays() {
+    let day1 = customer_text(&CUSTOMERS, ",", "\r").into_bytes();
+    let day2 = customer_text(&customers_day2(), ",", "\r").into_bytes();
+    let (_env, bundles) = redacts_and_replays(
+        &[("day1.csv", day1), ("day2.csv", day2.clone())],
+        &customer_values(&customers_day2()),
+        &customer_values(&stored(&CUSTOMERS)),
+    );
+    let file = bundled_file(&bundles[1]);
+    assert!(!file.contains(&b'\n'), "still CR only");
+    assert_eq!(
+        file.iter().filter(|&&b| b == b'\r').count(),
+        day2.iter().filter(|&&b| b == b'\r').count()
+    );
+}
+
+#[test]
+fn one_number_in_three_spellings_gets_one_pseudonym() {
+    let rows: Vec<Row> = CUSTOMERS.iter().chain(&SHARED_PHONE).copied().collect();
+    let mut day2_rows = customers_day2();
+    day2_rows.extend(SHARED_PHONE);
+    let day1 = customer_text(&rows, ",", "\r\n").into_bytes();
+    let day2 = customer_text(&day2_rows, ",", "\r\n").into_bytes();
+    let (_env, bundles) = redacts_and_replays(
+        &[("day1.csv", day1), ("day2.csv", day2)],
+        &customer_values(&day2_rows),
+        &customer_values(&stored(&rows)),
+    );
+    let all = entries(&bundles[1]);
+    // The file: three spellings kept, one number.
+    let file = String::from_utf8(bundled_file(&bundles[1])).unwrap();
+    let mut reader = csv::ReaderBuilder::new().from_reader(file.as_bytes());
+    let mobiles: Vec<String> = reader
+        .records()
+        .map(|r| r.unwrap()[4].to_string())
+        .skip(CUSTOMERS.len() + 1)
+        .collect();
+    assert_eq!(mobiles.len(), 3, "{file}");
+    assert!(mobiles[0].starts_with("+1 212 "), "{mobiles:?}");
+    assert!(mobiles[1].starts_with("(212) "), "{mobiles:?}");
+    assert!(mobiles[2].starts_with("212."), "{mobiles:?}");
+    let numbers: Vec<String> = mobiles.iter().map(|m| e164(m)).collect();
+    assert!(
+        numbers.iter().all(|n| *n == numbers[0]) && numbers[0] != "+12125550134",
+        "{mobiles:?}"
+    );
+    // The people before: the stored number is that one for all three.
+    let people = String::from_utf8(all["before/people.jsonl"].clone()).unwrap();
+    let stored: Vec<String> = people
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter_map(|p| p["values"][4].as_str().map(str::to_string))
+        .filter(|n| *n == numbers[0])
+        .collect();
+    assert_eq!(stored.len(), 3, "{people}");
 }

@@ -14,12 +14,12 @@ use crate::util::*;
 /// Runs the files one after the other through the server (each written
 /// to `upload/` while it is stopped, picked up at start), as the server
 /// records them.
-pub(crate) fn serve_files(env: &Env, files: &[(&str, String)]) -> Vec<Value> {
+pub(crate) fn serve_files<T: AsRef<[u8]>>(env: &Env, files: &[(&str, T)]) -> Vec<Value> {
     let mut runs = Vec::new();
     for (name, text) in files {
         let upload = upload_dir(env, "hr");
         std::fs::create_dir_all(&upload).expect("upload folder");
-        std::fs::write(upload.join(name), text).expect("write upload");
+        std::fs::write(upload.join(name), text.as_ref()).expect("write upload");
         let server = Server::start(env);
         let all = server.wait_for_exactly(env, runs.len() + 1, RUN_TIMEOUT);
         runs.push(oldest_first(all).pop().expect("a run"));
@@ -433,11 +433,41 @@ fn an_admin_downloads_a_runs_bundle_from_its_page() {
     );
     let (code, replayed) = replay(&web.env, &saved);
     assert_eq!(code, 0, "{replayed:#}");
-    let manifest: Value = serde_json::from_slice(&entries(&saved)["manifest.json"]).unwrap();
+    let all = entries(&saved);
+    let manifest: Value = serde_json::from_slice(&all["manifest.json"]).unwrap();
     assert!(
-        manifest["warnings"].to_string().contains("no doctor.txt"),
+        !manifest["warnings"].to_string().contains("doctor"),
         "{manifest:#}"
     );
+    assert_eq!(manifest["redacted"], false, "{manifest:#}");
+    // The server's own doctor: its open store and the ports it bound.
+    let doctor = String::from_utf8(all["doctor.txt"].clone()).unwrap();
+    assert!(doctor.contains("open in the running server"), "{doctor}");
+    assert!(doctor.contains("checks,"), "{doctor}");
+    assert!(
+        manifest["checksums"]["doctor.txt"].is_string(),
+        "{manifest:#}"
+    );
+    // Redacted from the page.
+    let redacted = web.env.root.join("redacted.zip");
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "-f", "-o"])
+        .arg(&redacted)
+        .arg("-b")
+        .arg(&web.jar)
+        .arg(format!("{url}?redact=personal"));
+    let out = run_tool(cmd, "curl (redacted bundle)", None, TOOL_TIMEOUT);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let all = entries(&redacted);
+    let manifest: Value = serde_json::from_slice(&all["manifest.json"]).unwrap();
+    assert_eq!(manifest["redacted"], true, "{manifest:#}");
+    assert_eq!(manifest["groups_redacted"], false, "{manifest:#}");
+    assert!(all.contains_key("doctor.txt"), "{:?}", all.keys());
+    let (code, replayed) = replay(&web.env, &redacted);
+    assert_eq!(code, 0, "{replayed:#}");
+    assert_eq!(replayed["verdict"], "identical", "{replayed:#}");
+    let (code, _, body) = web.curl(&[&format!("{url}?redact=nonsense")]);
+    assert_eq!(code, 400, "{body}");
     // A run without its file, and one that does not exist.
     let by_hand = run_id_of(&import_via_cli_of(&web.env));
     let (code, _, body) = web.curl(&[&web.url(&format!("/runs/{by_hand}/bundle.zip"))]);
