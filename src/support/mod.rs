@@ -208,15 +208,15 @@ pub fn make_bundle(
             file.display()
         )))?;
         let mut r = redact::Redactor::new(feed, redaction == Redaction::PersonalAndGroups, &run);
-        let text = r.collect_file(&file_bytes, report.as_deref());
+        let text = r.collect_file(file_bytes, report.as_deref());
         before.for_each(store, feed, |p| {
             r.collect_person(&p);
             Ok(())
         })?;
         r.collect_run(&run);
         r.build_id_map();
-        let redacted_file = r.rewrite_file(&text, &file_bytes);
-        drop(file_bytes);
+        let redacted_file = r.rewrite_file(&text);
+        drop(text);
         zip.add(
             "config.toml",
             redact::config_addresses(&config_text).as_bytes(),

@@ -59,20 +59,25 @@ pub(super) struct FileText {
 struct Text {
     bytes: Vec<u8>,
     utf8_copy: bool,
+    /// A UTF-16 file's byte order (true: big-endian).
+    big_endian: bool,
 }
 
 impl Text {
-    fn of(file: &[u8]) -> Text {
+    /// Takes the file's bytes (no second copy of a big file).
+    fn of(file: Vec<u8>) -> Text {
         let plain = Text {
-            bytes: file.to_vec(),
+            bytes: file,
             utf8_copy: false,
+            big_endian: false,
         };
         if let Some(order) = utf16_byte_order(&plain) {
-            let mut bytes = Vec::with_capacity(file.len());
+            let mut bytes = Vec::with_capacity(plain.bytes.len());
             if transcode_utf16(&plain, order, &mut bytes).is_ok() {
                 return Text {
                     bytes,
                     utf8_copy: true,
+                    big_endian: plain.bytes.starts_with(&[0xFE, 0xFF]),
                 };
             }
         }
@@ -80,11 +85,11 @@ impl Text {
     }
 
     /// `redacted` (in this text's form) in the original file's form.
-    fn encode_like(&self, original: &[u8], redacted: Vec<u8>) -> Vec<u8> {
+    fn encode_like(&self, redacted: Vec<u8>) -> Vec<u8> {
         if !self.utf8_copy {
             return redacted;
         }
-        let big_endian = original.starts_with(&[0xFE, 0xFF]);
+        let big_endian = self.big_endian;
         let text = String::from_utf8_lossy(&redacted);
         let mut out = Vec::with_capacity(2 + text.len() * 2);
         out.extend_from_slice(if big_endian {
@@ -478,7 +483,7 @@ impl<'f> Redactor<'f> {
 
     /// Reads the run's file (and which lines its report names) and collects
     /// its values.
-    pub(super) fn collect_file(&mut self, file: &[u8], report: Option<&[u8]>) -> FileText {
+    pub(super) fn collect_file(&mut self, file: Vec<u8>, report: Option<&[u8]>) -> FileText {
         let text = Text::of(file);
         let header = read_header(&text, self.feed).ok();
         let wanted = report
@@ -502,7 +507,7 @@ impl<'f> Redactor<'f> {
 
     /// The file with its values replaced, in the original's form (UTF-16
     /// stays UTF-16).
-    pub(super) fn rewrite_file(&mut self, file: &FileText, original: &[u8]) -> Vec<u8> {
+    pub(super) fn rewrite_file(&mut self, file: &FileText) -> Vec<u8> {
         let wanted: HashSet<u32> = file.wanted.union(&self.error_lines).copied().collect();
         let bytes = match &file.header {
             Some(header) => self.rewrite_records(&file.text.bytes, header, &wanted),
@@ -511,9 +516,10 @@ impl<'f> Redactor<'f> {
         let redacted = Text {
             bytes,
             utf8_copy: file.text.utf8_copy,
+            big_endian: file.text.big_endian,
         };
         self.new_hashes = row_hashes_by_line(&redacted, self.feed);
-        file.text.encode_like(original, redacted.bytes)
+        file.text.encode_like(redacted.bytes)
     }
 
     fn set_header(&mut self, header: &Header) {
@@ -658,6 +664,7 @@ impl<'f> Redactor<'f> {
             .zip(mapped)
             .map(|(id, new)| (id.clone(), new.into_iter().collect()))
             .collect();
+        self.all_ids = HashSet::new();
     }
 
     // -- pseudonyms -------------------------------------------------------
