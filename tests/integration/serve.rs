@@ -874,3 +874,19 @@ fn serve_raises_its_open_file_limit_to_the_hard_limit() {
         "soft and hard limit: {open_files}"
     );
 }
+
+/// The server (like every command) asks Linux for ordinary pages: with
+/// transparent huge pages each first touch of memory zeroes 2 MiB, which
+/// made runs up to twice as slow on a VM (see main.rs).
+#[test]
+fn the_server_runs_without_transparent_huge_pages() {
+    let env = sftp_env();
+    let server = Server::start(&env);
+    let status = fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("THP_enabled:"))
+        .unwrap_or_else(|| panic!("no THP_enabled line (Linux 5.0 or later has it): {status}"));
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+    server.stop();
+}
