@@ -559,6 +559,9 @@ impl BundleWriter {
         name: &str,
         write: impl FnOnce(&mut dyn Write) -> Result<T, SupportError>,
     ) -> Result<T, SupportError> {
+        // The default deflate level: level 1 took 13 s instead of 20 s
+        // for a 1M-person bundle but made it 313 MB instead of 213 MB, and
+        // a bundle is made to be sent.
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
             .large_file(true);

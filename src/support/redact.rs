@@ -32,6 +32,7 @@ use std::collections::{HashMap, HashSet};
 use compact_str::CompactString;
 use rand::rngs::ThreadRng;
 use rand::RngExt;
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use super::PersonBefore;
 use crate::config::{Feed, FieldKind};
@@ -40,6 +41,11 @@ use crate::import::{
     transcode_utf16, utf16_byte_order, Encoding, Header, Input, RowParser,
 };
 use crate::store::Run;
+
+/// Maps and sets of a million people's values: a fast hash (no attacker
+/// chooses these keys).
+type Map<K, V> = HashMap<K, V, Xxh3DefaultBuilder>;
+type Set<K> = HashSet<K, Xxh3DefaultBuilder>;
 
 /// The run's file as the redactor reads it: its text as the import reads
 /// it, its header when the import can read one, and the lines the run's
@@ -238,15 +244,15 @@ fn read_report(report: &[u8]) -> Vec<Vec<String>> {
 }
 
 /// Each data row's raw hash, by line, as pass 1 computes it.
-fn row_hashes_by_line(text: &Text, feed: &Feed) -> HashMap<u32, u64> {
+fn row_hashes_by_line(text: &Text, feed: &Feed) -> Map<u32, u64> {
     scan_file(text, feed, &|_| {})
         .map(|scan| scan.rows.iter().map(|r| (r.line, r.hash)).collect())
         .unwrap_or_default()
 }
 
 /// Each ID's first row: (its raw hash, its line).
-fn first_rows_by_id(text: &Text, feed: &Feed) -> HashMap<String, (u64, u32)> {
-    let mut out = HashMap::new();
+fn first_rows_by_id(text: &Text, feed: &Feed) -> Map<String, (u64, u32)> {
+    let mut out = Map::default();
     if let Ok(scan) = scan_file(text, feed, &|_| {}) {
         for row in &scan.rows {
             out.entry(row.id.to_string())
@@ -425,34 +431,34 @@ pub(super) struct Redactor<'f> {
     encoding: Encoding,
     rng: ThreadRng,
     /// The file's columns: column to field.
-    columns: HashMap<usize, usize>,
-    all_ids: HashSet<String>,
-    ids: HashMap<String, String>,
-    words: HashMap<String, String>,
+    columns: Map<usize, usize>,
+    all_ids: Set<String>,
+    ids: Map<String, String>,
+    words: Map<String, String>,
     /// Words and numbers as [`key`]s: a million people's worth of them
     /// would not fit as strings.
-    used_words: HashSet<u64>,
-    original_words: HashSet<u64>,
+    used_words: Set<u64>,
+    original_words: Set<u64>,
     /// Valid numbers, E.164 to E.164.
-    numbers: HashMap<CompactString, CompactString>,
-    used_numbers: HashSet<u64>,
-    original_numbers: HashSet<u64>,
+    numbers: Map<CompactString, CompactString>,
+    used_numbers: Set<u64>,
+    original_numbers: Set<u64>,
     /// Invalid phones as written: their pseudonyms are drawn, not derived.
-    invalid_phones: HashMap<String, String>,
+    invalid_phones: Map<String, String>,
     /// For the lines the run's record and report name: each cell's
     /// (value, pseudonym), trimmed.
-    lines: HashMap<u32, Vec<(String, String)>>,
+    lines: Map<u32, Vec<(String, String)>>,
     /// The same lines' phones.
-    line_phones: HashMap<u32, Vec<PhoneValue>>,
+    line_phones: Map<u32, Vec<PhoneValue>>,
     /// Values whose outcome could not be kept: (line, 0 for the people
     /// before the run).
     unkept: Vec<u32>,
     /// The lines of the run's recorded row errors.
-    error_lines: HashSet<u32>,
+    error_lines: Set<u32>,
     /// Each ID's first row in the original file: (raw hash, line).
-    old_rows: HashMap<String, (u64, u32)>,
+    old_rows: Map<String, (u64, u32)>,
     /// Each line's raw hash in the redacted file.
-    new_hashes: HashMap<u32, u64>,
+    new_hashes: Map<u32, u64>,
 }
 
 impl<'f> Redactor<'f> {
@@ -462,22 +468,22 @@ impl<'f> Redactor<'f> {
             redact_groups,
             encoding: run.encoding.unwrap_or(Encoding::Utf8),
             rng: rand::rng(),
-            columns: HashMap::new(),
-            all_ids: HashSet::new(),
-            ids: HashMap::new(),
-            words: HashMap::new(),
-            used_words: HashSet::new(),
-            original_words: HashSet::new(),
-            numbers: HashMap::new(),
-            used_numbers: HashSet::new(),
-            original_numbers: HashSet::new(),
-            invalid_phones: HashMap::new(),
-            lines: HashMap::new(),
-            line_phones: HashMap::new(),
+            columns: Map::default(),
+            all_ids: Set::default(),
+            ids: Map::default(),
+            words: Map::default(),
+            used_words: Set::default(),
+            original_words: Set::default(),
+            numbers: Map::default(),
+            used_numbers: Set::default(),
+            original_numbers: Set::default(),
+            invalid_phones: Map::default(),
+            lines: Map::default(),
+            line_phones: Map::default(),
             unkept: Vec::new(),
-            error_lines: HashSet::new(),
-            old_rows: HashMap::new(),
-            new_hashes: HashMap::new(),
+            error_lines: Set::default(),
+            old_rows: Map::default(),
+            new_hashes: Map::default(),
         }
     }
 
@@ -508,7 +514,12 @@ impl<'f> Redactor<'f> {
     /// The file with its values replaced, in the original's form (UTF-16
     /// stays UTF-16).
     pub(super) fn rewrite_file(&mut self, file: &FileText) -> Vec<u8> {
-        let wanted: HashSet<u32> = file.wanted.union(&self.error_lines).copied().collect();
+        let wanted: HashSet<u32> = file
+            .wanted
+            .iter()
+            .chain(&self.error_lines)
+            .copied()
+            .collect();
         let bytes = match &file.header {
             Some(header) => self.rewrite_records(&file.text.bytes, header, &wanted),
             None => self.rewrite_unreadable(&file.text.bytes),
@@ -664,7 +675,7 @@ impl<'f> Redactor<'f> {
             .zip(mapped)
             .map(|(id, new)| (id.clone(), new.into_iter().collect()))
             .collect();
-        self.all_ids = HashSet::new();
+        self.all_ids = Set::default();
     }
 
     // -- pseudonyms -------------------------------------------------------
