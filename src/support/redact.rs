@@ -313,7 +313,13 @@ impl Pool {
             ],
             Pool::WideUpper => &['Ç', 'Ð', 'Ñ', 'Þ'],
             Pool::WideLower => &['ç', 'ð', 'ñ', 'þ', 'ß'],
-            Pool::Ideograph => &['丁', '丂', '七', '丄', '丅', '丆', '万', '丈', '三', '上'],
+            // Rare ideographs (CJK Extension A): common ones are surnames
+            // (丁, 万), and a pseudonym must not spell a real name.
+            Pool::Ideograph => &[
+                '\u{3400}', '\u{3401}', '\u{3402}', '\u{3403}', '\u{3404}', '\u{3405}', '\u{3406}',
+                '\u{3407}', '\u{3408}', '\u{3409}', '\u{340A}', '\u{340B}', '\u{340C}', '\u{340D}',
+                '\u{340E}', '\u{340F}',
+            ],
         }
     }
 
@@ -1632,5 +1638,33 @@ alert = "ops@acme-corp.com"
         let broken = "report_to = [\"ops@acme-corp.com\"\n";
         let out = config_addresses(broken);
         assert!(!out.contains("ops@acme-corp.com"), "{out}");
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+
+    #[test]
+    fn ideographs_become_rare_ideographs_of_the_same_length() {
+        let config = crate::config::Config::parse(
+            "[[feed]]\nname = \"hr\"\nid_field = \"id\"\n  [[feed.field]]\n  name = \"id\"\n  column = \"ID\"\n  type = \"id\"\n  [[feed.field]]\n  name = \"email\"\n  column = \"Email\"\n  type = \"email\"\n",
+            crate::config::Source::Embedded,
+        )
+        .expect("a valid configuration");
+        let run = Run::new("hr", "f.csv", String::new());
+        let mut r = Redactor::new(config.feed("hr").unwrap(), false, &run);
+        let name = "王伟 丁";
+        let new = r.words_in(name, usize::MAX);
+        assert_eq!(new.len(), name.len(), "{new}");
+        assert_eq!(new.chars().nth(2), Some(' '));
+        for c in new.chars().filter(|c| *c != ' ') {
+            assert!(('\u{3400}'..='\u{340F}').contains(&c), "{new}");
+        }
+        assert_eq!(
+            r.words_in(name, usize::MAX),
+            new,
+            "one value, one pseudonym"
+        );
     }
 }
