@@ -967,7 +967,12 @@ impl<'f> Redactor<'f> {
                 (phone.pseudonym.clone(), Some(phone))
             }
             (Treatment::Email, _) => (self.email(value, line), None),
-            _ => (self.words_in(value, usize::MAX), None),
+            // A person's ID in another column (a manager's ID) is that
+            // person's pseudonym there too.
+            _ => match self.ids.get(value) {
+                Some(id) => (id.clone(), None),
+                None => (self.words_in(value, usize::MAX), None),
+            },
         }
     }
 
@@ -1665,6 +1670,33 @@ mod pool_tests {
             r.words_in(name, usize::MAX),
             new,
             "one value, one pseudonym"
+        );
+    }
+}
+
+#[cfg(test)]
+mod reference_tests {
+    use super::*;
+
+    #[test]
+    fn an_id_in_another_column_gets_that_persons_pseudonym() {
+        let config = crate::config::Config::parse(
+            "[[feed]]\nname = \"hr\"\nid_field = \"id\"\n  [[feed.field]]\n  name = \"id\"\n  column = \"ID\"\n  type = \"id\"\n  [[feed.field]]\n  name = \"manager\"\n  column = \"Manager ID\"\n  type = \"text\"\n",
+            crate::config::Source::Embedded,
+        )
+        .expect("a valid configuration");
+        let run = Run::new("hr", "f.csv", String::new());
+        let mut r = Redactor::new(config.feed("hr").unwrap(), false, &run);
+        for id in ["E0000001", "E0000002", "E0000010"] {
+            r.collect_value(Some(0), id);
+        }
+        r.build_id_map();
+        let boss = r.value(Some(0), "E0000001", 2);
+        assert_ne!(boss, "E0000001");
+        assert_eq!(r.value(Some(1), "E0000001", 3), boss);
+        assert_eq!(
+            r.value(Some(1), "E0000001", 0),
+            r.stored_value(1, "E0000001")
         );
     }
 }
