@@ -88,6 +88,12 @@ pub fn print_run_outcome(w: &mut dyn Write, run: &Run, json: bool) -> anyhow::Re
         };
         out.push_str(&format!("  encoding: {}{note}\n", enc.as_str()));
     }
+    if let Some(container) = &run.container {
+        out.push_str(&format!(
+            "  compressed: {} (read expanded)\n",
+            crate::import::printable(container)
+        ));
+    }
     out.push_str(&format!("  duration: {} ms\n", run.duration_ms));
     if let Some(by) = &run.confirmed_by {
         out.push_str(&format!(

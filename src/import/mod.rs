@@ -37,6 +37,7 @@
 //!    with `text::walk_record_ends`.
 
 mod apply;
+mod container;
 mod diff;
 mod guard;
 mod header;
@@ -54,6 +55,7 @@ pub use apply::{
     apply_diff, apply_diff_with_snapshot, Applied, ApplyCounts, ApplyError, Change, ErrorSink,
     FeedWriter, FieldChange, FileContext, RowError, StoredRecords,
 };
+pub use container::{container_of, expand, Container, Expanded, Refusal};
 pub use diff::{diff_scan, Diff, StoredIndex};
 pub use guard::{judge_clearing, judge_delete_guard, judge_removals, thousands, Verdict};
 pub use header::{read_header, Header};

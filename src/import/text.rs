@@ -216,15 +216,8 @@ pub(crate) fn sniff_not_csv(head: &[u8]) -> Option<String> {
         return None;
     }
     let what = if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
-        if contains(head, b"xl/") {
-            "an Excel workbook (.xlsx): open it in Excel and save it as \"CSV UTF-8\""
-        } else if contains(head, b"word/") {
-            "a Word document (.docx), not a CSV file"
-        } else if contains(head, b"content.xml") || contains(head, b"opendocument") {
-            "an OpenDocument file (.ods): save it as CSV (UTF-8)"
-        } else {
-            "a ZIP archive: unpack it and send the CSV file it holds"
-        }
+        office_zip_reason(head, &[])
+            .unwrap_or("a ZIP archive: unpack it and send the CSV file it holds")
     } else if head.starts_with(b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1") {
         "an Excel 97-2003 workbook (.xls) or another Office file: save it as \"CSV UTF-8\""
     } else if head.starts_with(b"\x1F\x8B") {
@@ -256,6 +249,31 @@ pub(crate) fn sniff_not_csv(head: &[u8]) -> Option<String> {
     };
     Some(format!("the file is {what}"))
 }
+
+/// What an Office file packed as a ZIP is, told from the archive's first
+/// bytes (`head`) or its entry names: such a file is not read as an
+/// archive of a CSV file.
+pub(crate) fn office_zip_reason(head: &[u8], names: &[String]) -> Option<&'static str> {
+    let named = |prefix: &str| names.iter().any(|n| n.starts_with(prefix));
+    let named_exactly = |name: &str| names.iter().any(|n| n == name);
+    if contains(head, b"xl/") || named("xl/") {
+        Some(EXCEL_WORKBOOK)
+    } else if contains(head, b"word/") || named("word/") {
+        Some("a Word document (.docx), not a CSV file")
+    } else if contains(head, b"content.xml")
+        || contains(head, b"opendocument")
+        || named_exactly("content.xml")
+    {
+        Some("an OpenDocument file (.ods): save it as CSV (UTF-8)")
+    } else if named_exactly("[Content_Types].xml") {
+        Some(EXCEL_WORKBOOK)
+    } else {
+        None
+    }
+}
+
+const EXCEL_WORKBOOK: &str =
+    "an Excel workbook (.xlsx): open it in Excel and save it as \"CSV UTF-8\"";
 
 /// `Some("little-endian")` when every other byte of the start is NUL (ASCII
 /// text in UTF-16), as a file without a byte-order mark shows it.

@@ -120,6 +120,10 @@ pub struct Run {
     /// listed in `errors` and the error report).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub conflicts: u64,
+    /// What the file was packed in: `gzip`, or `zip: <its one entry>`
+    /// (the run read the expanded file; the archive keeps it as sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -160,6 +164,7 @@ impl Run {
             undone_by: None,
             requested_by: None,
             conflicts: 0,
+            container: None,
         }
     }
 

@@ -21,10 +21,11 @@ use compact_str::CompactString;
 
 use crate::config::{Config, Feed};
 use crate::import::{
-    apply_diff, apply_diff_with_snapshot, diff_scan, header_columns, judge_clearing,
+    apply_diff, apply_diff_with_snapshot, container_of, diff_scan, expand, header_columns,
+    judge_clearing,
     judge_delete_guard, run_fingerprint, scan_file_against, transcode_utf16, trusted_hashes,
-    utf16_byte_order, ApplyCounts, ApplyError, Diff, Encoding, FileContext, FileInput, Input, Scan,
-    StoredIndex, Verdict,
+    utf16_byte_order, ApplyCounts, ApplyError, Container, Diff, Encoding, Expanded, FileContext, FileInput, Input, Scan,
+    Refusal, StoredIndex, Verdict,
 };
 use crate::report::ErrorCollector;
 use crate::store::{DataLock, ReadFeed, Run, RunState, Store, StoreError};
@@ -368,51 +369,116 @@ fn remove_quietly(path: &Path) {
     }
 }
 
-/// A run's file as the reader sees it: the file itself, or for a UTF-16
-/// file a UTF-8 copy of it in an unnamed temporary file (deleted when the
-/// run ends, whatever happens; the archive keeps the file as uploaded).
+/// A run's file as the reader sees it: the file itself, or a copy of it in
+/// an unnamed temporary file (deleted when the run ends, whatever happens;
+/// the archive keeps the file as uploaded): a gzip file or a ZIP archive
+/// expanded, a UTF-16 file (also once expanded) in UTF-8.
 struct RunInput {
     file: FileInput,
     /// The file's own encoding when it is UTF-16.
     utf16: Option<Encoding>,
+    /// What the file was packed in (`gzip`, `zip: <entry>`).
+    container: Option<String>,
+    /// A container that cannot be expanded: the run fails with this (and
+    /// `file` is the file as sent).
+    refused: Option<crate::import::Rejection>,
 }
 
 impl RunInput {
-    fn open(path: &Path) -> Result<RunInput, WorkerError> {
+    /// `limit`: the feed's `max_file_size`, which an expanded file may not
+    /// pass.
+    fn open(path: &Path, limit: u64) -> Result<RunInput, WorkerError> {
         let fail = |source| WorkerError::File {
             path: path.to_owned(),
             source,
         };
-        let file = FileInput::open(path).map_err(fail)?;
+        let mut file = FileInput::open(path).map_err(fail)?;
+        let mut container = None;
+        if let Some(kind) = container_of(&file) {
+            match expanded_copy(&file, kind, limit) {
+                Ok((copy, expanded)) => {
+                    file = FileInput::from_file(copy).map_err(fail)?;
+                    container = Some(expanded.container);
+                }
+                Err(Refusal::Refused(reason)) => {
+                    return Ok(RunInput {
+                        file,
+                        utf16: None,
+                        container: None,
+                        refused: Some(crate::import::Rejection::new(reason)),
+                    })
+                }
+                Err(Refusal::Write(e)) => {
+                    return Err(WorkerError::output(
+                        format!(
+                            "cannot write the expanded copy of {} in {}",
+                            path.display(),
+                            std::env::temp_dir().display()
+                        ),
+                        e,
+                    ))
+                }
+            }
+        }
         let Some(order) = utf16_byte_order(&file) else {
-            return Ok(RunInput { file, utf16: None });
+            return Ok(RunInput {
+                file,
+                utf16: None,
+                container,
+                refused: None,
+            });
         };
         let copy = utf8_copy(&file, order).map_err(fail)?;
         Ok(RunInput {
             file: FileInput::utf8_copy(copy).map_err(fail)?,
             utf16: Some(order),
+            container,
+            refused: None,
         })
     }
 }
 
-/// The UTF-8 text of a UTF-16 file, in a temporary file that is unlinked
-/// at once (only this process holds it).
-fn utf8_copy(file: &FileInput, order: Encoding) -> std::io::Result<std::fs::File> {
-    use std::io::{Seek, Write};
+/// A file in the temporary folder that is unlinked at once (only this
+/// process holds it; it is gone when the run closes it).
+fn unnamed_temp_file(what: &str) -> std::io::Result<std::fs::File> {
     let stamp = SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let path = std::env::temp_dir().join(format!(
-        ".flagsync-utf16-{}-{stamp}.csv",
+        ".flagsync-{what}-{}-{stamp}.csv",
         std::process::id()
     ));
-    let mut copy = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .open(&path)?;
     let _ = std::fs::remove_file(&path);
+    Ok(file)
+}
+
+/// The expanded content of a gzip file or ZIP archive, in an unnamed
+/// temporary file.
+fn expanded_copy(
+    file: &FileInput,
+    kind: Container,
+    limit: u64,
+) -> Result<(std::fs::File, Expanded), Refusal> {
+    use std::io::{Seek, Write};
+    let mut copy = unnamed_temp_file("expanded").map_err(Refusal::Write)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut copy);
+    let expanded = expand(file, kind, limit, &mut out)?;
+    out.flush().map_err(Refusal::Write)?;
+    drop(out);
+    copy.rewind().map_err(Refusal::Write)?;
+    Ok((copy, expanded))
+}
+
+/// The UTF-8 text of a UTF-16 file, in an unnamed temporary file.
+fn utf8_copy(file: &FileInput, order: Encoding) -> std::io::Result<std::fs::File> {
+    use std::io::{Seek, Write};
+    let mut copy = unnamed_temp_file("utf16")?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut copy);
     transcode_utf16(file, order, &mut out)?;
     out.flush()?;
@@ -484,9 +550,14 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         .map_or_else(now_text, |c| c.held.started_at.clone());
     let mut run = new_run(feed, file_name, options.dry_run, started_at);
     run.upload = upload;
-    let input = RunInput::open(path)?;
+    let mut input = RunInput::open(path, feed.max_file_size)?;
+    run.container = input.container.clone();
     let _span = tracing::info_span!("run", feed = %feed.name, file = %file_name).entered();
     let mut store = RunStore::open(config, access)?;
+    if let Some(rejection) = input.refused.take() {
+        let failures = store.for_failures().filter(|_| options.record_failure);
+        return reject_file(config, feed, &input, rejection, failures, run, t0);
+    }
 
     // Read.
     let (scan, index) = scan_and_index(&input.file, feed, store.get(), options.progress)?;
@@ -694,7 +765,7 @@ pub fn record_broken_upload(
     let claimed = crate::layout::FeedFolders::new(config.feed_dir(&feed.name))
         .processing()
         .join(upload);
-    let header = RunInput::open(&claimed)
+    let header = RunInput::open(&claimed, feed.max_file_size)
         .ok()
         .and_then(|input| header_columns(&input.file, feed));
     record_failed_run(config, feed, store, &mut run, header)?;
@@ -911,7 +982,10 @@ pub fn held_removals(
         Some(_) => undo::held_undo_removals(store, run)?,
         None => {
             let path = PathBuf::from(run.held_file.clone().unwrap_or_default());
-            let input = RunInput::open(&path)?;
+            let input = RunInput::open(&path, feed.max_file_size)?;
+            if let Some(refused) = input.refused {
+                return Err(WorkerError::HeldFile(refused.reason));
+            }
             let (scan, index) = scan_and_index(&input.file, feed, Some(store), false)?;
             let scan = scan.map_err(|r| WorkerError::HeldFile(r.reason))?;
             let fingerprint = run_fingerprint(feed, scan.encoding);
