@@ -17,6 +17,7 @@
 
 mod bad_input;
 mod changes;
+mod compressed;
 mod config;
 mod crash;
 mod diff;
