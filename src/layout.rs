@@ -254,6 +254,11 @@ mod tests {
             .to_vec();
         assert!(is_pickable("hr.csv", &defaults));
         assert!(is_pickable("HR 2026-11-25.CSV", &defaults));
+        // Compressed files are read (import::container): no extension is
+        // filtered.
+        for name in ["hr.csv.gz", "hr.gz", "hr.zip", "HR.ZIP", "hr.txt"] {
+            assert!(is_pickable(name, &defaults), "{name}");
+        }
         for name in [
             "hr.csv.part",
             "hr.csv.filepart",

@@ -103,7 +103,10 @@ fn expand_gzip(input: &dyn Input, limit: u64, out: &mut dyn Write) -> Result<Exp
 fn is_packing_noise(name: &str) -> bool {
     name.ends_with('/')
         || name.starts_with("__MACOSX/")
-        || name.rsplit('/').next().is_some_and(|base| base.starts_with("._"))
+        || name
+            .rsplit('/')
+            .next()
+            .is_some_and(|base| base.starts_with("._"))
 }
 
 fn expand_zip(input: &dyn Input, limit: u64, out: &mut dyn Write) -> Result<Expanded, Refusal> {
@@ -338,7 +341,10 @@ mod tests {
     fn a_gzip_bomb_stops_at_the_limit() {
         let bomb = gzip(&vec![0u8; 4 << 20]);
         let reason = run(&bomb, 1 << 20).unwrap_err();
-        assert!(reason.contains("expands to more than 1048576 bytes"), "{reason}");
+        assert!(
+            reason.contains("expands to more than 1048576 bytes"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -369,7 +375,10 @@ mod tests {
     #[test]
     fn a_zip_with_several_or_no_files_names_them() {
         let reason = run(&zip_of(&[("a.csv", CSV), ("b\x1b.csv", CSV)]), 1000).unwrap_err();
-        assert!(reason.contains("holds 2 files ('a.csv', 'b\\u{1B}.csv')"), "{reason}");
+        assert!(
+            reason.contains("holds 2 files ('a.csv', 'b\\u{1B}.csv')"),
+            "{reason}"
+        );
         let reason = run(&zip_of(&[("empty/", b"")]), 1000).unwrap_err();
         assert!(reason.contains("holds no file"), "{reason}");
     }
@@ -396,7 +405,10 @@ mod tests {
 
     #[test]
     fn a_workbook_keeps_its_reason() {
-        let z = zip_of(&[("[Content_Types].xml", b"<x/>"), ("xl/workbook.xml", b"<x/>")]);
+        let z = zip_of(&[
+            ("[Content_Types].xml", b"<x/>"),
+            ("xl/workbook.xml", b"<x/>"),
+        ]);
         let reason = run(&z, 1000).unwrap_err();
         assert!(reason.contains("Excel workbook"), "{reason}");
     }

@@ -1,9 +1,11 @@
 //! The import core: parse → validate → diff → plan.
 //!
-//! Owns: reading a feed's CSV file (encoding, delimiter, quoting), mapping
-//! its header, validating and normalising rows, diffing them against the
-//! feed's stored state, the delete guard, and driving the changes through
-//! the [`FeedWriter`] trait. It is pure: no tokio, no network, no redb; it
+//! Owns: expanding a gzip file or a one-file ZIP archive into the caller's
+//! writer (`container`, with the size limit), reading a feed's CSV file
+//! (encoding, delimiter, quoting), mapping its header, validating and
+//! normalising rows, diffing them against the feed's stored state, the
+//! delete guard, and driving the changes through the [`FeedWriter`]
+//! trait. It is pure: no tokio, no network, no redb; it
 //! decides and the caller's writer acts. The CLI and the server both call it
 //! through `worker`.
 //!

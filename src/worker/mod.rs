@@ -22,10 +22,9 @@ use compact_str::CompactString;
 use crate::config::{Config, Feed};
 use crate::import::{
     apply_diff, apply_diff_with_snapshot, container_of, diff_scan, expand, header_columns,
-    judge_clearing,
-    judge_delete_guard, run_fingerprint, scan_file_against, transcode_utf16, trusted_hashes,
-    utf16_byte_order, ApplyCounts, ApplyError, Container, Diff, Encoding, Expanded, FileContext, FileInput, Input, Scan,
-    Refusal, StoredIndex, Verdict,
+    judge_clearing, judge_delete_guard, run_fingerprint, scan_file_against, transcode_utf16,
+    trusted_hashes, utf16_byte_order, ApplyCounts, ApplyError, Container, Diff, Encoding, Expanded,
+    FileContext, FileInput, Input, Refusal, Scan, StoredIndex, Verdict,
 };
 use crate::report::ErrorCollector;
 use crate::store::{DataLock, ReadFeed, Run, RunState, Store, StoreError};

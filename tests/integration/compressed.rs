@@ -131,7 +131,10 @@ fn a_zip_with_one_csv_imports_like_the_plain_file() {
             ("hr/hr.csv", content.as_bytes()),
             ("__MACOSX/", b""),
             ("__MACOSX/hr/", b""),
-            ("__MACOSX/hr/._hr.csv", b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X"),
+            (
+                "__MACOSX/hr/._hr.csv",
+                b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X",
+            ),
         ],
     );
     let run = env.import("hr", &zip, &[]);
@@ -181,8 +184,7 @@ fn a_gzip_bomb_fails_quickly_and_stores_nothing() {
     let t0 = Instant::now();
     let reason = refused(&env, &bomb);
     assert!(
-        reason.contains("expands to more than 10")
-            && reason.contains("max_file_size"),
+        reason.contains("expands to more than 10") && reason.contains("max_file_size"),
         "{reason}"
     );
     assert!(
@@ -288,11 +290,7 @@ fn a_gzip_of_a_utf16_csv_imports() {
 #[test]
 fn the_error_report_of_a_gzip_file_quotes_the_decoded_rows() {
     let env = Env::hr();
-    let content = lines(&[
-        HR_HEADER,
-        &hr_row(1),
-        "E00002,Bob,Bad,bob@,,,Sales,Active",
-    ]);
+    let content = lines(&[HR_HEADER, &hr_row(1), "E00002,Bob,Bad,bob@,,,Sales,Active"]);
     env.input("hr.csv", &content);
     let gz = gzip(&env, "hr.csv");
     let run = env.import("hr", &gz, &[]);
