@@ -37,8 +37,8 @@ use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 use super::PersonBefore;
 use crate::config::{Feed, FieldKind};
 use crate::import::{
-    check_field_value, decode_field, is_email, phone, printable, read_header, scan_file,
-    transcode_utf16, utf16_byte_order, Encoding, Header, Input, RowParser,
+    check_field_value, container_of, decode_field, expand, is_email, phone, printable, read_header,
+    scan_file, transcode_utf16, utf16_byte_order, Encoding, Header, Input, RowParser,
 };
 use crate::store::Run;
 
@@ -60,22 +60,39 @@ pub(super) struct FileText {
 // The file as the import reads it
 // ------------------------------------------------------------------------
 
-/// The file's bytes as the import reads them: a UTF-16 file as its UTF-8
-/// copy.
+/// The file's bytes as the import reads them: a compressed file expanded,
+/// a UTF-16 file as its UTF-8 copy.
 struct Text {
     bytes: Vec<u8>,
     utf8_copy: bool,
     /// A UTF-16 file's byte order (true: big-endian).
     big_endian: bool,
+    /// What the file was packed in (`gzip`, `zip: <entry>`): the redacted
+    /// file is packed the same way.
+    container: Option<String>,
 }
 
 impl Text {
-    /// Takes the file's bytes (no second copy of a big file).
-    fn of(file: Vec<u8>) -> Text {
+    /// Takes the file's bytes (no second copy of a big file). A compressed
+    /// file is expanded as the import does (up to `limit` bytes); one the
+    /// import refuses is nothing here: its packed bytes are the people's
+    /// data, and no redaction of them can be trusted.
+    fn of(file: Vec<u8>, limit: u64) -> Text {
+        let (file, container) = match container_of(&file) {
+            None => (file, None),
+            Some(kind) => {
+                let mut expanded_bytes = Vec::new();
+                match expand(&file, kind, limit, &mut expanded_bytes) {
+                    Ok(expanded) => (expanded_bytes, Some(expanded.container)),
+                    Err(_) => (Vec::new(), None),
+                }
+            }
+        };
         let plain = Text {
             bytes: file,
             utf8_copy: false,
             big_endian: false,
+            container,
         };
         if let Some(order) = utf16_byte_order(&plain) {
             let mut bytes = Vec::with_capacity(plain.bytes.len());
@@ -84,6 +101,7 @@ impl Text {
                     bytes,
                     utf8_copy: true,
                     big_endian: plain.bytes.starts_with(&[0xFE, 0xFF]),
+                    container: plain.container,
                 };
             }
         }
@@ -92,6 +110,15 @@ impl Text {
 
     /// `redacted` (in this text's form) in the original file's form.
     fn encode_like(&self, redacted: Vec<u8>) -> Vec<u8> {
+        let unpacked = self.unicode_like(redacted);
+        match self.container.as_deref() {
+            None => unpacked,
+            Some("gzip") => pack_gzip(&unpacked),
+            Some(other) => pack_zip(other.strip_prefix("zip: ").unwrap_or("file.csv"), &unpacked),
+        }
+    }
+
+    fn unicode_like(&self, redacted: Vec<u8>) -> Vec<u8> {
         if !self.utf8_copy {
             return redacted;
         }
@@ -111,6 +138,30 @@ impl Text {
             });
         }
         out
+    }
+}
+
+/// `bytes` as a gzip file. Writing into memory cannot fail.
+fn pack_gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    match encoder.write_all(bytes).and_then(|()| encoder.finish()) {
+        Ok(packed) => packed,
+        Err(_) => Vec::new(),
+    }
+}
+
+/// `bytes` as a ZIP archive holding one file called `name`.
+fn pack_zip(name: &str, bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let written = writer
+        .start_file(name, zip::write::SimpleFileOptions::default())
+        .map_err(std::io::Error::other)
+        .and_then(|()| writer.write_all(bytes));
+    match written.and_then(|()| writer.finish().map_err(std::io::Error::other)) {
+        Ok(cursor) => cursor.into_inner(),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -496,7 +547,7 @@ impl<'f> Redactor<'f> {
     /// Reads the run's file (and which lines its report names) and collects
     /// its values.
     pub(super) fn collect_file(&mut self, file: Vec<u8>, report: Option<&[u8]>) -> FileText {
-        let text = Text::of(file);
+        let text = Text::of(file, self.feed.max_file_size);
         let header = read_header(&text, self.feed).ok();
         let wanted = report
             .map(report_lines)
@@ -534,6 +585,7 @@ impl<'f> Redactor<'f> {
             bytes,
             utf8_copy: file.text.utf8_copy,
             big_endian: file.text.big_endian,
+            container: None,
         };
         self.new_hashes = row_hashes_by_line(&redacted, self.feed);
         file.text.encode_like(redacted.bytes)
@@ -1407,6 +1459,48 @@ group_fields = ["department"]
             false,
             &Run::new("hr", "f.csv", String::new()),
         )
+    }
+
+    /// A compressed file is redacted expanded and packed again the same
+    /// way: nothing of the original survives in its packed bytes.
+    #[test]
+    fn a_compressed_file_is_redacted_inside_and_packed_again() {
+        use std::io::Read;
+        let config = config();
+        let csv = "ID,Name,Email,Mobile,Department,Status\nE17,Zoe Quimby,zoe.quimby@example.com,+12125550123,Sales,Active\n";
+        let expand_all = |packed: &[u8]| {
+            let kind = container_of(&packed.to_vec()).expect("packed");
+            let mut out = Vec::new();
+            expand(&packed.to_vec(), kind, 1 << 20, &mut out).expect("expands");
+            out
+        };
+        for packed in [
+            pack_gzip(csv.as_bytes()),
+            pack_zip("hr.csv", csv.as_bytes()),
+        ] {
+            let mut r = redactor(&config);
+            let text = r.collect_file(packed.clone(), None);
+            let redacted = r.rewrite_file(&text);
+            assert_eq!(&redacted[..2], &packed[..2], "packed the same way");
+            let inside = String::from_utf8(expand_all(&redacted)).unwrap();
+            assert!(
+                inside.starts_with("ID,Name,Email,Mobile,Department,Status\n"),
+                "{inside}"
+            );
+            for secret in ["Zoe", "Quimby", "zoe.quimby", "5550123"] {
+                assert!(!inside.contains(secret), "{secret} in {inside}");
+            }
+            let mut raw = Vec::new();
+            std::io::Cursor::new(&redacted)
+                .read_to_end(&mut raw)
+                .unwrap();
+            assert!(!raw.windows(6).any(|w| w == b"Quimby"));
+        }
+        // A container the import refuses is left out whole.
+        let mut r = redactor(&config);
+        let cut = pack_gzip(csv.as_bytes());
+        let text = r.collect_file(cut[..cut.len() / 2].to_vec(), None);
+        assert!(r.rewrite_file(&text).is_empty());
     }
 
     #[test]

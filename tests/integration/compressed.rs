@@ -327,6 +327,16 @@ fn uploads_of_compressed_files_over_sftp() {
         "the archive keeps the file as uploaded"
     );
 
+    // Its support bundle, as sent and redacted, replays identically.
+    let id = run_id_of(&runs[0]);
+    for (flags, tag) in [(&[][..], "plain"), (&["--redact"][..], "redacted")] {
+        let (bundle, out) = crate::support::bundle_with(env, &id, flags, tag);
+        assert_eq!(out.code, 0, "{out:#?}");
+        let (code, replayed) = crate::support::replay(env, &bundle);
+        assert_eq!(code, 0, "{flags:?}: {replayed:#}");
+        assert_eq!(replayed["verdict"], "identical", "{replayed:#}");
+    }
+
     env.input("a.csv", hr_file(1..=3));
     env.input("b.csv", hr_file(4..=5));
     make(env, "zip", &["-q", "two.zip", "a.csv", "b.csv"]);

@@ -2,6 +2,7 @@
 //! of the file's or the store's personal values, and still replay
 //! identically.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -676,4 +677,59 @@ fn one_number_in_three_spellings_gets_one_pseudonym() {
         .filter(|n| *n == numbers[0])
         .collect();
     assert_eq!(stored.len(), 3, "{people}");
+}
+
+/// `bytes` expanded from a gzip file or a one-file ZIP archive.
+fn unpacked(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if bytes.starts_with(b"\x1f\x8b") {
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .expect("a gzip file");
+    } else {
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("a zip");
+        assert_eq!(zip.len(), 1);
+        zip.by_index(0)
+            .unwrap()
+            .read_to_end(&mut out)
+            .expect("its one file");
+    }
+    out
+}
+
+#[test]
+fn a_compressed_file_is_redacted_inside_and_packed_again() {
+    let day1 = customer_text(&CUSTOMERS, ",", "\n");
+    let day2 = customer_text(&customers_day2(), ",", "\n");
+    let gzip = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(day2.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    let zip = {
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        w.start_file("customers.csv", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(day2.as_bytes()).unwrap();
+        w.finish().unwrap().into_inner()
+    };
+    let personal = customer_values(&customers_day2());
+    for (name, packed, magic) in [
+        ("day2.csv.gz", gzip, &b"\x1f\x8b"[..]),
+        ("day2.zip", zip, &b"PK\x03\x04"[..]),
+    ] {
+        let (_env, bundles) = redacts_and_replays(
+            &[("day1.csv", day1.clone().into_bytes()), (name, packed)],
+            &personal,
+            // The real bundle's file is packed: its values are not found
+            // as they are.
+            &[],
+        );
+        let file = bundled_file(&bundles[1]);
+        assert!(file.starts_with(magic), "{name}: packed as it was sent");
+        let inside = unpacked(&file);
+        assert!(inside.starts_with(CUSTOMER_HEADER.join(",").as_bytes()));
+        let left: Vec<&String> = personal.iter().filter(|v| holds(&inside, v)).collect();
+        assert!(left.is_empty(), "{name}: {left:?} left inside");
+    }
 }
