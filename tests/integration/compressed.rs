@@ -358,3 +358,21 @@ fn uploads_of_compressed_files_over_sftp() {
     );
     assert_eq!(env.exported_ids("hr").len(), 12);
 }
+
+#[test]
+fn a_held_gzip_file_is_confirmed_from_its_kept_copy() {
+    let env = Env::hr();
+    env.import_text("hr", "day1.csv", hr_file(1..=40));
+    env.input("day2.csv", hr_file(1..=20));
+    let gz = gzip(&env, "day2.csv");
+    let run = env.import("hr", &gz, &[]);
+    assert_eq!(run.state(), "held", "{:#}", run.json);
+    assert_eq!(run.json["container"], "gzip");
+    assert_eq!(env.exported_ids("hr").len(), 40);
+    let out = env.run(&["runs", "confirm", &run.id(), "--json"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let confirmed = out.json("runs confirm");
+    assert_eq!(confirmed["state"], "applied", "{confirmed:#}");
+    assert_eq!(confirmed["removed"], 20, "{confirmed:#}");
+    assert_eq!(env.exported_ids("hr").len(), 20);
+}
