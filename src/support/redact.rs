@@ -145,10 +145,10 @@ impl Text {
 fn pack_gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    match encoder.write_all(bytes).and_then(|()| encoder.finish()) {
-        Ok(packed) => packed,
-        Err(_) => Vec::new(),
-    }
+    encoder
+        .write_all(bytes)
+        .and_then(|()| encoder.finish())
+        .unwrap_or_default()
 }
 
 /// `bytes` as a ZIP archive holding one file called `name`.
