@@ -385,8 +385,8 @@ struct RunInput {
 
 impl RunInput {
     /// `limit`: the feed's `max_file_size`, which an expanded file may not
-    /// pass.
-    fn open(path: &Path, limit: u64) -> Result<RunInput, WorkerError> {
+    /// pass; `scratch`: the data folder, where the copies are made.
+    fn open(path: &Path, limit: u64, scratch: &Path) -> Result<RunInput, WorkerError> {
         let fail = |source| WorkerError::File {
             path: path.to_owned(),
             source,
@@ -394,7 +394,7 @@ impl RunInput {
         let mut file = FileInput::open(path).map_err(fail)?;
         let mut container = None;
         if let Some(kind) = container_of(&file) {
-            match expanded_copy(&file, kind, limit) {
+            match expanded_copy(&file, kind, limit, scratch) {
                 Ok((copy, expanded)) => {
                     file = FileInput::from_file(copy).map_err(fail)?;
                     container = Some(expanded.container);
@@ -412,7 +412,7 @@ impl RunInput {
                         format!(
                             "cannot write the expanded copy of {} in {}",
                             path.display(),
-                            std::env::temp_dir().display()
+                            scratch.display()
                         ),
                         e,
                     ))
@@ -427,7 +427,7 @@ impl RunInput {
                 refused: None,
             });
         };
-        let copy = utf8_copy(&file, order).map_err(fail)?;
+        let copy = utf8_copy(&file, order, scratch).map_err(fail)?;
         Ok(RunInput {
             file: FileInput::utf8_copy(copy).map_err(fail)?,
             utf16: Some(order),
@@ -437,24 +437,27 @@ impl RunInput {
     }
 }
 
-/// A file in the temporary folder that is unlinked at once (only this
-/// process holds it; it is gone when the run closes it).
-fn unnamed_temp_file(what: &str) -> std::io::Result<std::fs::File> {
+/// A file in `dir` (the data folder) that is unlinked at once (only this
+/// process holds it; it is gone when the run closes it). Not in the system's
+/// temporary folder: that is often memory (tmpfs), and an expanded upload
+/// may be as big as `max_file_size`. Falls back to it when `dir` cannot be
+/// written.
+fn unnamed_temp_file(dir: &Path, what: &str) -> std::io::Result<std::fs::File> {
     let stamp = SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let path = std::env::temp_dir().join(format!(
-        ".flagsync-{what}-{}-{stamp}.csv",
-        std::process::id()
-    ));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    let _ = std::fs::remove_file(&path);
-    Ok(file)
+    let name = format!(".flagsync-{what}-{}-{stamp}.csv", std::process::id());
+    let create = |path: &Path| {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        let _ = std::fs::remove_file(path);
+        Ok(file)
+    };
+    create(&dir.join(&name)).or_else(|_: std::io::Error| create(&std::env::temp_dir().join(&name)))
 }
 
 /// The expanded content of a gzip file or ZIP archive, in an unnamed
@@ -463,9 +466,10 @@ fn expanded_copy(
     file: &FileInput,
     kind: Container,
     limit: u64,
+    scratch: &Path,
 ) -> Result<(std::fs::File, Expanded), Refusal> {
     use std::io::{Seek, Write};
-    let mut copy = unnamed_temp_file("expanded").map_err(Refusal::Write)?;
+    let mut copy = unnamed_temp_file(scratch, "expanded").map_err(Refusal::Write)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut copy);
     let expanded = expand(file, kind, limit, &mut out)?;
     out.flush().map_err(Refusal::Write)?;
@@ -475,9 +479,9 @@ fn expanded_copy(
 }
 
 /// The UTF-8 text of a UTF-16 file, in an unnamed temporary file.
-fn utf8_copy(file: &FileInput, order: Encoding) -> std::io::Result<std::fs::File> {
+fn utf8_copy(file: &FileInput, order: Encoding, scratch: &Path) -> std::io::Result<std::fs::File> {
     use std::io::{Seek, Write};
-    let mut copy = unnamed_temp_file("utf16")?;
+    let mut copy = unnamed_temp_file(scratch, "utf16")?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut copy);
     transcode_utf16(file, order, &mut out)?;
     out.flush()?;
@@ -549,7 +553,7 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         .map_or_else(now_text, |c| c.held.started_at.clone());
     let mut run = new_run(feed, file_name, options.dry_run, started_at);
     run.upload = upload;
-    let mut input = RunInput::open(path, feed.max_file_size)?;
+    let mut input = RunInput::open(path, feed.max_file_size, &config.data_dir)?;
     run.container = input.container.clone();
     let _span = tracing::info_span!("run", feed = %feed.name, file = %file_name).entered();
     let mut store = RunStore::open(config, access)?;
@@ -764,7 +768,7 @@ pub fn record_broken_upload(
     let claimed = crate::layout::FeedFolders::new(config.feed_dir(&feed.name))
         .processing()
         .join(upload);
-    let header = RunInput::open(&claimed, feed.max_file_size)
+    let header = RunInput::open(&claimed, feed.max_file_size, &config.data_dir)
         .ok()
         .and_then(|input| header_columns(&input.file, feed));
     record_failed_run(config, feed, store, &mut run, header)?;
@@ -981,7 +985,7 @@ pub fn held_removals(
         Some(_) => undo::held_undo_removals(store, run)?,
         None => {
             let path = PathBuf::from(run.held_file.clone().unwrap_or_default());
-            let input = RunInput::open(&path, feed.max_file_size)?;
+            let input = RunInput::open(&path, feed.max_file_size, &config.data_dir)?;
             if let Some(refused) = input.refused {
                 return Err(WorkerError::HeldFile(refused.reason));
             }

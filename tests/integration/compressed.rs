@@ -376,3 +376,28 @@ fn a_held_gzip_file_is_confirmed_from_its_kept_copy() {
     assert_eq!(confirmed["removed"], 20, "{confirmed:#}");
     assert_eq!(env.exported_ids("hr").len(), 20);
 }
+
+/// The expanded copy is made in the data folder, not the system's
+/// temporary folder (often memory): with TMPDIR pointing nowhere, a gzip
+/// file and a UTF-16 one inside it still import.
+#[test]
+fn expanded_copies_are_made_in_the_data_folder() {
+    let content = hr_file(1..=10);
+    let env = Env::hr();
+    // A first run makes the data folder.
+    let first = env.import_text("hr", "first.csv", &hr_file(1..=3));
+    assert_eq!(first.state(), "applied", "{:#}", first.json);
+    env.input("hr.csv", &content);
+    let gz = gzip(&env, "hr.csv");
+    let mut cmd = env.command();
+    cmd.env("TMPDIR", env.root.join("no-such-folder"))
+        .arg("--config")
+        .arg(&env.config)
+        .args(["import", "--feed", "hr", gz.to_str().unwrap(), "--json"]);
+    let out = run_command(cmd, "import with TMPDIR nowhere");
+    assert_eq!(out.code, 0, "{out:#?}");
+    let json = out.json("import");
+    assert_eq!(json["state"], "applied", "{json:#}");
+    assert_eq!(json["container"], "gzip");
+    assert_eq!(json["added"], 7);
+}
