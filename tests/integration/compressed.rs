@@ -385,7 +385,7 @@ fn expanded_copies_are_made_in_the_data_folder() {
     let content = hr_file(1..=10);
     let env = Env::hr();
     // A first run makes the data folder.
-    let first = env.import_text("hr", "first.csv", &hr_file(1..=3));
+    let first = env.import_text("hr", "first.csv", hr_file(1..=3));
     assert_eq!(first.state(), "applied", "{:#}", first.json);
     env.input("hr.csv", &content);
     let gz = gzip(&env, "hr.csv");
