@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, Source};
-use crate::store::{RunState, Store};
+use crate::store::{ReadStore, RunState, Store};
 use crate::support::Redaction;
 use crate::worker::{self, ImportOptions, WorkerError};
 
@@ -630,24 +630,6 @@ pub fn execute(
         Command::Serve => Err(Failure::Usage(anyhow::anyhow!(
             "a server is already running on this data folder"
         ))),
-    }
-}
-
-/// The store to read: the server's, or opened read-only here (`None` when
-/// there is none yet).
-enum ReadStore<'a> {
-    Borrowed(&'a Store),
-    Owned(Store),
-    Empty,
-}
-
-impl ReadStore<'_> {
-    fn get(&self) -> Option<&Store> {
-        match self {
-            ReadStore::Borrowed(s) => Some(s),
-            ReadStore::Owned(s) => Some(s),
-            ReadStore::Empty => None,
-        }
     }
 }
 

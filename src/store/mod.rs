@@ -911,5 +911,23 @@ impl RunTransaction {
     }
 }
 
+/// A store to read: a running server's, or one opened read-only by the
+/// caller (`Empty` when there is none yet).
+pub enum ReadStore<'a> {
+    Borrowed(&'a Store),
+    Owned(Store),
+    Empty,
+}
+
+impl ReadStore<'_> {
+    pub fn get(&self) -> Option<&Store> {
+        match self {
+            ReadStore::Borrowed(s) => Some(s),
+            ReadStore::Owned(s) => Some(s),
+            ReadStore::Empty => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::{Config, Source};
-use crate::store::{Delivery, Store, StoreError};
+use crate::store::{Delivery, ReadStore, Store, StoreError};
 use crate::worker::engine::Engine;
 
 /// Free space under this is a FAIL: a run's commit or an upload may not fit.
@@ -145,24 +145,6 @@ pub fn text(checks: &[Check]) -> String {
         checks.len()
     ));
     text
-}
-
-/// The store to read: the server's, or opened read-only here (`Empty`
-/// when there is none yet).
-enum ReadStore<'a> {
-    Borrowed(&'a Store),
-    Owned(Store),
-    Empty,
-}
-
-impl ReadStore<'_> {
-    fn get(&self) -> Option<&Store> {
-        match self {
-            ReadStore::Borrowed(s) => Some(s),
-            ReadStore::Owned(s) => Some(s),
-            ReadStore::Empty => None,
-        }
-    }
 }
 
 /// Problems with the [smtp] table and the report addresses, found without
