@@ -1738,21 +1738,11 @@ alert = "ops@acme-corp.com"
         let out = config_addresses(broken);
         assert!(!out.contains("ops@acme-corp.com"), "{out}");
     }
-}
-
-#[cfg(test)]
-mod pool_tests {
-    use super::*;
 
     #[test]
     fn ideographs_become_rare_ideographs_of_the_same_length() {
-        let config = crate::config::Config::parse(
-            "[[feed]]\nname = \"hr\"\nid_field = \"id\"\n  [[feed.field]]\n  name = \"id\"\n  column = \"ID\"\n  type = \"id\"\n  [[feed.field]]\n  name = \"email\"\n  column = \"Email\"\n  type = \"email\"\n",
-            crate::config::Source::Embedded,
-        )
-        .expect("a valid configuration");
-        let run = Run::new("hr", "f.csv", String::new());
-        let mut r = Redactor::new(config.feed("hr").unwrap(), false, &run);
+        let config = config();
+        let mut r = redactor(&config);
         let name = "王伟 丁";
         let new = r.words_in(name, usize::MAX);
         assert_eq!(new.len(), name.len(), "{new}");
@@ -1766,27 +1756,18 @@ mod pool_tests {
             "one value, one pseudonym"
         );
     }
-}
-
-#[cfg(test)]
-mod reference_tests {
-    use super::*;
 
     #[test]
     fn an_id_in_another_column_gets_that_persons_pseudonym() {
-        let config = crate::config::Config::parse(
-            "[[feed]]\nname = \"hr\"\nid_field = \"id\"\n  [[feed.field]]\n  name = \"id\"\n  column = \"ID\"\n  type = \"id\"\n  [[feed.field]]\n  name = \"manager\"\n  column = \"Manager ID\"\n  type = \"text\"\n",
-            crate::config::Source::Embedded,
-        )
-        .expect("a valid configuration");
-        let run = Run::new("hr", "f.csv", String::new());
-        let mut r = Redactor::new(config.feed("hr").unwrap(), false, &run);
+        let config = config();
+        let mut r = redactor(&config);
         for id in ["E0000001", "E0000002", "E0000010"] {
             r.collect_value(Some(0), id);
         }
         r.build_id_map();
         let boss = r.value(Some(0), "E0000001", 2);
         assert_ne!(boss, "E0000001");
+        // Field 1 is the text field `name`.
         assert_eq!(r.value(Some(1), "E0000001", 3), boss);
         assert_eq!(
             r.value(Some(1), "E0000001", 0),
