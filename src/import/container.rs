@@ -1,5 +1,5 @@
-//! Compressed files: a gzip file, or a ZIP archive holding one CSV file,
-//! expanded into a writer the caller gives (the worker's unnamed temporary
+//! Compressed files: a gzip file, a ZIP archive or a tar archive (plain or
+//! gzipped) holding one CSV file, expanded into a writer the caller gives (the worker's unnamed temporary
 //! file), so that the rest of the reader sees the CSV as if it had been
 //! sent as it is.
 //!
@@ -24,21 +24,61 @@ use super::text::{office_zip_reason, printable};
 pub enum Container {
     Gzip,
     Zip,
+    Tar,
 }
 
 /// The container a file starts like, if any.
 pub fn container_of(input: &dyn Input) -> Option<Container> {
-    let mut head = [0u8; 4];
-    let n = input.len().min(4) as usize;
+    let mut head = [0u8; TAR_BLOCK];
+    let n = input.len().min(TAR_BLOCK as u64) as usize;
     input.read_exact_at(0, &mut head[..n]).ok()?;
     let head = &head[..n];
     if head.starts_with(b"\x1F\x8B") {
         Some(Container::Gzip)
     } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         Some(Container::Zip)
+    } else if is_tar_header(head) {
+        Some(Container::Tar)
     } else {
         None
     }
+}
+
+const TAR_BLOCK: usize = 512;
+
+/// A tar header block: its checksum field (octal, at 148) matches the sum
+/// of its bytes with that field read as spaces. Checked, not just the
+/// `ustar` magic, so that no CSV file can pass for one (and old v7 tar
+/// files, without the magic, are still known).
+fn is_tar_header(block: &[u8]) -> bool {
+    if block.len() < TAR_BLOCK || block[0] == 0 {
+        return false;
+    }
+    let field = &block[148..156];
+    let digits: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|&b| b == b' ')
+        .take_while(|b| (b'0'..=b'7').contains(b))
+        .collect();
+    let Some(stated) = std::str::from_utf8(&digits)
+        .ok()
+        .and_then(|d| u32::from_str_radix(d, 8).ok())
+    else {
+        return false;
+    };
+    let sum: u32 = block[..TAR_BLOCK]
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                b' ' as u32
+            } else {
+                b as u32
+            }
+        })
+        .sum();
+    sum == stated
 }
 
 /// Why a container was not expanded.
@@ -70,6 +110,7 @@ pub fn expand(
     match kind {
         Container::Gzip => expand_gzip(input, limit, out),
         Container::Zip => expand_zip(input, limit, out),
+        Container::Tar => expand_tar(&mut InputReader::new(input), "tar", input.len(), limit, out),
     }
 }
 
@@ -77,25 +118,117 @@ fn expand_gzip(input: &dyn Input, limit: u64, out: &mut dyn Write) -> Result<Exp
     let reader = io::BufReader::with_capacity(1 << 16, InputReader::new(input));
     // Concatenated members are one file, as `gzip -d` reads them.
     let mut decoder = flate2::read::MultiGzDecoder::new(reader);
-    let damaged = |e: io::Error| {
-        let what = if e.kind() == io::ErrorKind::UnexpectedEof {
-            "cut short (an interrupted upload or copy)".to_string()
-        } else {
-            format!("damaged ({})", printable(&e.to_string()))
-        };
-        format!("the gzip file is {what}; send it again, or unpack it and send the CSV file")
-    };
+    let mut head = Vec::with_capacity(TAR_BLOCK);
+    (&mut decoder)
+        .take(TAR_BLOCK as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| Refusal::Refused(gzip_damaged(e)))?;
+    if let Some(reason) = packed_twice_reason(&head) {
+        return Err(Refusal::Refused(reason));
+    }
+    let tar = is_tar_header(&head);
+    let mut expanded = io::Cursor::new(head).chain(decoder);
+    if tar {
+        return expand_tar(&mut expanded, "tar.gz", input.len(), limit, out);
+    }
     let too_big = || {
         format!(
             "the gzip file ({} bytes) expands to more than {limit} bytes, over this feed's max_file_size of {limit} bytes; send a smaller file, or ask for a larger max_file_size",
             input.len()
         )
     };
-    let size = copy_counted(&mut decoder, out, limit, damaged, too_big)?;
+    let size = copy_counted(&mut expanded, out, limit, gzip_damaged, too_big)?;
     Ok(Expanded {
         container: "gzip".into(),
         size,
     })
+}
+
+fn gzip_damaged(e: io::Error) -> String {
+    damaged_reason("the gzip file", e)
+}
+
+/// `what` ("the gzip file") could not be read to its end.
+fn damaged_reason(what: &str, e: io::Error) -> String {
+    let how = if e.kind() == io::ErrorKind::UnexpectedEof {
+        "cut short (an interrupted upload or copy)".to_string()
+    } else {
+        format!("damaged ({})", printable(&e.to_string()))
+    };
+    format!("{what} is {how}; send it again, or unpack it and send the CSV file")
+}
+
+/// A gzip file whose content is packed again (a ZIP archive or a second
+/// gzip, as a transfer tool that compresses what it sends makes): one
+/// layer is read, and the sender is told what to send instead.
+fn packed_twice_reason(head: &[u8]) -> Option<String> {
+    let inner = if head.starts_with(b"\x1F\x8B") {
+        "another gzip file (it was compressed twice)"
+    } else if head.starts_with(b"PK\x03\x04") {
+        "a ZIP archive"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "the gzip file holds {inner}; send the CSV file compressed once, as a .csv.gz or a ZIP holding the CSV file"
+    ))
+}
+
+/// Expands the one file of a tar stream (`label`: `tar` or `tar.gz`, for
+/// the run record; `sent`: the size of the file as sent). Folders, links
+/// and macOS's `._*` files do not count; a second file stops the reading
+/// at once, so a many-file bomb is never read through.
+fn expand_tar(
+    from: &mut dyn Read,
+    label: &str,
+    sent: u64,
+    limit: u64,
+    out: &mut dyn Write,
+) -> Result<Expanded, Refusal> {
+    let refuse = |r: String| Refusal::Refused(r);
+    // Bounds what a stream of headers without files may make the reader
+    // go through.
+    let mut bounded = from.take(limit.saturating_add(1 << 20));
+    let mut archive = tar::Archive::new(&mut bounded);
+    let mut found: Option<(String, u64)> = None;
+    for entry in archive.entries().map_err(|e| refuse(tar_damaged(e)))? {
+        let mut entry = entry.map_err(|e| refuse(tar_damaged(e)))?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        if !entry.header().entry_type().is_file() || is_packing_noise(&name) {
+            continue;
+        }
+        let shown = printable(&name).into_owned();
+        if let Some((first, _)) = found {
+            return Err(refuse(format!(
+                "the tar archive holds more than one file ('{}', '{shown}'…), and only an archive holding one CSV file can be read; send each file on its own",
+                printable(&first)
+            )));
+        }
+        if entry.size() > limit {
+            return Err(refuse(format!(
+                "the tar archive's file '{shown}' is {} bytes, over this feed's max_file_size of {limit} bytes; send a smaller file, or ask for a larger max_file_size",
+                entry.size()
+            )));
+        }
+        let too_big = || {
+            format!(
+                "the tar archive ({sent} bytes sent) expands to more than {limit} bytes before its file '{shown}' ends, over this feed's max_file_size of {limit} bytes; send a smaller file, or ask for a larger max_file_size"
+            )
+        };
+        let size = copy_counted(&mut entry, out, limit, tar_damaged, too_big)?;
+        found = Some((name, size));
+    }
+    let (name, size) = found.ok_or_else(|| {
+        refuse("the tar archive holds no file; send the CSV file itself, or an archive holding just that file".into())
+    })?;
+    Ok(Expanded {
+        container: format!("{label}: {name}"),
+        size,
+    })
+}
+
+fn tar_damaged(e: io::Error) -> String {
+    damaged_reason("the tar archive", e)
 }
 
 /// Entries a ZIP tool adds beside the file that are not files of their
@@ -411,5 +544,74 @@ mod tests {
         ]);
         let reason = run(&z, 1000).unwrap_err();
         assert!(reason.contains("Excel workbook"), "{reason}");
+    }
+
+    fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            if name.ends_with('/') {
+                h.set_entry_type(tar::EntryType::Directory);
+            }
+            h.set_cksum();
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_tar_and_a_tar_gz_with_one_file_expand() {
+        let t = tar_of(&[("hr/", b""), ("hr/._hr.csv", b"\0\x05"), ("hr/hr.csv", CSV)]);
+        let (e, out) = run(&t, 1000).unwrap();
+        assert_eq!(
+            (e.container.as_str(), out.as_slice()),
+            ("tar: hr/hr.csv", CSV)
+        );
+        let (e, out) = run(&gzip(&t), 1000).unwrap();
+        assert_eq!(
+            (e.container.as_str(), out.as_slice()),
+            ("tar.gz: hr/hr.csv", CSV)
+        );
+    }
+
+    #[test]
+    fn a_tar_with_several_files_no_file_or_too_big_a_file_is_refused() {
+        let reason = run(&gzip(&tar_of(&[("a.csv", CSV), ("b.csv", CSV)])), 1000).unwrap_err();
+        assert!(
+            reason.contains("more than one file ('a.csv', 'b.csv'"),
+            "{reason}"
+        );
+        let reason = run(&tar_of(&[("hr/", b"")]), 1000).unwrap_err();
+        assert!(reason.contains("holds no file"), "{reason}");
+        let reason = run(&tar_of(&[("big.csv", &vec![b'a'; 5000])]), 1000).unwrap_err();
+        assert!(reason.contains("'big.csv' is 5000 bytes"), "{reason}");
+        let whole = gzip(&tar_of(&[("hr.csv", &vec![b'a'; 5000])]));
+        let reason = run(&whole[..whole.len() - 30], 10_000).unwrap_err();
+        assert!(
+            reason.contains("cut short") || reason.contains("damaged"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn no_csv_passes_for_a_tar_header() {
+        let mut text = b"id,name".to_vec();
+        text.extend(std::iter::repeat_n(b'x', 250));
+        text.extend(b"ustar  00");
+        text.extend(std::iter::repeat_n(b' ', 300));
+        assert_eq!(container_of(&text), None);
+        let mut block = tar_of(&[("hr.csv", CSV)]);
+        block[0] ^= 1;
+        assert_eq!(container_of(&block), None, "a wrong checksum");
+    }
+
+    #[test]
+    fn a_gzip_of_a_zip_or_of_a_gzip_says_so() {
+        let reason = run(&gzip(&gzip(CSV)), 1000).unwrap_err();
+        assert!(reason.contains("compressed twice"), "{reason}");
+        let reason = run(&gzip(&zip_of(&[("a.csv", CSV)])), 1000).unwrap_err();
+        assert!(reason.contains("holds a ZIP archive"), "{reason}");
     }
 }

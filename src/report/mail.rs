@@ -216,6 +216,7 @@ pub fn render_run(
         started_at => run.started_at,
         duration => duration_text(run.duration_ms),
         encoding_note => encoding_note,
+        container => run.container.as_deref().map(crate::import::printable),
         rows => thousands(c.rows),
         added => thousands(c.added),
         updated => thousands(c.updated),
@@ -347,6 +348,18 @@ mod tests {
         assert!(r.html.contains("undoes run 5"));
         let plain = render_run(&run(RunState::Applied), None, None, &[]).unwrap();
         assert!(!plain.text.contains("Undo:"));
+    }
+
+    #[test]
+    fn a_packed_file_says_what_it_was_packed_in() {
+        let mut packed = run(RunState::Applied);
+        packed.container = Some("zip: hr/\u{1b}[31m.csv".into());
+        let r = render_run(&packed, None, None, &[]).unwrap();
+        assert!(r.text.contains("Packed as: zip: hr/"), "{}", r.text);
+        assert!(r.html.contains("Packed as: zip: hr"), "{}", r.html);
+        assert!(!r.text.contains('\u{1b}'), "printable: {}", r.text);
+        let plain = render_run(&run(RunState::Applied), None, None, &[]).unwrap();
+        assert!(!plain.text.contains("Packed as"), "{}", plain.text);
     }
 
     #[test]

@@ -114,7 +114,15 @@ impl Text {
         match self.container.as_deref() {
             None => unpacked,
             Some("gzip") => pack_gzip(&unpacked),
-            Some(other) => pack_zip(other.strip_prefix("zip: ").unwrap_or("file.csv"), &unpacked),
+            Some(other) => {
+                if let Some(name) = other.strip_prefix("tar.gz: ") {
+                    pack_gzip(&pack_tar(name, &unpacked))
+                } else if let Some(name) = other.strip_prefix("tar: ") {
+                    pack_tar(name, &unpacked)
+                } else {
+                    pack_zip(other.strip_prefix("zip: ").unwrap_or("file.csv"), &unpacked)
+                }
+            }
         }
     }
 
@@ -148,6 +156,18 @@ fn pack_gzip(bytes: &[u8]) -> Vec<u8> {
     encoder
         .write_all(bytes)
         .and_then(|()| encoder.finish())
+        .unwrap_or_default()
+}
+
+/// `bytes` as a tar archive holding one file called `name`.
+fn pack_tar(name: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(0o644);
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_data(&mut header, name, bytes)
+        .and_then(|()| builder.into_inner())
         .unwrap_or_default()
 }
 
@@ -1477,6 +1497,8 @@ group_fields = ["department"]
         for packed in [
             pack_gzip(csv.as_bytes()),
             pack_zip("hr.csv", csv.as_bytes()),
+            pack_tar("hr.csv", csv.as_bytes()),
+            pack_gzip(&pack_tar("hr.csv", csv.as_bytes())),
         ] {
             let mut r = redactor(&config);
             let text = r.collect_file(packed.clone(), None);

@@ -33,6 +33,8 @@ pub(super) fn run_value(
             "requested_by",
             "conflicts",
             "upload",
+            "container",
+            "encoding",
         ] {
             map.entry(key).or_insert(serde_json::Value::Null);
         }

@@ -401,3 +401,51 @@ fn expanded_copies_are_made_in_the_data_folder() {
     assert_eq!(json["container"], "gzip");
     assert_eq!(json["added"], 7);
 }
+
+/// The run's page says what the file was packed in.
+#[cfg(feature = "e2e")]
+#[test]
+fn the_run_page_says_a_file_was_packed() {
+    use crate::web::{Web, ADMIN_PASSWORD};
+    let env = sftp_env();
+    env.input("hr.csv", hr_file(1..=5));
+    let gz = fs::read(gzip(&env, "hr.csv")).unwrap();
+    let runs = crate::support::serve_files(&env, &[("hr.csv.gz", gz)]);
+    assert_eq!(runs[0]["container"], "gzip", "{:#}", runs[0]);
+    let id = run_id_of(&runs[0]);
+    let web = Web::start_in(env);
+    web.login(ADMIN_PASSWORD);
+    let (code, _, page) = web.curl(&[&web.url(&format!("/runs/{id}"))]);
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("<dt>Packed as</dt><dd id=\"container\">gzip (read unpacked"),
+        "{page}"
+    );
+    assert!(!page.contains("id=\"encoding\""), "UTF-8 is not mentioned");
+}
+
+/// A `.tar.gz` (or `.tgz`, or a plain `.tar`) made by GNU tar holding one
+/// CSV file is read as that file; one holding two is a failed run.
+#[test]
+fn tar_archives_made_by_tar_are_read() {
+    let env = Env::hr();
+    env.input("hr.csv", hr_file(1..=6));
+    make(&env, "tar", &["czf", "hr.tar.gz", "hr.csv"]);
+    let run = env.import("hr", &env.root.join("in/hr.tar.gz"), &[]);
+    assert_eq!(run.state(), "applied", "{:#}", run.json);
+    assert_eq!(run.json["container"], "tar.gz: hr.csv");
+    assert_eq!(env.exported_ids("hr").len(), 6);
+
+    env.input("hr.csv", hr_file(1..=7));
+    make(&env, "tar", &["cf", "hr.tar", "hr.csv"]);
+    let run = env.import("hr", &env.root.join("in/hr.tar"), &[]);
+    assert_eq!(run.state(), "applied", "{:#}", run.json);
+    assert_eq!(run.json["container"], "tar: hr.csv");
+    assert_eq!(env.exported_ids("hr").len(), 7);
+
+    env.input("other.csv", hr_file(8..=9));
+    make(&env, "tar", &["czf", "two.tgz", "hr.csv", "other.csv"]);
+    let reason = refused(&env, &env.root.join("in/two.tgz"));
+    assert!(reason.contains("more than one file"), "{reason}");
+    assert_eq!(env.exported_ids("hr").len(), 7);
+}
