@@ -251,14 +251,15 @@ fn copy_counted(
     }
 }
 
-/// An [`Input`] as a reader with a position.
-struct InputReader<'a> {
+/// An [`Input`] as a reader with a position (also read by
+/// [`super::workbook`]).
+pub(super) struct InputReader<'a> {
     input: &'a dyn Input,
     at: u64,
 }
 
 impl<'a> InputReader<'a> {
-    fn new(input: &'a dyn Input) -> Self {
+    pub(super) fn new(input: &'a dyn Input) -> Self {
         InputReader { input, at: 0 }
     }
 }
