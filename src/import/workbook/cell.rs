@@ -12,7 +12,7 @@
 use calamine::{CellErrorType, DataRef, ExcelDateTime};
 
 /// Excel's precision: it keeps 15 significant digits of a number.
-pub const EXCEL_DIGITS: usize = 15;
+const EXCEL_DIGITS: usize = 15;
 
 /// The text of `cell`; `zero_pad`: the number of digits of the cell's
 /// zero-padded number format (`000000` → 6), if it has one.
