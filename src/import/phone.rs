@@ -992,7 +992,9 @@ mod tests {
             normalize_phone("E12", Id::DE),
             Err(PhoneError::NotANumber(_))
         ));
-        let reason = normalize_phone("4.91512E+12", Id::DE).unwrap_err().to_string();
+        let reason = normalize_phone("4.91512E+12", Id::DE)
+            .unwrap_err()
+            .to_string();
         assert!(reason.contains("format the column as Text"), "{reason}");
     }
 

@@ -227,6 +227,7 @@ pub fn render_run(
         groups_created => thousands(c.groups_created),
         groups_removed => thousands(c.groups_removed),
         errors => errors,
+        line_word => run.line_word(),
         would_remove => run.would_remove,
         more_removed => c.removed.saturating_sub(shown),
         changes => changes,
