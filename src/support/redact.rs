@@ -76,7 +76,8 @@ impl Text {
     /// Takes the file's bytes (no second copy of a big file). A compressed
     /// file is expanded as the import does (up to `limit` bytes); one the
     /// import refuses is nothing here: its packed bytes are the people's
-    /// data, and no redaction of them can be trusted.
+    /// data, and no redaction of them can be trusted. So is a workbook
+    /// (also once expanded): its cells are not redacted yet.
     fn of(file: Vec<u8>, limit: u64) -> Text {
         let (file, container) = match container_of(&file) {
             None => (file, None),
@@ -87,6 +88,11 @@ impl Text {
                     Err(_) => (Vec::new(), None),
                 }
             }
+        };
+        let file = if crate::import::workbook_of(&file).is_some() {
+            Vec::new()
+        } else {
+            file
         };
         let plain = Text {
             bytes: file,
