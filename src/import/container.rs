@@ -11,8 +11,9 @@
 //!    [`Refusal::Refused`] with a reason that says what to do; reasons
 //!    never hold the file's bytes, and entry names pass through
 //!    [`printable`].
-//! 3. An Office file (a ZIP with `xl/`, `word/` entries…) keeps the reason
-//!    it had before archives were read.
+//! 3. An Office file (a ZIP with `xl/`, `word/` entries…) is not expanded:
+//!    a workbook is read by `import::workbook` (the worker asks it first),
+//!    and any other keeps its "save it as CSV" reason.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 

@@ -332,6 +332,15 @@ fn a_word_file_keeps_its_reason() {
     );
     let reason = refused(&env, &docx);
     assert!(reason.contains("a Word document"), "{reason}");
+
+    // A workbook cut short (an interrupted upload) is not read as one.
+    let xlsx = fs::read(three_sheets(&env)).expect("the workbook");
+    let cut = env.input("cut.xlsx", &xlsx[..xlsx.len() / 2]);
+    let reason = refused(&env, &cut);
+    assert!(
+        reason.contains("Excel workbook (.xlsx) that cannot be read (damaged or cut short)"),
+        "{reason}"
+    );
 }
 
 /// On the server: an `.xlsx` uploaded over sFTP is read as its sheet, and
@@ -356,4 +365,49 @@ fn an_xlsx_uploaded_over_sftp() {
         sent,
         "the archive keeps the workbook as uploaded"
     );
+}
+
+/// The status page's run page heads its error list "Row" for a workbook.
+#[test]
+fn the_run_page_numbers_a_workbooks_rows() {
+    use crate::web::{Web, ADMIN_PASSWORD};
+    let web = Web::start();
+    let xlsx = openpyxl(
+        &web.env,
+        "hr.xlsx",
+        "put(ws, 1, HEADER)\n\
+         put(ws, 3, ['E00001', 'Ann', 'Lee', 'ann@', None, None, 'Sales', 'Active'])\n",
+    );
+    let run = web.env.import("hr", &xlsx, &[]);
+    assert_eq!(web.env.run_show(&run.id())["errors"][0]["line"], 3);
+    let (code, _, _) = web.login(ADMIN_PASSWORD);
+    assert_eq!(code, 303);
+    let (code, _, page) = web.curl(&[&web.url(&format!("/runs/{}", run.id()))]);
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("<th>Row</th>"), "{page}");
+    assert!(page.contains("<tr><td>3</td>"), "{page}");
+}
+
+/// A workbook held by the delete guard is read again from its kept copy
+/// when confirmed.
+#[test]
+fn a_held_workbook_is_confirmed_from_its_kept_copy() {
+    let env = Env::hr();
+    env.import_text("hr", "day1.csv", hr_file(1..=40));
+    let xlsx = openpyxl(
+        &env,
+        "day2.xlsx",
+        "put(ws, 1, HEADER)\n\
+         for i in range(1, 21):\n    put(ws, i + 1, ['E%05d' % i, 'First%d' % i, 'Last', 'u%d@example.com' % i, None, None, 'Sales', 'Active'])\n",
+    );
+    let run = env.import("hr", &xlsx, &[]);
+    assert_eq!(run.state(), "held", "{:#}", run.json);
+    assert_eq!(run.json["container"], "xlsx: Staff");
+    assert_eq!(env.exported_ids("hr").len(), 40);
+    let out = env.run(&["runs", "confirm", &run.id(), "--json"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let confirmed = out.json("runs confirm");
+    assert_eq!(confirmed["state"], "applied", "{confirmed:#}");
+    assert_eq!(confirmed["removed"], 20, "{confirmed:#}");
+    assert_eq!(env.exported_ids("hr").len(), 20);
 }
