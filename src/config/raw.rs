@@ -836,7 +836,7 @@ fn validate_sheet(feed: &str, raw: &RawFeed, problems: &mut Problems) -> Option<
     if sheet.get_ref().trim().is_empty() {
         problems.at(
             sheet,
-            format!("feed '{feed}': sheet = \"\" names no sheet; write the sheet's name as the workbook shows it on its tab, or remove the key to read the first visible sheet"),
+            format!("feed '{feed}': sheet = {:?} names no sheet; write the sheet's name as the workbook shows it on its tab, or remove the key to read the first visible sheet", sheet.get_ref()),
         );
         return None;
     }

@@ -148,6 +148,11 @@ fn the_first_visible_sheet_is_read_unless_the_feed_names_one() {
     assert_eq!(env.exported_ids("hr"), vec![hr_id(1), hr_id(2), hr_id(3)]);
 
     let env = Env::new(&[Feed::hr("hr").extra("sheet = \"Leavers\"")]);
+    let shown = env.run(&["feeds", "show", "hr"]);
+    assert!(
+        shown.stdout.contains("a workbook's sheet read: 'Leavers'"),
+        "{shown:#?}"
+    );
     let run = env.import("hr", &three_sheets(&env), &[]);
     assert_eq!(run.state(), "applied", "{:#}", run.json);
     assert_eq!(run.json["container"], "xlsx: Leavers");

@@ -193,3 +193,49 @@ fn a_workbook_run_counts_rows() {
     assert_eq!(line_word(Some("zip: staff.csv")), "line");
     assert_eq!(line_word(None), "line");
 }
+
+/// An `.ods` of one sheet, "Staff" (rows of `<table:table-row>` XML).
+fn ods(rows: &str) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    w.start_file("mimetype", stored).unwrap();
+    w.write_all(ODS_MIMETYPE).unwrap();
+    w.start_file("META-INF/manifest.xml", stored).unwrap();
+    w.write_all(br#"<?xml version="1.0"?><manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0"><manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/></manifest:manifest>"#).unwrap();
+    w.start_file("content.xml", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    write!(
+        w,
+        r#"<?xml version="1.0"?><office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"><office:body><office:spreadsheet><table:table table:name="Staff">{rows}</table:table></office:spreadsheet></office:body></office:document-content>"#
+    )
+    .unwrap();
+    w.finish().unwrap().into_inner()
+}
+
+#[test]
+fn an_ods_sheet_becomes_csv_too() {
+    let text = |v: &str| {
+        format!(
+            r#"<table:table-cell office:value-type="string"><text:p>{v}</text:p></table:table-cell>"#
+        )
+    };
+    let rows = [
+        format!("<table:table-row>{}{}</table:table-row>", text("id"), text("start")),
+        format!(
+            r#"<table:table-row><table:table-cell office:value-type="float" office:value="124"><text:p>124</text:p></table:table-cell>{}</table:table-row>"#,
+            text("x")
+        ),
+        "<table:table-row><table:table-cell/></table:table-row>".to_string(),
+        format!(
+            r#"<table:table-row>{}<table:table-cell office:value-type="date" office:date-value="2026-01-31"><text:p>31.01.26</text:p></table:table-cell></table:table-row>"#,
+            text("000125")
+        ),
+    ]
+    .concat();
+    let book = ods(&rows);
+    assert_eq!(workbook_of(&book), Some(Workbook::Ods));
+    let (read, csv) = read(&book, None, 1000).unwrap();
+    assert_eq!(read.container, "ods: Staff");
+    assert_eq!(csv, "id,start\n124,x\n\n000125,2026-01-31\n");
+}
