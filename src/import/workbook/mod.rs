@@ -7,10 +7,11 @@
 //! 1. Line N of the CSV written is row N of the sheet: empty rows are
 //!    written as empty lines, and a line break inside a cell is written as
 //!    a space, so that a report's "row N" is the row the customer sees.
-//! 2. Every line has at least the header's number of fields (the header is
-//!    the first row with a value; trailing empty cells of a row are not
-//!    "missing columns"); a row with values past the header's width keeps
-//!    them, and is flagged as a CSV row would be.
+//! 2. Every line of a row with a value has at least the header's number
+//!    of fields (the header is the first row with a value, which the
+//!    reader wants in row 1 as in a CSV file; trailing empty cells of a row
+//!    are not "missing columns"); a row with values past the header's
+//!    width keeps them, and is flagged as a CSV row would be.
 //! 3. Never more than `limit` + one row of CSV is written (the feed's
 //!    `max_file_size`, as for an expanded gzip file), and a ZIP-based
 //!    workbook whose parts declare more than [`PARTS_PER_LIMIT`] times
@@ -319,14 +320,12 @@ where
     };
     for (i, cells) in range.rows().enumerate() {
         let mut row = RowBuffer {
-            number: Some(first_row + i as u32),
+            number: Some(first_row.saturating_add(i as u32)),
             ..RowBuffer::default()
         };
         for (j, value) in cells.iter().enumerate() {
-            row.put(
-                first_column + j as u32,
-                cell::cell_text(&as_ref(value), None),
-            )?;
+            let column = first_column.saturating_add(j as u32);
+            row.put(column, cell::cell_text(&as_ref(value), None))?;
         }
         row.flush_into(out)?;
     }
