@@ -35,6 +35,7 @@ pub fn mapping_json(feed: &Feed) -> Value {
         "feed": feed.name,
         "id_field": feed.fields[feed.id_field].name,
         "delimiter": feed.delimiter.map_or("auto".to_string(), |d| delimiter_name(d).to_string()),
+        "sheet": feed.sheet,
         "default_country": format!("{:?}", feed.default_country),
         "require_channel": feed.require_channel,
         "delete_threshold": feed.delete_threshold.to_string(),
@@ -85,6 +86,12 @@ pub fn mapping_text(config: &Config, feed: &Feed) -> String {
         feed.clear_threshold
             .map_or("(never)".to_string(), |t| t.to_string())
     ));
+    if let Some(sheet) = &feed.sheet {
+        out.push_str(&format!(
+            "  a workbook's sheet read: '{}'\n",
+            crate::import::printable(sheet)
+        ));
+    }
     out.push_str(&format!("  schedule: {}\n", schedule_text(feed)));
     if feed.require_channel {
         out.push_str("  each row needs a valid SMS, voice or email value\n");

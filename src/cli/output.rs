@@ -89,8 +89,16 @@ pub fn print_run_outcome(w: &mut dyn Write, run: &Run, json: bool) -> anyhow::Re
         out.push_str(&format!("  encoding: {}{note}\n", enc.as_str()));
     }
     if let Some(container) = &run.container {
+        let (what, how) = if crate::import::is_workbook_container(container) {
+            (
+                "workbook",
+                "its sheet read as CSV; rows are the sheet's rows",
+            )
+        } else {
+            ("compressed", "read expanded")
+        };
         out.push_str(&format!(
-            "  compressed: {} (read expanded)\n",
+            "  {what}: {} ({how})\n",
             crate::import::printable(container)
         ));
     }
@@ -154,7 +162,8 @@ fn push_first_errors(out: &mut String, run: &Run, limit: usize) {
     for e in run.errors.iter().take(limit) {
         let kind = if e.warning { "warning: " } else { "" };
         out.push_str(&format!(
-            "    line {}: {kind}{}\n",
+            "    {} {}: {kind}{}\n",
+            run.line_word(),
             e.line,
             printable(&e.reasons.join("; "))
         ));

@@ -249,6 +249,9 @@ pub struct Feed {
     pub id_field: usize,
     /// `None` means detect from the header.
     pub delimiter: Option<u8>,
+    /// The sheet of a workbook to read (`sheet`); `None`: its first
+    /// visible worksheet.
+    pub sheet: Option<String>,
     pub default_country: phonenumber::country::Id,
     pub delete_threshold: Threshold,
     /// Holds a run that would empty more than this of the stored values of

@@ -106,6 +106,7 @@ struct RawFeed {
     name: Spanned<String>,
     id_field: Option<Spanned<String>>,
     delimiter: Option<Spanned<String>>,
+    sheet: Option<Spanned<String>>,
     default_country: Option<Spanned<String>>,
     delete_threshold: Option<Spanned<NumberOrText>>,
     clear_threshold: Option<Spanned<NumberOrText>>,
@@ -511,6 +512,7 @@ fn validate_feed(raw: &RawFeed, problems: &mut Problems) -> Option<Feed> {
     let filters = validate_filters(&name, raw, &fields, problems);
     let feed = Feed {
         delimiter: validate_delimiter(&name, raw, problems),
+        sheet: validate_sheet(&name, raw, problems),
         default_country: validate_country(&name, raw, problems),
         delete_threshold: validate_threshold(
             &name,
@@ -825,6 +827,20 @@ fn validate_delimiter(feed: &str, raw: &RawFeed, problems: &mut Problems) -> Opt
             None
         }
     }
+}
+
+/// The workbook sheet to read; a name of blanks is a mistake, not "the
+/// first sheet".
+fn validate_sheet(feed: &str, raw: &RawFeed, problems: &mut Problems) -> Option<String> {
+    let sheet = raw.sheet.as_ref()?;
+    if sheet.get_ref().trim().is_empty() {
+        problems.at(
+            sheet,
+            format!("feed '{feed}': sheet = {:?} names no sheet; write the sheet's name as the workbook shows it on its tab, or remove the key to read the first visible sheet", sheet.get_ref()),
+        );
+        return None;
+    }
+    Some(sheet.get_ref().clone())
 }
 
 fn validate_country(

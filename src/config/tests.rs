@@ -186,3 +186,18 @@ fn temporary_suffixes_default_to_the_clients_names_and_can_be_set() {
     let msg = problems("[sftp]\ntemporary_suffix = [\".part\"]\n");
     assert!(msg.contains("temporary_suffix"), "{msg}");
 }
+
+#[test]
+fn a_feed_names_the_workbook_sheet_it_reads() {
+    let with = |sheet: &str| {
+        feed_with_fields(1).replace(
+            "name = \"hr\"\n",
+            &format!("name = \"hr\"\nsheet = {sheet:?}\n"),
+        )
+    };
+    let config = Config::parse(&with("Staff list"), Source::Embedded).unwrap();
+    assert_eq!(config.feeds[0].sheet.as_deref(), Some("Staff list"));
+    let config = Config::parse(&feed_with_fields(1), Source::Embedded).unwrap();
+    assert_eq!(config.feeds[0].sheet, None, "the first visible sheet");
+    assert!(problems(&with(" ")).contains("sheet = \" \" names no sheet"));
+}

@@ -199,6 +199,9 @@ pub struct FileContext<'a> {
     pub feed: &'a Feed,
     pub header: &'a Header,
     pub encoding: Encoding,
+    /// How a reason names a row's place: `line` in a CSV file, `row` in a
+    /// workbook's sheet (see [`super::line_word`]).
+    pub line_word: &'static str,
 }
 
 /// A validated row ready for the writer.
@@ -664,8 +667,8 @@ fn early_reason(flag: EarlyFlag, w: &Work, record: &Cells, file: &FileContext) -
             format!("empty ID (column '{column}')")
         }
         EarlyFlag::Repeated { first_line } => format!(
-            "repeated ID '{}': the first occurrence on line {first_line} is used",
-            w.row.id
+            "repeated ID '{}': the first occurrence on {} {first_line} is used",
+            w.row.id, file.line_word
         ),
         EarlyFlag::WrongColumnCount => format!(
             "wrong column count: {} columns, the header has {}",

@@ -11,8 +11,9 @@
 //!    [`Refusal::Refused`] with a reason that says what to do; reasons
 //!    never hold the file's bytes, and entry names pass through
 //!    [`printable`].
-//! 3. An Office file (a ZIP with `xl/`, `word/` entries…) keeps the reason
-//!    it had before archives were read.
+//! 3. An Office file (a ZIP with `xl/`, `word/` entries…) is not expanded:
+//!    a workbook is read by `import::workbook` (the worker asks it first),
+//!    and any other keeps its "save it as CSV" reason.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
@@ -158,20 +159,14 @@ fn damaged_reason(what: &str, e: io::Error) -> String {
     format!("{what} is {how}; send it again, or unpack it and send the CSV file")
 }
 
-/// A gzip file whose content is packed again (a ZIP archive or a second
-/// gzip, as a transfer tool that compresses what it sends makes): one
-/// layer is read, and the sender is told what to send instead.
+/// A gzip file compressed again (as a transfer tool that compresses what
+/// it sends makes): one layer is read, and the sender is told what to send
+/// instead. (A ZIP inside is left to the reader: a workbook is read, any
+/// other ZIP gets the reader's reason.)
 fn packed_twice_reason(head: &[u8]) -> Option<String> {
-    let inner = if head.starts_with(b"\x1F\x8B") {
-        "another gzip file (it was compressed twice)"
-    } else if head.starts_with(b"PK\x03\x04") {
-        "a ZIP archive"
-    } else {
-        return None;
-    };
-    Some(format!(
-        "the gzip file holds {inner}; send the CSV file compressed once, as a .csv.gz or a ZIP holding the CSV file"
-    ))
+    head.starts_with(b"\x1F\x8B").then(|| {
+        "the gzip file holds another gzip file (it was compressed twice); send the CSV file compressed once, as a .csv.gz or a ZIP holding the CSV file".to_string()
+    })
 }
 
 /// Expands the one file of a tar stream (`label`: `tar` or `tar.gz`, for
@@ -384,14 +379,15 @@ fn copy_counted(
     }
 }
 
-/// An [`Input`] as a reader with a position.
-struct InputReader<'a> {
+/// An [`Input`] as a reader with a position (also read by
+/// [`super::workbook`]).
+pub(super) struct InputReader<'a> {
     input: &'a dyn Input,
     at: u64,
 }
 
 impl<'a> InputReader<'a> {
-    fn new(input: &'a dyn Input) -> Self {
+    pub(super) fn new(input: &'a dyn Input) -> Self {
         InputReader { input, at: 0 }
     }
 }
@@ -608,10 +604,8 @@ mod tests {
     }
 
     #[test]
-    fn a_gzip_of_a_zip_or_of_a_gzip_says_so() {
+    fn a_gzip_of_a_gzip_says_so() {
         let reason = run(&gzip(&gzip(CSV)), 1000).unwrap_err();
         assert!(reason.contains("compressed twice"), "{reason}");
-        let reason = run(&gzip(&zip_of(&[("a.csv", CSV)])), 1000).unwrap_err();
-        assert!(reason.contains("holds a ZIP archive"), "{reason}");
     }
 }

@@ -1,7 +1,8 @@
 //! The import core: parse → validate → diff → plan.
 //!
 //! Owns: expanding a gzip file or a one-file ZIP archive into the caller's
-//! writer (`container`, with the size limit), reading a feed's CSV file
+//! writer (`container`, with the size limit), writing a workbook's sheet
+//! as CSV into the caller's writer (`workbook`), reading a feed's CSV file
 //! (encoding, delimiter, quoting), mapping its header, validating and
 //! normalising rows, diffing them against the feed's stored state, the
 //! delete guard, and driving the changes through the [`FeedWriter`]
@@ -52,6 +53,7 @@ mod scan;
 mod text;
 mod undo;
 mod validate;
+mod workbook;
 
 pub use apply::{
     apply_diff, apply_diff_with_snapshot, Applied, ApplyCounts, ApplyError, Change, ErrorSink,
@@ -70,6 +72,10 @@ pub use undo::{
     UndoApplied, UndoConflict, UndoError, UndoPlan, UndoTarget,
 };
 pub use validate::{check_field_value, encode_values, is_email, RowParser};
+pub use workbook::{
+    is_workbook_container, line_word, workbook_of, workbook_to_csv, SheetRead, SheetRequest,
+    Workbook,
+};
 
 /// The version of the reading and validation rules. It is part of the
 /// fingerprint that lets rows whose raw text is as stored skip validation,

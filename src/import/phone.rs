@@ -94,6 +94,18 @@ pub enum PhoneError {
          write it in international form such as +33 6 12 34 56 78"
     )]
     NotNational { raw: String, country: String },
+    /// `4.91512E+12`: a number column saved as text by Excel.
+    #[error(
+        "'{0}': Excel turned this phone number into scientific notation and lost digits; \
+         format the column as Text and type the numbers again"
+    )]
+    ExcelScientific(String),
+    /// More than 15 digits ending in zeros: Excel kept 15 of them.
+    #[error(
+        "'{0}': Excel keeps only 15 digits of a number and lost the rest of this phone number; \
+         format the column as Text and type the numbers again"
+    )]
+    ExcelDigitsLost(String),
 }
 
 /// The calling code of a country (44 for GB), from the crate's metadata.
@@ -128,6 +140,42 @@ pub fn example_number(country: Id, mobile: bool) -> Option<String> {
 /// is not part of the stored number: it is returned for the caller to warn
 /// about.
 pub fn normalize_phone(raw: &str, country: Id) -> Result<Phone, PhoneError> {
+    if is_scientific_notation(raw) {
+        return Err(PhoneError::ExcelScientific(raw.to_string()));
+    }
+    normalize_plain(raw, country).map_err(|e| {
+        if lost_digits_in_excel(raw) {
+            PhoneError::ExcelDigitsLost(raw.to_string())
+        } else {
+            e
+        }
+    })
+}
+
+/// `4.91512E+12`, `4,9E12`: how Excel shows a long number in a narrow
+/// column, and saves it in a CSV file; the digits past the first few are
+/// gone.
+fn is_scientific_notation(raw: &str) -> bool {
+    let Some((mantissa, exponent)) = raw.trim().split_once(['e', 'E']) else {
+        return false;
+    };
+    let mantissa = mantissa.strip_prefix(['+', '-']).unwrap_or(mantissa);
+    let (whole, fraction) = mantissa.split_once(['.', ',']).unwrap_or((mantissa, "0"));
+    let exponent = exponent.strip_prefix('+').unwrap_or(exponent);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(whole) && digits(fraction) && digits(exponent)
+}
+
+/// More than 15 digits, all zeros past the 15th: a number
+/// typed into a number cell, of which Excel kept 15 digits. (No phone
+/// number has more than 15 digits, so this never hides a valid one.)
+fn lost_digits_in_excel(raw: &str) -> bool {
+    const EXCEL_DIGITS: usize = 15;
+    let digits: Vec<u8> = raw.bytes().filter(u8::is_ascii_digit).collect();
+    digits.len() > EXCEL_DIGITS && digits[EXCEL_DIGITS..].iter().all(|&d| d == b'0')
+}
+
+fn normalize_plain(raw: &str, country: Id) -> Result<Phone, PhoneError> {
     let (number, extension) = split_extension(raw);
     let digits = plain_digits(number);
     let (parsed, crate_extension) = match &digits {
@@ -916,6 +964,38 @@ mod tests {
     fn letters_go_through_the_crates_parser() {
         ok("1-800-FLOWERS", Id::US, "+18003569377");
         ok("tel:+1-212-555-0198", Id::GB, "+12125550198");
+    }
+
+    #[test]
+    fn numbers_excel_mangled_say_so() {
+        for raw in ["4.91512E+12", "4,91512E+12", "4.9E12", "+4.91512e+12"] {
+            assert_eq!(
+                normalize_phone(raw, Id::DE),
+                Err(PhoneError::ExcelScientific(raw.into())),
+                "{raw}"
+            );
+        }
+        assert!(matches!(
+            normalize_phone("4915112345678900", Id::DE),
+            Err(PhoneError::ExcelDigitsLost(_))
+        ));
+        // Not Excel's doing: the usual reasons.
+        let other = normalize_phone("4915112345678901", Id::DE).unwrap_err();
+        assert!(
+            !matches!(
+                other,
+                PhoneError::ExcelDigitsLost(_) | PhoneError::ExcelScientific(_)
+            ),
+            "{other:?}"
+        );
+        assert!(matches!(
+            normalize_phone("E12", Id::DE),
+            Err(PhoneError::NotANumber(_))
+        ));
+        let reason = normalize_phone("4.91512E+12", Id::DE)
+            .unwrap_err()
+            .to_string();
+        assert!(reason.contains("format the column as Text"), "{reason}");
     }
 
     #[test]

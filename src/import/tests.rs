@@ -322,6 +322,7 @@ fn try_run(
         feed,
         header: &header,
         encoding,
+        line_word: "line",
     };
     let mut errors = Errors::default();
     let applied = match apply_diff(&file, diff, model, &mut errors) {
@@ -2642,6 +2643,7 @@ fn clearing(feed: &Feed, before: &Model, bytes: &[u8]) -> Vec<String> {
         feed,
         header: &header,
         encoding: scan.encoding,
+        line_word: "line",
     };
     let diff = diff_scan(scan, before.index(), fingerprint);
     let mut model = before.clone();
@@ -2899,6 +2901,7 @@ fn a_utf16_file_with_a_lone_surrogate_stays_unicode_and_flags_that_row() {
         feed: &feed,
         header: &header,
         encoding: Encoding::Utf8,
+        line_word: "line",
     };
     let mut model = Model::default();
     let mut errors = Errors::default();

@@ -264,7 +264,7 @@ pub(crate) fn office_zip_reason(head: &[u8], names: &[String]) -> Option<&'stati
         || contains(head, b"opendocument")
         || named_exactly("content.xml")
     {
-        Some("an OpenDocument file (.ods): save it as CSV (UTF-8)")
+        Some("an OpenDocument file (.ods) that cannot be read (damaged or cut short): send it again, or save it as CSV (UTF-8)")
     } else if named_exactly("[Content_Types].xml") {
         Some(EXCEL_WORKBOOK)
     } else {
@@ -272,8 +272,10 @@ pub(crate) fn office_zip_reason(head: &[u8], names: &[String]) -> Option<&'stati
     }
 }
 
+/// Workbooks are read (`import::workbook`): one that reaches this reason
+/// could not be opened as one.
 const EXCEL_WORKBOOK: &str =
-    "an Excel workbook (.xlsx): open it in Excel and save it as \"CSV UTF-8\"";
+    "an Excel workbook (.xlsx) that cannot be read (damaged or cut short): send it again, or open it in Excel and save it as \"CSV UTF-8\"";
 
 /// `Some("little-endian")` when every other byte of the start is NUL (ASCII
 /// text in UTF-16), as a file without a byte-order mark shows it.

@@ -228,6 +228,7 @@ pub fn render_run(
         groups_created => thousands(c.groups_created),
         groups_removed => thousands(c.groups_removed),
         errors => errors,
+        line_word => run.line_word(),
         would_remove => run.would_remove,
         more_removed => c.removed.saturating_sub(shown),
         changes => changes,
@@ -499,6 +500,11 @@ mod tests {
             m.text
         );
         assert!(m.text.contains("attached (hr.csv.errors.csv)"));
+        // A workbook's rows are the sheet's.
+        r.container = Some("xlsx: Staff".into());
+        let m = render_run(&r, None, None, &[]).unwrap();
+        assert!(m.text.contains("row 14 (E9): email:"), "{}", m.text);
+        assert!(m.html.contains("row 15 (E10): warning:"), "{}", m.html);
         let failed = Run {
             reason: Some("the ID column 'Employee ID' is missing".into()),
             ..run(RunState::Failed)

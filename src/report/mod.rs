@@ -71,11 +71,12 @@ impl ErrorCollector {
     }
 
     /// Also writes the report, to a hidden temporary file in `dir` until
-    /// [`ErrorCollector::finish`] names it.
-    pub fn with_report(dir: &Path, header: &[String]) -> std::io::Result<Self> {
+    /// [`ErrorCollector::finish`] names it; `line_word` heads its first
+    /// column ([`Run::line_word`]).
+    pub fn with_report(dir: &Path, line_word: &str, header: &[String]) -> std::io::Result<Self> {
         Ok(ErrorCollector {
             first: Vec::new(),
-            report: Some(ErrorReport::create(dir, header)?),
+            report: Some(ErrorReport::create(dir, line_word, header)?),
         })
     }
 
@@ -102,8 +103,8 @@ impl ErrorSink for ErrorCollector {
     }
 }
 
-/// A BOM, `line,reasons,<the file's header>`, then one row per flagged
-/// record.
+/// A BOM, `line,reasons,<the file's header>` (`row,…` for a workbook's
+/// sheet), then one row per flagged record.
 struct ErrorReport {
     writer: csv::Writer<BufWriter<File>>,
     dir: PathBuf,
@@ -119,14 +120,14 @@ fn report_writer(path: &Path) -> std::io::Result<csv::Writer<BufWriter<File>>> {
     Ok(csv::WriterBuilder::new().flexible(true).from_writer(file))
 }
 
-fn header_row(header: &[String]) -> Vec<String> {
-    let mut row: Vec<String> = vec!["line".into(), "reasons".into()];
+fn header_row(line_word: &str, header: &[String]) -> Vec<String> {
+    let mut row: Vec<String> = vec![line_word.into(), "reasons".into()];
     row.extend(header.iter().map(|h| neutralize(h).into_owned()));
     row
 }
 
 impl ErrorReport {
-    fn create(dir: &Path, header: &[String]) -> std::io::Result<Self> {
+    fn create(dir: &Path, line_word: &str, header: &[String]) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         // Runs are one at a time (the data folder's lock and the server's
         // gate): one fixed temporary name is enough, and it stays short
@@ -134,7 +135,7 @@ impl ErrorReport {
         let temp = dir.join(".flagsync-report.tmp");
         let mut writer = report_writer(&temp)?;
         writer
-            .write_record(header_row(header))
+            .write_record(header_row(line_word, header))
             .map_err(std::io::Error::other)?;
         Ok(ErrorReport {
             writer,
@@ -189,13 +190,14 @@ pub fn write_rejection_report(
     dir: &Path,
     name: &str,
     reason: &str,
+    line_word: &str,
     header: Option<&[String]>,
 ) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     // Runs are one at a time; a fixed name stays within 255 bytes.
     let temp = dir.join(".flagsync-rejection-report.tmp");
     let mut writer = report_writer(&temp)?;
-    let header = header_row(header.unwrap_or_default());
+    let header = header_row(line_word, header.unwrap_or_default());
     let reason = format!("the whole file was rejected (nothing was imported): {reason}");
     writer
         .write_record(&header)
@@ -234,7 +236,7 @@ mod tests {
     fn report_is_written_only_with_errors() {
         let dir = tempfile::tempdir().unwrap();
         let header = vec!["ID".to_string(), "Name".to_string()];
-        let mut c = ErrorCollector::with_report(dir.path(), &header).unwrap();
+        let mut c = ErrorCollector::with_report(dir.path(), "line", &header).unwrap();
         c.row_error(&RowError {
             warning: false,
             line: 3,
@@ -248,7 +250,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "\u{feff}line,reasons,ID,Name\n3,a; b,E1,'=cmd\n");
         // A later run without errors writes nothing and removes nothing.
-        let c = ErrorCollector::with_report(dir.path(), &header).unwrap();
+        let c = ErrorCollector::with_report(dir.path(), "line", &header).unwrap();
         assert_eq!(c.finish("2-f.csv.errors.csv").unwrap(), None);
         assert!(path.exists());
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
@@ -290,6 +292,7 @@ mod tests {
             dir.path(),
             "r.errors.csv",
             "missing column \"Employee ID\"",
+            "line",
             Some(&header),
         )
         .unwrap();
@@ -297,8 +300,14 @@ mod tests {
             std::fs::read_to_string(path).unwrap(),
             "\u{feff}line,reasons,Name,'=Email,Caf\u{e9}\n,\"the whole file was rejected (nothing was imported): missing column \"\"Employee ID\"\"\"\n"
         );
-        let path =
-            write_rejection_report(dir.path(), "e.errors.csv", "the file is empty", None).unwrap();
+        let path = write_rejection_report(
+            dir.path(),
+            "e.errors.csv",
+            "the file is empty",
+            "line",
+            None,
+        )
+        .unwrap();
         assert_eq!(
             std::fs::read_to_string(path).unwrap(),
             "\u{feff}line,reasons\n,the whole file was rejected (nothing was imported): the file is empty\n"

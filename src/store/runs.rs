@@ -121,7 +121,9 @@ pub struct Run {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub conflicts: u64,
     /// What the file was packed in: `gzip`, or `zip: <its one entry>`
-    /// (the run read the expanded file; the archive keeps it as sent).
+    /// (the run read the expanded file; the archive keeps it as sent); or
+    /// the workbook sheet it read as CSV: `xlsx: <sheet>`, with `, in
+    /// gzip` or `, in zip: <entry>` when the workbook came packed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
 }
@@ -182,6 +184,13 @@ impl Run {
         self.superseded_by.map(
             |by| serde_json::json!({"action": "superseded", "by_run": by, "at": self.finished_at}),
         )
+    }
+
+    /// How the run's reports number the rows of its file: `row` when it read
+    /// a workbook's sheet (line N of the CSV written is row N of the
+    /// sheet), `line` for a CSV file.
+    pub fn line_word(&self) -> &'static str {
+        crate::import::line_word(self.container.as_deref())
     }
 
     /// The run as `--json` and the API give it; without its error list

@@ -76,9 +76,19 @@ impl Text {
     /// Takes the file's bytes (no second copy of a big file). A compressed
     /// file is expanded as the import does (up to `limit` bytes); one the
     /// import refuses is nothing here: its packed bytes are the people's
-    /// data, and no redaction of them can be trusted.
-    fn of(file: Vec<u8>, limit: u64) -> Text {
-        let (file, container) = match container_of(&file) {
+    /// data, and no redaction of them can be trusted. A workbook (also
+    /// once expanded) is its sheet as the import reads it, CSV: that is
+    /// redacted, and the bundle carries the redacted CSV in the workbook's
+    /// place (a replay reads it by its content; line N is still row N).
+    fn of(file: Vec<u8>, feed: &Feed) -> Text {
+        let limit = feed.max_file_size;
+        // A workbook is a ZIP too: it is read as a workbook, as the import
+        // does.
+        let packed = match crate::import::workbook_of(&file) {
+            Some(_) => None,
+            None => container_of(&file),
+        };
+        let (file, container) = match packed {
             None => (file, None),
             Some(kind) => {
                 let mut expanded_bytes = Vec::new();
@@ -87,6 +97,10 @@ impl Text {
                     Err(_) => (Vec::new(), None),
                 }
             }
+        };
+        let (file, container) = match crate::import::workbook_of(&file) {
+            Some(kind) => (sheet_as_csv(file, kind, feed), None),
+            None => (file, container),
         };
         let plain = Text {
             bytes: file,
@@ -157,6 +171,17 @@ fn pack_gzip(bytes: &[u8]) -> Vec<u8> {
         .write_all(bytes)
         .and_then(|()| encoder.finish())
         .unwrap_or_default()
+}
+
+/// The sheet of a workbook the import reads, as the CSV it reads; nothing
+/// when the import refuses the workbook.
+fn sheet_as_csv(file: Vec<u8>, kind: crate::import::Workbook, feed: &Feed) -> Vec<u8> {
+    let mut csv = Vec::new();
+    let request = crate::import::SheetRequest::for_feed(feed);
+    match crate::import::workbook_to_csv(&file, kind, &request, &mut csv) {
+        Ok(_) => csv,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// `bytes` as a tar archive holding one file called `name`.
@@ -567,7 +592,7 @@ impl<'f> Redactor<'f> {
     /// Reads the run's file (and which lines its report names) and collects
     /// its values.
     pub(super) fn collect_file(&mut self, file: Vec<u8>, report: Option<&[u8]>) -> FileText {
-        let text = Text::of(file, self.feed.max_file_size);
+        let text = Text::of(file, self.feed);
         let header = read_header(&text, self.feed).ok();
         let wanted = report
             .map(report_lines)

@@ -194,6 +194,7 @@ pub(super) async fn run_page(
         "run.html",
         context! {
             admin => admin, csrf => csrf, run => run_value(&state.engine.config, &run),
+            line_word => run.line_word(),
             removals => removals, removals_total => total, page => page, pages => pages,
             changes => changes,
         },

@@ -26,6 +26,7 @@ use crate::import::{
     trusted_hashes, utf16_byte_order, ApplyCounts, ApplyError, Container, Diff, Encoding, Expanded,
     FileContext, FileInput, Input, Refusal, Scan, StoredIndex, Verdict,
 };
+use crate::import::{workbook_of, workbook_to_csv, SheetRead, SheetRequest, Workbook};
 use crate::report::ErrorCollector;
 use crate::store::{DataLock, ReadFeed, Run, RunState, Store, StoreError};
 
@@ -371,12 +372,14 @@ fn remove_quietly(path: &Path) {
 /// A run's file as the reader sees it: the file itself, or a copy of it in
 /// an unnamed temporary file (deleted when the run ends, whatever happens;
 /// the archive keeps the file as uploaded): a gzip file or a ZIP archive
-/// expanded, a UTF-16 file (also once expanded) in UTF-8.
+/// expanded, a workbook's sheet (also once expanded) as CSV, a UTF-16 file
+/// (also once expanded) in UTF-8.
 struct RunInput {
     file: FileInput,
     /// The file's own encoding when it is UTF-16.
     utf16: Option<Encoding>,
-    /// What the file was packed in (`gzip`, `zip: <entry>`).
+    /// What the file was packed in (`gzip`, `zip: <entry>`), or the
+    /// workbook sheet read (`xlsx: <sheet>`, `xlsx: <sheet>, in gzip`).
     container: Option<String>,
     /// A container that cannot be expanded: the run fails with this (and
     /// `file` is the file as sent).
@@ -384,16 +387,19 @@ struct RunInput {
 }
 
 impl RunInput {
-    /// `limit`: the feed's `max_file_size`, which an expanded file may not
-    /// pass; `scratch`: the data folder, where the copies are made.
-    fn open(path: &Path, limit: u64, scratch: &Path) -> Result<RunInput, WorkerError> {
+    /// The feed's `max_file_size` is the most an expanded file (or a
+    /// sheet's CSV) may hold, its `sheet` the sheet read from a workbook;
+    /// `scratch`: the data folder, where the copies are made.
+    fn open(path: &Path, feed: &Feed, scratch: &Path) -> Result<RunInput, WorkerError> {
+        let limit = feed.max_file_size;
         let fail = |source| WorkerError::File {
             path: path.to_owned(),
             source,
         };
         let mut file = FileInput::open(path).map_err(fail)?;
         let mut container = None;
-        if let Some(kind) = container_of(&file) {
+        // A workbook is often a ZIP archive itself: read as one below.
+        if let Some(kind) = container_of(&file).filter(|_| workbook_of(&file).is_none()) {
             match expanded_copy(&file, kind, limit, scratch) {
                 Ok((copy, expanded)) => {
                     file = FileInput::from_file(copy).map_err(fail)?;
@@ -411,6 +417,35 @@ impl RunInput {
                     return Err(WorkerError::output(
                         format!(
                             "cannot write the expanded copy of {} in {}",
+                            path.display(),
+                            scratch.display()
+                        ),
+                        e,
+                    ))
+                }
+            }
+        }
+        if let Some(kind) = workbook_of(&file) {
+            match sheet_copy(&file, kind, feed, scratch) {
+                Ok((copy, read)) => {
+                    file = FileInput::from_file(copy).map_err(fail)?;
+                    container = Some(match container {
+                        Some(outer) => format!("{}, in {outer}", read.container),
+                        None => read.container,
+                    });
+                }
+                Err(Refusal::Refused(reason)) => {
+                    return Ok(RunInput {
+                        file,
+                        utf16: None,
+                        container: None,
+                        refused: Some(crate::import::Rejection::new(reason)),
+                    })
+                }
+                Err(Refusal::Write(e)) => {
+                    return Err(WorkerError::output(
+                        format!(
+                            "cannot write the sheet of {} as CSV in {}",
                             path.display(),
                             scratch.display()
                         ),
@@ -476,6 +511,24 @@ fn expanded_copy(
     drop(out);
     copy.rewind().map_err(Refusal::Write)?;
     Ok((copy, expanded))
+}
+
+/// A workbook's sheet (the feed's `sheet`, or its first visible one) as CSV
+/// in the feed's delimiter, in an unnamed temporary file.
+fn sheet_copy(
+    file: &FileInput,
+    kind: Workbook,
+    feed: &Feed,
+    scratch: &Path,
+) -> Result<(std::fs::File, SheetRead), Refusal> {
+    use std::io::{Seek, Write};
+    let mut copy = unnamed_temp_file(scratch, "sheet").map_err(Refusal::Write)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut copy);
+    let read = workbook_to_csv(file, kind, &SheetRequest::for_feed(feed), &mut out)?;
+    out.flush().map_err(Refusal::Write)?;
+    drop(out);
+    copy.rewind().map_err(Refusal::Write)?;
+    Ok((copy, read))
 }
 
 /// The UTF-8 text of a UTF-16 file, in an unnamed temporary file.
@@ -553,7 +606,7 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         .map_or_else(now_text, |c| c.held.started_at.clone());
     let mut run = new_run(feed, file_name, options.dry_run, started_at);
     run.upload = upload;
-    let mut input = RunInput::open(path, feed.max_file_size, &config.data_dir)?;
+    let mut input = RunInput::open(path, feed, &config.data_dir)?;
     run.container = input.container.clone();
     let _span = tracing::info_span!("run", feed = %feed.name, file = %file_name).entered();
     let mut store = RunStore::open(config, access)?;
@@ -608,6 +661,7 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         feed,
         header: &header,
         encoding,
+        line_word: crate::import::line_word(input.container.as_deref()),
     };
     let errors_dir = config.feed_dir(&feed.name).join("errors");
     store.make_writable(config, diff.work.len())?;
@@ -768,7 +822,7 @@ pub fn record_broken_upload(
     let claimed = crate::layout::FeedFolders::new(config.feed_dir(&feed.name))
         .processing()
         .join(upload);
-    let header = RunInput::open(&claimed, feed.max_file_size, &config.data_dir)
+    let header = RunInput::open(&claimed, feed, &config.data_dir)
         .ok()
         .and_then(|input| header_columns(&input.file, feed));
     record_failed_run(config, feed, store, &mut run, header)?;
@@ -792,6 +846,7 @@ fn record_failed_run(
         &errors_dir,
         &report_name(run),
         run.reason.as_deref().unwrap_or("unknown reason"),
+        run.line_word(),
         header.as_deref(),
     )
     .map_err(|e| {
@@ -985,7 +1040,7 @@ pub fn held_removals(
         Some(_) => undo::held_undo_removals(store, run)?,
         None => {
             let path = PathBuf::from(run.held_file.clone().unwrap_or_default());
-            let input = RunInput::open(&path, feed.max_file_size, &config.data_dir)?;
+            let input = RunInput::open(&path, feed, &config.data_dir)?;
             if let Some(refused) = input.refused {
                 return Err(WorkerError::HeldFile(refused.reason));
             }
@@ -1145,7 +1200,7 @@ fn hold_run(
 }
 
 fn open_error_report(errors_dir: &Path, file: &FileContext) -> Result<ErrorCollector, WorkerError> {
-    ErrorCollector::with_report(errors_dir, &file.header.columns).map_err(|e| {
+    ErrorCollector::with_report(errors_dir, file.line_word, &file.header.columns).map_err(|e| {
         WorkerError::output(
             format!("cannot write the error report in {}", errors_dir.display()),
             e,

@@ -387,7 +387,8 @@ fn conflict_report(
         what: format!("cannot write the error report in {}", dir.display()),
         source: e,
     };
-    let mut errors = ErrorCollector::with_report(&dir, &["id".to_string()]).map_err(fail)?;
+    let mut errors =
+        ErrorCollector::with_report(&dir, "line", &["id".to_string()]).map_err(fail)?;
     for c in &plan.conflicts {
         let error = RowError {
             line: 0,

@@ -249,8 +249,10 @@ fn an_encrypted_zip_fails() {
     assert!(env.exported_ids("hr").is_empty());
 }
 
+/// A workbook is read (tests/integration/workbooks.rs); one whose parts
+/// are not a workbook's is refused with a reason that says what to do.
 #[test]
-fn an_xlsx_keeps_the_excel_reason() {
+fn a_damaged_xlsx_is_refused_as_a_workbook() {
     let env = Env::hr();
     let xlsx = py_zip(
         &env,
@@ -264,7 +266,7 @@ fn an_xlsx_keeps_the_excel_reason() {
     );
     let reason = refused(&env, &xlsx);
     assert!(
-        reason.contains("an Excel workbook (.xlsx)") && reason.contains("CSV UTF-8"),
+        reason.contains("the Excel workbook cannot be read") && reason.contains("CSV UTF-8"),
         "{reason}"
     );
 }

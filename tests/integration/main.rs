@@ -65,3 +65,6 @@ mod support;
 mod web;
 #[cfg(feature = "e2e")]
 mod web_changes;
+// openpyxl and xlwt, which ./scripts/test installs.
+#[cfg(feature = "e2e")]
+mod workbooks;
