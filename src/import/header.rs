@@ -68,7 +68,15 @@ pub fn read_header(input: &dyn Input, feed: &Feed) -> Result<Header, Rejection> 
         };
         let body = &buf[skip..];
         match first_record_end(body) {
-            Some(end) => return parse_header(&body[..end], start, feed),
+            Some(end) => {
+                let first = parse_header(&body[..end], start, feed);
+                if first.is_err() {
+                    if let Some(below) = header_below_title(body, end, start, feed) {
+                        return Ok(below);
+                    }
+                }
+                return first;
+            }
             None if (take as u64) == len => {
                 return parse_header(body, start, feed);
             }
@@ -92,6 +100,32 @@ struct Start {
     lines_before: u64,
     /// The feed's delimiter, or the one a `sep=` line names.
     delimiter: Option<u8>,
+}
+
+/// Rows a report title may take above the header.
+const MAX_TITLE_ROWS: usize = 10;
+
+/// The header under a title: HR reports saved from a spreadsheet often
+/// start with a title row or two ("Active employees, 1 Dec") and an empty
+/// row. When the first row is no header of this feed, the first of the
+/// next rows (within the first 64 KiB) that is one — it names the ID
+/// column and every required one — is the header, and the rows above it
+/// are skipped. Line numbers stay the file's.
+fn header_below_title(body: &[u8], first_end: usize, start: Start, feed: &Feed) -> Option<Header> {
+    let mut at = first_end;
+    for _ in 0..MAX_TITLE_ROWS {
+        let end = at + first_record_end(&body[at..])?;
+        let below = Start {
+            offset: start.offset + at as u64,
+            lines_before: start.lines_before + count_line_breaks(body, 0, at),
+            ..start
+        };
+        if let Ok(header) = parse_header(&body[at..end], below, feed) {
+            return Some(header);
+        }
+        at = end;
+    }
+    None
 }
 
 /// Excel's `sep=;` line before the header (written by tools for Excel in

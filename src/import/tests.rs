@@ -2824,6 +2824,40 @@ fn excel_and_dos_habits_are_understood() {
 }
 
 #[test]
+fn a_title_above_the_header_is_skipped() {
+    let feed = hr_feed();
+    let rows = hr_rows(3);
+    let plain = hr_file_with(&rows, "\r\n");
+    let mut want = Model::default();
+    run(&feed, &mut want, &plain);
+    // A report title, a "generated" line and an empty row, as a
+    // spreadsheet saves them (trailing delimiters included).
+    let titled = [
+        b"Active employees,,,,\r\n\"Generated 2026-12-01, 06:00\",,\r\n,,,,\r\n".as_slice(),
+        &plain,
+    ]
+    .concat();
+    let mut model = Model::default();
+    let (c, errors) = run(&feed, &mut model, &titled);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!((c.rows, c.added), (3, 3));
+    assert_eq!(model.records, want.records);
+    // Line numbers stay the file's: the title's three lines count.
+    let bad = String::from_utf8(titled)
+        .unwrap()
+        .replacen("E002,Name 2", "E002,", 1);
+    let (_, errors) = run(&feed, &mut Model::default(), bad.as_bytes());
+    assert_eq!(errors[0].line, 6, "{errors:?}");
+    // Past the title rows allowed, the first row's reason stands.
+    let deep = [b"Title\n".repeat(11).as_slice(), &plain].concat();
+    let reason = try_run(&feed, &mut Model::default(), &deep)
+        .err()
+        .map(|r| r.reason)
+        .unwrap_or_default();
+    assert!(reason.contains("ID column 'Employee ID'"), "{reason}");
+}
+
+#[test]
 fn a_quote_missing_in_an_all_quoted_export_fails_the_file() {
     // The open quote closes at the next line's first quote: one record of
     // the wrong width that swallowed the next person.

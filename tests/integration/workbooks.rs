@@ -454,3 +454,26 @@ fn a_workbooks_redacted_bundle_replays_identically() {
         }
     }
 }
+
+/// A report title and an empty row above the header, as HR reports come
+/// out of a spreadsheet: the header is found under them, and rows keep
+/// the sheet's numbers.
+#[test]
+fn a_title_above_the_header_is_skipped() {
+    let env = Env::hr();
+    let xlsx = openpyxl(
+        &env,
+        "hr.xlsx",
+        "ws['A1'] = 'Active employees'\n\
+         ws['C1'] = datetime.date(2026, 12, 1)\n\
+         put(ws, 3, HEADER)\n\
+         put(ws, 4, ['E00001', 'Ann', 'Lee', 'ann@example.com', None, None, 'Sales', 'Active'])\n\
+         put(ws, 5, ['E00002', 'Bob', 'Ray', 'bob@', None, None, 'Sales', 'Active'])\n",
+    );
+    let run = env.import("hr", &xlsx, &[]);
+    assert_eq!(run.state(), "applied", "{:#}", run.json);
+    run.assert_counts(&[("rows", 2), ("added", 1), ("flagged", 1)]);
+    let shown = env.run(&["runs", "show", &run.id()]);
+    assert!(shown.stdout.contains("row 5"), "{shown:#?}");
+    assert_eq!(env.exported_ids("hr"), vec![hr_id(1)]);
+}
