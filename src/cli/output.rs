@@ -89,9 +89,21 @@ pub fn print_run_outcome(w: &mut dyn Write, run: &Run, json: bool) -> anyhow::Re
         out.push_str(&format!("  encoding: {}{note}\n", enc.as_str()));
     }
     if let Some(container) = &run.container {
+        // `pgp, gzip`: the layers the file was read through, outside in.
+        let (label, how) = match (run.pgp.is_some(), container.contains(", ")) {
+            (false, _) => ("compressed", "read expanded"),
+            (true, false) => ("packed", "read decrypted"),
+            (true, true) => ("packed", "read decrypted and expanded"),
+        };
         out.push_str(&format!(
-            "  compressed: {} (read expanded)\n",
+            "  {label}: {} ({how})\n",
             crate::import::printable(container)
+        ));
+    }
+    if let Some(pgp) = &run.pgp {
+        out.push_str(&format!(
+            "  OpenPGP: {}\n",
+            crate::import::printable(&pgp.describe())
         ));
     }
     out.push_str(&format!("  duration: {} ms\n", run.duration_ms));

@@ -44,6 +44,7 @@ mod diff;
 mod guard;
 mod header;
 mod input;
+pub mod pgp;
 pub mod phone;
 #[cfg(test)]
 mod phone_tables_gen;

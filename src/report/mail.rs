@@ -185,6 +185,18 @@ pub fn render_run(
     attachment: Option<&str>,
     changes: &[String],
 ) -> Result<Rendered, String> {
+    render_run_with_notices(run, link, attachment, changes, &[])
+}
+
+/// [`render_run`], with notices about the feed itself (its OpenPGP keys
+/// that expire soon), shown whatever the run's state.
+pub fn render_run_with_notices(
+    run: &Run,
+    link: Option<String>,
+    attachment: Option<&str>,
+    changes: &[String],
+    notices: &[String],
+) -> Result<Rendered, String> {
     let env = environment().map_err(|e| format!("mail template: {e}"))?;
     let c = &run.counts;
     let errors: Vec<ErrorLine> = run
@@ -216,6 +228,8 @@ pub fn render_run(
         started_at => run.started_at,
         duration => duration_text(run.duration_ms),
         encoding_note => encoding_note,
+        pgp_note => run.pgp.as_ref().map(|p| p.describe()),
+        notices => notices,
         rows => thousands(c.rows),
         added => thousands(c.added),
         updated => thousands(c.updated),

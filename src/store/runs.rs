@@ -120,10 +120,15 @@ pub struct Run {
     /// listed in `errors` and the error report).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub conflicts: u64,
-    /// What the file was packed in: `gzip`, or `zip: <its one entry>`
-    /// (the run read the expanded file; the archive keeps it as sent).
+    /// What the file was packed in, from the outside in: `pgp`, `gzip`,
+    /// or `zip: <its one entry>`, as `pgp, gzip` (the run read the clear,
+    /// expanded file; the archive keeps it as sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// An OpenPGP file: the key it was decrypted with and who signed it
+    /// (records from before OpenPGP files were read have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgp: Option<crate::import::pgp::PgpRecord>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -165,6 +170,7 @@ impl Run {
             requested_by: None,
             conflicts: 0,
             container: None,
+            pgp: None,
         }
     }
 

@@ -20,6 +20,7 @@ use std::time::{Instant, SystemTime};
 use compact_str::CompactString;
 
 use crate::config::{Config, Feed};
+use crate::import::pgp;
 use crate::import::{
     apply_diff, apply_diff_with_snapshot, container_of, diff_scan, expand, header_columns,
     judge_clearing, judge_delete_guard, run_fingerprint, scan_file_against, transcode_utf16,
@@ -376,54 +377,63 @@ struct RunInput {
     file: FileInput,
     /// The file's own encoding when it is UTF-16.
     utf16: Option<Encoding>,
-    /// What the file was packed in (`gzip`, `zip: <entry>`).
+    /// What the file was packed in (`pgp`, `gzip`, `zip: <entry>`, from
+    /// the outside in: `pgp, gzip`).
     container: Option<String>,
+    /// An OpenPGP file: what its decryption and signature were.
+    pgp: Option<pgp::PgpRecord>,
     /// A container that cannot be expanded: the run fails with this (and
     /// `file` is the file as sent).
     refused: Option<crate::import::Rejection>,
 }
 
 impl RunInput {
-    /// `limit`: the feed's `max_file_size`, which an expanded file may not
-    /// pass; `scratch`: the data folder, where the copies are made.
-    fn open(path: &Path, limit: u64, scratch: &Path) -> Result<RunInput, WorkerError> {
+    /// `feed`: its `max_file_size`, which an expanded file may not pass,
+    /// and its OpenPGP keys; `scratch`: the data folder, where the copies
+    /// are made. The steps, each on the previous one's output: OpenPGP
+    /// decryption, then gzip or ZIP expansion, then UTF-16 transcoding.
+    fn open(path: &Path, feed: &Feed, scratch: &Path) -> Result<RunInput, WorkerError> {
         let fail = |source| WorkerError::File {
             path: path.to_owned(),
             source,
         };
-        let mut file = FileInput::open(path).map_err(fail)?;
-        let mut container = None;
+        let limit = feed.max_file_size;
+        let sent = FileInput::open(path).map_err(fail)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let mut layers = Vec::new();
+        let mut pgp = None;
+        let mut file = match decrypted_copy(&sent, &name, feed, scratch) {
+            Ok(None) => sent,
+            Ok(Some((copy, decrypted))) => {
+                layers.push("pgp".to_string());
+                pgp = Some(decrypted.record);
+                FileInput::from_file(copy).map_err(fail)?
+            }
+            Err(refusal) => return RunInput::refused(sent, refusal, path, scratch),
+        };
         if let Some(kind) = container_of(&file) {
             match expanded_copy(&file, kind, limit, scratch) {
                 Ok((copy, expanded)) => {
                     file = FileInput::from_file(copy).map_err(fail)?;
-                    container = Some(expanded.container);
+                    layers.push(expanded.container);
                 }
-                Err(Refusal::Refused(reason)) => {
-                    return Ok(RunInput {
-                        file,
-                        utf16: None,
-                        container: None,
-                        refused: Some(crate::import::Rejection::new(reason)),
-                    })
-                }
-                Err(Refusal::Write(e)) => {
-                    return Err(WorkerError::output(
-                        format!(
-                            "cannot write the expanded copy of {} in {}",
-                            path.display(),
-                            scratch.display()
-                        ),
-                        e,
-                    ))
+                Err(refusal) => {
+                    let mut refused = RunInput::refused(file, refusal, path, scratch)?;
+                    refused.pgp = pgp;
+                    return Ok(refused);
                 }
             }
         }
+        let container = (!layers.is_empty()).then(|| layers.join(", "));
         let Some(order) = utf16_byte_order(&file) else {
             return Ok(RunInput {
                 file,
                 utf16: None,
                 container,
+                pgp,
                 refused: None,
             });
         };
@@ -432,9 +442,79 @@ impl RunInput {
             file: FileInput::utf8_copy(copy).map_err(fail)?,
             utf16: Some(order),
             container,
+            pgp,
             refused: None,
         })
     }
+
+    /// A file that cannot be unpacked: the run fails with the reason
+    /// (`Refused`), or the copy could not be written (`Write`).
+    fn refused(
+        file: FileInput,
+        refusal: Refusal,
+        path: &Path,
+        scratch: &Path,
+    ) -> Result<RunInput, WorkerError> {
+        match refusal {
+            Refusal::Refused(reason) => Ok(RunInput {
+                file,
+                utf16: None,
+                container: None,
+                pgp: None,
+                refused: Some(crate::import::Rejection::new(reason)),
+            }),
+            Refusal::Write(e) => Err(WorkerError::output(
+                format!(
+                    "cannot write the expanded copy of {} in {}",
+                    path.display(),
+                    scratch.display()
+                ),
+                e,
+            )),
+        }
+    }
+}
+
+/// The clear content of an OpenPGP file, in an unnamed temporary file;
+/// `None` for a file that is not one (refused when the feed requires
+/// signed files).
+fn decrypted_copy(
+    file: &FileInput,
+    name: &str,
+    feed: &Feed,
+    scratch: &Path,
+) -> Result<Option<(std::fs::File, pgp::Decrypted)>, Refusal> {
+    use std::io::{Seek, Write};
+    if !pgp::is_openpgp(file, name) {
+        if feed.require_signature {
+            return Err(Refusal::Refused(format!(
+                "the file is not an OpenPGP message, and feed '{}' requires files signed and encrypted by the sender (require_signature): ask the sender to sign and encrypt it",
+                feed.name
+            )));
+        }
+        return Ok(None);
+    }
+    let keys = match pgp::load_keys(feed) {
+        Ok(Some(keys)) => keys,
+        Ok(None) => {
+            return Err(Refusal::Refused(format!(
+                "the file is OpenPGP-encrypted, and feed '{}' has no pgp_private_key_file to decrypt it with: make a key pair with `flagsync pgp keygen --feed {}`, add the line it prints to the feed, and have the sender encrypt to its public key",
+                feed.name, feed.name
+            )))
+        }
+        Err(problem) => {
+            return Err(Refusal::Refused(format!(
+                "the file is OpenPGP-encrypted, and {problem}; `flagsync check` tells the same"
+            )))
+        }
+    };
+    let mut copy = unnamed_temp_file(scratch, "decrypted").map_err(Refusal::Write)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut copy);
+    let decrypted = pgp::decrypt(file, &keys, feed.max_file_size, &mut out)?;
+    out.flush().map_err(Refusal::Write)?;
+    drop(out);
+    copy.rewind().map_err(Refusal::Write)?;
+    Ok(Some((copy, decrypted)))
 }
 
 /// A file in `dir` (the data folder) that is unlinked at once (only this
@@ -553,8 +633,9 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
         .map_or_else(now_text, |c| c.held.started_at.clone());
     let mut run = new_run(feed, file_name, options.dry_run, started_at);
     run.upload = upload;
-    let mut input = RunInput::open(path, feed.max_file_size, &config.data_dir)?;
+    let mut input = RunInput::open(path, feed, &config.data_dir)?;
     run.container = input.container.clone();
+    run.pgp = input.pgp.clone();
     let _span = tracing::info_span!("run", feed = %feed.name, file = %file_name).entered();
     let mut store = RunStore::open(config, access)?;
     if let Some(rejection) = input.refused.take() {
@@ -768,7 +849,7 @@ pub fn record_broken_upload(
     let claimed = crate::layout::FeedFolders::new(config.feed_dir(&feed.name))
         .processing()
         .join(upload);
-    let header = RunInput::open(&claimed, feed.max_file_size, &config.data_dir)
+    let header = RunInput::open(&claimed, feed, &config.data_dir)
         .ok()
         .and_then(|input| header_columns(&input.file, feed));
     record_failed_run(config, feed, store, &mut run, header)?;
@@ -874,14 +955,23 @@ fn queue_report(
         .as_deref()
         .and_then(|p| crate::report::mail::attachment_label(Path::new(p)));
     let changes = first_change_lines(feed, run, txn)?;
-    let rendered =
-        match crate::report::mail::render_run(run, link, attachment_name.as_deref(), &changes) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "the run's report email cannot be written");
-                return Ok(());
-            }
-        };
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let notices = status::key_warnings(feed, now);
+    let rendered = match crate::report::mail::render_run_with_notices(
+        run,
+        link,
+        attachment_name.as_deref(),
+        &changes,
+        &notices,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "the run's report email cannot be written");
+            return Ok(());
+        }
+    };
     txn.queue_message(new_message("run", feed, run.run_id, rendered, attachment))?;
     Ok(())
 }
@@ -985,7 +1075,7 @@ pub fn held_removals(
         Some(_) => undo::held_undo_removals(store, run)?,
         None => {
             let path = PathBuf::from(run.held_file.clone().unwrap_or_default());
-            let input = RunInput::open(&path, feed.max_file_size, &config.data_dir)?;
+            let input = RunInput::open(&path, feed, &config.data_dir)?;
             if let Some(refused) = input.refused {
                 return Err(WorkerError::HeldFile(refused.reason));
             }
