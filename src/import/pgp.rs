@@ -82,9 +82,9 @@ pub fn starts_like_openpgp(head: &[u8]) -> bool {
         .iter()
         .position(|b| !b" \t\r\n".contains(b))
         .map_or(&[][..], |at| &head[at..]);
-    if text.starts_with(ARMOR_MESSAGE)
-        || ARMOR_MESSAGE.starts_with(text) && !text.is_empty() && text.len() >= 10
-    {
+    // A file cut inside the armour line still says what it was meant to be.
+    let cut_armor = text.len() >= 10 && ARMOR_MESSAGE.starts_with(text);
+    if text.starts_with(ARMOR_MESSAGE) || cut_armor {
         return true;
     }
     let Some((tag, body)) = packet_start(head) else {
@@ -179,9 +179,9 @@ impl PgpRecord {
                 None => format!("signature verified: signed by {signer}"),
             },
             SignatureState::Unsigned => "not signed".to_string(),
-            SignatureState::Unchecked => format!(
-                "signed by key ID {signer}, not checked (the feed has no pgp_signer_key_file)"
-            ),
+            SignatureState::Unchecked => {
+                format!("signed by key {signer}, not checked (the feed has no pgp_signer_key_file)")
+            }
         };
         format!("{encrypted}; {signed}")
     }
@@ -829,4 +829,68 @@ pub fn describe_keys(feed: &Feed) -> Option<String> {
 pub fn has_openpgp_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     PGP_SUFFIXES.iter().any(|s| lower.ends_with(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_boms_are_not_openpgp() {
+        for head in [
+            &b"id,name\n1,Ann\n"[..],
+            b"\xEF\xBB\xBFid,name\n",
+            b"\xFF\xFEi\x00d\x00",
+            b"\xFE\xFF\x00i\x00d",
+            // "Émile" in UTF-8: 0xC3 is also a new-format SKESK header.
+            "\u{C9}mile,Zola\n".as_bytes(),
+            "\u{C4}sa,\u{C5}berg\n".as_bytes(),
+            b"\x1F\x8B\x08\x00",
+            b"PK\x03\x04",
+            b"",
+            b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n",
+        ] {
+            assert!(!starts_like_openpgp(head), "{head:?}");
+            assert!(!is_openpgp(&head.to_vec(), "hr.csv"), "{head:?}");
+        }
+        // Even named .pgp: a BOM or text is a CSV file.
+        assert!(!is_openpgp(&b"\xEF\xBB\xBFid\n".to_vec(), "hr.csv.pgp"));
+        assert!(!is_openpgp(&b"id,name\n".to_vec(), "hr.pgp"));
+    }
+
+    #[test]
+    fn openpgp_messages_are_recognised() {
+        // gpg 2.2: an old-format PKESK (RSA: two length bytes), version 3.
+        assert!(starts_like_openpgp(b"\x85\x01\x8c\x03\x3d\x5e"));
+        // cv25519: one length byte.
+        assert!(starts_like_openpgp(b"\x84\x5e\x03\xae\x80"));
+        // New format PKESK, SKESK, one-pass signature, compressed, literal.
+        assert!(starts_like_openpgp(b"\xc1\x5e\x03\x00"));
+        assert!(starts_like_openpgp(b"\xc3\x0d\x04\x09"));
+        assert!(starts_like_openpgp(b"\x90\x0d\x03\x00"));
+        assert!(starts_like_openpgp(b"\xa3\x01\x78\x9c"));
+        assert!(starts_like_openpgp(b"\xcb\x10b\x06hr.csv"));
+        assert!(starts_like_openpgp(b"-----BEGIN PGP MESSAGE-----\n"));
+        assert!(starts_like_openpgp(b"\r\n-----BEGIN PGP MESSAGE-----\r\n"));
+        // Named .gpg, a packet header whose body is damaged: still OpenPGP
+        // (so the reason speaks of OpenPGP).
+        assert!(is_openpgp(&b"\x85\x01\x8c\xff".to_vec(), "hr.csv.gpg"));
+        assert!(!is_openpgp(&b"\x85\x01\x8c\xff".to_vec(), "hr.csv"));
+    }
+
+    #[test]
+    fn a_record_reads_as_a_sentence() {
+        let record = PgpRecord {
+            decrypted_with: Some("AB12".into()),
+            signature: SignatureState::Verified,
+            signer: Some("CD34".into()),
+            signer_user_id: Some("HR <hr@example.com>".into()),
+        };
+        assert_eq!(
+            record.describe(),
+            "encrypted for this feed's key AB12; signature verified: signed by CD34 (HR <hr@example.com>)"
+        );
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(json.contains("\"signature\":\"verified\""), "{json}");
+    }
 }
