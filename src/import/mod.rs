@@ -1,7 +1,8 @@
 //! The import core: parse → validate → diff → plan.
 //!
-//! Owns: expanding a gzip file or a one-file ZIP archive into the caller's
-//! writer (`container`, with the size limit), reading a feed's CSV file
+//! Owns: decrypting an OpenPGP file and judging its signature (`pgp`),
+//! expanding a gzip file or a one-file ZIP archive (`container`), each
+//! into the caller's writer with the size limit, reading a feed's CSV file
 //! (encoding, delimiter, quoting), mapping its header, validating and
 //! normalising rows, diffing them against the feed's stored state, the
 //! delete guard, and driving the changes through the [`FeedWriter`]
