@@ -465,6 +465,33 @@ mod tests {
     }
 
     #[test]
+    fn an_encrypted_runs_mail_says_who_signed_it_and_warns_of_expiring_keys() {
+        let mut r = run(RunState::Applied);
+        r.pgp = Some(crate::import::pgp::PgpRecord {
+            decrypted_with: Some("AB12".into()),
+            signature: crate::import::pgp::SignatureState::Verified,
+            signer: Some("CD34".into()),
+            signer_user_id: Some("HR <hr@example.com>".into()),
+        });
+        let notice = "feed 'hr': the key in pgp_private_key_file expires on 2027-01-01: renew it";
+        let m = render_run_with_notices(&r, None, None, &[], &[notice.to_string()]).unwrap();
+        assert!(
+            m.text
+                .contains("OpenPGP:   encrypted for this feed's key AB12; signature verified: signed by CD34 (HR <hr@example.com>)"),
+            "{}",
+            m.text
+        );
+        assert!(
+            m.text.contains(&format!("WARNING:   {notice}")),
+            "{}",
+            m.text
+        );
+        assert!(m.html.contains("expires on 2027-01-01"), "{}", m.html);
+        let plain = render_run(&run(RunState::Applied), None, None, &[]).unwrap();
+        assert!(!plain.text.contains("OpenPGP") && !plain.text.contains("WARNING"));
+    }
+
+    #[test]
     fn errors_are_listed_with_their_lines() {
         let mut r = run(RunState::Applied);
         r.counts.flagged = 1;

@@ -104,8 +104,8 @@ pub struct FeedHealth {
     pub groups: usize,
     pub trend: Vec<TrendPoint>,
     /// The feed's OpenPGP keys that expire within 30 days or have expired
-    /// (the page and the run email show them).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// (the page and the run email show them). Always present: the page's
+    /// templates are strict about missing values.
     pub key_warnings: Vec<String>,
 }
 

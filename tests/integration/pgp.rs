@@ -695,3 +695,23 @@ fn an_encrypted_upload_over_sftp() {
         "the archive keeps the file as uploaded"
     );
 }
+
+/// A key that expires within 30 days shows on the feed's card of the
+/// status page.
+#[test]
+fn the_status_page_warns_of_an_expiring_key() {
+    use crate::web::{Web, ADMIN_PASSWORD};
+    let gpg = Gpg::new();
+    gpg.rsa("soon@example.com", "10d");
+    let dir = tempfile::tempdir().unwrap();
+    let soon = gpg.export_secret("soon@example.com", &dir.path().join("soon.key"), false);
+    let web = Web::start_in(sftp_env_with(&[pgp_feed(&soon, None, false)], &[], &[]));
+    let (code, _, _) = web.login(ADMIN_PASSWORD);
+    assert_eq!(code, 303);
+    let (code, _, page) = web.curl(&[&web.url("/")]);
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("the key in pgp_private_key_file expires on"),
+        "{page}"
+    );
+}
