@@ -1255,6 +1255,63 @@ mod tests {
     }
 
     #[test]
+    fn pgp_flags() {
+        match parse(&["flagsync", "pgp", "keygen", "--feed", "hr"]).command {
+            Command::Pgp(pgp::PgpCommand::Keygen { feed, algorithm }) => {
+                assert_eq!(feed, "hr");
+                assert!(
+                    matches!(algorithm, pgp::Algorithm::Rsa3072),
+                    "RSA by default"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "flagsync",
+            "pgp",
+            "keygen",
+            "--feed",
+            "hr",
+            "--algorithm",
+            "ed25519",
+        ])
+        .command
+        {
+            Command::Pgp(pgp::PgpCommand::Keygen { algorithm, .. }) => {
+                assert!(matches!(algorithm, pgp::Algorithm::Ed25519))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["flagsync", "pgp", "keygen"]).is_err());
+        assert!(Cli::try_parse_from([
+            "flagsync",
+            "pgp",
+            "keygen",
+            "--feed",
+            "hr",
+            "--algorithm",
+            "dsa"
+        ])
+        .is_err());
+        match parse(&["flagsync", "feeds", "show", "hr", "--pgp-public-key"]).command {
+            Command::Feeds {
+                command: Some(FeedsCommand::Show { pgp_public_key, .. }),
+                ..
+            } => assert!(pgp_public_key),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from([
+            "flagsync",
+            "feeds",
+            "show",
+            "hr",
+            "--pgp-public-key",
+            "--json"
+        ])
+        .is_err());
+    }
+
+    #[test]
     fn decided_by_defaults_to_the_os_user() {
         assert_eq!(decided_by(Some("bob".into())), "bob");
         assert!(!decided_by(None).is_empty());
