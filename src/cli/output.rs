@@ -100,11 +100,8 @@ pub fn print_run_outcome(w: &mut dyn Write, run: &Run, json: bool) -> anyhow::Re
             crate::import::printable(container)
         ));
     }
-    if let Some(pgp) = &run.pgp {
-        out.push_str(&format!(
-            "  OpenPGP: {}\n",
-            crate::import::printable(&pgp.describe())
-        ));
+    if let Some(pgp) = run.pgp_description() {
+        out.push_str(&format!("  OpenPGP: {}\n", crate::import::printable(&pgp)));
     }
     out.push_str(&format!("  duration: {} ms\n", run.duration_ms));
     if let Some(by) = &run.confirmed_by {

@@ -228,7 +228,7 @@ pub fn render_run_with_notices(
         started_at => run.started_at,
         duration => duration_text(run.duration_ms),
         encoding_note => encoding_note,
-        pgp_note => run.pgp.as_ref().map(|p| p.describe()),
+        pgp_note => run.pgp_description(),
         notices => notices,
         rows => thousands(c.rows),
         added => thousands(c.added),

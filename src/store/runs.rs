@@ -136,6 +136,12 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl Run {
+    /// How an OpenPGP file was encrypted and who signed it, in words (the
+    /// status page, `runs show`, the report email).
+    pub fn pgp_description(&self) -> Option<String> {
+        self.pgp.as_ref().map(|p| p.describe())
+    }
+
     pub const KEPT_ERRORS: usize = 100;
 
     /// A run of `file` for `feed` that has just started: no ID yet, state

@@ -25,6 +25,7 @@ pub(super) fn run_value(
             }
         }
         map.insert("would".into(), run.state.nothing_applied().into());
+        map.insert("pgp_text".into(), run.pgp_description().into());
         // Left out of the stored JSON when empty; the template asks.
         for key in [
             "undo_of",
@@ -33,6 +34,7 @@ pub(super) fn run_value(
             "requested_by",
             "conflicts",
             "upload",
+            "container",
         ] {
             map.entry(key).or_insert(serde_json::Value::Null);
         }

@@ -697,7 +697,7 @@ fn an_encrypted_upload_over_sftp() {
 }
 
 /// A key that expires within 30 days shows on the feed's card of the
-/// status page.
+/// status page; an encrypted run's page says how it was read.
 #[test]
 fn the_status_page_warns_of_an_expiring_key() {
     use crate::web::{Web, ADMIN_PASSWORD};
@@ -712,6 +712,24 @@ fn the_status_page_warns_of_an_expiring_key() {
     assert_eq!(code, 200, "{page}");
     assert!(
         page.contains("the key in pgp_private_key_file expires on"),
+        "{page}"
+    );
+    let clear = web.env.input("hr.csv", hr_file(1..=3));
+    let file = gpg.encrypt(
+        &clear,
+        "soon@example.com",
+        None,
+        &[],
+        &web.env.root.join("in/hr.csv.gpg"),
+    );
+    let run = web.env.import("hr", &file, &[]);
+    assert_eq!(run.state(), "applied", "{:#}", run.json);
+    let (code, _, page) = web.curl(&[&web.url(&format!("/runs/{}", run.id()))]);
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("<dt>Packed</dt><dd>pgp (read decrypted)</dd>")
+            && page.contains("encrypted for this feed&#x27;s key")
+            && page.contains("not signed"),
         "{page}"
     );
 }
