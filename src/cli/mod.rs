@@ -1049,12 +1049,7 @@ fn mail_test(config: &Config, to: &str) -> Result<u8, Failure> {
 
 fn check(config: &Config) -> Result<u8, Failure> {
     let mut problems = crate::support::doctor::smtp_problems(config);
-    problems.extend(
-        config
-            .feeds
-            .iter()
-            .filter_map(|f| crate::import::pgp::check_keys(f).err()),
-    );
+    problems.extend(crate::support::doctor::key_problems(config));
     if !problems.is_empty() {
         return Err(Failure::Usage(anyhow::anyhow!(
             "{}: {}",
@@ -1108,21 +1103,12 @@ fn check(config: &Config) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// The feeds' OpenPGP keys (fingerprints), and a warning for each that
-/// expires within 30 days; an expired one warns loudly but does not fail
-/// `check` (it runs before the server starts, and decrypting still works:
-/// it is the sender's tools that refuse an expired key).
+/// The feeds' OpenPGP keys (fingerprints); those near their expiry are
+/// among `config_warnings`.
 fn print_key_notes(config: &Config) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     for feed in &config.feeds {
         if let Some(text) = crate::import::pgp::describe_keys(feed) {
             println!("{text}");
-        }
-        for key in crate::import::pgp::expiring_keys(feed, now) {
-            let loud = if key.expired { "EXPIRED: " } else { "" };
-            eprintln!("warning: {loud}{}", key.message);
         }
     }
 }

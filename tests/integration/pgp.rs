@@ -653,6 +653,29 @@ fn check_refuses_unusable_keys_and_warns_of_expiry() {
             .contains("warning: feed 'hr': the key in pgp_private_key_file expires on"),
         "{warned:#?}"
     );
+
+    // Made in 2020 for a day: expired, said loudly, and check still passes
+    // (decrypting works; the sender's tools refuse the key).
+    gpg.run(&[
+        "--faked-system-time",
+        "20200101T000000",
+        "--quick-gen-key",
+        "Test <old@example.com>",
+        "rsa2048",
+        "sign,encr",
+        "1d",
+    ]);
+    let old = gpg.export_secret("old@example.com", &dir.path().join("old.key"), false);
+    let expired = check_with(pgp_feed(&own, Some(&old), false));
+    assert_eq!(expired.code, 0, "{expired:#?}");
+    assert!(
+        expired.stderr.contains(
+            "warning: EXPIRED: feed 'hr': the key in pgp_signer_key_file expired on 2020-01-02"
+        ),
+        "{expired:#?}"
+    );
+    let doctor = env.run(&["doctor"]);
+    assert!(doctor.stdout.contains("EXPIRED: feed 'hr'"), "{doctor:#?}");
 }
 
 /// Over sFTP: a `.csv.gz.pgp` upload is decrypted, expanded and applied;
