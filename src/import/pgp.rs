@@ -226,11 +226,14 @@ pub fn load_keys(feed: &Feed) -> Result<Option<FeedKeys>, String> {
     }))
 }
 
-fn read_key_file(path: &Path) -> Result<PublicOrSecret, String> {
+/// What makes the file a setting names, for a file that does not exist.
+const MAKE_OWN_KEY: &str = "`flagsync pgp keygen --feed NAME` makes one";
+const MAKE_SIGNER_KEY: &str = "the sender exports it with `gpg --export --armor THEIR_KEY > FILE`";
+
+fn read_key_file(path: &Path, how_to_make: &str) -> Result<PublicOrSecret, String> {
     let bytes = std::fs::read(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => {
-            "does not exist; make one with `flagsync pgp keygen --feed NAME`, or correct the path"
-                .to_string()
+            format!("does not exist: correct the path ({how_to_make})")
         }
         io::ErrorKind::PermissionDenied => format!(
             "cannot be read by flagsync's user ({e}); give it that user (chown) and mode 0600"
@@ -256,7 +259,7 @@ fn read_key_file(path: &Path) -> Result<PublicOrSecret, String> {
 }
 
 fn read_secret_key(path: &Path) -> Result<SignedSecretKey, String> {
-    let key = match read_key_file(path)? {
+    let key = match read_key_file(path, MAKE_OWN_KEY)? {
         PublicOrSecret::Secret(key) => key,
         PublicOrSecret::Public(key) => {
             return Err(format!(
@@ -286,7 +289,7 @@ fn read_secret_key(path: &Path) -> Result<SignedSecretKey, String> {
 }
 
 fn read_public_key(path: &Path) -> Result<SignedPublicKey, String> {
-    Ok(match read_key_file(path)? {
+    Ok(match read_key_file(path, MAKE_SIGNER_KEY)? {
         PublicOrSecret::Public(key) => key,
         PublicOrSecret::Secret(key) => key.to_public_key(),
     })
@@ -823,6 +826,21 @@ pub fn describe_keys(feed: &Feed) -> Option<String> {
         ));
     }
     Some(text)
+}
+
+/// A warning when the feed's secret key file may be read by other users
+/// than flagsync's (group or others): whoever reads it reads every file.
+pub fn key_file_mode_warning(feed: &Feed) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = feed.pgp_private_key_file.as_ref()?;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        let shown = printable(&path.display().to_string()).into_owned();
+        format!(
+            "feed '{}': pgp_private_key_file {shown} can be read by other users (mode {mode:04o}): `chmod 600 {shown}`",
+            feed.name
+        )
+    })
 }
 
 /// Whether `name` ends like an OpenPGP file's.

@@ -201,22 +201,27 @@ pub fn config_warnings(config: &Config) -> Vec<String> {
 }
 
 /// The feeds' OpenPGP keys (ours or the sender's) that expire within 30
-/// days, or have expired (`EXPIRED:` first). Not a failure: `check` runs
+/// days, or have expired (`EXPIRED:` first), and secret key files other
+/// users may read. Not a failure: `check` runs
 /// before the server starts, and decrypting still works; it is the
 /// sender's tools that refuse an expired key.
 fn key_expiry_warnings(config: &Config) -> Vec<String> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    config
+    let expiring = config
         .feeds
         .iter()
         .flat_map(|f| crate::import::pgp::expiring_keys(f, now))
         .map(|k| {
             let loud = if k.expired { "EXPIRED: " } else { "" };
             format!("{loud}{}", k.message)
-        })
-        .collect()
+        });
+    let open_to_others = config
+        .feeds
+        .iter()
+        .filter_map(crate::import::pgp::key_file_mode_warning);
+    expiring.chain(open_to_others).collect()
 }
 
 /// Check 1: It loaded (or the command would not be here): where from, and what

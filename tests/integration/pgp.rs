@@ -548,8 +548,11 @@ fn check_refuses_unusable_keys_and_warns_of_expiry() {
     let dir = tempfile::tempdir().unwrap();
     let (own, signer) = keys(&gpg, dir.path(), rsa_key, false);
     let env = Env::new(&[pgp_feed(&own, Some(&signer), true)]);
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&own, fs::Permissions::from_mode(0o600)).unwrap();
     let ok = env.run(&["check"]);
     assert_eq!(ok.code, 0, "{ok:#?}");
+    assert!(!ok.stderr.contains("warning"), "{ok:#?}");
     assert!(
         ok.stdout.contains(&gpg.fingerprint("flagsync@example.com")),
         "{ok:#?}"
@@ -559,6 +562,17 @@ fn check_refuses_unusable_keys_and_warns_of_expiry() {
         env.write_config(&config_text(&env.data_dir, &[feed]));
         env.run(&["check"])
     };
+    // Readable by others: a warning with the command that fixes it.
+    fs::set_permissions(&own, fs::Permissions::from_mode(0o644)).unwrap();
+    let open = env.run(&["check"]);
+    assert_eq!(open.code, 0, "{open:#?}");
+    assert!(
+        open.stderr
+            .contains("can be read by other users (mode 0644): `chmod 600"),
+        "{open:#?}"
+    );
+    fs::set_permissions(&own, fs::Permissions::from_mode(0o600)).unwrap();
+
     let missing = check_with(pgp_feed(&dir.path().join("nope.key"), None, false));
     assert_eq!(missing.code, 2, "{missing:#?}");
     assert!(
