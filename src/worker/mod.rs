@@ -447,6 +447,15 @@ impl RunInput {
         })
     }
 
+    /// The columns of the file's first line, for a failed run's report;
+    /// none for an OpenPGP file left as sent (its armour is no header).
+    fn header_columns(&self, feed: &Feed) -> Option<Vec<String>> {
+        if pgp::is_openpgp(&self.file, "") {
+            return None;
+        }
+        header_columns(&self.file, feed)
+    }
+
     /// A file that cannot be unpacked: the run fails with the reason
     /// (`Refused`), or the copy could not be written (`Write`).
     fn refused(
@@ -815,9 +824,7 @@ fn reject_file(
     mut run: Run,
     t0: Instant,
 ) -> Result<Run, WorkerError> {
-    let header = rejection
-        .header
-        .or_else(|| header_columns(&input.file, feed));
+    let header = rejection.header.or_else(|| input.header_columns(feed));
     run.reason = Some(rejection.reason);
     run.encoding = input.utf16.or(rejection.encoding);
     finish_timing(&mut run, t0);
@@ -851,7 +858,7 @@ pub fn record_broken_upload(
         .join(upload);
     let header = RunInput::open(&claimed, feed, &config.data_dir)
         .ok()
-        .and_then(|input| header_columns(&input.file, feed));
+        .and_then(|input| input.header_columns(feed));
     record_failed_run(config, feed, store, &mut run, header)?;
     Ok(run)
 }

@@ -731,6 +731,33 @@ fn an_encrypted_upload_over_sftp() {
         sent,
         "the archive keeps the file as uploaded"
     );
+
+    // Signed by another key, armoured: a failed run whose report gives the
+    // reason and takes no armour line for a header.
+    gpg.rsa("other@example.com", "never");
+    let forged = gpg.encrypt(
+        &clear,
+        "flagsync@example.com",
+        Some("other@example.com"),
+        &["--armor"],
+        &env.root.join("in/forged.csv.asc"),
+    );
+    let results = s.key_client().session(vec![serde_json::json!({
+        "op": "put", "path": "/upload/forged.csv.asc", "local": forged.to_str().unwrap()
+    })]);
+    ok(&results[0], "upload forged.csv.asc");
+    let runs = s.wait_for_exactly(2);
+    let failed = runs
+        .iter()
+        .find(|r| r["file"] == "forged.csv.asc")
+        .expect("the forged file's run");
+    assert_eq!(failed["state"], "failed", "{failed:#}");
+    let report = env.error_report_text("hr", "forged.csv.asc");
+    assert!(
+        report.contains("not by this feed's signer key") && !report.contains("BEGIN PGP"),
+        "{report}"
+    );
+    assert_eq!(env.exported_ids("hr").len(), 12);
 }
 
 /// A key that expires within 30 days shows on the feed's card of the
@@ -769,4 +796,35 @@ fn the_status_page_warns_of_an_expiring_key() {
             && page.contains("not signed"),
         "{page}"
     );
+}
+
+/// A held encrypted file is decrypted again from its kept copy when
+/// confirmed.
+#[test]
+fn a_held_encrypted_file_is_confirmed_from_its_kept_copy() {
+    let gpg = Gpg::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (own, signer) = keys(&gpg, dir.path(), rsa_key, false);
+    let env = Env::new(&[pgp_feed(&own, Some(&signer), true)]);
+    let encrypt = |name: &str, content: String, signer: &str| {
+        let clear = env.input(&format!("{name}.csv"), content);
+        gpg.encrypt(
+            &clear,
+            "flagsync@example.com",
+            Some(signer),
+            &["--armor"],
+            &env.root.join(format!("in/{name}.csv.asc")),
+        )
+    };
+    let day1 = encrypt("day1", hr_file(1..=40), "sender@example.com");
+    assert_eq!(env.import("hr", &day1, &[]).state(), "applied");
+    let day2 = encrypt("day2", hr_file(1..=20), "sender@example.com");
+    let run = env.import("hr", &day2, &[]);
+    assert_eq!(run.state(), "held", "{:#}", run.json);
+    assert_eq!(run.json["pgp"]["signature"], "verified", "{:#}", run.json);
+    let out = env.run(&["runs", "confirm", &run.id(), "--json"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let confirmed = out.json("runs confirm");
+    assert_eq!(confirmed["state"], "applied", "{confirmed:#}");
+    assert_eq!(env.exported_ids("hr").len(), 20);
 }
