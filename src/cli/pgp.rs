@@ -11,12 +11,13 @@ use clap::{Subcommand, ValueEnum};
 use super::{feed_of, Failure};
 use crate::config::{Config, Feed};
 use crate::import::pgp::{self, KeyAlgorithm};
+use crate::layout::FeedFolders;
 
 #[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum PgpCommand {
     /// Make an OpenPGP key pair for a feed's encrypted files.
     ///
-    /// Writes the secret key to <data_dir>/pgp/<feed>.key (mode 0600; an
+    /// Writes the secret key to <data_dir>/<feed>/pgp.key (mode 0600; an
     /// existing file is never overwritten), then prints the line to add to
     /// the feed's configuration and the public key to send to whoever
     /// encrypts the files. The key has no passphrase (the file is
@@ -61,18 +62,13 @@ pub fn run(config: &Config, command: PgpCommand, out: &mut dyn Write) -> Result<
     }
 }
 
-/// Where `keygen` writes a feed's secret key.
-pub fn key_path(config: &Config, feed: &str) -> PathBuf {
-    config.data_dir.join("pgp").join(format!("{feed}.key"))
-}
-
 fn keygen(
     config: &Config,
     feed: &Feed,
     algorithm: KeyAlgorithm,
     out: &mut dyn Write,
 ) -> Result<u8, Failure> {
-    let path = absolute(&key_path(config, &feed.name));
+    let path = absolute(&FeedFolders::new(config.feed_dir(&feed.name)).pgp_key());
     if path.exists() {
         return Err(Failure::Usage(anyhow::anyhow!(
             "{} exists already, and a key is never overwritten (the sender may encrypt to it): use it (`flagsync feeds show {} --pgp-public-key` prints its public key), or move it away first",

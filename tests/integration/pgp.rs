@@ -341,7 +341,7 @@ fn keygen_keys_work_with_gnupg() {
     let env = Env::hr();
     let made = env.run(&["pgp", "keygen", "--feed", "hr"]);
     assert_eq!(made.code, 0, "{made:#?}");
-    let path = env.data_dir.join("pgp/hr.key");
+    let path = env.data_dir.join("hr/pgp.key");
     assert!(
         made.stdout
             .contains(&format!("pgp_private_key_file = \"{}\"", path.display())),
@@ -390,7 +390,7 @@ fn keygen_keys_work_with_gnupg() {
     let ed = Env::hr();
     let made = ed.run(&["pgp", "keygen", "--feed", "hr", "--algorithm", "ed25519"]);
     assert_eq!(made.code, 0, "{made:#?}");
-    let path = ed.data_dir.join("pgp/hr.key");
+    let path = ed.data_dir.join("hr/pgp.key");
     ed.write_config(&config_text(&ed.data_dir, &[pgp_feed(&path, None, false)]));
     let public = ed.run(&["feeds", "show", "hr", "--pgp-public-key"]);
     let public_file = ed.input("public.asc", &public.stdout);
