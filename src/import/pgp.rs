@@ -370,13 +370,24 @@ fn damaged(e: impl std::fmt::Display) -> String {
     if lower.contains("bzip") {
         return "the OpenPGP file is compressed with BZip2, which flagsync does not read: ask the sender to compress with ZIP or ZLIB (gpg's default) or not at all".to_string();
     }
-    let what =
-        if lower.contains("eof") || lower.contains("unexpected end") || lower.contains("too short")
-        {
-            "cut short (an interrupted upload or copy?)".to_string()
-        } else {
-            format!("damaged ({})", printable(&text))
-        };
+    // The armour's parser names its grammar, which tells a user nothing.
+    if lower.contains("armor") {
+        return "the armoured OpenPGP file is cut short or damaged (it does not run whole from `-----BEGIN PGP MESSAGE-----` to `-----END PGP MESSAGE-----`): send it again".to_string();
+    }
+    // rpgp's words for a message that ends early.
+    let cut = [
+        "eof",
+        "unexpected end",
+        "too short",
+        "shorter than expected",
+        "incomplete",
+        "no more data",
+    ];
+    let what = if cut.iter().any(|c| lower.contains(c)) {
+        "cut short (an interrupted upload or copy?)".to_string()
+    } else {
+        format!("damaged ({})", printable(&text))
+    };
     format!("the OpenPGP file is {what}: send it again")
 }
 

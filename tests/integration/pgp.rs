@@ -489,10 +489,24 @@ fn bad_files_fail_and_change_nothing() {
         let cut = env.input("cut.pgp", &bytes[..cut_at]);
         let reason = refused(&env, &cut);
         assert!(
-            reason.contains("OpenPGP file is") && reason.contains("send it again"),
+            reason.contains("OpenPGP file is cut short") && reason.contains("send it again"),
             "cut at {cut_at}: {reason}"
         );
     }
+    let armoured = gpg.encrypt(
+        &clear,
+        "flagsync@example.com",
+        Some("sender@example.com"),
+        &["--armor"],
+        &env.root.join("in/whole.asc"),
+    );
+    let text = fs::read(&armoured).unwrap();
+    let cut = env.input("cut.asc", &text[..text.len() - 40]);
+    let reason = refused(&env, &cut);
+    assert!(
+        reason.contains("armoured OpenPGP file is cut short or damaged"),
+        "{reason}"
+    );
     let mut flipped = bytes.clone();
     let at = flipped.len() / 2;
     flipped[at] ^= 0xFF;
