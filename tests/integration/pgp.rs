@@ -364,6 +364,14 @@ fn keygen_keys_work_with_gnupg() {
     env.write_config(&config_text(&env.data_dir, &[pgp_feed(&path, None, false)]));
     let check = env.run(&["check"]);
     assert_eq!(check.code, 0, "{check:#?}");
+    let shown = env.run(&["feeds", "show", "hr"]);
+    assert!(
+        shown.stdout.contains(&format!(
+            "OpenPGP files are decrypted with {}",
+            path.display()
+        )),
+        "{shown:#?}"
+    );
     let public = env.run(&["feeds", "show", "hr", "--pgp-public-key"]);
     assert_eq!(public.code, 0, "{public:#?}");
     let public_file = env.input("hr-public.asc", &public.stdout);
