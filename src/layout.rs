@@ -9,6 +9,8 @@
 //! - `errors/`: error reports, one per run,
 //!   `<UTC start>-run<run id>-<name>.errors.csv` (`report::report_name`).
 //! - `held/`: kept copies of held files, `<run id>-<name>`.
+//! - `pgp.key`: the feed's OpenPGP secret key when `flagsync pgp keygen`
+//!   made it (outside the folders an sFTP account reaches).
 
 use std::path::{Path, PathBuf};
 
@@ -63,6 +65,10 @@ impl FeedFolders {
     }
     pub fn errors(&self) -> PathBuf {
         self.root.join("errors")
+    }
+    /// Where `flagsync pgp keygen` writes the feed's secret key.
+    pub fn pgp_key(&self) -> PathBuf {
+        self.root.join("pgp.key")
     }
     pub fn held(&self) -> PathBuf {
         self.root.join("held")

@@ -38,6 +38,9 @@ pub fn mapping_json(feed: &Feed) -> Value {
         "sheet": feed.sheet,
         "default_country": format!("{:?}", feed.default_country),
         "require_channel": feed.require_channel,
+        "pgp_private_key_file": feed.pgp_private_key_file,
+        "pgp_signer_key_file": feed.pgp_signer_key_file,
+        "require_signature": feed.require_signature,
         "delete_threshold": feed.delete_threshold.to_string(),
         "clear_threshold": feed.clear_threshold.map_or("none".to_string(), |t| t.to_string()),
         "schedule": schedule_text(feed),
@@ -57,6 +60,29 @@ fn delimiter_name(d: u8) -> &'static str {
         b'|' => "|",
         _ => "?",
     }
+}
+
+/// What the feed does with OpenPGP files, from its settings alone (the
+/// key files are read by `flagsync check` and each run).
+fn openpgp_line(feed: &Feed) -> Option<String> {
+    let own = feed.pgp_private_key_file.as_ref()?;
+    let mut line = format!(
+        "  OpenPGP files are decrypted with {} (`--pgp-public-key` prints its public key)",
+        crate::import::printable(&own.display().to_string())
+    );
+    if let Some(signer) = &feed.pgp_signer_key_file {
+        line.push_str(&format!(
+            "; signatures checked with {}{}",
+            crate::import::printable(&signer.display().to_string()),
+            if feed.require_signature {
+                ", and required"
+            } else {
+                ""
+            }
+        ));
+    }
+    line.push('\n');
+    Some(line)
 }
 
 fn schedule_text(feed: &Feed) -> String {
@@ -95,6 +121,9 @@ pub fn mapping_text(config: &Config, feed: &Feed) -> String {
     out.push_str(&format!("  schedule: {}\n", schedule_text(feed)));
     if feed.require_channel {
         out.push_str("  each row needs a valid SMS, voice or email value\n");
+    }
+    if let Some(line) = openpgp_line(feed) {
+        out.push_str(&line);
     }
     out.push_str("\n  FIELD                TYPE   REQUIRED  COLUMN (and aliases)\n");
     for (i, f) in feed.fields.iter().enumerate() {

@@ -25,6 +25,7 @@ mod control;
 mod feed_show;
 pub mod logging;
 mod output;
+mod pgp;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -97,6 +98,10 @@ pub enum Command {
     /// Email: send a test message.
     #[command(subcommand)]
     Mail(MailCommand),
+    /// OpenPGP: `pgp keygen --feed NAME` makes a feed's key pair for
+    /// encrypted files.
+    #[command(subcommand)]
+    Pgp(pgp::PgpCommand),
     /// Validate the configuration (and open the store read-only).
     ///
     /// Exits 0 when everything is in order, 2 with every problem listed
@@ -405,6 +410,11 @@ pub enum FeedsCommand {
         /// cleanly, to start an export from.
         #[arg(long, conflicts_with = "json")]
         sample: bool,
+        /// Print the ASCII-armoured public key of the feed's
+        /// pgp_private_key_file, to send to whoever encrypts its files.
+        #[arg(long, conflicts_with_all = ["json", "sample"])]
+        #[serde(default)]
+        pgp_public_key: bool,
     },
 }
 
@@ -468,11 +478,21 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Mail(MailCommand::Test { to }) => return mail_test(&config, &to),
         Command::Health { url } => return health::check(&config, url.as_deref()),
         Command::Feeds {
-            command: Some(FeedsCommand::Show { name, json, sample }),
+            command:
+                Some(FeedsCommand::Show {
+                    name,
+                    json,
+                    sample,
+                    pgp_public_key,
+                }),
             ..
         } => {
             let feed = feed_of(&config, &name)?;
-            feed_show::show(&config, feed, json, sample, &mut std::io::stdout().lock())?;
+            let out = &mut std::io::stdout().lock();
+            if pgp_public_key {
+                return pgp::print_public_key(feed, out);
+            }
+            feed_show::show(&config, feed, json, sample, out)?;
             return Ok(0);
         }
         _ => {}
@@ -598,13 +618,23 @@ pub fn execute(
         }
         Command::Accounts(cmd) => accounts::run(config, cmd, &backend, io),
         Command::Feeds {
-            command: Some(FeedsCommand::Show { name, json, sample }),
+            command:
+                Some(FeedsCommand::Show {
+                    name,
+                    json,
+                    sample,
+                    pgp_public_key,
+                }),
             ..
         } => {
             let feed = feed_of(config, &name)?;
+            if pgp_public_key {
+                return pgp::print_public_key(feed, io.out);
+            }
             feed_show::show(config, feed, json, sample, io.out)?;
             Ok(0)
         }
+        Command::Pgp(cmd) => pgp::run(config, cmd, io.out),
         Command::Feeds { json, .. } => feeds(config, json, &backend, io),
         Command::Admins(cmd) => admins::run(config, cmd, &backend, io),
         Command::Check => check(config),
@@ -1018,7 +1048,8 @@ fn mail_test(config: &Config, to: &str) -> Result<u8, Failure> {
 }
 
 fn check(config: &Config) -> Result<u8, Failure> {
-    let problems = crate::support::doctor::smtp_problems(config);
+    let mut problems = crate::support::doctor::smtp_problems(config);
+    problems.extend(crate::support::doctor::key_problems(config));
     if !problems.is_empty() {
         return Err(Failure::Usage(anyhow::anyhow!(
             "{}: {}",
@@ -1068,7 +1099,18 @@ fn check(config: &Config) -> Result<u8, Failure> {
     for warning in crate::support::doctor::config_warnings(config) {
         eprintln!("warning: {warning}");
     }
+    print_key_notes(config);
     Ok(0)
+}
+
+/// The feeds' OpenPGP keys (fingerprints); those near their expiry are
+/// among `config_warnings`.
+fn print_key_notes(config: &Config) {
+    for feed in &config.feeds {
+        if let Some(text) = crate::import::pgp::describe_keys(feed) {
+            println!("{text}");
+        }
+    }
 }
 
 /// Prints an error chain once, ripgrep style.
@@ -1194,6 +1236,63 @@ mod tests {
             "hr",
             "--format",
             "xml"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn pgp_flags() {
+        match parse(&["flagsync", "pgp", "keygen", "--feed", "hr"]).command {
+            Command::Pgp(pgp::PgpCommand::Keygen { feed, algorithm }) => {
+                assert_eq!(feed, "hr");
+                assert!(
+                    matches!(algorithm, pgp::Algorithm::Rsa3072),
+                    "RSA by default"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "flagsync",
+            "pgp",
+            "keygen",
+            "--feed",
+            "hr",
+            "--algorithm",
+            "ed25519",
+        ])
+        .command
+        {
+            Command::Pgp(pgp::PgpCommand::Keygen { algorithm, .. }) => {
+                assert!(matches!(algorithm, pgp::Algorithm::Ed25519))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["flagsync", "pgp", "keygen"]).is_err());
+        assert!(Cli::try_parse_from([
+            "flagsync",
+            "pgp",
+            "keygen",
+            "--feed",
+            "hr",
+            "--algorithm",
+            "dsa"
+        ])
+        .is_err());
+        match parse(&["flagsync", "feeds", "show", "hr", "--pgp-public-key"]).command {
+            Command::Feeds {
+                command: Some(FeedsCommand::Show { pgp_public_key, .. }),
+                ..
+            } => assert!(pgp_public_key),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from([
+            "flagsync",
+            "feeds",
+            "show",
+            "hr",
+            "--pgp-public-key",
+            "--json"
         ])
         .is_err());
     }

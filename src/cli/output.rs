@@ -89,18 +89,26 @@ pub fn print_run_outcome(w: &mut dyn Write, run: &Run, json: bool) -> anyhow::Re
         out.push_str(&format!("  encoding: {}{note}\n", enc.as_str()));
     }
     if let Some(container) = &run.container {
-        let (what, how) = if crate::import::is_workbook_container(container) {
+        // `pgp, gzip`: the layers the file was read through, outside in.
+        let (label, how) = if crate::import::is_workbook_container(container) {
             (
                 "workbook",
                 "its sheet read as CSV; rows are the sheet's rows",
             )
         } else {
-            ("compressed", "read expanded")
+            match (run.pgp.is_some(), container.contains(", ")) {
+                (false, _) => ("compressed", "read expanded"),
+                (true, false) => ("packed", "read decrypted"),
+                (true, true) => ("packed", "read decrypted and expanded"),
+            }
         };
         out.push_str(&format!(
-            "  {what}: {} ({how})\n",
+            "  {label}: {} ({how})\n",
             crate::import::printable(container)
         ));
+    }
+    if let Some(pgp) = run.pgp_description() {
+        out.push_str(&format!("  OpenPGP: {}\n", crate::import::printable(&pgp)));
     }
     out.push_str(&format!("  duration: {} ms\n", run.duration_ms));
     if let Some(by) = &run.confirmed_by {

@@ -268,6 +268,13 @@ pub struct Feed {
     pub filters: Vec<Filter>,
     pub max_file_size: u64,
     pub max_rows: u64,
+    /// flagsync's own OpenPGP secret key: encrypted files are decrypted
+    /// with it (`import::pgp`).
+    pub pgp_private_key_file: Option<PathBuf>,
+    /// The sender's OpenPGP public key: signatures are checked with it.
+    pub pgp_signer_key_file: Option<PathBuf>,
+    /// Refuse files that are not signed by `pgp_signer_key_file`.
+    pub require_signature: bool,
 }
 
 impl Feed {

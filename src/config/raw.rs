@@ -120,6 +120,9 @@ struct RawFeed {
     require_channel: Option<bool>,
     max_file_size: Option<Spanned<NumberOrText>>,
     max_rows: Option<Spanned<i64>>,
+    pgp_private_key_file: Option<Spanned<String>>,
+    pgp_signer_key_file: Option<Spanned<String>>,
+    require_signature: Option<Spanned<bool>>,
     #[serde(default)]
     field: Vec<Spanned<RawField>>,
     #[serde(default)]
@@ -534,6 +537,15 @@ fn validate_feed(raw: &RawFeed, problems: &mut Problems) -> Option<Feed> {
         report_to: raw.report_to.clone(),
         report_on: validate_report_on(&name, raw, problems),
         require_channel: raw.require_channel.unwrap_or(false),
+        pgp_private_key_file: raw
+            .pgp_private_key_file
+            .as_ref()
+            .map(|p| PathBuf::from(p.get_ref())),
+        pgp_signer_key_file: raw
+            .pgp_signer_key_file
+            .as_ref()
+            .map(|p| PathBuf::from(p.get_ref())),
+        require_signature: validate_pgp(&name, raw, problems),
         name,
         fields,
         id_field: id_field.unwrap_or(0),
@@ -993,6 +1005,38 @@ fn validate_max_file_size(feed: &str, raw: &RawFeed, problems: &mut Problems) ->
         );
         DEFAULT_MAX_FILE_SIZE
     })
+}
+
+/// The OpenPGP settings' combinations (the key files themselves are read
+/// by `flagsync check` and each run); returns `require_signature`.
+fn validate_pgp(feed: &str, raw: &RawFeed, problems: &mut Problems) -> bool {
+    for path in [&raw.pgp_private_key_file, &raw.pgp_signer_key_file]
+        .into_iter()
+        .flatten()
+    {
+        if path.get_ref().trim().is_empty() {
+            problems.at(
+                path,
+                format!("feed '{feed}': a key file's path cannot be empty"),
+            );
+        }
+    }
+    if let (Some(signer), None) = (&raw.pgp_signer_key_file, &raw.pgp_private_key_file) {
+        problems.at(
+            signer,
+            format!("feed '{feed}': pgp_signer_key_file is set without pgp_private_key_file; signatures are checked on encrypted files: set pgp_private_key_file too (`flagsync pgp keygen --feed {feed}` makes one)"),
+        );
+    }
+    let Some(require) = &raw.require_signature else {
+        return false;
+    };
+    if *require.get_ref() && raw.pgp_signer_key_file.is_none() {
+        problems.at(
+            require,
+            format!("feed '{feed}': require_signature = true needs pgp_signer_key_file, the sender's public key to check signatures with: set it (`gpg --export --armor THEIR_KEY > FILE`), or remove require_signature"),
+        );
+    }
+    *require.get_ref()
 }
 
 fn validate_max_rows(feed: &str, raw: &RawFeed, problems: &mut Problems) -> u64 {

@@ -201,3 +201,43 @@ fn a_feed_names_the_workbook_sheet_it_reads() {
     assert_eq!(config.feeds[0].sheet, None, "the first visible sheet");
     assert!(problems(&with(" ")).contains("sheet = \" \" names no sheet"));
 }
+
+#[test]
+fn openpgp_settings_need_each_other() {
+    let with = |lines: &str| {
+        feed_with_fields(2).replacen("name = \"hr\"\n", &format!("name = \"hr\"\n{lines}"), 1)
+    };
+    let c = Config::parse(
+        &with("pgp_private_key_file = \"/k/hr.key\"\npgp_signer_key_file = \"/k/s.asc\"\nrequire_signature = true\n"),
+        Source::Embedded,
+    )
+    .expect("valid");
+    let hr = c.feed("hr").unwrap();
+    assert_eq!(
+        hr.pgp_private_key_file.as_deref(),
+        Some(Path::new("/k/hr.key"))
+    );
+    assert_eq!(
+        hr.pgp_signer_key_file.as_deref(),
+        Some(Path::new("/k/s.asc"))
+    );
+    assert!(hr.require_signature);
+    let plain = Config::parse(&feed_with_fields(2), Source::Embedded).unwrap();
+    assert!(!plain.feed("hr").unwrap().require_signature);
+
+    let msg = problems(&with(
+        "pgp_private_key_file = \"/k/hr.key\"\nrequire_signature = true\n",
+    ));
+    assert!(
+        msg.contains("feed 'hr': require_signature = true needs pgp_signer_key_file")
+            && msg.contains("line 4"),
+        "{msg}"
+    );
+    let msg = problems(&with("pgp_signer_key_file = \"/k/s.asc\"\n"));
+    assert!(
+        msg.contains("pgp_signer_key_file is set without pgp_private_key_file"),
+        "{msg}"
+    );
+    let msg = problems(&with("pgp_private_key_file = \"\"\n"));
+    assert!(msg.contains("cannot be empty"), "{msg}");
+}

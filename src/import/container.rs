@@ -355,7 +355,7 @@ fn zip_error(e: &zip::result::ZipError) -> String {
 
 /// Copies `from` into `out`, stopping as soon as more than `limit` bytes
 /// came out.
-fn copy_counted(
+pub(super) fn copy_counted(
     from: &mut dyn Read,
     out: &mut dyn Write,
     limit: u64,
@@ -389,6 +389,13 @@ pub(super) struct InputReader<'a> {
 impl<'a> InputReader<'a> {
     pub(super) fn new(input: &'a dyn Input) -> Self {
         InputReader { input, at: 0 }
+    }
+}
+
+// The OpenPGP reader wants its source to be `Debug`.
+impl std::fmt::Debug for InputReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputReader").field("at", &self.at).finish()
     }
 }
 

@@ -1,8 +1,9 @@
 //! The import core: parse → validate → diff → plan.
 //!
-//! Owns: expanding a gzip file or a one-file ZIP archive into the caller's
-//! writer (`container`, with the size limit), writing a workbook's sheet
-//! as CSV into the caller's writer (`workbook`), reading a feed's CSV file
+//! Owns: decrypting an OpenPGP file and judging its signature (`pgp`),
+//! expanding a gzip file or a one-file ZIP or tar archive (`container`),
+//! writing a workbook's sheet as CSV (`workbook`), each into the caller's
+//! writer with the size limit, reading a feed's CSV file
 //! (encoding, delimiter, quoting), mapping its header, validating and
 //! normalising rows, diffing them against the feed's stored state, the
 //! delete guard, and driving the changes through the [`FeedWriter`]
@@ -45,6 +46,7 @@ mod diff;
 mod guard;
 mod header;
 mod input;
+pub mod pgp;
 pub mod phone;
 #[cfg(test)]
 mod phone_tables_gen;

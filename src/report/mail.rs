@@ -185,6 +185,18 @@ pub fn render_run(
     attachment: Option<&str>,
     changes: &[String],
 ) -> Result<Rendered, String> {
+    render_run_with_notices(run, link, attachment, changes, &[])
+}
+
+/// [`render_run`], with notices about the feed itself (its OpenPGP keys
+/// that expire soon), shown whatever the run's state.
+pub fn render_run_with_notices(
+    run: &Run,
+    link: Option<String>,
+    attachment: Option<&str>,
+    changes: &[String],
+    notices: &[String],
+) -> Result<Rendered, String> {
     let env = environment().map_err(|e| format!("mail template: {e}"))?;
     let c = &run.counts;
     let errors: Vec<ErrorLine> = run
@@ -217,6 +229,8 @@ pub fn render_run(
         duration => duration_text(run.duration_ms),
         encoding_note => encoding_note,
         container => run.container.as_deref().map(crate::import::printable),
+        pgp_note => run.pgp_description(),
+        notices => notices,
         rows => thousands(c.rows),
         added => thousands(c.added),
         updated => thousands(c.updated),
@@ -462,6 +476,33 @@ mod tests {
             "{}",
             m.text
         );
+    }
+
+    #[test]
+    fn an_encrypted_runs_mail_says_who_signed_it_and_warns_of_expiring_keys() {
+        let mut r = run(RunState::Applied);
+        r.pgp = Some(crate::import::pgp::PgpRecord {
+            decrypted_with: Some("AB12".into()),
+            signature: crate::import::pgp::SignatureState::Verified,
+            signer: Some("CD34".into()),
+            signer_user_id: Some("HR <hr@example.com>".into()),
+        });
+        let notice = "feed 'hr': the key in pgp_private_key_file expires on 2027-01-01: renew it";
+        let m = render_run_with_notices(&r, None, None, &[], &[notice.to_string()]).unwrap();
+        assert!(
+            m.text
+                .contains("OpenPGP:   encrypted for this feed's key AB12; signature verified: signed by CD34 (HR <hr@example.com>)"),
+            "{}",
+            m.text
+        );
+        assert!(
+            m.text.contains(&format!("WARNING:   {notice}")),
+            "{}",
+            m.text
+        );
+        assert!(m.html.contains("expires on 2027-01-01"), "{}", m.html);
+        let plain = render_run(&run(RunState::Applied), None, None, &[]).unwrap();
+        assert!(!plain.text.contains("OpenPGP") && !plain.text.contains("WARNING"));
     }
 
     #[test]

@@ -120,12 +120,17 @@ pub struct Run {
     /// listed in `errors` and the error report).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub conflicts: u64,
-    /// What the file was packed in: `gzip`, or `zip: <its one entry>`
-    /// (the run read the expanded file; the archive keeps it as sent); or
+    /// What the file was packed in, from the outside in: `pgp`, `gzip`,
+    /// `zip: <its one entry>`, `tar.gz: <entry>`, as `pgp, gzip` (the run
+    /// read the clear, expanded file; the archive keeps it as sent); or
     /// the workbook sheet it read as CSV: `xlsx: <sheet>`, with `, in
-    /// gzip` or `, in zip: <entry>` when the workbook came packed.
+    /// gzip` or `, in pgp, zip: <entry>` when the workbook came packed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// An OpenPGP file: the key it was decrypted with and who signed it
+    /// (records from before OpenPGP files were read have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgp: Option<crate::import::pgp::PgpRecord>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -133,6 +138,12 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl Run {
+    /// How an OpenPGP file was encrypted and who signed it, in words (the
+    /// status page, `runs show`, the report email).
+    pub fn pgp_description(&self) -> Option<String> {
+        self.pgp.as_ref().map(|p| p.describe())
+    }
+
     pub const KEPT_ERRORS: usize = 100;
 
     /// A run of `file` for `feed` that has just started: no ID yet, state
@@ -167,6 +178,7 @@ impl Run {
             requested_by: None,
             conflicts: 0,
             container: None,
+            pgp: None,
         }
     }
 

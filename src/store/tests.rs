@@ -727,3 +727,27 @@ fn a_feed_cursor_has_one_spelling_and_garbage_is_refused() {
         assert!(FeedCursor::parse(garbage).is_err(), "{garbage:?}");
     }
 }
+
+/// A run record stored before OpenPGP files were read (no `pgp`) still
+/// reads; one with it keeps it.
+#[test]
+fn run_records_without_and_with_the_openpgp_fields_read() {
+    let mut run = Run::new("hr", "hr.csv", "2026-01-01T00:00:00Z".into());
+    let old = serde_json::to_value(&run).unwrap();
+    assert!(old.get("pgp").is_none(), "left out when empty: {old}");
+    let read: Run = serde_json::from_value(old).unwrap();
+    assert_eq!(read.pgp, None);
+    run.container = Some("pgp, gzip".into());
+    run.pgp = Some(crate::import::pgp::PgpRecord {
+        decrypted_with: Some("AB12".into()),
+        signature: crate::import::pgp::SignatureState::Unchecked,
+        signer: Some("CD34".into()),
+        signer_user_id: None,
+    });
+    let read: Run = serde_json::from_value(serde_json::to_value(&run).unwrap()).unwrap();
+    assert_eq!(read.pgp, run.pgp);
+    assert_eq!(
+        read.pgp_description().as_deref(),
+        Some("encrypted for this feed's key AB12; signed by key CD34, not checked (the feed has no pgp_signer_key_file)")
+    );
+}

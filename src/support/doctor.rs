@@ -147,6 +147,17 @@ pub fn text(checks: &[Check]) -> String {
     text
 }
 
+/// The feeds' OpenPGP key files that a run could not use (missing,
+/// unreadable, not a key, a public key for ours, a passphrase, no key for
+/// encryption): `flagsync check` refuses the configuration for them.
+pub fn key_problems(config: &Config) -> Vec<String> {
+    config
+        .feeds
+        .iter()
+        .filter_map(|f| crate::import::pgp::check_keys(f).err())
+        .collect()
+}
+
 /// Problems with the [smtp] table and the report addresses, found without
 /// sending anything (`flagsync check` refuses the configuration for them).
 pub fn smtp_problems(config: &Config) -> Vec<String> {
@@ -177,7 +188,7 @@ pub fn smtp_problems(config: &Config) -> Vec<String> {
 
 /// What works but is likely not what the administrator wants.
 pub fn config_warnings(config: &Config) -> Vec<String> {
-    let mut warnings = Vec::new();
+    let mut warnings = key_expiry_warnings(config);
     if config.smtp.is_some() && config.web_public_url.is_none() {
         for feed in config.feeds.iter().filter(|f| !f.report_to.is_empty()) {
             warnings.push(format!(
@@ -189,12 +200,37 @@ pub fn config_warnings(config: &Config) -> Vec<String> {
     warnings
 }
 
+/// The feeds' OpenPGP keys (ours or the sender's) that expire within 30
+/// days, or have expired (`EXPIRED:` first), and secret key files other
+/// users may read. Not a failure: `check` runs
+/// before the server starts, and decrypting still works; it is the
+/// sender's tools that refuse an expired key.
+fn key_expiry_warnings(config: &Config) -> Vec<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let expiring = config
+        .feeds
+        .iter()
+        .flat_map(|f| crate::import::pgp::expiring_keys(f, now))
+        .map(|k| {
+            let loud = if k.expired { "EXPIRED: " } else { "" };
+            format!("{loud}{}", k.message)
+        });
+    let open_to_others = config
+        .feeds
+        .iter()
+        .filter_map(crate::import::pgp::key_file_mode_warning);
+    expiring.chain(open_to_others).collect()
+}
+
 /// Check 1: It loaded (or the command would not be here): where from, and what
 /// `flagsync check` refuses or warns about.
 fn configuration(config: &Config) -> Check {
     const NAME: &str = "configuration";
     let feeds = format!("{} feed(s): {}", config.feeds.len(), config.feed_names());
-    let problems = smtp_problems(config);
+    let mut problems = smtp_problems(config);
+    problems.extend(key_problems(config));
     if !problems.is_empty() {
         return fail(
             NAME,

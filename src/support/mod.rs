@@ -449,6 +449,7 @@ fn bundled_config(config: &Config, feed: &Feed) -> Result<String, SupportError> 
         .filter(|f| f.get("name").and_then(toml::Value::as_str) == Some(feed.name.as_str()))
         .cloned()
         .map(without_secrets)
+        .map(without_signature_rule)
         .collect();
     kept.insert("feed".into(), toml::Value::Array(feeds));
     toml::to_string(&kept)
@@ -468,6 +469,19 @@ fn is_secret_key(key: &str) -> bool {
     ]
     .iter()
     .any(|s| key.contains(s))
+}
+
+/// `require_signature` needs `pgp_signer_key_file`, which the bundle
+/// leaves out with the other key files: kept, the replay could not load
+/// the configuration.
+fn without_signature_rule(value: toml::Value) -> toml::Value {
+    match value {
+        toml::Value::Table(mut t) => {
+            t.remove("require_signature");
+            toml::Value::Table(t)
+        }
+        other => other,
+    }
 }
 
 fn without_secrets(value: toml::Value) -> toml::Value {

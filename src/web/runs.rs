@@ -25,6 +25,7 @@ pub(super) fn run_value(
             }
         }
         map.insert("would".into(), run.state.nothing_applied().into());
+        map.insert("pgp_text".into(), run.pgp_description().into());
         // Left out of the stored JSON when empty; the template asks.
         for key in [
             "undo_of",

@@ -20,6 +20,7 @@ use std::time::{Instant, SystemTime};
 use compact_str::CompactString;
 
 use crate::config::{Config, Feed};
+use crate::import::pgp;
 use crate::import::{
     apply_diff, apply_diff_with_snapshot, container_of, diff_scan, expand, header_columns,
     judge_clearing, judge_delete_guard, run_fingerprint, scan_file_against, transcode_utf16,
@@ -378,53 +379,61 @@ struct RunInput {
     file: FileInput,
     /// The file's own encoding when it is UTF-16.
     utf16: Option<Encoding>,
-    /// What the file was packed in (`gzip`, `zip: <entry>`), or the
-    /// workbook sheet read (`xlsx: <sheet>`, `xlsx: <sheet>, in gzip`).
+    /// What the file was packed in, from the outside in (`pgp`, `gzip`,
+    /// `zip: <entry>`: `pgp, gzip`), or the workbook sheet read
+    /// (`xlsx: <sheet>`, `xlsx: <sheet>, in pgp, zip: <entry>`).
     container: Option<String>,
+    /// An OpenPGP file: what its decryption and signature were.
+    pgp: Option<pgp::PgpRecord>,
     /// A container that cannot be expanded: the run fails with this (and
     /// `file` is the file as sent).
     refused: Option<crate::import::Rejection>,
 }
 
 impl RunInput {
-    /// The feed's `max_file_size` is the most an expanded file (or a
-    /// sheet's CSV) may hold, its `sheet` the sheet read from a workbook;
-    /// `scratch`: the data folder, where the copies are made.
+    /// `feed`: its `max_file_size`, which an expanded file (or a sheet's
+    /// CSV) may not pass, its OpenPGP keys and the `sheet` read from a
+    /// workbook; `scratch`: the data folder, where the copies are made.
+    /// The steps, each on the previous one's output: OpenPGP decryption,
+    /// then gzip, ZIP or tar expansion, then a workbook's sheet as CSV,
+    /// then UTF-16 transcoding.
     fn open(path: &Path, feed: &Feed, scratch: &Path) -> Result<RunInput, WorkerError> {
-        let limit = feed.max_file_size;
         let fail = |source| WorkerError::File {
             path: path.to_owned(),
             source,
         };
-        let mut file = FileInput::open(path).map_err(fail)?;
-        let mut container = None;
+        let limit = feed.max_file_size;
+        let sent = FileInput::open(path).map_err(fail)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let mut layers = Vec::new();
+        let mut pgp = None;
+        let mut file = match decrypted_copy(&sent, &name, feed, scratch) {
+            Ok(None) => sent,
+            Ok(Some((copy, decrypted))) => {
+                layers.push("pgp".to_string());
+                pgp = Some(decrypted.record);
+                FileInput::from_file(copy).map_err(fail)?
+            }
+            Err(refusal) => return RunInput::refused(sent, refusal, path, scratch),
+        };
         // A workbook is often a ZIP archive itself: read as one below.
         if let Some(kind) = container_of(&file).filter(|_| workbook_of(&file).is_none()) {
             match expanded_copy(&file, kind, limit, scratch) {
                 Ok((copy, expanded)) => {
                     file = FileInput::from_file(copy).map_err(fail)?;
-                    container = Some(expanded.container);
+                    layers.push(expanded.container);
                 }
-                Err(Refusal::Refused(reason)) => {
-                    return Ok(RunInput {
-                        file,
-                        utf16: None,
-                        container: None,
-                        refused: Some(crate::import::Rejection::new(reason)),
-                    })
-                }
-                Err(Refusal::Write(e)) => {
-                    return Err(WorkerError::output(
-                        format!(
-                            "cannot write the expanded copy of {} in {}",
-                            path.display(),
-                            scratch.display()
-                        ),
-                        e,
-                    ))
+                Err(refusal) => {
+                    let mut refused = RunInput::refused(file, refusal, path, scratch)?;
+                    refused.pgp = pgp;
+                    return Ok(refused);
                 }
             }
         }
+        let mut container = (!layers.is_empty()).then(|| layers.join(", "));
         if let Some(kind) = workbook_of(&file) {
             match sheet_copy(&file, kind, feed, scratch) {
                 Ok((copy, read)) => {
@@ -434,23 +443,10 @@ impl RunInput {
                         None => read.container,
                     });
                 }
-                Err(Refusal::Refused(reason)) => {
-                    return Ok(RunInput {
-                        file,
-                        utf16: None,
-                        container: None,
-                        refused: Some(crate::import::Rejection::new(reason)),
-                    })
-                }
-                Err(Refusal::Write(e)) => {
-                    return Err(WorkerError::output(
-                        format!(
-                            "cannot write the sheet of {} as CSV in {}",
-                            path.display(),
-                            scratch.display()
-                        ),
-                        e,
-                    ))
+                Err(refusal) => {
+                    let mut refused = RunInput::refused(file, refusal, path, scratch)?;
+                    refused.pgp = pgp;
+                    return Ok(refused);
                 }
             }
         }
@@ -459,6 +455,7 @@ impl RunInput {
                 file,
                 utf16: None,
                 container,
+                pgp,
                 refused: None,
             });
         };
@@ -467,9 +464,88 @@ impl RunInput {
             file: FileInput::utf8_copy(copy).map_err(fail)?,
             utf16: Some(order),
             container,
+            pgp,
             refused: None,
         })
     }
+
+    /// The columns of the file's first line, for a failed run's report;
+    /// none for an OpenPGP file left as sent (its armour is no header).
+    fn header_columns(&self, feed: &Feed) -> Option<Vec<String>> {
+        if pgp::is_openpgp(&self.file, "") {
+            return None;
+        }
+        header_columns(&self.file, feed)
+    }
+
+    /// A file that cannot be unpacked: the run fails with the reason
+    /// (`Refused`), or the copy could not be written (`Write`).
+    fn refused(
+        file: FileInput,
+        refusal: Refusal,
+        path: &Path,
+        scratch: &Path,
+    ) -> Result<RunInput, WorkerError> {
+        match refusal {
+            Refusal::Refused(reason) => Ok(RunInput {
+                file,
+                utf16: None,
+                container: None,
+                pgp: None,
+                refused: Some(crate::import::Rejection::new(reason)),
+            }),
+            Refusal::Write(e) => Err(WorkerError::output(
+                format!(
+                    "cannot write the expanded copy of {} in {}",
+                    path.display(),
+                    scratch.display()
+                ),
+                e,
+            )),
+        }
+    }
+}
+
+/// The clear content of an OpenPGP file, in an unnamed temporary file;
+/// `None` for a file that is not one (refused when the feed requires
+/// signed files).
+fn decrypted_copy(
+    file: &FileInput,
+    name: &str,
+    feed: &Feed,
+    scratch: &Path,
+) -> Result<Option<(std::fs::File, pgp::Decrypted)>, Refusal> {
+    use std::io::{Seek, Write};
+    if !pgp::is_openpgp(file, name) {
+        if feed.require_signature {
+            return Err(Refusal::Refused(format!(
+                "the file is not an OpenPGP message, and feed '{}' requires files signed and encrypted by the sender (require_signature): ask the sender to sign and encrypt it",
+                feed.name
+            )));
+        }
+        return Ok(None);
+    }
+    let keys = match pgp::load_keys(feed) {
+        Ok(Some(keys)) => keys,
+        Ok(None) => {
+            return Err(Refusal::Refused(format!(
+                "the file is OpenPGP-encrypted, and feed '{}' has no pgp_private_key_file to decrypt it with: make a key pair with `flagsync pgp keygen --feed {}`, add the line it prints to the feed, and have the sender encrypt to its public key",
+                feed.name, feed.name
+            )))
+        }
+        Err(problem) => {
+            return Err(Refusal::Refused(format!(
+                "the file is OpenPGP-encrypted, and {problem}; `flagsync check` tells the same"
+            )))
+        }
+    };
+    let mut copy = unnamed_temp_file(scratch, "decrypted").map_err(Refusal::Write)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut copy);
+    let decrypted = pgp::decrypt(file, &keys, feed.max_file_size, &mut out)?;
+    out.flush().map_err(Refusal::Write)?;
+    drop(out);
+    copy.rewind().map_err(Refusal::Write)?;
+    Ok(Some((copy, decrypted)))
 }
 
 /// A file in `dir` (the data folder) that is unlinked at once (only this
@@ -608,6 +684,7 @@ fn run_file(request: RunRequest) -> Result<Run, WorkerError> {
     run.upload = upload;
     let mut input = RunInput::open(path, feed, &config.data_dir)?;
     run.container = input.container.clone();
+    run.pgp = input.pgp.clone();
     let _span = tracing::info_span!("run", feed = %feed.name, file = %file_name).entered();
     let mut store = RunStore::open(config, access)?;
     if let Some(rejection) = input.refused.take() {
@@ -788,9 +865,7 @@ fn reject_file(
     mut run: Run,
     t0: Instant,
 ) -> Result<Run, WorkerError> {
-    let header = rejection
-        .header
-        .or_else(|| header_columns(&input.file, feed));
+    let header = rejection.header.or_else(|| input.header_columns(feed));
     run.reason = Some(rejection.reason);
     run.encoding = input.utf16.or(rejection.encoding);
     finish_timing(&mut run, t0);
@@ -824,7 +899,7 @@ pub fn record_broken_upload(
         .join(upload);
     let header = RunInput::open(&claimed, feed, &config.data_dir)
         .ok()
-        .and_then(|input| header_columns(&input.file, feed));
+        .and_then(|input| input.header_columns(feed));
     record_failed_run(config, feed, store, &mut run, header)?;
     Ok(run)
 }
@@ -929,14 +1004,23 @@ fn queue_report(
         .as_deref()
         .and_then(|p| crate::report::mail::attachment_label(Path::new(p)));
     let changes = first_change_lines(feed, run, txn)?;
-    let rendered =
-        match crate::report::mail::render_run(run, link, attachment_name.as_deref(), &changes) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "the run's report email cannot be written");
-                return Ok(());
-            }
-        };
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let notices = status::key_warnings(feed, now);
+    let rendered = match crate::report::mail::render_run_with_notices(
+        run,
+        link,
+        attachment_name.as_deref(),
+        &changes,
+        &notices,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "the run's report email cannot be written");
+            return Ok(());
+        }
+    };
     txn.queue_message(new_message("run", feed, run.run_id, rendered, attachment))?;
     Ok(())
 }

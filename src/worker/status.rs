@@ -103,6 +103,10 @@ pub struct FeedHealth {
     pub recipients: u64,
     pub groups: usize,
     pub trend: Vec<TrendPoint>,
+    /// The feed's OpenPGP keys that expire within 30 days or have expired
+    /// (the page and the run email show them). Always present: the page's
+    /// templates are strict about missing values.
+    pub key_warnings: Vec<String>,
 }
 
 /// The feed's badge: see [`health_level`].
@@ -214,7 +218,16 @@ pub fn feed_health(
         recipients,
         groups,
         trend: trend(&runs, recipients),
+        key_warnings: key_warnings(feed, now.as_second().max(0) as u64),
     })
+}
+
+/// The feed's OpenPGP keys near or past their expiry, one line each.
+pub fn key_warnings(feed: &crate::config::Feed, now: u64) -> Vec<String> {
+    crate::import::pgp::expiring_keys(feed, now)
+        .into_iter()
+        .map(|k| k.message)
+        .collect()
 }
 
 #[cfg(test)]

@@ -44,6 +44,8 @@ mod logs;
 #[cfg(feature = "e2e")]
 mod mail;
 #[cfg(feature = "e2e")]
+mod pgp;
+#[cfg(feature = "e2e")]
 mod redact;
 #[cfg(feature = "e2e")]
 mod schedule;

@@ -1042,7 +1042,13 @@ pub struct Setup {
 impl Setup {
     /// Feed `hr`, the raw top-level and `[sftp]` lines given.
     pub fn new(top: &[&str], sftp: &[&str]) -> Setup {
-        let env = sftp_env_with(&[Feed::hr("hr")], top, sftp);
+        Setup::with_feed(Feed::hr("hr"), top, sftp)
+    }
+
+    /// `feed` (which must be called `hr`), the raw top-level and `[sftp]`
+    /// lines given.
+    pub fn with_feed(feed: Feed, top: &[&str], sftp: &[&str]) -> Setup {
+        let env = sftp_env_with(&[feed], top, sftp);
         let key = keygen(&env, "hr-up-key");
         add_account(&env, USER, "hr", Some(PASSWORD), &[&pub_of(&key)], &[]);
         let server = Server::start(&env);
