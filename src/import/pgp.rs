@@ -367,8 +367,10 @@ pub fn decrypt(
 fn damaged(e: impl std::fmt::Display) -> String {
     let text = e.to_string();
     let lower = text.to_ascii_lowercase();
-    if lower.contains("bzip") {
-        return "the OpenPGP file is compressed with BZip2, which flagsync does not read: ask the sender to compress with ZIP or ZLIB (gpg's default) or not at all".to_string();
+    // rpgp's words for a message without an integrity code (RFC 2440's
+    // SED packet), which GnuPG refuses too.
+    if lower.contains("symencrypteddata") {
+        return "the OpenPGP file is encrypted without an integrity check (an old format that a changed file passes unnoticed), which flagsync refuses: ask the sender to encrypt with current settings (every OpenPGP tool of the last 20 years adds the check unless told not to)".to_string();
     }
     // The armour's parser names its grammar, which tells a user nothing.
     if lower.contains("armor") {

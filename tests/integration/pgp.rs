@@ -295,6 +295,57 @@ fn ed25519_signed_and_encrypted_files_import() {
     variants_import(ed25519_key, &VARIANTS[..3]);
 }
 
+/// What other senders' settings make: every cipher and compression GnuPG
+/// writes (BZip2 too), the recipient's key ID hidden, a file encrypted to
+/// the sender's own key as well (ours second).
+#[test]
+fn what_other_senders_settings_make_is_read() {
+    variants_import(
+        rsa_key,
+        &[
+            ("bzip2.csv.pgp", &["--compress-algo", "bzip2"]),
+            ("zlib.csv.pgp", &["--compress-algo", "zlib"]),
+            ("cast5.csv.pgp", &["--cipher-algo", "CAST5"]),
+            ("3des.csv.pgp", &["--cipher-algo", "3DES"]),
+            ("camellia.csv.pgp", &["--cipher-algo", "CAMELLIA256"]),
+            ("hidden.csv.pgp", &["--throw-keyids"]),
+            ("two.csv.pgp", &["--recipient", "sender@example.com"]),
+        ],
+    );
+}
+
+/// A file without an integrity check (RFC 2440's format, which GnuPG
+/// refuses too) and one encrypted with a password only fail, saying what
+/// to ask of the sender.
+#[test]
+fn old_and_password_encrypted_files_fail_clearly() {
+    let gpg = Gpg::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (own, _) = keys(&gpg, dir.path(), rsa_key, false);
+    let env = Env::new(&[pgp_feed(&own, None, false)]);
+    let clear = env.input("hr.csv", hr_file(1..=5));
+    let old = gpg.encrypt(
+        &clear,
+        "flagsync@example.com",
+        None,
+        &["--rfc2440"],
+        &env.root.join("in/old.pgp"),
+    );
+    let reason = refused(&env, &old);
+    assert!(reason.contains("without an integrity check"), "{reason}");
+    let symmetric = env.root.join("in/password.gpg");
+    gpg.run(&[
+        "--symmetric",
+        "--passphrase",
+        "secret",
+        "--output",
+        symmetric.to_str().unwrap(),
+        clear.to_str().unwrap(),
+    ]);
+    let reason = refused(&env, &symmetric);
+    assert!(reason.contains("with a password"), "{reason}");
+}
+
 /// Our key exported armoured works too, and a file that is encrypted but
 /// not signed imports where no signature is required (recorded as such).
 #[test]
