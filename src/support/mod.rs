@@ -176,6 +176,7 @@ pub fn make_bundle(
     }
     let file = run_file(config, &run)?;
     let mut warnings = Vec::new();
+    let file = clear_file(config, feed, &file, &mut warnings)?;
     let before = state_before(store, feed, &run, &mut warnings)?;
     let report = run
         .error_report
@@ -188,7 +189,7 @@ pub fn make_bundle(
         let file_entry = format!("file/{}", run.file);
         if redaction == Redaction::None {
             zip.add("config.toml", config_text.as_bytes())?;
-            zip.add_file(&file_entry, &file)?;
+            zip.add_file(&file_entry, file.open()?)?;
             let people = zip.add_with("before/people.jsonl", |w| {
                 before.for_each(store, feed, |p| person_line(w, &p))
             })?;
@@ -203,10 +204,13 @@ pub fn make_bundle(
             }
             return Ok(people);
         }
-        let file_bytes = std::fs::read(&file).map_err(SupportError::io(format!(
-            "cannot read the run's file {}",
-            file.display()
-        )))?;
+        let mut file_bytes = Vec::new();
+        file.open()?
+            .read_to_end(&mut file_bytes)
+            .map_err(SupportError::io(format!(
+                "cannot read the run's file {}",
+                file.path.display()
+            )))?;
         let mut r = redact::Redactor::new(feed, redaction == Redaction::PersonalAndGroups, &run);
         let text = r.collect_file(file_bytes, report.as_deref());
         before.for_each(store, feed, |p| {
@@ -275,6 +279,82 @@ fn person_line(out: &mut dyn Write, person: &PersonBefore) -> std::io::Result<()
 
 /// Where the run's file is kept: `held/` while held, `archive/` once the
 /// server processed it.
+/// The run's file as a bundle carries it.
+struct BundledFile {
+    path: PathBuf,
+    /// An OpenPGP file's clear content (an unnamed file in the data
+    /// folder), carried in its place.
+    clear: Option<std::fs::File>,
+}
+
+impl BundledFile {
+    fn open(&self) -> Result<std::fs::File, SupportError> {
+        use std::io::Seek;
+        let fail = || {
+            SupportError::io(format!(
+                "cannot read the run's file {}",
+                self.path.display()
+            ))
+        };
+        match &self.clear {
+            Some(clear) => {
+                let mut clear = clear.try_clone().map_err(fail())?;
+                clear.rewind().map_err(fail())?;
+                Ok(clear)
+            }
+            None => std::fs::File::open(&self.path).map_err(fail()),
+        }
+    }
+}
+
+/// An OpenPGP file is carried decrypted with the feed's key: the key never
+/// leaves the server (the bundle's configuration has no key files), and a
+/// replay elsewhere could not read the file otherwise. One that no longer
+/// decrypts (the key changed since) is carried as sent, with a warning.
+fn clear_file(
+    config: &Config,
+    feed: &Feed,
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<BundledFile, SupportError> {
+    let as_sent = BundledFile {
+        path: path.to_owned(),
+        clear: None,
+    };
+    let sent = crate::import::FileInput::open(path).map_err(SupportError::io(format!(
+        "cannot read the run's file {}",
+        path.display()
+    )))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    // Only an encrypted file, as the run read it: the signature rule is
+    // the run's business, not the bundle's.
+    let mut feed = feed.clone();
+    feed.require_signature = false;
+    match crate::worker::decrypted_copy(&sent, &name, &feed, &config.data_dir) {
+        Ok(None) => Ok(as_sent),
+        Ok(Some((clear, _))) => Ok(BundledFile {
+            path: path.to_owned(),
+            clear: Some(clear),
+        }),
+        Err(crate::import::Refusal::Refused(reason)) => {
+            warnings.push(format!(
+                "the file is OpenPGP-encrypted and does not decrypt now ({reason}): it is carried as sent, and a replay cannot read it"
+            ));
+            Ok(as_sent)
+        }
+        Err(crate::import::Refusal::Write(e)) => Err(SupportError::Io {
+            what: format!(
+                "cannot write the decrypted copy in {}",
+                config.data_dir.display()
+            ),
+            source: e,
+        }),
+    }
+}
+
 fn run_file(config: &Config, run: &Run) -> Result<PathBuf, SupportError> {
     let folders = crate::layout::FeedFolders::new(config.feed_dir(&run.feed));
     let candidates = [
@@ -605,11 +685,7 @@ impl BundleWriter {
         })
     }
 
-    fn add_file(&mut self, name: &str, path: &Path) -> Result<(), SupportError> {
-        let mut file = std::fs::File::open(path).map_err(SupportError::io(format!(
-            "cannot read the run's file {}",
-            path.display()
-        )))?;
+    fn add_file(&mut self, name: &str, mut file: std::fs::File) -> Result<(), SupportError> {
         self.add_with(name, |w| {
             std::io::copy(&mut file, w)
                 .map(|_| ())

@@ -508,8 +508,8 @@ impl RunInput {
 
 /// The clear content of an OpenPGP file, in an unnamed temporary file;
 /// `None` for a file that is not one (refused when the feed requires
-/// signed files).
-fn decrypted_copy(
+/// signed files). Also what a support bundle carries of an encrypted run.
+pub(crate) fn decrypted_copy(
     file: &FileInput,
     name: &str,
     feed: &Feed,

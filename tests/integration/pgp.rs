@@ -805,6 +805,28 @@ fn an_encrypted_upload_over_sftp() {
         "the archive keeps the file as uploaded"
     );
 
+    // Its support bundles carry the file decrypted (the key stays here;
+    // the bundle's configuration has no key file) and replay identically.
+    let id = run_id_of(&runs[0]);
+    for (flags, tag) in [(&[][..], "plain"), (&["--redact"][..], "redacted")] {
+        let (bundle, out) = crate::support::bundle_with(env, &id, flags, tag);
+        assert_eq!(out.code, 0, "{out:#?}");
+        let entries = crate::support::entries(&bundle);
+        let carried = &entries["file/hr.csv.gz.pgp"];
+        assert!(
+            carried.starts_with(b"\x1F\x8B"),
+            "{tag}: a gzip file, decrypted"
+        );
+        if tag == "plain" {
+            assert_eq!(carried, &fs::read(env.root.join("in/hr.csv.gz")).unwrap());
+        }
+        let config = String::from_utf8_lossy(&entries["config.toml"]).into_owned();
+        assert!(!config.contains("pgp_private_key_file"), "{config}");
+        let (code, replayed) = crate::support::replay(env, &bundle);
+        assert_eq!(code, 0, "{tag}: {replayed:#}");
+        assert_eq!(replayed["verdict"], "identical", "{tag}: {replayed:#}");
+    }
+
     // Signed by another key, armoured: a failed run whose report gives the
     // reason and takes no armour line for a header.
     gpg.rsa("other@example.com", "never");
