@@ -454,6 +454,7 @@ impl Store {
             }
         }
         pruned.messages = super::outbox::prune_delivered(&txn, summary_before)?;
+        super::webhooks::prune_delivered(&txn, summary_before)?;
         txn.commit()?;
         Ok(pruned)
     }
