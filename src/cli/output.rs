@@ -8,8 +8,8 @@ use serde_json::Value;
 use crate::config::Feed;
 use crate::import::{printable, thousands};
 use crate::store::{
-    fields_text, Delivery, FeedCursor, HookMessage, HookState, FeedPage, LoggedChange, LoggedValue, Message, Run, RunState,
-    Store,
+    fields_text, Delivery, FeedCursor, FeedPage, HookMessage, HookState, LoggedChange, LoggedValue,
+    Message, Run, RunState, Store,
 };
 
 use super::Format;

@@ -58,7 +58,13 @@ impl HookUrl {
             Some((path, _)) => format!("{path}?…"),
             None => self.target.clone(),
         };
-        format!("{scheme}://{host}:{}{path}", self.port)
+        let default = if self.https { 443 } else { 80 };
+        let port = if self.port == default {
+            String::new()
+        } else {
+            format!(":{}", self.port)
+        };
+        format!("{scheme}://{host}{port}{path}")
     }
 }
 
@@ -121,9 +127,12 @@ mod tests {
                 target: "/in?token=s3cret".into()
             }
         );
-        assert_eq!(u.shown(), "https://hooks.example.org:443/in?…");
+        assert_eq!(u.shown(), "https://hooks.example.org/in?…");
         let u = HookUrl::parse("http://[::1]:8080").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.target.as_str()), ("::1", 8080, "/"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.target.as_str()),
+            ("::1", 8080, "/")
+        );
         assert_eq!(u.shown(), "http://[::1]:8080/");
     }
 

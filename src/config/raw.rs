@@ -1010,6 +1010,7 @@ pub(super) fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
         ("[[feed]]", struct_keys::<RawFeed>()),
         ("[[feed.field]]", struct_keys::<RawField>()),
         ("[[feed.filter]]", struct_keys::<RawFilter>()),
+        ("[[feed.webhook]]", struct_keys::<webhook::RawWebhook>()),
     ]
 }
 

@@ -76,10 +76,10 @@ pub use changes::{
 pub use feed_state::FeedState;
 pub use outbox::{Delivery, Message};
 pub use runs::{Pruned, Run, RunState};
-pub use webhooks::{target_key, HookMessage, HookState};
 #[cfg(test)]
 pub(crate) use search::Strategy;
 pub use search::{PassHooks, PassOutcome, SearchPage, SearchQuery};
+pub use webhooks::{target_key, HookMessage, HookState};
 pub use writer::{ReadFeed, Snapshot, WriteFeed};
 
 /// The schema this build writes. A store with a higher version was written

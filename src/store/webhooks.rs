@@ -22,8 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::{optional, RunTransaction, Store, StoreError, META};
 
 const WEBHOOKS: TableDefinition<u64, &[u8]> = TableDefinition::new("webhooks");
-const WEBHOOKS_PENDING: TableDefinition<(&str, u64), ()> =
-    TableDefinition::new("webhooks_pending");
+const WEBHOOKS_PENDING: TableDefinition<(&str, u64), ()> = TableDefinition::new("webhooks_pending");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -302,10 +301,19 @@ mod tests {
         let mut first = heads[0].clone();
         first.state = HookState::Failing;
         store.update_webhook(&first).unwrap();
-        assert_eq!(store.webhook_heads().unwrap()[0].id, 1, "a failing head holds back its target");
+        assert_eq!(
+            store.webhook_heads().unwrap()[0].id,
+            1,
+            "a failing head holds back its target"
+        );
         first.state = HookState::Delivered;
         store.update_webhook(&first).unwrap();
-        let ids: Vec<u64> = store.webhook_heads().unwrap().iter().map(|m| m.id).collect();
+        let ids: Vec<u64> = store
+            .webhook_heads()
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
         assert_eq!(ids, [3, 2]);
         assert_eq!(store.webhooks_of_run(1).unwrap().len(), 3);
     }

@@ -247,7 +247,12 @@ fn render(engine: &Engine) -> Result<String, StoreError> {
 fn webhook_families(e: &mut Exposition, engine: &Engine) -> Result<(), StoreError> {
     use crate::store::HookState;
     let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
-    for feed in engine.config.feeds.iter().filter(|f| !f.webhooks.is_empty()) {
+    for feed in engine
+        .config
+        .feeds
+        .iter()
+        .filter(|f| !f.webhooks.is_empty())
+    {
         for state in HookState::ALL {
             counts.insert((feed.name.clone(), state.as_str()), 0);
         }

@@ -54,10 +54,7 @@ pub fn tls_connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
             .and_then(|i| i.collect::<Result<_, _>>())
             .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
         if certs.is_empty() {
-            return Err(format!(
-                "ca_file {} holds no PEM certificate",
-                ca.display()
-            ));
+            return Err(format!("ca_file {} holds no PEM certificate", ca.display()));
         }
         for cert in certs {
             roots

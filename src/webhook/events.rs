@@ -91,7 +91,16 @@ fn target_messages(
         data["counts"] = json!(run.counts);
     }
     if hook.include_changes != IncludeChanges::Full {
-        return vec![queued(hook, feed, run, &kind, payload(&kind, stamp, data), 1, 1, stamp)];
+        return vec![queued(
+            hook,
+            feed,
+            run,
+            &kind,
+            payload(&kind, stamp, data),
+            1,
+            1,
+            stamp,
+        )];
     }
     // An empty run still sends one page (of no changes).
     let pages: Vec<&[LoggedChange]> = match changes {
@@ -179,7 +188,10 @@ mod tests {
         let text = format!(
             "[[feed]]\nname = \"hr\"\n[[feed.field]]\nname = \"id\"\ntype = \"id\"\n{hooks}"
         );
-        Config::parse(&text, Source::Embedded).unwrap().feeds.remove(0)
+        Config::parse(&text, Source::Embedded)
+            .unwrap()
+            .feeds
+            .remove(0)
     }
 
     fn applied(changes: u64) -> Run {
@@ -210,7 +222,9 @@ mod tests {
              [[feed.webhook]]\nurl = \"https://b/\"\nsecret_file = \"s\"\nevents = [\"held\"]\n",
         );
         let changes: Vec<LoggedChange> = (1..=5)
-            .map(|i| LoggedChange::Added { id: format!("E{i}") })
+            .map(|i| LoggedChange::Added {
+                id: format!("E{i}"),
+            })
             .collect();
         let run = applied(5);
         assert!(wants_changes(&feed, &run));

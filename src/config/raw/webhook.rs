@@ -39,7 +39,9 @@ pub(super) fn validate_webhooks(
 ) -> Vec<Webhook> {
     raw.iter()
         .enumerate()
-        .map(|(i, hook)| validate_webhook(&format!("feed '{feed}', webhook {}", i + 1), hook, problems))
+        .map(|(i, hook)| {
+            validate_webhook(&format!("feed '{feed}', webhook {}", i + 1), hook, problems)
+        })
         .collect()
 }
 
