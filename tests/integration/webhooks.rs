@@ -295,7 +295,7 @@ mod e2e {
         let undone = body(&all[6]);
         assert_eq!(undone["data"]["undo_of"], confirmed["run_id"]);
         assert_eq!(body(&all[5])["data"]["state"], "applied");
-        assert_eq!(body(&all[3])["data"]["rejected_by"].is_string(), true);
+        assert!(body(&all[3])["data"]["rejected_by"].is_string());
 
         // The full target: the applied run's 20 additions in 3 pages, in
         // order; the undo (also applied) is `undone`, not sent to it.
