@@ -458,6 +458,74 @@ mod e2e {
         drop(server);
     }
 
+    /// A receiver that takes the connection and never answers holds back
+    /// only its own messages; the page, the API and `/metrics` show both.
+    #[test]
+    fn a_receiver_that_never_answers_delays_no_other() {
+        let port = free_port();
+        // Connections complete in the kernel's backlog; nothing answers.
+        let black_hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let silent = black_hole.local_addr().expect("address").port();
+        let env = hook_env(&format!(
+            "{}{}",
+            webhook_table(
+                &format!("http://127.0.0.1:{silent}/never"),
+                "timeout = \"60s\""
+            )
+            .replace("timeout = \"3s\"\n", ""),
+            webhook_table(&format!("http://127.0.0.1:{port}/ok"), "")
+        ));
+        let dir = tempfile::tempdir().expect("dir");
+        let receiver = Receiver::start(dir.path(), port, SECRET, false);
+        let web = crate::web::Web::start_in(env);
+        let started = Instant::now();
+        let first = import_cli(&web.env, "day1.csv", &hr_file(1..=3));
+        import_cli(&web.env, "day2.csv", &hr_file(1..=4));
+        let got = receiver.wait_for("/ok", 2);
+        assert_eq!(types(&got), ["run.applied", "run.applied"]);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the silent receiver delayed the other one: {:?}",
+            started.elapsed()
+        );
+        let id = run_id_of(&first);
+        let hooks = wait_webhooks(&web.env, &id, |h| {
+            h.len() == 2 && h[1]["state"] == "delivered"
+        });
+        assert_eq!(
+            hooks[0]["state"], "queued",
+            "its attempt is under way: {hooks:#?}"
+        );
+
+        let token = web.create_token();
+        let bearer = format!("Authorization: Bearer {token}");
+        let (code, _, metrics) = web.curl(&["-H", &bearer, &web.url("/metrics")]);
+        assert_eq!(code, 200, "{metrics}");
+        for line in [
+            "flagsync_webhook_messages{feed=\"hr\",state=\"delivered\"} 2",
+            "flagsync_webhook_messages{feed=\"hr\",state=\"queued\"} 2",
+            "flagsync_webhook_messages{feed=\"hr\",state=\"gave_up\"} 0",
+        ] {
+            assert!(metrics.contains(line), "{line} in {metrics}");
+        }
+        let (code, _, api) = web.curl(&["-H", &bearer, &web.url(&format!("/api/runs/{id}"))]);
+        assert_eq!(code, 200, "{api}");
+        let api: Value = serde_json::from_str(&api).expect("json");
+        assert_eq!(api["webhooks"][1]["state"], "delivered", "{api:#}");
+
+        let (code, _, _) = web.login(crate::web::ADMIN_PASSWORD);
+        assert!(code == 303 || code == 200, "login: {code}");
+        let (code, _, page) = web.curl(&[&web.url(&format!("/runs/{id}"))]);
+        assert_eq!(code, 200, "{page}");
+        assert!(page.contains("Webhook deliveries"), "{page}");
+        assert!(
+            page.contains(&format!("127.0.0.1:{port}&#x2f;ok")),
+            "{page}"
+        );
+        assert!(page.contains("webhook-delivered"), "{page}");
+        drop(black_hole);
+    }
+
     #[test]
     fn https_is_refused_without_the_receivers_ca_and_works_with_it() {
         let port = free_port();
