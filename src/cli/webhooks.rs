@@ -70,3 +70,27 @@ fn test(config: &Config, feed: &str) -> Result<u8, Failure> {
     }
     Ok(u8::from(failed))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::{Cli, Command};
+    use super::WebhooksCommand;
+
+    #[test]
+    fn webhooks_test_needs_a_feed_and_secret_takes_nothing() {
+        let cli = Cli::try_parse_from(["flagsync", "webhooks", "test", "--feed", "hr"]).unwrap();
+        match cli.command {
+            Command::Webhooks(WebhooksCommand::Test { feed }) => assert_eq!(feed, "hr"),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["flagsync", "webhooks", "test"]).is_err());
+        let cli = Cli::try_parse_from(["flagsync", "webhooks", "secret"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Webhooks(WebhooksCommand::Secret)
+        ));
+        assert!(Cli::try_parse_from(["flagsync", "webhooks", "secret", "x"]).is_err());
+    }
+}

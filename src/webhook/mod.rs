@@ -142,6 +142,11 @@ fn targets_of(config: &Config) -> HashMap<String, Arc<Target>> {
 
 /// Delivers queued messages until `shutdown` (the server's task).
 pub async fn run_sender(store: Arc<Store>, config: Arc<Config>, shutdown: CancellationToken) {
+    // What `flagsync check` would refuse, said once at the start: each
+    // attempt of such a target fails with it too.
+    for problem in config_problems(&config) {
+        tracing::warn!(%problem, "a webhook cannot be delivered as configured");
+    }
     let targets = targets_of(&config);
     let mut busy: HashSet<String> = HashSet::new();
     let mut attempts: JoinSet<String> = JoinSet::new();

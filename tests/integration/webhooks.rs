@@ -38,6 +38,7 @@ fn webhook_table(url: &str, extra: &str) -> String {
 fn check_names_each_webhook_problem() {
     let env = hook_env(
         "[[feed.webhook]]\nurl = \"http://127.0.0.1:9/in\"\nsecret_file = \"/nonexistent/hook.secret\"\nevents = [\"applied\", \"aplied\"]\ninclude_changes = \"everything\"\n\
+         [[feed.webhook]]\nurl = \"https://127.0.0.1:9/b\"\nsecret_file = BAD_FILE\n\
          [[feed.webhook]]\nurl = \"https://127.0.0.1:9/b\"\nsecret_file = BAD_FILE\n",
     );
     let bad = env.root.join("bad.secret");
@@ -53,9 +54,13 @@ fn check_names_each_webhook_problem() {
         "insecure_http = true",
         "event 'aplied' is not known",
         "include_changes = \"everything\" is not known; use \"none\", \"summary\" or \"full\"",
+        "webhook 3: url = \"https://127.0.0.1:9/b\" is configured twice for the feed",
     ] {
         assert!(out.stderr.contains(says), "{says}: {}", out.stderr);
     }
+    // The duplicate gone, the rest as it was.
+    let at = text.rfind("[[feed.webhook]]").expect("the third webhook");
+    let text = text[..at].to_string();
     // With the settings right, the files are read: each problem names its
     // feed, webhook and setting.
     let fixed = text

@@ -37,10 +37,20 @@ pub(super) fn validate_webhooks(
     raw: &[Spanned<RawWebhook>],
     problems: &mut Problems,
 ) -> Vec<Webhook> {
+    let mut urls = std::collections::HashSet::new();
     raw.iter()
         .enumerate()
         .map(|(i, hook)| {
-            validate_webhook(&format!("feed '{feed}', webhook {}", i + 1), hook, problems)
+            let at = format!("feed '{feed}', webhook {}", i + 1);
+            let url = &hook.get_ref().url;
+            // A target is its feed and URL: its queue and its order.
+            if !urls.insert(url.get_ref().clone()) {
+                problems.at(
+                    url,
+                    format!("{at}: url = \"{}\" is configured twice for the feed; keep one [[feed.webhook]] per receiver", url.get_ref()),
+                );
+            }
+            validate_webhook(&at, hook, problems)
         })
         .collect()
 }
