@@ -407,6 +407,20 @@ mod e2e {
             !receiver.entries().iter().any(|e| e["path"] == "/elsewhere"),
             "the redirect was not followed"
         );
+        let doctor = env.run(&["doctor", "--json"]).json("doctor --json");
+        let line = doctor["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == "feed hr: webhooks"))
+            .cloned()
+            .unwrap_or_else(|| panic!("a webhooks line: {doctor:#}"));
+        assert_eq!(line["status"], "warn", "{line:#}");
+        assert!(
+            line["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("2 not delivered"),
+            "{line:#}"
+        );
         let out = env.run(&["webhooks", "test", "--feed", "hr"]);
         assert_eq!(out.code, 1, "{out:#?}");
         assert!(
