@@ -477,6 +477,42 @@ mod e2e {
         drop(server);
     }
 
+    /// Past `retry_for` a message is given up with its last error, and
+    /// the receiver's next message goes on.
+    #[test]
+    fn a_message_failing_past_retry_for_is_given_up_and_the_next_goes_on() {
+        let port = free_port();
+        let env = hook_env(&webhook_table(
+            &format!("http://127.0.0.1:{port}/in"),
+            "retry_for = \"2s\"",
+        ));
+        let dir = tempfile::tempdir().expect("dir");
+        let server = Server::start(&env);
+        let first = import_cli(&env, "day1.csv", &hr_file(1..=3));
+        let hooks = wait_webhooks(&env, &run_id_of(&first), |h| {
+            h.first().is_some_and(|w| w["state"] == "gave_up")
+        });
+        assert!(
+            hooks[0]["last_error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("cannot connect"),
+            "{hooks:#?}"
+        );
+        assert!(
+            hooks[0]["attempts"].as_u64().unwrap_or(0) >= 2,
+            "{hooks:#?}"
+        );
+        let text = env.run(&["runs", "show", &run_id_of(&first)]).stdout;
+        assert!(text.contains("given up after"), "{text}");
+
+        let receiver = Receiver::start(dir.path(), port, SECRET, false);
+        import_cli(&env, "day2.csv", &hr_file(1..=4));
+        let got = receiver.wait_for("/in", 1);
+        assert_eq!(body(&got[0])["data"]["file"], "day2.csv");
+        drop(server);
+    }
+
     /// A receiver that takes the connection and never answers holds back
     /// only its own messages; the page, the API and `/metrics` show both.
     #[test]
