@@ -38,6 +38,8 @@ pub use client::Answer;
 pub use sign::Secret;
 
 const LONGEST_PAUSE: Duration = Duration::from_secs(3600);
+/// A target whose last attempt could not be recorded waits this long.
+const UNRECORDED_PAUSE: Duration = Duration::from_secs(60);
 /// The sender looks at the queue at least this often (a run recorded by
 /// another process, such as `flagsync import` while no server runs, queues
 /// its events without waking this one).
@@ -221,11 +223,16 @@ async fn attempt(
     }
     // redb's writer may be busy with a run: wait for it off the runtime.
     let recorded = tokio::task::spawn_blocking(move || store.update_webhook(&message)).await;
-    match recorded {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "a webhook attempt cannot be recorded"),
-        Err(e) => tracing::error!(error = %e, "a webhook attempt cannot be recorded"),
-    }
+    let error = match recorded {
+        Ok(Ok(())) => return key,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    // The store still says "due now": without a pause the target would
+    // be sent the same message again and again while the store cannot be
+    // written (a full disk). It stays busy for the pause.
+    tracing::error!(%error, "a webhook attempt cannot be recorded; the target waits");
+    tokio::time::sleep(UNRECORDED_PAUSE).await;
     key
 }
 
