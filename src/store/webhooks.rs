@@ -120,6 +120,10 @@ impl HookMessage {
             "last_status": self.last_status,
             "last_error": self.last_error,
             "delivered_at": self.delivered_at,
+            "next_attempt_at": (self.state == HookState::Failing).then(|| {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.next_attempt);
+                humantime::format_rfc3339_seconds(at).to_string()
+            }),
         })
     }
 }

@@ -326,6 +326,55 @@ mod tests {
         assert!(judge(&answer(401)).unwrap_err().contains("401"));
     }
 
+    fn failing_message(queued_unix: u64) -> HookMessage {
+        HookMessage {
+            id: 1,
+            feed: "hr".into(),
+            url: "https://a/".into(),
+            run_id: Some(1),
+            event: "run.applied".into(),
+            page: 1,
+            pages: 1,
+            body: "{}".into(),
+            state: HookState::Queued,
+            queued_at: String::new(),
+            queued_unix,
+            next_attempt: queued_unix,
+            attempts: 0,
+            last_error: None,
+            last_status: None,
+            delivered_at: None,
+        }
+    }
+
+    fn hook() -> Webhook {
+        let text = "[[feed]]\nname = \"hr\"\n[[feed.field]]\nname = \"id\"\ntype = \"id\"\n\
+            [[feed.webhook]]\nurl = \"https://a/\"\nsecret_file = \"s\"\nretry_for = \"1h\"\n";
+        let config = Config::parse(text, crate::config::Source::Embedded).unwrap();
+        config.feeds[0].webhooks[0].clone()
+    }
+
+    #[test]
+    fn a_failure_is_retried_until_retry_for_then_given_up_and_2xx_delivers() {
+        let now = crate::mail::unix_now();
+        let mut young = failing_message(now);
+        record_attempt(&mut young, Ok(answer(503)), &hook());
+        assert_eq!(young.state, HookState::Failing);
+        assert_eq!((young.attempts, young.last_status), (1, Some(503)));
+        assert!(
+            young.next_attempt >= now + 10,
+            "the first pause is retry_pause"
+        );
+        let mut old = failing_message(now - 3600);
+        record_attempt(&mut old, Err("cannot connect".into()), &hook());
+        assert_eq!(old.state, HookState::GaveUp);
+        assert_eq!(old.last_error.as_deref(), Some("cannot connect"));
+        assert_eq!(old.last_status, None);
+        record_attempt(&mut young, Ok(answer(200)), &hook());
+        assert_eq!(young.state, HookState::Delivered);
+        assert!(young.last_error.is_none() && young.delivered_at.is_some());
+    }
+
     #[test]
     fn pauses_grow_to_an_hour() {
         let first = Duration::from_secs(10);
