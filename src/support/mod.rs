@@ -449,6 +449,7 @@ fn bundled_config(config: &Config, feed: &Feed) -> Result<String, SupportError> 
         .filter(|f| f.get("name").and_then(toml::Value::as_str) == Some(feed.name.as_str()))
         .cloned()
         .map(without_secrets)
+        .map(without_webhooks)
         .collect();
     kept.insert("feed".into(), toml::Value::Array(feeds));
     toml::to_string(&kept)
@@ -468,6 +469,16 @@ fn is_secret_key(key: &str) -> bool {
     ]
     .iter()
     .any(|s| key.contains(s))
+}
+
+/// A feed without its `[[feed.webhook]]` tables: a replay sends nothing,
+/// a URL may carry a token, and a webhook without its `secret_file` (left
+/// out above) would not even load.
+fn without_webhooks(mut feed: toml::Value) -> toml::Value {
+    if let Some(table) = feed.as_table_mut() {
+        table.remove("webhook");
+    }
+    feed
 }
 
 fn without_secrets(value: toml::Value) -> toml::Value {
