@@ -412,8 +412,8 @@ impl Store {
     /// Keeps the history bounded: runs that started before `summary_before`
     /// (Unix seconds) lose their row errors and report link (the report
     /// file is gone with the retention); runs before `delete_before` are
-    /// deleted, held ones never; sent or given-up emails queued before
-    /// `summary_before` are deleted.
+    /// deleted, held ones never; sent or given-up emails and delivered or
+    /// given-up webhook messages queued before `summary_before` are deleted.
     pub fn prune_history(
         &self,
         summary_before: u64,
