@@ -40,9 +40,9 @@ pub use sign::Secret;
 const LONGEST_PAUSE: Duration = Duration::from_secs(3600);
 /// A target whose last attempt could not be recorded waits this long.
 const UNRECORDED_PAUSE: Duration = Duration::from_secs(60);
-/// The sender looks at the queue at least this often (a run recorded by
-/// another process, such as `flagsync import` while no server runs, queues
-/// its events without waking this one).
+/// The sender looks at the queue at least this often: a safety net, as
+/// every run this process records wakes it (and events queued while no
+/// server ran, by `flagsync import`, are read when it starts).
 const POLL: Duration = Duration::from_secs(2);
 
 /// Wakes the sender when a run queued events. A static: runs are recorded
