@@ -9,6 +9,7 @@
 //! - [`store`]: the redb file, its tables, one write transaction per run.
 //! - [`report`]: the error report CSV and the report email's text.
 //! - [`search`]: the recipient search's keys and query ranges (pure).
+//! - [`webhook`]: signed run events POSTed to each feed's targets.
 //! - [`worker`]: the order of a run's steps, shared by CLI and server.
 //! - [`cli`]: arguments, output for people and scripts, exit codes.
 
@@ -31,4 +32,5 @@ pub mod sftp;
 pub mod store;
 pub mod support;
 pub mod web;
+pub mod webhook;
 pub mod worker;

@@ -27,6 +27,7 @@ pub mod logging;
 mod output;
 mod pgp;
 mod serve;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 
@@ -102,6 +103,9 @@ pub enum Command {
     /// encrypted files.
     #[command(subcommand)]
     Pgp(pgp::PgpCommand),
+    /// Webhooks: ping a feed's targets, make a secret.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
     /// Validate the configuration (and open the store read-only).
     ///
     /// Exits 0 when everything is in order, 2 with every problem listed
@@ -471,8 +475,12 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     if let Command::Replay { bundle, json } = &cli.command {
         return support::replay_bundle(bundle, *json, &mut std::io::stdout().lock());
     }
+    if let Command::Webhooks(command @ webhooks::WebhooksCommand::Secret) = &cli.command {
+        return webhooks::run(None, command);
+    }
     let config = load_config(cli.config.as_deref()).map_err(Failure::Usage)?;
     match cli.command {
+        Command::Webhooks(command) => return webhooks::run(Some(&config), &command),
         Command::Serve => return serve::serve(config),
         Command::Check => return check(&config),
         Command::Mail(MailCommand::Test { to }) => return mail_test(&config, &to),
@@ -639,6 +647,7 @@ pub fn execute(
         Command::Admins(cmd) => admins::run(config, cmd, &backend, io),
         Command::Check => check(config),
         Command::Mail(MailCommand::Test { to }) => mail_test(config, &to),
+        Command::Webhooks(command) => webhooks::run(Some(config), &command),
         Command::Health { url } => health::check(config, url.as_deref()),
         Command::Doctor { json } => doctor::doctor(config, json, &backend, io),
         Command::Backup { out } => backup::backup(config, &out, &backend, io),
@@ -794,7 +803,8 @@ fn runs(config: &Config, cmd: RunsCommand, backend: &Backend, io: &mut Io) -> Re
             let store = read_store(config, backend)?;
             let (store, run) = find_run(config, store.get(), id)?;
             let emails = store.messages_of_run(id)?;
-            output::print_run_detail(io.out, &run, &emails, json)?;
+            let webhooks = store.webhooks_of_run(id)?;
+            output::print_run_detail(io.out, &run, &emails, &webhooks, json)?;
             Ok(0)
         }
         RunsCommand::Changes { id, kind, json } => {
@@ -832,7 +842,7 @@ fn runs(config: &Config, cmd: RunsCommand, backend: &Backend, io: &mut Io) -> Re
                 Backend::Local => worker::reject_run(config, args.id, &by)?,
                 Backend::Server(engine) => {
                     let _gate = engine.exclusive();
-                    worker::reject_run_in(&engine.store, args.id, &by)?
+                    worker::reject_run_in(config, &engine.store, args.id, &by)?
                 }
             };
             output::print_run_outcome(io.out, &run, args.json)?;
@@ -1050,6 +1060,7 @@ fn mail_test(config: &Config, to: &str) -> Result<u8, Failure> {
 fn check(config: &Config) -> Result<u8, Failure> {
     let mut problems = crate::support::doctor::smtp_problems(config);
     problems.extend(crate::support::doctor::key_problems(config));
+    problems.extend(crate::webhook::config_problems(config));
     if !problems.is_empty() {
         return Err(Failure::Usage(anyhow::anyhow!(
             "{}: {}",

@@ -8,8 +8,8 @@ use serde_json::Value;
 use crate::config::Feed;
 use crate::import::{printable, thousands};
 use crate::store::{
-    fields_text, Delivery, FeedCursor, FeedPage, LoggedChange, LoggedValue, Message, Run, RunState,
-    Store,
+    fields_text, Delivery, FeedCursor, FeedPage, HookMessage, HookState, LoggedChange, LoggedValue,
+    Message, Run, RunState, Store,
 };
 
 use super::Format;
@@ -256,6 +256,7 @@ pub fn print_run_detail(
     w: &mut dyn Write,
     run: &Run,
     emails: &[Message],
+    webhooks: &[HookMessage],
     json: bool,
 ) -> anyhow::Result<()> {
     if json {
@@ -264,6 +265,10 @@ pub fn print_run_detail(
             map.insert(
                 "emails".into(),
                 Value::Array(emails.iter().map(Message::delivery_json).collect()),
+            );
+            map.insert(
+                "webhooks".into(),
+                Value::Array(webhooks.iter().map(HookMessage::delivery_json).collect()),
             );
         }
         return print_json(w, &v);
@@ -287,7 +292,39 @@ pub fn print_run_detail(
     for m in emails {
         errors.push_str(&email_line(m));
     }
+    for m in webhooks {
+        errors.push_str(&webhook_line(m));
+    }
     write_result(w.write_all(errors.as_bytes()))
+}
+
+/// `  webhook run.applied (page 1/2) to https://…: failing (3 attempts, HTTP 401): …`
+fn webhook_line(m: &HookMessage) -> String {
+    let status = m
+        .last_status
+        .map(|s| format!(", HTTP {s}"))
+        .unwrap_or_default();
+    let error = printable(m.last_error.as_deref().unwrap_or("?"));
+    let state = match m.state {
+        HookState::Queued => "queued".to_string(),
+        HookState::Delivered => format!(
+            "delivered at {} ({} attempts{status})",
+            m.delivered_at.as_deref().unwrap_or("?"),
+            m.attempts
+        ),
+        HookState::Failing => format!("failing ({} attempts{status}): {error}", m.attempts),
+        HookState::GaveUp => format!("given up after {} attempts{status}: {error}", m.attempts),
+    };
+    let page = if m.pages > 1 {
+        format!(" (page {}/{})", m.page, m.pages)
+    } else {
+        String::new()
+    };
+    format!(
+        "  webhook {}{page} to {}: {state}\n",
+        m.event,
+        printable(&crate::config::shown_url(&m.url))
+    )
 }
 
 pub fn print_groups(w: &mut dyn Write, groups: &[(String, u64)], json: bool) -> anyhow::Result<()> {

@@ -135,6 +135,13 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
     let shared = Arc::new(Shared::new(config.clone(), store, arrivals));
     let shutdown = CancellationToken::new();
     runtime.spawn(stop_on_signal(signals, shutdown.clone()));
+    // Webhook deliveries: their own task, stopped with the listeners (a
+    // message being sent then is sent again after the restart).
+    let webhooks = runtime.spawn(crate::webhook::run_sender(
+        engine.store.clone(),
+        config.clone(),
+        shutdown.clone(),
+    ));
     let web = match web_tls {
         Some(acceptor) => runtime.spawn(crate::web::run_tls(
             web_listener,
@@ -147,6 +154,7 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
     runtime.block_on(sftp::run(listener, shared, ssh, shutdown));
     let _ = runtime
         .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(5), web).await });
+    let _ = runtime.block_on(webhooks);
     tracing::info!("stopping: waiting for a running import to finish");
     intake.stop();
     engine.search.stop();

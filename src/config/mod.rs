@@ -10,12 +10,14 @@
 //! 2. Every problem found is reported at once, each naming the key and the
 //!    line where it can be found.
 
+mod hook_url;
 mod raw;
 mod size;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use hook_url::{shown_url, HookUrl};
 pub use size::parse_size;
 
 /// At most this many mapped fields per feed, the ID included.
@@ -150,6 +152,58 @@ pub struct Smtp {
     pub retry_pause: Duration,
 }
 
+/// The run events a webhook can subscribe to (`events`), in the order
+/// the README lists them.
+pub const WEBHOOK_EVENTS: [&str; 7] = [
+    "applied",
+    "unchanged",
+    "held",
+    "failed",
+    "confirmed",
+    "rejected",
+    "undone",
+];
+
+/// One `[[feed.webhook]]` target.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// `https://`, or `http://` with `insecure_http`.
+    pub url: String,
+    /// A file holding the Standard Webhooks secret (`whsec_` + base64),
+    /// read when sending (`flagsync check` reads it too).
+    pub secret_file: PathBuf,
+    /// Of [`WEBHOOK_EVENTS`]; all by default.
+    pub events: Vec<String>,
+    pub include_changes: IncludeChanges,
+    /// Changes per delivery with `include_changes = "full"`.
+    pub page_size: usize,
+    /// For connecting, TLS and the whole answer, per attempt.
+    pub timeout: Duration,
+    /// How long a message is retried before it is given up.
+    pub retry_for: Duration,
+    /// The pause after the first failed attempt; it doubles, up to an hour.
+    pub retry_pause: Duration,
+    /// A PEM file of CA certificates to trust besides the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Webhook {
+    pub fn wants(&self, event: &str) -> bool {
+        self.events.iter().any(|e| e == event)
+    }
+}
+
+/// What a webhook's payload says of the run's changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncludeChanges {
+    /// The run's state only.
+    None,
+    /// The counts (added, updated, removed, ...).
+    Summary,
+    /// The counts and every change, `page_size` per delivery.
+    Full,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FieldKind {
     Id,
@@ -275,6 +329,8 @@ pub struct Feed {
     pub pgp_signer_key_file: Option<PathBuf>,
     /// Refuse files that are not signed by `pgp_signer_key_file`.
     pub require_signature: bool,
+    /// `[[feed.webhook]]`: where the feed's run events are POSTed.
+    pub webhooks: Vec<Webhook>,
 }
 
 impl Feed {

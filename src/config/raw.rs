@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod webhook;
+
 use super::{
     parse_size, Config, Feed, Field, FieldKind, Filter, Schedule, SftpSettings, Smtp, Source,
     Threshold, MAX_FIELDS, MAX_GROUP_FIELDS,
@@ -127,6 +129,8 @@ struct RawFeed {
     field: Vec<Spanned<RawField>>,
     #[serde(default)]
     filter: Vec<Spanned<RawFilter>>,
+    #[serde(default)]
+    webhook: Vec<Spanned<webhook::RawWebhook>>,
 }
 
 #[derive(Deserialize)]
@@ -534,6 +538,7 @@ fn validate_feed(raw: &RawFeed, problems: &mut Problems) -> Option<Feed> {
         expect_every: validate_expect_every(&name, raw, problems),
         max_file_size: validate_max_file_size(&name, raw, problems),
         max_rows: validate_max_rows(&name, raw, problems),
+        webhooks: webhook::validate_webhooks(&name, &raw.webhook, problems),
         report_to: raw.report_to.clone(),
         report_on: validate_report_on(&name, raw, problems),
         require_channel: raw.require_channel.unwrap_or(false),
@@ -1065,6 +1070,7 @@ pub(super) fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
         ("[[feed]]", struct_keys::<RawFeed>()),
         ("[[feed.field]]", struct_keys::<RawField>()),
         ("[[feed.filter]]", struct_keys::<RawFilter>()),
+        ("[[feed.webhook]]", struct_keys::<webhook::RawWebhook>()),
     ]
 }
 

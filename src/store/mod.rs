@@ -21,6 +21,9 @@
 //! - `outbox`: message ID → JSON [`Message`] (report emails and their
 //!   delivery state); `outbox_pending`: IDs of those still to send;
 //!   `meta.next_message_id`.
+//! - `webhooks`: message ID → JSON [`HookMessage`] (signed run events
+//!   and their delivery state); `webhooks_pending`: (target, ID) of those
+//!   still to deliver; `meta.next_webhook_id` (see `webhooks`).
 //! - `feed_state`: feed → JSON [`FeedState`] (last arrival, overdue alert
 //!   sent, last daily slot processed).
 //! - `search/F`, `search_ids/F`, `search_hashes/F`, `search_meta`: the
@@ -45,6 +48,7 @@ mod outbox;
 mod runs;
 mod search;
 mod undo;
+mod webhooks;
 mod writeback;
 mod writer;
 
@@ -75,6 +79,7 @@ pub use runs::{Pruned, Run, RunState};
 #[cfg(test)]
 pub(crate) use search::Strategy;
 pub use search::{PassHooks, PassOutcome, SearchPage, SearchQuery};
+pub use webhooks::{target_key, HookMessage, HookState};
 pub use writer::{ReadFeed, Snapshot, WriteFeed};
 
 /// The schema this build writes. A store with a higher version was written

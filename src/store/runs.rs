@@ -433,8 +433,8 @@ impl Store {
     /// Keeps the history bounded: runs that started before `summary_before`
     /// (Unix seconds) lose their row errors and report link (the report
     /// file is gone with the retention); runs before `delete_before` are
-    /// deleted, held ones never; sent or given-up emails queued before
-    /// `summary_before` are deleted.
+    /// deleted, held ones never; sent or given-up emails and delivered or
+    /// given-up webhook messages queued before `summary_before` are deleted.
     pub fn prune_history(
         &self,
         summary_before: u64,
@@ -475,6 +475,7 @@ impl Store {
             }
         }
         pruned.messages = super::outbox::prune_delivered(&txn, summary_before)?;
+        super::webhooks::prune_delivered(&txn, summary_before)?;
         txn.commit()?;
         Ok(pruned)
     }

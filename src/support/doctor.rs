@@ -738,6 +738,10 @@ fn feeds(config: &Config, store: Option<&ReadStore>) -> Vec<Check> {
         Ok(m) => m.unwrap_or_default(),
         Err(e) => return vec![fail("feeds", e.to_string(), store_fix(&e))],
     };
+    let hooks = match store.get().map(Store::webhook_messages).transpose() {
+        Ok(m) => m.unwrap_or_default(),
+        Err(e) => return vec![fail("feeds", e.to_string(), store_fix(&e))],
+    };
     let mut checks = Vec::new();
     for feed in &config.feeds {
         let health = match crate::worker::status::feed_health(config, feed, store.get()) {
@@ -755,8 +759,58 @@ fn feeds(config: &Config, store: Option<&ReadStore>) -> Vec<Check> {
         checks.push(held_runs(&health));
         checks.push(overdue(&health));
         checks.push(emails(&feed.name, &messages));
+        if !feed.webhooks.is_empty() {
+            checks.push(webhooks(&feed.name, &hooks));
+        }
     }
     checks
+}
+
+/// Webhook messages still retried, and those given up since the feed's
+/// last delivered one (as for emails).
+fn webhooks(feed: &str, messages: &[crate::store::HookMessage]) -> Check {
+    use crate::store::HookState;
+    let name = format!("feed {feed}: webhooks");
+    let of_feed: Vec<_> = messages.iter().filter(|m| m.feed == feed).collect();
+    let last_delivered = of_feed
+        .iter()
+        .filter(|m| m.state == HookState::Delivered)
+        .map(|m| m.id)
+        .max();
+    let failed: Vec<_> = of_feed
+        .iter()
+        .filter(|m| match m.state {
+            HookState::Failing => true,
+            HookState::GaveUp => last_delivered.is_none_or(|d| m.id > d),
+            HookState::Queued | HookState::Delivered => false,
+        })
+        .collect();
+    let Some(last) = failed.iter().max_by_key(|m| m.id) else {
+        let queued = of_feed
+            .iter()
+            .filter(|m| m.state == HookState::Queued)
+            .count();
+        return ok(
+            name,
+            format!("{} kept, {queued} queued, none failing", of_feed.len()),
+        );
+    };
+    let gave_up = failed
+        .iter()
+        .filter(|m| m.state == HookState::GaveUp)
+        .count();
+    warn(
+        name,
+        format!(
+            "{} not delivered ({gave_up} given up, {} still retried); the last ({} to {}): {}",
+            failed.len(),
+            failed.len() - gave_up,
+            last.event,
+            crate::config::shown_url(&last.url),
+            last.last_error.as_deref().unwrap_or("no error recorded")
+        ),
+        "flagsync webhooks test --feed FEED shows each receiver's answer now; failing messages are retried until the webhook's retry_for; `flagsync runs show ID` shows a run's deliveries",
+    )
 }
 
 fn last_run(f: &crate::worker::status::FeedHealth) -> Check {

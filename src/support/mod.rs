@@ -530,6 +530,7 @@ fn bundled_config(config: &Config, feed: &Feed) -> Result<String, SupportError> 
         .cloned()
         .map(without_secrets)
         .map(without_signature_rule)
+        .map(without_webhooks)
         .collect();
     kept.insert("feed".into(), toml::Value::Array(feeds));
     toml::to_string(&kept)
@@ -562,6 +563,16 @@ fn without_signature_rule(value: toml::Value) -> toml::Value {
         }
         other => other,
     }
+}
+
+/// A feed without its `[[feed.webhook]]` tables: a replay sends nothing,
+/// a URL may carry a token, and a webhook without its `secret_file` (left
+/// out above) would not even load.
+fn without_webhooks(mut feed: toml::Value) -> toml::Value {
+    if let Some(table) = feed.as_table_mut() {
+        table.remove("webhook");
+    }
+    feed
 }
 
 fn without_secrets(value: toml::Value) -> toml::Value {

@@ -381,6 +381,11 @@ async fn run(
                     "emails".into(),
                     Value::Array(emails.iter().map(|m| m.delivery_json()).collect()),
                 );
+                let webhooks = state.engine.store.webhooks_of_run(id).unwrap_or_default();
+                map.insert(
+                    "webhooks".into(),
+                    Value::Array(webhooks.iter().map(|m| m.delivery_json()).collect()),
+                );
             }
             Json(v).into_response()
         }

@@ -202,6 +202,7 @@ fn render(engine: &Engine) -> Result<String, StoreError> {
     for (state, n) in &outbox {
         e.sample("flagsync_outbox_messages", &[("state", state)], *n as f64);
     }
+    webhook_families(&mut e, engine)?;
     e.family(
         "flagsync_intake_queue_length",
         "gauge",
@@ -238,4 +239,40 @@ fn render(engine: &Engine) -> Result<String, StoreError> {
         m::read_counter(&m::WEB_FAILED_LOGINS) as f64,
     );
     Ok(e.finish())
+}
+
+/// `flagsync_webhook_messages{feed, state}`: the webhook queue by feed
+/// and delivery state (every configured feed and state, zeros included,
+/// so that an alert on `gave_up` or `failing` has a series to watch).
+fn webhook_families(e: &mut Exposition, engine: &Engine) -> Result<(), StoreError> {
+    use crate::store::HookState;
+    let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+    for feed in engine
+        .config
+        .feeds
+        .iter()
+        .filter(|f| !f.webhooks.is_empty())
+    {
+        for state in HookState::ALL {
+            counts.insert((feed.name.clone(), state.as_str()), 0);
+        }
+    }
+    for message in engine.store.webhook_messages()? {
+        *counts
+            .entry((message.feed.clone(), message.state.as_str()))
+            .or_default() += 1;
+    }
+    e.family(
+        "flagsync_webhook_messages",
+        "gauge",
+        "Webhook messages in the store, by feed and delivery state.",
+    );
+    for ((feed, state), n) in &counts {
+        e.sample(
+            "flagsync_webhook_messages",
+            &[("feed", feed), ("state", state)],
+            *n as f64,
+        );
+    }
+    Ok(())
 }

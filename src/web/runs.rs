@@ -191,13 +191,23 @@ pub(super) async fn run_page(
             .cloned()
             .collect();
     }
+    // The deliveries are shown as far as they can be read: the page
+    // itself does not depend on them.
+    let webhooks: Vec<serde_json::Value> = state
+        .engine
+        .store
+        .webhooks_of_run(id)
+        .unwrap_or_default()
+        .iter()
+        .map(crate::store::HookMessage::delivery_json)
+        .collect();
     state.render(
         "run.html",
         context! {
             admin => admin, csrf => csrf, run => run_value(&state.engine.config, &run),
             line_word => run.line_word(),
             removals => removals, removals_total => total, page => page, pages => pages,
-            changes => changes,
+            changes => changes, webhooks => webhooks,
         },
     )
 }
@@ -432,7 +442,9 @@ pub(crate) async fn decide_run(
                 &admin,
                 crate::worker::ImportOptions::default(),
             ),
-            RunAction::Reject => crate::worker::reject_run_in(&engine.store, id, &admin),
+            RunAction::Reject => {
+                crate::worker::reject_run_in(&engine.config, &engine.store, id, &admin)
+            }
             RunAction::Undo => {
                 crate::worker::undo_run_in(&engine.config, &engine.store, id, &admin)
             }

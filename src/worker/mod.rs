@@ -37,6 +37,7 @@ pub mod intake;
 pub mod schedule;
 pub mod status;
 mod undo;
+mod webhooks;
 
 pub use undo::{restore_recipient, restore_recipient_in, undo_run, undo_run_in};
 
@@ -330,17 +331,31 @@ pub fn confirm_run_in(
 pub fn reject_run(config: &Config, run_id: u64, by: &str) -> Result<Run, WorkerError> {
     let _lock = DataLock::acquire(&config.data_dir)?;
     let store = Store::open(&config.store_path())?;
-    reject_run_in(&store, run_id, by)
+    reject_run_in(config, &store, run_id, by)
 }
 
 /// [`reject_run`] with a store the caller holds open for writing.
-pub fn reject_run_in(store: &Store, run_id: u64, by: &str) -> Result<Run, WorkerError> {
+pub fn reject_run_in(
+    config: &Config,
+    store: &Store,
+    run_id: u64,
+    by: &str,
+) -> Result<Run, WorkerError> {
     let mut run = held_run(store, run_id, "rejected")?;
     let held_file = run.held_file.take();
     run.state = RunState::Rejected;
     run.rejected_by = Some(by.to_string());
     run.rejected_at = Some(now_text());
-    store.update_run(&run)?;
+    // The record and its webhook events (none for a feed no longer
+    // configured) in one transaction.
+    let txn = store.begin_run()?;
+    txn.put_run(&run)?;
+    let events = match config.feed(&run.feed) {
+        Some(feed) => webhooks::queue_events(feed, &run, &txn)?,
+        None => false,
+    };
+    txn.commit()?;
+    webhooks::wake_sender(events);
     if let Some(f) = held_file {
         remove_quietly(Path::new(&f));
     }
@@ -969,7 +984,9 @@ impl<'a> Recording<'a> {
     fn commit(self, run: &Run) -> Result<(), WorkerError> {
         self.txn.put_run(run)?;
         queue_report(self.config, self.feed, run, &self.txn)?;
+        let events = webhooks::queue_events(self.feed, run, &self.txn)?;
         self.txn.commit()?;
+        webhooks::wake_sender(events);
         Ok(())
     }
 

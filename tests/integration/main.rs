@@ -32,6 +32,7 @@ mod runs;
 mod server;
 mod undo;
 mod util;
+mod webhooks;
 
 #[cfg(feature = "e2e")]
 mod change_feed;

@@ -333,6 +333,16 @@ fn a_bundle_never_holds_a_secret() {
         "[web]\n",
         "[web]\npublic_url = \"https://flagsync.internal.example\"\n",
     );
+    // A webhook's URL may carry a token; its secret file is a secret.
+    std::fs::write(
+        secrets.join("hook.secret"),
+        "whsec_aG9vay1zZWNyZXQtc2VudGluZWw=\n",
+    )
+    .unwrap();
+    text += &format!(
+        "\n[[feed.webhook]]\nurl = \"https://hooks-sentinel.example/in?token=hook-token\"\nsecret_file = {}\n",
+        toml_str(&secrets.join("hook.secret").display().to_string())
+    );
     text += &format!(
         "\n[smtp]\nhost = \"smtp-host-sentinel.example\"\nusername = \"smtp-user-sentinel\"\npassword_file = {}\nfrom = \"flagsync@example.com\"\n",
         toml_str(&secrets.join("smtp-password").display().to_string())
@@ -363,7 +373,12 @@ fn a_bundle_never_holds_a_secret() {
     assert!(!host_keys.is_empty());
     for (name, bytes) in entries(&path) {
         let text = String::from_utf8_lossy(&bytes);
-        for secret in [password, admin_password, token.as_str()] {
+        for secret in [
+            password,
+            admin_password,
+            token.as_str(),
+            "aG9vay1zZWNyZXQtc2VudGluZWw",
+        ] {
             assert!(!text.contains(secret), "{name} holds {secret}");
         }
         if name == "config.toml" {
@@ -371,6 +386,8 @@ fn a_bundle_never_holds_a_secret() {
                 "smtp-host-sentinel",
                 "smtp-user-sentinel",
                 "smtp-password",
+                "hooks-sentinel",
+                "hook.secret",
                 "flagsync.internal.example",
                 "[sftp]",
                 "[web]",
