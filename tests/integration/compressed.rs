@@ -6,7 +6,7 @@
 //! and each case checks the stored recipients through `recipients export`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -48,36 +48,6 @@ fn py_zip(env: &Env, zip: &str, entries: &[(&str, &[u8])]) -> PathBuf {
     script += "z.close()\n";
     make(env, "python3", &["-c", &script, zip]);
     env.root.join("in").join(zip)
-}
-
-/// Imports `path`, expecting a failed run that changed nothing, and
-/// returns its reason.
-#[track_caller]
-fn refused(env: &Env, path: &Path) -> String {
-    // The data folder's lock file is made by the first command that locks.
-    let tree = || {
-        let mut tree = env.tree();
-        tree.remove("flagsync.lock");
-        tree
-    };
-    let before = tree();
-    let run = env.import("hr", path, &[]);
-    assert_eq!(run.state(), "failed", "{:#}", run.json);
-    assert_eq!(tree(), before, "a refused file changed the data folder");
-    let reason = run.reason();
-    assert!(
-        !reason.contains('\u{0}') && !reason.contains('\u{FFFD}'),
-        "binary bytes in the reason: {reason}"
-    );
-    reason
-}
-
-/// The plain file's export: what every compressed copy must store.
-fn plain_export(content: &str) -> String {
-    let env = Env::hr();
-    let run = env.import_text("hr", "hr.csv", content);
-    assert_eq!(run.state(), "applied", "{:#}", run.json);
-    env.export("hr")
 }
 
 #[test]
@@ -151,7 +121,7 @@ fn a_zip_with_two_files_fails_naming_them() {
     env.input("a.csv", hr_file(1..=5));
     env.input("b.csv", hr_file(6..=9));
     make(&env, "zip", &["-q", "two.zip", "a.csv", "b.csv"]);
-    let reason = refused(&env, &env.root.join("in/two.zip"));
+    let reason = refused_import(&env, &env.root.join("in/two.zip"));
     assert!(
         reason.contains("holds 2 files ('a.csv', 'b.csv')") && reason.contains("on its own"),
         "{reason}"
@@ -160,7 +130,7 @@ fn a_zip_with_two_files_fails_naming_them() {
 
     // None at all.
     let empty = py_zip(&env, "empty.zip", &[("folder/", b"")]);
-    let reason = refused(&env, &empty);
+    let reason = refused_import(&env, &empty);
     assert!(reason.contains("holds no file"), "{reason}");
     assert_eq!(env.export("hr"), stored);
 }
@@ -182,7 +152,7 @@ fn a_gzip_bomb_fails_quickly_and_stores_nothing() {
     let bomb = env.root.join("in/bomb.csv.gz");
     assert!(fs::metadata(&bomb).unwrap().len() < 1_000_000);
     let t0 = Instant::now();
-    let reason = refused(&env, &bomb);
+    let reason = refused_import(&env, &bomb);
     assert!(
         reason.contains("expands to more than 10") && reason.contains("max_file_size"),
         "{reason}"
@@ -197,7 +167,7 @@ fn a_gzip_bomb_fails_quickly_and_stores_nothing() {
     // A ZIP whose entry says so: refused before expanding.
     let big = format!("{HR_HEADER}\n{}", "x".repeat(11_000_000));
     let zip = py_zip(&env, "big.zip", &[("big.csv", big.as_bytes())]);
-    let reason = refused(&env, &zip);
+    let reason = refused_import(&env, &zip);
     assert!(
         reason.contains("'big.csv' expands to 11000") && reason.contains("max_file_size"),
         "{reason}"
@@ -214,13 +184,13 @@ fn a_cut_short_or_damaged_gzip_fails() {
     let gz = gzip(&env, "hr.csv");
     let bytes = fs::read(&gz).unwrap();
     let cut = env.input("cut.csv.gz", &bytes[..bytes.len() / 2]);
-    let reason = refused(&env, &cut);
+    let reason = refused_import(&env, &cut);
     assert!(reason.contains("gzip file is cut short"), "{reason}");
     let mut bad = bytes.clone();
     let at = bad.len() - 8; // the CRC of the content
     bad[at] ^= 0xFF;
     let bad = env.input("bad.csv.gz", bad);
-    let reason = refused(&env, &bad);
+    let reason = refused_import(&env, &bad);
     assert!(reason.contains("gzip file is damaged"), "{reason}");
     assert_eq!(env.export("hr"), stored);
 
@@ -228,7 +198,7 @@ fn a_cut_short_or_damaged_gzip_fails() {
     make(&env, "zip", &["-q", "hr.zip", "hr.csv"]);
     let zip = fs::read(env.root.join("in/hr.zip")).unwrap();
     let cut = env.input("cut.zip", &zip[..zip.len() / 2]);
-    let reason = refused(&env, &cut);
+    let reason = refused_import(&env, &cut);
     assert!(
         reason.contains("ZIP archive is damaged or cut short"),
         "{reason}"
@@ -241,7 +211,7 @@ fn an_encrypted_zip_fails() {
     let env = Env::hr();
     env.input("hr.csv", hr_file(1..=5));
     make(&env, "zip", &["-q", "-P", "secret", "locked.zip", "hr.csv"]);
-    let reason = refused(&env, &env.root.join("in/locked.zip"));
+    let reason = refused_import(&env, &env.root.join("in/locked.zip"));
     assert!(
         reason.contains("'hr.csv' is encrypted") && reason.contains("without a password"),
         "{reason}"
@@ -264,7 +234,7 @@ fn a_damaged_xlsx_is_refused_as_a_workbook() {
             ("xl/worksheets/sheet1.xml", b"<worksheet/>"),
         ],
     );
-    let reason = refused(&env, &xlsx);
+    let reason = refused_import(&env, &xlsx);
     assert!(
         reason.contains("the Excel workbook cannot be read") && reason.contains("CSV UTF-8"),
         "{reason}"
@@ -447,7 +417,7 @@ fn tar_archives_made_by_tar_are_read() {
 
     env.input("other.csv", hr_file(8..=9));
     make(&env, "tar", &["czf", "two.tgz", "hr.csv", "other.csv"]);
-    let reason = refused(&env, &env.root.join("in/two.tgz"));
+    let reason = refused_import(&env, &env.root.join("in/two.tgz"));
     assert!(reason.contains("more than one file"), "{reason}");
     assert_eq!(env.exported_ids("hr").len(), 7);
 }

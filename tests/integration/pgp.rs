@@ -166,37 +166,6 @@ fn pgp_feed(own: &Path, signer: Option<&Path>, require: bool) -> Feed {
     feed
 }
 
-/// The plain file's export: what every encrypted copy must store.
-fn plain_export(content: &str) -> String {
-    let env = Env::hr();
-    let run = env.import_text("hr", "hr.csv", content);
-    assert_eq!(run.state(), "applied", "{:#}", run.json);
-    env.export("hr")
-}
-
-/// Imports `path`, expecting a failed run that changed nothing, and
-/// returns its reason.
-#[track_caller]
-fn refused(env: &Env, path: &Path) -> String {
-    let tree = || {
-        let mut tree = env.tree();
-        tree.remove("flagsync.lock");
-        tree
-    };
-    let before = tree();
-    let stored = env.try_export("hr").ok();
-    let run = env.import("hr", path, &[]);
-    assert_eq!(run.state(), "failed", "{:#}", run.json);
-    assert_eq!(tree(), before, "a refused file changed the data folder");
-    assert_eq!(env.try_export("hr").ok(), stored, "the store changed");
-    let reason = run.reason();
-    assert!(
-        !reason.contains('\u{0}') && !reason.contains('\u{FFFD}'),
-        "binary bytes in the reason: {reason}"
-    );
-    reason
-}
-
 /// Our key and the sender's, made by `make`, exported to `dir`: our
 /// secret key (armoured or binary) and the sender's public key.
 fn keys(gpg: &Gpg, dir: &Path, make: fn(&Gpg, &str), armor: bool) -> (PathBuf, PathBuf) {
@@ -331,7 +300,7 @@ fn old_and_password_encrypted_files_fail_clearly() {
         &["--rfc2440"],
         &env.root.join("in/old.pgp"),
     );
-    let reason = refused(&env, &old);
+    let reason = refused_import(&env, &old);
     assert!(reason.contains("without an integrity check"), "{reason}");
     let symmetric = env.root.join("in/password.gpg");
     gpg.run(&[
@@ -342,7 +311,7 @@ fn old_and_password_encrypted_files_fail_clearly() {
         symmetric.to_str().unwrap(),
         clear.to_str().unwrap(),
     ]);
-    let reason = refused(&env, &symmetric);
+    let reason = refused_import(&env, &symmetric);
     assert!(reason.contains("with a password"), "{reason}");
 }
 
@@ -495,7 +464,7 @@ fn bad_files_fail_and_change_nothing() {
         &[],
         &env.root.join("in/other-signer.pgp"),
     );
-    let reason = refused(&env, &other_signer);
+    let reason = refused_import(&env, &other_signer);
     assert!(
         reason.contains(&format!(
             "signed by key {}",
@@ -511,14 +480,14 @@ fn bad_files_fail_and_change_nothing() {
         &[],
         &env.root.join("in/unsigned.pgp"),
     );
-    let reason = refused(&env, &unsigned);
+    let reason = refused_import(&env, &unsigned);
     assert!(
         reason.contains("not signed") && reason.contains("require_signature"),
         "{reason}"
     );
 
     // Not encrypted at all, where signatures are required.
-    let reason = refused(&env, &clear);
+    let reason = refused_import(&env, &clear);
     assert!(reason.contains("not an OpenPGP message"), "{reason}");
 
     let for_other = gpg.encrypt(
@@ -528,7 +497,7 @@ fn bad_files_fail_and_change_nothing() {
         &[],
         &env.root.join("in/for-other.pgp"),
     );
-    let reason = refused(&env, &for_other);
+    let reason = refused_import(&env, &for_other);
     assert!(
         reason.contains("was encrypted for key")
             && reason.contains(&gpg.fingerprint("flagsync@example.com"))
@@ -546,7 +515,7 @@ fn bad_files_fail_and_change_nothing() {
     let bytes = fs::read(&whole).unwrap();
     for cut_at in [bytes.len() / 2, bytes.len() - 30, 200] {
         let cut = env.input("cut.pgp", &bytes[..cut_at]);
-        let reason = refused(&env, &cut);
+        let reason = refused_import(&env, &cut);
         assert!(
             reason.contains("OpenPGP file is cut short") && reason.contains("send it again"),
             "cut at {cut_at}: {reason}"
@@ -561,7 +530,7 @@ fn bad_files_fail_and_change_nothing() {
     );
     let text = fs::read(&armoured).unwrap();
     let cut = env.input("cut.asc", &text[..text.len() - 40]);
-    let reason = refused(&env, &cut);
+    let reason = refused_import(&env, &cut);
     assert!(
         reason.contains("armoured OpenPGP file is cut short or damaged"),
         "{reason}"
@@ -570,7 +539,7 @@ fn bad_files_fail_and_change_nothing() {
     let at = flipped.len() / 2;
     flipped[at] ^= 0xFF;
     let flipped = env.input("flipped.pgp", flipped);
-    let reason = refused(&env, &flipped);
+    let reason = refused_import(&env, &flipped);
     assert!(reason.contains("damaged"), "{reason}");
 
     // Decrypting past max_file_size (200 KB): zeros compress well.
@@ -583,7 +552,7 @@ fn bad_files_fail_and_change_nothing() {
         &env.root.join("in/big.pgp"),
     );
     assert!(fs::metadata(&bomb).unwrap().len() < 200_000);
-    let reason = refused(&env, &bomb);
+    let reason = refused_import(&env, &bomb);
     assert!(
         reason.contains("decrypts to more than 200000 bytes") && reason.contains("max_file_size"),
         "{reason}"
@@ -604,7 +573,7 @@ fn an_encrypted_file_for_a_feed_without_a_key_fails() {
         &["--armor"],
         &env.root.join("in/hr.csv.asc"),
     );
-    let reason = refused(&env, &file);
+    let reason = refused_import(&env, &file);
     assert!(
         reason.contains("has no pgp_private_key_file")
             && reason.contains("flagsync pgp keygen --feed hr"),

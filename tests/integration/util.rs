@@ -946,3 +946,36 @@ pub fn pre_login_cookie(head: &str) -> String {
         .expect("the pre-login cookie")
         .to_string()
 }
+
+/// The `hr` feed's export after importing `content` into a new store: what
+/// every packed or encrypted copy of it must store.
+pub fn plain_export(content: &str) -> String {
+    let env = Env::hr();
+    let run = env.import_text("hr", "hr.csv", content);
+    assert_eq!(run.state(), "applied", "{:#}", run.json);
+    env.export("hr")
+}
+
+/// Imports `path` into feed `hr`, expecting a failed run that changed
+/// nothing (the data folder and the store), and returns its reason.
+#[track_caller]
+pub fn refused_import(env: &Env, path: &std::path::Path) -> String {
+    // The data folder's lock file is made by the first command that locks.
+    let tree = || {
+        let mut tree = env.tree();
+        tree.remove("flagsync.lock");
+        tree
+    };
+    let before = tree();
+    let stored = env.try_export("hr").ok();
+    let run = env.import("hr", path, &[]);
+    assert_eq!(run.state(), "failed", "{:#}", run.json);
+    assert_eq!(tree(), before, "a refused file changed the data folder");
+    assert_eq!(env.try_export("hr").ok(), stored, "the store changed");
+    let reason = run.reason();
+    assert!(
+        !reason.contains('\u{0}') && !reason.contains('\u{FFFD}'),
+        "binary bytes in the reason: {reason}"
+    );
+    reason
+}

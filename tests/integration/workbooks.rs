@@ -6,7 +6,7 @@
 //! through `recipients export`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::server::*;
@@ -50,22 +50,6 @@ fn openpyxl(env: &Env, name: &str, script: &str) -> PathBuf {
          {script}\nwb.save(path)\n"
     );
     python(env, "openpyxl", name, &program)
-}
-
-/// Imports `path`, expecting a failed run that changed nothing, and
-/// returns its reason.
-#[track_caller]
-fn refused(env: &Env, path: &Path) -> String {
-    let tree = || {
-        let mut tree = env.tree();
-        tree.remove("flagsync.lock");
-        tree
-    };
-    let before = tree();
-    let run = env.import("hr", path, &[]);
-    assert_eq!(run.state(), "failed", "{:#}", run.json);
-    assert_eq!(tree(), before, "a refused workbook changed the data folder");
-    run.reason()
 }
 
 /// The `hr` feed with a date column (`start`, "Start Date").
@@ -164,7 +148,7 @@ fn a_sheet_the_workbook_lacks_fails_listing_its_sheets() {
     let env = Env::new(&[Feed::hr("hr").extra("sheet = \"Personal\"")]);
     env.import_text("hr", "day1.csv", hr_file(1..=10));
     let stored = env.export("hr");
-    let reason = refused(&env, &three_sheets(&env));
+    let reason = refused_import(&env, &three_sheets(&env));
     assert!(
         reason.contains("no sheet named 'Personal'")
             && reason.contains("'Old' (hidden), 'Staff', 'Leavers'"),
@@ -335,13 +319,13 @@ fn a_word_file_keeps_its_reason() {
         "letter.docx",
         "z = zipfile.ZipFile(path, 'w')\nz.writestr('[Content_Types].xml', '<Types/>')\nz.writestr('word/document.xml', '<w/>')\nz.close()\n",
     );
-    let reason = refused(&env, &docx);
+    let reason = refused_import(&env, &docx);
     assert!(reason.contains("a Word document"), "{reason}");
 
     // A workbook cut short (an interrupted upload) is not read as one.
     let xlsx = fs::read(three_sheets(&env)).expect("the workbook");
     let cut = env.input("cut.xlsx", &xlsx[..xlsx.len() / 2]);
-    let reason = refused(&env, &cut);
+    let reason = refused_import(&env, &cut);
     assert!(
         reason.contains("Excel workbook (.xlsx) that cannot be read (damaged or cut short)"),
         "{reason}"
