@@ -461,3 +461,32 @@ fn a_title_above_the_header_is_skipped() {
     assert!(shown.stdout.contains("row 5"), "{shown:#?}");
     assert_eq!(env.exported_ids("hr"), vec![hr_id(1)]);
 }
+
+/// A password-protected workbook (encrypted by msoffcrypto-tool as Excel
+/// does it) fails with the reason that says to remove the password.
+#[test]
+fn a_password_protected_workbook_says_so() {
+    let env = Env::hr();
+    let plain = openpyxl(
+        &env,
+        "plain.xlsx",
+        "put(ws, 1, HEADER)\n\
+         put(ws, 2, ['E00001', 'Ann', 'Lee', 'ann@example.com', None, None, 'Sales', 'Active'])\n",
+    );
+    let locked = python(
+        &env,
+        "msoffcrypto",
+        "locked.xlsx",
+        &format!(
+            "from msoffcrypto.format.ooxml import OOXMLFile\n\
+             with open({:?}, 'rb') as f, open(path, 'wb') as out:\n    OOXMLFile(f).encrypt('secret', out)\n",
+            plain.to_str().unwrap()
+        ),
+    );
+    let reason = refused_import(&env, &locked);
+    assert!(
+        reason.contains("the workbook is password-protected")
+            && reason.contains("without a password"),
+        "{reason}"
+    );
+}

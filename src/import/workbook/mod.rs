@@ -160,6 +160,10 @@ pub fn workbook_to_csv(
 ) -> Result<SheetRead, Refusal> {
     if kind != Workbook::Xls {
         check_declared_sizes(input, request.limit)?;
+    } else if is_encrypted_office_file(input) {
+        return Err(Refusal::Refused(
+            "the workbook is password-protected (Excel keeps an encrypted workbook in an Office container, which cannot be read without the password): save it without a password (File > Info > Protect Workbook > Encrypt with Password, then clear the password), or save it as \"CSV UTF-8\", and send it again".into(),
+        ));
     }
     let reader = io::BufReader::with_capacity(1 << 16, InputReader::new(input));
     let mut sheet = SheetWriter::new(out, request);
@@ -193,6 +197,34 @@ where
     B::Error: std::fmt::Display,
 {
     B::new(reader).map_err(|e| Refusal::Refused(unreadable(kind, &e.to_string())))
+}
+
+/// An Office Compound File holding an `EncryptedPackage` stream: what
+/// Excel (and every Office program) writes for a password-protected
+/// `.xlsx`. The name is in the first sector of the directory, which the
+/// header locates (sector size at 0x1E as a power of two, the directory's
+/// first sector at 0x30).
+fn is_encrypted_office_file(input: &dyn Input) -> bool {
+    let mut header = [0u8; 0x34];
+    if input.len() < header.len() as u64 || input.read_exact_at(0, &mut header).is_err() {
+        return false;
+    }
+    let shift = u16::from_le_bytes([header[0x1E], header[0x1F]]);
+    if !(9..=12).contains(&shift) {
+        return false;
+    }
+    let size = 1u64 << shift;
+    let first = u32::from_le_bytes([header[0x30], header[0x31], header[0x32], header[0x33]]);
+    let at = (u64::from(first) + 1) * size;
+    let mut directory = vec![0u8; size as usize];
+    if at + size > input.len() || input.read_exact_at(at, &mut directory).is_err() {
+        return false;
+    }
+    let name: Vec<u8> = "EncryptedPackage"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    directory.windows(name.len()).any(|w| w == name.as_slice())
 }
 
 fn unreadable(kind: Workbook, error: &str) -> String {
