@@ -168,6 +168,7 @@ fn run(feed: &Feed, store: &mut Store, bytes: &[u8]) -> Option<ApplyCounts> {
         feed,
         header: &header,
         encoding,
+        line_word: "line",
     };
     let mut errors = Errors::default();
     let applied = match apply_diff(&file, diff, store, &mut errors) {
