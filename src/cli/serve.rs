@@ -84,6 +84,7 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
         })?;
     let ssh = Arc::new(sftp::ssh_config(&config, keys));
     let config = Arc::new(config);
+    crate::scim::prepare_targets(&store, &config);
     let engine = Arc::new(Engine::new(config.clone(), store.clone()));
     let (intake, intake_thread) = intake::start(engine.clone());
     let indexer = crate::worker::indexer::start(engine.clone())

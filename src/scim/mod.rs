@@ -452,12 +452,8 @@ fn start_of(
             Ok(cursor) => Ok(Ok(Some(cursor))),
             Err(_) => Ok(Err(())),
         },
-        // A target first seen while the feed has nobody gets every change
-        // from the first; one added later starts with a full sync.
-        ScimPosition::Never if store.recipient_count(feed)? == 0 => {
-            state.position = ScimPosition::Start;
-            Ok(Ok(None))
-        }
+        // Not started by the server while the feed had nobody
+        // (`start_if_empty`): the people already there need a full sync.
         ScimPosition::Never => Ok(Err(())),
     }
 }
@@ -595,6 +591,26 @@ pub fn spawn_sender(
         .name("scim".into())
         .spawn(move || runtime.block_on(run_sender(store, targets, shutdown)));
     thread.ok()
+}
+
+/// Called by `serve` before it takes its first file (intake, control
+/// socket): a target first seen while its feed has nobody starts from the
+/// first change, as every run goes through the server from then on.
+pub fn prepare_targets(store: &Store, config: &Config) {
+    for feed in config.feeds.iter().filter(|f| f.scim.is_some()) {
+        if let Err(e) = start_if_empty(store, &feed.name) {
+            tracing::error!(feed = %feed.name, error = %e, "the SCIM state cannot be written");
+        }
+    }
+}
+
+fn start_if_empty(store: &Store, feed: &str) -> Result<(), StoreError> {
+    let mut state = store.scim_state(feed)?;
+    if state.position == ScimPosition::Never && store.recipient_count(feed)? == 0 {
+        state.position = ScimPosition::Start;
+        store.put_scim_state(feed, &state)?;
+    }
+    Ok(())
 }
 
 async fn run_sender(store: Arc<Store>, targets: Vec<Target>, shutdown: CancellationToken) {
