@@ -25,7 +25,7 @@
 mod user;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -53,7 +53,7 @@ static WAKE: Notify = Notify::const_new();
 
 /// One push or sync of a feed at a time in this process: the sender and a
 /// `scim sync` sent to the server would otherwise both move the cursor.
-static BUSY: Mutex<()> = Mutex::new(());
+static BUSY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Tells the sender that a run committed (a no-op without a sender).
 pub fn wake() {
@@ -440,21 +440,15 @@ async fn remove_user(
     Ok(())
 }
 
-/// Where the push starts: `Err(())` when only a full sync can go on.
-fn start_of(
-    store: &Store,
-    feed: &str,
-    state: &mut ScimState,
-) -> Result<Result<Option<FeedCursor>, ()>, Fault> {
+/// Where the push starts (`None`: the first change kept); `None` when
+/// only a full sync can go on.
+fn start_of(state: &ScimState) -> Option<Option<FeedCursor>> {
     match &state.position {
-        ScimPosition::Start => Ok(Ok(None)),
-        ScimPosition::At(text) => match FeedCursor::parse(text) {
-            Ok(cursor) => Ok(Ok(Some(cursor))),
-            Err(_) => Ok(Err(())),
-        },
+        ScimPosition::Start => Some(None),
+        ScimPosition::At(text) => FeedCursor::parse(text).ok().map(Some),
         // Not started by the server while the feed had nobody
         // (`start_if_empty`): the people already there need a full sync.
-        ScimPosition::Never => Ok(Err(())),
+        ScimPosition::Never => None,
     }
 }
 
@@ -466,9 +460,9 @@ pub async fn push_feed(store: &Store, target: &Target, state: &mut ScimState) ->
         if state.needs_full_sync {
             return Ok(());
         }
-        let after = match start_of(store, &feed, state)? {
-            Ok(after) => after,
-            Err(()) => {
+        let after = match start_of(state) {
+            Some(after) => after,
+            None => {
                 state.needs_full_sync = true;
                 store.put_scim_state(&feed, state)?;
                 return Ok(());
@@ -506,7 +500,7 @@ pub async fn push_feed(store: &Store, target: &Target, state: &mut ScimState) ->
 
 /// One push of a feed by the sender, its outcome recorded in the state.
 async fn push_once(store: &Store, target: &Target) {
-    let _busy = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+    let _busy = BUSY.lock().await;
     let feed = target.name();
     let mut state = match store.scim_state(feed) {
         Ok(state) => state,
@@ -652,7 +646,7 @@ pub struct SyncReport {
 /// elsewhere (no such `externalId`) are never touched. Groups likewise
 /// (their members replaced). Then the cursor is set to the log's end.
 pub async fn sync_feed(store: &Store, target: &Target) -> Result<SyncReport, Fault> {
-    let _busy = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+    let _busy = BUSY.lock().await;
     let feed = target.name().to_string();
     // The end is read first: a run committed during the sync is pushed
     // again afterwards, never skipped.
@@ -958,18 +952,16 @@ impl Status {
 
 /// The feed's target state, read from the store.
 pub fn status(store: &Store, feed: &str) -> Result<Status, StoreError> {
-    let mut state = store.scim_state(feed)?;
-    let behind = match start_of(store, feed, &mut state) {
-        Ok(Ok(after)) if !state.needs_full_sync => {
+    let state = store.scim_state(feed)?;
+    let behind = match start_of(&state) {
+        Some(after) if !state.needs_full_sync => {
             match store.changes_after(feed, after.as_ref(), MAX_COUNTED) {
                 Ok(page) => Some(page.changes.len() as u64),
                 Err(FeedError::Store(e)) => return Err(e),
                 Err(_) => None,
             }
         }
-        Ok(_) => None,
-        Err(Fault::Store(e)) => return Err(e),
-        Err(_) => None,
+        _ => None,
     };
     let name = match (behind, &state.last_error) {
         (None, _) => "needs_full_sync",
