@@ -500,4 +500,99 @@ mod e2e {
         assert_target_is_store(&env, &target);
         server.stop();
     }
+
+    #[test]
+    fn the_page_and_metrics_show_the_targets_state() {
+        let port = free_port();
+        let env = scim_env(&scim_table(&format!("http://127.0.0.1:{port}"), ""));
+        let web = crate::web::Web::start_in(env);
+        let token = web.create_token();
+        assert_eq!(
+            import_cli(&web.env, "day1.csv", &hr_file(1..=20))["state"],
+            "applied"
+        );
+        wait_state(&web.env, "failing");
+        let (code, _, _) = web.login(crate::web::ADMIN_PASSWORD);
+        assert!(code == 303 || code == 302, "login: {code}");
+        let (code, _, page) = web.curl(&[&web.url("/")]);
+        assert_eq!(code, 200);
+        assert!(
+            page.contains("scim-failing")
+                && page.contains("failing (20 changes behind): POST &#x2f;Users: cannot connect"),
+            "{page}"
+        );
+        let metrics = |web: &crate::web::Web| {
+            let (code, _, body) = web.curl(&[
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                &web.url("/metrics"),
+            ]);
+            assert_eq!(code, 200, "{body}");
+            body
+        };
+        assert!(
+            metrics(&web).contains("flagsync_scim_changes_behind{feed=\"hr\"} 20"),
+            "{}",
+            metrics(&web)
+        );
+
+        let target = Target::start(port);
+        wait_state(&web.env, "in_sync");
+        assert_target_is_store(&web.env, &target);
+        let (_, _, page) = web.curl(&[&web.url("/")]);
+        assert!(page.contains("scim-in_sync"), "{page}");
+        let body = metrics(&web);
+        assert!(
+            body.contains("flagsync_scim_changes_behind{feed=\"hr\"} 0"),
+            "{body}"
+        );
+        assert!(
+            body.contains("flagsync_scim_failed_users{feed=\"hr\"} 0"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn deactivate_keeps_a_removed_person_inactive_and_a_return_reactivates() {
+        let port = free_port();
+        let target = Target::start(port);
+        let table = scim_table(&target.base, "").replace(
+            "groups = true\n",
+            "groups = true\nscim_remove = \"deactivate\"\n",
+        );
+        let env = scim_env(&table);
+        let server = Server::start(&env);
+        assert_eq!(
+            import_cli(&env, "day1.csv", &hr_file(1..=20))["state"],
+            "applied"
+        );
+        wait_state(&env, "in_sync");
+        assert_eq!(
+            import_cli(&env, "day2.csv", &hr_file(1..=19))["state"],
+            "applied"
+        );
+        wait_state(&env, "in_sync");
+        let (users, groups) = target.list();
+        let gone = users
+            .iter()
+            .find(|u| u["userName"] == hr_id(20).as_str())
+            .expect("kept, inactive");
+        assert_eq!(gone["active"], false, "{gone:#}");
+        let gone_id = gone["id"].as_str().unwrap_or("");
+        assert!(
+            groups.iter().all(|g| g["members"]
+                .as_array()
+                .is_none_or(|m| m.iter().all(|m| m["value"] != gone_id))),
+            "{groups:#?}"
+        );
+        assert_eq!(
+            import_cli(&env, "day3.csv", &hr_file(1..=20))["state"],
+            "applied"
+        );
+        wait_state(&env, "in_sync");
+        assert_target_is_store(&env, &target);
+        let (users, _) = target.list();
+        assert_eq!(users.len(), 20, "the same user came back");
+        server.stop();
+    }
 }
