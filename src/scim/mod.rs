@@ -487,11 +487,16 @@ pub async fn push_feed(store: &Store, target: &Target, state: &mut ScimState) ->
                     tracing::warn!(feed = %feed, id = %crate::import::printable(id), %reason, "the SCIM target refused a person");
                     state.fail_user(id, reason);
                 }
-                Err(fault) => return Err(fault),
+                Err(fault) => {
+                    store.put_scim_state(&feed, state)?;
+                    return Err(fault);
+                }
             }
             state.position = ScimPosition::At(change.cursor().encode());
-            store.put_scim_state(&feed, state)?;
         }
+        // Saved once a page: a stop before it pushes the page's changes
+        // again, which converges (invariant 3).
+        store.put_scim_state(&feed, state)?;
         if !page.more {
             return Ok(());
         }

@@ -87,7 +87,8 @@ fn users_def(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
     TableDefinition::new(name)
 }
 
-fn groups_def(name: &str) -> TableDefinition<'_, &'static str, &'static str> {
+/// Values as bytes: a layout the store's backup already knows.
+fn groups_def(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
     TableDefinition::new(name)
 }
 
@@ -182,7 +183,9 @@ impl Store {
         let mut out = BTreeMap::new();
         for entry in table.iter()? {
             let (k, v) = entry?;
-            out.insert(k.value().to_string(), v.value().to_string());
+            let id = String::from_utf8(v.value().to_vec())
+                .map_err(|_| StoreError::Damaged("a SCIM group id is not UTF-8".into()))?;
+            out.insert(k.value().to_string(), id);
         }
         Ok(out)
     }
@@ -200,7 +203,7 @@ impl Store {
             let mut table = txn.open_table(groups_def(&name))?;
             match id {
                 Some(id) => {
-                    table.insert(group, id)?;
+                    table.insert(group, id.as_bytes())?;
                 }
                 None => {
                     table.remove(group)?;

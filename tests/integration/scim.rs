@@ -595,4 +595,46 @@ mod e2e {
         assert_eq!(users.len(), 20, "the same user came back");
         server.stop();
     }
+
+    #[test]
+    fn a_backlog_past_the_change_logs_retention_needs_a_full_sync() {
+        let port = free_port();
+        let target = Target::start(port);
+        let env = crate::server::sftp_env_with(
+            &[Feed::hr("hr")],
+            &["retention = \"1s\"", "history_retention = \"1s\""],
+            &[],
+        );
+        let token = env.root.join("scim.token");
+        std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
+        let text = std::fs::read_to_string(&env.config).expect("config");
+        let table = scim_table(&target.base, "")
+            .replace("TOKEN_FILE", &toml_str(&token.display().to_string()));
+        env.write_config(&format!("{text}\n{table}"));
+        let server = Server::start(&env);
+        assert_eq!(
+            import_cli(&env, "day1.csv", &hr_file(1..=6))["state"],
+            "applied"
+        );
+        wait_state(&env, "in_sync");
+        // The target goes away while the next changes wait, longer than
+        // the change log keeps them.
+        drop(target);
+        assert_eq!(
+            import_cli(&env, "day2.csv", &hr_file(1..=7))["state"],
+            "applied"
+        );
+        wait_state(&env, "failing");
+        server.stop();
+        std::thread::sleep(Duration::from_millis(2500));
+        let target = Target::start(port);
+        let server = Server::start(&env);
+        wait_state(&env, "needs_full_sync");
+        let out = env.run(&["scim", "sync", "--feed", "hr", "--json"]);
+        assert_eq!(out.code, 0, "{out:#?}");
+        assert_eq!(out.json("sync")["created"], 7, "a new, empty target");
+        wait_state(&env, "in_sync");
+        assert_target_is_store(&env, &target);
+        server.stop();
+    }
 }
