@@ -30,6 +30,7 @@ pub enum ScimCommand {
     /// (with the last error) or needs a full sync; and the people it
     /// refused, with the reasons.
     Status {
+        /// The feed whose `[feed.scim]` target is shown.
         #[arg(long, value_name = "NAME")]
         feed: String,
         /// Print a JSON object.
@@ -155,4 +156,30 @@ fn status(
     }
     output::print_text(io.out, &text)?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::ScimCommand;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn scim_commands_parse_and_need_a_feed() {
+        let cli =
+            Cli::try_parse_from(["flagsync", "scim", "sync", "--feed", "hr", "--json"]).unwrap();
+        match cli.command {
+            Command::Scim(ScimCommand::Sync { feed, json }) => {
+                assert_eq!((feed.as_str(), json), ("hr", true))
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["flagsync", "scim", "status", "--feed", "hr"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Scim(ScimCommand::Status { json: false, .. })
+        ));
+        assert!(Cli::try_parse_from(["flagsync", "scim", "sync"]).is_err());
+    }
 }
