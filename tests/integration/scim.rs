@@ -473,6 +473,13 @@ mod e2e {
         let (people, _) = target_view(&target, |_| true);
         let names: Vec<&String> = people.keys().collect();
         assert_eq!(names, [&hr_id(1), &hr_id(2), &hr_id(4), &hr_id(5)]);
+        let doctor = env.run(&["doctor"]);
+        assert!(
+            doctor.stdout.contains("feed hr: SCIM")
+                && doctor.stdout.contains("1 person refused by the target"),
+            "{}",
+            doctor.stdout
+        );
         let shown = env.run(&["scim", "status", "--feed", "hr"]);
         assert!(
             shown
