@@ -390,7 +390,11 @@ async fn push_recipient(store: &Store, target: &Target, id: &str) -> Result<(), 
     };
     let want = user::user_json(&target.scim, id, &record);
     let user_id = upsert(target, known.as_ref().map(|k| k.id.as_str()), &want).await?;
-    let old_groups = known.map(|k| k.groups).unwrap_or_default();
+    // A user made anew (deleted there behind our back) is in no group yet.
+    let old_groups = known
+        .filter(|k| k.id == user_id)
+        .map(|k| k.groups)
+        .unwrap_or_default();
     // Remembered before the groups are moved: a failure there must not
     // lose the user's id.
     let mut remembered = ScimUser {
