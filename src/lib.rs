@@ -10,6 +10,7 @@
 //! - [`report`]: the error report CSV and the report email's text.
 //! - [`search`]: the recipient search's keys and query ranges (pure).
 //! - [`webhook`]: signed run events POSTed to each feed's targets.
+//! - [`scim`]: each feed's people and groups pushed to a SCIM 2.0 target.
 //! - [`worker`]: the order of a run's steps, shared by CLI and server.
 //! - [`cli`]: arguments, output for people and scripts, exit codes.
 
@@ -27,6 +28,7 @@ mod listen;
 pub mod mail;
 pub mod metrics;
 pub mod report;
+pub mod scim;
 pub mod search;
 pub mod sftp;
 pub mod store;

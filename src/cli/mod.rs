@@ -26,6 +26,7 @@ mod feed_show;
 pub mod logging;
 mod output;
 mod pgp;
+mod scim;
 mod serve;
 mod webhooks;
 
@@ -106,6 +107,10 @@ pub enum Command {
     /// Webhooks: ping a feed's targets, make a secret.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
+    /// SCIM provisioning: reconcile a feed's target (`scim sync`), show
+    /// its state (`scim status`).
+    #[command(subcommand)]
+    Scim(scim::ScimCommand),
     /// Validate the configuration (and open the store read-only).
     ///
     /// Exits 0 when everything is in order, 2 with every problem listed
@@ -648,6 +653,7 @@ pub fn execute(
         Command::Check => check(config),
         Command::Mail(MailCommand::Test { to }) => mail_test(config, &to),
         Command::Webhooks(command) => webhooks::run(Some(config), &command),
+        Command::Scim(command) => scim::run(config, command, &backend, io),
         Command::Health { url } => health::check(config, url.as_deref()),
         Command::Doctor { json } => doctor::doctor(config, json, &backend, io),
         Command::Backup { out } => backup::backup(config, &out, &backend, io),
@@ -996,6 +1002,16 @@ fn feed_in_words(f: &crate::worker::status::FeedHealth) -> String {
         }
     };
     out.push_str(&format!("  last run: {last}\n"));
+    if let Some(scim) = &f.scim {
+        out.push_str(&format!("  SCIM target: {}", printable(&scim.text)));
+        if scim.failed > 0 {
+            out.push_str(&format!(
+                "; {} refused (`flagsync scim status --feed {}`)",
+                scim.failed, f.feed
+            ));
+        }
+        out.push('\n');
+    }
     if !f.held_runs.is_empty() {
         let ids: Vec<String> = f.held_runs.iter().map(u64::to_string).collect();
         out.push_str(&format!(
@@ -1061,6 +1077,7 @@ fn check(config: &Config) -> Result<u8, Failure> {
     let mut problems = crate::support::doctor::smtp_problems(config);
     problems.extend(crate::support::doctor::key_problems(config));
     problems.extend(crate::webhook::config_problems(config));
+    problems.extend(crate::scim::config_problems(config));
     if !problems.is_empty() {
         return Err(Failure::Usage(anyhow::anyhow!(
             "{}: {}",

@@ -84,6 +84,7 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
         })?;
     let ssh = Arc::new(sftp::ssh_config(&config, keys));
     let config = Arc::new(config);
+    crate::scim::prepare_targets(&store, &config);
     let engine = Arc::new(Engine::new(config.clone(), store.clone()));
     let (intake, intake_thread) = intake::start(engine.clone());
     let indexer = crate::worker::indexer::start(engine.clone())
@@ -142,6 +143,9 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
         config.clone(),
         shutdown.clone(),
     ));
+    // SCIM pushes: a thread with its own runtime (its store calls may wait
+    // for a run's writer without holding up the server's tasks).
+    let scim = crate::scim::spawn_sender(engine.store.clone(), config.clone(), shutdown.clone());
     let web = match web_tls {
         Some(acceptor) => runtime.spawn(crate::web::run_tls(
             web_listener,
@@ -155,6 +159,9 @@ pub fn serve(config: Config) -> Result<u8, Failure> {
     let _ = runtime
         .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(5), web).await });
     let _ = runtime.block_on(webhooks);
+    if let Some(scim) = scim {
+        let _ = scim.join();
+    }
     tracing::info!("stopping: waiting for a running import to finish");
     intake.stop();
     engine.search.stop();

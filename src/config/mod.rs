@@ -193,6 +193,92 @@ impl Webhook {
     }
 }
 
+/// `[feed.scim]`: a SCIM 2.0 service provider the feed's people (and
+/// groups) are provisioned to.
+#[derive(Debug, Clone)]
+pub struct Scim {
+    /// The SCIM base, without a trailing `/` (`/Users` is appended).
+    pub base_url: String,
+    /// A file holding the bearer token, read when sending.
+    pub token_file: PathBuf,
+    pub ca_file: Option<PathBuf>,
+    /// For connecting, TLS and the whole answer, per request.
+    pub timeout: Duration,
+    /// Provision the feed's groups as SCIM Groups.
+    pub groups: bool,
+    pub remove: ScimRemove,
+    /// Each attribute sent and the field it is read from (`None`: the
+    /// recipient's ID); `userName` and `externalId` are always there.
+    pub attributes: Vec<(ScimAttribute, Option<usize>)>,
+}
+
+/// What a removed recipient becomes on the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScimRemove {
+    /// `DELETE /Users/{id}`.
+    Delete,
+    /// The user is replaced with `active = false`.
+    Deactivate,
+}
+
+/// The SCIM User attributes a field can be mapped to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScimAttribute {
+    UserName,
+    ExternalId,
+    DisplayName,
+    GivenName,
+    FamilyName,
+    Active,
+    /// `emails[TYPE]`.
+    Email(String),
+    /// `phoneNumbers[TYPE]`.
+    Phone(String),
+}
+
+/// How the attributes are spelled in `[feed.scim.attributes]`.
+pub const SCIM_ATTRIBUTES: [&str; 9] = [
+    "userName",
+    "externalId",
+    "displayName",
+    "name.givenName",
+    "name.familyName",
+    "active",
+    "emails[work]",
+    "emails[home]",
+    "phoneNumbers[mobile]",
+];
+
+/// The multi-valued attributes' types (RFC 7643 4.1.2).
+const EMAIL_TYPES: [&str; 3] = ["work", "home", "other"];
+const PHONE_TYPES: [&str; 6] = ["work", "home", "mobile", "fax", "pager", "other"];
+
+impl ScimAttribute {
+    pub fn parse(name: &str) -> Option<ScimAttribute> {
+        let typed = |prefix: &str, types: &[&str]| {
+            name.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix(']'))
+                .filter(|t| types.contains(t))
+                .map(String::from)
+        };
+        Some(match name {
+            "userName" => ScimAttribute::UserName,
+            "externalId" => ScimAttribute::ExternalId,
+            "displayName" => ScimAttribute::DisplayName,
+            "name.givenName" => ScimAttribute::GivenName,
+            "name.familyName" => ScimAttribute::FamilyName,
+            "active" => ScimAttribute::Active,
+            _ => {
+                if let Some(t) = typed("emails[", &EMAIL_TYPES) {
+                    ScimAttribute::Email(t)
+                } else {
+                    ScimAttribute::Phone(typed("phoneNumbers[", &PHONE_TYPES)?)
+                }
+            }
+        })
+    }
+}
+
 /// What a webhook's payload says of the run's changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IncludeChanges {
@@ -331,6 +417,8 @@ pub struct Feed {
     pub require_signature: bool,
     /// `[[feed.webhook]]`: where the feed's run events are POSTed.
     pub webhooks: Vec<Webhook>,
+    /// `[feed.scim]`: the SCIM 2.0 target the feed's people are pushed to.
+    pub scim: Option<Scim>,
 }
 
 impl Feed {

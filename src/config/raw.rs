@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod scim;
 mod webhook;
 
 use super::{
@@ -131,6 +132,7 @@ struct RawFeed {
     filter: Vec<Spanned<RawFilter>>,
     #[serde(default)]
     webhook: Vec<Spanned<webhook::RawWebhook>>,
+    scim: Option<Spanned<scim::RawScim>>,
 }
 
 #[derive(Deserialize)]
@@ -539,6 +541,7 @@ fn validate_feed(raw: &RawFeed, problems: &mut Problems) -> Option<Feed> {
         max_file_size: validate_max_file_size(&name, raw, problems),
         max_rows: validate_max_rows(&name, raw, problems),
         webhooks: webhook::validate_webhooks(&name, &raw.webhook, problems),
+        scim: scim::validate_scim(&name, raw.scim.as_ref(), &fields, problems),
         report_to: raw.report_to.clone(),
         report_on: validate_report_on(&name, raw, problems),
         require_channel: raw.require_channel.unwrap_or(false),
@@ -1071,6 +1074,7 @@ pub(super) fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
         ("[[feed.field]]", struct_keys::<RawField>()),
         ("[[feed.filter]]", struct_keys::<RawFilter>()),
         ("[[feed.webhook]]", struct_keys::<webhook::RawWebhook>()),
+        ("[feed.scim]", struct_keys::<scim::RawScim>()),
     ]
 }
 

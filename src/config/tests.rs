@@ -140,12 +140,14 @@ fn a_text_field_named_by_id_field_is_the_id_and_cannot_be_a_group() {
 #[test]
 fn the_configuration_reference_names_every_key_in_its_table() {
     let reference = include_str!("../../docs/CONFIGURATION.md");
-    let tables = ["sftp", "web", "smtp", "feed", "field", "filter", "webhook"];
+    let tables = [
+        "sftp", "web", "smtp", "feed", "field", "filter", "webhook", "scim",
+    ];
     for (table, keys) in raw::known_keys() {
         assert!(!keys.is_empty(), "no keys heard for {table}");
         let heading = if table == "top level" {
             "## Top level".to_string()
-        } else if table.starts_with("[[feed.") {
+        } else if table.starts_with("[[feed.") || table.starts_with("[feed.") {
             format!("### `{table}`")
         } else {
             format!("## `{table}`")

@@ -46,6 +46,7 @@ mod feed_state;
 mod hashlist;
 mod outbox;
 mod runs;
+mod scim;
 mod search;
 mod undo;
 mod webhooks;
@@ -76,6 +77,7 @@ pub use changes::{
 pub use feed_state::FeedState;
 pub use outbox::{Delivery, Message};
 pub use runs::{Pruned, Run, RunState};
+pub use scim::{ScimPosition, ScimState, ScimUser};
 #[cfg(test)]
 pub(crate) use search::Strategy;
 pub use search::{PassHooks, PassOutcome, SearchPage, SearchQuery};

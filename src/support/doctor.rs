@@ -762,8 +762,42 @@ fn feeds(config: &Config, store: Option<&ReadStore>) -> Vec<Check> {
         if !feed.webhooks.is_empty() {
             checks.push(webhooks(&feed.name, &hooks));
         }
+        if let Some(scim) = &health.scim {
+            checks.push(scim_target(&feed.name, scim));
+        }
     }
     checks
+}
+
+/// The SCIM target: failing, needing a full sync, or refusing people.
+fn scim_target(feed: &str, scim: &crate::worker::status::ScimHealth) -> Check {
+    let name = format!("feed {feed}: SCIM");
+    match scim.state {
+        "needs_full_sync" => warn(
+            name,
+            scim.text.clone(),
+            format!("flagsync scim sync --feed {feed} reconciles the whole target"),
+        ),
+        "failing" => warn(
+            name,
+            scim.text.clone(),
+            "fix the target or [feed.scim] (base_url, token_file); the push goes on by itself, in order",
+        ),
+        _ if scim.failed > 0 => warn(
+            name,
+            format!(
+                "{}; {} refused by the target",
+                scim.text,
+                if scim.failed == 1 {
+                    "1 person".to_string()
+                } else {
+                    format!("{} people", scim.failed)
+                }
+            ),
+            format!("flagsync scim status --feed {feed} lists them with the target's reasons; fix the values at the source"),
+        ),
+        _ => ok(name, scim.text.clone()),
+    }
 }
 
 /// Webhook messages still retried, and those given up since the feed's

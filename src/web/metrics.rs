@@ -203,6 +203,7 @@ fn render(engine: &Engine) -> Result<String, StoreError> {
         e.sample("flagsync_outbox_messages", &[("state", state)], *n as f64);
     }
     webhook_families(&mut e, engine)?;
+    scim_families(&mut e, engine)?;
     e.family(
         "flagsync_intake_queue_length",
         "gauge",
@@ -239,6 +240,48 @@ fn render(engine: &Engine) -> Result<String, StoreError> {
         m::read_counter(&m::WEB_FAILED_LOGINS) as f64,
     );
     Ok(e.finish())
+}
+
+/// `flagsync_scim_changes_behind{feed}` (changes of the log the target has
+/// not received; -1 while it needs a full sync) and
+/// `flagsync_scim_failed_users{feed}`.
+fn scim_families(e: &mut Exposition, engine: &Engine) -> Result<(), StoreError> {
+    let mut figures = Vec::new();
+    for feed in engine.config.feeds.iter().filter(|f| f.scim.is_some()) {
+        figures.push((
+            feed.name.clone(),
+            crate::scim::status(&engine.store, &feed.name)?,
+        ));
+    }
+    if figures.is_empty() {
+        return Ok(());
+    }
+    e.family(
+        "flagsync_scim_changes_behind",
+        "gauge",
+        "Changes the feed's SCIM target has not received yet (-1: it needs a full sync).",
+    );
+    for (feed, status) in &figures {
+        let behind = if status.state == "needs_full_sync" {
+            -1.0
+        } else {
+            status.behind as f64
+        };
+        e.sample("flagsync_scim_changes_behind", &[("feed", feed)], behind);
+    }
+    e.family(
+        "flagsync_scim_failed_users",
+        "gauge",
+        "People whose last push the feed's SCIM target refused.",
+    );
+    for (feed, status) in &figures {
+        e.sample(
+            "flagsync_scim_failed_users",
+            &[("feed", feed)],
+            status.failures.len() as f64,
+        );
+    }
+    Ok(())
 }
 
 /// `flagsync_webhook_messages{feed, state}`: the webhook queue by feed

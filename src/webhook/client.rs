@@ -21,7 +21,7 @@ use crate::config::HookUrl;
 
 /// Of an answer's body, this much is read (and its start kept for the
 /// error message).
-const MAX_ANSWER_BODY: usize = 64 << 10;
+const MAX_ANSWER_BODY: usize = 4 << 20;
 const SHOWN_ANSWER_CHARS: usize = 200;
 
 /// The receiver's answer.
@@ -33,6 +33,8 @@ pub struct Answer {
     pub location: Option<String>,
     /// The body's start, on one line.
     pub body: String,
+    /// The whole body (up to 4 MiB), for a caller that reads it (SCIM).
+    pub full_body: Bytes,
 }
 
 impl Answer {
@@ -80,7 +82,21 @@ pub async fn post(
     body: String,
     timeout: Duration,
 ) -> Result<Answer, String> {
-    match tokio::time::timeout(timeout, exchange(url, tls, headers, body)).await {
+    send("POST", url, tls, headers, Some(body), timeout).await
+}
+
+/// Sends one `method` request (with a JSON `body` when given); any answer
+/// is `Ok`, no answer within `timeout` is an error.
+pub async fn send(
+    method: &str,
+    url: &HookUrl,
+    tls: &TlsConnector,
+    headers: &[(&str, String)],
+    body: Option<String>,
+    timeout: Duration,
+) -> Result<Answer, String> {
+    let exchange = exchange(method, url, tls, headers, body);
+    match tokio::time::timeout(timeout, exchange).await {
         Ok(answer) => answer,
         Err(_) => Err(format!(
             "no answer within {} (the target's timeout)",
@@ -90,16 +106,17 @@ pub async fn post(
 }
 
 async fn exchange(
+    method: &str,
     url: &HookUrl,
     tls: &TlsConnector,
     headers: &[(&str, String)],
-    body: String,
+    body: Option<String>,
 ) -> Result<Answer, String> {
     let tcp = TcpStream::connect((url.host.as_str(), url.port))
         .await
         .map_err(|e| format!("cannot connect to {}:{}: {e}", url.host, url.port))?;
     if !url.https {
-        return request(TokioIo::new(tcp), url, headers, body).await;
+        return request(TokioIo::new(tcp), method, url, headers, body).await;
     }
     let name = ServerName::try_from(url.host.clone())
         .map_err(|e| format!("'{}' is not a host name for TLS: {e}", url.host))?;
@@ -107,14 +124,15 @@ async fn exchange(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS with {}: {e}", url.host))?;
-    request(TokioIo::new(stream), url, headers, body).await
+    request(TokioIo::new(stream), method, url, headers, body).await
 }
 
 async fn request<T>(
     io: T,
+    method: &str,
     url: &HookUrl,
     headers: &[(&str, String)],
-    body: String,
+    body: Option<String>,
 ) -> Result<Answer, String>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -124,18 +142,22 @@ where
         .map_err(|e| format!("HTTP with {}: {e}", url.host))?;
     // Drives the connection; it ends when `sender` is dropped.
     let driver = tokio::spawn(connection);
-    let mut builder = hyper::Request::post(url.target.as_str())
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(url.target.as_str())
         .header("host", host_header(url))
-        .header("content-type", "application/json")
         .header(
             "user-agent",
             concat!("flagsync/", env!("CARGO_PKG_VERSION")),
         );
+    if body.is_some() {
+        builder = builder.header("content-type", "application/json");
+    }
     for (name, value) in headers {
         builder = builder.header(*name, value.as_str());
     }
     let request = builder
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .map_err(|e| format!("the request cannot be built: {e}"))?;
     let response = sender
         .send_request(request)
@@ -159,6 +181,7 @@ where
         reason: status.canonical_reason().unwrap_or("").to_string(),
         location,
         body: one_line(&String::from_utf8_lossy(&bytes)),
+        full_body: bytes,
     })
 }
 

@@ -19,7 +19,7 @@
 //!    followed) is retried with growing pauses (`retry_pause`, doubling up
 //!    to an hour) until `retry_for` has passed since it was queued.
 
-mod client;
+pub(crate) mod client;
 pub mod events;
 mod sign;
 
@@ -314,6 +314,7 @@ mod tests {
             reason: String::new(),
             location: Some("https://elsewhere/x?t=1".into()),
             body: "no".into(),
+            full_body: Default::default(),
         }
     }
 

@@ -107,6 +107,36 @@ pub struct FeedHealth {
     /// (the page and the run email show them). Always present: the page's
     /// templates are strict about missing values.
     pub key_warnings: Vec<String>,
+    /// `[feed.scim]`'s target: how far it has received the change log.
+    pub scim: Option<ScimHealth>,
+}
+
+/// A SCIM target on the feed's card and in `flagsync feeds`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScimHealth {
+    /// `in_sync`, `behind`, `failing`, `needs_full_sync`.
+    pub state: &'static str,
+    pub behind: u64,
+    /// In words: "in sync", "behind by 3 changes", "failing (…): error".
+    pub text: String,
+    /// People whose last push the target refused.
+    pub failed: usize,
+}
+
+fn scim_health(
+    feed: &crate::config::Feed,
+    store: Option<&Store>,
+) -> Result<Option<ScimHealth>, StoreError> {
+    let (Some(_), Some(store)) = (&feed.scim, store) else {
+        return Ok(None);
+    };
+    let status = crate::scim::status(store, &feed.name)?;
+    Ok(Some(ScimHealth {
+        state: status.state,
+        behind: status.behind,
+        text: status.summary(&feed.name),
+        failed: status.failures.len(),
+    }))
 }
 
 /// The feed's badge: see [`health_level`].
@@ -219,6 +249,7 @@ pub fn feed_health(
         groups,
         trend: trend(&runs, recipients),
         key_warnings: key_warnings(feed, now.as_second().max(0) as u64),
+        scim: scim_health(feed, store)?,
     })
 }
 

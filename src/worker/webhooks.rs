@@ -31,6 +31,9 @@ pub(super) fn queue_events(
 
 /// Once the run committed: the server's sender delivers at once.
 pub(super) fn wake_sender(queued: bool) {
+    // The SCIM sender reads the change log itself: any committed run may
+    // have changed it.
+    crate::scim::wake();
     if queued {
         crate::webhook::wake();
     }

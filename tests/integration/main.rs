@@ -29,6 +29,7 @@ mod real_files;
 mod reports;
 mod row_errors;
 mod runs;
+mod scim;
 mod server;
 mod undo;
 mod util;

@@ -1,0 +1,1039 @@
+//! SCIM 2.0 provisioning: each feed with `[feed.scim]` has its people (and,
+//! with `groups = true`, its groups) pushed to a SCIM service provider, in
+//! the order of the feed's change log, from a cursor kept in the store
+//! (`store::scim`).
+//!
+//! An adapter like `webhook` (whose HTTP client it uses): the sender is a
+//! thread of `flagsync serve` with its own runtime, woken after each
+//! committed run; `flagsync scim sync` reconciles a whole feed.
+//!
+//! Invariants:
+//! 1. Never blocks, slows or fails a run: the sender reads the change log
+//!    and writes its own tables, outside every run's transaction.
+//! 2. In order: a target gets the feed's changes in change-log order; a
+//!    target that is unwell (no answer, 401, 403, 408, 429, 5xx, a 404 on
+//!    a collection) stops the push where it is, and it is tried again
+//!    after a doubling pause (`retry_pause`), from the same change.
+//! 3. A change is pushed as the person is *now* (created, replaced, or
+//!    removed when no longer stored): pushing a change again, or a later
+//!    state early, converges on the store.
+//! 4. Another 4xx answer about one person marks that person failed (kept
+//!    with the reason in the target's state) and the push goes on.
+//! 5. Only users flagsync provisioned are removed: those it remembers, or
+//!    whose `externalId` is one of its people's (see [`sync_feed`]).
+
+mod user;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Feed, HookUrl, Scim, ScimRemove};
+use crate::store::{FeedCursor, FeedError, ScimPosition, ScimState, ScimUser, Store, StoreError};
+use crate::webhook::client::{self, Answer};
+
+/// The sender looks at each target at least this often (every committed
+/// run also wakes it).
+const POLL: Duration = Duration::from_secs(2);
+/// The pause after the first failed attempt; it doubles, up to an hour.
+const FIRST_PAUSE: Duration = Duration::from_secs(2);
+const LONGEST_PAUSE: Duration = Duration::from_secs(3600);
+/// Changes read from the log at a time.
+const PAGE: usize = 200;
+/// Users or groups asked of the target per page.
+const LIST_PAGE: usize = 100;
+/// How far "behind by N changes" counts.
+const MAX_COUNTED: usize = 100_000;
+
+static WAKE: Notify = Notify::const_new();
+
+/// One push or sync of a feed at a time in this process: the sender and a
+/// `scim sync` sent to the server would otherwise both move the cursor.
+static BUSY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Tells the sender that a run committed (a no-op without a sender).
+pub fn wake() {
+    WAKE.notify_one();
+}
+
+/// Why a request did not do its part.
+#[derive(Debug)]
+pub enum Fault {
+    /// The target is unwell: stop and try again later.
+    Target(String),
+    /// The target refused this one person (or group).
+    User(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Fault {
+    fn from(e: StoreError) -> Fault {
+        Fault::Store(e)
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Target(e) | Fault::User(e) => f.write_str(e),
+            Fault::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Problems `flagsync check` reports: token and CA files that cannot be
+/// used, each naming its feed and setting.
+pub fn config_problems(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    for feed in &config.feeds {
+        let Some(scim) = &feed.scim else { continue };
+        let at = format!("feed '{}', [feed.scim]", feed.name);
+        if let Err(e) = read_token(scim) {
+            problems.push(format!("{at}: {e}"));
+        }
+        if let Err(e) = client::tls_connector(scim.ca_file.as_deref()) {
+            problems.push(format!("{at}: {e}"));
+        }
+    }
+    problems
+}
+
+fn read_token(scim: &Scim) -> Result<String, String> {
+    let path = &scim.token_file;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "token_file {}: {e}; write the target's bearer token there (readable by flagsync only)",
+            path.display()
+        )
+    })?;
+    let token = text.trim().to_string();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(format!(
+            "token_file {} must hold the bearer token alone, on one line",
+            path.display()
+        ));
+    }
+    Ok(token)
+}
+
+/// A feed's target, ready to send.
+pub struct Target {
+    feed: Feed,
+    scim: Scim,
+    base: HookUrl,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl Target {
+    /// `None` for a feed without `[feed.scim]`.
+    pub fn new(feed: &Feed) -> Result<Option<Target>, String> {
+        let Some(scim) = &feed.scim else {
+            return Ok(None);
+        };
+        Ok(Some(Target {
+            feed: feed.clone(),
+            scim: scim.clone(),
+            base: HookUrl::parse(&scim.base_url).map_err(|e| format!("base_url: {e}"))?,
+            tls: client::tls_connector(scim.ca_file.as_deref())?,
+        }))
+    }
+
+    fn name(&self) -> &str {
+        &self.feed.name
+    }
+
+    /// One request to `path` (below the base); an answer of any status is
+    /// `Ok`, none is the target's fault.
+    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Answer, Fault> {
+        let token = read_token(&self.scim).map_err(Fault::Target)?;
+        let mut url = self.base.clone();
+        url.target = format!("{}{path}", url.target.trim_end_matches('/'));
+        let headers = [
+            ("authorization", format!("Bearer {token}")),
+            ("accept", "application/scim+json".to_string()),
+        ];
+        let body = body.map(Value::to_string);
+        client::send(method, &url, &self.tls, &headers, body, self.scim.timeout)
+            .await
+            .map_err(|e| Fault::Target(format!("{method} {path}: {e}")))
+    }
+
+    /// `call`, with an answer other than 2xx judged into a fault.
+    async fn expect(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        collection: bool,
+    ) -> Result<Value, Fault> {
+        let answer = self.call(method, path, body).await?;
+        judge(&answer, &format!("{method} {path}"), collection)?;
+        Ok(serde_json::from_slice(&answer.full_body).unwrap_or(Value::Null))
+    }
+
+    /// Every resource of `/Users` or `/Groups`, paged.
+    async fn list(&self, kind: &str) -> Result<Vec<Value>, Fault> {
+        let mut all = Vec::new();
+        loop {
+            let path = format!("/{kind}?startIndex={}&count={LIST_PAGE}", all.len() + 1);
+            let page = self.expect("GET", &path, None, true).await?;
+            let resources = page
+                .get("Resources")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let total = page
+                .get("totalResults")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let got = resources.len();
+            all.extend(resources);
+            if got == 0 || all.len() as u64 >= total {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// The id of the `kind` resource whose `attribute` is `value`, if any.
+    async fn find(
+        &self,
+        kind: &str,
+        attribute: &str,
+        value: &str,
+    ) -> Result<Option<String>, Fault> {
+        let filter = format!(
+            "{attribute} eq \"{}\"",
+            value.replace('\\', "\\\\").replace('"', "\\\"")
+        );
+        let path = format!("/{kind}?filter={}", percent_encode(&filter));
+        let page = self.expect("GET", &path, None, true).await?;
+        Ok(page
+            .pointer("/Resources/0/id")
+            .and_then(Value::as_str)
+            .map(String::from))
+    }
+}
+
+/// What an answer means: 2xx is done; 401, 403, 408, 429, 5xx, a redirect
+/// and a 404 on a collection say the target is unwell; another 4xx refuses
+/// this one request.
+fn judge(answer: &Answer, what: &str, collection: bool) -> Result<(), Fault> {
+    let said = if answer.body.is_empty() {
+        format!("{what}: {}", answer.status_line())
+    } else {
+        format!("{what}: {}: {}", answer.status_line(), answer.body)
+    };
+    match answer.status {
+        200..=299 => Ok(()),
+        401 | 403 => Err(Fault::Target(format!("{said} (check token_file)"))),
+        404 if collection => Err(Fault::Target(format!("{said} (check base_url)"))),
+        300..=399 | 408 | 429 | 500.. => Err(Fault::Target(said)),
+        _ => Err(Fault::User(said)),
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn id_of(resource: &Value) -> Result<String, Fault> {
+    resource
+        .get("id")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .ok_or_else(|| Fault::Target("the target answered without the resource's id".into()))
+}
+
+fn user_path(id: &str) -> String {
+    format!("/Users/{}", percent_encode(id))
+}
+
+fn group_path(id: &str) -> String {
+    format!("/Groups/{}", percent_encode(id))
+}
+
+/// Puts `want` on the target: replaces user `known` when it still exists,
+/// else creates it (adopting a user of the same `userName` on a 409).
+/// Returns the target's id of the user.
+async fn upsert(target: &Target, known: Option<&str>, want: &Value) -> Result<String, Fault> {
+    if let Some(id) = known {
+        let answer = target.call("PUT", &user_path(id), Some(want)).await?;
+        if answer.status != 404 {
+            judge(&answer, "PUT /Users/{id}", false)?;
+            return Ok(id.to_string());
+        }
+    }
+    let answer = target.call("POST", "/Users", Some(want)).await?;
+    if answer.status == 409 {
+        return adopt(target, want).await;
+    }
+    judge(&answer, "POST /Users", true)?;
+    let created: Value = serde_json::from_slice(&answer.full_body).unwrap_or(Value::Null);
+    id_of(&created)
+}
+
+/// A 409 on create: the target has a user of that `userName`; it becomes
+/// ours and is replaced.
+async fn adopt(target: &Target, want: &Value) -> Result<String, Fault> {
+    let user_name = want
+        .get("userName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let Some(id) = target.find("Users", "userName", user_name).await? else {
+        return Err(Fault::User(format!(
+            "POST /Users: 409 Conflict, and no user named '{user_name}' is listed; another attribute (externalId, an email) is taken on the target"
+        )));
+    };
+    target
+        .expect("PUT", &user_path(&id), Some(want), false)
+        .await?;
+    Ok(id)
+}
+
+/// The target's id of group `name`, created when first seen.
+async fn ensure_group(store: &Store, target: &Target, name: &str) -> Result<String, Fault> {
+    if let Some(id) = store.scim_groups(target.name())?.get(name) {
+        return Ok(id.clone());
+    }
+    let body = user::group_json(name, &[]);
+    let answer = target.call("POST", "/Groups", Some(&body)).await?;
+    let id = if answer.status == 409 {
+        target
+            .find("Groups", "displayName", name)
+            .await?
+            .ok_or_else(|| {
+                Fault::User(format!(
+                    "POST /Groups '{name}': 409 Conflict, and no group of that name is listed"
+                ))
+            })?
+    } else {
+        judge(&answer, "POST /Groups", true)?;
+        id_of(&serde_json::from_slice(&answer.full_body).unwrap_or(Value::Null))?
+    };
+    store.put_scim_group(target.name(), name, Some(&id))?;
+    Ok(id)
+}
+
+/// Moves user `user_id` from the groups `old` to `new` (added to new ones,
+/// removed from gone ones); a group the feed no longer has is deleted.
+async fn move_groups(
+    store: &Store,
+    target: &Target,
+    user_id: &str,
+    old: &[String],
+    new: &[String],
+) -> Result<(), Fault> {
+    for group in new.iter().filter(|g| !old.contains(g)) {
+        let mut id = ensure_group(store, target, group).await?;
+        let patch = user::membership_patch(user_id, true);
+        let mut answer = target.call("PATCH", &group_path(&id), Some(&patch)).await?;
+        if answer.status == 404 {
+            // Deleted there behind our back: made again.
+            store.put_scim_group(target.name(), group, None)?;
+            id = ensure_group(store, target, group).await?;
+            answer = target.call("PATCH", &group_path(&id), Some(&patch)).await?;
+        }
+        judge(&answer, &format!("PATCH /Groups ('{group}')"), false)?;
+    }
+    let feed_groups: BTreeSet<String> = store
+        .groups(target.name())?
+        .into_iter()
+        .filter(|(_, members)| *members > 0)
+        .map(|(name, _)| name)
+        .collect();
+    for group in old.iter().filter(|g| !new.contains(g)) {
+        let Some(id) = store.scim_groups(target.name())?.get(group).cloned() else {
+            continue;
+        };
+        if !feed_groups.contains(group) {
+            delete_group(store, target, group, &id).await?;
+            continue;
+        }
+        let patch = user::membership_patch(user_id, false);
+        let answer = target.call("PATCH", &group_path(&id), Some(&patch)).await?;
+        if answer.status != 404 {
+            judge(&answer, &format!("PATCH /Groups ('{group}')"), false)?;
+        }
+    }
+    Ok(())
+}
+
+async fn delete_group(store: &Store, target: &Target, name: &str, id: &str) -> Result<(), Fault> {
+    let answer = target.call("DELETE", &group_path(id), None).await?;
+    if answer.status != 404 {
+        judge(&answer, &format!("DELETE /Groups ('{name}')"), false)?;
+    }
+    store.put_scim_group(target.name(), name, None)?;
+    Ok(())
+}
+
+/// Pushes recipient `id` as it is stored now (invariant 3).
+async fn push_recipient(store: &Store, target: &Target, id: &str) -> Result<(), Fault> {
+    let feed = target.name();
+    let known = store.scim_user(feed, id)?;
+    let Some(record) = store.recipient(feed, id)? else {
+        return match known {
+            Some(known) => remove_user(store, target, id, known).await,
+            None => Ok(()),
+        };
+    };
+    let want = user::user_json(&target.scim, id, &record);
+    let user_id = upsert(target, known.as_ref().map(|k| k.id.as_str()), &want).await?;
+    // A user made anew (deleted there behind our back) is in no group yet.
+    let old_groups = known
+        .filter(|k| k.id == user_id)
+        .map(|k| k.groups)
+        .unwrap_or_default();
+    // Remembered before the groups are moved: a failure there must not
+    // lose the user's id.
+    let mut remembered = ScimUser {
+        id: user_id.clone(),
+        groups: old_groups.clone(),
+    };
+    store.put_scim_user(feed, id, Some(&remembered))?;
+    if target.scim.groups {
+        move_groups(store, target, &user_id, &old_groups, &record.groups).await?;
+        remembered.groups = record.groups;
+        store.put_scim_user(feed, id, Some(&remembered))?;
+    }
+    Ok(())
+}
+
+/// Removes a recipient no longer stored: out of its groups, then deleted
+/// or deactivated (`scim_remove`).
+async fn remove_user(
+    store: &Store,
+    target: &Target,
+    id: &str,
+    known: ScimUser,
+) -> Result<(), Fault> {
+    let feed = target.name();
+    if target.scim.groups {
+        move_groups(store, target, &known.id, &known.groups, &[]).await?;
+    }
+    let path = user_path(&known.id);
+    let answer = match target.scim.remove {
+        ScimRemove::Delete => target.call("DELETE", &path, None).await?,
+        ScimRemove::Deactivate => {
+            target
+                .call("PATCH", &path, Some(&user::deactivate_patch()))
+                .await?
+        }
+    };
+    if answer.status != 404 {
+        judge(&answer, &format!("removing user {}", known.id), false)?;
+    }
+    let kept = ScimUser {
+        id: known.id,
+        groups: Vec::new(),
+    };
+    // A deactivated user stays ours (a later return replaces it).
+    let keep = target.scim.remove == ScimRemove::Deactivate && answer.status != 404;
+    store.put_scim_user(feed, id, keep.then_some(&kept))?;
+    Ok(())
+}
+
+/// Where the push starts (`None`: the first change kept); `None` when
+/// only a full sync can go on.
+fn start_of(state: &ScimState) -> Option<Option<FeedCursor>> {
+    match &state.position {
+        ScimPosition::Start => Some(None),
+        ScimPosition::At(text) => FeedCursor::parse(text).ok().map(Some),
+        // Not started by the server while the feed had nobody
+        // (`start_if_empty`): the people already there need a full sync.
+        ScimPosition::Never => None,
+    }
+}
+
+/// Pushes the feed's changes after the target's cursor, in order, saving
+/// the cursor after each; stops at the first fault of the target.
+pub async fn push_feed(store: &Store, target: &Target, state: &mut ScimState) -> Result<(), Fault> {
+    let feed = target.name().to_string();
+    loop {
+        if state.needs_full_sync {
+            return Ok(());
+        }
+        let after = match start_of(state) {
+            Some(after) => after,
+            None => {
+                state.needs_full_sync = true;
+                store.put_scim_state(&feed, state)?;
+                return Ok(());
+            }
+        };
+        let page = match store.changes_after(&feed, after.as_ref(), PAGE) {
+            Ok(page) => page,
+            Err(FeedError::Store(e)) => return Err(Fault::Store(e)),
+            Err(FeedError::Gone { .. } | FeedError::NotOfFeed { .. }) => {
+                state.needs_full_sync = true;
+                store.put_scim_state(&feed, state)?;
+                return Ok(());
+            }
+        };
+        for change in &page.changes {
+            let id = change.change.id();
+            match push_recipient(store, target, id).await {
+                Ok(()) => {
+                    state.failures.remove(id);
+                }
+                Err(Fault::User(reason)) => {
+                    tracing::warn!(feed = %feed, id = %crate::import::printable(id), %reason, "the SCIM target refused a person");
+                    state.fail_user(id, reason);
+                }
+                Err(fault) => {
+                    store.put_scim_state(&feed, state)?;
+                    return Err(fault);
+                }
+            }
+            state.position = ScimPosition::At(change.cursor().encode());
+        }
+        // Saved once a page: a stop before it pushes the page's changes
+        // again, which converges (invariant 3).
+        store.put_scim_state(&feed, state)?;
+        if !page.more {
+            return Ok(());
+        }
+    }
+}
+
+/// One push of a feed by the sender, its outcome recorded in the state.
+async fn push_once(store: &Store, target: &Target) {
+    let _busy = BUSY.lock().await;
+    let feed = target.name();
+    let mut state = match store.scim_state(feed) {
+        Ok(state) => state,
+        Err(e) => {
+            tracing::error!(feed, error = %e, "the SCIM state cannot be read");
+            return;
+        }
+    };
+    if state.next_attempt > crate::mail::unix_now() || state.needs_full_sync {
+        return;
+    }
+    let outcome = push_feed(store, target, &mut state).await;
+    record_outcome(&mut state, outcome.err());
+    if let Err(e) = store.put_scim_state(feed, &state) {
+        tracing::error!(feed, error = %e, "the SCIM state cannot be written");
+    }
+}
+
+/// An attempt's outcome in the state: a fault sets the error and the next
+/// attempt after a doubling pause; success clears them.
+fn record_outcome(state: &mut ScimState, fault: Option<Fault>) {
+    match fault {
+        None => {
+            if state.attempts > 0 || state.last_error.is_some() {
+                tracing::info!("the SCIM target is reachable again");
+            }
+            state.attempts = 0;
+            state.last_error = None;
+            state.next_attempt = 0;
+            state.last_success_at =
+                Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
+        }
+        Some(fault) => {
+            state.attempts = state.attempts.saturating_add(1);
+            let pause = pause_after(state.attempts);
+            state.next_attempt = crate::mail::unix_now() + pause.as_secs();
+            tracing::warn!(error = %fault, attempts = state.attempts, "the SCIM target failed; trying again later");
+            state.last_error = Some(fault.to_string());
+        }
+    }
+}
+
+fn pause_after(attempts: u32) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(20);
+    (FIRST_PAUSE * 2u32.pow(doublings)).min(LONGEST_PAUSE)
+}
+
+/// Starts the sender thread of `flagsync serve` when a feed has a target;
+/// it ends when `shutdown` is cancelled.
+pub fn spawn_sender(
+    store: Arc<Store>,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) -> Option<std::thread::JoinHandle<()>> {
+    let mut targets = Vec::new();
+    for feed in &config.feeds {
+        match Target::new(feed) {
+            Ok(Some(target)) => targets.push(target),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(feed = %feed.name, error = %e, "the SCIM target cannot be used as configured")
+            }
+        }
+    }
+    for problem in config_problems(&config) {
+        tracing::warn!(%problem, "a SCIM target cannot be reached as configured");
+    }
+    if targets.is_empty() {
+        return None;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "the SCIM sender cannot start");
+            return None;
+        }
+    };
+    let thread = std::thread::Builder::new()
+        .name("scim".into())
+        .spawn(move || runtime.block_on(run_sender(store, targets, shutdown)));
+    thread.ok()
+}
+
+/// Called by `serve` before it takes its first file (intake, control
+/// socket): a target first seen while its feed has nobody starts from the
+/// first change, as every run goes through the server from then on.
+pub fn prepare_targets(store: &Store, config: &Config) {
+    for feed in config.feeds.iter().filter(|f| f.scim.is_some()) {
+        if let Err(e) = start_if_empty(store, &feed.name) {
+            tracing::error!(feed = %feed.name, error = %e, "the SCIM state cannot be written");
+        }
+    }
+}
+
+fn start_if_empty(store: &Store, feed: &str) -> Result<(), StoreError> {
+    let mut state = store.scim_state(feed)?;
+    if state.position == ScimPosition::Never && store.recipient_count(feed)? == 0 {
+        state.position = ScimPosition::Start;
+        store.put_scim_state(feed, &state)?;
+    }
+    Ok(())
+}
+
+async fn run_sender(store: Arc<Store>, targets: Vec<Target>, shutdown: CancellationToken) {
+    loop {
+        for target in &targets {
+            tokio::select! {
+                // A push cut short is pushed again (from the saved cursor).
+                _ = shutdown.cancelled() => return,
+                _ = push_once(&store, target) => {}
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = WAKE.notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// What `scim sync` did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct SyncReport {
+    pub created: u64,
+    pub replaced: u64,
+    pub unchanged: u64,
+    pub removed: u64,
+    pub groups_created: u64,
+    pub groups_replaced: u64,
+    pub groups_deleted: u64,
+    /// Recipient ID (or `group NAME`) → why the target refused it.
+    pub failed: BTreeMap<String, String>,
+}
+
+/// Reconciles the whole feed with the target: every stored person is
+/// created or replaced where the target differs; "extra" users are
+/// removed (`scim_remove`): users the target has for no stored person that
+/// flagsync provisioned, i.e. that it remembers, or whose `externalId` is
+/// one of the feed's people's (a duplicate); users the target has from
+/// elsewhere (no such `externalId`) are never touched. Groups likewise
+/// (their members replaced). Then the cursor is set to the log's end.
+pub async fn sync_feed(store: &Store, target: &Target) -> Result<SyncReport, Fault> {
+    let _busy = BUSY.lock().await;
+    let feed = target.name().to_string();
+    // The end is read first: a run committed during the sync is pushed
+    // again afterwards, never skipped.
+    let end = log_end(store, &feed)?;
+    let mut people: BTreeMap<String, crate::import::record::Record> = BTreeMap::new();
+    store.for_each_recipient(&feed, |id, record| {
+        people.insert(id.to_string(), record);
+        Ok(())
+    })?;
+    let mut report = SyncReport::default();
+    let mut state = store.scim_state(&feed)?;
+    let users = target.list("Users").await?;
+    let mut remembered = store.scim_users(&feed)?;
+    let user_ids = sync_users(
+        store,
+        target,
+        &people,
+        &users,
+        &mut remembered,
+        &mut report,
+        &mut state,
+    )
+    .await?;
+    if target.scim.groups {
+        sync_groups(store, target, &people, &user_ids, &mut report).await?;
+    }
+    state.position = match end {
+        Some(cursor) => ScimPosition::At(cursor.encode()),
+        None => ScimPosition::Start,
+    };
+    state.needs_full_sync = false;
+    record_outcome(&mut state, None);
+    store.put_scim_state(&feed, &state)?;
+    Ok(report)
+}
+
+/// The last change of the feed's log (`None`: none kept).
+fn log_end(store: &Store, feed: &str) -> Result<Option<FeedCursor>, Fault> {
+    let mut after: Option<FeedCursor> = None;
+    loop {
+        let page = store
+            .changes_after(feed, after.as_ref(), 10_000)
+            .map_err(|e| match e {
+                FeedError::Store(e) => Fault::Store(e),
+                other => Fault::Target(other.to_string()),
+            })?;
+        after = page.next(after.as_ref());
+        if !page.more {
+            return Ok(after);
+        }
+    }
+}
+
+/// The users half of [`sync_feed`]; returns recipient ID → the target's id.
+async fn sync_users(
+    store: &Store,
+    target: &Target,
+    people: &BTreeMap<String, crate::import::record::Record>,
+    users: &[Value],
+    remembered: &mut BTreeMap<String, ScimUser>,
+    report: &mut SyncReport,
+    state: &mut ScimState,
+) -> Result<BTreeMap<String, String>, Fault> {
+    let feed = target.name().to_string();
+    let by_id: BTreeMap<&str, &Value> = users
+        .iter()
+        .filter_map(|u| Some((u.get("id")?.as_str()?, u)))
+        .collect();
+    let by_name: BTreeMap<&str, &Value> = users
+        .iter()
+        .filter_map(|u| Some((u.get("userName")?.as_str()?, u)))
+        .collect();
+    let mut ours: BTreeMap<String, String> = BTreeMap::new();
+    let mut claimed: BTreeSet<String> = BTreeSet::new();
+    let mut external_ids: BTreeSet<String> = BTreeSet::new();
+    for (id, record) in people {
+        let want = user::user_json(&target.scim, id, record);
+        if let Some(ext) = want.get("externalId").and_then(Value::as_str) {
+            external_ids.insert(ext.to_string());
+        }
+        let user_name = want
+            .get("userName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let have = remembered
+            .get(id)
+            .and_then(|k| by_id.get(k.id.as_str()))
+            .or_else(|| by_name.get(user_name))
+            .copied();
+        let outcome = match have {
+            Some(have) if !user::differs(&want, have) => {
+                report.unchanged += 1;
+                id_of(have)
+            }
+            Some(have) => {
+                let known = id_of(have)?;
+                let put = upsert(target, Some(&known), &want).await;
+                report.replaced += u64::from(put.is_ok());
+                put
+            }
+            None => {
+                let made = upsert(target, None, &want).await;
+                report.created += u64::from(made.is_ok());
+                made
+            }
+        };
+        match outcome {
+            Ok(user_id) => {
+                state.failures.remove(id);
+                claimed.insert(user_id.clone());
+                let groups = remembered
+                    .get(id)
+                    .map(|k| k.groups.clone())
+                    .unwrap_or_default();
+                let user = ScimUser {
+                    id: user_id.clone(),
+                    groups,
+                };
+                store.put_scim_user(&feed, id, Some(&user))?;
+                remembered.insert(id.clone(), user);
+                ours.insert(id.clone(), user_id);
+            }
+            Err(Fault::User(reason)) => {
+                state.fail_user(id, reason.clone());
+                report.failed.insert(id.clone(), reason);
+            }
+            Err(fault) => return Err(fault),
+        }
+    }
+    let remembered_gone: BTreeMap<String, String> = remembered
+        .iter()
+        .filter(|(id, _)| !people.contains_key(*id))
+        .map(|(id, k)| (k.id.clone(), id.clone()))
+        .collect();
+    for user in users {
+        let Ok(user_id) = id_of(user) else { continue };
+        if claimed.contains(&user_id) {
+            continue;
+        }
+        let ext = user
+            .get("externalId")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let gone_recipient = remembered_gone.get(&user_id);
+        if gone_recipient.is_none() && !external_ids.contains(ext) {
+            continue;
+        }
+        if target.scim.remove == ScimRemove::Deactivate
+            && user.get("active") == Some(&Value::Bool(false))
+        {
+            continue;
+        }
+        let known = ScimUser {
+            id: user_id.clone(),
+            groups: Vec::new(),
+        };
+        let recipient = gone_recipient
+            .cloned()
+            .unwrap_or_else(|| format!("(extra user {user_id})"));
+        match remove_user(store, target, &recipient, known).await {
+            Ok(()) => report.removed += 1,
+            Err(Fault::User(reason)) => {
+                report.failed.insert(recipient, reason);
+            }
+            Err(fault) => return Err(fault),
+        }
+    }
+    // Remembered users of people gone that the target no longer lists.
+    for (user_id, recipient) in &remembered_gone {
+        if !by_id.contains_key(user_id.as_str()) {
+            store.put_scim_user(&feed, recipient, None)?;
+        }
+    }
+    Ok(ours)
+}
+
+/// The groups half of [`sync_feed`]: each of the feed's groups with
+/// exactly its members; remembered groups the feed no longer has deleted.
+async fn sync_groups(
+    store: &Store,
+    target: &Target,
+    people: &BTreeMap<String, crate::import::record::Record>,
+    user_ids: &BTreeMap<String, String>,
+    report: &mut SyncReport,
+) -> Result<(), Fault> {
+    let feed = target.name().to_string();
+    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, record) in people {
+        let Some(user_id) = user_ids.get(id) else {
+            continue;
+        };
+        for group in &record.groups {
+            wanted
+                .entry(group.clone())
+                .or_default()
+                .push(user_id.clone());
+        }
+    }
+    let groups = target.list("Groups").await?;
+    let mut remembered = store.scim_groups(&feed)?;
+    for (name, members) in &wanted {
+        let have = groups
+            .iter()
+            .find(|g| {
+                remembered.get(name).map(String::as_str) == g.get("id").and_then(Value::as_str)
+            })
+            .or_else(|| {
+                groups
+                    .iter()
+                    .find(|g| g.get("displayName").and_then(Value::as_str) == Some(name))
+            });
+        let body = user::group_json(name, members);
+        let outcome = match have {
+            Some(have) => {
+                let id = id_of(have)?;
+                if members_of(have) == members.iter().cloned().collect::<BTreeSet<_>>() {
+                    Ok(id)
+                } else {
+                    let put = target
+                        .expect("PUT", &group_path(&id), Some(&body), false)
+                        .await;
+                    report.groups_replaced += u64::from(put.is_ok());
+                    put.map(|_| id)
+                }
+            }
+            None => {
+                let made = target.expect("POST", "/Groups", Some(&body), true).await;
+                report.groups_created += u64::from(made.is_ok());
+                made.and_then(|v| id_of(&v))
+            }
+        };
+        match outcome {
+            Ok(id) => {
+                store.put_scim_group(&feed, name, Some(&id))?;
+                remembered.remove(name);
+            }
+            Err(Fault::User(reason)) => {
+                report.failed.insert(format!("group {name}"), reason);
+            }
+            Err(fault) => return Err(fault),
+        }
+    }
+    for (name, id) in remembered {
+        if wanted.contains_key(&name) {
+            continue;
+        }
+        delete_group(store, target, &name, &id).await?;
+        report.groups_deleted += 1;
+    }
+    // Each person's groups as now on the target.
+    for (id, record) in people {
+        if let Some(mut user) = store.scim_user(&feed, id)? {
+            user.groups = record.groups.clone();
+            store.put_scim_user(&feed, id, Some(&user))?;
+        }
+    }
+    Ok(())
+}
+
+fn members_of(group: &Value) -> BTreeSet<String> {
+    group
+        .get("members")
+        .and_then(Value::as_array)
+        .map(|members| {
+            members
+                .iter()
+                .filter_map(|m| m.get("value")?.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A target's state as people read it.
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    /// `in_sync`, `behind`, `failing`, `needs_full_sync`.
+    pub state: &'static str,
+    /// Changes not yet received (at most [`MAX_COUNTED`] counted).
+    pub behind: u64,
+    pub last_error: Option<String>,
+    pub last_success_at: Option<String>,
+    pub failures: BTreeMap<String, String>,
+}
+
+impl Status {
+    /// One line: "in sync", "behind by 3 changes", "failing: …", "needs a
+    /// full sync (…)".
+    pub fn summary(&self, feed: &str) -> String {
+        match self.state {
+            "needs_full_sync" => {
+                format!("needs a full sync: run `flagsync scim sync --feed {feed}`")
+            }
+            "failing" => format!(
+                "failing ({} changes behind): {}",
+                self.behind,
+                self.last_error.as_deref().unwrap_or_default()
+            ),
+            "behind" => format!("behind by {} changes", self.behind),
+            _ => "in sync".into(),
+        }
+    }
+}
+
+/// The feed's target state, read from the store.
+pub fn status(store: &Store, feed: &str) -> Result<Status, StoreError> {
+    let state = store.scim_state(feed)?;
+    let behind = match start_of(&state) {
+        Some(after) if !state.needs_full_sync => {
+            match store.changes_after(feed, after.as_ref(), MAX_COUNTED) {
+                Ok(page) => Some(page.changes.len() as u64),
+                Err(FeedError::Store(e)) => return Err(e),
+                Err(_) => None,
+            }
+        }
+        _ => None,
+    };
+    let name = match (behind, &state.last_error) {
+        (None, _) => "needs_full_sync",
+        (Some(_), Some(_)) => "failing",
+        (Some(0), None) => "in_sync",
+        (Some(_), None) => "behind",
+    };
+    Ok(Status {
+        state: name,
+        behind: behind.unwrap_or(0),
+        last_error: state.last_error,
+        last_success_at: state.last_success_at,
+        failures: state.failures,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16) -> Answer {
+        Answer {
+            status,
+            reason: String::new(),
+            location: None,
+            body: String::new(),
+            full_body: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_target_is_unwell_or_one_person_is_refused() {
+        for status in [401, 403, 408, 429, 500, 503, 302] {
+            assert!(
+                matches!(judge(&answer(status), "x", false), Err(Fault::Target(_))),
+                "{status}"
+            );
+        }
+        assert!(matches!(
+            judge(&answer(404), "x", true),
+            Err(Fault::Target(_))
+        ));
+        for status in [400, 404, 409, 422] {
+            assert!(
+                matches!(judge(&answer(status), "x", false), Err(Fault::User(_))),
+                "{status}"
+            );
+        }
+        assert!(judge(&answer(204), "x", true).is_ok());
+    }
+
+    #[test]
+    fn pauses_double_up_to_an_hour() {
+        assert_eq!(pause_after(1), FIRST_PAUSE);
+        assert_eq!(pause_after(3), FIRST_PAUSE * 4);
+        assert_eq!(pause_after(40), LONGEST_PAUSE);
+    }
+
+    #[test]
+    fn a_filter_is_percent_encoded() {
+        assert_eq!(
+            percent_encode("userName eq \"a b\""),
+            "userName%20eq%20%22a%20b%22"
+        );
+    }
+}
