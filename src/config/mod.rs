@@ -206,6 +206,9 @@ pub struct Scim {
     pub timeout: Duration,
     /// Provision the feed's groups as SCIM Groups.
     pub groups: bool,
+    /// Send a page of changes as SCIM Bulk requests when the target
+    /// announces Bulk support (`false`: one request per change always).
+    pub bulk: bool,
     pub remove: ScimRemove,
     /// Each attribute sent and the field it is read from (`None`: the
     /// recipient's ID); `userName` and `externalId` are always there.

@@ -22,6 +22,7 @@
 //! 5. Only users flagsync provisioned are removed: those it remembers, or
 //!    whose `externalId` is one of its people's (see [`sync_feed`]).
 
+mod bulk;
 mod user;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,14 +43,33 @@ const POLL: Duration = Duration::from_secs(2);
 /// The pause after the first failed attempt; it doubles, up to an hour.
 const FIRST_PAUSE: Duration = Duration::from_secs(2);
 const LONGEST_PAUSE: Duration = Duration::from_secs(3600);
-/// Changes read from the log at a time.
+/// Changes read from the log at a time (one request each).
 const PAGE: usize = 200;
+/// The same when the target takes SCIM Bulk (a few requests a page).
+const BULK_PAGE: usize = 1000;
 /// Users or groups asked of the target per page.
 const LIST_PAGE: usize = 100;
 /// How far "behind by N changes" counts.
 const MAX_COUNTED: usize = 100_000;
 
 static WAKE: Notify = Notify::const_new();
+
+/// Requests sent to each feed's target by this process (`/metrics`).
+static REQUESTS: std::sync::Mutex<BTreeMap<String, u64>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// Requests this process sent to `feed`'s target since it started.
+pub fn requests_made(feed: &str) -> u64 {
+    REQUESTS
+        .lock()
+        .map(|counts| counts.get(feed).copied().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+fn count_request(feed: &str) {
+    if let Ok(mut counts) = REQUESTS.lock() {
+        *counts.entry(feed.to_string()).or_default() += 1;
+    }
+}
 
 /// One push or sync of a feed at a time in this process: the sender and a
 /// `scim sync` sent to the server would otherwise both move the cursor.
@@ -126,6 +146,8 @@ pub struct Target {
     scim: Scim,
     base: HookUrl,
     tls: tokio_rustls::TlsConnector,
+    /// The target's Bulk limits once asked (`Some(None)`: no Bulk).
+    bulk: std::sync::Mutex<Option<Option<bulk::Limits>>>,
 }
 
 impl Target {
@@ -139,6 +161,7 @@ impl Target {
             scim: scim.clone(),
             base: HookUrl::parse(&scim.base_url).map_err(|e| format!("base_url: {e}"))?,
             tls: client::tls_connector(scim.ca_file.as_deref())?,
+            bulk: std::sync::Mutex::new(None),
         }))
     }
 
@@ -157,6 +180,7 @@ impl Target {
             ("accept", "application/scim+json".to_string()),
         ];
         let body = body.map(Value::to_string);
+        count_request(self.name());
         client::send(method, &url, &self.tls, &headers, body, self.scim.timeout)
             .await
             .map_err(|e| Fault::Target(format!("{method} {path}: {e}")))
@@ -173,6 +197,38 @@ impl Target {
         let answer = self.call(method, path, body).await?;
         judge(&answer, &format!("{method} {path}"), collection)?;
         Ok(serde_json::from_slice(&answer.full_body).unwrap_or(Value::Null))
+    }
+
+    /// The target's Bulk limits, asked of its `/ServiceProviderConfig`
+    /// once; `None`: one request per change (`bulk = false`, or the
+    /// target does not announce Bulk).
+    async fn bulk_limits(&self) -> Result<Option<bulk::Limits>, Fault> {
+        if !self.scim.bulk {
+            return Ok(None);
+        }
+        if let Some(known) = self.bulk.lock().ok().and_then(|b| *b) {
+            return Ok(known);
+        }
+        let answer = self.call("GET", "/ServiceProviderConfig", None).await?;
+        let limits = match judge(&answer, "GET /ServiceProviderConfig", false) {
+            Ok(()) => serde_json::from_slice::<Value>(&answer.full_body)
+                .ok()
+                .as_ref()
+                .and_then(bulk::limits_of),
+            // No discovery document: no Bulk.
+            Err(Fault::User(_)) => None,
+            Err(fault) => return Err(fault),
+        };
+        if let Ok(mut known) = self.bulk.lock() {
+            *known = Some(limits);
+        }
+        Ok(limits)
+    }
+
+    fn forget_bulk(&self) {
+        if let Ok(mut known) = self.bulk.lock() {
+            *known = Some(None);
+        }
     }
 
     /// Every resource of `/Users` or `/Groups`, paged.
@@ -472,7 +528,9 @@ pub async fn push_feed(store: &Store, target: &Target, state: &mut ScimState) ->
                 return Ok(());
             }
         };
-        let page = match store.changes_after(&feed, after.as_ref(), PAGE) {
+        let limits = target.bulk_limits().await?;
+        let size = if limits.is_some() { BULK_PAGE } else { PAGE };
+        let page = match store.changes_after(&feed, after.as_ref(), size) {
             Ok(page) => page,
             Err(FeedError::Store(e)) => return Err(Fault::Store(e)),
             Err(FeedError::Gone { .. } | FeedError::NotOfFeed { .. }) => {
@@ -481,22 +539,13 @@ pub async fn push_feed(store: &Store, target: &Target, state: &mut ScimState) ->
                 return Ok(());
             }
         };
-        for change in &page.changes {
-            let id = change.change.id();
-            match push_recipient(store, target, id).await {
-                Ok(()) => {
-                    state.failures.remove(id);
-                }
-                Err(Fault::User(reason)) => {
-                    tracing::warn!(feed = %feed, id = %crate::import::printable(id), %reason, "the SCIM target refused a person");
-                    state.fail_user(id, reason);
-                }
-                Err(fault) => {
-                    store.put_scim_state(&feed, state)?;
-                    return Err(fault);
-                }
-            }
-            state.position = ScimPosition::At(change.cursor().encode());
+        let pushed = match limits {
+            Some(limits) => push_page_by_bulk(store, target, limits, &page.changes, state).await,
+            None => push_page_alone(store, target, &page.changes, state).await,
+        };
+        if let Err(fault) = pushed {
+            store.put_scim_state(&feed, state)?;
+            return Err(fault);
         }
         // Saved once a page: a stop before it pushes the page's changes
         // again, which converges (invariant 3).
@@ -505,6 +554,47 @@ pub async fn push_feed(store: &Store, target: &Target, state: &mut ScimState) ->
             return Ok(());
         }
     }
+}
+
+/// A page's changes, one request each, the cursor moved after each.
+async fn push_page_alone(
+    store: &Store,
+    target: &Target,
+    changes: &[crate::store::FeedChange],
+    state: &mut ScimState,
+) -> Result<(), Fault> {
+    for change in changes {
+        let id = change.change.id();
+        match push_recipient(store, target, id).await {
+            Ok(()) => {
+                state.failures.remove(id);
+            }
+            Err(Fault::User(reason)) => {
+                tracing::warn!(feed = target.name(), id = %crate::import::printable(id), %reason, "the SCIM target refused a person");
+                state.fail_user(id, reason);
+            }
+            Err(fault) => return Err(fault),
+        }
+        state.position = ScimPosition::At(change.cursor().encode());
+    }
+    Ok(())
+}
+
+/// A page's changes by SCIM Bulk; the cursor moves past the page once
+/// all of it is pushed.
+async fn push_page_by_bulk(
+    store: &Store,
+    target: &Target,
+    limits: bulk::Limits,
+    changes: &[crate::store::FeedChange],
+    state: &mut ScimState,
+) -> Result<(), Fault> {
+    let ids: Vec<String> = changes.iter().map(|c| c.change.id().to_string()).collect();
+    bulk::push_page(store, target, limits, &ids, state).await?;
+    if let Some(last) = changes.last() {
+        state.position = ScimPosition::At(last.cursor().encode());
+    }
+    Ok(())
 }
 
 /// One push of a feed by the sender, its outcome recorded in the state.

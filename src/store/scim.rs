@@ -173,6 +173,34 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::put_scim_user`] for many people, in one transaction.
+    pub fn put_scim_users(
+        &self,
+        feed: &str,
+        users: &[(String, Option<ScimUser>)],
+    ) -> Result<(), StoreError> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let name = table_name("scim_users", feed);
+        let txn = self.begin_write()?;
+        {
+            let mut table = txn.open_table(users_def(&name))?;
+            for (id, user) in users {
+                match user {
+                    Some(user) => {
+                        table.insert(id.as_str(), json(user)?.as_slice())?;
+                    }
+                    None => {
+                        table.remove(id.as_str())?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Every remembered group of the feed's target: name → the target's id.
     pub fn scim_groups(&self, feed: &str) -> Result<BTreeMap<String, String>, StoreError> {
         let name = table_name("scim_groups", feed);
@@ -236,9 +264,18 @@ mod tests {
             groups: vec!["g".into()],
         };
         store.put_scim_user("hr", "A", Some(&user)).unwrap();
-        assert_eq!(store.scim_user("hr", "A").unwrap(), Some(user));
+        assert_eq!(store.scim_user("hr", "A").unwrap(), Some(user.clone()));
         store.put_scim_user("hr", "A", None).unwrap();
         assert!(store.scim_users("hr").unwrap().is_empty());
+        let many = vec![
+            ("A".to_string(), Some(user.clone())),
+            ("B".to_string(), Some(user.clone())),
+        ];
+        store.put_scim_users("hr", &many).unwrap();
+        store
+            .put_scim_users("hr", &[("A".to_string(), None)])
+            .unwrap();
+        assert_eq!(store.scim_users("hr").unwrap().len(), 1);
         store.put_scim_group("hr", "g", Some("gid")).unwrap();
         assert_eq!(store.scim_groups("hr").unwrap()["g"], "gid");
         store.put_scim_group("hr", "g", None).unwrap();

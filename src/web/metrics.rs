@@ -243,8 +243,9 @@ fn render(engine: &Engine) -> Result<String, StoreError> {
 }
 
 /// `flagsync_scim_changes_behind{feed}` (changes of the log the target has
-/// not received; -1 while it needs a full sync) and
-/// `flagsync_scim_failed_users{feed}`.
+/// not received; -1 while it needs a full sync),
+/// `flagsync_scim_failed_users{feed}` and
+/// `flagsync_scim_requests_total{feed}`.
 fn scim_families(e: &mut Exposition, engine: &Engine) -> Result<(), StoreError> {
     let mut figures = Vec::new();
     for feed in engine.config.feeds.iter().filter(|f| f.scim.is_some()) {
@@ -279,6 +280,18 @@ fn scim_families(e: &mut Exposition, engine: &Engine) -> Result<(), StoreError> 
             "flagsync_scim_failed_users",
             &[("feed", feed)],
             status.failures.len() as f64,
+        );
+    }
+    e.family(
+        "flagsync_scim_requests_total",
+        "counter",
+        "HTTP requests this server sent to the feed's SCIM target since it started (a Bulk request counts once).",
+    );
+    for (feed, _) in &figures {
+        e.sample(
+            "flagsync_scim_requests_total",
+            &[("feed", feed)],
+            crate::scim::requests_made(feed) as f64,
         );
     }
     Ok(())

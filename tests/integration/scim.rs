@@ -87,14 +87,17 @@ mod e2e {
 
     const WAIT: Duration = Duration::from_secs(60);
 
-    /// A running `scim2-server` (in memory) on loopback.
+    /// A running `scim2-server` (in memory) on loopback; its request log
+    /// (one line per request, `"POST /Bulk HTTP/1.1" 200`) in `log`.
     struct Target {
         child: Child,
         base: String,
+        log: tempfile::NamedTempFile,
     }
 
     impl Target {
         fn start(port: u16) -> Target {
+            let log = tempfile::NamedTempFile::new().expect("log file");
             let child = Command::new("python3")
                 .args([
                     "-c",
@@ -107,7 +110,7 @@ mod e2e {
                     TOKEN,
                 ])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(log.reopen().expect("log file"))
                 .spawn()
                 .expect("python3 with scim2-server (installed by scripts/test)");
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -118,7 +121,18 @@ mod e2e {
             Target {
                 child,
                 base: format!("http://127.0.0.1:{port}"),
+                log,
             }
+        }
+
+        /// Requests the target logged whose line holds `what` (e.g.
+        /// `"POST /Bulk `).
+        fn requests(&self, what: &str) -> usize {
+            std::fs::read_to_string(self.log.path())
+                .unwrap_or_default()
+                .lines()
+                .filter(|line| line.contains(what))
+                .count()
         }
 
         fn client(&self, args: &[&str]) -> String {
@@ -299,8 +313,27 @@ mod e2e {
 
     #[test]
     fn runs_reach_the_target_in_order_and_it_equals_the_store() {
+        let target = runs_in_order("");
+        // scim2-server announces Bulk: users and group moves went by Bulk.
+        assert!(target.requests("\"POST /Bulk ") >= 4, "Bulk requests");
+        assert_eq!(target.requests("\"POST /Users "), 0, "no single create");
+    }
+
+    #[test]
+    fn without_bulk_each_change_is_its_own_request() {
+        let target = runs_in_order("bulk = false");
+        assert_eq!(target.requests("\"POST /Bulk "), 0);
+        assert!(target.requests("\"POST /Users ") >= 21, "one create each");
+        assert!(target.requests("\"PATCH /Groups/") >= 21, "one move each");
+    }
+
+    /// Adds, field changes, removals and group moves, a held run confirmed
+    /// and an undo, the target down at first: it ends equal to the store.
+    fn runs_in_order(settings: &str) -> Target {
         let port = free_port();
-        let env = scim_env(&scim_table(&format!("http://127.0.0.1:{port}"), ""));
+        let table = scim_table(&format!("http://127.0.0.1:{port}"), "")
+            .replace("groups = true\n", &format!("groups = true\n{settings}\n"));
+        let env = scim_env(&table);
         // The target is down at first: everything arrives once it is up.
         let server = Server::start(&env);
         assert_eq!(
@@ -370,6 +403,7 @@ mod e2e {
             "{metrics:#?}"
         );
         server.stop();
+        target
     }
 
     #[test]
@@ -525,7 +559,9 @@ mod e2e {
         assert_eq!(code, 200);
         assert!(
             page.contains("scim-failing")
-                && page.contains("failing (20 changes behind): POST &#x2f;Users: cannot connect"),
+                && page.contains(
+                    "failing (20 changes behind): GET &#x2f;ServiceProviderConfig: cannot connect"
+                ),
             "{page}"
         );
         let metrics = |web: &crate::web::Web| {
@@ -557,6 +593,13 @@ mod e2e {
             body.contains("flagsync_scim_failed_users{feed=\"hr\"} 0"),
             "{body}"
         );
+        let requests = body
+            .lines()
+            .find_map(|l| l.strip_prefix("flagsync_scim_requests_total{feed=\"hr\"} "))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .expect("flagsync_scim_requests_total");
+        // Attempts while it was down, then discovery and a few Bulk requests.
+        assert!(requests >= 2.0, "{body}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub(super) struct RawScim {
     timeout: Option<Spanned<String>>,
     insecure_http: Option<bool>,
     groups: Option<bool>,
+    bulk: Option<bool>,
     scim_remove: Option<Spanned<String>>,
     #[serde(default)]
     attributes: std::collections::BTreeMap<String, Spanned<String>>,
@@ -59,6 +60,7 @@ pub(super) fn validate_scim(
             problems,
         ),
         groups: raw.groups.unwrap_or(false),
+        bulk: raw.bulk.unwrap_or(true),
         remove: validate_remove(&at, raw.scim_remove.as_ref(), problems),
         attributes: validate_attributes(&at, &raw.attributes, fields, problems),
     })

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""The SCIM tests' view of the target, independent of flagsync: plain
-urllib against a SCIM 2.0 server (scim2-server in the tests).
+"""The SCIM tests' view of the target, independent of flagsync: the
+`list` is read with the scim2-client package (which checks each response
+against the server's schemas); the changes made behind flagsync's back
+with plain urllib. Against a SCIM 2.0 server (scim2-server in the tests).
 
     scim_target.py BASE TOKEN list                 {"users": [...], "groups": [...]}
     scim_target.py BASE TOKEN delete USERNAME      deletes that user
@@ -26,14 +28,26 @@ def call(base, token, method, path, body=None):
     return json.loads(text) if text else None
 
 
-def all_of(base, token, kind):
+def all_of(client, model):
+    """Every resource of `model`, paged, as plain JSON."""
+    from scim2_models import SearchRequest
+
     found = []
     while True:
-        page = call(base, token, "GET", f"/{kind}?startIndex={len(found) + 1}&count=50")
-        resources = page.get("Resources") or []
-        found.extend(resources)
-        if not resources or len(found) >= page.get("totalResults", 0):
+        page = client.query(model, query_parameters=SearchRequest(start_index=len(found) + 1, count=50))
+        resources = page.resources or []
+        found.extend(r.model_dump(mode="json") for r in resources)
+        if not resources or len(found) >= (page.total_results or 0):
             return found
+
+
+def scim_client(base, token):
+    from httpx2 import Client
+    from scim2_client.engines.httpx2 import SyncSCIMClient
+
+    client = SyncSCIMClient(Client(base_url=base, headers={"Authorization": "Bearer " + token}, timeout=30))
+    client.discover()
+    return client
 
 
 def user_named(base, token, name):
@@ -45,7 +59,10 @@ def user_named(base, token, name):
 def main():
     base, token, command, *args = sys.argv[1:]
     if command == "list":
-        print(json.dumps({"users": all_of(base, token, "Users"), "groups": all_of(base, token, "Groups")}))
+        from scim2_models import Group, User
+
+        client = scim_client(base, token)
+        print(json.dumps({"users": all_of(client, User), "groups": all_of(client, Group)}))
     elif command == "delete":
         call(base, token, "DELETE", "/Users/" + user_named(base, token, args[0])["id"])
     elif command == "set-email":
