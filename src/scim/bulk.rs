@@ -220,6 +220,52 @@ async fn send_all(
     Ok(all)
 }
 
+/// A user `scim sync` creates (`known` none) or replaces.
+pub(super) struct Put {
+    pub id: String,
+    /// The target's id of the user to replace.
+    pub known: Option<String>,
+    pub want: Value,
+}
+
+/// Creates or replaces `puts` by Bulk; recipient ID → the target's user id
+/// of those the target did (the rest are for the caller to send alone).
+pub(super) async fn put_users(
+    target: &Target,
+    limits: Limits,
+    puts: &[Put],
+) -> Result<BTreeMap<String, String>, Fault> {
+    let operations = puts
+        .iter()
+        .enumerate()
+        .map(|(i, put)| match &put.known {
+            Some(known) => operation(
+                &format!("u{i}"),
+                "PUT",
+                &user_path(known),
+                Some(put.want.clone()),
+            ),
+            None => operation(&format!("u{i}"), "POST", "/Users", Some(put.want.clone())),
+        })
+        .collect();
+    let results = send_all(target, limits, operations).await?;
+    let mut done = BTreeMap::new();
+    for (i, put) in puts.iter().enumerate() {
+        let Some(outcome) = results.get(&format!("u{i}")).filter(|o| o.done()) else {
+            continue;
+        };
+        let user_id = match &put.known {
+            Some(known) => known.clone(),
+            None => match &outcome.id {
+                Some(id) => id.clone(),
+                None => continue,
+            },
+        };
+        done.insert(put.id.clone(), user_id);
+    }
+    Ok(done)
+}
+
 /// One person of the page: as remembered, as stored now.
 struct Planned {
     id: String,

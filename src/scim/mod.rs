@@ -49,6 +49,8 @@ const PAGE: usize = 200;
 const BULK_PAGE: usize = 1000;
 /// Users or groups asked of the target per page.
 const LIST_PAGE: usize = 100;
+/// Users written to the store in one transaction by `scim sync`.
+const STORE_BATCH: usize = 1000;
 /// How far "behind by N changes" counts.
 const MAX_COUNTED: usize = 100_000;
 
@@ -821,6 +823,7 @@ async fn sync_users(
     let mut ours: BTreeMap<String, String> = BTreeMap::new();
     let mut claimed: BTreeSet<String> = BTreeSet::new();
     let mut external_ids: BTreeSet<String> = BTreeSet::new();
+    let mut to_put: Vec<bulk::Put> = Vec::new();
     for (id, record) in people {
         let want = user::user_json(&target.scim, id, record);
         if let Some(ext) = want.get("externalId").and_then(Value::as_str) {
@@ -835,45 +838,37 @@ async fn sync_users(
             .and_then(|k| by_id.get(k.id.as_str()))
             .or_else(|| by_name.get(user_name))
             .copied();
-        let outcome = match have {
+        match have {
             Some(have) if !user::differs(&want, have) => {
                 report.unchanged += 1;
-                id_of(have)
+                ours.insert(id.clone(), id_of(have)?);
             }
-            Some(have) => {
-                let known = id_of(have)?;
-                let put = upsert(target, Some(&known), &want).await;
-                report.replaced += u64::from(put.is_ok());
-                put
-            }
-            None => {
-                let made = upsert(target, None, &want).await;
-                report.created += u64::from(made.is_ok());
-                made
-            }
-        };
-        match outcome {
-            Ok(user_id) => {
-                state.failures.remove(id);
-                claimed.insert(user_id.clone());
-                let groups = remembered
-                    .get(id)
-                    .map(|k| k.groups.clone())
-                    .unwrap_or_default();
-                let user = ScimUser {
-                    id: user_id.clone(),
-                    groups,
-                };
-                store.put_scim_user(&feed, id, Some(&user))?;
-                remembered.insert(id.clone(), user);
-                ours.insert(id.clone(), user_id);
-            }
-            Err(Fault::User(reason)) => {
-                state.fail_user(id, reason.clone());
-                report.failed.insert(id.clone(), reason);
-            }
-            Err(fault) => return Err(fault),
+            have => to_put.push(bulk::Put {
+                id: id.clone(),
+                known: have.map(id_of).transpose()?,
+                want,
+            }),
         }
+    }
+    let put = put_users(target, to_put, report, state).await?;
+    ours.extend(put);
+    let mut kept = Vec::with_capacity(ours.len());
+    for (id, user_id) in &ours {
+        state.failures.remove(id);
+        claimed.insert(user_id.clone());
+        let groups = remembered
+            .get(id)
+            .map(|k| k.groups.clone())
+            .unwrap_or_default();
+        let user = ScimUser {
+            id: user_id.clone(),
+            groups,
+        };
+        kept.push((id.clone(), Some(user.clone())));
+        remembered.insert(id.clone(), user);
+    }
+    for chunk in kept.chunks(STORE_BATCH) {
+        store.put_scim_users(&feed, chunk)?;
     }
     let remembered_gone: BTreeMap<String, String> = remembered
         .iter()
@@ -920,6 +915,43 @@ async fn sync_users(
         }
     }
     Ok(ours)
+}
+
+/// Creates or replaces the users `to_put` (by Bulk when the target takes
+/// it, what Bulk did not do alone); returns recipient ID → the target's id
+/// of those done, counting them in `report` and recording refusals.
+async fn put_users(
+    target: &Target,
+    to_put: Vec<bulk::Put>,
+    report: &mut SyncReport,
+    state: &mut ScimState,
+) -> Result<BTreeMap<String, String>, Fault> {
+    let mut done = match target.bulk_limits().await? {
+        Some(limits) if !to_put.is_empty() => bulk::put_users(target, limits, &to_put).await?,
+        _ => BTreeMap::new(),
+    };
+    for put in &to_put {
+        let outcome = match done.get(&put.id) {
+            Some(user_id) => Ok(user_id.clone()),
+            None => upsert(target, put.known.as_deref(), &put.want).await,
+        };
+        match outcome {
+            Ok(user_id) => {
+                if put.known.is_some() {
+                    report.replaced += 1;
+                } else {
+                    report.created += 1;
+                }
+                done.insert(put.id.clone(), user_id);
+            }
+            Err(Fault::User(reason)) => {
+                state.fail_user(&put.id, reason.clone());
+                report.failed.insert(put.id.clone(), reason);
+            }
+            Err(fault) => return Err(fault),
+        }
+    }
+    Ok(done)
 }
 
 /// The groups half of [`sync_feed`]: each of the feed's groups with
@@ -996,11 +1028,18 @@ async fn sync_groups(
         report.groups_deleted += 1;
     }
     // Each person's groups as now on the target.
-    for (id, record) in people {
-        if let Some(mut user) = store.scim_user(&feed, id)? {
-            user.groups = record.groups.clone();
-            store.put_scim_user(&feed, id, Some(&user))?;
-        }
+    let users: Vec<(String, Option<ScimUser>)> = people
+        .iter()
+        .filter_map(|(id, record)| {
+            let user = ScimUser {
+                id: user_ids.get(id)?.clone(),
+                groups: record.groups.clone(),
+            };
+            Some((id.clone(), Some(user)))
+        })
+        .collect();
+    for chunk in users.chunks(STORE_BATCH) {
+        store.put_scim_users(&feed, chunk)?;
     }
     Ok(())
 }
