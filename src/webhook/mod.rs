@@ -301,13 +301,15 @@ fn pruned_reason(message: &HookMessage, run_id: u64) -> String {
     format!(
         "run {run_id}'s changes are no longer in the change log (history_retention \
          deleted the run before page {}/{} was delivered); not sent: `flagsync recipients \
-         export --feed {}` or GET /api/recipients gives the current list",
-        message.page, message.pages, message.feed
+         export --feed {feed}` or GET /api/recipients?feed={feed} gives the current list",
+        message.page,
+        message.pages,
+        feed = message.feed
     )
 }
 
 fn unreadable_reason(run_id: u64, error: &dyn std::fmt::Display) -> String {
-    format!("run {run_id}'s changes cannot be read from the store ({error}); tried again")
+    format!("run {run_id}'s changes cannot be read from the store: {error}")
 }
 
 /// Gives `message` up without sending it, for `reason`.
