@@ -503,6 +503,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_page_the_log_no_longer_fills_is_never_sent_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = store_with_pages(dir.path(), "2026-12-05T00:00:00Z");
+        let mut message = store.webhook_heads().unwrap().remove(0);
+        // Queued when the run had logged 5 changes; its log holds 3.
+        message.changes = Some(crate::store::PageOfChanges {
+            offset: 2,
+            page_size: 2,
+            run_changes: 5,
+        });
+        let Err(Unsendable::Never(reason)) = body_to_send(&store, &message).await else {
+            panic!("a page of 1 change sent for one of 2");
+        };
+        assert!(
+            reason.contains("no longer holds the 2 changes of page 1/2 (it has 1 from change 3)"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_page_whose_run_was_pruned_is_given_up_saying_why() {
         let dir = tempfile::tempdir().unwrap();
         let (store, config) = store_with_pages(dir.path(), "2020-01-01T00:00:00Z");
