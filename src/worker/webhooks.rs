@@ -13,7 +13,9 @@ use super::WorkerError;
 /// Queues what `run` sends to `feed`'s webhooks; whether it queued any
 /// (then [`wake_sender`] after the commit). Pages of changes are queued
 /// without them: the transaction only counts the run's changes (a walk of
-/// its log's keys), the sender reads each page when it sends it.
+/// its log's keys), the sender reads each page when it sends it. (Built
+/// whole here, the pages of a 1M-row initial import made it ~12% slower
+/// and wrote 60 MB into the `webhooks` table; counted, within noise.)
 pub(super) fn queue_events(
     feed: &Feed,
     run: &Run,
