@@ -377,15 +377,58 @@ fn first_changes<T: ReadableTable<&'static [u8], &'static [u8]>>(
     Ok(out)
 }
 
-/// The first `limit` changes run `run` logged in `txn`, the run's own
-/// write transaction (before it commits): the report email's list. A
-/// table the run did not write is not created.
-pub(super) fn first_changes_in_write(
-    txn: &WriteTransaction,
-    feed: &str,
+/// Changes `offset..offset + limit` of run `run`, in `run_changes`'
+/// order: the changes before the page are walked, not decoded, and the
+/// walk stops at the page's end.
+fn changes_slice<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    added: Option<&T>,
+    changes: Option<&T>,
     run: u64,
+    offset: u64,
     limit: usize,
 ) -> Result<Vec<LoggedChange>, StoreError> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let mut skipped = 0u64;
+    visit_run_changes(added, changes, run, &mut |change| {
+        if skipped < offset {
+            skipped += 1;
+            return Ok(ControlFlow::Continue(()));
+        }
+        out.push(change.decode()?);
+        Ok(if out.len() >= limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    })?;
+    Ok(out)
+}
+
+/// How many changes run `run` logged: its updates' and removals' keys
+/// counted, its additions' chunks walked; nothing decoded, nothing
+/// allocated.
+fn count_changes<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    added: Option<&T>,
+    changes: Option<&T>,
+    run: u64,
+) -> Result<u64, StoreError> {
+    let mut count = 0u64;
+    visit_run_changes(added, changes, run, &mut |_| {
+        count += 1;
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(count)
+}
+
+/// A feed's two change tables in a write transaction (`None`: never
+/// written; a table the run did not write is not created).
+fn write_tables<'txn>(
+    txn: &'txn WriteTransaction,
+    feed: &str,
+) -> Result<(Option<ChangeTable<'txn>>, Option<ChangeTable<'txn>>), StoreError> {
     let names: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
     let open = |name: String| -> Result<Option<ChangeTable>, StoreError> {
         if names.contains(&name) {
@@ -394,9 +437,43 @@ pub(super) fn first_changes_in_write(
             Ok(None)
         }
     };
-    let added = open(added_def(feed))?;
-    let changes = open(changes_def(feed))?;
+    Ok((open(added_def(feed))?, open(changes_def(feed))?))
+}
+
+/// The first `limit` changes run `run` logged in `txn`, the run's own
+/// write transaction (before it commits): the report email's list.
+pub(super) fn first_changes_in_write(
+    txn: &WriteTransaction,
+    feed: &str,
+    run: u64,
+    limit: usize,
+) -> Result<Vec<LoggedChange>, StoreError> {
+    let (added, changes) = write_tables(txn, feed)?;
     first_changes(added.as_ref(), changes.as_ref(), run, limit)
+}
+
+/// Changes `offset..offset + limit` of run `run` as logged in `txn` (a
+/// held run's log, read before its confirmation rewrites it).
+pub(super) fn changes_slice_in_write(
+    txn: &WriteTransaction,
+    feed: &str,
+    run: u64,
+    offset: u64,
+    limit: usize,
+) -> Result<Vec<LoggedChange>, StoreError> {
+    let (added, changes) = write_tables(txn, feed)?;
+    changes_slice(added.as_ref(), changes.as_ref(), run, offset, limit)
+}
+
+/// How many changes run `run` logged in `txn`, the run's own write
+/// transaction: what its webhook pages are counted from.
+pub(super) fn count_changes_in_write(
+    txn: &WriteTransaction,
+    feed: &str,
+    run: u64,
+) -> Result<u64, StoreError> {
+    let (added, changes) = write_tables(txn, feed)?;
+    count_changes(added.as_ref(), changes.as_ref(), run)
 }
 
 type ReadChangeTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
@@ -436,6 +513,30 @@ impl super::Store {
             each(change.decode()?)?;
             Ok(ControlFlow::Continue(()))
         })
+    }
+
+    /// Changes `offset..offset + limit` of run `run`, in `run_changes`'
+    /// order, read in one read transaction; `None` when the run's record
+    /// is gone, and its log with it (`history_retention`). A webhook page
+    /// built when it is sent: it stops at the page's end, where
+    /// `run_changes_page` reads the whole run to count it.
+    pub fn kept_run_changes(
+        &self,
+        feed: &str,
+        run: u64,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<LoggedChange>>, StoreError> {
+        let txn = self.begin_read()?;
+        let kept = match super::optional(txn.open_table(super::RUNS))? {
+            Some(runs) => runs.get(run)?.is_some(),
+            None => false,
+        };
+        if !kept {
+            return Ok(None);
+        }
+        let (added, changes) = read_tables(&txn, feed)?;
+        changes_slice(added.as_ref(), changes.as_ref(), run, offset, limit).map(Some)
     }
 
     /// `limit` of run `run`'s changes of kind `kind` (all kinds when

@@ -81,7 +81,7 @@ pub use scim::{ScimPosition, ScimState, ScimUser};
 #[cfg(test)]
 pub(crate) use search::Strategy;
 pub use search::{PassHooks, PassOutcome, SearchPage, SearchQuery};
-pub use webhooks::{target_key, HookMessage, HookState};
+pub use webhooks::{target_key, HookMessage, HookState, PageOfChanges};
 pub use writer::{ReadFeed, Snapshot, WriteFeed};
 
 /// The schema this build writes. A store with a higher version was written
@@ -840,6 +840,24 @@ impl RunTransaction {
         limit: usize,
     ) -> Result<Vec<LoggedChange>, StoreError> {
         changes::first_changes_in_write(&self.txn, feed, run, limit)
+    }
+
+    /// How many changes run `run` logged in this transaction (what its
+    /// `include_changes = "full"` webhook pages are counted from).
+    pub fn count_changes(&self, feed: &str, run: u64) -> Result<u64, StoreError> {
+        changes::count_changes_in_write(&self.txn, feed, run)
+    }
+
+    /// Changes `offset..offset + limit` of run `run` as this transaction
+    /// sees its log.
+    pub fn changes_slice(
+        &self,
+        feed: &str,
+        run: u64,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<LoggedChange>, StoreError> {
+        changes::changes_slice_in_write(&self.txn, feed, run, offset, limit)
     }
 
     /// Deletes run `run`'s log: a confirmed held run logs again what it

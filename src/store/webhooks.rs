@@ -13,8 +13,16 @@
 //! Invariants:
 //! 1. A run's messages are queued in the run's own write transaction: a
 //!    run is never recorded without its events nor an event without its run.
+//!    A page of its changes (`include_changes = "full"`) is queued without
+//!    them: its payload less `changes`, and which of the run's changes it
+//!    lists ([`PageOfChanges`]); the sender reads them from the change log
+//!    when it sends the page. A million-change run writes a thousand small
+//!    messages, not its changes a second time.
 //! 2. Message IDs grow: within a target, ID order is the order to deliver.
 //! 3. `webhooks_pending` lists exactly the queued and failing messages.
+//! 4. A page's changes are the run's as logged when it was queued: the
+//!    log of a kept run is rewritten only by the confirmation of a held
+//!    run, which first writes the pages still pending into their bodies.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -62,6 +70,35 @@ impl HookState {
     }
 }
 
+/// Which of its run's changes a page lists, read from the change log when
+/// it is sent (the order of `Store::run_changes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageOfChanges {
+    /// Of the page's first change in the run's list.
+    pub offset: u64,
+    /// The target's `page_size` when the page was queued.
+    pub page_size: u64,
+    /// How many changes the run had logged then.
+    pub run_changes: u64,
+}
+
+impl PageOfChanges {
+    /// How many changes the page lists: a full page, or the rest.
+    pub fn len(&self) -> u64 {
+        self.page_size
+            .min(self.run_changes.saturating_sub(self.offset))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// [`PageOfChanges::len`] as a read's limit.
+    pub fn limit(&self) -> usize {
+        usize::try_from(self.len()).unwrap_or(usize::MAX)
+    }
+}
+
 /// One webhook POST and its delivery state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookMessage {
@@ -78,8 +115,13 @@ pub struct HookMessage {
     /// several messages.
     pub page: u32,
     pub pages: u32,
-    /// The JSON payload, exactly as signed and sent.
+    /// The JSON payload, exactly as signed and sent; with `changes`, the
+    /// payload without its `data.changes`, which are added when it is sent.
     pub body: String,
+    /// A page of changes built when sent (`None`: `body` is all of it, as
+    /// every message queued before pages were built lazily).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<PageOfChanges>,
     pub state: HookState,
     pub queued_at: String,
     /// The same, in Unix seconds (for `retry_for`, and the `webhook-id`).
@@ -176,6 +218,31 @@ impl RunTransaction {
             put(&self.txn, &message)?;
         }
         Ok(())
+    }
+
+    /// Run `run_id`'s pending messages whose changes are still to be read
+    /// from its log, in ID order.
+    pub fn pending_pages_of_run(&self, run_id: u64) -> Result<Vec<HookMessage>, StoreError> {
+        let pending = self.txn.open_table(WEBHOOKS_PENDING)?;
+        let messages = self.txn.open_table(WEBHOOKS)?;
+        let mut out = Vec::new();
+        for entry in pending.iter()? {
+            let id = entry?.0.value().1;
+            let Some(value) = messages.get(id)? else {
+                continue;
+            };
+            let message = decode(value.value())?;
+            if message.run_id == Some(run_id) && message.changes.is_some() {
+                out.push(message);
+            }
+        }
+        out.sort_by_key(|m| m.id);
+        Ok(out)
+    }
+
+    /// Rewrites a queued message in the run's transaction.
+    pub fn update_webhook(&self, message: &HookMessage) -> Result<(), StoreError> {
+        put(&self.txn, message)
     }
 }
 
@@ -276,6 +343,7 @@ mod tests {
             page: 1,
             pages: 1,
             body: "{}".into(),
+            changes: None,
             state: HookState::Queued,
             queued_at: "2026-12-05T00:00:00Z".into(),
             queued_unix: 1,

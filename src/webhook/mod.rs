@@ -18,6 +18,9 @@
 //! 4. A 2xx answer delivers; anything else (a redirect included: never
 //!    followed) is retried with growing pauses (`retry_pause`, doubling up
 //!    to an hour) until `retry_for` has passed since it was queued.
+//! 5. A page of changes is built from the change log at each attempt,
+//!    the same bytes every time (see `body_to_send`); a page whose run
+//!    is no longer kept is given up, saying so, never sent short.
 
 pub(crate) mod client;
 pub mod events;
@@ -215,10 +218,16 @@ async fn attempt(
     key: String,
 ) -> String {
     match &target {
-        Some(target) => {
-            let outcome = target.post(&message.webhook_id(), &message.body).await;
-            record_attempt(&mut message, outcome, &target.hook);
-        }
+        Some(target) => match body_to_send(&store, &message).await {
+            Ok(body) => {
+                let outcome = target.post(&message.webhook_id(), &body).await;
+                record_attempt(&mut message, outcome, &target.hook);
+            }
+            Err(Unsendable::ForNow(error)) => {
+                record_attempt(&mut message, Err(error), &target.hook)
+            }
+            Err(Unsendable::Never(reason)) => give_up(&mut message, reason),
+        },
         None => give_up_unconfigured(&mut message),
     }
     // redb's writer may be busy with a run: wait for it off the runtime.
@@ -234,6 +243,80 @@ async fn attempt(
     tracing::error!(%error, "a webhook attempt cannot be recorded; the target waits");
     tokio::time::sleep(UNRECORDED_PAUSE).await;
     key
+}
+
+/// Why a message's body cannot be built.
+enum Unsendable {
+    /// The store cannot be read now: an attempt that failed.
+    ForNow(String),
+    /// It never will be: the message is given up.
+    Never(String),
+}
+
+/// The payload to sign and send: the queued body, or for a page of
+/// changes its body with the page read from the change log.
+///
+/// Built on every attempt, never stored: the log of a kept run does not
+/// change (a confirmation, the one thing that rewrites it, first writes
+/// the pages still pending into their bodies), so every attempt builds
+/// the same bytes, and the `webhooks` table (read whole by `/metrics` and
+/// `runs show`) never holds a run's changes. A page costs one read of the
+/// log up to its end, off the import's path.
+async fn body_to_send(store: &Arc<Store>, message: &HookMessage) -> Result<String, Unsendable> {
+    let Some(page) = message.changes else {
+        return Ok(message.body.clone());
+    };
+    let Some(run_id) = message.run_id else {
+        return Err(Unsendable::Never(
+            "a page of changes of no run (the queued message is damaged); not sent".into(),
+        ));
+    };
+    let (reader, feed) = (store.clone(), message.feed.clone());
+    let read = tokio::task::spawn_blocking(move || {
+        reader.kept_run_changes(&feed, run_id, page.offset, page.limit())
+    })
+    .await;
+    let changes = match read {
+        Ok(Ok(Some(changes))) => changes,
+        Ok(Ok(None)) => return Err(Unsendable::Never(pruned_reason(message, run_id))),
+        Ok(Err(e)) => return Err(Unsendable::ForNow(unreadable_reason(run_id, &e))),
+        Err(e) => return Err(Unsendable::ForNow(unreadable_reason(run_id, &e))),
+    };
+    if changes.len() as u64 != page.len() {
+        return Err(Unsendable::Never(format!(
+            "run {run_id}'s change log no longer holds the {} changes of page {}/{} \
+             (it has {} from change {}); not sent: `flagsync runs changes {run_id}` \
+             shows what it holds",
+            page.len(),
+            message.page,
+            message.pages,
+            changes.len(),
+            page.offset + 1
+        )));
+    }
+    events::page_body(&message.body, &changes).map_err(Unsendable::Never)
+}
+
+fn pruned_reason(message: &HookMessage, run_id: u64) -> String {
+    format!(
+        "run {run_id}'s changes are no longer in the change log (history_retention \
+         deleted the run before page {}/{} was delivered); not sent: `flagsync recipients \
+         export --feed {feed}` or GET /api/recipients?feed={feed} gives the current list",
+        message.page,
+        message.pages,
+        feed = message.feed
+    )
+}
+
+fn unreadable_reason(run_id: u64, error: &dyn std::fmt::Display) -> String {
+    format!("run {run_id}'s changes cannot be read from the store: {error}")
+}
+
+/// Gives `message` up without sending it, for `reason`.
+fn give_up(message: &mut HookMessage, reason: String) {
+    tracing::error!(id = message.id, feed = %message.feed, %reason, "webhook given up");
+    message.state = HookState::GaveUp;
+    message.last_error = Some(reason);
 }
 
 fn give_up_unconfigured(message: &mut HookMessage) {
@@ -337,6 +420,7 @@ mod tests {
             page: 1,
             pages: 1,
             body: "{}".into(),
+            changes: None,
             state: HookState::Queued,
             queued_at: String::new(),
             queued_unix,
@@ -374,6 +458,89 @@ mod tests {
         record_attempt(&mut young, Ok(answer(200)), &hook());
         assert_eq!(young.state, HookState::Delivered);
         assert!(young.last_error.is_none() && young.delivered_at.is_some());
+    }
+
+    /// A store with an applied run of feed "hr" (started `started_at`)
+    /// that added E1..E3, its full pages of 2 queued.
+    fn store_with_pages(dir: &std::path::Path, started_at: &str) -> (Arc<Store>, Config) {
+        let text = "[[feed]]\nname = \"hr\"\n[[feed.field]]\nname = \"id\"\ntype = \"id\"\n\
+            [[feed.webhook]]\nurl = \"https://a/\"\nsecret_file = \"s\"\n\
+            include_changes = \"full\"\npage_size = 2\n";
+        let config = Config::parse(text, crate::config::Source::Embedded).unwrap();
+        let store = Store::open(&dir.join("s.redb")).unwrap();
+        let txn = store.begin_run().unwrap();
+        let mut run = crate::store::Run::new("hr", "hr.csv", started_at.into());
+        run.run_id = Some(txn.next_run_id().unwrap());
+        run.state = crate::store::RunState::Applied;
+        txn.with_feed("hr", run.run_id, |w| {
+            use crate::import::FeedWriter;
+            for id in ["E1", "E2", "E3"] {
+                w.log_change(crate::import::Change::Added { id }).unwrap();
+            }
+        })
+        .unwrap();
+        txn.put_run(&run).unwrap();
+        let messages = events::run_messages(&config.feeds[0], &run, 3, SystemTime::now());
+        txn.queue_webhooks(messages).unwrap();
+        txn.commit().unwrap();
+        (Arc::new(store), config)
+    }
+
+    #[tokio::test]
+    async fn a_page_is_built_from_the_log_when_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = store_with_pages(dir.path(), "2026-12-05T00:00:00Z");
+        let heads = store.webhook_heads().unwrap();
+        let Ok(body) = body_to_send(&store, &heads[0]).await else {
+            panic!("the first page cannot be built");
+        };
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["data"]["changes"][1]["id"], "E2");
+        assert_eq!(
+            (&body["data"]["page"], &body["data"]["pages"]),
+            (&1.into(), &2.into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_page_the_log_no_longer_fills_is_never_sent_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = store_with_pages(dir.path(), "2026-12-05T00:00:00Z");
+        let mut message = store.webhook_heads().unwrap().remove(0);
+        // Queued when the run had logged 5 changes; its log holds 3.
+        message.changes = Some(crate::store::PageOfChanges {
+            offset: 2,
+            page_size: 2,
+            run_changes: 5,
+        });
+        let Err(Unsendable::Never(reason)) = body_to_send(&store, &message).await else {
+            panic!("a page of 1 change sent for one of 2");
+        };
+        assert!(
+            reason.contains("no longer holds the 2 changes of page 1/2 (it has 1 from change 3)"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_page_whose_run_was_pruned_is_given_up_saying_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, config) = store_with_pages(dir.path(), "2020-01-01T00:00:00Z");
+        let now = crate::mail::unix_now();
+        let pruned = store.prune_history(now, now).unwrap();
+        assert_eq!(pruned.deleted, 1, "the run went with history_retention");
+        let head = store.webhook_heads().unwrap().remove(0);
+        let key = head.target();
+        let target = Arc::new(Target::new(&config.feeds[0].webhooks[0]));
+        attempt(store.clone(), Some(target), head, key).await;
+        let message = store.webhook_messages().unwrap().remove(0);
+        assert_eq!(message.state, HookState::GaveUp);
+        assert_eq!(message.attempts, 0, "nothing was sent");
+        let error = message.last_error.unwrap_or_default();
+        assert!(error.contains("no longer in the change log"), "{error}");
+        assert!(error.contains("history_retention"), "{error}");
+        assert!(error.contains("recipients export --feed hr"), "{error}");
+        assert!(error.contains("/api/recipients"), "{error}");
     }
 
     #[test]

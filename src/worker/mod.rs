@@ -1376,7 +1376,7 @@ fn apply_run(
         Some(c) => {
             // What it would change when held gives way to what it does.
             let id = c.held.run_id.unwrap_or_default();
-            txn.forget_changes(&file.feed.name, id)?;
+            webhooks::forget_held_changes(txn, &file.feed.name, id)?;
             id
         }
         None => recording.assign_id(run)?,

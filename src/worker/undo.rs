@@ -302,7 +302,7 @@ fn execute(request: UndoRequest) -> Result<Run, WorkerError> {
             let id = match &confirmation {
                 Some(held) => {
                     let id = held.run_id.unwrap_or_default();
-                    recording.txn().forget_changes(&feed.name, id)?;
+                    super::webhooks::forget_held_changes(recording.txn(), &feed.name, id)?;
                     run.run_id = Some(id);
                     run.confirmed_by = Some(by.clone());
                     run.confirmed_at = Some(now_text());
