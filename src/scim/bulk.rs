@@ -369,12 +369,14 @@ fn judge_outcome(target: &Target, p: &Planned, outcome: Option<&Outcome>) -> Opt
     })
 }
 
-/// Pushes the people of one page of changes (`ids`, in log order) by Bulk.
+/// Pushes the people of one page of changes (`ids`, in log order) by Bulk,
+/// and their group moves when `groups`.
 pub(super) async fn push_page(
     store: &Store,
     target: &Target,
     limits: Limits,
     ids: &[String],
+    groups: bool,
     state: &mut ScimState,
 ) -> Result<(), Fault> {
     let feed = target.name().to_string();
@@ -395,7 +397,7 @@ pub(super) async fn push_page(
     for d in &done {
         state.failures.remove(&d.id);
     }
-    if target.scim.groups {
+    if groups {
         let refused = move_page_groups(store, target, limits, &done).await?;
         let moved: Vec<&Done> = done
             .iter()
@@ -407,7 +409,7 @@ pub(super) async fn push_page(
         }
     }
     for id in alone {
-        match push_recipient(store, target, &id).await {
+        match push_recipient(store, target, &id, groups).await {
             Ok(()) => {
                 state.failures.remove(&id);
             }

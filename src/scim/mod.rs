@@ -49,6 +49,8 @@ const PAGE: usize = 200;
 const BULK_PAGE: usize = 1000;
 /// Users or groups asked of the target per page.
 const LIST_PAGE: usize = 100;
+/// A backlog this long defers group moves to one put of each group.
+const DEFER_GROUPS_AT: usize = 10_000;
 /// Users written to the store in one transaction by `scim sync`.
 const STORE_BATCH: usize = 1000;
 /// How far "behind by N changes" counts.
@@ -436,13 +438,19 @@ async fn delete_group(store: &Store, target: &Target, name: &str, id: &str) -> R
     Ok(())
 }
 
-/// Pushes recipient `id` as it is stored now (invariant 3).
-async fn push_recipient(store: &Store, target: &Target, id: &str) -> Result<(), Fault> {
+/// Pushes recipient `id` as it is stored now (invariant 3), moving its
+/// group memberships when `groups`.
+async fn push_recipient(
+    store: &Store,
+    target: &Target,
+    id: &str,
+    groups: bool,
+) -> Result<(), Fault> {
     let feed = target.name();
     let known = store.scim_user(feed, id)?;
     let Some(record) = store.recipient(feed, id)? else {
         return match known {
-            Some(known) => remove_user(store, target, id, known).await,
+            Some(known) => remove_user(store, target, id, known, groups).await,
             None => Ok(()),
         };
     };
@@ -460,7 +468,7 @@ async fn push_recipient(store: &Store, target: &Target, id: &str) -> Result<(), 
         groups: old_groups.clone(),
     };
     store.put_scim_user(feed, id, Some(&remembered))?;
-    if target.scim.groups {
+    if groups {
         move_groups(store, target, &user_id, &old_groups, &record.groups).await?;
         remembered.groups = record.groups;
         store.put_scim_user(feed, id, Some(&remembered))?;
@@ -475,9 +483,10 @@ async fn remove_user(
     target: &Target,
     id: &str,
     known: ScimUser,
+    groups: bool,
 ) -> Result<(), Fault> {
     let feed = target.name();
-    if target.scim.groups {
+    if groups {
         move_groups(store, target, &known.id, &known.groups, &[]).await?;
     }
     let path = user_path(&known.id);
@@ -518,6 +527,7 @@ fn start_of(state: &ScimState) -> Option<Option<FeedCursor>> {
 /// the cursor after each; stops at the first fault of the target.
 pub async fn push_feed(store: &Store, target: &Target, state: &mut ScimState) -> Result<(), Fault> {
     let feed = target.name().to_string();
+    defer_groups_of_a_long_backlog(store, target, state)?;
     loop {
         if state.needs_full_sync {
             return Ok(());
@@ -553,9 +563,155 @@ pub async fn push_feed(store: &Store, target: &Target, state: &mut ScimState) ->
         // again, which converges (invariant 3).
         store.put_scim_state(&feed, state)?;
         if !page.more {
-            return Ok(());
+            break;
         }
     }
+    if state.groups_deferred {
+        put_all_groups(store, target, state).await?;
+        state.groups_deferred = false;
+        store.put_scim_state(&feed, state)?;
+    }
+    Ok(())
+}
+
+/// Whether the push moves each person's group memberships as it goes
+/// (not while a long backlog defers them to [`put_all_groups`]).
+fn moves_groups(target: &Target, state: &ScimState) -> bool {
+    target.scim.groups && !state.groups_deferred
+}
+
+/// A backlog of [`DEFER_GROUPS_AT`] changes or more (an initial load, a
+/// long outage) is pushed users first, then every group is put whole
+/// once: membership PATCHes page after page would have the target rewrite
+/// its biggest groups again and again (quadratic in a target that stores a
+/// group as one document).
+fn defer_groups_of_a_long_backlog(
+    store: &Store,
+    target: &Target,
+    state: &mut ScimState,
+) -> Result<(), Fault> {
+    if !target.scim.groups || state.groups_deferred || state.needs_full_sync {
+        return Ok(());
+    }
+    let Some(after) = start_of(state) else {
+        return Ok(());
+    };
+    let backlog = match store.changes_after(target.name(), after.as_ref(), DEFER_GROUPS_AT) {
+        Ok(page) => page.changes.len(),
+        Err(FeedError::Store(e)) => return Err(Fault::Store(e)),
+        Err(_) => return Ok(()),
+    };
+    if backlog >= DEFER_GROUPS_AT {
+        tracing::info!(
+            feed = target.name(),
+            "a long SCIM backlog: users first, then each group put whole"
+        );
+        state.groups_deferred = true;
+        store.put_scim_state(target.name(), state)?;
+    }
+    Ok(())
+}
+
+/// Puts each of the feed's groups whole (`PUT`, or `POST` for a group not
+/// there yet) with the users flagsync keeps for its members, deletes the
+/// remembered groups the feed no longer has, and remembers each user's
+/// groups. A group the target refuses is recorded as `group NAME` among
+/// the failures (and left out of its members' remembered groups, so a
+/// later push or `scim sync` puts it again).
+async fn put_all_groups(
+    store: &Store,
+    target: &Target,
+    state: &mut ScimState,
+) -> Result<(), Fault> {
+    let feed = target.name().to_string();
+    let users = store.scim_users(&feed)?;
+    let mut people: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    store.for_each_recipient(&feed, |id, record| {
+        if let Some(user) = users.get(id) {
+            for group in &record.groups {
+                wanted
+                    .entry(group.clone())
+                    .or_default()
+                    .push(user.id.clone());
+            }
+            people.insert(id.to_string(), record.groups);
+        }
+        Ok(())
+    })?;
+    let mut refused: BTreeSet<String> = BTreeSet::new();
+    for (name, members) in &wanted {
+        match put_group(store, target, name, members).await {
+            Ok(()) => {
+                state.failures.remove(&format!("group {name}"));
+            }
+            Err(Fault::User(reason)) => {
+                state.fail_user(&format!("group {name}"), reason);
+                refused.insert(name.clone());
+            }
+            Err(fault) => return Err(fault),
+        }
+    }
+    for (name, id) in store.scim_groups(&feed)? {
+        if !wanted.contains_key(&name) {
+            delete_group(store, target, &name, &id).await?;
+        }
+    }
+    let kept: Vec<(String, Option<ScimUser>)> = people
+        .into_iter()
+        .filter_map(|(id, groups)| {
+            let user = ScimUser {
+                id: users.get(&id)?.id.clone(),
+                groups: groups
+                    .into_iter()
+                    .filter(|g| !refused.contains(g))
+                    .collect(),
+            };
+            Some((id, Some(user)))
+        })
+        .collect();
+    for chunk in kept.chunks(STORE_BATCH) {
+        store.put_scim_users(&feed, chunk)?;
+    }
+    Ok(())
+}
+
+/// Group `name` on the target with exactly `members`: replaced when
+/// remembered and still there, else created (adopted by name on a 409).
+async fn put_group(
+    store: &Store,
+    target: &Target,
+    name: &str,
+    members: &[String],
+) -> Result<(), Fault> {
+    let body = user::group_json(name, members);
+    if let Some(id) = store.scim_groups(target.name())?.get(name) {
+        let answer = target.call("PUT", &group_path(id), Some(&body)).await?;
+        if answer.status != 404 {
+            return judge(&answer, &format!("PUT /Groups ('{name}')"), false);
+        }
+        store.put_scim_group(target.name(), name, None)?;
+    }
+    let answer = target.call("POST", "/Groups", Some(&body)).await?;
+    let id = if answer.status == 409 {
+        let id = target
+            .find("Groups", "displayName", name)
+            .await?
+            .ok_or_else(|| {
+                Fault::User(format!(
+                    "POST /Groups '{name}': 409 Conflict, and no group of that name is listed"
+                ))
+            })?;
+        target
+            .expect("PUT", &group_path(&id), Some(&body), false)
+            .await?;
+        id
+    } else {
+        judge(&answer, "POST /Groups", true)?;
+        id_of(&serde_json::from_slice(&answer.full_body).unwrap_or(Value::Null))?
+    };
+    store.put_scim_group(target.name(), name, Some(&id))?;
+    Ok(())
 }
 
 /// A page's changes, one request each, the cursor moved after each.
@@ -565,9 +721,10 @@ async fn push_page_alone(
     changes: &[crate::store::FeedChange],
     state: &mut ScimState,
 ) -> Result<(), Fault> {
+    let groups = moves_groups(target, state);
     for change in changes {
         let id = change.change.id();
-        match push_recipient(store, target, id).await {
+        match push_recipient(store, target, id, groups).await {
             Ok(()) => {
                 state.failures.remove(id);
             }
@@ -592,7 +749,8 @@ async fn push_page_by_bulk(
     state: &mut ScimState,
 ) -> Result<(), Fault> {
     let ids: Vec<String> = changes.iter().map(|c| c.change.id().to_string()).collect();
-    bulk::push_page(store, target, limits, &ids, state).await?;
+    let groups = moves_groups(target, state);
+    bulk::push_page(store, target, limits, &ids, groups, state).await?;
     if let Some(last) = changes.last() {
         state.position = ScimPosition::At(last.cursor().encode());
     }
@@ -900,7 +1058,7 @@ async fn sync_users(
         let recipient = gone_recipient
             .cloned()
             .unwrap_or_else(|| format!("(extra user {user_id})"));
-        match remove_user(store, target, &recipient, known).await {
+        match remove_user(store, target, &recipient, known, target.scim.groups).await {
             Ok(()) => report.removed += 1,
             Err(Fault::User(reason)) => {
                 report.failed.insert(recipient, reason);
@@ -1067,6 +1225,8 @@ pub struct Status {
     pub last_error: Option<String>,
     pub last_success_at: Option<String>,
     pub failures: BTreeMap<String, String>,
+    /// A long backlog went users first: the groups are still to be put.
+    pub groups_pending: bool,
 }
 
 impl Status {
@@ -1082,6 +1242,9 @@ impl Status {
                 self.behind,
                 self.last_error.as_deref().unwrap_or_default()
             ),
+            "behind" if self.behind == 0 && self.groups_pending => {
+                "behind: the users are there, the groups are being put".into()
+            }
             "behind" => format!("behind by {} changes", self.behind),
             _ => "in sync".into(),
         }
@@ -1104,7 +1267,7 @@ pub fn status(store: &Store, feed: &str) -> Result<Status, StoreError> {
     let name = match (behind, &state.last_error) {
         (None, _) => "needs_full_sync",
         (Some(_), Some(_)) => "failing",
-        (Some(0), None) => "in_sync",
+        (Some(0), None) if !state.groups_deferred => "in_sync",
         (Some(_), None) => "behind",
     };
     Ok(Status {
@@ -1113,6 +1276,7 @@ pub fn status(store: &Store, feed: &str) -> Result<Status, StoreError> {
         last_error: state.last_error,
         last_success_at: state.last_success_at,
         failures: state.failures,
+        groups_pending: state.groups_deferred,
     })
 }
 

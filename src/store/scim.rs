@@ -56,9 +56,13 @@ pub struct ScimState {
     /// Unix seconds before which the sender does not try again.
     pub next_attempt: u64,
     pub last_success_at: Option<String>,
-    /// Recipient ID → why the target refused its last push (cleared when
-    /// a later push of the person succeeds).
+    /// Recipient ID (or `group NAME`) → why the target refused its last
+    /// push (cleared when a later push of it succeeds).
     pub failures: BTreeMap<String, String>,
+    /// A long backlog is being pushed users first: once it is through,
+    /// every group is put whole (kept across a restart).
+    #[serde(default)]
+    pub groups_deferred: bool,
 }
 
 impl ScimState {

@@ -407,6 +407,39 @@ mod e2e {
     }
 
     #[test]
+    fn a_long_backlog_goes_users_first_then_each_group_whole() {
+        let port = free_port();
+        let target = Target::start(port);
+        let env = scim_env(&scim_table(&target.base, ""));
+        let server = Server::start(&env);
+        assert_eq!(
+            import_cli(&env, "day1.csv", &hr_file(1..=10_000))["state"],
+            "applied"
+        );
+        wait_state(&env, "in_sync");
+        assert_target_is_store(&env, &target);
+        // Ten pages of users by Bulk, no group moves among them: each
+        // group put once, whole.
+        assert_eq!(target.requests("\"POST /Bulk "), 10);
+        let groups = store_view(&env).1.len();
+        assert_eq!(target.requests("\"POST /Groups "), groups);
+        assert_eq!(status(&env)["groups_pending"], false);
+
+        // A short backlog moves memberships again, by PATCH.
+        let mut rows: Vec<String> = (1..=10_000).map(hr_row).collect();
+        rows[0] = moved(1, "Legal");
+        rows.truncate(9_990);
+        assert_eq!(
+            import_cli(&env, "day2.csv", &file_of(&rows))["state"],
+            "applied"
+        );
+        wait_state(&env, "in_sync");
+        assert_target_is_store(&env, &target);
+        assert_eq!(target.requests("\"POST /Bulk "), 12, "users, then groups");
+        server.stop();
+    }
+
+    #[test]
     fn scim_sync_repairs_a_target_changed_behind_flagsyncs_back() {
         let port = free_port();
         let target = Target::start(port);

@@ -34,7 +34,7 @@ def all_of(client, model):
 
     found = []
     while True:
-        page = client.query(model, query_parameters=SearchRequest(start_index=len(found) + 1, count=50))
+        page = client.query(model, query_parameters=SearchRequest(start_index=len(found) + 1, count=500))
         resources = page.resources or []
         found.extend(r.model_dump(mode="json") for r in resources)
         if not resources or len(found) >= (page.total_results or 0):
