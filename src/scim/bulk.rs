@@ -12,12 +12,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 
 use super::user::{self, PATCH_SCHEMA};
-use super::{ensure_group, group_path, judge, push_recipient, user_path, Fault, Target};
+use super::{ensure_group, group_path, judge, push_recipient, put_group, user_path, Fault, Target};
 use crate::config::ScimRemove;
 use crate::import::record::Record;
 use crate::store::{ScimState, ScimUser, Store};
 
 pub const BULK_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+/// A group that loses more members than this in one page is put whole
+/// (one request whose cost is the group's size) rather than sent a remove
+/// per member (each costing about as much at some targets).
+const MANY_LEAVERS: usize = 20;
 /// At most this many operations in one request, whatever the target allows.
 const MOST_OPERATIONS: usize = 1000;
 /// Of the target's `maxPayloadSize`, this share is filled: the request's
@@ -398,7 +402,7 @@ pub(super) async fn push_page(
         state.failures.remove(&d.id);
     }
     if groups {
-        let refused = move_page_groups(store, target, limits, &done).await?;
+        let refused = move_page_groups(store, target, &done).await?;
         let moved: Vec<&Done> = done
             .iter()
             .filter(|d| !refused.contains_key(&d.id))
@@ -505,13 +509,19 @@ fn moves_patch(moves: &Moves) -> Value {
     json!({"schemas": [PATCH_SCHEMA], "Operations": operations})
 }
 
-/// Moves the page's people between groups: one PATCH per group touched
-/// (by Bulk), groups the feed no longer has deleted. Returns the people a
-/// group change was refused for, with the reason.
+/// Moves the page's people between groups: one request per group touched
+/// (a PATCH of its joiners and leavers, or, with more than
+/// [`MANY_LEAVERS`] leavers, a PUT of its whole membership), groups the
+/// feed no longer has deleted. Returns the people a group change was
+/// refused for, with the reason.
+///
+/// Not by Bulk: what a group change costs a target grows with the group
+/// (scim2-server: about 0.2 s per member removed from a 10,000-member
+/// group), so one Bulk request of all of a page's group changes could
+/// outlast any timeout, and then fail again on every retry.
 async fn move_page_groups(
     store: &Store,
     target: &Target,
-    limits: Limits,
     done: &[Done],
 ) -> Result<BTreeMap<String, String>, Fault> {
     let feed = target.name();
@@ -525,8 +535,13 @@ async fn move_page_groups(
         .filter(|(_, members)| *members > 0)
         .map(|(name, _)| name)
         .collect();
+    let heavy: BTreeSet<&str> = moves
+        .iter()
+        .filter(|(group, m)| m.leave.len() > MANY_LEAVERS && feed_groups.contains(*group))
+        .map(|(group, _)| group.as_str())
+        .collect();
+    let whole = members_after(store, feed, done, &heavy)?;
     let mut refused = BTreeMap::new();
-    let mut patches: Vec<(String, String, Value)> = Vec::new();
     for (group, m) in &moves {
         if !feed_groups.contains(group) {
             if let Some(id) = store.scim_groups(feed)?.get(group).cloned() {
@@ -534,40 +549,49 @@ async fn move_page_groups(
             }
             continue;
         }
-        let id = match ensure_group(store, target, group).await {
-            Ok(id) => id,
-            Err(Fault::User(reason)) => {
-                refuse(&mut refused, m, &reason);
-                continue;
-            }
-            Err(fault) => return Err(fault),
+        let outcome = match whole.get(group) {
+            Some(members) => put_group(store, target, group, members).await,
+            None => patch_group(store, target, group, m).await,
         };
-        patches.push((group.clone(), id, moves_patch(m)));
-    }
-    let operations = patches
-        .iter()
-        .enumerate()
-        .map(|(i, (_, id, patch))| {
-            operation(
-                &format!("g{i}"),
-                "PATCH",
-                &group_path(id),
-                Some(patch.clone()),
-            )
-        })
-        .collect();
-    let results = send_all(target, limits, operations).await?;
-    for (i, (group, id, patch)) in patches.iter().enumerate() {
-        if results.get(&format!("g{i}")).is_some_and(Outcome::done) {
-            continue;
-        }
-        if let Err(reason) =
-            patch_group_alone(store, target, group, id, patch, &moves[group]).await?
-        {
-            refuse(&mut refused, &moves[group], &reason);
+        match outcome {
+            Ok(()) => {}
+            Err(Fault::User(reason)) => refuse(&mut refused, m, &reason),
+            Err(fault) => return Err(fault),
         }
     }
     Ok(refused)
+}
+
+/// The whole membership (the target's user ids) of each of `groups` once
+/// the page's people moved: the page's people in their new groups, every
+/// other person in the groups remembered for them.
+fn members_after(
+    store: &Store,
+    feed: &str,
+    done: &[Done],
+    groups: &BTreeSet<&str>,
+) -> Result<BTreeMap<String, Vec<String>>, Fault> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if groups.is_empty() {
+        return Ok(out);
+    }
+    for group in groups {
+        out.insert((*group).to_string(), Vec::new());
+    }
+    let moved: BTreeMap<&str, &Done> = done.iter().map(|d| (d.id.as_str(), d)).collect();
+    for (id, user) in store.scim_users(feed)? {
+        let now = match moved.get(id.as_str()) {
+            Some(d) if !d.kept => continue,
+            Some(d) => &d.new_groups,
+            None => &user.groups,
+        };
+        for group in now.iter().filter(|g| groups.contains(g.as_str())) {
+            if let Some(members) = out.get_mut(group) {
+                members.push(user.id.clone());
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn refuse(refused: &mut BTreeMap<String, String>, moves: &Moves, reason: &str) {
@@ -576,42 +600,35 @@ fn refuse(refused: &mut BTreeMap<String, String>, moves: &Moves, reason: &str) {
     }
 }
 
-/// A group PATCH the Bulk request did not do, sent alone: a group deleted
-/// there behind our back is made again (with the joiners). `Ok(Err)`: the
-/// target refused it.
-async fn patch_group_alone(
+/// One PATCH of group `group` with its joiners and leavers; a group
+/// deleted there behind our back is made again (with the joiners).
+async fn patch_group(
     store: &Store,
     target: &Target,
     group: &str,
-    id: &str,
-    patch: &Value,
     moves: &Moves,
-) -> Result<Result<(), String>, Fault> {
+) -> Result<(), Fault> {
     let what = format!("PATCH /Groups ('{group}')");
-    let mut answer = target.call("PATCH", &group_path(id), Some(patch)).await?;
-    if answer.status == 404 {
-        store.put_scim_group(target.name(), group, None)?;
-        let id = match ensure_group(store, target, group).await {
-            Ok(id) => id,
-            Err(Fault::User(reason)) => return Ok(Err(reason)),
-            Err(fault) => return Err(fault),
-        };
-        let joiners = Moves {
-            join: moves.join.clone(),
-            ..Moves::default()
-        };
-        if joiners.join.is_empty() {
-            return Ok(Ok(()));
-        }
-        answer = target
-            .call("PATCH", &group_path(&id), Some(&moves_patch(&joiners)))
-            .await?;
+    let id = ensure_group(store, target, group).await?;
+    let answer = target
+        .call("PATCH", &group_path(&id), Some(&moves_patch(moves)))
+        .await?;
+    if answer.status != 404 {
+        return judge(&answer, &what, false);
     }
-    match judge(&answer, &what, false) {
-        Ok(()) => Ok(Ok(())),
-        Err(Fault::User(reason)) => Ok(Err(reason)),
-        Err(fault) => Err(fault),
+    store.put_scim_group(target.name(), group, None)?;
+    let id = ensure_group(store, target, group).await?;
+    if moves.join.is_empty() {
+        return Ok(());
     }
+    let joiners = Moves {
+        join: moves.join.clone(),
+        ..Moves::default()
+    };
+    let answer = target
+        .call("PATCH", &group_path(&id), Some(&moves_patch(&joiners)))
+        .await?;
+    judge(&answer, &what, false)
 }
 
 #[cfg(test)]

@@ -678,7 +678,7 @@ async fn put_all_groups(
 
 /// Group `name` on the target with exactly `members`: replaced when
 /// remembered and still there, else created (adopted by name on a 409).
-async fn put_group(
+pub(super) async fn put_group(
     store: &Store,
     target: &Target,
     name: &str,
