@@ -56,7 +56,8 @@ const STORE_BATCH: usize = 1000;
 /// How far "behind by N changes" counts.
 const MAX_COUNTED: usize = 100_000;
 
-static WAKE: Notify = Notify::const_new();
+/// One per target task of the sender: every committed run wakes them all.
+static WAKES: std::sync::Mutex<Vec<Arc<Notify>>> = std::sync::Mutex::new(Vec::new());
 
 /// Requests sent to each feed's target by this process (`/metrics`).
 static REQUESTS: std::sync::Mutex<BTreeMap<String, u64>> = std::sync::Mutex::new(BTreeMap::new());
@@ -77,11 +78,24 @@ fn count_request(feed: &str) {
 
 /// One push or sync of a feed at a time in this process: the sender and a
 /// `scim sync` sent to the server would otherwise both move the cursor.
-static BUSY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Per feed: one tenant's long push never holds up another's.
+static BUSY: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+fn busy_lock(feed: &str) -> Arc<tokio::sync::Mutex<()>> {
+    let mut locks = BUSY.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    locks.entry(feed.to_string()).or_default().clone()
+}
 
 /// Tells the sender that a run committed (a no-op without a sender).
 pub fn wake() {
-    WAKE.notify_one();
+    let wakes = WAKES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for wake in wakes.iter() {
+        // A permit is kept when the task is busy: no wake-up is missed.
+        wake.notify_one();
+    }
 }
 
 /// Why a request did not do its part.
@@ -759,7 +773,8 @@ async fn push_page_by_bulk(
 
 /// One push of a feed by the sender, its outcome recorded in the state.
 async fn push_once(store: &Store, target: &Target) {
-    let _busy = BUSY.lock().await;
+    let busy = busy_lock(target.name());
+    let _busy = busy.lock().await;
     let feed = target.name();
     let mut state = match store.scim_state(feed) {
         Ok(state) => state,
@@ -867,17 +882,37 @@ fn start_if_empty(store: &Store, feed: &str) -> Result<(), StoreError> {
 }
 
 async fn run_sender(store: Arc<Store>, targets: Vec<Target>, shutdown: CancellationToken) {
+    // A task per target: a target that is slow, down or far behind (a
+    // million people to push) never delays another feed's.
+    let mut tasks = tokio::task::JoinSet::new();
+    for target in targets {
+        let wake = Arc::new(Notify::new());
+        WAKES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(wake.clone());
+        tasks.spawn(push_target(store.clone(), target, wake, shutdown.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Pushes one target after each committed run (and every [`POLL`]) until
+/// `shutdown`.
+async fn push_target(
+    store: Arc<Store>,
+    target: Target,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     loop {
-        for target in &targets {
-            tokio::select! {
-                // A push cut short is pushed again (from the saved cursor).
-                _ = shutdown.cancelled() => return,
-                _ = push_once(&store, target) => {}
-            }
+        tokio::select! {
+            // A push cut short is pushed again (from the saved cursor).
+            _ = shutdown.cancelled() => return,
+            _ = push_once(&store, &target) => {}
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = WAKE.notified() => {}
+            _ = wake.notified() => {}
             _ = tokio::time::sleep(POLL) => {}
         }
     }
@@ -905,7 +940,8 @@ pub struct SyncReport {
 /// elsewhere (no such `externalId`) are never touched. Groups likewise
 /// (their members replaced). Then the cursor is set to the log's end.
 pub async fn sync_feed(store: &Store, target: &Target) -> Result<SyncReport, Fault> {
-    let _busy = BUSY.lock().await;
+    let busy = busy_lock(target.name());
+    let _busy = busy.lock().await;
     let feed = target.name().to_string();
     // The end is read first: a run committed during the sync is pushed
     // again afterwards, never skipped.

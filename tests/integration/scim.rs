@@ -86,6 +86,7 @@ mod e2e {
     use crate::server::*;
 
     const WAIT: Duration = Duration::from_secs(60);
+    const LONG_WAIT: Duration = Duration::from_secs(300);
 
     /// A running `scim2-server` (in memory) on loopback; its request log
     /// (one line per request, `"POST /Bulk HTTP/1.1" 200`) in `log`.
@@ -176,7 +177,11 @@ mod e2e {
 
     /// Waits until `scim status` says `state`.
     fn wait_state(env: &Env, state: &str) -> Value {
-        let deadline = Instant::now() + WAIT;
+        wait_state_within(env, state, WAIT)
+    }
+
+    fn wait_state_within(env: &Env, state: &str, wait: Duration) -> Value {
+        let deadline = Instant::now() + wait;
         loop {
             let now = status(env);
             if now["state"] == state {
@@ -416,7 +421,8 @@ mod e2e {
             import_cli(&env, "day1.csv", &hr_file(1..=10_000))["state"],
             "applied"
         );
-        wait_state(&env, "in_sync");
+        // 10,000 people: minutes on a loaded CI machine.
+        wait_state_within(&env, "in_sync", LONG_WAIT);
         assert_target_is_store(&env, &target);
         // Ten pages of users by Bulk, no group moves among them: each
         // group put once, whole.
@@ -434,11 +440,64 @@ mod e2e {
             import_cli(&env, "day2.csv", &file_of(&rows))["state"],
             "applied"
         );
-        wait_state(&env, "in_sync");
+        wait_state_within(&env, "in_sync", LONG_WAIT);
         assert_target_is_store(&env, &target);
         assert_eq!(target.requests("\"POST /Bulk "), 11, "the users");
         assert!(target.requests("\"PATCH /Groups/") >= 1, "Legal joined");
         assert!(target.requests("\"PUT /Groups/") >= 1, "a group put whole");
+        server.stop();
+    }
+
+    #[test]
+    fn a_feeds_hanging_target_does_not_hold_up_another_feeds() {
+        // The `slow` feed's target accepts connections and never answers.
+        let hang = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+        let hang_port = hang.local_addr().expect("port").port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in hang.incoming().flatten() {
+                held.push(stream);
+            }
+        });
+        let port = free_port();
+        let target = Target::start(port);
+        let slow = Feed::hr("slow").extra(&format!(
+            "scim = {{ base_url = \"http://127.0.0.1:{hang_port}\", token_file = TOKEN_FILE, insecure_http = true, timeout = \"120s\" }}"
+        ));
+        let env = crate::server::sftp_env_with(&[slow, Feed::hr("hr")], &[], &[]);
+        let token = env.root.join("scim.token");
+        std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
+        let text = std::fs::read_to_string(&env.config).expect("config");
+        let table = scim_table(&target.base, "");
+        let text = format!("{text}\n{table}")
+            .replace("TOKEN_FILE", &toml_str(&token.display().to_string()));
+        env.write_config(&text);
+        let server = Server::start(&env);
+
+        let file = env.input("slow.csv", hr_file(1..=5));
+        let out = env.run(&[
+            "import",
+            "--feed",
+            "slow",
+            file.to_str().expect("path"),
+            "--json",
+        ]);
+        assert_eq!(out.json("import")["state"], "applied", "{out:#?}");
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        assert_eq!(
+            import_cli(&env, "day1.csv", &hr_file(1..=20))["state"],
+            "applied"
+        );
+        wait_state(&env, "in_sync");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "hr waited {:?} for the slow feed's target",
+            started.elapsed()
+        );
+        assert_target_is_store(&env, &target);
+        let slow = env.run(&["scim", "status", "--feed", "slow", "--json"]);
+        assert_eq!(slow.json("scim status")["state"], "behind", "{slow:#?}");
         server.stop();
     }
 
