@@ -47,8 +47,12 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(3600);
 const PAGE: usize = 200;
 /// The same when the target takes SCIM Bulk (a few requests a page).
 const BULK_PAGE: usize = 1000;
-/// Users or groups asked of the target per page.
+/// Users asked of the target per page.
 const LIST_PAGE: usize = 100;
+/// Groups asked per page: each comes with all its members.
+const GROUP_LIST_PAGE: usize = 10;
+/// An answer is read whole up to this size (a page of big groups).
+const MAX_ANSWER: usize = 64 << 20;
 /// A backlog this long defers group moves to one put of each group.
 const DEFER_GROUPS_AT: usize = 10_000;
 /// Users written to the store in one transaction by `scim sync`.
@@ -199,9 +203,25 @@ impl Target {
         ];
         let body = body.map(Value::to_string);
         count_request(self.name());
-        client::send(method, &url, &self.tls, &headers, body, self.scim.timeout)
-            .await
-            .map_err(|e| Fault::Target(format!("{method} {path}: {e}")))
+        let answer = client::send(
+            method,
+            &url,
+            &self.tls,
+            &headers,
+            body,
+            self.scim.timeout,
+            MAX_ANSWER,
+        )
+        .await
+        .map_err(|e| Fault::Target(format!("{method} {path}: {e}")))?;
+        if !answer.complete {
+            return Err(Fault::Target(format!(
+                "{method} {path}: {}, and its body is larger than {} MiB or broke off",
+                answer.status_line(),
+                MAX_ANSWER >> 20
+            )));
+        }
+        Ok(answer)
     }
 
     /// `call`, with an answer other than 2xx judged into a fault.
@@ -253,7 +273,12 @@ impl Target {
     async fn list(&self, kind: &str) -> Result<Vec<Value>, Fault> {
         let mut all = Vec::new();
         loop {
-            let path = format!("/{kind}?startIndex={}&count={LIST_PAGE}", all.len() + 1);
+            let count = if kind == "Groups" {
+                GROUP_LIST_PAGE
+            } else {
+                LIST_PAGE
+            };
+            let path = format!("/{kind}?startIndex={}&count={count}", all.len() + 1);
             let page = self.expect("GET", &path, None, true).await?;
             let resources = page
                 .get("Resources")
@@ -1327,6 +1352,7 @@ mod tests {
             location: None,
             body: String::new(),
             full_body: Default::default(),
+            complete: true,
         }
     }
 

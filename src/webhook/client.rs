@@ -19,8 +19,9 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::HookUrl;
 
-/// Of an answer's body, this much is read (and its start kept for the
-/// error message).
+/// Of a webhook receiver's answer, this much is read (and its start kept
+/// for the error message); a SCIM target's answers are read whole up to
+/// the caller's limit.
 const MAX_ANSWER_BODY: usize = 4 << 20;
 const SHOWN_ANSWER_CHARS: usize = 200;
 
@@ -33,8 +34,11 @@ pub struct Answer {
     pub location: Option<String>,
     /// The body's start, on one line.
     pub body: String,
-    /// The whole body (up to 4 MiB), for a caller that reads it (SCIM).
+    /// The whole body (up to the limit), for a caller that reads it (SCIM).
     pub full_body: Bytes,
+    /// False when the body was larger than the limit or broke off:
+    /// `full_body` is then empty.
+    pub complete: bool,
 }
 
 impl Answer {
@@ -82,11 +86,21 @@ pub async fn post(
     body: String,
     timeout: Duration,
 ) -> Result<Answer, String> {
-    send("POST", url, tls, headers, Some(body), timeout).await
+    send(
+        "POST",
+        url,
+        tls,
+        headers,
+        Some(body),
+        timeout,
+        MAX_ANSWER_BODY,
+    )
+    .await
 }
 
 /// Sends one `method` request (with a JSON `body` when given); any answer
-/// is `Ok`, no answer within `timeout` is an error.
+/// is `Ok` (its body read up to `max_body` bytes), no answer within
+/// `timeout` is an error.
 pub async fn send(
     method: &str,
     url: &HookUrl,
@@ -94,8 +108,9 @@ pub async fn send(
     headers: &[(&str, String)],
     body: Option<String>,
     timeout: Duration,
+    max_body: usize,
 ) -> Result<Answer, String> {
-    let exchange = exchange(method, url, tls, headers, body);
+    let exchange = exchange(method, url, tls, headers, body, max_body);
     match tokio::time::timeout(timeout, exchange).await {
         Ok(answer) => answer,
         Err(_) => Err(format!(
@@ -111,12 +126,13 @@ async fn exchange(
     tls: &TlsConnector,
     headers: &[(&str, String)],
     body: Option<String>,
+    max_body: usize,
 ) -> Result<Answer, String> {
     let tcp = TcpStream::connect((url.host.as_str(), url.port))
         .await
         .map_err(|e| format!("cannot connect to {}:{}: {e}", url.host, url.port))?;
     if !url.https {
-        return request(TokioIo::new(tcp), method, url, headers, body).await;
+        return request(TokioIo::new(tcp), method, url, headers, body, max_body).await;
     }
     let name = ServerName::try_from(url.host.clone())
         .map_err(|e| format!("'{}' is not a host name for TLS: {e}", url.host))?;
@@ -124,7 +140,7 @@ async fn exchange(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS with {}: {e}", url.host))?;
-    request(TokioIo::new(stream), method, url, headers, body).await
+    request(TokioIo::new(stream), method, url, headers, body, max_body).await
 }
 
 async fn request<T>(
@@ -133,6 +149,7 @@ async fn request<T>(
     url: &HookUrl,
     headers: &[(&str, String)],
     body: Option<String>,
+    max_body: usize,
 ) -> Result<Answer, String>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -169,11 +186,12 @@ where
         .get("location")
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    let bytes = Limited::new(response.into_body(), MAX_ANSWER_BODY)
+    let read = Limited::new(response.into_body(), max_body)
         .collect()
         .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+        .map(|b| b.to_bytes());
+    let complete = read.is_ok();
+    let bytes = read.unwrap_or_default();
     drop(sender);
     driver.abort();
     Ok(Answer {
@@ -182,6 +200,7 @@ where
         location,
         body: one_line(&String::from_utf8_lossy(&bytes)),
         full_body: bytes,
+        complete,
     })
 }
 
@@ -207,4 +226,46 @@ fn one_line(text: &str) -> String {
         .take(SHOWN_ANSWER_CHARS)
         .collect();
     line.trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server on loopback that answers one request with 200 and `body`.
+    async fn answering(body: &'static str) -> HookUrl {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        });
+        HookUrl::parse(&format!("http://127.0.0.1:{port}/x")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_marked_incomplete_not_cut() {
+        let tls = tls_connector(None).unwrap();
+        let timeout = Duration::from_secs(5);
+        let url = answering("{\"Resources\": []}").await;
+        let whole = send("GET", &url, &tls, &[], None, timeout, 1024)
+            .await
+            .unwrap();
+        assert!(whole.complete);
+        assert_eq!(&whole.full_body[..], b"{\"Resources\": []}");
+        let url = answering("{\"Resources\": []}").await;
+        let over = send("GET", &url, &tls, &[], None, timeout, 8)
+            .await
+            .unwrap();
+        assert_eq!(over.status, 200);
+        assert!(!over.complete);
+        assert!(over.full_body.is_empty());
+    }
 }

@@ -398,6 +398,7 @@ mod tests {
             location: Some("https://elsewhere/x?t=1".into()),
             body: "no".into(),
             full_body: Default::default(),
+            complete: true,
         }
     }
 
