@@ -107,13 +107,7 @@ fn sync(
             report.created, report.replaced, report.unchanged, report.removed,
             report.groups_created, report.groups_replaced, report.groups_deleted
         );
-        for (who, why) in &report.failed {
-            text.push_str(&format!(
-                "  refused: {}: {}\n",
-                crate::import::printable(who),
-                crate::import::printable(why)
-            ));
-        }
+        text.push_str(&refused_lines(&report.failed));
         output::print_text(io.out, &text)?;
     }
     Ok(u8::from(!report.failed.is_empty()))
@@ -147,15 +141,23 @@ fn status(
     if let Some(at) = &status.last_success_at {
         text.push_str(&format!("  last success: {at}\n"));
     }
-    for (who, why) in &status.failures {
-        text.push_str(&format!(
-            "  refused: {}: {}\n",
-            crate::import::printable(who),
-            crate::import::printable(why)
-        ));
-    }
+    text.push_str(&refused_lines(&status.failures));
     output::print_text(io.out, &text)?;
     Ok(0)
+}
+
+/// "  refused: WHO: WHY" lines, one per person (or group) the target refused.
+fn refused_lines(refused: &std::collections::BTreeMap<String, String>) -> String {
+    refused
+        .iter()
+        .map(|(who, why)| {
+            format!(
+                "  refused: {}: {}\n",
+                crate::import::printable(who),
+                crate::import::printable(why)
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -362,19 +362,7 @@ fn first_changes<T: ReadableTable<&'static [u8], &'static [u8]>>(
     run: u64,
     limit: usize,
 ) -> Result<Vec<LoggedChange>, StoreError> {
-    let mut out = Vec::new();
-    if limit == 0 {
-        return Ok(out);
-    }
-    visit_run_changes(added, changes, run, &mut |change| {
-        out.push(change.decode()?);
-        Ok(if out.len() >= limit {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        })
-    })?;
-    Ok(out)
+    changes_slice(added, changes, run, 0, limit)
 }
 
 /// Changes `offset..offset + limit` of run `run`, in `run_changes`'
