@@ -34,7 +34,8 @@ use crate::store::{Delivery, Message, Store};
 const MAX_ATTACHMENT: u64 = 10 << 20;
 /// Reports larger than this are not even read to be zipped.
 const MAX_REPORT_READ: u64 = 512 << 20;
-const LONGEST_PAUSE: Duration = Duration::from_secs(3600);
+/// The longest pause between attempts, of mail, webhooks and SCIM alike.
+pub(crate) const LONGEST_PAUSE: Duration = Duration::from_secs(3600);
 /// The sender looks at the outbox at least this often (a run recorded by
 /// another process queues its report without waking this one).
 const POLL: Duration = Duration::from_secs(2);
@@ -247,7 +248,9 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn pause_after(first: Duration, attempts: u32) -> Duration {
+/// The pause after `attempts` failed attempts: `first`, doubling each
+/// time, up to [`LONGEST_PAUSE`] (mail, webhooks and SCIM targets alike).
+pub(crate) fn pause_after(first: Duration, attempts: u32) -> Duration {
     let doubled = first.saturating_mul(1u32 << attempts.saturating_sub(1).min(16));
     doubled.min(LONGEST_PAUSE)
 }

@@ -42,7 +42,6 @@ use crate::webhook::client::{self, Answer};
 const POLL: Duration = Duration::from_secs(2);
 /// The pause after the first failed attempt; it doubles, up to an hour.
 const FIRST_PAUSE: Duration = Duration::from_secs(2);
-const LONGEST_PAUSE: Duration = Duration::from_secs(3600);
 /// Changes read from the log at a time (one request each).
 const PAGE: usize = 200;
 /// The same when the target takes SCIM Bulk (a few requests a page).
@@ -843,8 +842,7 @@ fn record_outcome(state: &mut ScimState, fault: Option<Fault>) {
 }
 
 fn pause_after(attempts: u32) -> Duration {
-    let doublings = attempts.saturating_sub(1).min(20);
-    (FIRST_PAUSE * 2u32.pow(doublings)).min(LONGEST_PAUSE)
+    crate::mail::pause_after(FIRST_PAUSE, attempts)
 }
 
 /// Starts the sender thread of `flagsync serve` when a feed has a target;
@@ -1381,7 +1379,7 @@ mod tests {
     fn pauses_double_up_to_an_hour() {
         assert_eq!(pause_after(1), FIRST_PAUSE);
         assert_eq!(pause_after(3), FIRST_PAUSE * 4);
-        assert_eq!(pause_after(40), LONGEST_PAUSE);
+        assert_eq!(pause_after(40), crate::mail::LONGEST_PAUSE);
     }
 
     #[test]

@@ -954,5 +954,22 @@ impl ReadStore<'_> {
     }
 }
 
+/// Reserves the next ID of the `key` counter in `meta` (1 first).
+pub(super) fn take_next_id(txn: &redb::WriteTransaction, key: &str) -> Result<u64, StoreError> {
+    let mut meta = txn.open_table(META)?;
+    let next = match meta.get(key)? {
+        Some(v) => {
+            let bytes: [u8; 8] = v
+                .value()
+                .try_into()
+                .map_err(|_| StoreError::Damaged(format!("{key} is not 8 bytes")))?;
+            u64::from_le_bytes(bytes)
+        }
+        None => 1,
+    };
+    meta.insert(key, (next + 1).to_le_bytes().as_slice())?;
+    Ok(next)
+}
+
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::{optional, RunTransaction, Store, StoreError, META};
+use super::{optional, take_next_id, RunTransaction, Store, StoreError};
 
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// IDs of the messages still to be sent: the sender reads only these.
@@ -88,19 +88,7 @@ fn decode(bytes: &[u8]) -> Result<Message, StoreError> {
 }
 
 fn next_message_id(txn: &WriteTransaction) -> Result<u64, StoreError> {
-    let mut meta = txn.open_table(META)?;
-    let next = match meta.get("next_message_id")? {
-        Some(v) => {
-            let bytes: [u8; 8] = v
-                .value()
-                .try_into()
-                .map_err(|_| StoreError::Damaged("next_message_id is not 8 bytes".into()))?;
-            u64::from_le_bytes(bytes)
-        }
-        None => 1,
-    };
-    meta.insert("next_message_id", (next + 1).to_le_bytes().as_slice())?;
-    Ok(next)
+    take_next_id(txn, "next_message_id")
 }
 
 fn put(txn: &WriteTransaction, message: &Message) -> Result<(), StoreError> {

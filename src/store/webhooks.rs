@@ -27,7 +27,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::{optional, RunTransaction, Store, StoreError, META};
+use super::{optional, take_next_id, RunTransaction, Store, StoreError};
 
 const WEBHOOKS: TableDefinition<u64, &[u8]> = TableDefinition::new("webhooks");
 const WEBHOOKS_PENDING: TableDefinition<(&str, u64), ()> = TableDefinition::new("webhooks_pending");
@@ -181,19 +181,7 @@ fn decode(bytes: &[u8]) -> Result<HookMessage, StoreError> {
 }
 
 fn next_hook_id(txn: &WriteTransaction) -> Result<u64, StoreError> {
-    let mut meta = txn.open_table(META)?;
-    let next = match meta.get("next_webhook_id")? {
-        Some(v) => {
-            let bytes: [u8; 8] = v
-                .value()
-                .try_into()
-                .map_err(|_| StoreError::Damaged("next_webhook_id is not 8 bytes".into()))?;
-            u64::from_le_bytes(bytes)
-        }
-        None => 1,
-    };
-    meta.insert("next_webhook_id", (next + 1).to_le_bytes().as_slice())?;
-    Ok(next)
+    take_next_id(txn, "next_webhook_id")
 }
 
 fn put(txn: &WriteTransaction, message: &HookMessage) -> Result<(), StoreError> {

@@ -37,10 +37,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{shown_url, Config, Feed, HookUrl, Webhook};
 use crate::store::{target_key, HookMessage, HookState, Store};
 
+use crate::mail::pause_after;
+
 pub use client::Answer;
 pub use sign::Secret;
 
-const LONGEST_PAUSE: Duration = Duration::from_secs(3600);
 /// A target whose last attempt could not be recorded waits this long.
 const UNRECORDED_PAUSE: Duration = Duration::from_secs(60);
 /// The sender looks at the queue at least this often: a safety net, as
@@ -359,11 +360,6 @@ fn record_attempt(message: &mut HookMessage, outcome: Result<Answer, String>, ho
     }
 }
 
-fn pause_after(first: Duration, attempts: u32) -> Duration {
-    let doubled = first.saturating_mul(1u32 << attempts.saturating_sub(1).min(16));
-    doubled.min(LONGEST_PAUSE)
-}
-
 /// What one target answered a ping.
 pub struct PingResult {
     pub url: String,
@@ -549,6 +545,6 @@ mod tests {
         let first = Duration::from_secs(10);
         assert_eq!(pause_after(first, 1), first);
         assert_eq!(pause_after(first, 3), Duration::from_secs(40));
-        assert_eq!(pause_after(first, 40), LONGEST_PAUSE);
+        assert_eq!(pause_after(first, 40), crate::mail::LONGEST_PAUSE);
     }
 }
